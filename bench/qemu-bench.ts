@@ -1,0 +1,196 @@
+/**
+ * Baseline for the qemu driver: QEMU's own direct TCP migration over loopback against the
+ * driver's unix-socket path with its policy (a Node pipe stands in for the agents' gRPC bridge).
+ *
+ * For each workload (1 GiB guest, RAM filled; 16 MiB working set at 16 MiB/s "slow", 64 MiB
+ * rewritten flat out "fast") and each path:
+ *   tcp-default   QEMU defaults (downtime-limit 300 ms, max-bandwidth 128 MiB/s), direct TCP
+ *   tcp-5ms       downtime-limit 5 ms (bandwidth still QEMU's default), cancelled after 30 s
+ *   tcp-5ms-unl   downtime-limit 5 ms, max-bandwidth unlimited, cancelled after 30 s
+ *   drover-direct the driver's policy at 5 ms, source straight to the target's unix socket
+ *   drover-pipe   unix socket → Node pipe → unix socket, driver policy at 5 ms (post-copy/throttle)
+ * Measures QEMU's downtime, total time, bytes sent, and the guest-observed blackout (gap between the
+ * source's last heartbeat and the target's first).
+ *
+ *   node dist/bench/qemu-bench.js [--json] [--mem MiB] [--only slow|fast] [--paths a,b] [--deadline ms]
+ */
+import * as net from 'node:net';
+import type { VmSpec } from '../hypervisor/types';
+import { QemuHypervisor, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
+import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
+
+const MiB = 1024 * 1024;
+
+export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe';
+
+export interface QemuBenchOptions {
+  /** Guest RAM in MiB; default 1024. */
+  memMiB?: number;
+  /** Workloads to run; default both. */
+  workloads?: Array<'slow' | 'fast'>;
+  /** Paths to run; default all. */
+  paths?: QemuBenchPath[];
+  /** Cancel a migration that has not converged after this many ms; default 30000. */
+  deadlineMs?: number;
+  /** QEMU binary. */
+  binary?: string;
+  /** Called with each row as it is measured. */
+  onRow?: (row: QemuBenchRow) => void;
+}
+
+export interface QemuBenchRow {
+  workload: 'slow' | 'fast';
+  path: QemuBenchPath;
+  accel: string;
+  memMiB: number;
+  status: 'completed' | 'cancelled' | 'failed';
+  /** QEMU's reported downtime (ms); absent when not completed. */
+  downtimeMs?: number;
+  /** Guest-observed blackout: target's first heartbeat − source's last (ms). */
+  blackoutMs?: number;
+  totalTimeMs: number;
+  transferredBytes: number;
+  rounds: number;
+  /** Policy action on the drover path. */
+  action?: string;
+  detail?: string;
+}
+
+function spec(workload: 'slow' | 'fast', memMiB: number): VmSpec {
+  const memBytes = memMiB * MiB;
+  const fillBytes = memBytes - 8 * MiB; // everything above the guest's 4 MiB data start, minus slack
+  return workload === 'slow'
+    ? { name: 'bench-slow', memBytes, vcpus: 1, profile: 'web', fillBytes, wssBytes: 16 * MiB, dirtyRateBytesPerSec: 16 * MiB }
+    : { name: 'bench-fast', memBytes, vcpus: 1, profile: 'mmuncher', fillBytes, wssBytes: 64 * MiB };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+interface QueryMigrate {
+  status: string;
+  'total-time'?: number;
+  downtime?: number;
+  'error-desc'?: string;
+  ram?: { transferred: number; 'dirty-sync-count': number };
+}
+
+/** QEMU's native path: target `migrate-incoming tcp:`, source `migrate tcp:`, raw QMP. */
+async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string, unknown>, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
+  const port = await freePort();
+  await dst.proc.qmp.execute('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  if (Object.keys(params).length) await src.proc.qmp.execute('migrate-set-parameters', params);
+  const t0 = Date.now();
+  await src.proc.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  let cancelled = false;
+  let last = { totalTimeMs: 0, transferredBytes: 0, rounds: 0 };
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 50));
+    const q = await src.proc.qmp.execute<QueryMigrate>('query-migrate');
+    // a cancelled/failed migration reports no RAM figures: keep the last sample's
+    const base = q.ram ? { totalTimeMs: q['total-time'] ?? Date.now() - t0, transferredBytes: q.ram.transferred, rounds: q.ram['dirty-sync-count'] } : { ...last, totalTimeMs: Date.now() - t0 };
+    last = base;
+    if (q.status === 'completed') return { status: 'completed', downtimeMs: q.downtime, ...base };
+    if (q.status === 'cancelled') return { status: 'cancelled', ...base, detail: `no convergence in ${deadlineMs} ms` };
+    if (q.status === 'failed') return { status: 'failed', ...base, detail: q['error-desc'] };
+    if (!cancelled && Date.now() - t0 > deadlineMs) {
+      cancelled = true;
+      await src.proc.qmp.execute('migrate_cancel');
+    }
+  }
+}
+
+/** Runs the bench; returns one row per migration. */
+export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBenchRow[]> {
+  const memMiB = opts.memMiB ?? 1024;
+  const deadlineMs = opts.deadlineMs ?? 30_000;
+  const hv = new QemuHypervisor({ binary: opts.binary });
+  const accel = await hv.accel();
+  const rows: QemuBenchRow[] = [];
+  try {
+    for (const workload of opts.workloads ?? ['slow', 'fast']) {
+      for (const path of opts.paths ?? ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe']) {
+        const s = spec(workload, memMiB);
+        const src = await hv.createDomain(s);
+        const dst = await hv.createIncoming(s);
+        await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace
+        let r: Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>;
+        try {
+          if (path === 'drover-pipe' || path === 'drover-direct') {
+            const ep = await hv.startIncoming(dst);
+            const bridge = path === 'drover-pipe'
+              ? await bridgeUnixSockets(`${ep.socketPath}.bridge`, ep.socketPath)
+              : { path: ep.socketPath, bytes: () => 0, close: async () => undefined };
+            try {
+              const m = await hv.migrateOut(src, { ...ep, socketPath: bridge.path }, { downtimeLimitMs: 5, deadlineMs });
+              r = { status: 'completed', downtimeMs: m.downtimeMs, totalTimeMs: m.totalTimeMs, transferredBytes: m.transferredBytes, rounds: m.rounds, action: m.action, detail: m.reason };
+            } catch (err) {
+              r = { status: 'failed', totalTimeMs: 0, transferredBytes: bridge.bytes(), rounds: 0, detail: (err as Error).message };
+            } finally {
+              await bridge.close();
+            }
+          } else {
+            const params: Record<string, unknown> =
+              path === 'tcp-default' ? {} : path === 'tcp-5ms' ? { 'downtime-limit': 5 } : { 'downtime-limit': 5, 'max-bandwidth': 1e12 };
+            r = await nativeTcp(src, dst, params, deadlineMs);
+          }
+          if (r.status === 'completed') {
+            await dst.waitBeats(0, 10_000);
+            r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs);
+          }
+        } finally {
+          await src.destroy();
+          await dst.destroy();
+        }
+        const row: QemuBenchRow = { workload, path, accel, memMiB, ...r };
+        rows.push(row);
+        opts.onRow?.(row);
+      }
+    }
+  } finally {
+    await hv.close();
+  }
+  return rows;
+}
+
+/** Formats rows as a table. */
+export function formatQemuBench(rows: QemuBenchRow[]): string {
+  const head = ['workload', 'path', 'status', 'downtime', 'blackout', 'total', 'sent', 'rounds', 'action'];
+  const body = rows.map((r) => [
+    `${r.memMiB} MiB ${r.workload}`, r.path, r.status,
+    r.downtimeMs !== undefined ? `${r.downtimeMs} ms` : '-',
+    r.blackoutMs !== undefined ? `${r.blackoutMs} ms` : '-',
+    `${(r.totalTimeMs / 1000).toFixed(2)} s`, `${(r.transferredBytes / 1e9).toFixed(2)} GB`, String(r.rounds), r.action ?? '-',
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ');
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...body.map(line)].join('\n');
+}
+
+if (require.main === module) {
+  const argv = process.argv.slice(2);
+  const val = (k: string) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : undefined; };
+  const json = argv.includes('--json');
+  const only = val('--only') as 'slow' | 'fast' | undefined;
+  const paths = val('--paths')?.split(',') as QemuBenchPath[] | undefined;
+  runQemuBench({
+    memMiB: val('--mem') ? Number(val('--mem')) : undefined,
+    deadlineMs: val('--deadline') ? Number(val('--deadline')) : undefined,
+    workloads: only ? [only] : undefined,
+    paths,
+    onRow: json ? (row) => console.log(JSON.stringify(row)) : (row) => console.error(`measured ${row.workload}/${row.path}: ${row.status}`),
+  }).then((rows) => {
+    if (!json) console.log(formatQemuBench(rows));
+  }).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,45 @@
+/** `drover agent`: runs a node agent in the foreground until SIGINT/SIGTERM. */
+import * as os from 'node:os';
+import { parse, required, str, size, int, address, UsageError } from '../args';
+import { createHypervisor } from '../../hypervisor';
+import { NodeAgentServer } from '../../services/node-agent/agent-server';
+import { createLogger } from '../../lib/log';
+
+/** Usage of `drover agent`. */
+export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL]';
+
+/** Runs the agent; resolves when it was stopped. */
+export async function agentCommand(argv: string[]): Promise<number> {
+  const p = parse(argv, {
+    listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
+    'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
+  }, 'agent');
+  if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
+  const listen = address(required(p, 'listen', 'agent'), '--listen');
+  const nodeId = required(p, 'node-id', 'agent');
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(nodeId)) throw new UsageError(`--node-id "${nodeId}" is invalid (lower-case letters, digits, '-')`);
+  const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!);
+  const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
+  const vcpus = int(p, 'vcpus', 64)!;
+  const log = createLogger('agent').child({ node: nodeId });
+  const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, log: (e) => log.info(e, String(e.msg ?? '')) });
+  const bound = await server.start(listen);
+  // Tests and `drover up` read this line to learn the port.
+  process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
+  let registration: { stop(): Promise<void> | void } | undefined;
+  const etcd = str(p, 'etcd') ?? process.env.DROVER_ETCD_AGENT;
+  if (etcd) {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const reg = require('../../services/node-agent/registration');
+    registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log });
+  }
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  log.info({ msg: 'stopping' }, 'stopping');
+  await registration?.stop();
+  await server.stop();
+  return 0;
+}

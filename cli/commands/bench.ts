@@ -1,0 +1,120 @@
+/**
+ * `drover bench`: two agents as separate processes on loopback, one VM per profile created on
+ * the first, warmed up, migrated to the second with verification, run there, checked by the
+ * guest itself; a table (or one JSON object per migration with --json). `--baselines` adds raw
+ * TCP and a plain HTTP/2 stream measured in the same run.
+ */
+import { parse, str, flag, duration, rate, UsageError } from '../args';
+import { SPEC_OPTIONS, specFromFlags } from './vm';
+import { AgentClient } from '../../services/node-agent/agent-client';
+import { startAgent, type AgentProcess } from '../../services/node-agent/agent-process';
+import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
+import { formatBytes, formatMs, formatRate } from '../../lib/units';
+import { ProgressLine } from '../progress';
+import type { MigrationResult } from '../../services/migrator/engine/types';
+import { runBaselines, type Baseline } from '../../bench/baselines';
+
+/** One bench line: the migration result plus what the guest saw. */
+export interface BenchResult extends MigrationResult {
+  guestDowntimeMs: number;
+  guestCheckOk: boolean;
+  memoryVerified: boolean;
+  sentOverNonzero: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs one migration of a fresh VM of `profile` from a to b. */
+export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: { warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine }): Promise<BenchResult> {
+  await a.createVm(spec);
+  try {
+    await sleep(opts.warmupMs);
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth }, (e) => opts.progress?.update(e));
+    opts.progress?.done();
+    const after = await b.getVm(spec.name);
+    const beatsAt = after.heartbeatBeats;
+    await sleep(opts.runAfterMs);
+    const check = await b.verifyVm(spec.name);
+    const running = check.heartbeatBeats > beatsAt;
+    const memoryVerified = r.verified;
+    return {
+      ...r, memoryVerified, guestCheckOk: check.ok && running,
+      verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
+      guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
+    };
+  } finally {
+    await b.destroyVm(spec.name).catch(() => undefined);
+    await a.destroyVm(spec.name).catch(() => undefined);
+  }
+}
+
+/** Formats bench results and baselines as a table. */
+export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
+  const lines = [
+    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   stop        verified',
+  ];
+  for (const r of results) {
+    lines.push([
+      r.profile.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
+      formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
+      formatRate(r.throughputBytesPerSec).padEnd(12), r.stopReason.padEnd(11), r.verified ? 'yes' : 'NO',
+    ].join(' '));
+  }
+  if (baselines.length) {
+    lines.push('', 'baselines (same run)');
+    const h2 = baselines.find((b) => b.name.includes('HTTP/2'));
+    for (const b of baselines) lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}`);
+    if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
+  }
+  return lines.join('\n');
+}
+
+/** Runs `drover bench`. */
+export async function benchCommand(argv: string[]): Promise<number> {
+  const p = parse(argv, {
+    ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
+    'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
+    repeat: { type: 'string' },
+  }, 'bench');
+  if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
+  const hv = str(p, 'hypervisor', 'sim')!;
+  if (hv !== 'sim' && hv !== 'qemu') throw new UsageError(`bench: unknown hypervisor "${hv}" (expected sim or qemu)`);
+  const profileArg = str(p, 'profile', 'all')!;
+  const profiles: ProfileName[] = profileArg === 'all' ? [...PROFILE_NAMES] : profileArg.split(',').map((x) => x.trim() as ProfileName);
+  const specs = profiles.map((prof, i) => {
+    const q = { ...p, values: { ...p.values, profile: prof } };
+    return specFromFlags(`bench-${prof}-${i}`, q, { mem: 2 ** 30 });
+  });
+  const warmupMs = duration(p, 'warmup', 2000)!;
+  const runAfterMs = duration(p, 'run-after', 1000)!;
+  const maxDowntimeMs = duration(p, 'max-downtime');
+  const bandwidth = rate(p, 'bandwidth');
+  const json = flag(p, 'json');
+  const agents: AgentProcess[] = [];
+  const results: BenchResult[] = [];
+  try {
+    agents.push(await startAgent('bench-a', ['--hypervisor', hv]));
+    agents.push(await startAgent('bench-b', ['--hypervisor', hv]));
+    const a = new AgentClient(agents[0].address);
+    const b = new AgentClient(agents[1].address);
+    await a.waitReady();
+    await b.waitReady();
+    for (const spec of specs) {
+      const progress = json ? undefined : new ProgressLine(process.stderr, `${spec.profile.padEnd(9)} `);
+      const r = await benchOne(a, b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress });
+      results.push(r);
+      if (json) console.log(JSON.stringify(r));
+    }
+    a.close();
+    b.close();
+  } finally {
+    await Promise.all(agents.map((x) => x.stop()));
+  }
+  const baselines = flag(p, 'baselines') ? await runBaselines() : [];
+  if (json) {
+    for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds }));
+  } else {
+    console.log(benchTable(results, baselines));
+  }
+  return results.every((r) => r.verified) ? 0 : 1;
+}

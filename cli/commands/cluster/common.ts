@@ -1,0 +1,97 @@
+/** Shared helpers of the cluster commands: the etcd URL, tables, and the views they print. */
+import type { Etcd3 } from 'etcd3';
+import { UsageError, str, type Parsed } from '../../args';
+import { connectEtcd, type ClusterSnapshot } from '../../../cluster/etcd';
+import type { JobRecord, NodeState } from '../../../cluster/keyspace';
+
+/** The etcd URL from --etcd or DROVER_ETCD. */
+export function etcdUrl(p: Parsed, command: string): string {
+  const u = str(p, 'etcd') ?? process.env.DROVER_ETCD;
+  if (!u) throw new UsageError(`${command}: no etcd given: use --etcd URL or set DROVER_ETCD (drover up writes DIR/drover.env)`);
+  return u;
+}
+
+/** Connects, runs `f`, closes. */
+export async function withEtcd<T>(p: Parsed, command: string, f: (etcd: Etcd3) => Promise<T>): Promise<T> {
+  const etcd = await connectEtcd(etcdUrl(p, command));
+  try {
+    return await f(etcd);
+  } finally {
+    etcd.close();
+  }
+}
+
+/** Formats rows as a left-aligned table. */
+export function table(head: string[], rows: (string | number)[][]): string {
+  const all = [head, ...rows.map((r) => r.map(String))];
+  const w = head.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ')).join('\n');
+}
+
+export const MiB = 2 ** 20;
+
+/** `node list --json` objects. */
+export interface NodeJson {
+  id: string;
+  state: NodeState;
+  address: string;
+  vms: string[];
+  memTotalBytes: number;
+  memUsedBytes: number;
+  vcpusTotal: number;
+  load: number;
+  note: string;
+}
+
+export function nodesJson(snap: ClusterSnapshot): NodeJson[] {
+  return [...snap.nodes.values()].map((n) => {
+    const vms = [...snap.vms.values()].map((v) => v.value).filter((v) => v.node === n.id).sort((a, b) => a.name.localeCompare(b.name));
+    const used = vms.reduce((a, v) => a + v.spec.memBytes, 0);
+    const total = n.heartbeat?.memTotalBytes ?? n.record.memTotalBytes;
+    return {
+      id: n.id, state: n.state, address: n.record.address, vms: vms.map((v) => v.name), memTotalBytes: total, memUsedBytes: used,
+      vcpusTotal: n.record.vcpusTotal, load: total ? used / total : 0, note: n.mark?.note ?? '',
+    };
+  });
+}
+
+/** `migrations list --json` objects. */
+export interface MigrationJson {
+  id: string;
+  vm: string;
+  from: string;
+  to: string;
+  reason: string;
+  phase: string;
+  result: string;
+  downtimeMs: number;
+  totalMs: number;
+  rounds: number;
+  bytesSent: number;
+  attempts: number;
+  error: string;
+  createdAt: number;
+  admittedAt: number;
+  finishedAt: number;
+  etcdWrites: number;
+  sentBytes: number;
+  remainingBytes: number;
+}
+
+export function jobJson(j: JobRecord): MigrationJson {
+  return {
+    id: j.id, vm: j.vm, from: j.from, to: j.to, reason: j.reason, phase: j.phase, result: j.result,
+    downtimeMs: j.engine?.downtimeMs ?? j.downtimeMs ?? 0, totalMs: j.engine?.totalMs ?? 0, rounds: j.engine?.rounds ?? j.progress?.round ?? 0,
+    bytesSent: j.engine?.bytesSent ?? j.progress?.sentBytes ?? 0, attempts: j.attempts, error: j.error,
+    createdAt: j.createdAt, admittedAt: j.admittedAt, finishedAt: j.finishedAt, etcdWrites: j.etcdWrites,
+    sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0,
+  };
+}
+
+/** A human line for a job. */
+export function jobLine(j: JobRecord): string {
+  const p = j.progress;
+  const prog = p && !j.result ? ` round ${p.round} sent ${(p.sentBytes / MiB).toFixed(0)} MiB remaining ${(p.remainingBytes / MiB).toFixed(1)} MiB dirty ${(p.dirtyRateBytesPerSec / MiB).toFixed(0)} MiB/s` : '';
+  const res = j.result ? ` ${j.result}${j.engine ? ` downtime ${j.engine.downtimeMs.toFixed(2)} ms total ${j.engine.totalMs.toFixed(0)} ms` : ''}${j.error ? ` (${j.error})` : ''}` : '';
+  return `${j.id} ${j.vm} ${j.from} -> ${j.to} [${j.reason}] ${j.phase}${prog}${res}`;
+}

@@ -1,0 +1,144 @@
+/**
+ * Shared etcd access for the control plane: connecting (with a clear error when etcd is
+ * unreachable), JSON values with their revisions, and one consistent snapshot of the cluster.
+ */
+import { Etcd3 } from 'etcd3';
+import { DroverError, unavailable } from '../lib/errors';
+import {
+  keys, idOf, DEFAULT_CONFIG,
+  type NodeRecord, type NodeHeartbeat, type NodeMark, type VmRecord, type JobRecord,
+  type Admission, type ClusterConfig, type NodeState,
+} from './keyspace';
+
+/** A value read from etcd with the mod revision a fenced write compares against. */
+export interface Versioned<T> {
+  value: T;
+  modRevision: string;
+}
+
+/** Opens a client of the etcd at `url` (comma-separated endpoints) and checks it answers. */
+export async function connectEtcd(url: string, timeoutMs = 3000): Promise<Etcd3> {
+  const hosts = url.split(',').map((h) => h.trim()).filter(Boolean);
+  if (hosts.length === 0) throw unavailable('no etcd address given (use --etcd URL or set DROVER_ETCD)');
+  const client = new Etcd3({ hosts, dialTimeout: timeoutMs } as any);
+  try {
+    await withTimeout(client.get(keys.config()).exec(), timeoutMs, `etcd at ${url} did not answer within ${timeoutMs} ms`);
+  } catch (err) {
+    client.close();
+    throw unavailable(`cannot reach etcd at ${url}: ${(err as Error).message}`, err);
+  }
+  return client;
+}
+
+/** Rejects with UNAVAILABLE if `p` does not settle within `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise<T>((_, reject) => { t = setTimeout(() => reject(unavailable(message)), ms); }),
+  ]);
+}
+
+/** Reads one JSON value with its mod revision; undefined when absent. */
+export async function getJson<T>(etcd: Etcd3, key: string): Promise<Versioned<T> | undefined> {
+  const res = await etcd.get(key).exec();
+  const kv = res.kvs[0];
+  if (!kv) return undefined;
+  return { value: JSON.parse(kv.value.toString()) as T, modRevision: String(kv.mod_revision) };
+}
+
+/** Reads every JSON value under a prefix, by the key's last segment. */
+export async function getAllJson<T>(etcd: Etcd3, prefix: string): Promise<Map<string, Versioned<T>>> {
+  const res = await etcd.getAll().prefix(prefix).exec();
+  const out = new Map<string, Versioned<T>>();
+  for (const kv of res.kvs) out.set(idOf(kv.key.toString()), { value: JSON.parse(kv.value.toString()), modRevision: String(kv.mod_revision) });
+  return out;
+}
+
+/**
+ * Writes `value` at `key` only if the key still has `modRevision` ('0' = must not exist).
+ * Returns false when someone else wrote first (the caller re-reads and decides again).
+ */
+export async function casJson(etcd: Etcd3, key: string, modRevision: string, value: unknown): Promise<boolean> {
+  const cmp = modRevision === '0' ? etcd.if(key, 'Create', '==', 0) : etcd.if(key, 'Mod', '==', modRevision);
+  const r = await cmp.then(etcd.put(key).value(JSON.stringify(value))).commit();
+  return r.succeeded;
+}
+
+/** Read-modify-write with retries on conflict; `f` returns the new value or undefined to stop. */
+export async function updateJson<T>(etcd: Etcd3, key: string, f: (cur: T | undefined) => T | undefined, tries = 20): Promise<T | undefined> {
+  for (let i = 0; i < tries; i++) {
+    const cur = await getJson<T>(etcd, key);
+    const next = f(cur?.value);
+    if (next === undefined) return undefined;
+    if (await casJson(etcd, key, cur?.modRevision ?? '0', next)) return next;
+  }
+  throw new DroverError('ABORTED', `too many concurrent updates of ${key}`);
+}
+
+/** The cluster config (defaults for missing fields). */
+export async function readConfig(etcd: Etcd3): Promise<ClusterConfig> {
+  const c = await getJson<Partial<ClusterConfig>>(etcd, keys.config());
+  return { ...DEFAULT_CONFIG, ...(c?.value ?? {}) };
+}
+
+/** One node as the control plane sees it. */
+export interface NodeView {
+  id: string;
+  record: NodeRecord;
+  heartbeat?: NodeHeartbeat;
+  mark?: NodeMark;
+  state: NodeState;
+}
+
+/** Everything the scheduler and the CLI need, read at one revision. */
+export interface ClusterSnapshot {
+  nodes: Map<string, NodeView>;
+  vms: Map<string, Versioned<VmRecord>>;
+  jobs: Map<string, Versioned<JobRecord>>;
+  admission: Versioned<Admission>;
+  config: ClusterConfig;
+}
+
+/** Node state from its liveness and mark. */
+export function nodeState(heartbeat: NodeHeartbeat | undefined, mark: NodeMark | undefined): NodeState {
+  if (mark) return mark.state;
+  return heartbeat ? 'ready' : 'unknown';
+}
+
+/** Reads a snapshot of the cluster in one etcd read (one revision). */
+export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
+  const res = await etcd.getAll().prefix(keys.nodes().replace(/nodes\/$/, '')).exec();
+  const nodes = new Map<string, NodeView>();
+  const hbs = new Map<string, NodeHeartbeat>();
+  const marks = new Map<string, NodeMark>();
+  const vms = new Map<string, Versioned<VmRecord>>();
+  const jobs = new Map<string, Versioned<JobRecord>>();
+  let admission: Versioned<Admission> = { value: { jobs: [] }, modRevision: '0' };
+  let config = { ...DEFAULT_CONFIG };
+  const recs = new Map<string, NodeRecord>();
+  for (const kv of res.kvs) {
+    const k = kv.key.toString();
+    const v = () => JSON.parse(kv.value.toString());
+    const rev = String(kv.mod_revision);
+    if (k.startsWith(keys.nodes())) recs.set(idOf(k), v());
+    else if (k.startsWith(keys.alives())) hbs.set(idOf(k), v());
+    else if (k.startsWith(keys.marks())) marks.set(idOf(k), v());
+    else if (k.startsWith(keys.vms())) vms.set(idOf(k), { value: v(), modRevision: rev });
+    else if (k.startsWith(keys.jobs())) jobs.set(idOf(k), { value: v(), modRevision: rev });
+    else if (k === keys.admission()) admission = { value: v(), modRevision: rev };
+    else if (k === keys.config()) config = { ...config, ...v() };
+  }
+  for (const [id, record] of [...recs].sort((a, b) => a[0].localeCompare(b[0], undefined, { numeric: true }))) {
+    const heartbeat = hbs.get(id);
+    const mark = marks.get(id);
+    nodes.set(id, { id, record, heartbeat, mark, state: nodeState(heartbeat, mark) });
+  }
+  return { nodes, vms, jobs, admission, config };
+}
+
+/** Reads the finished jobs, oldest first. */
+export async function readHistory(etcd: Etcd3): Promise<JobRecord[]> {
+  const all = await getAllJson<JobRecord>(etcd, keys.histories());
+  return [...all.values()].map((v) => v.value).sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
+}

@@ -1,0 +1,232 @@
+/**
+ * Drover's etcd keyspace: every key the control plane reads or writes, in one place.
+ *
+ * All keys live under one prefix (`/drover/v1/`, overridable with DROVER_ETCD_PREFIX for tests):
+ *
+ * | key | value | lifetime |
+ * |---|---|---|
+ * | `nodes/<id>` | NodeRecord: address and capacity, written at registration | persistent |
+ * | `alive/<id>` | NodeHeartbeat: load, VM list, per-VM dirty rate and CPU | under the node's lease |
+ * | `marks/<id>` | NodeMark: cordoned / draining / drained | persistent, until uncordon |
+ * | `vms/<name>` | VmRecord: spec, owner node (fenced), desired node, state | persistent |
+ * | `jobs/<id>` | JobRecord: an active migration job (spec, phase, progress) | until finished |
+ * | `history/<id>` | JobRecord of a finished job (result, timings) | persistent |
+ * | `claims/<id>` | the migrator that runs job `<id>` | under that migrator's lease |
+ * | `admission` | Admission: the jobs currently admitted (limits are checked on it) | persistent, CAS |
+ * | `election/scheduler` | etcd3 Election keys of the scheduler replicas | under each replica's lease |
+ * | `scheduler/status` | SchedulerStatus: leader, last plan | persistent |
+ * | `config` | ClusterConfig: limits and aggressiveness | persistent |
+ *
+ * Fencing: ownership of a VM (`VmRecord.node`) changes only in a transaction that compares the
+ * `vms/<name>` mod revision the writer read, so two writers can never both succeed.
+ * Admission of jobs (concurrency limits) is one CAS on `admission`, so several migrator
+ * replicas never exceed a limit together.
+ */
+import type { VmSpec } from '../hypervisor/types';
+import type { MigrationResult } from '../services/migrator/engine/types';
+
+/** The root of all Drover keys. */
+export const PREFIX = process.env.DROVER_ETCD_PREFIX || '/drover/v1/';
+
+export const keys = {
+  node: (id: string) => `${PREFIX}nodes/${id}`,
+  nodes: () => `${PREFIX}nodes/`,
+  alive: (id: string) => `${PREFIX}alive/${id}`,
+  alives: () => `${PREFIX}alive/`,
+  mark: (id: string) => `${PREFIX}marks/${id}`,
+  marks: () => `${PREFIX}marks/`,
+  vm: (name: string) => `${PREFIX}vms/${name}`,
+  vms: () => `${PREFIX}vms/`,
+  job: (id: string) => `${PREFIX}jobs/${id}`,
+  jobs: () => `${PREFIX}jobs/`,
+  history: (id: string) => `${PREFIX}history/${id}`,
+  histories: () => `${PREFIX}history/`,
+  claim: (id: string) => `${PREFIX}claims/${id}`,
+  admission: () => `${PREFIX}admission`,
+  electionPrefix: () => `${PREFIX}election/`,
+  schedulerStatus: () => `${PREFIX}scheduler/status`,
+  config: () => `${PREFIX}config`,
+};
+
+/** The last path segment of a key (the id or name). */
+export function idOf(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
+}
+
+/** A registered node (static part). */
+export interface NodeRecord {
+  id: string;
+  /** host:port of the node agent. */
+  address: string;
+  hypervisor: string;
+  memTotalBytes: number;
+  vcpusTotal: number;
+  registeredAt: number;
+}
+
+/** One VM as a node's heartbeat reports it. */
+export interface HeartbeatVm {
+  name: string;
+  memBytes: number;
+  vcpus: number;
+  state: string;
+  dirtyRateBytesPerSec: number;
+  cpu: number;
+}
+
+/** A node's heartbeat: exists only while the node's lease lives. */
+export interface NodeHeartbeat {
+  id: string;
+  address: string;
+  memTotalBytes: number;
+  memUsedBytes: number;
+  vcpusTotal: number;
+  vcpusUsed: number;
+  vms: HeartbeatVm[];
+  at: number;
+}
+
+/** Maintenance mark of a node. */
+export interface NodeMark {
+  state: 'cordoned' | 'draining' | 'drained';
+  since: number;
+  /** Drain: VMs that could not be moved yet, with the reason (shown by `node list`). */
+  note?: string;
+}
+
+/** What `node list` shows. */
+export type NodeState = 'ready' | 'cordoned' | 'draining' | 'drained' | 'unknown';
+
+/** VM states in the control plane. */
+export type VmState = 'pending' | 'creating' | 'running' | 'migrating' | 'unknown' | 'failed';
+
+/** A VM of the cluster. `node` is the owner: the only node allowed to run it. */
+export interface VmRecord {
+  name: string;
+  spec: VmSpec;
+  /** Owner node ('' while pending). Changes only in a revision-fenced transaction. */
+  node: string;
+  /** Where the user asked for it (vm create --node), '' = scheduler decides. */
+  desiredNode: string;
+  state: VmState;
+  /** Last successful migration end (ms since epoch), for the rebalancer's cool-down. */
+  lastMovedAt: number;
+  /** Node the VM last came from (hysteresis: never moved straight back). */
+  lastFrom: string;
+  error: string;
+  /** The active migration job of this VM ('' = none): a VM is in at most one job. */
+  job: string;
+  createdAt: number;
+}
+
+/** Why a job exists. */
+export type JobReason = 'manual' | 'rebalance' | 'drain';
+
+/** Control-plane phase of a job (the engine's phases plus queueing and terminal states). */
+export type JobPhase =
+  | 'pending' | 'admitted' | 'reserving' | 'precopy' | 'stopcopy' | 'verifying' | 'awaiting-commit'
+  | 'committed' | 'activating' | 'recovering' | 'backoff' | 'done' | 'failed' | 'cancelled';
+
+/** Phases in which a job is finished. */
+export const TERMINAL_PHASES: ReadonlySet<JobPhase> = new Set(['done', 'failed', 'cancelled']);
+/** Phases after switchover: cancel is refused. */
+export const AFTER_SWITCHOVER: ReadonlySet<JobPhase> = new Set(['committed', 'activating', 'done']);
+
+/** Progress of a running job, as the engine reports it. */
+export interface JobProgress {
+  round: number;
+  remainingBytes: number;
+  sentBytes: number;
+  dirtyRateBytesPerSec: number;
+  rateBytesPerSec: number;
+  etaMs: number;
+  elapsedMs: number;
+  at: number;
+}
+
+/** A migration job. */
+export interface JobRecord {
+  id: string;
+  vm: string;
+  from: string;
+  to: string;
+  reason: JobReason;
+  phase: JobPhase;
+  /** succeeded | failed | cancelled | '' while running. */
+  result: '' | 'succeeded' | 'failed' | 'cancelled';
+  error: string;
+  attempts: number;
+  maxAttempts: number;
+  /** Not before (ms since epoch): retry backoff. */
+  notBefore: number;
+  cancelRequested: boolean;
+  /** The owner flip is written (the target may resume). */
+  committed: boolean;
+  migrator: string;
+  progress?: JobProgress;
+  engine?: MigrationResult;
+  downtimeMs: number;
+  createdAt: number;
+  admittedAt: number;
+  finishedAt: number;
+  /** Predicted cost (bytes) from the planner, when the scheduler made the job. */
+  predictedBytes: number;
+  /** etcd writes this job has caused so far (for the bench's writes-per-move figure). */
+  etcdWrites: number;
+}
+
+/** Jobs admitted under the concurrency limits. */
+export interface Admission {
+  jobs: { id: string; from: string; to: string; at: number }[];
+}
+
+/** Cluster-wide limits and scheduler tuning. */
+export interface ClusterConfig {
+  maxConcurrent: number;
+  maxOutboundPerNode: number;
+  maxInboundPerNode: number;
+  /** Rebalancing aggressiveness 1 (off) .. 5 (most eager). */
+  aggressiveness: number;
+  /** A VM is not moved again by the rebalancer for this long after a move. */
+  cooldownMs: number;
+  /** No progress (bytes sent unchanged) for this long → the job is cancelled. */
+  progressTimeoutMs: number;
+  maxAttempts: number;
+  /** Automatic rebalancing on/off (off still allows `rebalance` from the CLI). */
+  autoRebalance: boolean;
+}
+
+export const DEFAULT_CONFIG: ClusterConfig = {
+  maxConcurrent: 4,
+  maxOutboundPerNode: 1,
+  maxInboundPerNode: 2,
+  aggressiveness: 3,
+  cooldownMs: 60_000,
+  progressTimeoutMs: 20_000,
+  maxAttempts: 3,
+  autoRebalance: true,
+};
+
+/** What the scheduler leader last did. */
+export interface SchedulerStatus {
+  leader: string;
+  since: number;
+  lastPlanAt: number;
+  imbalance: number;
+  threshold: number;
+}
+
+/** A new job record with defaults. */
+export function newJob(p: { id: string; vm: string; from: string; to: string; reason: JobReason; maxAttempts?: number; predictedBytes?: number }): JobRecord {
+  return {
+    id: p.id, vm: p.vm, from: p.from, to: p.to, reason: p.reason, phase: 'pending', result: '', error: '',
+    attempts: 0, maxAttempts: p.maxAttempts ?? DEFAULT_CONFIG.maxAttempts, notBefore: 0, cancelRequested: false,
+    committed: false, migrator: '', downtimeMs: 0, createdAt: Date.now(), admittedAt: 0, finishedAt: 0,
+    predictedBytes: p.predictedBytes ?? 0, etcdWrites: 1,
+  };
+}
+
+/** A sortable, unique job id: `m-<time>-<random>`. */
+export function newJobId(): string {
+  return `m-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+}

@@ -1,0 +1,140 @@
+/**
+ * A local Drover cluster of real processes: etcd (unless a URL is given), N node agents started
+ * with `--etcd`, and the scheduler and migrator as separate processes. Used by `drover up`,
+ * `drover demo` and the integration tests. Each process logs to DIR/<name>.log.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { unavailable } from '../lib/errors';
+import { connectEtcd, updateJson } from './etcd';
+import { keys, type ClusterConfig } from './keyspace';
+import { startLocalEtcd, type LocalEtcd } from './local-etcd';
+import { sleep } from './log';
+
+/** bin/drover of this checkout (works from the sources and from dist/). */
+export function droverBin(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++) {
+    const p = path.join(dir, 'bin', 'drover');
+    if (fs.existsSync(p)) return p;
+    dir = path.dirname(dir);
+  }
+  throw unavailable('cannot find bin/drover next to the compiled code');
+}
+
+export interface LocalClusterOptions {
+  nodes: number;
+  dir: string;
+  /** Use this etcd instead of starting one. */
+  etcdUrl?: string;
+  /** Memory capacity of each agent (default 2 GiB). */
+  agentMem?: string;
+  agentVcpus?: number;
+  schedulers?: number;
+  migrators?: number;
+  /** Extra environment for every process (e.g. DROVER_NODE_TTL_SEC). */
+  env?: Record<string, string>;
+  /** Cluster config written before the services start. */
+  config?: Partial<ClusterConfig>;
+  /** Node id prefix (default `node-`). */
+  nodePrefix?: string;
+}
+
+/** A running local cluster. */
+export class LocalCluster {
+  etcdUrl = '';
+  etcd?: Etcd3;
+  private localEtcd?: LocalEtcd;
+  readonly procs = new Map<string, ChildProcess>();
+  private readonly exited = new Set<string>();
+
+  constructor(readonly opts: LocalClusterOptions) {}
+
+  /** Node ids, in order. */
+  nodeIds(): string[] {
+    return Array.from({ length: this.opts.nodes }, (_, i) => `${this.opts.nodePrefix ?? 'node-'}${i + 1}`);
+  }
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.opts.dir, { recursive: true });
+    if (this.opts.etcdUrl) {
+      this.etcdUrl = this.opts.etcdUrl;
+    } else {
+      this.localEtcd = await startLocalEtcd({ dir: path.join(this.opts.dir, 'etcd') });
+      this.etcdUrl = this.localEtcd.url;
+    }
+    this.etcd = await connectEtcd(this.etcdUrl);
+    if (this.opts.config) {
+      const cfg = this.opts.config;
+      await updateJson<Partial<ClusterConfig>>(this.etcd, keys.config(), (cur) => ({ ...(cur ?? {}), ...cfg }));
+    }
+    fs.writeFileSync(path.join(this.opts.dir, 'drover.env'), `DROVER_ETCD=${this.etcdUrl}\n`);
+    for (const id of this.nodeIds()) this.startAgent(id);
+    for (let i = 1; i <= (this.opts.schedulers ?? 1); i++) this.startService('scheduler', `scheduler-${i}`);
+    for (let i = 1; i <= (this.opts.migrators ?? 1); i++) this.startService('migrator', `migrator-${i}`);
+    await this.waitNodes(this.nodeIds().length);
+  }
+
+  /** Spawns `drover ARGS` as process `name`, logging to DIR/name.log. */
+  spawnDrover(name: string, args: string[]): ChildProcess {
+    const log = fs.openSync(path.join(this.opts.dir, `${name}.log`), 'a');
+    const child = spawn(process.execPath, [droverBin(), ...args], {
+      stdio: ['ignore', log, log],
+      env: { ...process.env, DROVER_QUIET: '', ...this.opts.env, DROVER_ETCD: this.etcdUrl },
+    });
+    fs.closeSync(log);
+    this.procs.set(name, child);
+    this.exited.delete(name);
+    child.once('exit', () => this.exited.add(name));
+    return child;
+  }
+
+  startAgent(id: string): ChildProcess {
+    return this.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--etcd', this.etcdUrl,
+      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8)]);
+  }
+
+  startService(kind: 'scheduler' | 'migrator', id: string): ChildProcess {
+    return this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id]);
+  }
+
+  /** Waits until `n` nodes heartbeat. */
+  async waitNodes(n: number, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const alive = await this.etcd!.getAll().prefix(keys.alives()).keys();
+      if (alive.length >= n) return;
+      for (const [name, p] of this.procs) if (this.exited.has(name) && p.exitCode !== null && p.exitCode !== 0) throw unavailable(`${name} exited with code ${p.exitCode} (see ${path.join(this.opts.dir, name + '.log')})`);
+      if (Date.now() > deadline) throw unavailable(`only ${alive.length} of ${n} nodes registered within ${timeoutMs / 1000} s (logs in ${this.opts.dir})`);
+      await sleep(200);
+    }
+  }
+
+  /** Sends `signal` to process `name` and, for SIGKILL/SIGTERM, waits for it to exit. */
+  async kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.procs.get(name);
+    if (!p || this.exited.has(name)) return;
+    const done = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill(signal);
+    if (signal === 'SIGKILL' || signal === 'SIGTERM' || signal === 'SIGINT') {
+      const t = setTimeout(() => p.kill('SIGKILL'), 8000);
+      await done;
+      clearTimeout(t);
+    }
+  }
+
+  /** Stops every process (services first, then agents, then etcd). */
+  async stop(): Promise<void> {
+    const order = [...this.procs.keys()].sort((a, b) => rank(a) - rank(b));
+    await Promise.all(order.filter((n) => rank(n) === 0).map((n) => this.kill(n, 'SIGTERM')));
+    await Promise.all(order.filter((n) => rank(n) === 1).map((n) => this.kill(n, 'SIGTERM')));
+    this.etcd?.close();
+    await this.localEtcd?.stop();
+  }
+}
+
+function rank(name: string): number {
+  return name.startsWith('scheduler') || name.startsWith('migrator') ? 0 : 1;
+}

@@ -1,0 +1,96 @@
+/**
+ * Starts a real local etcd process on free ports with its own data directory, for `drover up`
+ * and the tests. No mocks: this is the etcd binary CI exercises (Debian `etcd-server`).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { unavailable } from '../lib/errors';
+
+/** A running local etcd. */
+export interface LocalEtcd {
+  /** Client URL (http://127.0.0.1:PORT). */
+  url: string;
+  dataDir: string;
+  process: ChildProcess;
+  /** Stops etcd (SIGTERM, then SIGKILL) and, if it made the directory, removes it. */
+  stop(): Promise<void>;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The etcd binary: $DROVER_ETCD_BIN, else `etcd` on PATH. */
+export function etcdBinary(): string {
+  if (process.env.DROVER_ETCD_BIN) return process.env.DROVER_ETCD_BIN;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const p = path.join(dir, 'etcd');
+    if (fs.existsSync(p)) return p;
+  }
+  throw unavailable('no etcd binary found on PATH (install etcd-server, or give --etcd URL of a running etcd)');
+}
+
+/** Starts etcd in `dir` (a new temp dir when absent) and waits until it serves. */
+export async function startLocalEtcd(opts: { dir?: string; log?: string } = {}): Promise<LocalEtcd> {
+  const bin = etcdBinary();
+  const ownDir = !opts.dir;
+  const dataDir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'drover-etcd-'));
+  fs.mkdirSync(dataDir, { recursive: true });
+  const clientPort = await freePort();
+  const peerPort = await freePort();
+  const url = `http://127.0.0.1:${clientPort}`;
+  const logFd = fs.openSync(opts.log ?? path.join(dataDir, 'etcd.log'), 'a');
+  const child = spawn(bin, [
+    '--name', 'drover', '--data-dir', path.join(dataDir, 'data'),
+    '--listen-client-urls', url, '--advertise-client-urls', url,
+    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+    '--initial-cluster', `drover=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
+    '--heartbeat-interval', '50', '--election-timeout', '500',
+  ], { stdio: ['ignore', logFd, logFd], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' } });
+  fs.closeSync(logFd);
+  let exited = false;
+  child.once('exit', () => { exited = true; });
+  const stop = async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { child.kill('SIGKILL'); }, 3000);
+        if (exited) { clearTimeout(t); resolve(); return; }
+        child.once('exit', () => { clearTimeout(t); resolve(); });
+      });
+    }
+    if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  };
+  const client = new Etcd3({ hosts: url });
+  const deadline = Date.now() + 15_000;
+  try {
+    for (;;) {
+      if (exited) throw unavailable(`etcd exited at start (see ${path.join(dataDir, 'etcd.log')})`);
+      try {
+        await Promise.race([client.get('/drover-probe').exec(), new Promise((_, r) => setTimeout(() => r(new Error('timeout')), 1000))]);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw unavailable(`etcd did not start within 15 s: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  } finally {
+    client.close();
+  }
+  return { url, dataDir, process: child, stop };
+}

@@ -1,0 +1,23 @@
+/** Driver selection: `--hypervisor sim|qemu` to a Hypervisor. */
+import { invalidArgument } from '../lib/errors';
+import type { Hypervisor } from './types';
+import { SimHypervisor } from './sim/sim-hypervisor';
+
+/** Names accepted by `--hypervisor`. */
+export const HYPERVISOR_KINDS = ['sim', 'qemu'] as const;
+
+/** Creates the driver named `kind`. */
+export function createHypervisor(kind: string): Hypervisor {
+  switch (kind) {
+    case 'sim':
+      return new SimHypervisor();
+    case 'qemu': {
+      // Loaded lazily: the QEMU driver is only needed on nodes that run it.
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const mod = require('./qemu/qemu-hypervisor');
+      return new mod.QemuHypervisor();
+    }
+    default:
+      throw invalidArgument(`unknown hypervisor "${kind}" (expected one of: ${HYPERVISOR_KINDS.join(', ')})`);
+  }
+}

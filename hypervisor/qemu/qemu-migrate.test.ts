@@ -1,0 +1,119 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { DroverError } from '../../lib/errors';
+import type { VmSpec } from '../types';
+import { QemuHypervisor, type QemuDomain, type QemuMigrationProgress } from './qemu-hypervisor';
+import { bridgeUnixSockets, type UnixBridge } from './unix-bridge';
+
+const MiB = 1024 * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const hv = new QemuHypervisor();
+after(() => hv.close());
+
+/** A target listening, reached through a Node pipe (the agents' gRPC bridge stands here later). */
+async function target(spec: VmSpec, opts: { postcopy?: boolean } = {}): Promise<{ dom: QemuDomain; bridge: UnixBridge; ep: Awaited<ReturnType<QemuHypervisor['startIncoming']>> }> {
+  const dom = await hv.createIncoming(spec);
+  const ep = await hv.startIncoming(dom, opts);
+  const bridge = await bridgeUnixSockets(`${ep.socketPath}.bridge`, ep.socketPath);
+  return { dom, bridge, ep: { ...ep, socketPath: bridge.path } };
+}
+
+test('migrate through a Node pipe: the heartbeat continues on the target, the source is postmigrate', async () => {
+  const spec: VmSpec = { name: 'mig-web', memBytes: 128 * MiB, vcpus: 1, profile: 'web' };
+  const src = await hv.createDomain(spec);
+  const t = await target(spec);
+  try {
+    assert.equal(t.dom.state(), 'incoming');
+    assert.equal(await t.dom.status(), 'inmigrate');
+    const seen: QemuMigrationProgress[] = [];
+    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 300 }, (p) => seen.push(p));
+    assert.equal(r.status, 'completed');
+    assert.ok(r.transferredBytes >= 32 * MiB, `sent ${r.transferredBytes}`); // the 64 MiB fill went
+    assert.ok(t.bridge.bytes() >= r.transferredBytes);
+    assert.ok(seen.length > 0);
+    assert.equal(await src.status(), 'postmigrate');
+    await t.dom.waitBeats(50, 5000);
+    assert.equal(await t.dom.status(), 'running');
+    const blackout = t.dom.firstBeatMs() - src.heartbeat().lastBeatMs;
+    assert.ok(blackout < 2000, `guest-observed blackout ${blackout} ms`);
+  } finally {
+    await t.bridge.close();
+    await src.destroy();
+    await t.dom.destroy();
+  }
+});
+
+test('a fast working set at a 1 ms downtime target completes through the policy', async () => {
+  const spec: VmSpec = { name: 'mig-much', memBytes: 192 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 48 * MiB };
+  const src = await hv.createDomain(spec);
+  const t = await target(spec);
+  try {
+    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 1, deadlineMs: 30_000 });
+    assert.notEqual(r.action, 'none', 'the policy acted');
+    assert.ok(r.reason.length > 0);
+    assert.ok(r.downtimeMs < 100, `downtime ${r.downtimeMs} ms`);
+    await t.dom.waitBeats(50, 5000);
+    assert.equal(await src.status(), 'postmigrate');
+  } finally {
+    await t.bridge.close();
+    await src.destroy();
+    await t.dom.destroy();
+  }
+});
+
+test('without post-copy on the target the policy throttles and still completes', async () => {
+  const spec: VmSpec = { name: 'mig-thr', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 32 * MiB };
+  const src = await hv.createDomain(spec);
+  const t = await target(spec, { postcopy: false });
+  try {
+    assert.equal(t.ep.postcopy, false);
+    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 20, deadlineMs: 40_000 });
+    assert.equal(r.action, 'throttle');
+    await t.dom.waitBeats(50, 5000);
+  } finally {
+    await t.bridge.close();
+    await src.destroy();
+    await t.dom.destroy();
+  }
+});
+
+test('target killed mid-migration: the migration fails and the source keeps running', async () => {
+  const spec: VmSpec = { name: 'mig-kill', memBytes: 128 * MiB, vcpus: 1, profile: 'web' };
+  const src = await hv.createDomain(spec);
+  const t = await target(spec);
+  try {
+    // 20 MB/s: the 64 MiB fill takes seconds, so the kill lands in pre-copy
+    const p = hv.migrateOut(src, t.ep, { maxBandwidthBytesPerSec: 20e6 });
+    p.catch(() => undefined); // it may fail before assert.rejects is attached
+    await sleep(700);
+    await t.dom.destroy();
+    await assert.rejects(p, (e: DroverError) => e.code === 'ABORTED' && /source keeps running/.test(e.message));
+    const b = src.heartbeat().beats;
+    await src.waitBeats(b + 100, 5000);
+    assert.equal(await src.status(), 'running');
+  } finally {
+    await t.bridge.close();
+    await src.destroy();
+  }
+});
+
+test('cancel: migrate_cancel, the source keeps running', async () => {
+  const spec: VmSpec = { name: 'mig-cancel', memBytes: 128 * MiB, vcpus: 1, profile: 'web' };
+  const src = await hv.createDomain(spec);
+  const t = await target(spec);
+  try {
+    const ac = new AbortController();
+    const p = hv.migrateOut(src, t.ep, { maxBandwidthBytesPerSec: 20e6, signal: ac.signal });
+    p.catch(() => undefined);
+    await sleep(500);
+    ac.abort();
+    await assert.rejects(p, (e: DroverError) => e.code === 'CANCELLED');
+    const b = src.heartbeat().beats;
+    await src.waitBeats(b + 100, 5000);
+    assert.equal(await src.status(), 'running');
+  } finally {
+    await t.bridge.close();
+    await src.destroy();
+    await t.dom.destroy();
+  }
+});

@@ -1,0 +1,668 @@
+/**
+ * The `sim` hypervisor driver: userspace VMs whose vCPUs are worker threads.
+ *
+ * - Guest RAM: SharedArrayBuffers of up to 1 GiB (one per slot of SLOT_PAGES pages), lazily zero.
+ * - Dirty log: one bit per page in an Int32Array on a SAB; every guest write ORs its page's bit
+ *   in after the write (the hypervisor's write barrier); read-and-clear word by word.
+ * - Populated map: one bit per page set on a page's first guest write and on every `pageView`,
+ *   so `isZeroPage` answers for never-touched pages without reading (and faulting in) them.
+ * - vCPUs: worker threads (vcpu-worker.ts) stopping at a page-write boundary on pause.
+ * - Device state: the vCPU register files plus a header (see saveDeviceState).
+ */
+
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import {
+  Domain,
+  DomainState,
+  DomainStats,
+  GuestCheckResult,
+  HeartbeatReading,
+  Hypervisor,
+  PAGE_SIZE,
+  PROFILE_NAMES,
+  ProfileName,
+  VmSpec,
+} from '../types';
+import {
+  CMD_EXIT,
+  CMD_PAUSE,
+  CMD_RUN,
+  CTL,
+  GUEST_LAYOUT_VERSION,
+  GUEST_MAGIC,
+  GuestLayout,
+  H32,
+  H64,
+  PAGE_MAGIC,
+  PAGE_WORDS,
+  PROFILE_CODES,
+  REG,
+  REG_BYTES,
+  REG_SLOTS,
+  SLOT_MASK,
+  SLOT_PAGES,
+  SLOT_SHIFT,
+  fnv1a,
+  guestLayout,
+  hashString,
+  mix,
+  seedPrng,
+} from './layout';
+import { ResolvedProfile, resolveProfile } from './profiles';
+import type { VcpuInit } from './vcpu-worker';
+
+/** Device state header magic: 'DRDS'. */
+export const DEVICE_STATE_MAGIC = 0x44524453;
+/** Device state format version. */
+export const DEVICE_STATE_VERSION = 1;
+/** Bytes of the device state header. */
+export const DEVICE_STATE_HEADER_BYTES = 64;
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const MIN_MEM = 16 * MiB;
+const MAX_MEM = 64 * GiB;
+const MAX_VCPUS = 64;
+const NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+const CODE_TO_PROFILE = new Map<number, ProfileName>(
+  (Object.entries(PROFILE_CODES) as [ProfileName, number][]).map(([n, c]) => [c, n]),
+);
+
+/** Options of the sim driver. */
+export interface SimHypervisorOptions {
+  /** Heartbeat period of vCPU 0 in ms (default 0.1). */
+  heartbeatMs?: number;
+  /** How long pause() waits for the vCPUs to acknowledge before failing (default 10 s). */
+  pauseTimeoutMs?: number;
+}
+
+/** Checks a VmSpec; throws an Error naming the bad field. */
+export function validateSpec(spec: VmSpec): void {
+  if (!spec || typeof spec !== 'object') throw new Error('VmSpec missing');
+  if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name)) {
+    throw new Error(`VmSpec.name '${String(spec.name)}' must match [a-z0-9][a-z0-9-]{0,62}`);
+  }
+  const m = spec.memBytes;
+  if (!Number.isSafeInteger(m) || m % PAGE_SIZE !== 0 || m < MIN_MEM || m > MAX_MEM) {
+    throw new Error(`VmSpec.memBytes ${String(m)} of '${spec.name}' must be a multiple of 4096 from 16 MiB to 64 GiB`);
+  }
+  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > MAX_VCPUS) {
+    throw new Error(`VmSpec.vcpus ${String(spec.vcpus)} of '${spec.name}' must be an integer from 1 to ${MAX_VCPUS}`);
+  }
+  if (!PROFILE_NAMES.includes(spec.profile)) {
+    throw new Error(`VmSpec.profile '${String(spec.profile)}' of '${spec.name}' is not one of ${PROFILE_NAMES.join(', ')}`);
+  }
+  for (const k of ['wssBytes', 'dirtyRateBytesPerSec', 'fillBytes'] as const) {
+    const v = spec[k];
+    if (v !== undefined && (typeof v !== 'number' || Number.isNaN(v) || v < 0)) {
+      throw new Error(`VmSpec.${k} ${String(v)} of '${spec.name}' must be a number >= 0`);
+    }
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface RateSample {
+  t: number;
+  bytes: number;
+  busyMs: number;
+}
+
+/** One sim VM. */
+export class SimDomain implements Domain {
+  readonly spec: VmSpec;
+  readonly pageCount: number;
+  readonly slotPages = SLOT_PAGES;
+  /** Guest layout (header, index, data area). */
+  readonly layout: GuestLayout;
+  /** Effective workload parameters. */
+  readonly workload: ResolvedProfile;
+
+  private st: DomainState;
+  private slots: SharedArrayBuffer[];
+  private slotBufs: Buffer[];
+  private readonly ctlSab = new SharedArrayBuffer(CTL.SIZE * 4);
+  private readonly ctl = new Int32Array(this.ctlSab);
+  private readonly dirtySab: SharedArrayBuffer;
+  private readonly dirty: Int32Array;
+  private readonly populatedSab: SharedArrayBuffer;
+  private readonly populated: Int32Array;
+  private readonly regSabs: SharedArrayBuffer[] = [];
+  private readonly regs: Float64Array[] = [];
+  private readonly hdr32: Uint32Array;
+  private readonly hdr64: Float64Array;
+  private readonly index: Uint32Array;
+  private workers: Worker[] = [];
+  private crash: Error | undefined;
+  private deviceStateLoaded = false;
+  private logging = false;
+  private samples: RateSample[] = [];
+  private sampler: NodeJS.Timeout | undefined;
+  private destroying: Promise<void> | undefined;
+  private readonly opts: Required<SimHypervisorOptions>;
+  private readonly onGone: (d: SimDomain) => void;
+
+  /** Use SimHypervisor.createDomain / createIncoming. */
+  constructor(spec: VmSpec, incoming: boolean, opts: Required<SimHypervisorOptions>, onGone: (d: SimDomain) => void) {
+    validateSpec(spec);
+    this.spec = { ...spec };
+    this.opts = opts;
+    this.onGone = onGone;
+    this.layout = guestLayout(spec.memBytes);
+    this.workload = resolveProfile(spec);
+    this.pageCount = this.layout.pageCount;
+    this.st = incoming ? 'incoming' : 'paused';
+
+    this.slots = [];
+    for (let s = 0; s < this.layout.slotCount; s++) {
+      const pages = Math.min(SLOT_PAGES, this.pageCount - s * SLOT_PAGES);
+      this.slots.push(new SharedArrayBuffer(pages * PAGE_SIZE));
+    }
+    this.slotBufs = this.slots.map((s) => Buffer.from(s));
+    const words = Math.ceil(this.pageCount / 32);
+    this.dirtySab = new SharedArrayBuffer(words * 4);
+    this.dirty = new Int32Array(this.dirtySab);
+    this.populatedSab = new SharedArrayBuffer(words * 4);
+    this.populated = new Int32Array(this.populatedSab);
+    this.hdr32 = new Uint32Array(this.slots[0], 0, PAGE_WORDS);
+    this.hdr64 = new Float64Array(this.slots[0], 0, PAGE_WORDS / 2);
+    this.index = new Uint32Array(this.slots[0], this.layout.indexStart * PAGE_SIZE, this.pageCount);
+
+    const seed = (spec.seed ?? hashString(spec.name)) >>> 0;
+    for (let i = 0; i < spec.vcpus; i++) {
+      const sab = new SharedArrayBuffer(REG_BYTES);
+      this.regSabs.push(sab);
+      this.regs.push(new Float64Array(sab));
+      if (!incoming) seedPrng(new Uint32Array(sab, 0, 4), seed, i);
+    }
+    if (!incoming) this.writeFirmwareHeader(seed);
+  }
+
+  /** The "firmware" writes the guest header page before the vCPUs start. */
+  private writeFirmwareHeader(seed: number): void {
+    const h = this.hdr32;
+    const L = this.layout;
+    h[H32.MAGIC] = GUEST_MAGIC;
+    h[H32.LAYOUT] = GUEST_LAYOUT_VERSION;
+    h[H32.PAGE_COUNT] = L.pageCount;
+    h[H32.INDEX_START] = L.indexStart;
+    h[H32.INDEX_PAGES] = L.indexPages;
+    h[H32.DATA_START] = L.dataStart;
+    h[H32.PROFILE] = PROFILE_CODES[this.spec.profile];
+    h[H32.VCPUS] = this.spec.vcpus;
+    h[H32.SEED] = seed;
+    h[H32.WSS_PAGES] = this.workload.wssPages;
+    h[H32.FILL_PAGES] = this.workload.fillPages;
+    this.hdr64[H64.RATE] = this.workload.dirtyRateBytesPerSec;
+    this.setBits(this.populated, 0, 1);
+    this.setBits(this.dirty, 0, 1);
+  }
+
+  /** Spawns the vCPU threads; with `run` false they park at once. */
+  async start(run: boolean): Promise<void> {
+    Atomics.store(this.ctl, CTL.CMD, run ? CMD_RUN : CMD_PAUSE);
+    const file = path.join(__dirname, 'vcpu-worker.js');
+    const n = this.spec.vcpus;
+    for (let i = 0; i < n; i++) {
+      const init: VcpuInit = {
+        id: i,
+        vcpus: n,
+        slots: this.slots,
+        ctl: this.ctlSab,
+        dirty: this.dirtySab,
+        populated: this.populatedSab,
+        regs: this.regSabs[i],
+        pageCount: this.pageCount,
+        indexStart: this.layout.indexStart,
+        dataStart: this.layout.dataStart,
+        wssPages: this.workload.wssPages,
+        fillPages: this.workload.fillPages,
+        rateBytesPerSec: this.workload.dirtyRateBytesPerSec / n,
+        pattern: this.workload.pattern,
+        heartbeatMs: this.opts.heartbeatMs,
+      };
+      const w = new Worker(file, { workerData: init, name: `vcpu${i}-${this.spec.name}` });
+      w.on('error', (e) => {
+        if (!this.crash) this.crash = new Error(`vCPU ${i} of '${this.spec.name}' crashed: ${e.message}`);
+      });
+      w.on('exit', (code) => {
+        if (code !== 0 && !this.crash && !this.destroying) {
+          this.crash = new Error(`vCPU ${i} of '${this.spec.name}' exited with code ${code}`);
+        }
+      });
+      this.workers.push(w);
+    }
+    try {
+      if (run) {
+        this.st = 'running';
+        await this.waitCount(CTL.BOOTED, n, 120_000, 'boot');
+      } else {
+        await this.waitCount(CTL.PARKED, n, 60_000, 'start (parked)');
+      }
+    } catch (e) {
+      await this.destroy();
+      throw e;
+    }
+    this.sample();
+    this.sampler = setInterval(() => this.sample(), 200);
+    this.sampler.unref();
+  }
+
+  /** Waits, polling asynchronously, until ctl[idx] >= n. */
+  private async waitCount(idx: number, n: number, timeoutMs: number, what: string): Promise<void> {
+    const t0 = performance.now();
+    while (Atomics.load(this.ctl, idx) < n) {
+      if (this.crash) throw this.crash;
+      if (this.destroying) throw new Error(`domain '${this.spec.name}' destroyed during ${what}`);
+      if (performance.now() - t0 > timeoutMs) {
+        throw new Error(`domain '${this.spec.name}': vCPUs did not complete ${what} within ${timeoutMs} ms`);
+      }
+      await sleep(2);
+    }
+  }
+
+  private alive(op: string): void {
+    if (this.st === 'destroyed') throw new Error(`${op}: domain '${this.spec.name}' is destroyed`);
+  }
+
+  state(): DomainState {
+    return this.st;
+  }
+
+  async pause(): Promise<void> {
+    this.alive('pause');
+    if (this.st !== 'running') return;
+    const ctl = this.ctl;
+    const n = this.spec.vcpus;
+    Atomics.store(ctl, CTL.CMD, CMD_PAUSE);
+    Atomics.notify(ctl, CTL.CMD);
+    // Fast path: block the event loop briefly (acks take microseconds).
+    const t0 = performance.now();
+    let parked = Atomics.load(ctl, CTL.PARKED);
+    while (parked < n && performance.now() - t0 < 20) {
+      Atomics.wait(ctl, CTL.PARKED, parked, 1);
+      parked = Atomics.load(ctl, CTL.PARKED);
+    }
+    if (parked < n) await this.waitCount(CTL.PARKED, n, this.opts.pauseTimeoutMs, 'pause');
+    this.st = 'paused';
+  }
+
+  async resume(): Promise<void> {
+    this.alive('resume');
+    if (this.crash) throw this.crash;
+    if (this.st === 'running') return;
+    if (this.st === 'incoming' && !this.deviceStateLoaded) {
+      throw new Error(`resume: incoming domain '${this.spec.name}' has no device state yet (call loadDeviceState first)`);
+    }
+    Atomics.store(this.ctl, CTL.CMD, CMD_RUN);
+    Atomics.notify(this.ctl, CTL.CMD);
+    this.st = 'running';
+  }
+
+  destroy(): Promise<void> {
+    if (!this.destroying) {
+      this.destroying = (async () => {
+        this.st = 'destroyed';
+        if (this.sampler) clearInterval(this.sampler);
+        Atomics.store(this.ctl, CTL.CMD, CMD_EXIT);
+        Atomics.notify(this.ctl, CTL.CMD);
+        await Promise.all(this.workers.map((w) => w.terminate().catch(() => 0)));
+        this.workers = [];
+        this.slots = [];
+        this.slotBufs = [];
+        this.onGone(this);
+      })();
+    }
+    return this.destroying;
+  }
+
+  // ---- dirty log -------------------------------------------------------------------------
+
+  startDirtyLog(): void {
+    this.alive('startDirtyLog');
+    this.dirty.fill(0);
+    this.logging = true;
+  }
+
+  stopDirtyLog(): void {
+    this.logging = false;
+  }
+
+  /** True between startDirtyLog and stopDirtyLog (bits are recorded all the time regardless). */
+  get dirtyLogging(): boolean {
+    return this.logging;
+  }
+
+  getAndClearDirtyLog(): Uint32Array {
+    this.alive('getAndClearDirtyLog');
+    const d = this.dirty;
+    const out = new Uint32Array(d.length);
+    for (let i = 0; i < d.length; i++) {
+      // A word read as 0 here may gain a bit right after: that bit stays in the log.
+      if (d[i] !== 0) out[i] = Atomics.exchange(d, i, 0);
+    }
+    return out;
+  }
+
+  peekDirtyLog(): Uint32Array {
+    this.alive('peekDirtyLog');
+    return new Uint32Array(this.dirtySab.slice(0));
+  }
+
+  markDirty(bitmap: Uint32Array): void {
+    this.alive('markDirty');
+    if (bitmap.length > this.dirty.length) {
+      throw new Error(`markDirty: bitmap of ${bitmap.length} words exceeds the ${this.dirty.length} words of '${this.spec.name}'`);
+    }
+    for (let i = 0; i < bitmap.length; i++) {
+      if (bitmap[i] !== 0) Atomics.or(this.dirty, i, bitmap[i] | 0);
+    }
+  }
+
+  // ---- memory ----------------------------------------------------------------------------
+
+  private checkRange(op: string, pfn: number, count: number): void {
+    if (!Number.isInteger(pfn) || !Number.isInteger(count) || pfn < 0 || count < 0 || pfn + count > this.pageCount) {
+      throw new Error(`${op}: pages [${pfn}, ${pfn}+${count}) out of range for '${this.spec.name}' (${this.pageCount} pages)`);
+    }
+  }
+
+  pageView(pfn: number, count: number): Uint8Array {
+    this.alive('pageView');
+    this.checkRange('pageView', pfn, count);
+    const s = Math.floor(pfn / SLOT_PAGES);
+    if (count > 0 && Math.floor((pfn + count - 1) / SLOT_PAGES) !== s) {
+      throw new Error(
+        `pageView: pages [${pfn}, ${pfn + count}) cross the memory slot boundary at pfn ${(s + 1) * SLOT_PAGES} (slotPages ${SLOT_PAGES})`,
+      );
+    }
+    // Whoever holds a view may write through it: the pages count as populated from now on.
+    this.setBits(this.populated, pfn, count);
+    return new Uint8Array(this.slots[s], (pfn - s * SLOT_PAGES) * PAGE_SIZE, count * PAGE_SIZE);
+  }
+
+  isZeroPage(pfn: number): boolean {
+    this.alive('isZeroPage');
+    this.checkRange('isZeroPage', pfn, 1);
+    return this.isZero(pfn);
+  }
+
+  /**
+   * Copy of the populated map (bit set = the page may be non-zero: the guest wrote it or a
+   * pageView was handed out for it). Pages whose bit is clear are zero and were never faulted
+   * in; a scan for non-zero pages can skip them word by word (pre-copy's first round).
+   */
+  populatedBitmap(): Uint32Array {
+    this.alive('populatedBitmap');
+    return new Uint32Array(this.populatedSab.slice(0));
+  }
+
+  private isZero(pfn: number): boolean {
+    if ((this.populated[pfn >>> 5] & (1 << (pfn & 31))) === 0) return true; // never touched
+    const off = (pfn & SLOT_MASK) * PAGE_SIZE;
+    return this.slotBufs[pfn >>> SLOT_SHIFT].compare(ZERO_PAGE, 0, PAGE_SIZE, off, off + PAGE_SIZE) === 0;
+  }
+
+  /** Sets bits [first, first+count) of a bitmap atomically. */
+  private setBits(map: Int32Array, first: number, count: number): void {
+    let p = first;
+    const end = first + count;
+    while (p < end) {
+      const w = p >>> 5;
+      const b = p & 31;
+      const n = Math.min(32 - b, end - p);
+      const mask = n === 32 ? -1 : ((1 << n) - 1) << b;
+      Atomics.or(map, w, mask);
+      p += n;
+    }
+  }
+
+  // ---- device state ----------------------------------------------------------------------
+
+  /**
+   * Device state = header (64 bytes, little-endian) + register files.
+   *   0 u32 magic 'DRDS' | 4 u32 version | 8 u32 vcpus | 12 u32 profile code
+   *   16 f64 memBytes | 24 f64 wssBytes | 32 f64 dirty rate | 40 f64 fillBytes
+   *   48 u32 register bytes per vCPU | 52 u32 FNV-1a of the registers | 56..63 reserved
+   */
+  saveDeviceState(): Uint8Array {
+    this.alive('saveDeviceState');
+    if (this.st !== 'paused') {
+      throw new Error(`saveDeviceState: domain '${this.spec.name}' is ${this.st}; pause it first`);
+    }
+    const n = this.spec.vcpus;
+    const out = new Uint8Array(DEVICE_STATE_HEADER_BYTES + n * REG_BYTES);
+    for (let i = 0; i < n; i++) {
+      out.set(new Uint8Array(this.regSabs[i]), DEVICE_STATE_HEADER_BYTES + i * REG_BYTES);
+    }
+    const dv = new DataView(out.buffer);
+    dv.setUint32(0, DEVICE_STATE_MAGIC, true);
+    dv.setUint32(4, DEVICE_STATE_VERSION, true);
+    dv.setUint32(8, n, true);
+    dv.setUint32(12, PROFILE_CODES[this.spec.profile], true);
+    dv.setFloat64(16, this.spec.memBytes, true);
+    dv.setFloat64(24, this.workload.wssBytes, true);
+    dv.setFloat64(32, this.workload.dirtyRateBytesPerSec, true);
+    dv.setFloat64(40, this.workload.fillBytes, true);
+    dv.setUint32(48, REG_BYTES, true);
+    dv.setUint32(52, fnv1a(out.subarray(DEVICE_STATE_HEADER_BYTES)), true);
+    return out;
+  }
+
+  loadDeviceState(state: Uint8Array): void {
+    this.alive('loadDeviceState');
+    const who = `loadDeviceState('${this.spec.name}')`;
+    if (this.st !== 'paused' && this.st !== 'incoming') {
+      throw new Error(`${who}: domain is ${this.st}; only a paused or incoming domain can load device state`);
+    }
+    if (!(state instanceof Uint8Array) || state.length < DEVICE_STATE_HEADER_BYTES) {
+      throw new Error(`${who}: device state of ${state?.length ?? 0} bytes is shorter than its ${DEVICE_STATE_HEADER_BYTES}-byte header`);
+    }
+    const dv = new DataView(state.buffer, state.byteOffset, state.byteLength);
+    const magic = dv.getUint32(0, true);
+    if (magic !== DEVICE_STATE_MAGIC) {
+      throw new Error(`${who}: not a sim device state (magic 0x${magic.toString(16)}, expected 0x${DEVICE_STATE_MAGIC.toString(16)})`);
+    }
+    const version = dv.getUint32(4, true);
+    if (version !== DEVICE_STATE_VERSION) {
+      throw new Error(`${who}: device state version ${version} not supported (this driver reads version ${DEVICE_STATE_VERSION})`);
+    }
+    const vcpus = dv.getUint32(8, true);
+    if (vcpus !== this.spec.vcpus) {
+      throw new Error(`${who}: device state has ${vcpus} vCPUs, domain has ${this.spec.vcpus}`);
+    }
+    const code = dv.getUint32(12, true);
+    if (code !== PROFILE_CODES[this.spec.profile]) {
+      throw new Error(`${who}: device state is for profile '${CODE_TO_PROFILE.get(code) ?? `#${code}`}', domain runs '${this.spec.profile}'`);
+    }
+    const mem = dv.getFloat64(16, true);
+    if (mem !== this.spec.memBytes) {
+      throw new Error(`${who}: device state is for ${mem} bytes of RAM, domain has ${this.spec.memBytes}`);
+    }
+    const fields: [string, number, number][] = [
+      ['wssBytes', dv.getFloat64(24, true), this.workload.wssBytes],
+      ['dirtyRateBytesPerSec', dv.getFloat64(32, true), this.workload.dirtyRateBytesPerSec],
+      ['fillBytes', dv.getFloat64(40, true), this.workload.fillBytes],
+    ];
+    for (const [k, got, want] of fields) {
+      if (got !== want) throw new Error(`${who}: device state has ${k} ${got}, domain has ${want}`);
+    }
+    const regBytes = dv.getUint32(48, true);
+    if (regBytes !== REG_BYTES) {
+      throw new Error(`${who}: device state has ${regBytes}-byte register files, expected ${REG_BYTES}`);
+    }
+    const want = DEVICE_STATE_HEADER_BYTES + vcpus * REG_BYTES;
+    if (state.length !== want) {
+      throw new Error(`${who}: device state is ${state.length} bytes, expected ${want}`);
+    }
+    const body = state.subarray(DEVICE_STATE_HEADER_BYTES);
+    const sum = fnv1a(body);
+    if (sum !== dv.getUint32(52, true)) {
+      throw new Error(`${who}: device state checksum mismatch (corrupted in transit?)`);
+    }
+    for (let i = 0; i < vcpus; i++) {
+      new Uint8Array(this.regSabs[i]).set(body.subarray(i * REG_BYTES, (i + 1) * REG_BYTES));
+    }
+    this.deviceStateLoaded = true;
+    if (this.st === 'incoming') this.st = 'paused';
+    this.samples = [];
+    this.sample();
+  }
+
+  // ---- guest -----------------------------------------------------------------------------
+
+  async guestCheck(): Promise<GuestCheckResult> {
+    this.alive('guestCheck');
+    const wasRunning = this.st === 'running';
+    if (wasRunning) await this.pause();
+    try {
+      return this.checkNow();
+    } finally {
+      if (wasRunning && this.st === 'paused') await this.resume();
+    }
+  }
+
+  private checkNow(): GuestCheckResult {
+    const bad: string[] = [];
+    let badPages = 0;
+    const note = (s: string): void => {
+      badPages++;
+      if (bad.length < 5) bad.push(s);
+    };
+    if (this.hdr32[H32.MAGIC] !== GUEST_MAGIC) {
+      note(`pfn 0: guest header magic 0x${this.hdr32[H32.MAGIC].toString(16)} != 0x${GUEST_MAGIC.toString(16)}`);
+    }
+    const expect = new Uint32Array(PAGE_WORDS);
+    const expectBuf = Buffer.from(expect.buffer);
+    const { dataStart } = this.layout;
+    for (let pfn = dataStart; pfn < this.pageCount; pfn++) {
+      const v = this.index[pfn];
+      if (v === 0) {
+        if (!this.isZero(pfn)) note(`pfn ${pfn}: index says never written (version 0) but page is not zero`);
+        continue;
+      }
+      expect.fill(mix(pfn, v), 3);
+      expect[0] = PAGE_MAGIC;
+      expect[1] = pfn;
+      expect[2] = v;
+      const off = (pfn & SLOT_MASK) * PAGE_SIZE;
+      const buf = this.slotBufs[pfn >>> SLOT_SHIFT];
+      if (buf.compare(expectBuf, 0, PAGE_SIZE, off, off + PAGE_SIZE) !== 0) {
+        const w = new Uint32Array(this.slots[pfn >>> SLOT_SHIFT], off, 3);
+        const seen = w[0] === PAGE_MAGIC && w[1] === pfn ? `version ${w[2]}` : 'foreign content';
+        note(`pfn ${pfn}: index says version ${v}, page holds ${seen}`);
+      }
+    }
+    const pagesChecked = this.pageCount - dataStart;
+    return {
+      ok: badPages === 0,
+      pagesChecked,
+      badPages,
+      detail: badPages === 0 ? '' : `${badPages} bad page(s): ${bad.join('; ')}${badPages > bad.length ? '; ...' : ''}`,
+    };
+  }
+
+  heartbeat(): HeartbeatReading {
+    this.alive('heartbeat');
+    return {
+      lastBeatMs: this.hdr64[H64.HB_LAST],
+      maxGapMs: this.hdr64[H64.HB_MAX_GAP],
+      beats: this.hdr64[H64.HB_BEATS],
+    };
+  }
+
+  resetHeartbeatGap(): void {
+    this.alive('resetHeartbeatGap');
+    this.hdr64[H64.HB_MAX_GAP] = 0;
+    this.setBits(this.populated, 0, 1);
+    this.setBits(this.dirty, 0, 1);
+  }
+
+  private totals(): RateSample {
+    let bytes = 0;
+    let busyMs = 0;
+    for (const r of this.regs) {
+      bytes += r[REG.BYTES];
+      busyMs += r[REG.BUSY_MS];
+    }
+    return { t: performance.now(), bytes, busyMs };
+  }
+
+  private sample(): void {
+    if (this.st === 'destroyed') return;
+    this.samples.push(this.totals());
+    if (this.samples.length > 12) this.samples.shift();
+  }
+
+  stats(): DomainStats {
+    this.alive('stats');
+    const now = this.totals();
+    let touched = 0;
+    for (const r of this.regs) touched += r[REG.TOUCHED];
+    // Reference: the newest sample at least ~1 s old, else the oldest we have.
+    let ref: RateSample | undefined;
+    for (const s of this.samples) {
+      if (now.t - s.t >= 1000) ref = s;
+    }
+    ref ??= this.samples[0];
+    const dt = ref ? now.t - ref.t : 0;
+    const running = this.st === 'running';
+    return {
+      dirtyRateBytesPerSec: ref && dt > 50 ? Math.max(0, ((now.bytes - ref.bytes) * 1000) / dt) : 0,
+      touchedBytes: touched * PAGE_SIZE,
+      cpu: ref && dt > 50 && running ? Math.min(this.spec.vcpus, Math.max(0, (now.busyMs - ref.busyMs) / dt)) : 0,
+    };
+  }
+
+  /** Guest bytes written by the workload since boot (all vCPUs; the dirty-rate counter). */
+  bytesWritten(): number {
+    return this.totals().bytes;
+  }
+
+  /** Heap-independent view of register slot `slot` of vCPU `vcpu` (for tests and debugging). */
+  register(vcpu: number, slot: number): number {
+    if (slot < 0 || slot >= REG_SLOTS) throw new Error(`register slot ${slot} out of range`);
+    return this.regs[vcpu][slot];
+  }
+}
+
+/** The sim driver. */
+export class SimHypervisor implements Hypervisor {
+  readonly kind = 'sim' as const;
+  private readonly domains = new Set<SimDomain>();
+  private readonly opts: Required<SimHypervisorOptions>;
+
+  constructor(opts: SimHypervisorOptions = {}) {
+    this.opts = {
+      heartbeatMs: opts.heartbeatMs ?? 0.1,
+      pauseTimeoutMs: opts.pauseTimeoutMs ?? 10_000,
+    };
+  }
+
+  /** Creates a domain, boots the guest (boot fill) and resolves once it runs. */
+  async createDomain(spec: VmSpec): Promise<SimDomain> {
+    const d = new SimDomain(spec, false, this.opts, (x) => this.domains.delete(x));
+    this.domains.add(d);
+    await d.start(true);
+    return d;
+  }
+
+  /** Creates a zeroed, paused domain whose vCPU threads are already started (and parked). */
+  async createIncoming(spec: VmSpec): Promise<SimDomain> {
+    const d = new SimDomain(spec, true, this.opts, (x) => this.domains.delete(x));
+    this.domains.add(d);
+    await d.start(false);
+    return d;
+  }
+
+  /** Domains alive on this driver. */
+  list(): SimDomain[] {
+    return [...this.domains];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.domains].map((d) => d.destroy()));
+  }
+}

@@ -1,0 +1,447 @@
+/**
+ * The source side of one migration: iterative pre-copy, stop-and-copy, commit or rollback
+ * (design.md stages 2-5), driving a Domain and a frame stream. Transport-agnostic: the node
+ * agent hands it a `FrameChannel` over the gRPC Transfer stream.
+ *
+ * Round 1 sends every page (zero pages as flags only, and not even that when the target is
+ * known to hold zeros); round n sends the pages dirtied during round n-1, skipping those dirtied
+ * again while the round runs (Xen's to_skip: they would be sent twice). Dirty bits are taken
+ * with get-and-clear, and folded back into the domain's log if the migration fails.
+ *
+ * Rollback: any failure before the source sends its commit (Complete with activate, or
+ * Activate) aborts the stream, resumes the source and leaves its memory as it was. After the
+ * commit the source never resumes on its own.
+ */
+import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
+import { DroverError } from '../../../lib/errors';
+import { BatchBuilder } from '../../node-agent/migration/frame-codec';
+import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, type Ack, type Frame } from '../../node-agent/migration/protocol';
+import { hashPage, foldChecksum, ImageDigest } from './page-hash';
+import { dirtyRuns, popcount, setRanges, testBit } from './range-table';
+import { Pacer, roundRate } from './rate-control';
+import { shouldStop } from './stop-conditions';
+import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
+
+/** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
+export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
+/** Re-read the live dirty bitmap (to_skip) every this many batches. */
+export const SKIP_REFRESH_BATCHES = 8;
+/** Progress events at most this often, ms. */
+export const PROGRESS_INTERVAL_MS = 200;
+/** Progress timeout: no page acknowledged for this long fails the migration. */
+export const PROGRESS_TIMEOUT_MS = 30_000;
+
+/** The frame stream to the target, as the engine needs it. */
+export interface FrameChannel {
+  /** Writes a frame; false means the transport buffer is full (wait for `drained`). */
+  write(frame: Frame | Buffer): boolean;
+  /** Resolves when the transport can take more. */
+  drained(): Promise<void>;
+  /** Ends the stream (after a commit or an abort). */
+  end(): void;
+  /** Registers the handler of acks, and of the stream's failure. */
+  onAck(handler: (ack: Ack) => void, onError: (err: DroverError) => void): void;
+}
+
+/** Everything one source-side migration needs. */
+export interface PrecopySourceOptions {
+  migrationId: string;
+  domain: Domain;
+  channel: FrameChannel;
+  policy: MigrationPolicy;
+  sourceName: string;
+  targetName: string;
+  /** Migration token and id from PrepareIncoming. */
+  token: string;
+  /** Called with progress at most every PROGRESS_INTERVAL_MS and at each phase change. */
+  onProgress?: (p: MigrationProgress) => void;
+  /** Cancels the migration (honoured in every phase before switchover). */
+  signal?: AbortSignal;
+  /** With externalCommit: resolves when the control plane recorded the new owner. */
+  waitForCommit?: () => Promise<void>;
+}
+
+interface InFlight { seq: number; ranges: number[]; builder: BatchBuilder; bytes: number }
+
+/** Runs one migration from the source side. */
+export class PrecopySource {
+  private phase: MigrationPhase = 'reserving';
+  private readonly digest: ImageDigest;
+  private readonly pacer = new Pacer();
+  private readonly inflight: InFlight[] = [];
+  private readonly pool: BatchBuilder[] = [];
+  private inflightBytes = 0;
+  private windowBytes = DEFAULT_WINDOW_BYTES;
+  private seq = 0;
+  private failure: DroverError | undefined;
+  private waiters: (() => void)[] = [];
+  private signalFailed!: () => void;
+  /** Resolves when the migration failed (to race against waits on other things). */
+  private readonly failed = new Promise<void>((r) => { this.signalFailed = r; });
+  private accepted = false;
+  private verified: Extract<Ack, { kind: 'verified' }> | undefined;
+  private activatedAt = NaN;
+  private committed = false;
+  private lastAckAt = performance.now();
+
+  // statistics
+  private readonly t0 = performance.now();
+  private round = 0;
+  private bytesSent = 0;
+  private pageBytes = 0;
+  private zeroPages = 0;
+  private deviceBytes = 0;
+  private sendingMs = 0;
+  private nonzeroBytes = 0;
+  private dirtyRate = 0;
+  private roundRemaining = 0;
+  private lastProgressAt = 0;
+  private lastProgressBytes = 0;
+  private rate = 0;
+  private pausedAt = NaN;
+  private pausedWall = NaN;
+  private stopReason: StopReason | '' = '';
+
+  constructor(private readonly o: PrecopySourceOptions) {
+    this.digest = new ImageDigest(o.domain.pageCount);
+    o.channel.onAck((ack) => this.handleAck(ack), (err) => this.fail(err));
+    o.signal?.addEventListener('abort', () => {
+      if (!PHASES_AFTER_SWITCHOVER.has(this.phase) && !this.committed) this.fail(new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase ${this.phase}`));
+    });
+  }
+
+  /** The current phase (read by cancel to refuse after switchover). */
+  get currentPhase(): MigrationPhase {
+    return this.phase;
+  }
+
+  /** Runs the migration; resolves with the result on success, rejects after rolling back. */
+  async run(): Promise<MigrationResult> {
+    const d = this.o.domain;
+    const timeoutMs = completionTimeoutMs(this.o.policy, d.spec.memBytes);
+    const timer = setTimeout(() => this.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${this.o.migrationId} exceeded its completion timeout of ${Math.round(timeoutMs)} ms`)), timeoutMs);
+    const idle = setInterval(() => {
+      if (this.inflight.length > 0 && performance.now() - this.lastAckAt > PROGRESS_TIMEOUT_MS) {
+        this.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${this.o.migrationId}: no progress for ${PROGRESS_TIMEOUT_MS} ms (target stopped acknowledging pages)`));
+      }
+    }, 1000);
+    try {
+      this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount));
+      await this.until(() => this.accepted);
+      d.startDirtyLog();
+      this.setPhase('precopy');
+      // Round 1: every page that may be non-zero (never-touched pages are zero on both sides).
+      let bitmap = d.populatedBitmap();
+      let previousSent = NaN;
+      let stalled = 0;
+      let lastDirty = Infinity;
+      for (;;) {
+        this.round++;
+        const before = this.pageBytes;
+        const roundStart = performance.now();
+        this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec));
+        await this.sendRound(bitmap, true);
+        const roundMs = performance.now() - roundStart;
+        this.sendingMs += roundMs;
+        const sent = this.pageBytes - before;
+        bitmap = d.getAndClearDirtyLog();
+        const dirtyBytes = popcount(bitmap) * PAGE_SIZE;
+        this.dirtyRate = roundMs > 0 ? (dirtyBytes * 1000) / roundMs : 0;
+        stalled = dirtyBytes >= lastDirty ? stalled + 1 : 0;
+        lastDirty = dirtyBytes;
+        const reason = shouldStop({
+          round: this.round, dirtyBytes, sentThisRound: sent, sentPreviousRound: previousSent, sentTotal: this.pageBytes,
+          throughputBytesPerSec: this.linkRate(), memBytes: d.spec.memBytes, elapsedMs: performance.now() - this.t0, roundsWithoutProgress: stalled,
+        }, this.o.policy, timeoutMs);
+        previousSent = sent;
+        if (reason) { this.stopReason = reason; break; }
+      }
+      await this.stopAndCopy(bitmap);
+      return await this.finish();
+    } catch (err) {
+      const e = this.failure ?? DroverError.from(err);
+      if (!this.committed) await this.rollback(e);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      clearInterval(idle);
+    }
+  }
+
+  /** Measured link throughput so far, bytes/s. */
+  private linkRate(): number {
+    return this.sendingMs > 0 ? (this.bytesSent * 1000) / this.sendingMs : 0;
+  }
+
+  private setPhase(p: MigrationPhase): void {
+    this.phase = p;
+    this.progress(true);
+  }
+
+  private progress(force = false): void {
+    const now = performance.now();
+    if (!force && now - this.lastProgressAt < PROGRESS_INTERVAL_MS) return;
+    if (this.lastProgressAt > 0 && now > this.lastProgressAt) this.rate = ((this.bytesSent - this.lastProgressBytes) * 1000) / (now - this.lastProgressAt);
+    this.lastProgressAt = now;
+    this.lastProgressBytes = this.bytesSent;
+    const link = this.linkRate();
+    this.o.onProgress?.({
+      migrationId: this.o.migrationId, phase: this.phase, round: this.round, remainingBytes: this.roundRemaining,
+      dirtyRateBytesPerSec: this.dirtyRate, rateBytesPerSec: this.rate, sentBytes: this.bytesSent,
+      etaMs: link > 0 ? (this.roundRemaining / Math.max(1, link - this.dirtyRate)) * 1000 : NaN, elapsedMs: now - this.t0,
+    });
+  }
+
+  private fail(err: DroverError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.signalFailed();
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Waits (event-driven) until `cond` holds; throws the failure if one happens first. */
+  private async until(cond: () => boolean): Promise<void> {
+    while (!cond()) {
+      this.check();
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    this.check();
+  }
+
+  private handleAck(ack: Ack): void {
+    this.lastAckAt = performance.now();
+    switch (ack.kind) {
+      case 'accepted':
+        this.accepted = true;
+        if (ack.windowBytes > 0) this.windowBytes = ack.windowBytes;
+        break;
+      case 'batch':
+        while (this.inflight.length > 0 && this.inflight[0].seq <= ack.seq) {
+          const f = this.inflight.shift()!;
+          this.inflightBytes -= f.bytes;
+          this.pool.push(f.builder);
+        }
+        break;
+      case 'verified':
+        this.verified = ack;
+        break;
+      case 'activated':
+        this.activatedAt = ack.resumedAtMs;
+        break;
+    }
+    this.notify();
+  }
+
+  private takeBuilder(): BatchBuilder {
+    return this.pool.pop() ?? new BatchBuilder(MAX_BATCH_PAYLOAD_BYTES, 2 * BATCH_PAGES);
+  }
+
+  private async send(frame: Frame | Buffer): Promise<void> {
+    this.check();
+    const bytes = Buffer.isBuffer(frame) ? frame.length : 0;
+    this.bytesSent += bytes;
+    if (!this.o.channel.write(frame)) await Promise.race([this.o.channel.drained(), this.failed]);
+    this.check();
+  }
+
+  /**
+   * Sends the pages set in `bitmap`. With `skip`, pages found dirty again in the live log are
+   * left for the next round (they stay dirty there).
+   */
+  private async sendRound(bitmap: Uint32Array, skip: boolean): Promise<void> {
+    const d = this.o.domain;
+    const total = popcount(bitmap);
+    this.roundRemaining = total * PAGE_SIZE;
+    await this.send(frames.round(this.round, total) as Frame);
+    let toSkip: Uint32Array | undefined;
+    let batches = 0;
+    let builder = this.takeBuilder();
+    let payload = builder.payloadView();
+    let words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
+    let used = 0;
+    let pages = 0;
+    let ranges: number[] = [];
+    let zeroRanges: number[] = [];
+    let checksum = 0;
+    let taken: number[] = [];
+
+    const flush = async (): Promise<void> => {
+      if (pages === 0 && zeroRanges.length === 0) return;
+      const frame = builder.finish(++this.seq, ranges, zeroRanges, checksum, used);
+      this.inflight.push({ seq: this.seq, ranges: taken, builder, bytes: frame.length });
+      this.inflightBytes += frame.length;
+      this.pageBytes += used;
+      await this.pacer.take(frame.length);
+      await this.send(frame);
+      this.roundRemaining = Math.max(0, this.roundRemaining - pages * PAGE_SIZE);
+      this.progress();
+      await this.until(() => this.inflightBytes < this.windowBytes);
+      builder = this.takeBuilder();
+      payload = builder.payloadView();
+      words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
+      used = 0; pages = 0; ranges = []; zeroRanges = []; checksum = 0; taken = [];
+      batches++;
+      if (skip && batches % SKIP_REFRESH_BATCHES === 0) toSkip = d.peekDirtyLog();
+    };
+
+    if (skip) toSkip = d.peekDirtyLog();
+    for (const [first, count] of dirtyRuns(bitmap, d.pageCount, BATCH_PAGES, d.slotPages)) {
+      const view = d.pageView(first, count);
+      // Buffer#copy is a plain memcpy; TypedArray#set from a SharedArrayBuffer is not.
+      const src = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+      let runStart = -1;
+      let zeroStart = -1;
+      for (let i = 0; i < count; i++) {
+        const pfn = first + i;
+        if (skip && toSkip && testBit(toSkip, pfn)) {
+          if (runStart >= 0) { ranges.push(runStart, pfn - runStart); runStart = -1; }
+          if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+          this.roundRemaining -= PAGE_SIZE;
+          continue;
+        }
+        src.copy(payload, used, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+        const h = hashPage(words, used >> 2);
+        taken.push(pfn, 1);
+        if (h === 0) {
+          if (runStart >= 0) { ranges.push(runStart, pfn - runStart); runStart = -1; }
+          if (this.digest.hashes[pfn] === 0) { this.roundRemaining -= PAGE_SIZE; continue; } // target holds zeros already
+          if (zeroStart < 0) zeroStart = pfn;
+          this.zeroPages++;
+          this.digest.set(pfn, 0);
+          continue;
+        }
+        if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+        if (runStart < 0) runStart = pfn;
+        checksum = foldChecksum(checksum, pfn, h);
+        this.digest.set(pfn, h);
+        if (this.round === 1) this.nonzeroBytes += PAGE_SIZE;
+        used += PAGE_SIZE;
+        pages++;
+        if (used === payload.length) {
+          ranges.push(runStart, pfn + 1 - runStart);
+          runStart = -1;
+          if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn + 1 - zeroStart); zeroStart = -1; }
+          await flush();
+        }
+      }
+      if (runStart >= 0) ranges.push(runStart, first + count - runStart);
+      if (zeroStart >= 0) zeroRanges.push(zeroStart, first + count - zeroStart);
+      if (ranges.length + zeroRanges.length >= BATCH_PAGES) await flush();
+    }
+    await flush();
+    this.pool.push(builder);
+    this.roundRemaining = 0;
+  }
+
+  /** Pauses the source and sends the last dirty pages, the device state and the commit. */
+  private async stopAndCopy(bitmap: Uint32Array): Promise<void> {
+    const d = this.o.domain;
+    this.check();
+    // Let the target apply everything in flight first: its backlog would otherwise count as downtime.
+    await this.until(() => this.inflight.length === 0);
+    this.setPhase('stopcopy');
+    const t = performance.now();
+    d.resetHeartbeatGap(); // the guest's next measured gap is the blackout
+    this.pausedWall = performance.timeOrigin + performance.now();
+    await d.pause();
+    this.pausedAt = performance.now();
+    const last = d.getAndClearDirtyLog();
+    for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
+    this.round++;
+    this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
+    const tFinal = performance.now();
+    await this.sendRound(bitmap, false);
+    if (process.env.DROVER_TRACE) console.error('pause', tFinal - t, 'final round', performance.now() - tFinal, 'pages', popcount(bitmap));
+    const state = Buffer.from(d.saveDeviceState());
+    const sw = new Int32Array(Math.ceil(state.length / 4));
+    new Uint8Array(sw.buffer).set(state);
+    let checksum = 0;
+    for (let i = 0; i < sw.length; i++) checksum = Math.imul(checksum ^ sw[i], 0x01000193) >>> 0;
+    this.deviceBytes = state.length;
+    await this.send(frames.device(state, checksum));
+    const activate = !this.o.policy.externalCommit;
+    this.setPhase('verifying');
+    // With activate, sending Complete is the commit point: the target resumes once verified.
+    this.committed = activate;
+    await this.send(frames.complete(this.digest.digest(), this.seq, this.round, this.pausedWall, activate, 0));
+    this.sendingMs += performance.now() - t;
+    if (activate) {
+      this.phase = 'activating';
+      await this.until(() => this.verified !== undefined);
+      this.checkDigest();
+      await this.until(() => !Number.isNaN(this.activatedAt));
+      if (process.env.DROVER_TRACE) console.error('after final round to activated', performance.now() - t);
+    } else {
+      await this.until(() => this.verified !== undefined);
+      this.checkDigest();
+      this.setPhase('awaiting-commit');
+      if (this.o.waitForCommit) await Promise.race([this.o.waitForCommit(), this.failed]);
+      this.check();
+      this.committed = true;
+      this.setPhase('activating');
+      await this.send(frames.activate());
+      await this.until(() => !Number.isNaN(this.activatedAt));
+    }
+  }
+
+  private checkDigest(): void {
+    const mine = this.digest.digest();
+    if (!this.verified || !mine.equals(this.verified.imageDigest)) {
+      throw new DroverError('DATA_LOSS', `target image digest ${this.verified?.imageDigest.toString('hex')} differs from the source's ${mine.toString('hex')}`);
+    }
+  }
+
+  private async finish(): Promise<MigrationResult> {
+    const d = this.o.domain;
+    this.o.channel.end();
+    let memoryMatches = true;
+    if (this.o.policy.verify) {
+      // The source is paused and frozen: its memory is exactly the memory at pause.
+      const actual = await ImageDigest.ofMemory(d.pageCount, d.populatedBitmap(), (pfn) => {
+        const v = d.pageView(pfn, 1);
+        return [new Int32Array(v.buffer, v.byteOffset, PAGE_SIZE / 4), 0];
+      });
+      memoryMatches = actual.equals(this.verified!.imageDigest);
+    }
+    d.stopDirtyLog();
+    const downtimeMs = this.activatedAt - this.pausedWall;
+    const totalMs = this.activatedAt - (performance.timeOrigin + this.t0);
+    this.setPhase('done');
+    return {
+      migrationId: this.o.migrationId, vm: d.spec.name, profile: d.spec.profile, memBytes: d.spec.memBytes, mode: 'precopy',
+      verified: this.o.policy.verify ? memoryMatches : false, downtimeMs, totalMs, rounds: this.round, bytesSent: this.bytesSent,
+      pageBytes: this.pageBytes, zeroPages: this.zeroPages, deviceBytes: this.deviceBytes,
+      throughputBytesPerSec: this.linkRate(), stopReason: this.stopReason, outcome: 'succeeded', errorCode: '', error: '',
+      source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: this.nonzeroBytes,
+    };
+  }
+
+  /** Before commit: tell the target to discard, fold unsent pages back, resume the source. */
+  private async rollback(err: DroverError): Promise<void> {
+    const d = this.o.domain;
+    try { this.o.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
+    try { this.o.channel.end(); } catch { /* stream gone */ }
+    const fold = new Uint32Array(Math.ceil(d.pageCount / 32));
+    for (const f of this.inflight) setRanges(fold, f.ranges);
+    try { d.markDirty(fold); } catch { /* domain gone */ }
+    try { d.stopDirtyLog(); } catch { /* domain gone */ }
+    if (d.state() === 'paused') await d.resume();
+    this.phase = err.code === 'CANCELLED' ? 'cancelled' : 'failed';
+    this.progress(true);
+  }
+
+  /** Milliseconds the source has been paused so far (NaN before stop-and-copy). */
+  get pausedForMs(): number {
+    return performance.now() - this.pausedAt;
+  }
+}

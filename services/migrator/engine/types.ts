@@ -1,0 +1,116 @@
+/**
+ * The migration engine's domain types: policy in, progress out, result at the end.
+ * Protobuf types never reach here; `services/node-agent/agent-codec.ts` converts at the edge.
+ */
+
+/** Phases of one migration, in order (design.md stages). */
+export type MigrationPhase =
+  | 'reserving'        // PrepareIncoming on the target
+  | 'precopy'          // iterative rounds while the VM runs
+  | 'stopcopy'         // source paused, last pages and device state
+  | 'verifying'        // the target checks its image against the digest
+  | 'awaiting-commit'  // verified; the control plane records the new owner
+  | 'activating'       // the target resumes
+  | 'done'
+  | 'failed'
+  | 'cancelled';
+
+/** Phases after which cancel is refused: the target may already run the VM. */
+export const PHASES_AFTER_SWITCHOVER: ReadonlySet<MigrationPhase> = new Set(['activating', 'done']);
+
+/** Why pre-copy stopped iterating. */
+export type StopReason = 'converged' | 'stalled' | 'max-rounds' | 'max-bytes' | 'timeout' | 'forced';
+
+/** How a migration may run; every field has an engine default. */
+export interface MigrationPolicy {
+  /** Target downtime of the final stop-and-copy, ms (default 5). */
+  maxDowntimeMs: number;
+  /** Send-rate cap in bytes/s; 0 = unlimited. */
+  bandwidthBytesPerSec: number;
+  /** Most pre-copy rounds before stop-and-copy (Xen: 29, then the last). */
+  maxRounds: number;
+  /** Stop iterating once bytes sent exceed this factor x RAM (Xen: 3). */
+  maxBytesFactor: number;
+  /** Completion timeout, ms; 0 = scaled by VM size (see DEFAULT_TIMEOUT_*). */
+  timeoutMs: number;
+  /** After activation, compare the paused source's memory with the target's image digest. */
+  verify: boolean;
+  /** Wait for an external commit (control plane) between verification and activation. */
+  externalCommit: boolean;
+}
+
+/** Default downtime target: the project's aim is millisecond downtime. */
+export const DEFAULT_MAX_DOWNTIME_MS = 5;
+/** Xen's round limit (29 rounds, then stop-and-copy). */
+export const DEFAULT_MAX_ROUNDS = 30;
+/** Xen's limit on total bytes sent, as a multiple of RAM. */
+export const DEFAULT_MAX_BYTES_FACTOR = 3;
+/** Completion timeout base, plus DEFAULT_TIMEOUT_MS_PER_GIB per GiB of RAM: a 1 GiB VM gets 90 s. */
+export const DEFAULT_TIMEOUT_BASE_MS = 30_000;
+/** Completion timeout per GiB of guest RAM (covers a slow 100 MB/s link with three passes). */
+export const DEFAULT_TIMEOUT_MS_PER_GIB = 60_000;
+
+/** The policy with every unset field replaced by its default. */
+export function resolvePolicy(p: Partial<MigrationPolicy> = {}): MigrationPolicy {
+  return {
+    maxDowntimeMs: p.maxDowntimeMs && p.maxDowntimeMs > 0 ? p.maxDowntimeMs : DEFAULT_MAX_DOWNTIME_MS,
+    bandwidthBytesPerSec: p.bandwidthBytesPerSec && p.bandwidthBytesPerSec > 0 ? p.bandwidthBytesPerSec : 0,
+    maxRounds: p.maxRounds && p.maxRounds > 0 ? p.maxRounds : DEFAULT_MAX_ROUNDS,
+    maxBytesFactor: p.maxBytesFactor && p.maxBytesFactor > 0 ? p.maxBytesFactor : DEFAULT_MAX_BYTES_FACTOR,
+    timeoutMs: p.timeoutMs && p.timeoutMs > 0 ? p.timeoutMs : 0,
+    verify: p.verify ?? false,
+    externalCommit: p.externalCommit ?? false,
+  };
+}
+
+/** The completion timeout for a VM of `memBytes` under `policy`. */
+export function completionTimeoutMs(policy: MigrationPolicy, memBytes: number): number {
+  return policy.timeoutMs > 0 ? policy.timeoutMs : DEFAULT_TIMEOUT_BASE_MS + (DEFAULT_TIMEOUT_MS_PER_GIB * memBytes) / 2 ** 30;
+}
+
+/** A live progress report of one migration. */
+export interface MigrationProgress {
+  migrationId: string;
+  phase: MigrationPhase;
+  round: number;
+  /** Dirty bytes not yet sent. */
+  remainingBytes: number;
+  dirtyRateBytesPerSec: number;
+  /** Send rate over the last interval. */
+  rateBytesPerSec: number;
+  sentBytes: number;
+  /** Estimated ms until switchover (NaN when unknown). */
+  etaMs: number;
+  elapsedMs: number;
+}
+
+/** The result of one migration; `drover migrate --json` and `drover bench --json` print it. */
+export interface MigrationResult {
+  migrationId: string;
+  vm: string;
+  profile: string;
+  memBytes: number;
+  mode: 'precopy' | 'postcopy';
+  /** Target memory equals source memory at pause AND the guest's own check passed on the target. */
+  verified: boolean;
+  /** Source pause to target resume, ms. */
+  downtimeMs: number;
+  /** Start of the migration to target resume, ms. */
+  totalMs: number;
+  rounds: number;
+  /** Bytes on the wire (encoded frames). */
+  bytesSent: number;
+  pageBytes: number;
+  zeroPages: number;
+  deviceBytes: number;
+  /** bytesSent / time spent sending them. */
+  throughputBytesPerSec: number;
+  stopReason: StopReason | '';
+  outcome: 'succeeded' | 'failed' | 'cancelled';
+  errorCode: string;
+  error: string;
+  source: string;
+  target: string;
+  /** Guest RAM that was non-zero when the migration began. */
+  nonzeroBytes: number;
+}

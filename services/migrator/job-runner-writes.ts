@@ -1,0 +1,12 @@
+/**
+ * etcd writes one migration job costs on its normal path (no retries), counted from the code
+ * in cluster/jobs.ts and services/migrator/service.ts:
+ *   1 create (job + VM record, one txn)          1 claim (txn)          1 admission (CAS)
+ *   1 start: job reserving + VM migrating (txn)  1 phase precopy
+ *   1 owner flip + committed (one fenced txn)    1 finish (job -> history + VM, one txn)
+ *   1 admission release                          1 claim delete
+ * Nothing is written while the VM is paused except the owner flip. Progress writes come on top,
+ * throttled to one per second per job.
+ * Every job also counts its own writes in `JobRecord.etcdWrites` (see `drover migrations list --json`).
+ */
+export const ETCD_WRITES_PER_MOVE = 9;

@@ -1,0 +1,140 @@
+/**
+ * Conversions between the node agent's protobuf objects (camel-cased by protobufjs) and
+ * Drover's domain types. The only place where both kinds meet.
+ */
+import type { VmSpec, ProfileName } from '../../hypervisor/types';
+import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../migrator/engine/types';
+
+/** A VM as an agent reports it. */
+export interface VmInfo {
+  spec: VmSpec;
+  state: string;
+  nodeId: string;
+  dirtyRateBytesPerSec: number;
+  touchedBytes: number;
+  cpu: number;
+  heartbeatBeats: number;
+  heartbeatLastMs: number;
+  heartbeatMaxGapMs: number;
+}
+
+/** What an agent says about its node. */
+export interface NodeInfo {
+  nodeId: string;
+  hypervisor: string;
+  memTotalBytes: number;
+  memUsedBytes: number;
+  vcpusTotal: number;
+  vcpusUsed: number;
+  protocolVersion: number;
+  vms: VmInfo[];
+}
+
+/** The guest's check and heartbeat, as VerifyVm returns them. */
+export interface VerifyInfo {
+  ok: boolean;
+  pagesChecked: number;
+  badPages: number;
+  detail: string;
+  diskChecked: boolean;
+  diskOk: boolean;
+  heartbeatLastMs: number;
+  heartbeatMaxGapMs: number;
+  heartbeatBeats: number;
+}
+
+/** One event of a MigrateVm stream: progress, with `result` on the last. */
+export interface MigrationEventInfo extends MigrationProgress {
+  result?: MigrationResult;
+}
+
+/** VmSpec → wire. */
+export function specToWire(s: VmSpec): object {
+  return {
+    name: s.name, memBytes: s.memBytes, vcpus: s.vcpus, profile: s.profile,
+    wssBytes: s.wssBytes ?? 0, dirtyRateBytesPerSec: s.dirtyRateBytesPerSec ?? 0,
+    fillBytes: s.fillBytes ?? 0, fillSet: s.fillBytes !== undefined,
+    disk: s.disk ?? '', seed: s.seed ?? 0, hypervisor: '',
+  };
+}
+
+/** Wire → VmSpec (profile validated later by the agent). */
+export function specFromWire(w: any): VmSpec {
+  const s: VmSpec = { name: w.name, memBytes: Number(w.memBytes), vcpus: w.vcpus, profile: w.profile as ProfileName };
+  if (w.wssBytes) s.wssBytes = Number(w.wssBytes);
+  if (w.dirtyRateBytesPerSec) s.dirtyRateBytesPerSec = Number(w.dirtyRateBytesPerSec);
+  if (w.fillSet) s.fillBytes = Number(w.fillBytes);
+  if (w.disk) s.disk = w.disk;
+  if (w.seed) s.seed = w.seed;
+  return s;
+}
+
+/** VmInfo → wire. */
+export function vmToWire(v: VmInfo): object {
+  return { ...v, spec: specToWire(v.spec) };
+}
+
+/** Wire → VmInfo. */
+export function vmFromWire(w: any): VmInfo {
+  return {
+    spec: specFromWire(w.spec ?? {}), state: w.state, nodeId: w.nodeId,
+    dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, touchedBytes: Number(w.touchedBytes), cpu: w.cpu,
+    heartbeatBeats: Number(w.heartbeatBeats), heartbeatLastMs: w.heartbeatLastMs, heartbeatMaxGapMs: w.heartbeatMaxGapMs,
+  };
+}
+
+/** NodeInfo → wire. */
+export function nodeInfoToWire(n: NodeInfo): object {
+  return { ...n, vms: n.vms.map(vmToWire) };
+}
+
+/** Wire → NodeInfo. */
+export function nodeInfoFromWire(w: any): NodeInfo {
+  return {
+    nodeId: w.nodeId, hypervisor: w.hypervisor, memTotalBytes: Number(w.memTotalBytes), memUsedBytes: Number(w.memUsedBytes),
+    vcpusTotal: w.vcpusTotal, vcpusUsed: w.vcpusUsed, protocolVersion: w.protocolVersion, vms: (w.vms ?? []).map(vmFromWire),
+  };
+}
+
+/** Policy → wire. */
+export function policyToWire(p: Partial<MigrationPolicy>): object {
+  return {
+    maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
+    maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: 1, verify: p.verify ?? false,
+    externalCommit: p.externalCommit ?? false,
+  };
+}
+
+/** Wire → partial policy (zero values mean "engine default"). */
+export function policyFromWire(w: any): Partial<MigrationPolicy> {
+  return {
+    maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
+    maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
+    verify: !!w?.verify, externalCommit: !!w?.externalCommit,
+  };
+}
+
+/** MigrationEventInfo → wire. */
+export function eventToWire(e: MigrationEventInfo): object {
+  return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result: e.result };
+}
+
+/** Wire → MigrationEventInfo. */
+export function eventFromWire(w: any): MigrationEventInfo {
+  const ev: MigrationEventInfo = {
+    migrationId: w.migrationId, phase: w.phase as MigrationPhase, round: w.round, remainingBytes: Number(w.remainingBytes),
+    dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, rateBytesPerSec: w.rateBytesPerSec, sentBytes: Number(w.sentBytes),
+    etaMs: w.etaMs < 0 ? NaN : w.etaMs, elapsedMs: w.elapsedMs,
+  };
+  if (w.result && w.result.migrationId) {
+    const r = w.result;
+    ev.result = {
+      migrationId: r.migrationId, vm: r.vm, profile: r.profile, memBytes: Number(r.memBytes), mode: r.mode || 'precopy',
+      verified: r.verified, downtimeMs: r.downtimeMs, totalMs: r.totalMs, rounds: r.rounds, bytesSent: Number(r.bytesSent),
+      pageBytes: Number(r.pageBytes), zeroPages: Number(r.zeroPages), deviceBytes: Number(r.deviceBytes),
+      throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason, outcome: r.outcome,
+      errorCode: r.errorCode, error: r.error, source: r.source, target: r.target, nonzeroBytes: Number(r.nonzeroBytes),
+    };
+  }
+  return ev;
+}

@@ -1,0 +1,72 @@
+/**
+ * Starts a node agent as a separate process (`drover agent`) on a free loopback port and
+ * learns its address from the line it prints. Used by `drover bench`, `drover up` and tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { DroverError } from '../../lib/errors';
+
+/** The compiled CLI entry (dist/cli/main.js), run through a tiny launcher. */
+export const CLI_MAIN = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
+
+/** A running agent process. */
+export interface AgentProcess {
+  nodeId: string;
+  address: string;
+  child: ChildProcess;
+  /** Graceful stop (SIGTERM), then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+  /** Kills the process at once (fault injection). */
+  kill(): void;
+  /** Last lines the agent wrote on stderr (for error messages). */
+  stderrTail(): string;
+}
+
+/**
+ * glibc malloc settings for data-plane processes: keep freed bulk buffers (1 MiB frames) in
+ * the heap instead of returning them to the kernel, so they are not faulted in again on every
+ * use (first-touch faults cost ~4 us per 4 KiB page on this class of machine).
+ */
+export const BULK_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912';
+
+/** Runs `drover <args>` as a child process with node. */
+export function spawnDrover(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, ['-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { GLIBC_TUNABLES: BULK_MALLOC_TUNABLES, ...process.env, DROVER_LOG_JSON: '1', ...env },
+  });
+}
+
+/** Starts an agent; resolves once it listens. */
+export function startAgent(nodeId: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
+  const child = spawnDrover(['agent', '--listen', '127.0.0.1:0', '--node-id', nodeId, ...extraArgs], env);
+  let tail = '';
+  child.stderr!.on('data', (b: Buffer) => {
+    tail = (tail + b.toString()).slice(-4000);
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (!m) return;
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      resolve({
+        nodeId, address: m[1], child,
+        stop: async (graceMs = 5000) => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGTERM');
+          const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+          await exited;
+          clearTimeout(t);
+        },
+        kill: () => { child.kill('SIGKILL'); },
+        stderrTail: () => tail,
+      });
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new DroverError('UNAVAILABLE', `agent ${nodeId} exited with ${code} before listening: ${tail.trim().split('\n').slice(-3).join(' | ')}`)));
+  });
+}

@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BatchBuilder, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
+import { frames, acks, validateBatch, MAX_FRAME_BYTES } from './protocol';
+import { DroverError } from '../../../lib/errors';
+
+test('a batch built in place decodes to the same ranges, checksum and payload', () => {
+  const b = new BatchBuilder(3 * 4096, 8);
+  const view = b.payloadView();
+  view.fill(7, 0, 4096);
+  view.fill(9, 4096, 8192);
+  const bytes = b.finish(300, [5, 1, 1000000, 1], [7, 2], 0xdeadbeef, 8192);
+  const f = decodeFrame(bytes);
+  assert.equal(f.kind, 'batch');
+  if (f.kind !== 'batch') return;
+  assert.equal(f.seq, 300);
+  assert.deepEqual(f.ranges, [5, 1, 1000000, 1]);
+  assert.deepEqual(f.zeroRanges, [7, 2]);
+  assert.equal(f.checksum, 0xdeadbeef);
+  assert.equal(f.payload.length, 8192);
+  assert.equal(f.payload[0], 7);
+  assert.equal(f.payload[8191], 9);
+  assert.equal(f.encoding, 0);
+  assert.equal(validateBatch(f, 2_000_000, 262144, 4096), 2);
+});
+
+test('control frames and acks round-trip', () => {
+  const s = decodeFrame(encodeFrame(frames.start('m1', 'tok', 4096, 256)));
+  assert.deepEqual(s, { kind: 'start', protocolVersion: 1, migrationId: 'm1', token: 'tok', pageSize: 4096, pageCount: 256, streamIndex: 0, streamCount: 1 });
+  const c = decodeFrame(encodeFrame(frames.complete(Buffer.from('01234567'), 10, 3, 123.5, true, 99)));
+  assert.equal(c.kind, 'complete');
+  if (c.kind === 'complete') assert.equal(c.imageDigest.toString(), '01234567');
+  assert.deepEqual(decodeAck(encodeAck(acks.batch(4, 4096))), { kind: 'batch', seq: 4, bytes: 4096 });
+  assert.equal(decodeAck(encodeAck(acks.activated(5.5))).kind, 'activated');
+});
+
+test('bad frames are rejected with INVALID_ARGUMENT naming the problem', () => {
+  const code = (f: () => unknown, re: RegExp) => assert.throws(f, (e: unknown) => e instanceof DroverError && e.code === 'INVALID_ARGUMENT' && re.test(e.message));
+  code(() => decodeFrame(Buffer.alloc(0)), /no known kind/);
+  code(() => decodeFrame(Buffer.from([0x1a, 0xff])), /malformed/);
+  code(() => decodeFrame(Buffer.alloc(MAX_FRAME_BYTES + 1)), /exceeds the limit/);
+  const b = new BatchBuilder(4096, 4);
+  const f = decodeFrame(b.finish(1, [10, 2], [], 0, 4096));
+  if (f.kind !== 'batch') throw new Error('kind');
+  code(() => validateBatch(f, 100, 64, 4096), /misaligned/);
+  const g = decodeFrame(b.finish(1, [99, 2], [], 0, 4096));
+  if (g.kind !== 'batch') throw new Error('kind');
+  code(() => validateBatch(g, 100, 64, 4096), /out of range/);
+  const h = decodeFrame(b.finish(1, [63, 1, 64, 1], [], 0, 4096));
+  if (h.kind !== 'batch') throw new Error('kind');
+  code(() => validateBatch(h, 100, 64, 4096), /misaligned/);
+  const k = decodeFrame(new BatchBuilder(8192, 4).finish(1, [63, 2], [], 0, 8192));
+  if (k.kind !== 'batch') throw new Error('kind');
+  code(() => validateBatch(k, 100, 64, 4096), /crosses a memory slot/);
+});

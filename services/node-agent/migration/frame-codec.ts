@@ -1,0 +1,133 @@
+/**
+ * Wire codec of the page stream: domain frames (protocol.ts) <-> protobuf bytes
+ * (proto/drover/v1/migration.proto). Control frames go through protobufjs; page batches are
+ * written by `BatchBuilder` straight into the buffer grpc-js sends — pages are copied once,
+ * from guest RAM into that buffer, with no per-page objects. Decoding returns views, not copies.
+ *
+ * A batch frame is laid out with the payload first (protobuf allows any field order) and its
+ * length prefixes as 5-byte padded varints, so the builder can copy pages before it knows how
+ * many of them turn out to be zero:
+ *
+ *   0x1a len5 | 0x0a len5 payload... | 0x10 seq | 0x1a len ranges... | 0x22 len zero ranges... | 0x2d checksum32
+ */
+import { Writer } from 'protobufjs';
+import { messageType, TO_OBJECT } from '../../../proto/load';
+import { invalidArgument } from '../../../lib/errors';
+import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
+
+const FrameType = messageType('MigrationFrame');
+const AckType = messageType('MigrationAck');
+const FRAME_KINDS = new Set(['start', 'round', 'batch', 'device', 'complete', 'activate', 'abort']);
+const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated']);
+
+/** Bytes before the payload in a batch frame: two tags and two padded lengths. */
+export const BATCH_HEADER_BYTES = 12;
+/** Upper bound of bytes after the payload for `maxRanges` range pairs. */
+function trailerBound(maxRanges: number): number {
+  return 6 /* seq */ + 2 * (6 + maxRanges * 2 * 5) + 5 /* checksum */;
+}
+
+function putPaddedVarint(buf: Buffer, at: number, v: number): void {
+  buf[at] = (v & 0x7f) | 0x80;
+  buf[at + 1] = ((v >>> 7) & 0x7f) | 0x80;
+  buf[at + 2] = ((v >>> 14) & 0x7f) | 0x80;
+  buf[at + 3] = ((v >>> 21) & 0x7f) | 0x80;
+  buf[at + 4] = (v >>> 28) & 0x0f;
+}
+
+function putVarint(buf: Buffer, at: number, v: number): number {
+  while (v > 0x7f) { buf[at++] = (v & 0x7f) | 0x80; v >>>= 7; }
+  buf[at++] = v;
+  return at;
+}
+
+function varintLen(v: number): number {
+  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
+}
+
+function putPacked(buf: Buffer, at: number, tag: number, values: number[]): number {
+  if (values.length === 0) return at;
+  let len = 0;
+  for (const v of values) len += varintLen(v);
+  buf[at++] = tag;
+  at = putVarint(buf, at, len);
+  for (const v of values) at = putVarint(buf, at, v);
+  return at;
+}
+
+/**
+ * Builds one page-batch frame in place. Usage: `payloadView()` gives the region to copy pages
+ * into (in range order); then `finish(seq, ranges, zeroRanges, checksum, payloadBytes)`
+ * returns the frame bytes (a view of the builder's buffer, which the caller must not reuse
+ * until the peer acknowledged the batch).
+ */
+export class BatchBuilder {
+  readonly buffer: Buffer;
+
+  constructor(readonly maxPayload: number, readonly maxRanges: number) {
+    this.buffer = Buffer.allocUnsafe(BATCH_HEADER_BYTES + maxPayload + trailerBound(maxRanges));
+  }
+
+  /** Where the payload goes: `maxPayload` bytes. */
+  payloadView(): Buffer {
+    return this.buffer.subarray(BATCH_HEADER_BYTES, BATCH_HEADER_BYTES + this.maxPayload);
+  }
+
+  /** Writes the header and trailer around `payloadBytes` bytes of payload; returns the frame. */
+  finish(seq: number, ranges: number[], zeroRanges: number[], checksum: number, payloadBytes: number): Buffer {
+    if (ranges.length + zeroRanges.length > this.maxRanges * 2) throw new RangeError('too many ranges for this builder');
+    const b = this.buffer;
+    let at = BATCH_HEADER_BYTES + payloadBytes;
+    b[at++] = 0x10;
+    at = putVarint(b, at, seq);
+    at = putPacked(b, at, 0x1a, ranges);
+    at = putPacked(b, at, 0x22, zeroRanges);
+    b[at++] = 0x2d;
+    b.writeUInt32LE(checksum >>> 0, at);
+    at += 4;
+    b[0] = 0x1a;
+    putPaddedVarint(b, 1, at - 6);
+    b[6] = 0x0a;
+    putPaddedVarint(b, 7, payloadBytes);
+    return b.subarray(0, at);
+  }
+}
+
+/** Encodes a frame. Batch frames built by BatchBuilder are passed through as Buffers. */
+export function encodeFrame(frame: Frame | Buffer): Buffer {
+  if (Buffer.isBuffer(frame)) return frame;
+  const { kind, ...body } = frame;
+  const w = FrameType.encode(FrameType.fromObject({ [kind]: body }), Writer.create()).finish();
+  return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
+}
+
+/** Decodes and checks a frame; INVALID_ARGUMENT for oversized, malformed or kind-less frames. */
+export function decodeFrame(bytes: Buffer): Frame {
+  if (bytes.length > MAX_FRAME_BYTES) throw invalidArgument(`frame of ${bytes.length} bytes exceeds the limit of ${MAX_FRAME_BYTES} bytes`);
+  let obj: any;
+  try {
+    obj = FrameType.toObject(FrameType.decode(bytes), TO_OBJECT);
+  } catch (err) {
+    throw invalidArgument(`malformed frame: ${(err as Error).message}`, err);
+  }
+  const kind = obj.kind as string | undefined;
+  if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, device, complete, activate or abort)');
+  const body = obj[kind];
+  if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;
+  return { kind, ...body } as Frame;
+}
+
+/** Encodes an ack. */
+export function encodeAck(ack: Ack): Buffer {
+  const { kind, ...body } = ack;
+  const w = AckType.encode(AckType.fromObject({ [kind]: body })).finish();
+  return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
+}
+
+/** Decodes an ack; an ack of no known kind is an error. */
+export function decodeAck(bytes: Buffer): Ack {
+  const obj: any = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
+  const kind = obj.kind as string | undefined;
+  if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
+  return { kind, ...obj[kind] } as Ack;
+}

@@ -1,0 +1,137 @@
+/**
+ * Drover's migration protocol, version 1: one documented module (after Cloud Hypervisor's
+ * vm-migration/src/protocol.rs). The wire form is in proto/drover/v1/migration.proto; the
+ * codec that turns frames into bytes is frame-codec.ts.
+ *
+ * ```text
+ *  source agent                                   target agent
+ *  ------------                                   ------------
+ *  PrepareIncoming(version, spec) --------------> reserve memory, check disk, empty paused domain
+ *                       <------------------------ migration_id, one-time token, max frame size
+ *  Transfer stream:
+ *  Start(version, id, token, page geometry) ----> check version, token (consumed), geometry
+ *                       <------------------------ Accepted(window)
+ *  Round(1, pages)  ----------------------------> (informational)
+ *  PageBatch(seq, ranges, zero ranges, checksum, payload) ...
+ *                       <------------------------ BatchAck(seq)  (flow control window)
+ *  Round(n) ... PageBatch ... (pages dirtied during round n-1)
+ *  -- source pauses the VM (stop-and-copy) --
+ *  PageBatch ... (the last dirty pages)
+ *  DeviceState(vCPU state, checksum)  ----------> loaded into the paused domain
+ *  Complete(image digest, activate?) -----------> compare digest of the image it holds
+ *                       <------------------------ Verified(digest)
+ *  [external commit: control plane flips ownership in etcd, then]
+ *  Activate  -----------------------------------> resume the VM
+ *                       <------------------------ Activated(resumed_at)
+ *  (Complete with activate=true folds Activate in: one round trip less in the downtime.)
+ *  source discards its copy
+ * ```
+ *
+ * Receiver states (a frame not allowed in the current state is rejected with
+ * FAILED_PRECONDITION and the migration aborted):
+ *
+ * ```text
+ *  Prepared --Start--> Receiving --DeviceState--> DeviceLoaded --Complete--> Verified --Activate--> Active
+ *     |                 |  ^ Round/PageBatch          |                         |
+ *     +-----------------+--+--------------------------+-------------------------+--> Aborted
+ *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
+ * ```
+ *
+ * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
+ * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
+ * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
+ * encodings and unknown fields' values are rejected, never ignored.
+ *
+ * Invariants: page ranges are in bounds and never cross a memory slot; a batch's checksum
+ * folds its pages' hashes (page-hash.ts); the image digest at Complete must equal the target's
+ * own digest of what it applied, else nothing resumes there and the source resumes.
+ */
+import { DroverError, invalidArgument } from '../../../lib/errors';
+
+/** The one protocol version this build speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Largest payload in one batch: 1 MiB amortises per-frame costs and fits grpc-js' writes. */
+export const MAX_BATCH_PAYLOAD_BYTES = 1024 * 1024;
+/** Largest encoded frame a receiver accepts (payload + range tables + headers). */
+export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
+/** Bytes of page payload a sender may have in flight, unacknowledged (flow control window). */
+export const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
+/** A prepared reservation with no Start within this time is released (the source went away). */
+export const RESERVATION_TTL_MS = 60_000;
+/** A started migration that receives no frame within this time is aborted by the target. */
+export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
+
+/** Encodings a batch payload may use. Only RAW exists in version 1. */
+export const PAYLOAD_RAW = 0;
+
+/** Frames from source to target. */
+export type Frame =
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number }
+  | { kind: 'round'; round: number; pages: number }
+  | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
+  | { kind: 'device'; state: Buffer; checksum: number }
+  | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number }
+  | { kind: 'activate' }
+  | { kind: 'abort'; reason: string };
+
+/** Replies from target to source. */
+export type Ack =
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number }
+  | { kind: 'batch'; seq: number; bytes: number }
+  | { kind: 'verified'; imageDigest: Buffer; pages: number }
+  | { kind: 'activated'; resumedAtMs: number };
+
+/** Named constructors for each frame (the only way the engine builds them). */
+export const frames = {
+  start: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1 }),
+  round: (round: number, pages: number): Frame => ({ kind: 'round', round, pages }),
+  device: (state: Buffer, checksum: number): Frame => ({ kind: 'device', state, checksum }),
+  complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number): Frame =>
+    ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent }),
+  activate: (): Frame => ({ kind: 'activate' }),
+  abort: (reason: string): Frame => ({ kind: 'abort', reason }),
+};
+
+/** Named constructors for each ack. */
+export const acks = {
+  accepted: (windowBytes = DEFAULT_WINDOW_BYTES): Ack => ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes }),
+  batch: (seq: number, bytes: number): Ack => ({ kind: 'batch', seq, bytes }),
+  verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
+  activated: (resumedAtMs: number): Ack => ({ kind: 'activated', resumedAtMs }),
+};
+
+/** The refusal a target gives a peer of another version (names both). */
+export function versionMismatch(sourceVersion: number): DroverError {
+  return new DroverError('FAILED_PRECONDITION', `protocol version mismatch: source speaks protocol ${sourceVersion}, this target speaks ${PROTOCOL_VERSION}`);
+}
+
+/**
+ * Validates a batch's range tables against the domain geometry: pairs, non-empty, in bounds,
+ * not crossing a slot, payload length = 4 KiB x data pages. Throws INVALID_ARGUMENT naming
+ * the first offending range.
+ */
+export function validateBatch(f: Extract<Frame, { kind: 'batch' }>, pageCount: number, slotPages: number, pageSize: number): number {
+  if (f.encoding !== PAYLOAD_RAW) throw invalidArgument(`batch ${f.seq}: unknown payload encoding ${f.encoding}`);
+  const check = (ranges: number[], what: string): number => {
+    if (ranges.length % 2 !== 0) throw invalidArgument(`batch ${f.seq}: ${what} has an odd number of entries (${ranges.length}); expected (first_pfn, count) pairs`);
+    let pages = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      const first = ranges[i], count = ranges[i + 1];
+      if (count === 0) throw invalidArgument(`batch ${f.seq}: ${what} range ${i / 2} is empty`);
+      if (first + count > pageCount) throw invalidArgument(`batch ${f.seq}: ${what} range [${first}, +${count}) is out of range (VM has ${pageCount} pages)`);
+      if (Math.floor(first / slotPages) !== Math.floor((first + count - 1) / slotPages)) {
+        throw invalidArgument(`batch ${f.seq}: ${what} range [${first}, +${count}) crosses a memory slot boundary (every ${slotPages} pages)`);
+      }
+      pages += count;
+    }
+    return pages;
+  };
+  const dataPages = check(f.ranges, 'range table');
+  check(f.zeroRanges, 'zero range table');
+  if (f.payload.length !== dataPages * pageSize) {
+    throw invalidArgument(`batch ${f.seq}: payload is ${f.payload.length} bytes but its ranges name ${dataPages} pages of ${pageSize} bytes (misaligned)`);
+  }
+  if (f.payload.length > MAX_BATCH_PAYLOAD_BYTES * 2) throw invalidArgument(`batch ${f.seq}: payload of ${f.payload.length} bytes exceeds the limit of ${MAX_BATCH_PAYLOAD_BYTES * 2}`);
+  return dataPages;
+}

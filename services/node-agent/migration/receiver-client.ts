@@ -1,0 +1,107 @@
+/**
+ * The source agent's client of a target's MigrationReceiver: PrepareIncoming, and the Transfer
+ * stream wrapped as the engine's FrameChannel. Frames are encoded by frame-codec.ts (batches
+ * arrive already encoded); acks are decoded here. Every unary call has a deadline.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { serviceDefinition, messageType, decodeMessage } from '../../../proto/load';
+import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
+import { DroverError } from '../../../lib/errors';
+import type { VmSpec } from '../../../hypervisor/types';
+import { specToWire } from '../agent-codec';
+import { CHANNEL_OPTIONS } from '../agent-client';
+import type { FrameChannel } from '../../migrator/engine/precopy-source';
+import { decodeAck, encodeFrame } from './frame-codec';
+import { PROTOCOL_VERSION, type Ack, type Frame } from './protocol';
+
+/** The Transfer method's codecs: raw frames in on the server (decoded by the handler, so a bad
+ * frame gets INVALID_ARGUMENT rather than grpc-js' INTERNAL), encoded acks out. */
+export const TRANSFER_CODECS = {
+  Transfer: {
+    serializeRequest: (f: Frame | Buffer) => encodeFrame(f),
+    deserializeRequest: (b: Buffer) => b,
+    serializeResponse: (b: Buffer) => b,
+    deserializeResponse: (b: Buffer) => b,
+  },
+};
+
+const ReceiverClient = grpc.makeGenericClientConstructor(serviceDefinition('MigrationReceiver', TRANSFER_CODECS), 'MigrationReceiver');
+const PrepareRes = messageType('PrepareIncomingResponse');
+
+/** A reservation on the target. */
+export interface Reservation {
+  migrationId: string;
+  token: string;
+  protocolVersion: number;
+  maxFrameBytes: number;
+}
+
+/** Client of one target agent's MigrationReceiver. */
+export class ReceiverClientConn {
+  private readonly client: grpc.Client & Record<string, any>;
+
+  constructor(readonly address: string) {
+    this.client = new ReceiverClient(address, grpc.credentials.createInsecure(), { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 }) as any;
+  }
+
+  /** Reserves the target (PrepareIncoming). */
+  prepare(spec: VmSpec, sourceNode: string, migrationId: string, protocolVersion = PROTOCOL_VERSION): Promise<Reservation> {
+    return new Promise((resolve, reject) => {
+      this.client.PrepareIncoming(
+        { protocolVersion, spec: specToWire(spec), sourceNode, migrationId },
+        { deadline: deadlineIn(60_000) },
+        (err: grpc.ServiceError | null, res: any) => {
+          if (err) reject(fromServiceError(err, `target ${this.address} PrepareIncoming`));
+          else resolve(res as Reservation);
+        },
+      );
+    });
+  }
+
+  /** Releases a reservation that will not be used. */
+  abort(migrationId: string, token: string): Promise<void> {
+    return new Promise((resolve) => {
+      this.client.AbortIncoming({ migrationId, token }, { deadline: deadlineIn(5000) }, () => resolve());
+    });
+  }
+
+  /** Opens the Transfer stream as a FrameChannel. `deadlineMs` bounds the whole stream. */
+  open(deadlineMs: number): FrameChannel & { cancel(): void } {
+    const call: grpc.ClientDuplexStream<Frame | Buffer, Buffer> = this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
+    let onAck: (a: Ack) => void = () => {};
+    let onError: (e: DroverError) => void = () => {};
+    let ended = false;
+    call.on('data', (b: Buffer) => {
+      try {
+        onAck(decodeAck(b));
+      } catch (err) {
+        onError(DroverError.from(err));
+      }
+    });
+    call.on('error', (err) => onError(fromServiceError(err, `target ${this.address} Transfer`)));
+    call.on('end', () => {
+      if (!ended) onError(new DroverError('UNAVAILABLE', `target ${this.address} closed the migration stream`));
+    });
+    return {
+      write: (frame) => call.write(frame),
+      drained: () => new Promise<void>((r) => call.once('drain', () => r())),
+      end: () => {
+        if (ended) return;
+        ended = true;
+        call.end();
+      },
+      onAck: (a, e) => { onAck = a; onError = e; },
+      cancel: () => { ended = true; call.cancel(); },
+    };
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Decodes a PrepareIncomingResponse (exported for tests that speak the wire directly). */
+export function decodePrepare(b: Buffer): Reservation {
+  return decodeMessage<Reservation>(PrepareRes, b);
+}

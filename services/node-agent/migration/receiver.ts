@@ -1,0 +1,141 @@
+/**
+ * The target side of one migration: the receiver's state machine of protocol.ts, applying
+ * frames to an incoming (paused, empty) domain. Every page applied is hashed from guest RAM,
+ * checked against its batch checksum and recorded in the image digest; Complete is accepted
+ * only when the source's digest equals the one the receiver built itself.
+ */
+import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
+import { DroverError, failedPrecondition, invalidArgument } from '../../../lib/errors';
+import { hashPage, foldChecksum, ImageDigest } from '../../migrator/engine/page-hash';
+import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from './protocol';
+
+/** States of an incoming migration (protocol.ts has the diagram). */
+export type ReceiverState = 'prepared' | 'receiving' | 'device-loaded' | 'verified' | 'active' | 'aborted';
+
+/** One incoming migration on the target. */
+export class IncomingMigration {
+  state: ReceiverState = 'prepared';
+  private readonly digest: ImageDigest;
+  private lastSeq = 0;
+  private rounds = 0;
+  /** Page payload bytes applied. */
+  bytes = 0;
+  /** Wall clock of the source's pause, from Complete. */
+  pausedAtMs = NaN;
+
+  constructor(
+    readonly migrationId: string,
+    private readonly token: string,
+    readonly domain: Domain,
+    readonly createdAt = Date.now(),
+  ) {
+    this.digest = new ImageDigest(domain.pageCount);
+  }
+
+  /** Checks the Start frame: version, token (one use), geometry. */
+  start(f: Extract<Frame, { kind: 'start' }>): Ack {
+    if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
+    if (this.state !== 'prepared') throw failedPrecondition(`migration ${this.migrationId} already started (its token is used up)`);
+    if (f.token !== this.token) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
+    if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) {
+      throw invalidArgument(`geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
+    }
+    if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
+    this.state = 'receiving';
+    return acks.accepted();
+  }
+
+  /**
+   * Applies one frame after Start. Returns the acks to send (possibly none). Throws a
+   * DroverError for anything out of order or malformed; the caller then aborts.
+   */
+  async apply(f: Frame): Promise<Ack[]> {
+    switch (f.kind) {
+      case 'start':
+        throw failedPrecondition(`migration ${this.migrationId}: a second Start frame`);
+      case 'round':
+        this.expect('receiving', 'Round');
+        this.rounds = Math.max(this.rounds, f.round);
+        return [];
+      case 'batch':
+        this.expect('receiving', 'PageBatch');
+        return [this.applyBatch(f)];
+      case 'device': {
+        this.expect('receiving', 'DeviceState');
+        const sw = new Int32Array(Math.ceil(f.state.length / 4));
+        new Uint8Array(sw.buffer).set(f.state);
+        let checksum = 0;
+        for (let i = 0; i < sw.length; i++) checksum = Math.imul(checksum ^ sw[i], 0x01000193) >>> 0;
+        if (checksum !== f.checksum) throw invalidArgument(`device state checksum mismatch (got ${f.checksum.toString(16)}, computed ${checksum.toString(16)})`);
+        try {
+          this.domain.loadDeviceState(f.state);
+        } catch (err) {
+          throw invalidArgument(`device state rejected: ${(err as Error).message}`, err);
+        }
+        this.state = 'device-loaded';
+        return [];
+      }
+      case 'complete': {
+        this.expect('device-loaded', 'Complete');
+        const mine = this.digest.digest();
+        if (!mine.equals(f.imageDigest)) {
+          throw new DroverError('DATA_LOSS', `image digest mismatch: source says ${f.imageDigest.toString('hex')}, target holds ${mine.toString('hex')}`);
+        }
+        this.pausedAtMs = f.pausedAtMs;
+        this.state = 'verified';
+        const out: Ack[] = [acks.verified(mine, this.domain.pageCount)];
+        if (f.activate) out.push(await this.activate());
+        return out;
+      }
+      case 'activate':
+        this.expect('verified', 'Activate');
+        return [await this.activate()];
+      case 'abort':
+        throw new DroverError('ABORTED', `source aborted migration ${this.migrationId}: ${f.reason}`);
+    }
+  }
+
+  private expect(state: ReceiverState, frame: string): void {
+    if (this.state !== state) throw failedPrecondition(`migration ${this.migrationId}: ${frame} frame not allowed in state ${this.state}`);
+  }
+
+  private async activate(): Promise<Ack> {
+    await this.domain.resume();
+    this.state = 'active';
+    return acks.activated(performance.timeOrigin + performance.now());
+  }
+
+  private applyBatch(f: Extract<Frame, { kind: 'batch' }>): Ack {
+    const d = this.domain;
+    if (f.seq !== this.lastSeq + 1) throw invalidArgument(`batch ${f.seq} out of order (expected ${this.lastSeq + 1})`);
+    validateBatch(f, d.pageCount, d.slotPages, PAGE_SIZE);
+    let off = 0;
+    let checksum = 0;
+    for (let i = 0; i < f.ranges.length; i += 2) {
+      const first = f.ranges[i], count = f.ranges[i + 1];
+      const view = d.pageView(first, count);
+      // Buffer#copy is a plain memcpy; TypedArray#set into a SharedArrayBuffer is not.
+      f.payload.copy(Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, off, off + count * PAGE_SIZE);
+      off += count * PAGE_SIZE;
+      const words = new Int32Array(view.buffer, view.byteOffset, (count * PAGE_SIZE) >> 2);
+      for (let p = 0; p < count; p++) {
+        const h = hashPage(words, p * (PAGE_SIZE >> 2));
+        checksum = foldChecksum(checksum, first + p, h);
+        this.digest.set(first + p, h);
+      }
+    }
+    if (checksum !== f.checksum) throw invalidArgument(`batch ${f.seq}: checksum mismatch (got ${f.checksum.toString(16)}, computed ${checksum.toString(16)})`);
+    for (let i = 0; i < f.zeroRanges.length; i += 2) {
+      const first = f.zeroRanges[i], count = f.zeroRanges[i + 1];
+      for (let p = first; p < first + count; p++) {
+        if (this.digest.hashes[p] !== 0) {
+          d.pageView(p, 1).fill(0);
+          this.digest.set(p, 0);
+        }
+      }
+    }
+    this.lastSeq = f.seq;
+    this.bytes += f.payload.length;
+    return acks.batch(f.seq, this.bytes);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Registers a node agent in etcd: a persistent `nodes/<id>` record (address, capacity) and a
+ * heartbeat `alive/<id>` under a lease, refreshed every second with load and the VM list (per-VM
+ * dirty rate and CPU). When the agent stops or hangs, the lease expires, the heartbeat vanishes and
+ * the scheduler marks the node's VMs unknown (it never restarts them elsewhere on its own).
+ *
+ * Tuning for tests: DROVER_NODE_TTL_SEC (lease TTL, default 5), DROVER_HEARTBEAT_MS (default 1000).
+ */
+import type { Etcd3, Lease } from 'etcd3';
+import { connectEtcd } from '../../cluster/etcd';
+import { keys, type NodeHeartbeat, type NodeRecord } from '../../cluster/keyspace';
+import { makeLogger, type Logger } from '../../cluster/log';
+import type { NodeInfo } from './agent-codec';
+
+export interface RegistrationOptions {
+  etcdUrl: string;
+  nodeId: string;
+  /** host:port other nodes and the control plane use to reach this agent. */
+  address: string;
+  info: () => Promise<NodeInfo>;
+  ttlSec?: number;
+  heartbeatMs?: number;
+  /** A Drover logger function, or a pino-style logger (its `info`/`warn` are used). */
+  log?: Logger | { info: (...a: any[]) => void; warn?: (...a: any[]) => void };
+}
+
+export interface Registration {
+  /** Resolves once the node is registered (rejects if etcd cannot be reached). */
+  ready: Promise<void>;
+  /** Stops the heartbeat and revokes the lease (the node shows as unknown at once). */
+  stop(): Promise<void>;
+}
+
+/** The heartbeat value of a node. */
+export function heartbeatOf(nodeId: string, address: string, info: NodeInfo): NodeHeartbeat {
+  return {
+    id: nodeId, address, memTotalBytes: info.memTotalBytes, memUsedBytes: info.memUsedBytes,
+    vcpusTotal: info.vcpusTotal, vcpusUsed: info.vcpusUsed, at: Date.now(),
+    vms: info.vms.map((v) => ({
+      name: v.spec.name, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus, state: v.state,
+      dirtyRateBytesPerSec: v.dirtyRateBytesPerSec, cpu: v.cpu,
+    })),
+  };
+}
+
+/** Starts registering the node; returns at once (see `ready`). */
+export function startRegistration(opts: RegistrationOptions): Registration {
+  const given = opts.log;
+  const log: Logger = typeof given === 'function' ? given
+    : given ? (msg, fields) => (given.warn && /fail|lost/.test(msg) ? given.warn : given.info).call(given, { ...fields, msg: `registration: ${msg}` }, `registration: ${msg}`)
+      : makeLogger(`registration ${opts.nodeId}`);
+  const ttl = opts.ttlSec ?? (Number(process.env.DROVER_NODE_TTL_SEC) || 5);
+  const every = opts.heartbeatMs ?? (Number(process.env.DROVER_HEARTBEAT_MS) || 1000);
+  let etcd: Etcd3 | undefined;
+  let lease: Lease | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let beating = false;
+
+  const newLease = async () => {
+    const l = etcd!.lease(ttl);
+    await l.grant();
+    lease = l;
+    l.on('lost', () => {
+      if (stopped || lease !== l) return;
+      log('lease lost; registering again');
+      lease = undefined;
+      const again = () => { if (!stopped) newLease().then(beat).catch(() => setTimeout(again, 1000)); };
+      setTimeout(again, 200);
+    });
+  };
+
+  const beat = async () => {
+    if (stopped || beating || !lease || !etcd) return;
+    beating = true;
+    try {
+      const info = await opts.info();
+      await lease.put(keys.alive(opts.nodeId)).value(JSON.stringify(heartbeatOf(opts.nodeId, opts.address, info)));
+    } catch (e) {
+      log('heartbeat failed', { error: (e as Error).message });
+    } finally {
+      beating = false;
+    }
+  };
+
+  const ready = (async () => {
+    etcd = await connectEtcd(opts.etcdUrl);
+    const info = await opts.info();
+    const record: NodeRecord = {
+      id: opts.nodeId, address: opts.address, hypervisor: info.hypervisor, memTotalBytes: info.memTotalBytes,
+      vcpusTotal: info.vcpusTotal, registeredAt: Date.now(),
+    };
+    await etcd.put(keys.node(opts.nodeId)).value(JSON.stringify(record));
+    await newLease();
+    await beat();
+    timer = setInterval(() => void beat(), every);
+    log('registered', { address: opts.address, ttlSec: ttl });
+  })();
+  ready.catch(() => {});
+
+  return {
+    ready,
+    async stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      await ready.catch(() => {});
+      await lease?.revoke().catch(() => {});
+      etcd?.close();
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { planRebalance, placeVm, planEvacuation, imbalance, predictMigrationBytes, thresholdOf, type PlanNode, type PlanVm } from './planner';
+
+const GiB = 2 ** 30;
+const node = (id: string, usedGiB = 0, schedulable = true): PlanNode => ({ id, memTotalBytes: 16 * GiB, memUsedBytes: usedGiB * GiB, vcpusTotal: 8, cpuUsed: 0, schedulable });
+const vm = (name: string, n: string, gib = 1, dirty = 0, movable = true): PlanVm => ({ name, node: n, memBytes: gib * GiB, vcpus: 1, cpu: 0, dirtyRateBytesPerSec: dirty, movable });
+
+function cluster(): { nodes: PlanNode[]; vms: PlanVm[] } {
+  const vms = Array.from({ length: 8 }, (_, i) => vm(`v${i}`, 'a', 1));
+  return { nodes: [node('a', 8), node('b'), node('c')], vms };
+}
+
+test('placement picks the least loaded node with room, and refuses when none fits', () => {
+  const nodes = [node('a', 10), node('b', 2), node('c', 15)];
+  assert.equal(placeVm(nodes, { memBytes: 2 * GiB, vcpus: 1 })?.id, 'b');
+  assert.equal(placeVm(nodes, { memBytes: 15 * GiB, vcpus: 1 }), undefined);
+  assert.equal(placeVm([node('a', 0, false)], { memBytes: GiB, vcpus: 1 }), undefined);
+});
+
+test('rebalance brings the imbalance under the threshold, each VM moved at most once', () => {
+  const { nodes, vms } = cluster();
+  const plan = planRebalance(nodes, vms, { aggressiveness: 3 });
+  assert.ok(plan.imbalanceBefore > plan.threshold);
+  assert.ok(plan.imbalanceAfter <= plan.threshold, `after ${plan.imbalanceAfter}`);
+  assert.equal(new Set(plan.moves.map((m) => m.vm)).size, plan.moves.length);
+  for (const m of plan.moves) assert.equal(m.from, 'a');
+});
+
+test('a balanced cluster (under the threshold) is left alone: hysteresis', () => {
+  const nodes = [node('a', 5), node('b', 4), node('c', 4)];
+  const vms = [vm('x', 'a'), vm('y', 'a')];
+  const plan = planRebalance(nodes, vms, { aggressiveness: 3 });
+  assert.equal(plan.moves.length, 0);
+  assert.equal(plan.stop, 'below-threshold');
+});
+
+test('aggressiveness 1 never moves; 5 moves more than 2', () => {
+  const { nodes, vms } = cluster();
+  assert.equal(planRebalance(nodes, vms, { aggressiveness: 1 }).moves.length, 0);
+  assert.equal(thresholdOf(9), thresholdOf(5));
+  const a2 = planRebalance(nodes, vms, { aggressiveness: 2 }).moves.length;
+  const a5 = planRebalance(nodes, vms, { aggressiveness: 5 }).moves.length;
+  assert.ok(a5 >= a2 && a5 > 0);
+});
+
+test('cheaper moves win: a quiet VM is moved before a dirty one of the same size', () => {
+  const nodes = [node('a', 4), node('b')];
+  const vms = [vm('dirty', 'a', 2, 9e8), vm('quiet', 'a', 2, 0)];
+  const plan = planRebalance(nodes, vms, { aggressiveness: 4, maxMoves: 1 });
+  assert.equal(plan.moves[0].vm, 'quiet');
+  assert.ok(predictMigrationBytes(GiB, 9e8) > predictMigrationBytes(GiB, 0));
+});
+
+test('VMs in cool-down or on unschedulable targets are never chosen', () => {
+  const nodes = [node('a', 8), node('b', 0, false), node('c')];
+  const vms = [...Array.from({ length: 6 }, (_, i) => vm(`v${i}`, 'a', 1, 0, i % 2 === 0)), vm('w', 'a', 2, 0, false)];
+  const plan = planRebalance(nodes, vms, { aggressiveness: 5 });
+  for (const m of plan.moves) {
+    assert.equal(m.to, 'c');
+    assert.ok(['v0', 'v2', 'v4'].includes(m.vm));
+  }
+  assert.ok(plan.moves.length > 0);
+});
+
+test('the target must have room', () => {
+  const nodes = [node('a', 16), node('b', 15)];
+  const vms = [vm('big', 'a', 8), vm('big2', 'a', 8)];
+  const plan = planRebalance(nodes, vms, { aggressiveness: 5 });
+  assert.equal(plan.moves.length, 0);
+});
+
+test('evacuation spreads the VMs of a node and reports what does not fit', () => {
+  const nodes = [node('a', 6), node('b', 12), node('c', 10)];
+  const vms = [vm('x', 'a', 3), vm('y', 'a', 2), vm('z', 'a', 1)];
+  const ev = planEvacuation(nodes, vms, 'a');
+  assert.equal(ev.unplaced.length, 0);
+  assert.deepEqual(ev.moves.map((m) => m.vm), ['x', 'y', 'z']);
+  assert.equal(ev.moves.find((m) => m.vm === 'x')?.to, 'c');
+  const none = planEvacuation([node('a', 1), node('b', 0, false)], [vm('x', 'a')], 'a');
+  assert.equal(none.moves.length, 0);
+  assert.match(none.unplaced[0].reason, /no other schedulable node/);
+  assert.ok(imbalance(nodes) > 0);
+});

@@ -1,0 +1,259 @@
+/**
+ * The scheduler's pure planning functions: initial placement, rebalancing (DRS-like) and
+ * evacuation. No I/O: the scheduler feeds them a model of the cluster and turns the result into
+ * migration jobs; the bench runs them over 1,000 simulated nodes.
+ *
+ * Load of a node = the mean of its memory and CPU utilisation (0..1). Imbalance = the standard
+ * deviation of the loads of the schedulable nodes (VMware DRS uses the same measure). The
+ * aggressiveness level 1..5 sets the threshold above which the rebalancer acts; it then plans
+ * moves until the imbalance is below half the threshold (hysteresis: a cluster just under the
+ * threshold is left alone, and a finished plan leaves room before the next one triggers).
+ * Each move is the one that cuts the imbalance most per predicted migration cost (bytes on the
+ * wire, from the VM's size and dirty rate). A VM moves at most once per plan, and VMs still in
+ * their cool-down are not candidates (no ping-pong).
+ */
+
+/** A node as the planner sees it. */
+export interface PlanNode {
+  id: string;
+  memTotalBytes: number;
+  /** Memory in use, including reservations of incoming migrations. */
+  memUsedBytes: number;
+  vcpusTotal: number;
+  /** Measured CPU use in vCPUs (0..vcpusTotal). */
+  cpuUsed: number;
+  /** Accepts VMs (ready: alive, not cordoned, draining or drained). */
+  schedulable: boolean;
+}
+
+/** A VM as the planner sees it. */
+export interface PlanVm {
+  name: string;
+  node: string;
+  memBytes: number;
+  vcpus: number;
+  /** Measured CPU use in vCPUs. */
+  cpu: number;
+  dirtyRateBytesPerSec: number;
+  /** False when the VM must not move now (cool-down, in a job, unknown state). */
+  movable: boolean;
+}
+
+/** One planned migration. */
+export interface PlannedMove {
+  vm: string;
+  from: string;
+  to: string;
+  memBytes: number;
+  /** Predicted bytes on the wire. */
+  predictedBytes: number;
+  /** Predicted total time at the assumed bandwidth, ms. */
+  predictedMs: number;
+  /** Imbalance after this move (and the ones before it). */
+  imbalanceAfter: number;
+}
+
+/** A rebalancing plan. */
+export interface RebalancePlan {
+  aggressiveness: number;
+  threshold: number;
+  target: number;
+  imbalanceBefore: number;
+  imbalanceAfter: number;
+  moves: PlannedMove[];
+  predictedBytes: number;
+  predictedMs: number;
+  /** Why planning stopped. */
+  stop: 'balanced' | 'below-threshold' | 'no-improving-move' | 'max-moves' | 'disabled';
+}
+
+export interface RebalanceOptions {
+  aggressiveness?: number;
+  /** Most moves in one plan (the scheduler takes a few per round; the bench takes all). */
+  maxMoves?: number;
+  /** Assumed migration bandwidth, bytes/s (default 1 GB/s, loopback-class). */
+  bandwidthBytesPerSec?: number;
+  /** Sources and targets considered per move (most and least loaded nodes). */
+  candidates?: number;
+}
+
+/** Imbalance threshold per aggressiveness level (1 = never rebalance, 5 = most eager). */
+export const THRESHOLDS: Record<number, number> = { 1: Infinity, 2: 0.2, 3: 0.1, 4: 0.05, 5: 0.02 };
+
+/** Threshold of an aggressiveness level (clamped to 1..5). */
+export function thresholdOf(aggressiveness: number): number {
+  return THRESHOLDS[Math.min(5, Math.max(1, Math.round(aggressiveness)))];
+}
+
+const DEFAULT_BANDWIDTH = 1e9;
+
+/**
+ * Predicted bytes on the wire to migrate a VM by pre-copy: round 1 sends the RAM, each later
+ * round what was dirtied meanwhile (a geometric series of ratio dirty/bandwidth), capped at
+ * 3x RAM where pre-copy would not converge (the engine then stops or goes post-copy).
+ */
+export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: number, bandwidthBytesPerSec = DEFAULT_BANDWIDTH): number {
+  const r = Math.max(0, dirtyRateBytesPerSec) / bandwidthBytesPerSec;
+  if (r >= 0.67) return 3 * memBytes;
+  return memBytes / (1 - r);
+}
+
+function loadOf(n: PlanNode): number {
+  const mem = n.memTotalBytes > 0 ? n.memUsedBytes / n.memTotalBytes : 1;
+  const cpu = n.vcpusTotal > 0 ? Math.min(1, n.cpuUsed / n.vcpusTotal) : 0;
+  return (mem + cpu) / 2;
+}
+
+function vmLoadOn(vm: PlanVm, n: PlanNode): number {
+  const mem = n.memTotalBytes > 0 ? vm.memBytes / n.memTotalBytes : 1;
+  const cpu = n.vcpusTotal > 0 ? vm.cpu / n.vcpusTotal : 0;
+  return (mem + cpu) / 2;
+}
+
+/** Imbalance (standard deviation of load) of the schedulable nodes. */
+export function imbalance(nodes: PlanNode[]): number {
+  const ls = nodes.filter((n) => n.schedulable).map(loadOf);
+  if (ls.length < 2) return 0;
+  const mean = ls.reduce((a, b) => a + b, 0) / ls.length;
+  return Math.sqrt(ls.reduce((a, l) => a + (l - mean) ** 2, 0) / ls.length);
+}
+
+/** Plans moves that bring the imbalance under the aggressiveness threshold. */
+export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: RebalanceOptions = {}): RebalancePlan {
+  const aggressiveness = opts.aggressiveness ?? 3;
+  const threshold = thresholdOf(aggressiveness);
+  const target = threshold / 2;
+  const bw = opts.bandwidthBytesPerSec ?? DEFAULT_BANDWIDTH;
+  const maxMoves = opts.maxMoves ?? Infinity;
+  const K = opts.candidates ?? 4;
+
+  const nodes = nodesIn.filter((n) => n.schedulable).map((n) => ({ ...n }));
+  const idx = new Map(nodes.map((n, i) => [n.id, i]));
+  const load = nodes.map(loadOf);
+  const N = nodes.length;
+  let sum = load.reduce((a, b) => a + b, 0);
+  let sum2 = load.reduce((a, b) => a + b * b, 0);
+  const std = (s: number, s2: number) => (N < 2 ? 0 : Math.sqrt(Math.max(0, s2 / N - (s / N) ** 2)));
+  const before = std(sum, sum2);
+  const plan: RebalancePlan = {
+    aggressiveness, threshold, target, imbalanceBefore: before, imbalanceAfter: before, moves: [],
+    predictedBytes: 0, predictedMs: 0, stop: 'below-threshold',
+  };
+  if (!Number.isFinite(threshold)) { plan.stop = 'disabled'; return plan; }
+  if (before <= threshold) return plan;
+
+  // Movable VMs per schedulable node.
+  const onNode: PlanVm[][] = nodes.map(() => []);
+  for (const vm of vmsIn) {
+    const i = idx.get(vm.node);
+    if (i !== undefined && vm.movable) onNode[i].push(vm);
+  }
+  const cost = new Map<string, number>();
+  const costOf = (vm: PlanVm) => {
+    let c = cost.get(vm.name);
+    if (c === undefined) { c = predictMigrationBytes(vm.memBytes, vm.dirtyRateBytesPerSec, bw); cost.set(vm.name, c); }
+    return c;
+  };
+  let cur = before;
+  const minGain = 1e-12;
+  // The K most and K least loaded nodes, by one linear scan (no full sort per move).
+  const extremes = (): { top: number[]; bottom: number[] } => {
+    const top: number[] = [];
+    const bottom: number[] = [];
+    for (let i = 0; i < N; i++) {
+      if (onNode[i].length > 0 && (top.length < K || load[i] > load[top[top.length - 1]])) {
+        let j = top.length < K ? top.length : K - 1;
+        while (j > 0 && load[top[j - 1]] < load[i]) { top[j] = top[j - 1]; j--; }
+        top[j] = i;
+      }
+      if (bottom.length < K || load[i] < load[bottom[bottom.length - 1]]) {
+        let j = bottom.length < K ? bottom.length : K - 1;
+        while (j > 0 && load[bottom[j - 1]] > load[i]) { bottom[j] = bottom[j - 1]; j--; }
+        bottom[j] = i;
+      }
+    }
+    return { top, bottom };
+  };
+
+  while (cur > target) {
+    if (plan.moves.length >= maxMoves) { plan.stop = 'max-moves'; break; }
+    const { top: sources, bottom: targets } = extremes();
+    let best: { vm: PlanVm; s: number; t: number; k: number; newStd: number; ds: number; dt: number; score: number } | undefined;
+    for (const s of sources) {
+      const list = onNode[s];
+      for (let k = 0; k < list.length; k++) {
+        const vm = list[k];
+        const ds = vmLoadOn(vm, nodes[s]);
+        for (const t of targets) {
+          if (t === s) continue;
+          const tn = nodes[t];
+          if (tn.memTotalBytes - tn.memUsedBytes < vm.memBytes) continue;
+          if (load[t] >= load[s]) continue;
+          const dt = vmLoadOn(vm, tn);
+          const ls = load[s], lt = load[t];
+          const s2 = sum2 - ls * ls - lt * lt + (ls - ds) ** 2 + (lt + dt) ** 2;
+          const s1 = sum - ds + dt;
+          const ns = std(s1, s2);
+          const gain = cur - ns;
+          if (gain <= minGain) continue;
+          const score = gain / costOf(vm);
+          if (!best || score > best.score) best = { vm, s, t, k, newStd: ns, ds, dt, score };
+        }
+      }
+    }
+    if (!best) { plan.stop = 'no-improving-move'; break; }
+    const { vm, s, t, k, ds, dt } = best;
+    sum2 = sum2 - load[s] ** 2 - load[t] ** 2 + (load[s] - ds) ** 2 + (load[t] + dt) ** 2;
+    sum = sum - ds + dt;
+    load[s] -= ds;
+    load[t] += dt;
+    nodes[s].memUsedBytes -= vm.memBytes;
+    nodes[s].cpuUsed -= vm.cpu;
+    nodes[t].memUsedBytes += vm.memBytes;
+    nodes[t].cpuUsed += vm.cpu;
+    onNode[s].splice(k, 1); // at most one move per VM per plan
+    cur = std(sum, sum2);
+    const bytes = costOf(vm);
+    plan.moves.push({
+      vm: vm.name, from: nodes[s].id, to: nodes[t].id, memBytes: vm.memBytes,
+      predictedBytes: bytes, predictedMs: (bytes / bw) * 1000, imbalanceAfter: cur,
+    });
+    plan.predictedBytes += bytes;
+    plan.predictedMs += (bytes / bw) * 1000;
+  }
+  if (cur <= target) plan.stop = 'balanced';
+  plan.imbalanceAfter = cur;
+  return plan;
+}
+
+/** Picks a node for a new VM: the schedulable node with room whose load ends lowest. */
+export function placeVm(nodes: PlanNode[], vm: { memBytes: number; vcpus: number }): PlanNode | undefined {
+  let best: PlanNode | undefined;
+  let bestLoad = Infinity;
+  for (const n of nodes) {
+    if (!n.schedulable || n.memTotalBytes - n.memUsedBytes < vm.memBytes) continue;
+    const l = (n.memUsedBytes + vm.memBytes) / n.memTotalBytes + (n.vcpusTotal > 0 ? n.cpuUsed / n.vcpusTotal : 0);
+    if (l < bestLoad) { bestLoad = l; best = n; }
+  }
+  return best;
+}
+
+/** Evacuation plan of a node: a target for each of its VMs (largest first), or why none fits. */
+export function planEvacuation(nodesIn: PlanNode[], vms: PlanVm[], nodeId: string): { moves: PlannedMove[]; unplaced: { vm: string; reason: string }[] } {
+  const nodes = nodesIn.filter((n) => n.id !== nodeId).map((n) => ({ ...n }));
+  const moves: PlannedMove[] = [];
+  const unplaced: { vm: string; reason: string }[] = [];
+  const mine = vms.filter((v) => v.node === nodeId).sort((a, b) => b.memBytes - a.memBytes || a.name.localeCompare(b.name));
+  for (const vm of mine) {
+    const t = placeVm(nodes, vm);
+    if (!t) {
+      unplaced.push({ vm: vm.name, reason: nodes.some((n) => n.schedulable) ? `no schedulable node has ${vm.memBytes} bytes free` : 'no other schedulable node' });
+      continue;
+    }
+    t.memUsedBytes += vm.memBytes;
+    t.cpuUsed += vm.cpu;
+    const bytes = predictMigrationBytes(vm.memBytes, vm.dirtyRateBytesPerSec);
+    moves.push({ vm: vm.name, from: nodeId, to: t.id, memBytes: vm.memBytes, predictedBytes: bytes, predictedMs: (bytes / DEFAULT_BANDWIDTH) * 1000, imbalanceAfter: imbalance(nodes) });
+  }
+  return { moves, unplaced };
+}

@@ -1,0 +1,288 @@
+/**
+ * The scheduler service (`drover scheduler`): one leader among replicas (etcd3 Election under
+ * `election/scheduler`); work runs only while this replica leads, and every job it creates is
+ * fenced on its campaign key, so a replica that lost leadership cannot write a decision.
+ *
+ * Each round (once a second, and on changes) the leader:
+ * 1. reconciles liveness: VMs of a node whose heartbeat lease expired become `unknown` (never
+ *    started elsewhere: the node may still run them); they return to `running` when it reports them;
+ * 2. places pending VMs (capacity-aware, spread), creating them on the chosen agent;
+ * 3. continues drains: a rolling window of evacuation jobs from each draining node (targets chosen
+ *    now, with the memory reserved by jobs in flight), then marks the node drained; the state lives
+ *    in etcd, so a new leader resumes a drain where the old one stopped;
+ * 4. rebalances when the imbalance exceeds the aggressiveness threshold: a few moves at a time
+ *    (no more than the migration limits admit), only VMs out of their cool-down, and only once the
+ *    previous moves have finished and settled.
+ */
+import type { Etcd3 } from 'etcd3';
+import { AgentClient } from '../node-agent/agent-client';
+import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../cluster/etcd';
+import { createJob } from '../../cluster/jobs';
+import { makeLogger, type Logger } from '../../cluster/log';
+import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../cluster/keyspace';
+import { planModel } from './model';
+import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
+
+export interface SchedulerOptions {
+  id?: string;
+  /** Election lease TTL, s (default 3). */
+  ttlSec?: number;
+  roundMs?: number;
+  /** Quiet time after rebalancing moves finish before planning again, ms (default 3000). */
+  settleMs?: number;
+  log?: Logger;
+}
+
+export class Scheduler {
+  readonly id: string;
+  private readonly log: Logger;
+  private leading = false;
+  private campaignKey = '';
+  private campaign?: ReturnType<ReturnType<Etcd3['election']>['campaign']>;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private busy = false;
+  private lastRebalanceActivity = 0;
+  private readonly creating = new Set<string>();
+
+  constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
+    this.id = opts.id ?? `scheduler-${process.pid}`;
+    this.log = opts.log ?? makeLogger(this.id);
+  }
+
+  /** True while this replica is the leader. */
+  isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Joins the election; works whenever elected. */
+  async start(): Promise<void> {
+    this.campaignOnce();
+    this.timer = setInterval(() => void this.round(), this.opts.roundMs ?? 1000);
+    this.log('started; campaigning');
+  }
+
+  private campaignOnce(): void {
+    if (this.stopped) return;
+    const election = this.etcd.namespace(keys.electionPrefix().replace(/election\/$/, '')).election('scheduler', this.opts.ttlSec ?? 3);
+    const c = election.campaign(this.id);
+    this.campaign = c;
+    c.on('elected', async () => {
+      try {
+        this.campaignKey = await c.getCampaignKey();
+        this.leading = true;
+        this.lastRebalanceActivity = Date.now();
+        this.log('elected leader');
+        await casJson(this.etcd, keys.schedulerStatus(), (await getJson(this.etcd, keys.schedulerStatus()))?.modRevision ?? '0',
+          { leader: this.id, since: Date.now(), lastPlanAt: 0, imbalance: 0, threshold: 0 } satisfies SchedulerStatus).catch(() => false);
+        void this.round();
+      } catch (e) {
+        this.log('election error', { error: (e as Error).message });
+      }
+    });
+    c.on('error', (e) => {
+      if (this.leading) this.log('leadership lost: stopping work', { error: e.message });
+      this.leading = false;
+      this.campaignKey = '';
+      if (this.campaign === c) setTimeout(() => this.campaignOnce(), 500);
+    });
+  }
+
+  /** Resigns and stops. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.leading = false;
+    if (this.timer) clearInterval(this.timer);
+    await this.campaign?.resign().catch(() => {});
+  }
+
+  private async stillLeader(): Promise<boolean> {
+    if (!this.leading || !this.campaignKey) return false;
+    const r = await this.etcd.get(this.campaignKey).exec();
+    if (r.kvs.length === 0) { this.leading = false; return false; }
+    return true;
+  }
+
+  /** One scheduling round (exported for tests through `runRound`). */
+  async round(): Promise<void> {
+    if (this.busy || this.stopped) return;
+    this.busy = true;
+    try {
+      if (!(await this.stillLeader())) return;
+      let snap = await readSnapshot(this.etcd);
+      await this.reconcile(snap);
+      if (!(await this.stillLeader())) return;
+      snap = await readSnapshot(this.etcd);
+      await this.place(snap);
+      if (!(await this.stillLeader())) return;
+      snap = await readSnapshot(this.etcd);
+      const draining = await this.drains(snap);
+      if (!(await this.stillLeader())) return;
+      if (!draining) await this.rebalance(await readSnapshot(this.etcd));
+    } catch (e) {
+      this.log('round failed', { error: (e as Error).message });
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private fence(txn: ReturnType<Etcd3['if']>): ReturnType<Etcd3['if']> {
+    return txn.and(this.campaignKey, 'Version', '>', 0);
+  }
+
+  private async putVm(name: string, rev: string, value: VmRecord): Promise<boolean> {
+    const r = await this.fence(this.etcd.if(keys.vm(name), 'Mod', '==', rev)).then(this.etcd.put(keys.vm(name)).value(JSON.stringify(value))).commit();
+    return r.succeeded;
+  }
+
+  /** VMs of dead nodes → unknown; back to running when their node reports them again. */
+  private async reconcile(snap: ClusterSnapshot): Promise<void> {
+    for (const [name, { value: vm, modRevision }] of snap.vms) {
+      if (!vm.node || vm.state === 'pending' || vm.state === 'failed') continue;
+      const node = snap.nodes.get(vm.node);
+      const hb = node?.heartbeat;
+      if (!hb) {
+        if (vm.state === 'running' || vm.state === 'creating') {
+          if (await this.putVm(name, modRevision, { ...vm, state: 'unknown', error: `node ${vm.node} stopped heartbeating` })) {
+            this.log('VM unknown: its node lost its lease (not restarted elsewhere)', { vm: name, node: vm.node });
+          }
+        }
+        continue;
+      }
+      const reported = hb.vms.find((v) => v.name === name);
+      if (vm.state === 'unknown' && reported && reported.state === 'running') {
+        if (await this.putVm(name, modRevision, { ...vm, state: 'running', error: '' })) this.log('VM back', { vm: name, node: vm.node });
+      }
+    }
+  }
+
+  /** Places and creates pending VMs. */
+  private async place(snap: ClusterSnapshot): Promise<void> {
+    const model = planModel(snap);
+    for (const [name, { value: vm, modRevision }] of snap.vms) {
+      if (this.creating.has(name)) continue;
+      if (vm.state === 'creating' && vm.node) {
+        // Resumed after a leader change: create (idempotent) on the node already chosen.
+        this.createOn(name, vm.node, snap);
+        continue;
+      }
+      if (vm.state !== 'pending') continue;
+      let target = vm.desiredNode;
+      if (target) {
+        const n = snap.nodes.get(target);
+        const pn = model.nodes.find((x) => x.id === target);
+        if (!n || !pn || n.state !== 'ready' || pn.memTotalBytes - pn.memUsedBytes < vm.spec.memBytes) {
+          await this.putVm(name, modRevision, { ...vm, state: 'failed', error: !n ? `no node named "${target}"` : n.state !== 'ready' ? `node ${target} is ${n.state}` : `node ${target} has ${pn!.memTotalBytes - pn!.memUsedBytes} bytes free, the VM needs ${vm.spec.memBytes}` });
+          continue;
+        }
+      } else {
+        const pick = placeVm(model.nodes, vm.spec);
+        if (!pick) {
+          await this.putVm(name, modRevision, { ...vm, state: 'failed', error: `no schedulable node has ${vm.spec.memBytes} bytes of memory free` });
+          continue;
+        }
+        target = pick.id;
+      }
+      if (!(await this.putVm(name, modRevision, { ...vm, node: target, state: 'creating' }))) continue;
+      const pn = model.nodes.find((x) => x.id === target)!;
+      pn.memUsedBytes += vm.spec.memBytes;
+      this.log('placing', { vm: name, node: target });
+      this.createOn(name, target, snap);
+    }
+  }
+
+  private createOn(name: string, nodeId: string, snap: ClusterSnapshot): void {
+    const node = snap.nodes.get(nodeId);
+    if (!node) return;
+    this.creating.add(name);
+    const agent = new AgentClient(node.record.address);
+    (async () => {
+      const cur = await getJson<VmRecord>(this.etcd, keys.vm(name));
+      if (!cur) return;
+      let error = '';
+      try {
+        await agent.createVm(cur.value.spec);
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (!/ALREADY_EXISTS|already exists/i.test(msg) && (e as { code?: string }).code !== 'ALREADY_EXISTS') error = msg;
+      }
+      for (let i = 0; i < 10; i++) {
+        const v = await getJson<VmRecord>(this.etcd, keys.vm(name));
+        if (!v || v.value.state !== 'creating') return;
+        const next: VmRecord = error ? { ...v.value, state: 'failed', node: '', error: `creating on ${nodeId}: ${error}` } : { ...v.value, state: 'running', error: '' };
+        if (await casJson(this.etcd, keys.vm(name), v.modRevision, next)) {
+          this.log(error ? 'create failed' : 'VM running', { vm: name, node: nodeId, error: error || undefined });
+          return;
+        }
+      }
+    })().catch((e) => this.log('create error', { vm: name, error: (e as Error).message }))
+      .finally(() => { agent.close(); this.creating.delete(name); });
+  }
+
+  /** Drives drains; returns true while any node is draining (rebalancing waits). */
+  private async drains(snap: ClusterSnapshot): Promise<boolean> {
+    let any = false;
+    for (const n of snap.nodes.values()) {
+      if (n.mark?.state !== 'draining') continue;
+      any = true;
+      const mine = [...snap.vms.values()].map((v) => v.value).filter((v) => v.node === n.id);
+      const jobsOut = [...snap.jobs.values()].map((j) => j.value).filter((j) => j.from === n.id);
+      if (mine.length === 0 && jobsOut.length === 0) {
+        const m = await getJson<NodeMark>(this.etcd, keys.mark(n.id));
+        if (m && m.value.state === 'draining') {
+          const r = await this.fence(this.etcd.if(keys.mark(n.id), 'Mod', '==', m.modRevision))
+            .then(this.etcd.put(keys.mark(n.id)).value(JSON.stringify({ state: 'drained', since: Date.now() } satisfies NodeMark))).commit();
+          if (r.succeeded) this.log('node drained', { node: n.id });
+        }
+        continue;
+      }
+      const window = Math.max(1, snap.config.maxOutboundPerNode);
+      let free = window - jobsOut.length;
+      if (free <= 0) continue;
+      const model = planModel(snap);
+      const movable = model.vms.filter((v) => v.node === n.id && mine.find((m) => m.name === v.name && m.state === 'running' && !m.job));
+      const ev = planEvacuation(model.nodes, movable, n.id);
+      const stuck = mine.filter((m) => m.state !== 'running' && m.state !== 'migrating').map((m) => `${m.name} is ${m.state}`);
+      for (const u of ev.unplaced) stuck.push(`${u.vm}: ${u.reason}`);
+      const note = stuck.join('; ');
+      if ((n.mark.note ?? '') !== note) {
+        const m = await getJson<NodeMark>(this.etcd, keys.mark(n.id));
+        if (m) await casJson(this.etcd, keys.mark(n.id), m.modRevision, { ...m.value, note });
+      }
+      for (const mv of ev.moves) {
+        if (free <= 0) break;
+        try {
+          const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'drain', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
+          this.log('drain move', { job: job.id, vm: mv.vm, from: n.id, to: mv.to });
+          free--;
+        } catch (e) {
+          this.log('drain move not created', { vm: mv.vm, error: (e as Error).message });
+        }
+      }
+    }
+    return any;
+  }
+
+  private async rebalance(snap: ClusterSnapshot): Promise<void> {
+    const cfg = snap.config;
+    const active = [...snap.jobs.values()].filter((j) => j.value.reason === 'rebalance');
+    if (active.length > 0) { this.lastRebalanceActivity = Date.now(); return; }
+    if (!cfg.autoRebalance || Date.now() - this.lastRebalanceActivity < (this.opts.settleMs ?? 3000)) return;
+    const model = planModel(snap);
+    const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent });
+    const status: SchedulerStatus = { leader: this.id, since: 0, lastPlanAt: Date.now(), imbalance: imbalance(model.nodes), threshold: thresholdOf(cfg.aggressiveness) };
+    const st = await getJson<SchedulerStatus>(this.etcd, keys.schedulerStatus());
+    await casJson(this.etcd, keys.schedulerStatus(), st?.modRevision ?? '0', { ...status, since: st?.value.since ?? Date.now() }).catch(() => false);
+    if (plan.moves.length === 0) return;
+    this.log('rebalancing', { imbalance: plan.imbalanceBefore.toFixed(3), threshold: plan.threshold, moves: plan.moves.length, after: plan.imbalanceAfter.toFixed(3) });
+    for (const mv of plan.moves) {
+      try {
+        const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'rebalance', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
+        this.log('rebalance move', { job: job.id, vm: mv.vm, from: mv.from, to: mv.to });
+        this.lastRebalanceActivity = Date.now();
+      } catch (e) {
+        this.log('rebalance move not created', { vm: mv.vm, error: (e as Error).message });
+      }
+    }
+  }
+}

@@ -411,6 +411,7 @@ export class QemuHypervisor implements Hypervisor {
     let cancelled: 'user' | 'deadline' | undefined;
     let throttleSteps = 0;
     let throttleRound = -1;
+    let effDowntimeMs = downtimeLimitMs;
 
     const cancel = async (why: 'user' | 'deadline') => {
       if (dom.inPostcopy) {
@@ -496,7 +497,15 @@ export class QemuHypervisor implements Hypervisor {
           await qmp.execute('migrate-set-parameters', {
             'cpu-throttle-initial': Math.min(99, 20 + 20 * throttleSteps),
             'cpu-throttle-increment': Math.min(50, 10 * throttleSteps),
+            'max-cpu-throttle': 99,
           }).catch(() => undefined);
+          // Last resort: the throttle is at its ceiling and rounds still do not fit the target.
+          // Widen the downtime limit (doubling per round, up to 1 s) rather than never finishing.
+          if (p.throttlePercent >= 99 && effDowntimeMs < 1000) {
+            effDowntimeMs = Math.min(1000, effDowntimeMs * 2);
+            await qmp.execute('migrate-set-parameters', { 'downtime-limit': effDowntimeMs }).catch(() => undefined);
+            reason = `${reason}; throttle at 99%, downtime limit widened to ${effDowntimeMs} ms`;
+          }
         }
         if (info.status === 'postcopy-active') dom.markPostcopy();
         onProgress?.(p);

@@ -47,7 +47,8 @@ interface HostedVm {
 
 /** The node agent's state and its gRPC server. */
 export class NodeAgentServer {
-  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_FRAME_BYTES + 64 * 1024, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MAX_FRAME_BYTES, // larger frames than MAX_FRAME_BYTES reach the handler, which names the limit
+    'grpc.max_send_message_length': 64 * 1024 * 1024 });
   private readonly vms = new Map<string, HostedVm>();
   private readonly incoming = new Map<string, IncomingMigration>();
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', 'drover.v1.NodeAgent': 'NOT_SERVING', 'drover.v1.MigrationReceiver': 'NOT_SERVING' });

@@ -14,6 +14,7 @@ export interface PlanModel {
 /** The planner's view of `snap` at time `now`. */
 export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
   const used = new Map<string, number>();
+  const vcpus = new Map<string, number>();
   const cpu = new Map<string, number>();
   const hbVm = new Map<string, { cpu: number; dirty: number }>();
   for (const n of snap.nodes.values()) for (const v of n.heartbeat?.vms ?? []) hbVm.set(v.name, { cpu: v.cpu, dirty: v.dirtyRateBytesPerSec });
@@ -21,6 +22,7 @@ export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
   for (const { value: v } of snap.vms.values()) {
     if (!v.node) continue;
     used.set(v.node, (used.get(v.node) ?? 0) + v.spec.memBytes);
+    vcpus.set(v.node, (vcpus.get(v.node) ?? 0) + v.spec.vcpus);
     const hb = hbVm.get(v.name);
     cpu.set(v.node, (cpu.get(v.node) ?? 0) + (hb?.cpu ?? 0));
     vms.push({
@@ -32,7 +34,10 @@ export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
   // Incoming migrations reserve memory on their target until they finish.
   for (const { value: j } of snap.jobs.values()) {
     const vm = snap.vms.get(j.vm)?.value;
-    if (vm && vm.node !== j.to) used.set(j.to, (used.get(j.to) ?? 0) + vm.spec.memBytes);
+    if (vm && vm.node !== j.to) {
+      used.set(j.to, (used.get(j.to) ?? 0) + vm.spec.memBytes);
+      vcpus.set(j.to, (vcpus.get(j.to) ?? 0) + vm.spec.vcpus);
+    }
   }
   const nodes: PlanNode[] = [...snap.nodes.values()].map((n) => ({
     id: n.id,
@@ -41,6 +46,7 @@ export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
     vcpusTotal: n.heartbeat?.vcpusTotal ?? n.record.vcpusTotal,
     cpuUsed: cpu.get(n.id) ?? 0,
     schedulable: n.state === 'ready',
+    vcpusAllocated: vcpus.get(n.id) ?? 0,
   }));
   return { nodes, vms };
 }

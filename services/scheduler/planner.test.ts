@@ -82,3 +82,13 @@ test('evacuation spreads the VMs of a node and reports what does not fit', () =>
   assert.match(none.unplaced[0].reason, /no other schedulable node/);
   assert.ok(imbalance(nodes) > 0);
 });
+
+test('once triggered, a rebalance continues down to half the threshold (hysteresis)', () => {
+  const nodes = [node('a', 10), node('b', 4), node('c', 4)];
+  const vms = [vm('x', 'a'), vm('y', 'a'), vm('z', 'a')];
+  assert.equal(planRebalance(nodes, vms, { aggressiveness: 3 }).moves.length, 0);
+  const cont = planRebalance(nodes, vms, { aggressiveness: 3, continuing: true });
+  assert.ok(cont.imbalanceBefore < cont.threshold && cont.imbalanceBefore > cont.target);
+  assert.ok(cont.moves.length >= 1);
+  assert.ok(cont.imbalanceAfter <= cont.target);
+});

@@ -24,6 +24,8 @@ export interface PlanNode {
   cpuUsed: number;
   /** Accepts VMs (ready: alive, not cordoned, draining or drained). */
   schedulable: boolean;
+  /** vCPUs allocated to VMs (checked against vcpusTotal when set). */
+  vcpusAllocated?: number;
 }
 
 /** A VM as the planner sees it. */
@@ -75,6 +77,11 @@ export interface RebalanceOptions {
   bandwidthBytesPerSec?: number;
   /** Sources and targets considered per move (most and least loaded nodes). */
   candidates?: number;
+  /**
+   * A rebalance is already under way (hysteresis, like a Schmitt trigger): keep going while the
+   * imbalance is above the target (half the threshold), not just above the threshold.
+   */
+  continuing?: boolean;
 }
 
 /** Imbalance threshold per aggressiveness level (1 = never rebalance, 5 = most eager). */
@@ -140,7 +147,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
     predictedBytes: 0, predictedMs: 0, stop: 'below-threshold',
   };
   if (!Number.isFinite(threshold)) { plan.stop = 'disabled'; return plan; }
-  if (before <= threshold) return plan;
+  if (before <= (opts.continuing ? target : threshold)) return plan;
 
   // Movable VMs per schedulable node.
   const onNode: PlanVm[][] = nodes.map(() => []);
@@ -187,7 +194,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
         for (const t of targets) {
           if (t === s) continue;
           const tn = nodes[t];
-          if (tn.memTotalBytes - tn.memUsedBytes < vm.memBytes) continue;
+          if (tn.memTotalBytes - tn.memUsedBytes < vm.memBytes || !vcpusFit(tn, vm.vcpus)) continue;
           if (load[t] >= load[s]) continue;
           const dt = vmLoadOn(vm, tn);
           const ls = load[s], lt = load[t];
@@ -211,6 +218,8 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
     nodes[s].cpuUsed -= vm.cpu;
     nodes[t].memUsedBytes += vm.memBytes;
     nodes[t].cpuUsed += vm.cpu;
+    if (nodes[s].vcpusAllocated !== undefined) nodes[s].vcpusAllocated! -= vm.vcpus;
+    if (nodes[t].vcpusAllocated !== undefined) nodes[t].vcpusAllocated! += vm.vcpus;
     onNode[s].splice(k, 1); // at most one move per VM per plan
     cur = std(sum, sum2);
     const bytes = costOf(vm);
@@ -226,12 +235,16 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   return plan;
 }
 
+function vcpusFit(n: PlanNode, vcpus: number): boolean {
+  return n.vcpusAllocated === undefined || n.vcpusTotal - n.vcpusAllocated >= vcpus;
+}
+
 /** Picks a node for a new VM: the schedulable node with room whose load ends lowest. */
 export function placeVm(nodes: PlanNode[], vm: { memBytes: number; vcpus: number }): PlanNode | undefined {
   let best: PlanNode | undefined;
   let bestLoad = Infinity;
   for (const n of nodes) {
-    if (!n.schedulable || n.memTotalBytes - n.memUsedBytes < vm.memBytes) continue;
+    if (!n.schedulable || n.memTotalBytes - n.memUsedBytes < vm.memBytes || !vcpusFit(n, vm.vcpus)) continue;
     const l = (n.memUsedBytes + vm.memBytes) / n.memTotalBytes + (n.vcpusTotal > 0 ? n.cpuUsed / n.vcpusTotal : 0);
     if (l < bestLoad) { bestLoad = l; best = n; }
   }
@@ -247,11 +260,12 @@ export function planEvacuation(nodesIn: PlanNode[], vms: PlanVm[], nodeId: strin
   for (const vm of mine) {
     const t = placeVm(nodes, vm);
     if (!t) {
-      unplaced.push({ vm: vm.name, reason: nodes.some((n) => n.schedulable) ? `no schedulable node has ${vm.memBytes} bytes free` : 'no other schedulable node' });
+      unplaced.push({ vm: vm.name, reason: nodes.some((n) => n.schedulable) ? `no schedulable node has ${vm.memBytes} bytes and ${vm.vcpus} vCPU(s) free` : 'no other schedulable node' });
       continue;
     }
     t.memUsedBytes += vm.memBytes;
     t.cpuUsed += vm.cpu;
+    if (t.vcpusAllocated !== undefined) t.vcpusAllocated += vm.vcpus;
     const bytes = predictMigrationBytes(vm.memBytes, vm.dirtyRateBytesPerSec);
     moves.push({ vm: vm.name, from: nodeId, to: t.id, memBytes: vm.memBytes, predictedBytes: bytes, predictedMs: (bytes / DEFAULT_BANDWIDTH) * 1000, imbalanceAfter: imbalance(nodes) });
   }

@@ -43,6 +43,8 @@ export class Scheduler {
   private stopped = false;
   private busy = false;
   private lastRebalanceActivity = 0;
+  /** A rebalance was triggered and has not reached its target yet (hysteresis). */
+  private rebalancing = false;
   private readonly creating = new Set<string>();
 
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
@@ -269,7 +271,8 @@ export class Scheduler {
     if (active.length > 0) { this.lastRebalanceActivity = Date.now(); return; }
     if (!cfg.autoRebalance || Date.now() - this.lastRebalanceActivity < (this.opts.settleMs ?? 3000)) return;
     const model = planModel(snap);
-    const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent });
+    const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent, continuing: this.rebalancing });
+    this.rebalancing = plan.moves.length > 0 && plan.stop !== 'balanced';
     const status: SchedulerStatus = { leader: this.id, since: 0, lastPlanAt: Date.now(), imbalance: imbalance(model.nodes), threshold: thresholdOf(cfg.aggressiveness) };
     const st = await getJson<SchedulerStatus>(this.etcd, keys.schedulerStatus());
     await casJson(this.etcd, keys.schedulerStatus(), st?.modRevision ?? '0', { ...status, since: st?.value.since ?? Date.now() }).catch(() => false);

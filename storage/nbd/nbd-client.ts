@@ -40,8 +40,10 @@ export interface NbdReconnectOptions {
 
 /** How to reach an export. */
 export interface NbdClientOptions {
-  /** Server host. */
+  /** Server host (ignored when `socketPath` is set). */
   host: string;
+  /** Connect to a Unix-domain socket instead of TCP (e.g. `qemu-nbd -k path`). */
+  socketPath?: string;
   /** Server port (default 10809). */
   port?: number;
   /** Export name. */
@@ -221,13 +223,18 @@ type State = 'ready' | 'reconnecting' | 'failed' | 'closed';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Opens a TCP connection with a timeout; errors are UNAVAILABLE naming the address. */
-function dial(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+/** Opens a TCP (or Unix-socket) connection with a timeout; errors are UNAVAILABLE naming the address. */
+function dial(host: string, port: number, timeoutMs: number, socketPath = ''): Promise<net.Socket> {
+  const where = socketPath ? `unix:${socketPath}` : `${host}:${port}`;
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port });
-    const t = setTimeout(() => { s.destroy(); reject(unavailable(`NBD server ${host}:${port}: connect timed out after ${timeoutMs} ms`)); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(t); s.off('error', onErr); s.setNoDelay(true); s.setKeepAlive(true, 10_000); resolve(s); });
-    const onErr = (e: Error) => { clearTimeout(t); reject(unavailable(`NBD server ${host}:${port} unreachable: ${e.message}`, e)); };
+    const s = socketPath ? net.connect({ path: socketPath }) : net.connect({ host, port });
+    const t = setTimeout(() => { s.destroy(); reject(unavailable(`NBD server ${where}: connect timed out after ${timeoutMs} ms`)); }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(t); s.off('error', onErr);
+      if (!socketPath) { s.setNoDelay(true); s.setKeepAlive(true, 10_000); }
+      resolve(s);
+    });
+    const onErr = (e: Error) => { clearTimeout(t); reject(unavailable(`NBD server ${where} unreachable: ${e.message}`, e)); };
     s.once('error', onErr);
   });
 }
@@ -251,12 +258,12 @@ export class NbdClient {
 
   /** Connects, negotiates and returns a client ready for I/O (NOT_FOUND for an unknown export). */
   static async connect(o: NbdClientOptions): Promise<NbdClient> {
-    if (!o || typeof o.host !== 'string' || o.host === '') throw invalidArgument('NBD client: host is required');
+    if (!o || ((typeof o.host !== 'string' || o.host === '') && !o.socketPath)) throw invalidArgument('NBD client: host (or socketPath) is required');
     if (typeof o.exportName !== 'string') throw invalidArgument('NBD client: exportName is required');
     const port = o.port ?? 10809;
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalidArgument(`NBD client: port ${port} is not in 1..65535`);
     const full = {
-      host: o.host, port, exportName: o.exportName,
+      host: o.host, port, exportName: o.exportName, socketPath: o.socketPath ?? '',
       connectTimeoutMs: o.connectTimeoutMs ?? 5000,
       method: o.method ?? 'go',
       reconnect: { attempts: o.reconnect?.attempts ?? 5, baseDelayMs: o.reconnect?.baseDelayMs ?? 50, maxDelayMs: o.reconnect?.maxDelayMs ?? 1000 },
@@ -271,10 +278,11 @@ export class NbdClient {
     return NbdClient.connect({ ...o, host: a.host, port: a.port, exportName: a.exportName });
   }
 
-  /** Lists the server's exports with NBD_OPT_LIST. */
+  /** Lists the server's exports with NBD_OPT_LIST (`host` may be `unix:/path`). */
   static async list(host: string, port = 10809, timeoutMs = 5000): Promise<NbdExportListEntry[]> {
-    const where = `${host}:${port}`;
-    const s = await dial(host, port, timeoutMs);
+    const socketPath = host.startsWith('unix:') ? host.slice(5) : '';
+    const where = socketPath ? host : `${host}:${port}`;
+    const s = await dial(host, port, timeoutMs, socketPath);
     const t = setTimeout(() => s.destroy(new Error(`NBD_OPT_LIST timed out after ${timeoutMs} ms`)), timeoutMs);
     try {
       return await listExportsOn(s, where);
@@ -287,8 +295,8 @@ export class NbdClient {
   }
 
   private static async open(o: NbdClient['opts']): Promise<{ socket: net.Socket; info: NbdExportInfo }> {
-    const where = `${o.host}:${o.port}`;
-    const s = await dial(o.host, o.port, o.connectTimeoutMs);
+    const where = o.socketPath ? `unix:${o.socketPath}` : `${o.host}:${o.port}`;
+    const s = await dial(o.host, o.port, o.connectTimeoutMs, o.socketPath);
     const t = setTimeout(() => s.destroy(new Error(`handshake timed out after ${o.connectTimeoutMs} ms`)), o.connectTimeoutMs);
     try {
       const info = await negotiate(s, { exportName: o.exportName, method: o.method, where });
@@ -315,7 +323,9 @@ export class NbdClient {
   get inFlight(): number { return this.inflight.size; }
 
   /** "export "name" on host:port", for messages. */
-  private get label(): string { return `NBD export "${this.opts.exportName}" on ${this.opts.host}:${this.opts.port}`; }
+  private get label(): string {
+    return `NBD export "${this.opts.exportName}" on ${this.opts.socketPath ? `unix:${this.opts.socketPath}` : `${this.opts.host}:${this.opts.port}`}`;
+  }
 
   /** Reads `length` bytes at `offset` into a new buffer. */
   async read(offset: number, length: number): Promise<Buffer> {

@@ -54,15 +54,17 @@ export interface NbdTestServer {
   readonly kind: 'nbd-server' | 'qemu-nbd';
   /** Listening address. */
   readonly host: string;
-  /** Listening port (kept across restarts). */
+  /** Listening port (kept across restarts; 0 when serving on a Unix socket). */
   readonly port: number;
+  /** Unix socket path when serving on one (qemu-nbd `unixSocket: true`), else undefined. */
+  readonly socketPath?: string;
   /** Temporary directory holding the backing files and config. */
   readonly dir: string;
   /** The exports served. */
   readonly exports: readonly ServedExport[];
   /** PID of the current server process, if running. */
   readonly pid: number | undefined;
-  /** `nbd://host:port/name` for an export (default: the first). */
+  /** `nbd://host:port/name` for an export (default: the first); `nbd+unix:///name?socket=path` on a Unix socket. */
   uri(name?: string): string;
   /** Backing file of an export (default: the first). */
   file(name?: string): string;
@@ -121,15 +123,15 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-/** Resolves once a server at host:port sends the NBD greeting ("NBDMAGIC"); rejects after the timeout. */
-export async function waitForNbd(host: string, port: number, timeoutMs = 10_000, isDead?: () => string | null): Promise<void> {
+/** Resolves once a server at host:port (or Unix socket `socketPath`) sends the NBD greeting ("NBDMAGIC"); rejects after the timeout. */
+export async function waitForNbd(host: string, port: number, timeoutMs = 10_000, isDead?: () => string | null, socketPath?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
     const dead = isDead?.();
     if (dead) throw new Error(dead);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
+      const s = socketPath ? net.connect({ path: socketPath }) : net.connect({ host, port });
       let got = Buffer.alloc(0);
       const t = setTimeout(() => { s.destroy(); resolve(false); }, 1000);
       s.on('data', (c: Buffer) => {
@@ -142,7 +144,7 @@ export async function waitForNbd(host: string, port: number, timeoutMs = 10_000,
     if (ok) return;
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`NBD server on ${host}:${port} did not answer within ${timeoutMs} ms (${last})`);
+  throw new Error(`NBD server on ${socketPath ? `unix:${socketPath}` : `${host}:${port}`} did not answer within ${timeoutMs} ms (${last})`);
 }
 
 function makeFile(dir: string, e: TestExportSpec): ServedExport {
@@ -174,11 +176,15 @@ class Server implements NbdTestServer {
     private readonly readyTimeoutMs: number,
     /** When set, the command daemonizes and writes its PID here (nbd-server without -d). */
     private readonly pidFile?: string,
+    readonly socketPath?: string,
   ) {}
 
   get pid(): number | undefined { return this.procPid !== undefined && this.alive() ? this.procPid : undefined; }
 
-  uri(name?: string): string { return `nbd://${this.host}:${this.port}/${encodeURIComponent(this.pick(name).name)}`; }
+  uri(name?: string): string {
+    if (this.socketPath) return `nbd+unix:///${encodeURIComponent(this.pick(name).name)}?socket=${this.socketPath}`;
+    return `nbd://${this.host}:${this.port}/${encodeURIComponent(this.pick(name).name)}`;
+  }
 
   file(name?: string): string { return this.pick(name).file; }
 
@@ -222,7 +228,7 @@ class Server implements NbdTestServer {
         this.procPid = c.pid;
       }
       live.add(this.procPid);
-      await waitForNbd(this.host, this.port, this.readyTimeoutMs, () => (this.alive() ? null : `${this.kind} is not running`));
+      await waitForNbd(this.host, this.port, this.readyTimeoutMs, () => (this.alive() ? null : `${this.kind} is not running`), this.socketPath);
     } catch (err) {
       await this.kill();
       throw new Error(`${this.kind} ${this.args.join(' ')} did not start: ${(err as Error).message}; output: ${this.output.trim()}`);
@@ -327,21 +333,25 @@ export interface QemuNbdOptions extends StartOptions {
   cache?: 'none' | 'writeback' | 'writethrough' | 'directsync' | 'unsafe';
   /** AIO mode (`--aio`). */
   aio?: 'threads' | 'native' | 'io_uring';
+  /** Listen on a Unix socket in the temp dir (`-k`) instead of TCP. */
+  unixSocket?: boolean;
 }
 
 /** Starts qemu-nbd in the foreground (persistent, shared) serving one export. */
 export async function startQemuNbd(o: QemuNbdOptions): Promise<NbdTestServer> {
   const host = o.host ?? '127.0.0.1';
-  const port = o.port ?? await freePort(host);
+  const port = o.unixSocket ? 0 : o.port ?? await freePort(host);
   const ownsDir = !o.dir;
   const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'drover-qemu-nbd-'));
   const e = makeFile(dir, o.export);
-  const args = ['-f', e.format, '-x', e.name, '-b', host, '-p', String(port), '--persistent', `--shared=${o.shared ?? 8}`];
+  const sock = o.unixSocket ? path.join(dir, `qemu-nbd-${process.pid}-${Date.now()}.sock`) : undefined;
+  const where = sock ? ['-k', sock] : ['-b', host, '-p', String(port)];
+  const args = ['-f', e.format, '-x', e.name, ...where, '--persistent', `--shared=${o.shared ?? 8}`];
   if (e.readOnly) args.push('-r');
   if (o.cache) args.push(`--cache=${o.cache}`);
   if (o.aio) args.push(`--aio=${o.aio}`);
   args.push(e.file);
-  const s = new Server('qemu-nbd', host, port, dir, [e], 'qemu-nbd', args, ownsDir, o.readyTimeoutMs ?? 10_000);
+  const s = new Server('qemu-nbd', host, port, dir, [e], 'qemu-nbd', args, ownsDir, o.readyTimeoutMs ?? 10_000, undefined, sock);
   await s.start();
   return s;
 }

@@ -39,7 +39,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const step = (s: string) => console.log(`\n== ${s}`);
 
   const cluster = new LocalCluster({
-    nodes, dir, agentMem: '1GiB', agentVcpus: 4,
+    nodes, dir, agentMem: '1GiB', agentVcpus: 16,
     config: { autoRebalance: false, aggressiveness: agg, maxConcurrent: 2, cooldownMs: 120_000 },
   });
   let interrupted = false;

@@ -156,10 +156,13 @@ export async function createVmRecord(etcd: Etcd3, spec: VmSpec, node: string): P
     const pn = model.nodes.find((x) => x.id === node)!;
     const free = pn.memTotalBytes - pn.memUsedBytes;
     if (free < spec.memBytes) throw new DroverError('RESOURCE_EXHAUSTED', `VM "${spec.name}" needs ${(spec.memBytes / MiB).toFixed(0)} MiB; node ${node} has ${(free / MiB).toFixed(0)} MiB free`);
+    const cpus = pn.vcpusTotal - (pn.vcpusAllocated ?? 0);
+    if (cpus < spec.vcpus) throw new DroverError('RESOURCE_EXHAUSTED', `VM "${spec.name}" needs ${spec.vcpus} vCPU(s); node ${node} has ${cpus} free`);
   } else if (!placeVm(model.nodes, spec)) {
     const ready = model.nodes.filter((n) => n.schedulable);
     if (ready.length === 0) throw failedPrecondition('no schedulable node (is the cluster up? drover node list)');
     const most = Math.max(...ready.map((n) => n.memTotalBytes - n.memUsedBytes));
+    if (most >= spec.memBytes) throw new DroverError('RESOURCE_EXHAUSTED', `VM "${spec.name}" needs ${spec.vcpus} vCPU(s) and ${(spec.memBytes / MiB).toFixed(0)} MiB; no node has both free`);
     throw new DroverError('RESOURCE_EXHAUSTED', `VM "${spec.name}" needs ${(spec.memBytes / MiB).toFixed(0)} MiB; the most free memory on any node is ${(most / MiB).toFixed(0)} MiB`);
   }
   const rec: VmRecord = { name: spec.name, spec, node: '', desiredNode: node, state: 'pending', lastMovedAt: 0, lastFrom: '', error: '', job: '', createdAt: Date.now() };

@@ -1,0 +1,94 @@
+/**
+ * Integration-test support: a real local cluster (etcd binary, agent, scheduler and migrator
+ * processes) in a temp dir, the `drover` CLI as a child process, and polling helpers.
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LocalCluster, droverBin, type LocalClusterOptions } from '../../cluster/local-cluster';
+import { readHistory, readSnapshot } from '../../cluster/etcd';
+import { AgentClient } from '../../services/node-agent/agent-client';
+import type { JobRecord } from '../../cluster/keyspace';
+
+export { startLocalEtcd } from '../../cluster/local-etcd';
+
+/** Starts a cluster in a fresh temp dir (removed by `stop`, kept when the test failed and DROVER_KEEP=1). */
+export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes: number }): Promise<LocalCluster & { stopAll(): Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-it-'));
+  const c = new LocalCluster({ agentMem: '1GiB', agentVcpus: 16, ...opts, dir, env: { DROVER_QUIET: '', ...(opts.env ?? {}) } }) as LocalCluster & { stopAll(): Promise<void> };
+  c.stopAll = async () => {
+    await c.stop();
+    if (process.env.DROVER_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
+    else console.log(`kept ${dir}`);
+  };
+  try {
+    await c.start();
+  } catch (e) {
+    await c.stopAll();
+    throw e;
+  }
+  return c;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `drover ARGS` with DROVER_ETCD set to `etcdUrl`. */
+export function cli(etcdUrl: string, args: string[], timeoutMs = 180_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [droverBin(), ...args], { env: { ...process.env, DROVER_ETCD: etcdUrl }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+/** Polls `f` until it returns a truthy value. */
+export async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) { last = e; }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Where each VM runs, by asking every agent (not etcd). */
+export async function runningWhere(c: LocalCluster): Promise<Map<string, string[]>> {
+  const snap = await readSnapshot(c.etcd!);
+  const where = new Map<string, string[]>();
+  for (const n of snap.nodes.values()) {
+    if (!n.heartbeat) continue;
+    const a = new AgentClient(n.record.address);
+    try {
+      for (const v of await a.listVms()) if (v.state === 'running' || v.state === 'paused') where.set(v.spec.name, [...(where.get(v.spec.name) ?? []), n.id]);
+    } finally { a.close(); }
+  }
+  return where;
+}
+
+/** Most jobs that overlapped in time, per node and direction, from the history. */
+export function maxOverlap(jobs: JobRecord[], key: 'from' | 'to'): Map<string, number> {
+  const out = new Map<string, number>();
+  const by = new Map<string, JobRecord[]>();
+  for (const j of jobs) if (j.admittedAt && j.finishedAt) by.set(j[key], [...(by.get(j[key]) ?? []), j]);
+  for (const [node, list] of by) {
+    const ev: [number, number][] = [];
+    for (const j of list) { ev.push([j.admittedAt, 1]); ev.push([j.finishedAt, -1]); }
+    ev.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    let cur = 0, max = 0;
+    for (const [, d] of ev) { cur += d; max = Math.max(max, cur); }
+    out.set(node, max);
+  }
+  return out;
+}
+
+export { readHistory, readSnapshot };

@@ -1,0 +1,131 @@
+/**
+ * Failures before commit leave the VM running on the source, unchanged, and the target
+ * discards its copy: cancel mid-round, target process killed, source process killed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startAgents, stopAgents, sleep, waitFor, codeOf } from '../support/agents';
+import type { MigrationEventInfo } from '../../services/node-agent/agent-codec';
+
+const MiB = 2 ** 20;
+/** A cap that keeps round 1 of a 64 MiB fill running for several seconds. */
+const SLOW = { bandwidthBytesPerSec: 8 * MiB, verify: false };
+
+/** Starts a migration and resolves once round 1 has sent `bytes`; returns the id and the pending result. */
+async function migrationInRound1(src: ReturnType<typeof Object>, vm: string, target: string, bytes = 4 * MiB) {
+  let id = '';
+  let seen!: () => void;
+  const inRound = new Promise<void>((r) => { seen = r; });
+  const done = (src as any).migrateVm(vm, target, SLOW, (e: MigrationEventInfo) => {
+    id = e.migrationId;
+    if (e.phase === 'precopy' && e.sentBytes >= bytes) seen();
+  });
+  done.catch(() => undefined);
+  await Promise.race([inRound, done]);
+  return { id: () => id, done };
+}
+
+test('a migration cancelled mid-round leaves the source running and unchanged', async () => {
+  const agents = await startAgents(2, 'cancel');
+  try {
+    const [a, b] = agents;
+    await a.client.createVm({ name: 'c1', memBytes: 256 * MiB, vcpus: 1, profile: 'web', seed: 1 });
+    const m = await migrationInRound1(a.client, 'c1', b.address);
+    const phase = await a.client.cancelMigration(m.id());
+    assert.equal(phase, 'precopy');
+    const err = await codeOf(m.done);
+    assert.equal(err.code, 'CANCELLED', err.message);
+    const vm = await a.client.getVm('c1');
+    assert.equal(vm.state, 'running');
+    await sleep(200);
+    const check = await a.client.verifyVm('c1');
+    assert.equal(check.ok, true, check.detail);
+    assert.ok(check.heartbeatBeats > vm.heartbeatBeats, 'the guest keeps running on the source');
+    await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+    assert.deepEqual(await b.client.listVms(), []);
+    // Cancelling a migration that no longer runs is NOT_FOUND, not a crash.
+    assert.equal((await codeOf(a.client.cancelMigration(m.id()))).code, 'NOT_FOUND');
+  } finally {
+    await stopAgents(agents);
+  }
+});
+
+test('the target process killed mid-migration: the source resumes', async () => {
+  const agents = await startAgents(2, 'tkill');
+  try {
+    const [a, b] = agents;
+    await a.client.createVm({ name: 't1', memBytes: 256 * MiB, vcpus: 1, profile: 'db', seed: 2 });
+    const m = await migrationInRound1(a.client, 't1', b.address);
+    b.proc.kill();
+    const err = await codeOf(m.done);
+    assert.ok(['UNAVAILABLE', 'ABORTED', 'CANCELLED', 'INTERNAL'].includes(err.code), `${err.code}: ${err.message}`);
+    const vm = await a.client.getVm('t1');
+    assert.equal(vm.state, 'running');
+    await sleep(200);
+    const check = await a.client.verifyVm('t1');
+    assert.equal(check.ok, true, check.detail);
+    assert.ok(check.heartbeatBeats > vm.heartbeatBeats);
+  } finally {
+    await stopAgents(agents);
+  }
+});
+
+test('the source process killed mid-migration: the target discards its copy', async () => {
+  const agents = await startAgents(2, 'skill');
+  try {
+    const [a, b] = agents;
+    await a.client.createVm({ name: 's1', memBytes: 256 * MiB, vcpus: 1, profile: 'web', seed: 3 });
+    const m = await migrationInRound1(a.client, 's1', b.address);
+    assert.ok((await b.client.nodeInfo()).memUsedBytes > 0, 'the target holds a reservation');
+    a.proc.kill();
+    await codeOf(m.done);
+    await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0, 20_000);
+    assert.deepEqual(await b.client.listVms(), [], 'no VM runs on the target');
+  } finally {
+    await stopAgents(agents);
+  }
+});
+
+test('externally committed migration: cancel at awaiting-commit rolls back; commit activates', async () => {
+  const agents = await startAgents(2, 'commit');
+  try {
+    const [a, b] = agents;
+    assert.equal((await codeOf(a.client.migrateVm('nope', b.address, {}))).code, 'NOT_FOUND');
+    assert.equal((await codeOf(a.client.getVm('nope'))).code, 'NOT_FOUND');
+    assert.equal((await codeOf(a.client.cancelMigration('m-nope'))).code, 'NOT_FOUND');
+    await a.client.createVm({ name: 'r1', memBytes: 64 * MiB, vcpus: 1, profile: 'web' });
+    const atCommit = (onId: (id: string) => void) => {
+      let awaiting!: () => void;
+      const reached = new Promise<void>((r) => { awaiting = r; });
+      const done = a.client.migrateVm('r1', b.address, { externalCommit: true, verify: true }, (e) => {
+        onId(e.migrationId);
+        if (e.phase === 'awaiting-commit') awaiting();
+      });
+      done.catch(() => undefined);
+      return { reached, done };
+    };
+    // 1. The target holds a complete, verified image; the control plane cancels instead of committing.
+    let id = '';
+    const first = atCommit((x) => { id = x; });
+    await first.reached;
+    assert.deepEqual(await b.client.listVms(), [], 'nothing runs on the target before the commit');
+    assert.equal(await a.client.cancelMigration(id), 'awaiting-commit');
+    assert.equal((await codeOf(first.done)).code, 'CANCELLED');
+    assert.equal((await a.client.getVm('r1')).state, 'running');
+    assert.equal((await a.client.verifyVm('r1')).ok, true);
+    await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+    // 2. Same again, committed this time: the VM runs on the target, never on both.
+    const second = atCommit((x) => { id = x; });
+    await second.reached;
+    await a.client.commitMigration(id);
+    await a.client.commitMigration(id).catch(() => undefined); // safe to repeat
+    const r = await second.done;
+    assert.equal(r.outcome, 'succeeded');
+    assert.equal(r.verified, true);
+    assert.equal((await b.client.getVm('r1')).state, 'running');
+    assert.equal((await codeOf(a.client.getVm('r1'))).code, 'NOT_FOUND');
+    assert.equal((await codeOf(a.client.cancelMigration(id))).code, 'NOT_FOUND');
+  } finally {
+    await stopAgents(agents);
+  }
+});

@@ -18,7 +18,8 @@
  *   handshake (checking the export size did not change) and replays every unanswered request.
  *   Replay is idempotent: READ/WRITE/TRIM/FLUSH of the same range with the same data give the
  *   same result when repeated. After `reconnect.attempts` failed attempts the outstanding
- *   requests fail with UNAVAILABLE; a later request starts a fresh reconnect cycle.
+ *   requests fail with UNAVAILABLE; a later request starts a fresh reconnect cycle. A reply of
+ *   ESHUTDOWN (server going down) is treated like a transport failure: the request is replayed.
  */
 import * as net from 'node:net';
 import { DroverError, ErrorCode, invalidArgument, unavailable } from '../../lib/errors';
@@ -26,6 +27,7 @@ import * as P from './nbd-protocol';
 import { NbdExportInfo, NbdExportListEntry, listExportsOn, negotiate } from './nbd-handshake';
 import { parseNbdUri } from './nbd-uri';
 
+/** Export metadata and list entries, re-exported from the handshake module. */
 export { NbdExportInfo, NbdExportListEntry } from './nbd-handshake';
 
 /** Reconnect policy: bounded attempts with exponential backoff. */
@@ -460,6 +462,11 @@ export class NbdClient {
   }
 
   private complete(req: Req, errno: number): void {
+    if (errno === 108 && this.opts.reconnect.attempts > 0 && this.conn) {
+      // ESHUTDOWN: the server is going away; keep the request and replay it after reconnecting.
+      this.conn.die(new Error('server is shutting down (ESHUTDOWN)'));
+      return;
+    }
     this.inflight.delete(req.handle);
     if (errno === 0) {
       req.resolve();

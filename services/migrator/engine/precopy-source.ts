@@ -22,6 +22,9 @@ import { Pacer, roundRate } from './rate-control';
 import { shouldStop } from './stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
 
+/** Debug timing (DROVER_TRACE). */
+export const TRACE = { send: 0, window: 0, n: 0 };
+
 /** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
 export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
 /** Re-read the live dirty bitmap (to_skip) every this many batches. */
@@ -282,10 +285,13 @@ export class PrecopySource {
       this.inflightBytes += frame.length;
       this.pageBytes += used;
       await this.pacer.take(frame.length);
+      const t1 = performance.now();
       await this.send(frame);
+      const t2 = performance.now();
       this.roundRemaining = Math.max(0, this.roundRemaining - pages * PAGE_SIZE);
       this.progress();
       await this.until(() => this.inflightBytes < this.windowBytes);
+      TRACE.send += t2 - t1; TRACE.window += performance.now() - t2; TRACE.n++;
       builder = this.takeBuilder();
       payload = builder.payloadView();
       words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
@@ -361,7 +367,7 @@ export class PrecopySource {
     this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
     const tFinal = performance.now();
     await this.sendRound(bitmap, false);
-    if (process.env.DROVER_TRACE) console.error('pause', tFinal - t, 'final round', performance.now() - tFinal, 'pages', popcount(bitmap));
+    if (process.env.DROVER_TRACE) console.error(TRACE, 'pause', tFinal - t, 'final round', performance.now() - tFinal, 'pages', popcount(bitmap));
     const state = Buffer.from(d.saveDeviceState());
     const sw = new Int32Array(Math.ceil(state.length / 4));
     new Uint8Array(sw.buffer).set(state);

@@ -17,8 +17,11 @@ import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
 
 const FrameType = messageType('MigrationFrame');
 const AckType = messageType('MigrationAck');
-const FRAME_KINDS = new Set(['start', 'round', 'batch', 'device', 'complete', 'activate', 'abort']);
-const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated']);
+const FRAME_KINDS = new Set(['start', 'round', 'batch', 'device', 'complete', 'activate', 'abort', 'stream']);
+const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated', 'stream']);
+/** Outer tags of StreamData: MigrationFrame.stream = 8, MigrationAck.stream = 6 (wire type 2). */
+const STREAM_FRAME_TAG = 0x42;
+const STREAM_ACK_TAG = 0x32;
 
 /** Bytes before the payload in a batch frame: two tags and two padded lengths. */
 export const BATCH_HEADER_BYTES = 12;
@@ -93,9 +96,67 @@ export class BatchBuilder {
   }
 }
 
+/**
+ * Encodes a StreamData (QEMU tunnel bytes) as a frame (`ack` false) or an ack (`ack` true),
+ * gathering `chunks` straight into the one buffer grpc-js sends: one copy, no protobufjs Writer.
+ */
+export function encodeStream(chunks: Buffer[], channel = 0, eof = false, ack = false): Buffer {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  const inner = 1 + varintLen(n) + n + (channel ? 1 + varintLen(channel) : 0) + (eof ? 2 : 0);
+  const out = Buffer.allocUnsafe(1 + varintLen(inner) + inner);
+  out[0] = ack ? STREAM_ACK_TAG : STREAM_FRAME_TAG;
+  let at = putVarint(out, 1, inner);
+  out[at++] = 0x0a;
+  at = putVarint(out, at, n);
+  for (const c of chunks) at += c.copy(out, at);
+  if (channel) { out[at++] = 0x10; at = putVarint(out, at, channel); }
+  if (eof) { out[at++] = 0x18; out[at++] = 1; }
+  return out;
+}
+
+/** Reads a varint at `at`; returns [value, next] or undefined when malformed/over 32 bits. */
+function getVarint(b: Buffer, at: number): [number, number] | undefined {
+  let v = 0;
+  for (let shift = 0; shift < 35; shift += 7) {
+    if (at >= b.length) return undefined;
+    const byte = b[at++];
+    v += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) return [v, at];
+  }
+  return undefined;
+}
+
+/**
+ * Fast path for StreamData (frame or ack): returns a view of the data, no copy. Returns
+ * undefined when `bytes` is not a plain StreamData message (the caller then uses protobufjs).
+ */
+function decodeStream(bytes: Buffer, tag: number): { kind: 'stream'; data: Buffer; channel: number; eof: boolean } | undefined {
+  if (bytes[0] !== tag) return undefined;
+  const len = getVarint(bytes, 1);
+  if (!len || len[1] + len[0] !== bytes.length) return undefined;
+  let at = len[1];
+  let data = Buffer.alloc(0), channel = 0, eof = false;
+  while (at < bytes.length) {
+    const t = bytes[at++];
+    const v = getVarint(bytes, at);
+    if (!v) return undefined;
+    at = v[1];
+    if (t === 0x0a) {
+      if (at + v[0] > bytes.length) return undefined;
+      data = bytes.subarray(at, at + v[0]);
+      at += v[0];
+    } else if (t === 0x10) channel = v[0];
+    else if (t === 0x18) eof = v[0] !== 0;
+    else return undefined;
+  }
+  return { kind: 'stream', data, channel, eof };
+}
+
 /** Encodes a frame. Batch frames built by BatchBuilder are passed through as Buffers. */
 export function encodeFrame(frame: Frame | Buffer): Buffer {
   if (Buffer.isBuffer(frame)) return frame;
+  if (frame.kind === 'stream') return encodeStream([frame.data], frame.channel, frame.eof, false);
   const { kind, ...body } = frame;
   const w = FrameType.encode(FrameType.fromObject({ [kind]: body }), Writer.create()).finish();
   return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
@@ -104,6 +165,8 @@ export function encodeFrame(frame: Frame | Buffer): Buffer {
 /** Decodes and checks a frame; INVALID_ARGUMENT for oversized, malformed or kind-less frames. */
 export function decodeFrame(bytes: Buffer): Frame {
   if (bytes.length > MAX_FRAME_BYTES) throw invalidArgument(`frame of ${bytes.length} bytes exceeds the limit of ${MAX_FRAME_BYTES} bytes`);
+  const fast = decodeStream(bytes, STREAM_FRAME_TAG);
+  if (fast) return fast;
   let obj: any;
   try {
     obj = FrameType.toObject(FrameType.decode(bytes), TO_OBJECT);
@@ -111,14 +174,16 @@ export function decodeFrame(bytes: Buffer): Frame {
     throw invalidArgument(`malformed frame: ${(err as Error).message}`, err);
   }
   const kind = obj.kind as string | undefined;
-  if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, device, complete, activate or abort)');
+  if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, device, complete, activate, abort or stream)');
   const body = obj[kind];
+  if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;
   return { kind, ...body } as Frame;
 }
 
 /** Encodes an ack. */
 export function encodeAck(ack: Ack): Buffer {
+  if (ack.kind === 'stream') return encodeStream([ack.data], ack.channel, ack.eof, true);
   const { kind, ...body } = ack;
   const w = AckType.encode(AckType.fromObject({ [kind]: body })).finish();
   return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
@@ -126,8 +191,11 @@ export function encodeAck(ack: Ack): Buffer {
 
 /** Decodes an ack; an ack of no known kind is an error. */
 export function decodeAck(bytes: Buffer): Ack {
+  const fast = decodeStream(bytes, STREAM_ACK_TAG);
+  if (fast) return fast;
   const obj: any = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
   const kind = obj.kind as string | undefined;
   if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
+  if (kind === 'accepted' && !obj[kind].postcopy) delete obj[kind].postcopy; // QEMU tunnel only
   return { kind, ...obj[kind] } as Ack;
 }

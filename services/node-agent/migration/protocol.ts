@@ -37,6 +37,37 @@
  *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
  * ```
  *
+ * QEMU tunnel (hypervisor `qemu`): QEMU tracks and sends pages itself, so the agents carry its
+ * migration stream as opaque bytes over the same authenticated, versioned Transfer stream
+ * (qemu-tunnel.ts, qemu-source.ts, qemu-target.ts). The stream is bidirectional because QEMU's
+ * return path (post-copy page requests, its acks) flows back from the target:
+ *
+ * ```text
+ *  source agent (+ source QEMU)                   target agent (+ target QEMU, -incoming defer)
+ *  PrepareIncoming(version, spec) --------------> reserve, start an empty QEMU (-incoming defer)
+ *                       <------------------------ migration_id, one-time token
+ *  Start(version, id, token, geometry, tunnel="qemu")
+ *                                  ------------>  check version, token, geometry, tunnel kind;
+ *                                                 migrate-incoming unix:<its socket>, connect to it
+ *                       <------------------------ Accepted(postcopy = target has userfaultfd)
+ *  source agent listens on a unix socket; source QEMU `migrate unix:<that socket>` with the
+ *  engine's policy (downtime-limit, max-bandwidth, post-copy/throttle decision, deadline)
+ *  StreamData(bytes)  ... ---------------------->  written to the target QEMU's socket
+ *                       <------------------------ StreamData(bytes) ... (return path)
+ *  StreamData(eof) when the source QEMU closes    (either side may half-close with eof)
+ *  Complete(activate=true, no digest) ----------> after source QEMU reports "completed": wait until
+ *                                                 the target QEMU runs and its guest heartbeat grows
+ *                       <------------------------ Verified(empty digest), Activated(first beat)
+ *  source destroys its (postmigrate) QEMU
+ * ```
+ *
+ * Tunnel receiver states: Prepared --Start(tunnel)--> Tunnel --Complete--> Verified --> Active;
+ * any failure before Active (stream error, bad frame, source gone, QEMU failed) -> Aborted: the
+ * target kills its QEMU; the source QEMU keeps running (migrate_cancel / failed stream). Once
+ * post-copy has started the target owns the VM: cancel is refused, and a broken stream then is
+ * DATA_LOSS (QEMU's postcopy-paused), not a silent rollback. PageBatch/DeviceState frames are
+ * refused in a tunnel, StreamData frames outside one.
+ *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
  * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
@@ -61,25 +92,32 @@ export const RESERVATION_TTL_MS = 60_000;
 /** A started migration that receives no frame within this time is aborted by the target. */
 export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
 
+/** Start.tunnel value of the QEMU tunnel ("" = drover's page stream). */
+export const TUNNEL_QEMU = 'qemu';
+/** StreamData chunk the tunnel aims for: big enough to amortise per-frame costs, < MAX_FRAME_BYTES. */
+export const STREAM_CHUNK_BYTES = 1024 * 1024;
+
 /** Encodings a batch payload may use. Only RAW exists in version 1. */
 export const PAYLOAD_RAW = 0;
 
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string }
   | { kind: 'round'; round: number; pages: number }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'device'; state: Buffer; checksum: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number }
   | { kind: 'activate' }
-  | { kind: 'abort'; reason: string };
+  | { kind: 'abort'; reason: string }
+  | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
-  | { kind: 'activated'; resumedAtMs: number };
+  | { kind: 'activated'; resumedAtMs: number }
+  | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Named constructors for each frame (the only way the engine builds them). */
 export const frames = {
@@ -91,6 +129,10 @@ export const frames = {
     ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent }),
   activate: (): Frame => ({ kind: 'activate' }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
+  /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
+  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU }),
+  streamEof: (channel = 0): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel, eof: true }),
 };
 
 /** Named constructors for each ack. */

@@ -65,6 +65,11 @@ export class ReceiverClientConn {
     });
   }
 
+  /** Opens the raw Transfer stream (the QEMU tunnel drives it itself, see qemu-source.ts). */
+  openStream(deadlineMs: number): grpc.ClientDuplexStream<Frame | Buffer, Buffer> {
+    return this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
+  }
+
   /** Opens the Transfer stream as a FrameChannel. `deadlineMs` bounds the whole stream. */
   open(deadlineMs: number): FrameChannel & { cancel(): void } {
     const call: grpc.ClientDuplexStream<Frame | Buffer, Buffer> = this.client.Transfer({ deadline: deadlineIn(deadlineMs) });

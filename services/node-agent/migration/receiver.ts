@@ -10,7 +10,7 @@ import { hashPage, foldChecksum, ImageDigest } from '../../migrator/engine/page-
 import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from './protocol';
 
 /** States of an incoming migration (protocol.ts has the diagram). */
-export type ReceiverState = 'prepared' | 'receiving' | 'device-loaded' | 'verified' | 'active' | 'aborted';
+export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';
 
 /** One incoming migration on the target. */
 export class IncomingMigration {
@@ -22,6 +22,8 @@ export class IncomingMigration {
   bytes = 0;
   /** Wall clock of the source's pause, from Complete. */
   pausedAtMs = NaN;
+  /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
+  tunnel = '';
 
   constructor(
     readonly migrationId: string,
@@ -41,6 +43,12 @@ export class IncomingMigration {
       throw invalidArgument(`geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
     }
     if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
+    const kind = (t: string) => (t ? `a ${t} tunnel` : 'drover page stream');
+    if ((f.tunnel ?? '') !== this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: source sends ${kind(f.tunnel ?? '')}, this target expects ${kind(this.tunnel)} (hypervisors differ)`);
+    if (this.tunnel) {
+      this.state = 'tunnel'; // the QEMU tunnel (qemu-target.ts) takes the frames from here
+      return acks.accepted();
+    }
     this.state = 'receiving';
     return acks.accepted();
   }
@@ -92,6 +100,8 @@ export class IncomingMigration {
         return [await this.activate()];
       case 'abort':
         throw new DroverError('ABORTED', `source aborted migration ${this.migrationId}: ${f.reason}`);
+      case 'stream':
+        throw failedPrecondition(`migration ${this.migrationId}: StreamData frame not allowed in state ${this.state} (not a tunnel)`);
     }
   }
 

@@ -95,5 +95,11 @@ if (require.main === module) {
   const a = process.argv.slice(2);
   const get = (f: string) => { const i = a.indexOf(f); return i >= 0 ? Number(a[i + 1]) : undefined; };
   const r = runPlannerBench({ nodes: get('--nodes'), vms: get('--vms'), aggressiveness: get('--aggressiveness') });
-  console.log(r.toString());
+  if (a.includes('--json')) {
+    const { toString: _, ...fields } = r;
+    console.log(JSON.stringify({ bench: 'planner', ...fields, underOneSecond: r.planMs < 1000 }));
+  } else {
+    console.log(r.toString());
+  }
+  if (r.planMs >= 1000) process.exitCode = 1;
 }

@@ -9,6 +9,9 @@
  *   tcp-5ms-unl   downtime-limit 5 ms, max-bandwidth unlimited, cancelled after 30 s
  *   drover-direct the driver's policy at 5 ms, source straight to the target's unix socket
  *   drover-pipe   unix socket → Node pipe → unix socket, driver policy at 5 ms (post-copy/throttle)
+ *   agents        through the agents: two `drover agent --hypervisor qemu` processes, QEMU's
+ *                 stream tunnelled over their gRPC Transfer stream, engine policy at 5 ms
+ *                 (MigrateVm; downtime = QEMU's, bytes = the tunnel's StreamData frames)
  * Measures QEMU's downtime, total time, bytes sent, and the guest-observed blackout (gap between the
  * source's last heartbeat and the target's first).
  *
@@ -18,10 +21,14 @@ import * as net from 'node:net';
 import type { VmSpec } from '../hypervisor/types';
 import { QemuHypervisor, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
 import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
+import { startAgents, stopAgents, type TestAgent } from '../test/support/agents';
 
 const MiB = 1024 * 1024;
 
-export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe';
+export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe' | 'agents';
+
+/** Every path, in the order a run measures them. */
+export const QEMU_BENCH_PATHS: QemuBenchPath[] = ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe', 'agents'];
 
 export interface QemuBenchOptions {
   /** Guest RAM in MiB; default 1024. */
@@ -108,6 +115,27 @@ async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string
   }
 }
 
+/** The agents path: create on a, migrate to b over gRPC (MigrateVm, engine policy at 5 ms), check b runs it. */
+async function throughAgents(a: TestAgent, b: TestAgent, s: VmSpec, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
+  await a.client.createVm(s);
+  try {
+    await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace
+    const t0 = Date.now();
+    const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true });
+    const on = await b.client.getVm(s.name);
+    return {
+      status: 'completed', downtimeMs: m.downtimeMs, totalTimeMs: Math.round(m.totalMs), transferredBytes: m.bytesSent, rounds: m.rounds,
+      action: m.mode === 'postcopy' ? 'postcopy' : m.stopReason === 'stalled' ? 'throttle' : 'none',
+      detail: `QEMU sent ${m.pageBytes} B; tunnel ${(m.throughputBytesPerSec / 1e9).toFixed(2)} GB/s; MigrateVm ${Date.now() - t0} ms; target beats ${on.heartbeatBeats}`,
+    };
+  } catch (err) {
+    return { status: 'failed', totalTimeMs: 0, transferredBytes: 0, rounds: 0, detail: (err as Error).message };
+  } finally {
+    await b.client.destroyVm(s.name).catch(() => undefined);
+    await a.client.destroyVm(s.name).catch(() => undefined);
+  }
+}
+
 /** Runs the bench; returns one row per migration. */
 export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBenchRow[]> {
   const memMiB = opts.memMiB ?? 1024;
@@ -115,10 +143,19 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
   const hv = new QemuHypervisor({ binary: opts.binary });
   const accel = await hv.accel();
   const rows: QemuBenchRow[] = [];
+  const paths = opts.paths ?? QEMU_BENCH_PATHS;
+  // Two agent processes for the `agents` path (each hosts its own QEMUs), started once per run.
+  const agents = paths.includes('agents') ? await startAgents(2, 'qbench', ['--hypervisor', 'qemu', ...(opts.binary ? ['--qemu-binary', opts.binary] : [])]) : [];
   try {
     for (const workload of opts.workloads ?? ['slow', 'fast']) {
-      for (const path of opts.paths ?? ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe']) {
+      for (const path of paths) {
         const s = spec(workload, memMiB);
+        if (path === 'agents') {
+          const row: QemuBenchRow = { workload, path, accel, memMiB, ...(await throughAgents(agents[0], agents[1], s, deadlineMs)) };
+          rows.push(row);
+          opts.onRow?.(row);
+          continue;
+        }
         const src = await hv.createDomain(s);
         const dst = await hv.createIncoming(s);
         await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace
@@ -157,6 +194,7 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
     }
   } finally {
     await hv.close();
+    await stopAgents(agents);
   }
   return rows;
 }

@@ -5,7 +5,7 @@
 import { Etcd3 } from 'etcd3';
 import { DroverError, unavailable } from '../lib/errors';
 import {
-  keys, idOf, DEFAULT_CONFIG,
+  keys, idOf, DEFAULT_CONFIG, PREFIX,
   type NodeRecord, type NodeHeartbeat, type NodeMark, type VmRecord, type JobRecord,
   type Admission, type ClusterConfig, type NodeState,
 } from './keyspace';
@@ -108,7 +108,11 @@ export function nodeState(heartbeat: NodeHeartbeat | undefined, mark: NodeMark |
 
 /** Reads a snapshot of the cluster in one etcd read (one revision). */
 export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
-  const res = await etcd.getAll().prefix(keys.nodes().replace(/nodes\/$/, '')).exec();
+  // Everything under the prefix except the history (which only grows), at one revision.
+  const hist = keys.histories();
+  const first = await etcd.getAll().inRange({ start: PREFIX, end: hist }).exec();
+  const second = await etcd.getAll().inRange({ start: hist.slice(0, -1) + '0', end: prefixEnd(PREFIX) }).revision(first.header.revision).exec();
+  const res = { kvs: [...first.kvs, ...second.kvs] };
   const nodes = new Map<string, NodeView>();
   const hbs = new Map<string, NodeHeartbeat>();
   const marks = new Map<string, NodeMark>();
@@ -135,6 +139,11 @@ export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
     nodes.set(id, { id, record, heartbeat, mark, state: nodeState(heartbeat, mark) });
   }
   return { nodes, vms, jobs, admission, config };
+}
+
+/** The end of the key range of a prefix (the prefix with its last byte incremented). */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 /** Reads the finished jobs, oldest first. */

@@ -171,6 +171,8 @@ export interface JobRecord {
   finishedAt: number;
   /** Predicted cost (bytes) from the planner, when the scheduler made the job. */
   predictedBytes: number;
+  /** Control-plane share of the downtime: 'awaiting-commit' seen → owner flipped → commit acknowledged, ms. */
+  commitMs?: number;
   /** etcd writes this job has caused so far (for the bench's writes-per-move figure). */
   etcdWrites: number;
 }

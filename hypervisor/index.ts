@@ -7,7 +7,7 @@ import { SimHypervisor } from './sim/sim-hypervisor';
 export const HYPERVISOR_KINDS = ['sim', 'qemu'] as const;
 
 /** Creates the driver named `kind`. */
-export function createHypervisor(kind: string): Hypervisor {
+export function createHypervisor(kind: string, opts: { qemuBinary?: string } = {}): Hypervisor {
   switch (kind) {
     case 'sim':
       return new SimHypervisor();
@@ -15,7 +15,7 @@ export function createHypervisor(kind: string): Hypervisor {
       // Loaded lazily: the QEMU driver is only needed on nodes that run it.
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const mod = require('./qemu/qemu-hypervisor');
-      return new mod.QemuHypervisor();
+      return new mod.QemuHypervisor({ binary: opts.qemuBinary || process.env.DROVER_QEMU_BINARY || undefined });
     }
     default:
       throw invalidArgument(`unknown hypervisor "${kind}" (expected one of: ${HYPERVISOR_KINDS.join(', ')})`);

@@ -57,6 +57,10 @@ export interface GuestCheckResult {
   detail: string;
   /** Disk check: undefined without a disk; true when no acknowledged write was lost or torn. */
   diskOk?: boolean;
+  /** Disk check verdict in words (names the export and the first bad record); undefined without a disk. */
+  diskDetail?: string;
+  /** Highest acknowledged WAL record of the guest's disk log; undefined without a disk. */
+  diskAckedSeq?: number;
 }
 
 /** Guest-observed time, read from the heartbeat the guest keeps in its own memory. */
@@ -118,6 +122,11 @@ export interface Domain {
    * touched); pre-copy's first round walks only these. Drivers that cannot tell set every bit.
    */
   populatedBitmap(): Uint32Array;
+  /**
+   * Optional hint: the pages of this range table (first, count pairs) are about to be written;
+   * fault them in off the caller's thread. Never changes their contents.
+   */
+  prefault?(ranges: ArrayLike<number>): void;
   /** True when the page holds only zero bytes. */
   isZeroPage(pfn: number): boolean;
 

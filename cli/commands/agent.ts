@@ -6,19 +6,20 @@ import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL]';
+export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL]';
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
+    'qemu-binary': { type: 'string' },
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   const listen = address(required(p, 'listen', 'agent'), '--listen');
   const nodeId = required(p, 'node-id', 'agent');
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(nodeId)) throw new UsageError(`--node-id "${nodeId}" is invalid (lower-case letters, digits, '-')`);
-  const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!);
+  const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary') });
   const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
   const vcpus = int(p, 'vcpus', 64)!;
   const log = createLogger('agent').child({ node: nodeId });

@@ -13,6 +13,7 @@ import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
 import type { MigrationResult } from '../../services/migrator/engine/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
+import { startQemuNbd, type NbdTestServer } from '../../test/support/nbd-servers';
 
 /** One bench line: the migration result plus what the guest saw. */
 export interface BenchResult extends MigrationResult {
@@ -20,6 +21,12 @@ export interface BenchResult extends MigrationResult {
   guestCheckOk: boolean;
   memoryVerified: boolean;
   sentOverNonzero: number;
+  /** The VM's disk URI ('' = diskless). */
+  disk: string;
+  /** True only when the VM has a disk and the guest's disk check passed on the target. */
+  diskVerified: boolean;
+  /** Highest acknowledged WAL record on the target after the run (0 without a disk). */
+  diskAckedSeq: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -41,6 +48,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
       ...r, memoryVerified, guestCheckOk: check.ok && running,
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
+      disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
     };
   } finally {
     await b.destroyVm(spec.name).catch(() => undefined);
@@ -55,7 +63,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
   ];
   for (const r of results) {
     lines.push([
-      r.profile.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
+      (r.disk ? `${r.profile}+disk` : r.profile).padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
       formatRate(r.throughputBytesPerSec).padEnd(12), r.stopReason.padEnd(11), r.verified ? 'yes' : 'NO',
     ].join(' '));
@@ -66,7 +74,44 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
     for (const b of baselines) lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}`);
     if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
   }
+  const extra = diskExtraDowntime(results);
+  if (extra.length) {
+    lines.push('', 'disk: extra downtime (drain + flush at pause, hand-over of the export), same run');
+    for (const x of extra) {
+      lines.push(`  ${x.profile.padEnd(9)} downtime ${formatMs(x.withoutMs)} -> ${formatMs(x.withMs)} (${x.extraMs >= 0 ? '+' : ''}${formatMs(x.extraMs)}), guest-dt ${formatMs(x.guestWithoutMs)} -> ${formatMs(x.guestWithMs)}, disk verified ${x.diskVerified ? 'yes' : 'NO'}`);
+    }
+  }
   return lines.join('\n');
+}
+
+/** One profile's downtime with and without a disk (bench --disk runs both, in the same run). */
+export interface DiskExtraDowntime {
+  profile: string;
+  withoutMs: number;
+  withMs: number;
+  extraMs: number;
+  guestWithoutMs: number;
+  guestWithMs: number;
+  diskVerified: boolean;
+}
+
+/** Pairs each profile's diskless and disk runs (medians over repeats) and reports the difference. */
+export function diskExtraDowntime(results: BenchResult[]): DiskExtraDowntime[] {
+  const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN; };
+  const out: DiskExtraDowntime[] = [];
+  for (const profile of [...new Set(results.filter((r) => r.disk).map((r) => r.profile))]) {
+    const w = results.filter((r) => r.profile === profile && r.disk);
+    const wo = results.filter((r) => r.profile === profile && !r.disk);
+    if (!wo.length) continue;
+    const withMs = median(w.map((r) => r.downtimeMs));
+    const withoutMs = median(wo.map((r) => r.downtimeMs));
+    out.push({
+      profile, withoutMs, withMs, extraMs: withMs - withoutMs,
+      guestWithoutMs: median(wo.map((r) => r.guestDowntimeMs)), guestWithMs: median(w.map((r) => r.guestDowntimeMs)),
+      diskVerified: w.every((r) => r.diskVerified),
+    });
+  }
+  return out;
 }
 
 /** Runs `drover bench`. */
@@ -82,7 +127,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const profileArg = str(p, 'profile', 'all')!;
   const profiles: ProfileName[] = profileArg === 'all' ? [...PROFILE_NAMES] : profileArg.split(',').map((x) => x.trim() as ProfileName);
   const specs = profiles.map((prof, i) => {
-    const q = { ...p, values: { ...p.values, profile: prof } };
+    const q = { ...p, values: { ...p.values, profile: prof, disk: undefined } }; // the disk is added per run below
     return specFromFlags(`bench-${prof}-${i}`, q, { mem: 2 ** 30 });
   });
   const warmupMs = duration(p, 'warmup', 2000)!;
@@ -90,25 +135,42 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const maxDowntimeMs = duration(p, 'max-downtime');
   const bandwidth = rate(p, 'bandwidth');
   const json = flag(p, 'json');
+  const repeat = Math.max(1, Number(str(p, 'repeat', '1')) || 1);
   const agents: AgentProcess[] = [];
   const results: BenchResult[] = [];
+  // --disk nbd://H:P/E uses that export; --disk auto starts a qemu-nbd on a temp file. Each
+  // profile then runs without and with the disk, alternating, to measure the disk's extra downtime.
+  const diskArg = str(p, 'disk');
+  let nbd: NbdTestServer | undefined;
   try {
+    if (diskArg === 'auto') {
+      nbd = await startQemuNbd({ export: { name: 'drover-bench', size: 64 * 2 ** 20 } });
+      if (!json) console.error(`bench: started qemu-nbd serving ${nbd.uri()} (${nbd.file()})`);
+    }
+    const diskUri = nbd ? nbd.uri() : diskArg;
     agents.push(await startAgent('bench-a', ['--hypervisor', hv]));
     agents.push(await startAgent('bench-b', ['--hypervisor', hv]));
     const a = new AgentClient(agents[0].address);
     const b = new AgentClient(agents[1].address);
     await a.waitReady();
     await b.waitReady();
-    for (const spec of specs) {
-      const progress = json ? undefined : new ProgressLine(process.stderr, `${spec.profile.padEnd(9)} `);
-      const r = await benchOne(a, b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress });
-      results.push(r);
-      if (json) console.log(JSON.stringify(r));
+    for (const base of specs) {
+      const variants = diskUri ? [{ ...base, disk: undefined }, { ...base, disk: diskUri }] : [base];
+      for (let i = 0; i < repeat; i++) {
+        for (const spec of variants) {
+          const progress = json ? undefined : new ProgressLine(process.stderr, `${(spec.disk ? `${spec.profile}+disk` : spec.profile).padEnd(9)} `);
+          const r = await benchOne(a, b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress });
+          results.push(r);
+          if (json) console.log(JSON.stringify(r));
+        }
+      }
     }
+    if (json) for (const x of diskExtraDowntime(results)) console.log(JSON.stringify({ diskExtraDowntime: x }));
     a.close();
     b.close();
   } finally {
     await Promise.all(agents.map((x) => x.stop()));
+    await nbd?.dispose();
   }
   const baselines = flag(p, 'baselines') ? await runBaselines() : [];
   if (json) {

@@ -89,8 +89,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
         const n = name();
         await agent.waitReady();
         const r = await agent.verifyVm(n);
-        console.log(json ? JSON.stringify(r) : `${n}: guest check ${r.ok ? 'passed' : 'FAILED'} (${r.pagesChecked} pages${r.badPages ? `, ${r.badPages} bad: ${r.detail}` : ''}), heartbeat ${r.heartbeatBeats} beats`);
-        return r.ok ? 0 : 1;
+        const disk = r.diskChecked ? `, disk ${r.diskOk ? 'ok' : 'FAILED'} (WAL acked seq ${r.diskAckedSeq}; ${r.diskDetail})` : '';
+        console.log(json ? JSON.stringify(r) : `${n}: guest check ${r.ok ? 'passed' : 'FAILED'} (${r.pagesChecked} pages${r.badPages ? `, ${r.badPages} bad: ${r.detail}` : ''})${disk}, heartbeat ${r.heartbeatBeats} beats`);
+        return r.ok && (!r.diskChecked || r.diskOk) ? 0 : 1;
       }
       default:
         throw new UsageError(`vm: unknown subcommand "${sub ?? ''}" (usage: ${VM_USAGE})`);

@@ -50,6 +50,7 @@ import {
   seedPrng,
 } from './layout';
 import { ResolvedProfile, resolveProfile } from './profiles';
+import { DISK_SECTION_HEADER_BYTES, DiskDeviceOptions, SimDiskDevice, decodeDiskSection, encodeDiskSection } from './disk-device';
 import type { VcpuInit } from './vcpu-worker';
 
 /** Device state header magic: 'DRDS'. */
@@ -76,6 +77,8 @@ export interface SimHypervisorOptions {
   heartbeatMs?: number;
   /** How long pause() waits for the vCPUs to acknowledge before failing (default 10 s). */
   pauseTimeoutMs?: number;
+  /** Disk device tunables for VMs with `spec.disk` (see disk-device.ts; default 200 records/s). */
+  disk?: DiskDeviceOptions;
 }
 
 /** Checks a VmSpec; throws an Error naming the bad field. */
@@ -143,6 +146,8 @@ export class SimDomain implements Domain {
   private destroying: Promise<void> | undefined;
   private readonly opts: Required<SimHypervisorOptions>;
   private readonly onGone: (d: SimDomain) => void;
+  /** The guest's disk (spec.disk), driven from this thread; see disk-device.ts. */
+  disk: SimDiskDevice | undefined;
 
   /** Use SimHypervisor.createDomain / createIncoming. */
   constructor(spec: VmSpec, incoming: boolean, opts: Required<SimHypervisorOptions>, onGone: (d: SimDomain) => void) {
@@ -287,6 +292,8 @@ export class SimDomain implements Domain {
     }
     if (parked < n) await this.waitCount(CTL.PARKED, n, this.opts.pauseTimeoutMs, 'pause');
     this.st = 'paused';
+    // Stop-and-copy semantics: nothing in flight crosses the pause, acknowledged writes are flushed.
+    if (this.disk) await this.disk.quiesce();
   }
 
   async resume(): Promise<void> {
@@ -299,17 +306,32 @@ export class SimDomain implements Domain {
     Atomics.store(this.ctl, CTL.CMD, CMD_RUN);
     Atomics.notify(this.ctl, CTL.CMD);
     this.st = 'running';
+    this.disk?.start();
   }
+
+  /** Faults `ranges` in on a worker thread (see prefault-worker.ts); a hint, never a write. */
+  prefault(ranges: ArrayLike<number>): void {
+    this.alive('prefault');
+    const w = new Worker(path.join(__dirname, 'prefault-worker.js'), { workerData: { slots: this.slots, ranges: Array.from(ranges) } });
+    this.prefaulters.add(w);
+    const done = () => { this.prefaulters.delete(w); };
+    w.once('exit', done);
+    w.once('error', done);
+  }
+
+  private readonly prefaulters = new Set<Worker>();
 
   destroy(): Promise<void> {
     if (!this.destroying) {
       this.destroying = (async () => {
         this.st = 'destroyed';
+        for (const w of this.prefaulters) void w.terminate();
         if (this.sampler) clearInterval(this.sampler);
         Atomics.store(this.ctl, CTL.CMD, CMD_EXIT);
         Atomics.notify(this.ctl, CTL.CMD);
         await Promise.all(this.workers.map((w) => w.terminate().catch(() => 0)));
         this.workers = [];
+        await this.disk?.close();
         this.slots = [];
         this.slotBufs = [];
         this.onGone(this);
@@ -448,6 +470,8 @@ export class SimDomain implements Domain {
     dv.setFloat64(40, this.workload.fillBytes, true);
     dv.setUint32(48, REG_BYTES, true);
     dv.setUint32(52, fnv1a(out.subarray(DEVICE_STATE_HEADER_BYTES)), true);
+    // A disk appends a versioned section (see disk-device.ts) carrying the WAL state.
+    if (this.disk) return Buffer.concat([out, encodeDiskSection(this.disk.section())]);
     return out;
   }
 
@@ -494,6 +518,14 @@ export class SimDomain implements Domain {
       throw new Error(`${who}: device state has ${regBytes}-byte register files, expected ${REG_BYTES}`);
     }
     const want = DEVICE_STATE_HEADER_BYTES + vcpus * REG_BYTES;
+    const hasSection = state.length >= want + DISK_SECTION_HEADER_BYTES;
+    if (hasSection !== !!this.disk) {
+      throw new Error(this.disk
+        ? `${who}: device state carries no disk section, but the domain has disk ${this.spec.disk}`
+        : `${who}: device state carries a disk section, but the domain has no disk`);
+    }
+    const section = hasSection ? decodeDiskSection(state.subarray(want), who) : undefined;
+    if (section) state = state.subarray(0, want);
     if (state.length !== want) {
       throw new Error(`${who}: device state is ${state.length} bytes, expected ${want}`);
     }
@@ -502,6 +534,7 @@ export class SimDomain implements Domain {
     if (sum !== dv.getUint32(52, true)) {
       throw new Error(`${who}: device state checksum mismatch (corrupted in transit?)`);
     }
+    if (section) this.disk!.restore(section);
     for (let i = 0; i < vcpus; i++) {
       new Uint8Array(this.regSabs[i]).set(body.subarray(i * REG_BYTES, (i + 1) * REG_BYTES));
     }
@@ -518,7 +551,14 @@ export class SimDomain implements Domain {
     const wasRunning = this.st === 'running';
     if (wasRunning) await this.pause();
     try {
-      return this.checkNow();
+      const r = this.checkNow();
+      if (this.disk) {
+        const d = await this.disk.check();
+        r.diskOk = d.ok;
+        r.diskDetail = d.detail;
+        r.diskAckedSeq = d.ackedSeq;
+      }
+      return r;
     } finally {
       if (wasRunning && this.st === 'paused') await this.resume();
     }
@@ -638,20 +678,28 @@ export class SimHypervisor implements Hypervisor {
     this.opts = {
       heartbeatMs: opts.heartbeatMs ?? 0.1,
       pauseTimeoutMs: opts.pauseTimeoutMs ?? 10_000,
+      disk: opts.disk ?? {},
     };
   }
 
   /** Creates a domain, boots the guest (boot fill) and resolves once it runs. */
   async createDomain(spec: VmSpec): Promise<SimDomain> {
     const d = new SimDomain(spec, false, this.opts, (x) => this.domains.delete(x));
+    if (spec.disk) {
+      d.disk = await SimDiskDevice.open(spec.disk, spec.name, this.opts.disk);
+      try { await d.disk.format(spec.seed ?? hashString(spec.name)); } catch (e) { await d.disk.close(); throw e; }
+    }
     this.domains.add(d);
     await d.start(true);
+    d.disk?.start();
     return d;
   }
 
   /** Creates a zeroed, paused domain whose vCPU threads are already started (and parked). */
   async createIncoming(spec: VmSpec): Promise<SimDomain> {
     const d = new SimDomain(spec, true, this.opts, (x) => this.domains.delete(x));
+    // The target checks it can reach the VM's disk before saying yes (FAILED_PRECONDITION).
+    if (spec.disk) d.disk = await SimDiskDevice.open(spec.disk, spec.name, this.opts.disk, 'incoming');
     this.domains.add(d);
     await d.start(false);
     return d;

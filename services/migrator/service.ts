@@ -295,6 +295,7 @@ export class Migrator {
       try { await source.cancelMigration(migId); } catch (e) { this.log('cancel failed', { job: job.id, error: (e as Error).message }); }
     };
     let awaitingAt = 0;
+    let commitMs: number | undefined;
     const commit = async () => {
       const queuedMs = Date.now() - awaitingAt;
       for (let i = 0; i < 10 && !abandoned; i++) {
@@ -321,6 +322,7 @@ export class Migrator {
       for (let i = 0; i < 20; i++) {
         try {
           await source.commitMigration(migId);
+          commitMs = Date.now() - awaitingAt;
           this.log('owner flipped', { job: job.id, vm: job.vm, to: job.to, queuedMs, flippedMs, committedMs: Date.now() - awaitingAt });
           return;
         } catch (e) {
@@ -382,7 +384,7 @@ export class Migrator {
         const v = await getJson<VmRecord>(this.etcd, keys.vm(job.vm));
         if (v) await this.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to, lastMovedAt: Date.now(), lastFrom: job.from } }]).catch(() => {});
       }
-      return this.finish(run, { phase: 'done', result: 'succeeded', engine: result, downtimeMs: result.downtimeMs, error: '' }, { state: 'running', node: job.to });
+      return this.finish(run, { phase: 'done', result: 'succeeded', engine: result, downtimeMs: result.downtimeMs, error: '', commitMs }, { state: 'running', node: job.to });
     }
     const err = error ?? new DroverError(result?.outcome === 'cancelled' ? 'CANCELLED' : 'INTERNAL', result?.error || 'migration failed');
     if (committed) return this.completeCommitted(run);

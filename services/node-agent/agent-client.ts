@@ -74,7 +74,7 @@ export class AgentClient {
   /** Runs the guest's own check and reads its heartbeat. */
   async verifyVm(name: string): Promise<VerifyInfo> {
     const r = await this.unary<any>('VerifyVm', { name }, 120_000);
-    return { ...r, pagesChecked: Number(r.pagesChecked), badPages: Number(r.badPages), heartbeatBeats: Number(r.heartbeatBeats) };
+    return { ...r, pagesChecked: Number(r.pagesChecked), badPages: Number(r.badPages), heartbeatBeats: Number(r.heartbeatBeats), diskAckedSeq: Number(r.diskAckedSeq ?? 0), diskDetail: r.diskDetail ?? '' };
   }
 
   /** Capacity, load and VMs of this node. */

@@ -38,6 +38,10 @@ export interface VerifyInfo {
   detail: string;
   diskChecked: boolean;
   diskOk: boolean;
+  /** Disk check verdict (names the export); empty without a disk. */
+  diskDetail: string;
+  /** Highest acknowledged WAL record of the guest's disk log (0 without a disk). */
+  diskAckedSeq: number;
   heartbeatLastMs: number;
   heartbeatMaxGapMs: number;
   heartbeatBeats: number;

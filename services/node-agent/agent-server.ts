@@ -12,7 +12,7 @@ import { DroverError, failedPrecondition, invalidArgument, notFound } from '../.
 import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { PrecopySource } from '../migrator/engine/precopy-source';
-import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult } from '../migrator/engine/types';
+import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult, type MigrationPhase } from '../migrator/engine/types';
 import {
   type VmInfo, type NodeInfo, type MigrationEventInfo,
   specFromWire, vmToWire, nodeInfoToWire, policyFromWire, eventToWire,
@@ -23,6 +23,11 @@ import { ReceiverClientConn, TRANSFER_CODECS } from './migration/receiver-client
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from './migration/protocol';
 import { CHANNEL_OPTIONS } from './agent-client';
 import { widenReceiveWindow } from '../../lib/grpc-window';
+// QEMU hooks: QEMU sends its own migration stream; these tunnel it over Transfer (protocol.ts).
+import { QemuSource } from './migration/qemu-source';
+import { QemuTunnelTarget } from './migration/qemu-target';
+import { TUNNEL_QEMU } from './migration/protocol';
+import type { QemuDomain, QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
 
 /** Capacity this agent offers. */
 export interface AgentCapacity {
@@ -42,7 +47,7 @@ export interface AgentOptions {
 interface HostedVm {
   domain: Domain;
   /** Set while the VM migrates out. */
-  outgoing?: { id: string; engine: PrecopySource; abort: AbortController; commit: () => void };
+  outgoing?: { id: string; engine: { readonly currentPhase: MigrationPhase }; abort: AbortController; commit: () => void };
 }
 
 /** The node agent's state and its gRPC server. */
@@ -178,7 +183,7 @@ export class NodeAgentServer {
         const hb = v.domain.heartbeat();
         return {
           ok: r.ok, pagesChecked: r.pagesChecked, badPages: r.badPages, detail: r.detail,
-          diskChecked: r.diskOk !== undefined, diskOk: r.diskOk ?? false,
+          diskChecked: r.diskOk !== undefined, diskOk: r.diskOk ?? false, diskDetail: r.diskDetail ?? '', diskAckedSeq: r.diskAckedSeq ?? 0,
           heartbeatLastMs: hb.lastBeatMs, heartbeatMaxGapMs: hb.maxGapMs, heartbeatBeats: hb.beats,
         };
       }),
@@ -238,12 +243,17 @@ export class NodeAgentServer {
         await conn.abort(reservation.migrationId, reservation.token);
         throw new DroverError('CANCELLED', `migration ${id} cancelled in phase reserving`);
       }
-      const channel = conn.open(10 * 60_000);
-      const engine = new PrecopySource({
-        migrationId: reservation.migrationId, domain, channel, policy, token: reservation.token,
-        sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal,
-        onProgress: (p) => send(p), waitForCommit: () => committed,
-      });
+      // QEMU hook: QEMU migrates itself into a socket of this agent; qemu-source.ts tunnels it.
+      const engine = this.o.hypervisor.kind === 'qemu'
+        ? new QemuSource({
+          migrationId: id, hypervisor: this.o.hypervisor as QemuHypervisor, domain: domain as QemuDomain, conn, reservation, policy,
+          sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal, onProgress: (p) => send(p), log: (e) => this.log(e),
+        })
+        : new PrecopySource({
+          migrationId: reservation.migrationId, domain, channel: conn.open(10 * 60_000), policy, token: reservation.token,
+          sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal,
+          onProgress: (p) => send(p), waitForCommit: () => committed,
+        });
       vm.outgoing = { id, engine, abort, commit };
       this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target });
       const result = await engine.run();
@@ -287,7 +297,9 @@ export class NodeAgentServer {
           this.reserveCapacity(spec);
           const token = randomBytes(24).toString('base64url');
           const domain = await this.o.hypervisor.createIncoming(spec);
-          this.incoming.set(id, new IncomingMigration(id, token, domain));
+          const inc = new IncomingMigration(id, token, domain);
+          if (this.o.hypervisor.kind === 'qemu') inc.tunnel = TUNNEL_QEMU; // QEMU hook: expect a tunnel Start
+          this.incoming.set(id, inc);
           this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source: req.sourceNode });
           cb(null, { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES });
         } catch (err) {
@@ -307,6 +319,7 @@ export class NodeAgentServer {
   private transfer(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
     widenReceiveWindow(call);
     let m: IncomingMigration | undefined;
+    let tunnel: QemuTunnelTarget | undefined; // QEMU hook: set after a tunnel Start
     let done = false;
     let queue = Promise.resolve();
     let idle: NodeJS.Timeout | undefined;
@@ -323,6 +336,7 @@ export class NodeAgentServer {
       finish();
       const e = DroverError.from(err);
       this.log({ msg: 'incoming failed', migration: m?.migrationId, code: e.code, error: e.message });
+      tunnel?.close();
       if (m && m.state !== 'active') void this.discard(m, e.message);
       call.emit('error', toServiceError(e));
     };
@@ -340,10 +354,17 @@ export class NodeAgentServer {
             if (!found) throw notFound(`no migration ${frame.migrationId} is prepared on node ${this.o.nodeId}`);
             const ack = found.start(frame);
             m = found;
+            // QEMU hook: a tunnel Start connects to the target QEMU (qemu-target.ts), which takes the frames.
+            if (m.state === 'tunnel') {
+              const t = await QemuTunnelTarget.open(m, this.o.hypervisor, call, fail);
+              tunnel = t.target;
+              call.write(encodeAck(t.accepted));
+              return;
+            }
             call.write(encodeAck(ack));
             return;
           }
-          const out = await m.apply(frame);
+          const out = tunnel ? await tunnel.onFrame(frame) : await m.apply(frame);
           for (const a of out) call.write(encodeAck(a));
           if (m.state === 'active') this.adopt(m);
         } catch (err) {
@@ -361,6 +382,7 @@ export class NodeAgentServer {
     call.on('cancelled', () => {
       void queue.then(() => {
         if (m && m.state !== 'active') {
+          tunnel?.close();
           this.log({ msg: 'incoming cancelled', migration: m.migrationId });
           void this.discard(m, 'source went away');
         }

@@ -111,12 +111,6 @@ function loadOf(n: PlanNode): number {
   return (mem + cpu) / 2;
 }
 
-function vmLoadOn(vm: PlanVm, n: PlanNode): number {
-  const mem = n.memTotalBytes > 0 ? vm.memBytes / n.memTotalBytes : 1;
-  const cpu = n.vcpusTotal > 0 ? vm.cpu / n.vcpusTotal : 0;
-  return (mem + cpu) / 2;
-}
-
 /** Imbalance (standard deviation of load) of the schedulable nodes. */
 export function imbalance(nodes: PlanNode[]): number {
   const ls = nodes.filter((n) => n.schedulable).map(loadOf);
@@ -149,82 +143,96 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   if (!Number.isFinite(threshold)) { plan.stop = 'disabled'; return plan; }
   if (before <= (opts.continuing ? target : threshold)) return plan;
 
-  // Movable VMs per schedulable node.
-  const onNode: PlanVm[][] = nodes.map(() => []);
+  // Movable VMs per schedulable node, as indices into flat arrays (the hot loop does no lookups).
+  const vmList: PlanVm[] = [];
+  const onNode: number[][] = nodes.map(() => []);
   for (const vm of vmsIn) {
     const i = idx.get(vm.node);
-    if (i !== undefined && vm.movable) onNode[i].push(vm);
+    if (i !== undefined && vm.movable) { onNode[i].push(vmList.length); vmList.push(vm); }
   }
-  const cost = new Map<string, number>();
-  const costOf = (vm: PlanVm) => {
-    let c = cost.get(vm.name);
-    if (c === undefined) { c = predictMigrationBytes(vm.memBytes, vm.dirtyRateBytesPerSec, bw); cost.set(vm.name, c); }
-    return c;
-  };
+  const vmMem = Float64Array.from(vmList, (v) => v.memBytes);
+  const vmCpu = Float64Array.from(vmList, (v) => v.cpu);
+  const vmVcpus = Float64Array.from(vmList, (v) => v.vcpus);
+  const freeMem = Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes);
+  const freeVcpu = Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated));
+  const vmCost = Float64Array.from(vmList, (v) => predictMigrationBytes(v.memBytes, v.dirtyRateBytesPerSec, bw));
+  const halfInvMem = Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? 0.5 / n.memTotalBytes : 0));
+  const halfInvCpu = Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 ? 0.5 / n.vcpusTotal : 0));
   let cur = before;
   const minGain = 1e-12;
   // The K most and K least loaded nodes, by one linear scan (no full sort per move).
-  const extremes = (): { top: number[]; bottom: number[] } => {
-    const top: number[] = [];
-    const bottom: number[] = [];
+  const top: number[] = [];
+  const bottom: number[] = [];
+  const extremes = () => {
+    top.length = 0;
+    bottom.length = 0;
     for (let i = 0; i < N; i++) {
-      if (onNode[i].length > 0 && (top.length < K || load[i] > load[top[top.length - 1]])) {
+      const li = load[i];
+      if (onNode[i].length > 0 && (top.length < K || li > load[top[top.length - 1]])) {
         let j = top.length < K ? top.length : K - 1;
-        while (j > 0 && load[top[j - 1]] < load[i]) { top[j] = top[j - 1]; j--; }
+        while (j > 0 && load[top[j - 1]] < li) { top[j] = top[j - 1]; j--; }
         top[j] = i;
       }
-      if (bottom.length < K || load[i] < load[bottom[bottom.length - 1]]) {
+      if (bottom.length < K || li < load[bottom[bottom.length - 1]]) {
         let j = bottom.length < K ? bottom.length : K - 1;
-        while (j > 0 && load[bottom[j - 1]] > load[i]) { bottom[j] = bottom[j - 1]; j--; }
+        while (j > 0 && load[bottom[j - 1]] > li) { bottom[j] = bottom[j - 1]; j--; }
         bottom[j] = i;
       }
     }
-    return { top, bottom };
   };
 
   while (cur > target) {
     if (plan.moves.length >= maxMoves) { plan.stop = 'max-moves'; break; }
-    const { top: sources, bottom: targets } = extremes();
-    let best: { vm: PlanVm; s: number; t: number; k: number; newStd: number; ds: number; dt: number; score: number } | undefined;
-    for (const s of sources) {
+    extremes();
+    let bestScore = -1, bs = -1, bt = -1, bk = -1, bds = 0, bdt = 0;
+    for (let si = 0; si < top.length; si++) {
+      const s = top[si];
       const list = onNode[s];
-      for (let k = 0; k < list.length; k++) {
-        const vm = list[k];
-        const ds = vmLoadOn(vm, nodes[s]);
-        for (const t of targets) {
-          if (t === s) continue;
-          const tn = nodes[t];
-          if (tn.memTotalBytes - tn.memUsedBytes < vm.memBytes || !vcpusFit(tn, vm.vcpus)) continue;
-          if (load[t] >= load[s]) continue;
-          const dt = vmLoadOn(vm, tn);
-          const ls = load[s], lt = load[t];
-          const s2 = sum2 - ls * ls - lt * lt + (ls - ds) ** 2 + (lt + dt) ** 2;
-          const s1 = sum - ds + dt;
-          const ns = std(s1, s2);
-          const gain = cur - ns;
+      const ls = load[s];
+      const hms = halfInvMem[s], hcs = halfInvCpu[s];
+      for (let ti = 0; ti < bottom.length; ti++) {
+        const t = bottom[ti];
+        const lt = load[t];
+        if (t === s || lt >= ls) continue;
+        const free = freeMem[t], freeCpu = freeVcpu[t];
+        const hmt = halfInvMem[t], hct = halfInvCpu[t];
+        const base2 = sum2 - ls * ls - lt * lt;
+        for (let k = 0; k < list.length; k++) {
+          const v = list[k];
+          const mem = vmMem[v];
+          if (free < mem || freeCpu < vmVcpus[v]) continue;
+          const ds = mem * hms + vmCpu[v] * hcs;
+          const dt = mem * hmt + vmCpu[v] * hct;
+          const a = ls - ds, b = lt + dt;
+          const gain = cur - std(sum - ds + dt, base2 + a * a + b * b);
           if (gain <= minGain) continue;
-          const score = gain / costOf(vm);
-          if (!best || score > best.score) best = { vm, s, t, k, newStd: ns, ds, dt, score };
+          const score = gain / vmCost[v];
+          if (score > bestScore) { bestScore = score; bs = s; bt = t; bk = k; bds = ds; bdt = dt; }
         }
       }
     }
-    if (!best) { plan.stop = 'no-improving-move'; break; }
-    const { vm, s, t, k, ds, dt } = best;
-    sum2 = sum2 - load[s] ** 2 - load[t] ** 2 + (load[s] - ds) ** 2 + (load[t] + dt) ** 2;
-    sum = sum - ds + dt;
-    load[s] -= ds;
-    load[t] += dt;
-    nodes[s].memUsedBytes -= vm.memBytes;
-    nodes[s].cpuUsed -= vm.cpu;
-    nodes[t].memUsedBytes += vm.memBytes;
-    nodes[t].cpuUsed += vm.cpu;
-    if (nodes[s].vcpusAllocated !== undefined) nodes[s].vcpusAllocated! -= vm.vcpus;
-    if (nodes[t].vcpusAllocated !== undefined) nodes[t].vcpusAllocated! += vm.vcpus;
-    onNode[s].splice(k, 1); // at most one move per VM per plan
+    if (bs < 0) { plan.stop = 'no-improving-move'; break; }
+    const v = onNode[bs][bk];
+    const vm = vmList[v];
+    sum2 = sum2 - load[bs] ** 2 - load[bt] ** 2 + (load[bs] - bds) ** 2 + (load[bt] + bdt) ** 2;
+    sum = sum - bds + bdt;
+    load[bs] -= bds;
+    load[bt] += bdt;
+    freeMem[bs] += vm.memBytes;
+    freeMem[bt] -= vm.memBytes;
+    freeVcpu[bs] += vm.vcpus;
+    freeVcpu[bt] -= vm.vcpus;
+    nodes[bs].memUsedBytes -= vm.memBytes;
+    nodes[bs].cpuUsed -= vm.cpu;
+    nodes[bt].memUsedBytes += vm.memBytes;
+    nodes[bt].cpuUsed += vm.cpu;
+    if (nodes[bs].vcpusAllocated !== undefined) nodes[bs].vcpusAllocated! -= vm.vcpus;
+    if (nodes[bt].vcpusAllocated !== undefined) nodes[bt].vcpusAllocated! += vm.vcpus;
+    onNode[bs].splice(bk, 1); // at most one move per VM per plan
     cur = std(sum, sum2);
-    const bytes = costOf(vm);
+    const bytes = vmCost[v];
     plan.moves.push({
-      vm: vm.name, from: nodes[s].id, to: nodes[t].id, memBytes: vm.memBytes,
+      vm: vm.name, from: nodes[bs].id, to: nodes[bt].id, memBytes: vm.memBytes,
       predictedBytes: bytes, predictedMs: (bytes / bw) * 1000, imbalanceAfter: cur,
     });
     plan.predictedBytes += bytes;

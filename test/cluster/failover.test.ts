@@ -9,6 +9,7 @@ import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory } f
 import { getJson } from '../../cluster/etcd';
 import { keys, type JobRecord, type VmRecord } from '../../cluster/keyspace';
 import type { LocalCluster } from '../../cluster/local-cluster';
+import { setConfig } from '../../cli/commands/cluster/index';
 
 type C = LocalCluster & { stopAll(): Promise<void> };
 const clusters: C[] = [];
@@ -60,6 +61,22 @@ test('cancel before switchover rolls back; after the end it is refused clearly',
   assert.match(again.stderr, /already finished/);
   const where = await runningWhere(c);
   assert.equal(where.get('w')?.length, 1);
+  // Progress timeout: with a 1 ms limit the migrator gives up at its first check; the VM stays put.
+  await setConfig(c.etcd!, { progressTimeoutMs: 1 });
+  const owner = (await getJson<VmRecord>(c.etcd!, keys.vm('w')))!.value.node;
+  const other = owner === 'node-1' ? 'node-2' : 'node-1';
+  const t = await cli(c.etcdUrl, ['migrate', 'w', '--to', other, '--wait', '--json']);
+  assert.equal(t.code, 1, t.stderr);
+  const res = JSON.parse(t.stdout.trim().split('\n').pop()!);
+  assert.equal(res.result, 'failed');
+  assert.match(res.error, /progress timeout/);
+  assert.equal((await getJson<VmRecord>(c.etcd!, keys.vm('w')))!.value.node, owner);
+  assert.deepEqual((await runningWhere(c)).get('w'), [owner]);
+  // Destroy: gone from the agent and from etcd.
+  const d = await cli(c.etcdUrl, ['vm', 'destroy', 'w']);
+  assert.equal(d.code, 0, d.stderr);
+  assert.equal((await runningWhere(c)).get('w'), undefined);
+  assert.equal(await getJson(c.etcd!, keys.vm('w')), undefined);
   await c.stopAll();
   clusters.pop();
 });

@@ -76,6 +76,8 @@ export interface MigrationJson {
   etcdWrites: number;
   sentBytes: number;
   remainingBytes: number;
+  /** Control-plane share of the downtime (owner flip in etcd + commit call), ms. */
+  commitMs: number;
 }
 
 export function jobJson(j: JobRecord): MigrationJson {
@@ -84,7 +86,7 @@ export function jobJson(j: JobRecord): MigrationJson {
     downtimeMs: j.engine?.downtimeMs ?? j.downtimeMs ?? 0, totalMs: j.engine?.totalMs ?? 0, rounds: j.engine?.rounds ?? j.progress?.round ?? 0,
     bytesSent: j.engine?.bytesSent ?? j.progress?.sentBytes ?? 0, attempts: j.attempts, error: j.error,
     createdAt: j.createdAt, admittedAt: j.admittedAt, finishedAt: j.finishedAt, etcdWrites: j.etcdWrites,
-    sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0,
+    sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0, commitMs: j.commitMs ?? 0,
   };
 }
 

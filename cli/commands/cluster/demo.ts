@@ -84,8 +84,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
     step('Every migration');
     const hist = (await readHistory(etcd)).map(jobJson);
-    say(table(['VM', 'FROM', 'TO', 'WHY', 'RESULT', 'DOWNTIME', 'TOTAL', 'ROUNDS', 'BYTES SENT'],
-      hist.map((j) => [j.vm, j.from, j.to, j.reason, j.result, `${j.downtimeMs.toFixed(2)} ms`, `${j.totalMs.toFixed(0)} ms`, j.rounds, `${(j.bytesSent / MiB).toFixed(1)} MiB`])));
+    say(table(['VM', 'FROM', 'TO', 'WHY', 'RESULT', 'DOWNTIME', 'OF WHICH COMMIT', 'TOTAL', 'ROUNDS', 'BYTES SENT'],
+      hist.map((j) => [j.vm, j.from, j.to, j.reason, j.result, `${j.downtimeMs.toFixed(2)} ms`, `${j.commitMs} ms`, `${j.totalMs.toFixed(0)} ms`, j.rounds, `${(j.bytesSent / MiB).toFixed(1)} MiB`])));
     const ok = hist.filter((j) => j.result === 'succeeded');
     if (ok.length) {
       const d = ok.map((j) => j.downtimeMs).sort((a, b) => a - b);

@@ -15,15 +15,12 @@
 import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
 import { DroverError } from '../../../lib/errors';
 import { BatchBuilder } from '../../node-agent/migration/frame-codec';
-import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, type Ack, type Frame } from '../../node-agent/migration/protocol';
+import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../../node-agent/migration/protocol';
 import { hashPage, foldChecksum, ImageDigest } from './page-hash';
-import { dirtyRuns, popcount, setRanges, testBit } from './range-table';
+import { dirtyRuns, rangeTable, popcount, setRanges, testBit } from './range-table';
 import { Pacer, roundRate } from './rate-control';
 import { shouldStop } from './stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
-
-/** Debug timing (DROVER_TRACE). */
-export const TRACE = { send: 0, window: 0, n: 0 };
 
 /** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
 export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
@@ -265,7 +262,12 @@ export class PrecopySource {
     const d = this.o.domain;
     const total = popcount(bitmap);
     this.roundRemaining = total * PAGE_SIZE;
-    await this.send(frames.round(this.round, total) as Frame);
+    let announce: number[] = [];
+    if (this.round === 1) {
+      announce = rangeTable(bitmap, d.pageCount, 0x7fffffff, d.slotPages);
+      if (announce.length > MAX_ROUND_RANGES) announce = [];
+    }
+    await this.send(frames.round(this.round, total, announce));
     let toSkip: Uint32Array | undefined;
     let batches = 0;
     let builder = this.takeBuilder();
@@ -285,13 +287,10 @@ export class PrecopySource {
       this.inflightBytes += frame.length;
       this.pageBytes += used;
       await this.pacer.take(frame.length);
-      const t1 = performance.now();
       await this.send(frame);
-      const t2 = performance.now();
       this.roundRemaining = Math.max(0, this.roundRemaining - pages * PAGE_SIZE);
       this.progress();
       await this.until(() => this.inflightBytes < this.windowBytes);
-      TRACE.send += t2 - t1; TRACE.window += performance.now() - t2; TRACE.n++;
       builder = this.takeBuilder();
       payload = builder.payloadView();
       words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
@@ -365,9 +364,7 @@ export class PrecopySource {
     for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
     this.round++;
     this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
-    const tFinal = performance.now();
     await this.sendRound(bitmap, false);
-    if (process.env.DROVER_TRACE) console.error(TRACE, 'pause', tFinal - t, 'final round', performance.now() - tFinal, 'pages', popcount(bitmap));
     const state = Buffer.from(d.saveDeviceState());
     const sw = new Int32Array(Math.ceil(state.length / 4));
     new Uint8Array(sw.buffer).set(state);
@@ -386,7 +383,6 @@ export class PrecopySource {
       await this.until(() => this.verified !== undefined);
       this.checkDigest();
       await this.until(() => !Number.isNaN(this.activatedAt));
-      if (process.env.DROVER_TRACE) console.error('after final round to activated', performance.now() - t);
     } else {
       await this.until(() => this.verified !== undefined);
       this.checkDigest();

@@ -136,7 +136,7 @@ function decodeStream(bytes: Buffer, tag: number): { kind: 'stream'; data: Buffe
   const len = getVarint(bytes, 1);
   if (!len || len[1] + len[0] !== bytes.length) return undefined;
   let at = len[1];
-  let data = Buffer.alloc(0), channel = 0, eof = false;
+  let data: Buffer = Buffer.alloc(0), channel = 0, eof = false;
   while (at < bytes.length) {
     const t = bytes[at++];
     const v = getVarint(bytes, at);

@@ -91,6 +91,8 @@ export const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
 export const RESERVATION_TTL_MS = 60_000;
 /** A started migration that receives no frame within this time is aborted by the target. */
 export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
+/** Most range-table entries a Round frame announces (beyond that it announces none). */
+export const MAX_ROUND_RANGES = 131072;
 
 /** Start.tunnel value of the QEMU tunnel ("" = drover's page stream). */
 export const TUNNEL_QEMU = 'qemu';
@@ -103,7 +105,7 @@ export const PAYLOAD_RAW = 0;
 /** Frames from source to target. */
 export type Frame =
   | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string }
-  | { kind: 'round'; round: number; pages: number }
+  | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'device'; state: Buffer; checksum: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number }
@@ -123,7 +125,7 @@ export type Ack =
 export const frames = {
   start: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
     ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1 }),
-  round: (round: number, pages: number): Frame => ({ kind: 'round', round, pages }),
+  round: (round: number, pages: number, ranges: number[] = []): Frame => ({ kind: 'round', round, pages, ranges }),
   device: (state: Buffer, checksum: number): Frame => ({ kind: 'device', state, checksum }),
   complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number): Frame =>
     ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent }),

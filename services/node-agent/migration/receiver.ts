@@ -7,7 +7,7 @@
 import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../../lib/errors';
 import { hashPage, foldChecksum, ImageDigest } from '../../migrator/engine/page-hash';
-import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from './protocol';
+import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from './protocol';
 
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';
@@ -64,6 +64,11 @@ export class IncomingMigration {
       case 'round':
         this.expect('receiving', 'Round');
         this.rounds = Math.max(this.rounds, f.round);
+        // Round 1 fills an empty domain: fault its pages in off this thread, ahead of the stream.
+        if (f.round === 1 && f.ranges.length > 0 && this.domain.prefault) {
+          if (f.ranges.length % 2 !== 0 || f.ranges.length > MAX_ROUND_RANGES) throw invalidArgument(`round ${f.round}: bad range table of ${f.ranges.length} entries`);
+          this.domain.prefault(f.ranges);
+        }
         return [];
       case 'batch':
         this.expect('receiving', 'PageBatch');

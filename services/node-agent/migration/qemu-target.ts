@@ -1,0 +1,118 @@
+/**
+ * Target side of the QEMU tunnel (protocol.ts, "QEMU tunnel"). After a Start with tunnel="qemu"
+ * the agent hands the Transfer stream's frames here: the target QEMU (started `-incoming defer`
+ * by PrepareIncoming) gets `migrate-incoming unix:<socket in its own directory>`, this module
+ * connects to that socket and pumps StreamData both ways (qemu-tunnel.ts). On Complete it waits
+ * until QEMU has loaded the stream and runs the guest, and the guest's heartbeat grows, then
+ * answers Verified + Activated. Any failure goes to `onError`; the agent then kills this QEMU.
+ */
+import * as net from 'node:net';
+import { DroverError, failedPrecondition } from '../../../lib/errors';
+import type { Hypervisor } from '../../../hypervisor/types';
+import type { QemuDomain, QemuHypervisor } from '../../../hypervisor/qemu/qemu-hypervisor';
+import { SocketTunnel, type MessageStream } from './qemu-tunnel';
+import type { IncomingMigration } from './receiver';
+import { acks, type Ack, type Frame } from './protocol';
+
+/** How long Complete may wait for the target QEMU to run the guest (below RECEIVE_IDLE_TIMEOUT_MS). */
+const RUN_WAIT_MS = 20_000;
+/** How long the guest may take to beat once it runs. */
+const BEAT_WAIT_MS = 5_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function connectUnix(path: string, timeoutMs = 5000): Promise<net.Socket> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.createConnection(path);
+        s.once('connect', () => { s.off('error', reject); resolve(s); });
+        s.once('error', reject);
+      });
+    } catch (err) {
+      if (Date.now() > end) throw err;
+      await sleep(10);
+    }
+  }
+}
+
+/** One incoming QEMU migration carried by the tunnel. */
+export class QemuTunnelTarget {
+  private constructor(
+    private readonly m: IncomingMigration,
+    private readonly dom: QemuDomain,
+    private readonly tunnel: SocketTunnel,
+  ) {}
+
+  /**
+   * Makes the target QEMU listen and connects to it. Returns the Accepted ack to send (with
+   * `postcopy`: whether this target enabled postcopy-ram; the source's capability must match).
+   */
+  static async open(m: IncomingMigration, hv: Hypervisor, stream: MessageStream, onError: (e: DroverError) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
+    if (hv.kind !== 'qemu') throw failedPrecondition(`QEMU tunnel: this target runs the ${hv.kind} hypervisor`);
+    const qhv = hv as QemuHypervisor;
+    const dom = m.domain as QemuDomain;
+    const ep = await qhv.startIncoming(dom, { multifdChannels: 0 }); // one stream: the tunnel has one channel
+    const socket = await connectUnix(ep.socketPath);
+    let failed = false;
+    const report = (why: string) => {
+      if (failed || m.state === 'active' || m.state === 'aborted') return;
+      failed = true;
+      const exit = dom.proc.alive ? '' : `; ${dom.exitError('incoming migration').message}`;
+      onError(new DroverError('ABORTED', `target QEMU of ${dom.spec.name}: ${why}${exit}`));
+    };
+    const tunnel = new SocketTunnel(socket, stream, true, (err) => report(`migration socket: ${err.message}`));
+    void dom.proc.exited.then(() => report('QEMU exited during the migration'));
+    return { target: new QemuTunnelTarget(m, dom, tunnel), accepted: { ...acks.accepted(), postcopy: ep.postcopy } as Ack };
+  }
+
+  /** Handles one frame after Start; returns the acks to send. */
+  async onFrame(f: Frame): Promise<Ack[]> {
+    switch (f.kind) {
+      case 'stream':
+        if (f.channel !== 0) throw failedPrecondition(`QEMU tunnel: channel ${f.channel} is not open (one channel; multifd is not tunnelled)`);
+        this.tunnel.deliver(f.data, f.eof);
+        return [];
+      case 'complete':
+        if (this.m.state !== 'tunnel') throw failedPrecondition(`migration ${this.m.migrationId}: Complete frame not allowed in state ${this.m.state}`);
+        return this.finish(f.pausedAtMs);
+      case 'abort':
+        throw new DroverError('ABORTED', `source aborted migration ${this.m.migrationId}: ${f.reason}`);
+      default:
+        throw failedPrecondition(`migration ${this.m.migrationId}: ${f.kind} frame not allowed in a QEMU tunnel (state ${this.m.state})`);
+    }
+  }
+
+  /** The source QEMU completed: wait for the target QEMU to run the guest and the guest to beat. */
+  private async finish(pausedAtMs: number): Promise<Ack[]> {
+    const dom = this.dom;
+    const end = Date.now() + RUN_WAIT_MS;
+    for (;;) {
+      if (!dom.proc.alive) throw dom.exitError('incoming migration');
+      const st = await dom.status();
+      if (st === 'running') break;
+      const q = await dom.proc.qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate').catch(() => ({} as { status?: string; 'error-desc'?: string }));
+      if (q.status === 'failed') throw new DroverError('ABORTED', `target QEMU failed to load the stream of ${dom.spec.name}: ${q['error-desc'] ?? 'failed'}`);
+      if (Date.now() > end) throw new DroverError('DEADLINE_EXCEEDED', `target QEMU of ${dom.spec.name} not running ${RUN_WAIT_MS} ms after the source completed (status ${st})`);
+      await sleep(2);
+    }
+    const beats = dom.heartbeat().beats;
+    await dom.waitBeats(beats, BEAT_WAIT_MS);
+    this.m.pausedAtMs = pausedAtMs;
+    this.m.state = 'verified';
+    const verified = acks.verified(Buffer.alloc(0), dom.pageCount);
+    this.m.state = 'active';
+    return [verified, acks.activated(dom.firstBeatMs() || performance.timeOrigin + performance.now())];
+  }
+
+  /** Bytes the target QEMU received through the tunnel. */
+  get bytesIn(): number {
+    return this.tunnel.stats.inBytes;
+  }
+
+  /** Breaks the socket (failure; the agent also kills the QEMU). */
+  close(): void {
+    this.tunnel.destroy();
+  }
+}

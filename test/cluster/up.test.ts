@@ -1,0 +1,34 @@
+/** `drover up`: foreground cluster with drover.env; Ctrl-C (SIGINT) stops every process. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { droverBin } from '../../cluster/local-cluster';
+import { connectEtcd } from '../../cluster/etcd';
+import { cli, waitFor } from './support';
+
+test('drover up writes DIR/drover.env, runs N agents, and SIGINT stops everything', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-up-'));
+  const up = spawn(process.execPath, [droverBin(), 'up', '--nodes', '2', '--dir', dir, '--mem-capacity', '512MiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  up.stdout.on('data', (d) => { out += d; });
+  up.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
+  try {
+    const env = await waitFor('drover.env', async () => fs.existsSync(path.join(dir, 'drover.env')) && fs.readFileSync(path.join(dir, 'drover.env'), 'utf8'), 30_000);
+    const url = /^DROVER_ETCD=(.+)$/m.exec(env)![1];
+    await waitFor('cluster up', async () => /cluster up/.test(out), 60_000);
+    const nodes = JSON.parse((await cli(url, ['node', 'list', '--json'])).stdout);
+    assert.deepEqual(nodes.map((n: { id: string; state: string }) => `${n.id}:${n.state}`), ['node-1:ready', 'node-2:ready']);
+    up.kill('SIGINT');
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 30_000))]);
+    assert.equal(code, 0, out);
+    await assert.rejects(connectEtcd(url, 1000), /cannot reach etcd/, 'etcd stopped');
+    for (const f of ['node-1.log', 'node-2.log', 'scheduler-1.log', 'migrator-1.log']) assert.ok(fs.existsSync(path.join(dir, f)), f);
+  } finally {
+    up.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

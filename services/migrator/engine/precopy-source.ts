@@ -71,6 +71,8 @@ export class PrecopySource {
   private readonly inflight: InFlight[] = [];
   private readonly pool: BatchBuilder[] = [];
   private inflightBytes = 0;
+  /** The bitmap the current round works through (taken from the dirty log): folded back on failure. */
+  private roundBitmap: Uint32Array | undefined;
   private windowBytes = DEFAULT_WINDOW_BYTES;
   private seq = 0;
   private failure: DroverError | undefined;
@@ -132,6 +134,7 @@ export class PrecopySource {
       this.setPhase('precopy');
       // Round 1: every page that may be non-zero (never-touched pages are zero on both sides).
       let bitmap = d.populatedBitmap();
+      this.roundBitmap = bitmap;
       let previousSent = NaN;
       let stalled = 0;
       let lastDirty = Infinity;
@@ -145,6 +148,7 @@ export class PrecopySource {
         this.sendingMs += roundMs;
         const sent = this.pageBytes - before;
         bitmap = d.getAndClearDirtyLog();
+        this.roundBitmap = bitmap;
         const dirtyBytes = popcount(bitmap) * PAGE_SIZE;
         this.dirtyRate = roundMs > 0 ? (dirtyBytes * 1000) / roundMs : 0;
         stalled = dirtyBytes >= lastDirty ? stalled + 1 : 0;
@@ -433,7 +437,10 @@ export class PrecopySource {
     const d = this.o.domain;
     try { this.o.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
     try { this.o.channel.end(); } catch { /* stream gone */ }
-    const fold = new Uint32Array(Math.ceil(d.pageCount / 32));
+    // Every page taken from the log and not known to be on the target goes back: the current
+    // round's whole bitmap (a superset: re-sending a page is harmless, losing one is not) and
+    // whatever was in flight.
+    const fold = this.roundBitmap ? Uint32Array.from(this.roundBitmap) : new Uint32Array(Math.ceil(d.pageCount / 32));
     for (const f of this.inflight) setRanges(fold, f.ranges);
     try { d.markDirty(fold); } catch { /* domain gone */ }
     try { d.stopDirtyLog(); } catch { /* domain gone */ }

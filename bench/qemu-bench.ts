@@ -180,8 +180,11 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
             r = await nativeTcp(src, dst, params, deadlineMs);
           }
           if (r.status === 'completed') {
-            await dst.waitBeats(0, 10_000);
-            r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs);
+            // a target that never beats is a finding of this row, not the end of the run
+            await dst.waitBeats(0, 30_000).then(
+              () => { r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs); },
+              (err) => { r.detail = `${r.detail ? `${r.detail}; ` : ''}${(err as Error).message} (QEMU status ${dst.state()})`; },
+            );
           }
         } finally {
           await src.destroy();

@@ -102,8 +102,9 @@ export interface ClusterSnapshot {
 
 /** Node state from its liveness and mark. */
 export function nodeState(heartbeat: NodeHeartbeat | undefined, mark: NodeMark | undefined): NodeState {
-  if (mark) return mark.state;
-  return heartbeat ? 'ready' : 'unknown';
+  if (mark?.state === 'drained') return 'drained'; // a drained node may well be switched off
+  if (!heartbeat) return 'unknown';
+  return mark ? mark.state : 'ready';
 }
 
 /** Reads a snapshot of the cluster in one etcd read (one revision). */

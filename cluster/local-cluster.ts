@@ -12,6 +12,7 @@ import { connectEtcd, updateJson } from './etcd';
 import { keys, type ClusterConfig } from './keyspace';
 import { startLocalEtcd, type LocalEtcd } from './local-etcd';
 import { sleep } from './log';
+import { publishMetricsTargets, type MetricsTarget } from './metrics-targets';
 
 /** bin/drover of this checkout (works from the sources and from dist/). */
 export function droverBin(): string {
@@ -49,6 +50,8 @@ export class LocalCluster {
   private localEtcd?: LocalEtcd;
   readonly procs = new Map<string, ChildProcess>();
   private readonly exited = new Set<string>();
+  /** /metrics endpoints of the processes (also in DIR/drover.env as DROVER_METRICS). */
+  metricsTargets: MetricsTarget[] = [];
 
   constructor(readonly opts: LocalClusterOptions) {}
 
@@ -75,6 +78,7 @@ export class LocalCluster {
     for (let i = 1; i <= (this.opts.schedulers ?? 1); i++) this.startService('scheduler', `scheduler-${i}`);
     for (let i = 1; i <= (this.opts.migrators ?? 1); i++) this.startService('migrator', `migrator-${i}`);
     await this.waitNodes(this.nodeIds().length);
+    this.metricsTargets = await publishMetricsTargets(this.opts.dir, [...this.procs.keys()]); // DROVER_METRICS + DIR/prometheus.yml
   }
 
   /** Spawns `drover ARGS` as process `name`, logging to DIR/name.log. */
@@ -93,11 +97,11 @@ export class LocalCluster {
 
   startAgent(id: string): ChildProcess {
     return this.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--etcd', this.etcdUrl,
-      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8)]);
+      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8), '--metrics-listen', '127.0.0.1:0']);
   }
 
   startService(kind: 'scheduler' | 'migrator', id: string): ChildProcess {
-    return this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id]);
+    return this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id, '--metrics-listen', '127.0.0.1:0']);
   }
 
   /** Waits until `n` nodes heartbeat. */

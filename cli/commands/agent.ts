@@ -4,9 +4,10 @@ import { parse, required, str, size, int, address, UsageError } from '../args';
 import { createHypervisor } from '../../hypervisor';
 import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
+import { startMetricsServer } from '../../lib/metrics';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL]';
+export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT]';
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -17,6 +18,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   const listen = address(required(p, 'listen', 'agent'), '--listen');
+  const metricsListen = str(p, 'metrics-listen') ? address(str(p, 'metrics-listen')!, '--metrics-listen') : undefined;
   const nodeId = required(p, 'node-id', 'agent');
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(nodeId)) throw new UsageError(`--node-id "${nodeId}" is invalid (lower-case letters, digits, '-')`);
   const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary') });
@@ -27,6 +29,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const bound = await server.start(listen);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
+  const metrics = metricsListen ? await startMetricsServer(metricsListen) : undefined;
+  if (metrics) process.stdout.write(`drover agent ${nodeId} metrics on ${metrics.address}\n`);
   let registration: { stop(): Promise<void> | void } | undefined;
   const etcd = str(p, 'etcd') ?? process.env.DROVER_ETCD_AGENT;
   if (etcd) {
@@ -42,5 +46,6 @@ export async function agentCommand(argv: string[]): Promise<number> {
   log.info({ msg: 'stopping' }, 'stopping');
   await registration?.stop();
   await server.stop();
+  await metrics?.close();
   return 0;
 }

@@ -23,6 +23,7 @@ import { completionTimeoutMs, resolvePolicy, type MigrationResult } from './engi
 import { getJson, readConfig, readSnapshot, updateJson } from '../../cluster/etcd';
 import { finishJob } from '../../cluster/jobs';
 import { makeLogger, sleep, type Logger } from '../../cluster/log';
+import { controlMetrics, migratorMetrics } from '../../lib/metrics';
 import {
   keys, TERMINAL_PHASES,
   type Admission, type ClusterConfig, type JobPhase, type JobRecord, type NodeRecord, type VmRecord,
@@ -81,6 +82,7 @@ export class Migrator {
     this.ttl = opts.claimTtlSec ?? 3;
     this.tickMs = opts.tickMs ?? 1000;
     this.backoffBaseMs = opts.backoffBaseMs ?? 1000;
+    migratorMetrics().track(this);
   }
 
   /** Starts watching and running jobs. */
@@ -112,11 +114,13 @@ export class Migrator {
     const lease = this.etcd.lease(this.ttl);
     this.leaseId = String(await lease.grant());
     this.lease = lease;
+    controlMetrics().lease('migrator', true);
     lease.on('lost', () => {
       if (this.lease !== lease) return;
       this.log('claim lease lost: jobs in flight will be taken over by another replica');
       this.lease = undefined;
       this.leaseId = '';
+      controlMetrics().lease('migrator', false);
       const retry = () => { if (!this.stopped) this.grant().catch(() => setTimeout(retry, 1000)); };
       setTimeout(retry, 500);
     });
@@ -126,7 +130,7 @@ export class Migrator {
     if (this.stopped) return;
     if (this.ticking) { this.again = true; return; }
     this.ticking = true;
-    this.tick().catch((e) => this.log('scan failed', { error: (e as Error).message })).finally(() => {
+    this.tick().catch((e) => { controlMetrics().loopError('migrator'); this.log('scan failed', { error: (e as Error).message }); }).finally(() => {
       this.ticking = false;
       if (this.again) { this.again = false; setImmediate(() => this.kick()); }
     });
@@ -138,6 +142,7 @@ export class Migrator {
     const claims = new Set((await this.etcd.getAll().prefix(keys.claim('')).keys()).map((k) => k.slice(keys.claim('').length)));
     const jobs = [...snap.jobs.values()].map((v) => v.value).sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
     let adm = snap.admission.value;
+    migratorMetrics().limits(snap.config, adm);
     for (const job of jobs) {
       if (this.stopped || !this.leaseId) return;
       if (this.running.has(job.id) || claims.has(job.id) || TERMINAL_PHASES.has(job.phase)) continue;
@@ -209,6 +214,7 @@ export class Migrator {
       if (fresh) await finishJob(this.etcd, fresh.modRevision, { ...fresh.value, ...patch, finishedAt: Date.now() }, vmPatch);
     }
     await this.releaseAdmission(run.job.id);
+    migratorMetrics().jobFinished(job);
     this.log(`job ${job.result || job.phase}`, { job: job.id, vm: job.vm, from: job.from, to: job.to, downtimeMs: job.downtimeMs, error: job.error || undefined });
   }
 
@@ -233,7 +239,11 @@ export class Migrator {
   }
 
   /** Retries after a transient failure (backoff) or fails the job for good. */
-  private async retryOrFail(run: Run, err: DroverError, vmPatch: Partial<VmRecord>): Promise<void> {
+  private async retryOrFail(run: Run, err: DroverError, vmPatch: Partial<VmRecord>, beforeStart = false): Promise<void> {
+    if (beforeStart) {
+      // A try that failed before reaching the agents still counts: retries stay bounded.
+      await this.patch(run, (j) => ({ attempts: j.attempts + 1 }));
+    }
     if (isRetryable(err) && run.job.attempts < run.job.maxAttempts && !run.job.cancelRequested) {
       const delay = this.backoffBaseMs * 2 ** Math.max(0, run.job.attempts - 1);
       const vm = await getJson<VmRecord>(this.etcd, keys.vm(run.job.vm));
@@ -241,6 +251,7 @@ export class Migrator {
       await this.patch(run, { phase: 'backoff', notBefore: Date.now() + delay, error: err.message }, extra);
       await this.releaseAdmission(run.job.id);
       this.log('job will retry', { job: run.job.id, attempt: run.job.attempts, inMs: delay, error: err.message });
+      migratorMetrics().jobRetried(run.job);
       return;
     }
     await this.finish(run, { phase: 'failed', result: 'failed', error: err.message }, vmPatch);
@@ -251,12 +262,12 @@ export class Migrator {
     const vm = await getJson<VmRecord>(this.etcd, keys.vm(job.vm));
     if (!vm) return this.finish(run, { phase: 'failed', result: 'failed', error: `VM "${job.vm}" no longer exists` });
     if (vm.value.node !== job.from) return this.finish(run, { phase: 'failed', result: 'failed', error: `VM "${job.vm}" is on ${vm.value.node}, not ${job.from}` });
-    if (vm.value.state !== 'running' && vm.value.state !== 'migrating') return this.retryOrFail(run, new DroverError('UNAVAILABLE', `VM "${job.vm}" is ${vm.value.state}`), {});
+    if (vm.value.state !== 'running' && vm.value.state !== 'migrating') return this.retryOrFail(run, new DroverError('UNAVAILABLE', `VM "${job.vm}" is ${vm.value.state}`), {}, true);
     const [fromAlive, toAlive, toMark] = await Promise.all([
       getJson(this.etcd, keys.alive(job.from)), getJson(this.etcd, keys.alive(job.to)), getJson<{ state: string }>(this.etcd, keys.mark(job.to)),
     ]);
-    if (!fromAlive) return this.retryOrFail(run, new DroverError('UNAVAILABLE', `source node ${job.from} is not alive`), {});
-    if (!toAlive) return this.retryOrFail(run, new DroverError('UNAVAILABLE', `target node ${job.to} is not alive`), {});
+    if (!fromAlive) return this.retryOrFail(run, new DroverError('UNAVAILABLE', `source node ${job.from} is not alive`), {}, true);
+    if (!toAlive) return this.retryOrFail(run, new DroverError('UNAVAILABLE', `target node ${job.to} is not alive`), {}, true);
     if (toMark) return this.finish(run, { phase: 'failed', result: 'failed', error: `target node ${job.to} is ${toMark.value.state}` });
     const fromAddr = await this.nodeAddress(job.from);
     const toAddr = await this.nodeAddress(job.to);
@@ -269,8 +280,9 @@ export class Migrator {
         [{ key: keys.vm(job.vm), rev: vm.modRevision, value: vmRec }]);
     } catch (e) {
       if (e instanceof Abandoned) throw e;
-      return this.retryOrFail(run, new DroverError('ABORTED', `VM "${job.vm}" changed while starting`), {});
+      return this.retryOrFail(run, new DroverError('ABORTED', `VM "${job.vm}" changed while starting`), {}, true);
     }
+    migratorMetrics().jobStarted(job);
     const memBytes = vm.value.spec.memBytes;
     const timeoutMs = completionTimeoutMs(resolvePolicy({}), memBytes);
     const migId = this.agentMigrationId(run.job);

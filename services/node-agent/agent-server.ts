@@ -23,6 +23,7 @@ import { ReceiverClientConn, TRANSFER_CODECS } from './migration/receiver-client
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from './migration/protocol';
 import { CHANNEL_OPTIONS } from './agent-client';
 import { widenReceiveWindow } from '../../lib/grpc-window';
+import { agentMetrics, grpcMetricsInterceptor } from '../../lib/metrics';
 // QEMU hooks: QEMU sends its own migration stream; these tunnel it over Transfer (protocol.ts).
 import { QemuSource } from './migration/qemu-source';
 import { QemuTunnelTarget } from './migration/qemu-target';
@@ -53,7 +54,7 @@ interface HostedVm {
 /** The node agent's state and its gRPC server. */
 export class NodeAgentServer {
   private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MAX_FRAME_BYTES, // larger frames than MAX_FRAME_BYTES reach the handler, which names the limit
-    'grpc.max_send_message_length': 64 * 1024 * 1024 });
+    'grpc.max_send_message_length': 64 * 1024 * 1024, interceptors: [grpcMetricsInterceptor()] });
   private readonly vms = new Map<string, HostedVm>();
   private readonly incoming = new Map<string, IncomingMigration>();
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', 'drover.v1.NodeAgent': 'NOT_SERVING', 'drover.v1.MigrationReceiver': 'NOT_SERVING' });
@@ -65,6 +66,7 @@ export class NodeAgentServer {
     this.server.addService(serviceDefinition('NodeAgent'), this.nodeAgentHandlers() as any);
     this.server.addService(serviceDefinition('MigrationReceiver', TRANSFER_CODECS), this.receiverHandlers() as any);
     this.health.addToServer(this.server);
+    agentMetrics().bindNode(this); // node capacity, load, VMs, inbound migrations at scrape time
   }
 
   /** Binds `listen` (host:port, port 0 = any free) and starts serving. */
@@ -84,13 +86,17 @@ export class NodeAgentServer {
   /** Stops serving and destroys every domain. */
   async stop(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
+    agentMetrics().unbindNode(this);
     await new Promise<void>((r) => this.server.tryShutdown(() => r()));
     for (const m of this.incoming.values()) await m.domain.destroy();
     await this.o.hypervisor.close();
   }
 
   private log(event: Record<string, unknown>): void {
-    this.o.log?.({ node: this.o.nodeId, ...event });
+    // Every line of a migration names its VM too (lib/log.ts: migration + vm + node).
+    const mid = event.migration === undefined || event.vm !== undefined ? undefined : String(event.migration);
+    const vm = mid && (this.incoming.get(mid)?.domain.spec.name ?? [...this.vms].find(([, v]) => v.outgoing?.id === mid)?.[0]);
+    this.o.log?.({ node: this.o.nodeId, ...(vm ? { vm } : {}), ...event });
   }
 
   // ---- node state -------------------------------------------------------------------------
@@ -219,6 +225,7 @@ export class NodeAgentServer {
   private async migrateOut(call: grpc.ServerWritableStream<any, any>): Promise<void> {
     const req = call.request;
     const send = (ev: MigrationEventInfo) => {
+      agentMetrics().migrationEvent(this.o.nodeId, req.vm, id, ev);
       if (!call.cancelled && !call.destroyed) call.write(eventToWire(ev));
     };
     let conn: ReceiverClientConn | undefined;
@@ -247,7 +254,7 @@ export class NodeAgentServer {
       const engine = this.o.hypervisor.kind === 'qemu'
         ? new QemuSource({
           migrationId: id, hypervisor: this.o.hypervisor as QemuHypervisor, domain: domain as QemuDomain, conn, reservation, policy,
-          sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal, onProgress: (p) => send(p), log: (e) => this.log(e),
+          sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal, onProgress: (p) => send(p), log: (e) => this.log({ migration: id, vm: req.vm, ...e }),
         })
         : new PrecopySource({
           migrationId: reservation.migrationId, domain, channel: conn.open(10 * 60_000), policy, token: reservation.token,

@@ -21,6 +21,7 @@ import { createJob } from '../../cluster/jobs';
 import { makeLogger, type Logger } from '../../cluster/log';
 import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
+import { controlMetrics, schedulerMetrics } from '../../lib/metrics';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
 export interface SchedulerOptions {
@@ -50,6 +51,7 @@ export class Scheduler {
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
     this.id = opts.id ?? `scheduler-${process.pid}`;
     this.log = opts.log ?? makeLogger(this.id);
+    schedulerMetrics().track(this);
   }
 
   /** True while this replica is the leader. */
@@ -75,6 +77,7 @@ export class Scheduler {
         this.leading = true;
         this.lastRebalanceActivity = Date.now();
         this.log('elected leader');
+        schedulerMetrics().elected(); controlMetrics().lease('scheduler', true);
         await casJson(this.etcd, keys.schedulerStatus(), (await getJson(this.etcd, keys.schedulerStatus()))?.modRevision ?? '0',
           { leader: this.id, since: Date.now(), lastPlanAt: 0, imbalance: 0, threshold: 0 } satisfies SchedulerStatus).catch(() => false);
         void this.round();
@@ -84,6 +87,7 @@ export class Scheduler {
     });
     c.on('error', (e) => {
       if (this.leading) this.log('leadership lost: stopping work', { error: e.message });
+      if (this.leading) controlMetrics().lease('scheduler', false);
       this.leading = false;
       this.campaignKey = '';
       if (this.campaign === c) setTimeout(() => this.campaignOnce(), 500);
@@ -118,11 +122,13 @@ export class Scheduler {
       await this.place(snap);
       if (!(await this.stillLeader())) return;
       snap = await readSnapshot(this.etcd);
+      schedulerMetrics().observe(snap, imbalance(planModel(snap).nodes), thresholdOf(snap.config.aggressiveness));
       const draining = await this.drains(snap);
       if (!(await this.stillLeader())) return;
       if (!draining) await this.rebalance(await readSnapshot(this.etcd));
     } catch (e) {
       this.log('round failed', { error: (e as Error).message });
+      controlMetrics().loopError('scheduler');
     } finally {
       this.busy = false;
     }
@@ -256,6 +262,7 @@ export class Scheduler {
         try {
           const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'drain', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
           this.log('drain move', { job: job.id, vm: mv.vm, from: n.id, to: mv.to });
+          schedulerMetrics().movePlanned('drain', job.id);
           free--;
         } catch (e) {
           this.log('drain move not created', { vm: mv.vm, error: (e as Error).message });
@@ -282,6 +289,7 @@ export class Scheduler {
       try {
         const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'rebalance', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
         this.log('rebalance move', { job: job.id, vm: mv.vm, from: mv.from, to: mv.to });
+        schedulerMetrics().movePlanned('rebalance', job.id);
         this.lastRebalanceActivity = Date.now();
       } catch (e) {
         this.log('rebalance move not created', { vm: mv.vm, error: (e as Error).message });

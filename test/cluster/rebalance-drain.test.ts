@@ -39,6 +39,13 @@ test('an imbalanced cluster converges under the threshold; no VM moves twice', a
   await pile(c, 6, 'node-1');
   const before = imbalance(planModel(await readSnapshot(c.etcd!)).nodes);
   assert.ok(before > thresholdOf(3), `starts imbalanced: ${before}`);
+  const dry = await cli(c.etcdUrl, ['rebalance', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /^imbalance 0\.\d+ \(threshold 0\.1, aggressiveness 3\) -> 0\.\d+ after \d+ move\(s\)/);
+  assert.match(dry.stdout, /predicted cost: \d+ MiB on the wire/);
+  const plan = JSON.parse((await cli(c.etcdUrl, ['rebalance', '--dry-run', '--json'])).stdout);
+  assert.ok(plan.moves.length >= 2 && plan.imbalanceAfter <= plan.threshold);
+  assert.equal((await readSnapshot(c.etcd!)).jobs.size, 0, 'a dry run writes nothing');
   await setConfig(c.etcd!, { autoRebalance: true });
   await waitFor('balance', async () => {
     const s = await readSnapshot(c.etcd!);

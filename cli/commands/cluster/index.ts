@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { parse, flag, str, size, int, required, UsageError, type OptionSpec } from '../../args';
+import { parse, flag, str, size, int, required, address, UsageError, type OptionSpec } from '../../args';
 import { DroverError, failedPrecondition, notFound } from '../../../lib/errors';
 import { PROFILE_NAMES, type ProfileName, type VmSpec } from '../../../hypervisor/types';
 import { AgentClient } from '../../../services/node-agent/agent-client';
@@ -19,6 +19,7 @@ import { planModel } from '../../../services/scheduler/model';
 import { placeVm, planEvacuation, planRebalance } from '../../../services/scheduler/planner';
 import { Migrator } from '../../../services/migrator/service';
 import { Scheduler } from '../../../services/scheduler/service';
+import { startMetricsServer } from '../../../lib/metrics';
 import { etcdUrl, jobJson, jobLine, MiB, nodesJson, table, withEtcd } from './common';
 
 const ETCD: OptionSpec = { etcd: { type: 'string' } };
@@ -84,14 +85,19 @@ async function upCommand(argv: string[]): Promise<number> {
 }
 
 async function serviceCommand(kind: 'migrator' | 'scheduler', argv: string[]): Promise<number> {
-  const p = parse(argv, { ...ETCD, id: { type: 'string' } }, kind);
-  noExtra(p, 0, `drover ${kind} [--etcd URL] [--id ID]`);
+  const p = parse(argv, { ...ETCD, id: { type: 'string' }, 'metrics-listen': { type: 'string' } }, kind);
+  noExtra(p, 0, `drover ${kind} [--etcd URL] [--id ID] [--metrics-listen HOST:PORT]`);
+  const metricsListen = str(p, 'metrics-listen') ? address(str(p, 'metrics-listen')!, '--metrics-listen') : undefined;
   const etcd = await connectEtcd(etcdUrl(p, kind));
   const id = str(p, 'id');
   const svc = kind === 'migrator' ? new Migrator(etcd, { id }) : new Scheduler(etcd, { id });
   await svc.start();
+  // `drover up` reads this line (in DIR/<id>.log) to learn the port.
+  const metrics = metricsListen ? await startMetricsServer(metricsListen) : undefined;
+  if (metrics) process.stdout.write(`drover ${kind} ${svc.id} metrics on ${metrics.address}\n`);
   await waitSignal();
   await svc.stop();
+  await metrics?.close();
   etcd.close();
   return 0;
 }

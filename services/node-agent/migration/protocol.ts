@@ -54,6 +54,8 @@
  *  engine's policy (downtime-limit, max-bandwidth, post-copy/throttle decision, deadline)
  *  StreamData(bytes)  ... ---------------------->  written to the target QEMU's socket
  *                       <------------------------ StreamData(bytes) ... (return path)
+ *                       <------------------------ BatchAck(0, bytes taken by the target QEMU)
+ *                                                 (credit: <= window_bytes unacknowledged)
  *  StreamData(eof) when the source QEMU closes    (either side may half-close with eof)
  *  Complete(activate=true, no digest) ----------> after source QEMU reports "completed": wait until
  *                                                 the target QEMU runs and its guest heartbeat grows
@@ -98,6 +100,12 @@ export const MAX_ROUND_RANGES = 131072;
 export const TUNNEL_QEMU = 'qemu';
 /** StreamData chunk the tunnel aims for: big enough to amortise per-frame costs, < MAX_FRAME_BYTES. */
 export const STREAM_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Unacknowledged tunnel bytes the source may have in flight (Accepted.window_bytes of a tunnel).
+ * Small on purpose: QEMU must see the path's real rate (its downtime estimate depends on it),
+ * and the last bytes before switchover must not queue behind a backlog. 2 MiB = 4 ms at 500 MB/s.
+ */
+export const TUNNEL_WINDOW_BYTES = Number(process.env.DROVER_TUNNEL_WINDOW) || 2 * 1024 * 1024;
 
 /** Encodings a batch payload may use. Only RAW exists in version 1. */
 export const PAYLOAD_RAW = 0;

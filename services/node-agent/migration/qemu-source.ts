@@ -108,6 +108,8 @@ export class QemuSource {
       if (a.kind === 'stream') {
         if (tunnel) tunnel.deliver(a.data, a.eof);
         else early.push(a);
+      } else if (a.kind === 'batch') {
+        tunnel?.credit(a.bytes); // the target QEMU took these bytes: the window moves
       } else if (onAck) onAck(a);
       else early.push(a);
     });
@@ -142,6 +144,7 @@ export class QemuSource {
         tunnel = new SocketTunnel(sock, call as any, false, (err) => {
           if (!finished && !qres) o.log?.({ msg: 'qemu tunnel socket failed', migration: o.migrationId, error: err.message });
         });
+        tunnel.setWindow(accepted.windowBytes);
         for (const a of early.splice(0)) if (a.kind === 'stream') tunnel.deliver(a.data, a.eof);
       });
       await new Promise<void>((resolve, reject) => { server!.once('error', reject); server!.listen(sockPath, () => resolve()); });

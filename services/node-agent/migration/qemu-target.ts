@@ -12,7 +12,8 @@ import type { Hypervisor } from '../../../hypervisor/types';
 import type { QemuDomain, QemuHypervisor } from '../../../hypervisor/qemu/qemu-hypervisor';
 import { SocketTunnel, type MessageStream } from './qemu-tunnel';
 import type { IncomingMigration } from './receiver';
-import { acks, type Ack, type Frame } from './protocol';
+import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from './protocol';
+import { encodeAck } from './frame-codec';
 
 /** How long Complete may wait for the target QEMU to run the guest (below RECEIVE_IDLE_TIMEOUT_MS). */
 const RUN_WAIT_MS = 20_000;
@@ -63,8 +64,9 @@ export class QemuTunnelTarget {
       onError(new DroverError('ABORTED', `target QEMU of ${dom.spec.name}: ${why}${exit}`));
     };
     const tunnel = new SocketTunnel(socket, stream, true, (err) => report(`migration socket: ${err.message}`));
+    tunnel.onCredit = (bytes) => stream.write(encodeAck(acks.batch(0, bytes))); // the source's window
     void dom.proc.exited.then(() => report('QEMU exited during the migration'));
-    return { target: new QemuTunnelTarget(m, dom, tunnel), accepted: { ...acks.accepted(), postcopy: ep.postcopy } as Ack };
+    return { target: new QemuTunnelTarget(m, dom, tunnel), accepted: { ...acks.accepted(TUNNEL_WINDOW_BYTES), postcopy: ep.postcopy } as Ack };
   }
 
   /** Handles one frame after Start; returns the acks to send. */

@@ -8,10 +8,29 @@
  * one copy (frame-codec encodeStream). When grpc-js' write buffer is full the socket is paused
  * until 'drain'. gRPC -> socket: data views are written as they are; when the socket's buffer is
  * full the gRPC stream is paused until the socket drains. Nothing is per byte.
+ *
+ * End-to-end window (source -> target): the target acknowledges the bytes its QEMU has taken
+ * (BatchAck.bytes, cumulative, every CREDIT_EVERY_BYTES) and the source stops reading from its
+ * QEMU while more than `windowBytes` (Accepted.window_bytes) are unacknowledged. Without it the
+ * gRPC and socket buffers absorb tens of MiB: QEMU would see a bandwidth the path does not have,
+ * stop the VM too early, and the final bytes would wait behind that backlog (downtime).
  */
+import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { encodeStream } from './frame-codec';
 import { STREAM_CHUNK_BYTES } from './protocol';
+
+/** DROVER_TUNNEL_TRACE=<dir>: one line per small message (< 64 KiB) and per eof, with wall-clock ms. */
+const TRACE_DIR = process.env.DROVER_TUNNEL_TRACE;
+function trace(what: string): void {
+  if (TRACE_DIR) fs.appendFileSync(`${TRACE_DIR}/tunnel-${process.pid}.log`, `${(performance.timeOrigin + performance.now()).toFixed(1)} ${what}\n`);
+}
+
+/** The target acknowledges delivered bytes at least this often (a quarter of the default window). */
+export const CREDIT_EVERY_BYTES = 256 * 1024;
+
+/** Bytes a tunnel queues for its socket before it pauses the gRPC stream. */
+const DELIVER_QUEUE_BYTES = 2 * 1024 * 1024;
 
 /** The message side of a tunnel: a gRPC duplex stream (client or server call). */
 export interface MessageStream {
@@ -42,6 +61,16 @@ export class SocketTunnel {
   private ended = false;
   private closed = false;
   private waitingDrain = false;
+  /** Source: bytes the target acknowledged; window (0 = none). */
+  private credited = 0;
+  private windowBytes = 0;
+  /** Target: bytes written into the socket and taken by the kernel; last credit sent. */
+  private delivered = 0;
+  private lastCredit = 0;
+  /** The gRPC side is paused because the socket's queue is full. */
+  private inPaused = false;
+  /** Target: called with the cumulative delivered bytes (send a BatchAck). */
+  onCredit: ((bytes: number) => void) | undefined;
   /** Resolves when the socket has ended (all its bytes sent as StreamData, then eof). */
   readonly socketEnded: Promise<void>;
   private endedResolve!: () => void;
@@ -61,6 +90,7 @@ export class SocketTunnel {
     this.socketEnded = new Promise((r) => { this.endedResolve = r; });
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => {
+      trace('socket end');
       this.flush();
       this.ended = true;
       this.send(encodeStream([], 0, true, this.asAck));
@@ -91,6 +121,7 @@ export class SocketTunnel {
   private flush(): void {
     if (this.pendingBytes === 0) return;
     const msg = encodeStream(this.pending, 0, false, this.asAck);
+    if (TRACE_DIR && this.pendingBytes < 65536) trace(`out ${this.asAck ? 'ack' : 'frame'} ${this.pendingBytes} B`);
     this.stats.outBytes += this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
@@ -103,19 +134,51 @@ export class SocketTunnel {
     this.stats.outWireBytes += msg.length;
     if (!this.stream.write(msg) && !this.waitingDrain) {
       this.waitingDrain = true;
-      this.socket.pause();
-      this.stream.once('drain', () => { this.waitingDrain = false; if (!this.closed) this.socket.resume(); });
+      this.stream.once('drain', () => { this.waitingDrain = false; this.updateReading(); });
     }
+    this.updateReading();
+  }
+
+  /** Reads from the socket only while the gRPC stream takes more and the window is open. */
+  private updateReading(): void {
+    if (this.closed || this.ended) return;
+    const blocked = this.waitingDrain || (this.windowBytes > 0 && this.stats.outBytes - this.credited >= this.windowBytes);
+    if (blocked && !this.socket.isPaused()) this.socket.pause();
+    else if (!blocked && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Source: sets the end-to-end window the target asked for (Accepted.window_bytes). */
+  setWindow(bytes: number): void {
+    this.windowBytes = bytes;
+  }
+
+  /** Source: the target's cumulative count of bytes its QEMU took. */
+  credit(bytes: number): void {
+    if (bytes > this.credited) this.credited = bytes;
+    this.updateReading();
   }
 
   /** Delivers a StreamData received from the peer agent to the socket. */
   deliver(data: Buffer, eof: boolean): void {
+    if (TRACE_DIR && (data.length < 65536 || eof)) trace(`in ${data.length} B${eof ? ' eof' : ''}${this.closed || this.socket.writableEnded ? ' (dropped)' : ''}`);
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     if (data.length) {
       this.stats.inBytes += data.length;
-      if (!this.socket.write(data)) {
+      const n = data.length;
+      const done = () => {
+        this.delivered += n;
+        if (this.onCredit && this.delivered - this.lastCredit >= CREDIT_EVERY_BYTES) {
+          this.lastCredit = this.delivered;
+          this.onCredit(this.delivered);
+        }
+      };
+      this.socket.write(data, done);
+      // Keep up to DELIVER_QUEUE_BYTES queued in libuv (it refills the socket without a JS turn);
+      // beyond that, stop reading the gRPC stream until the socket drains (HTTP/2 flow control).
+      if (this.socket.writableLength > DELIVER_QUEUE_BYTES && !this.inPaused) {
+        this.inPaused = true;
         this.stream.pause();
-        this.socket.once('drain', () => this.stream.resume());
+        this.socket.once('drain', () => { this.inPaused = false; this.stream.resume(); });
       }
     }
     if (eof) this.socket.end();

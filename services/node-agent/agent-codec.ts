@@ -138,6 +138,7 @@ export function eventFromWire(w: any): MigrationEventInfo {
       pageBytes: Number(r.pageBytes), zeroPages: Number(r.zeroPages), deviceBytes: Number(r.deviceBytes),
       throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason, outcome: r.outcome,
       errorCode: r.errorCode, error: r.error, source: r.source, target: r.target, nonzeroBytes: Number(r.nonzeroBytes),
+      downtimeBreakdown: r.downtimeBreakdown ?? undefined,
     };
   }
   return ev;

@@ -268,7 +268,7 @@ export class NodeAgentServer {
       // Committed: the VM runs on the target. The source discards its copy.
       this.vms.delete(req.vm);
       await domain.destroy();
-      this.log({ msg: 'migration done', migration: id, vm: req.vm, downtimeMs: result.downtimeMs, totalMs: result.totalMs, rounds: result.rounds });
+      this.log({ msg: 'migration done', migration: id, vm: req.vm, downtimeMs: result.downtimeMs, totalMs: result.totalMs, rounds: result.rounds, ...result.downtimeBreakdown });
       send({ migrationId: id, phase: 'done', round: result.rounds, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: result.throughputBytesPerSec, sentBytes: result.bytesSent, etaMs: 0, elapsedMs: performance.now() - t0, result });
       call.end();
     } catch (err) {

@@ -93,8 +93,10 @@ test('the QEMU guest boots with a tgtd iSCSI LUN attached through QEMU\'s initia
     assert.ok(qemu.console.beats >= 20, 'guest keeps running');
   } finally {
     await qemu?.kill().catch(() => undefined);
-    tgt.proc.kill('SIGTERM');
-    await new Promise((r) => { if (tgt.proc.exitCode !== null) r(0); else { tgt.proc.once('exit', r); setTimeout(() => { tgt.proc.kill('SIGKILL'); r(0); }, 3000).unref(); } });
+    // tgtd -f ignores SIGTERM (seen here: it outlived `timeout`), so it is killed outright.
+    const gone = new Promise((r) => { if (tgt.proc.exitCode !== null || tgt.proc.signalCode !== null) r(0); else tgt.proc.once('exit', r); });
+    tgt.proc.kill('SIGKILL');
+    await gone;
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -43,6 +43,15 @@ export function hashPageBytes(page: Uint8Array): number {
   return hashPage(new Int32Array(page.buffer, page.byteOffset, WORDS), 0);
 }
 
+/** A 32-bit checksum of arbitrary bytes (device state): FNV-style over 32-bit words. */
+export function checksumBytes(bytes: Uint8Array): number {
+  const words = new Int32Array(Math.ceil(bytes.length / 4));
+  new Uint8Array(words.buffer).set(bytes);
+  let c = 0;
+  for (let i = 0; i < words.length; i++) c = Math.imul(c ^ words[i], 0x01000193) >>> 0;
+  return c;
+}
+
 /** First lane of a page's contribution to the digest: mixes pfn and hash. */
 function mixLo(pfn: number, h: number): number {
   let x = Math.imul(h ^ Math.imul(pfn, 0x27d4eb2f), 0x165667b1);

@@ -16,11 +16,11 @@ import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
 import { DroverError } from '../../../lib/errors';
 import { BatchBuilder } from '../../node-agent/migration/frame-codec';
 import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../../node-agent/migration/protocol';
-import { hashPage, foldChecksum, ImageDigest } from './page-hash';
+import { hashPage, foldChecksum, checksumBytes, ImageDigest } from './page-hash';
 import { dirtyRuns, rangeTable, popcount, setRanges, testBit } from './range-table';
 import { Pacer, roundRate } from './rate-control';
 import { shouldStop } from './stop-conditions';
-import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
+import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
 
 /** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
 export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
@@ -103,6 +103,7 @@ export class PrecopySource {
   private pausedAt = NaN;
   private pausedWall = NaN;
   private stopReason: StopReason | '' = '';
+  private readonly breakdown: DowntimeBreakdown = { pauseMs: 0, finalRoundMs: 0, finalPages: 0, deviceMs: 0, verifyMs: 0, commitMs: 0, activateMs: 0 };
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
@@ -364,18 +365,21 @@ export class PrecopySource {
     this.pausedWall = performance.timeOrigin + performance.now();
     await d.pause();
     this.pausedAt = performance.now();
+    const b = this.breakdown;
+    b.pauseMs = this.pausedAt - t;
     const last = d.getAndClearDirtyLog();
     for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
+    b.finalPages = popcount(bitmap);
     this.round++;
     this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
     await this.sendRound(bitmap, false);
+    let mark = performance.now();
+    b.finalRoundMs = mark - this.pausedAt;
     const state = Buffer.from(d.saveDeviceState());
-    const sw = new Int32Array(Math.ceil(state.length / 4));
-    new Uint8Array(sw.buffer).set(state);
-    let checksum = 0;
-    for (let i = 0; i < sw.length; i++) checksum = Math.imul(checksum ^ sw[i], 0x01000193) >>> 0;
     this.deviceBytes = state.length;
-    await this.send(frames.device(state, checksum));
+    await this.send(frames.device(state, checksumBytes(state)));
+    b.deviceMs = performance.now() - mark;
+    mark = performance.now();
     const activate = !this.o.policy.externalCommit;
     this.setPhase('verifying');
     // With activate, sending Complete is the commit point: the target resumes once verified.
@@ -386,18 +390,25 @@ export class PrecopySource {
       this.phase = 'activating';
       await this.until(() => this.verified !== undefined);
       this.checkDigest();
+      b.verifyMs = performance.now() - mark;
+      mark = performance.now();
       await this.until(() => !Number.isNaN(this.activatedAt));
     } else {
       await this.until(() => this.verified !== undefined);
       this.checkDigest();
+      b.verifyMs = performance.now() - mark;
+      mark = performance.now();
       this.setPhase('awaiting-commit');
       if (this.o.waitForCommit) await Promise.race([this.o.waitForCommit(), this.failed]);
       this.check();
+      b.commitMs = performance.now() - mark;
+      mark = performance.now();
       this.committed = true;
       this.setPhase('activating');
       await this.send(frames.activate());
       await this.until(() => !Number.isNaN(this.activatedAt));
     }
+    b.activateMs = performance.now() - mark;
   }
 
   private checkDigest(): void {
@@ -429,6 +440,7 @@ export class PrecopySource {
       pageBytes: this.pageBytes, zeroPages: this.zeroPages, deviceBytes: this.deviceBytes,
       throughputBytesPerSec: this.linkRate(), stopReason: this.stopReason, outcome: 'succeeded', errorCode: '', error: '',
       source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: this.nonzeroBytes,
+      downtimeBreakdown: { ...this.breakdown },
     };
   }
 

@@ -113,4 +113,17 @@ export interface MigrationResult {
   target: string;
   /** Guest RAM that was non-zero when the migration began. */
   nonzeroBytes: number;
+  /** Where the downtime went. */
+  downtimeBreakdown?: DowntimeBreakdown;
+}
+
+/** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */
+export interface DowntimeBreakdown {
+  pauseMs: number;
+  finalRoundMs: number;
+  finalPages: number;
+  deviceMs: number;
+  verifyMs: number;
+  commitMs: number;
+  activateMs: number;
 }

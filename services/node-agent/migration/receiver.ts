@@ -6,7 +6,7 @@
  */
 import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../../lib/errors';
-import { hashPage, foldChecksum, ImageDigest } from '../../migrator/engine/page-hash';
+import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../../migrator/engine/page-hash';
 import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from './protocol';
 
 /** States of an incoming migration (protocol.ts has the diagram). */
@@ -75,10 +75,7 @@ export class IncomingMigration {
         return [this.applyBatch(f)];
       case 'device': {
         this.expect('receiving', 'DeviceState');
-        const sw = new Int32Array(Math.ceil(f.state.length / 4));
-        new Uint8Array(sw.buffer).set(f.state);
-        let checksum = 0;
-        for (let i = 0; i < sw.length; i++) checksum = Math.imul(checksum ^ sw[i], 0x01000193) >>> 0;
+        const checksum = checksumBytes(f.state);
         if (checksum !== f.checksum) throw invalidArgument(`device state checksum mismatch (got ${f.checksum.toString(16)}, computed ${checksum.toString(16)})`);
         try {
           this.domain.loadDeviceState(f.state);

@@ -79,7 +79,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
   if (extra.length) {
     lines.push('', 'disk: end-to-end downtime without -> with the disk, same run (medians over --repeat; noisy on a loaded machine)');
     for (const x of extra) {
-      lines.push(`  ${x.profile.padEnd(9)} downtime ${formatMs(x.withoutMs)} -> ${formatMs(x.withMs)} (${x.extraMs >= 0 ? '+' : '-'}${formatMs(Math.abs(x.extraMs))}), guest-dt ${formatMs(x.guestWithoutMs)} -> ${formatMs(x.guestWithMs)}, disk verified ${x.diskVerified ? 'yes' : 'NO'}`);
+      lines.push(`  ${x.profile.padEnd(9)} downtime ${formatMs(x.withoutMs)} -> ${formatMs(x.withMs)} (${x.extraMs >= 0 ? '+' : '-'}${formatMs(Math.abs(x.extraMs))}), guest-dt ${formatMs(x.guestWithoutMs)} -> ${formatMs(x.guestWithMs)}, pause step (vCPUs + disk drain/flush) ${formatMs(x.pauseWithoutMs)} -> ${formatMs(x.pauseWithMs)}, disk verified ${x.diskVerified ? 'yes' : 'NO'}`);
     }
   }
   return lines.join('\n');
@@ -103,6 +103,9 @@ export interface DiskExtraDowntime {
   extraMs: number;
   guestWithoutMs: number;
   guestWithMs: number;
+  /** The pause step of the downtime breakdown (vCPUs stop; with a disk also drain + flush): the disk's share. */
+  pauseWithoutMs: number;
+  pauseWithMs: number;
   diskVerified: boolean;
 }
 
@@ -119,6 +122,7 @@ export function diskExtraDowntime(results: BenchResult[]): DiskExtraDowntime[] {
     out.push({
       profile, withoutMs, withMs, extraMs: withMs - withoutMs,
       guestWithoutMs: median(wo.map((r) => r.guestDowntimeMs)), guestWithMs: median(w.map((r) => r.guestDowntimeMs)),
+      pauseWithoutMs: median(wo.map((r) => r.downtimeBreakdown?.pauseMs ?? NaN)), pauseWithMs: median(w.map((r) => r.downtimeBreakdown?.pauseMs ?? NaN)),
       diskVerified: w.every((r) => r.diskVerified),
     });
   }

@@ -94,3 +94,37 @@ describe('target that cannot reach the export', () => {
     await a.client.destroyVm(name);
   });
 });
+
+describe('failure after the pause, before commit', () => {
+  let s: NbdTestServer;
+  before(async () => { s = await startQemuNbd({ export: { name: 'rollback', size: 32 * MiB } }); });
+  after(async () => { await s?.dispose(); });
+
+  test('cancel at awaiting-commit: the target held the WAL state but never wrote; the source resumes and its log continues', async () => {
+    const [a, b] = agents;
+    const name = 'db-disk-rollback';
+    await a.client.createVm({ name, memBytes: 64 * MiB, vcpus: 1, profile: 'db', disk: s.uri(), seed: 3 });
+    await sleep(300);
+    let id = '';
+    let awaiting!: () => void;
+    const reached = new Promise<void>((r) => { awaiting = r; });
+    const done = a.client.migrateVm(name, b.address, { externalCommit: true, verify: true }, (e) => {
+      id = e.migrationId;
+      if (e.phase === 'awaiting-commit') awaiting();
+    });
+    done.catch(() => undefined);
+    await reached; // source paused (disk drained + flushed), target verified with the WAL state loaded
+    assert.equal((await a.client.getVm(name)).state, 'migrating');
+    assert.equal(await a.client.cancelMigration(id), 'awaiting-commit');
+    assert.equal((await codeOf(done)).code, 'CANCELLED');
+    await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+    assert.equal((await a.client.getVm(name)).state, 'running');
+    const v1 = await a.client.verifyVm(name);
+    assert.equal(v1.ok, true, v1.detail);
+    assert.equal(v1.diskOk, true, v1.diskDetail);
+    await waitFor('the WAL to advance on the source again', async () => (await a.client.verifyVm(name)).diskAckedSeq > v1.diskAckedSeq + 20, 5000);
+    const v2 = await a.client.verifyVm(name);
+    assert.equal(v2.diskOk, true, v2.diskDetail);
+    await a.client.destroyVm(name);
+  });
+});

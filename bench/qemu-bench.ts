@@ -17,7 +17,7 @@
  *
  *   node dist/bench/qemu-bench.js [--json] [--mem MiB] [--only slow|fast] [--paths a,b] [--deadline ms]
  */
-import * as net from 'node:net';
+import { freePort } from '../lib/free-port';
 import type { VmSpec } from '../hypervisor/types';
 import { QemuHypervisor, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
 import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
@@ -71,16 +71,6 @@ function spec(workload: 'slow' | 'fast', memMiB: number): VmSpec {
     : { name: 'bench-fast', memBytes, vcpus: 1, profile: 'mmuncher', fillBytes, wssBytes: 64 * MiB };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 interface QueryMigrate {
   status: string;

@@ -14,6 +14,7 @@
  * steeper). The target autostarts when the migration completes.
  */
 import * as path from 'node:path';
+import { validateSpec as validateSharedSpec } from '../spec';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import {
   PAGE_SIZE,
@@ -603,11 +604,10 @@ function toProgress(q: QueryMigrate, started: number): QemuMigrationProgress {
   };
 }
 
+/** The shared spec rules, plus the QEMU guest's own limit (a 32-bit guest: RAM below 4 GiB). */
 function validateSpec(spec: VmSpec): void {
-  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(spec.name)) throw invalidArgument(`spec.name: ${JSON.stringify(spec.name)} is not [a-z0-9][a-z0-9-]{0,62}`);
-  if (!(spec.memBytes >= 16 * MiB) || spec.memBytes % PAGE_SIZE !== 0) throw invalidArgument(`spec.memBytes: ${spec.memBytes} must be a multiple of ${PAGE_SIZE}, ≥ 16 MiB`);
+  validateSharedSpec(spec);
   if (spec.memBytes > 3 * 1024 * MiB) throw invalidArgument(`spec.memBytes: ${spec.memBytes} > 3 GiB (the 32-bit qemu guest addresses RAM below 4 GiB only)`);
-  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > 64) throw invalidArgument(`spec.vcpus: ${spec.vcpus} must be 1..64`);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -20,7 +20,7 @@ import { isRetryable } from '../../lib/grpc-status';
 import { AgentClient } from '../node-agent/agent-client';
 import type { MigrationEventInfo } from '../node-agent/agent-codec';
 import { completionTimeoutMs, resolvePolicy, type MigrationResult } from './engine/types';
-import { getJson, readConfig, readSnapshot, updateJson } from '../../cluster/etcd';
+import { getJson, readSnapshot, updateJson } from '../../cluster/etcd';
 import { finishJob } from '../../cluster/jobs';
 import { makeLogger, sleep, type Logger } from '../../cluster/log';
 import { controlMetrics, migratorMetrics } from '../../lib/metrics';

@@ -1,7 +1,7 @@
 /** Test support for the observability tests: the repository, free ports, a real Prometheus. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import { freePort } from '../../lib/free-port';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -16,16 +16,7 @@ export function repoDir(): string {
 }
 
 /** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A Prometheus server started for a test. */
 export interface TestPrometheus {

@@ -17,6 +17,7 @@
 import { ChildProcess, spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { freePort } from '../../lib/free-port';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -112,16 +113,7 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
 }
 
 /** Finds a free TCP port on `host` by binding port 0. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** Resolves once a server at host:port (or Unix socket `socketPath`) sends the NBD greeting ("NBDMAGIC"); rejects after the timeout. */
 export async function waitForNbd(host: string, port: number, timeoutMs = 10_000, isDead?: () => string | null, socketPath?: string): Promise<void> {

@@ -8,6 +8,7 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have etcd || need+=(etcd-server)                    # control plane (real etcd 3.4)
 have nbd-server || need+=(nbd-server)               # shared storage tests
+have tgtd || need+=(tgt)                             # iSCSI target for QEMU's initiator (test/storage/iscsi.test.ts)
 have qemu-nbd || need+=(qemu-utils)                 # qemu-nbd, qemu-img
 have qemu-system-x86_64 || need+=(qemu-system-x86)  # QEMU driver (TCG here)
 have prometheus || need+=(prometheus)               # metrics tests (prometheus + promtool)
@@ -22,7 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian's packages start their own daemons on install; Drover's tests start their own.
-for svc in etcd nbd-server prometheus prometheus-node-exporter; do
+for svc in etcd nbd-server tgt prometheus prometheus-node-exporter; do
   (systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true) >/dev/null 2>&1
 done
 pkill -x etcd 2>/dev/null || true

@@ -234,15 +234,21 @@ export class SimDiskDevice {
 
   /**
    * Stops submitting, waits for every in-flight write, then flushes the export. Resolves when
-   * nothing is in flight and every acknowledged record is durable; rejects if the flush fails.
+   * nothing is in flight and every acknowledged record is durable (each was FUA; the flush is
+   * belt and braces). A failed flush does not make the VM unpausable: it is recorded like a
+   * failed write (the log stops, the guest's disk check reports it, naming the export).
    */
   async quiesce(): Promise<void> {
     const t0 = performance.now();
     this.stopTimer();
     while (this.pending.size) await Promise.allSettled([...this.pending]);
-    if (this.writer && !this.closed) {
-      await this.client.flush();
-      this.flushes++;
+    if (this.writer && !this.closed && !this.failure) {
+      try {
+        await this.client.flush();
+        this.flushes++;
+      } catch (err) {
+        this.failure = DroverError.from(err, 'UNAVAILABLE');
+      }
     }
     this.lastQuiesceMs = performance.now() - t0;
   }

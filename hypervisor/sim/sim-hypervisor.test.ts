@@ -67,9 +67,9 @@ describe('profiles', () => {
 
 describe('sim domain', () => {
   it('rejects bad specs with a clear error', async () => {
-    await assert.rejects(hv.createDomain(spec('Bad_Name')), /VmSpec.name/);
-    await assert.rejects(hv.createDomain(spec('a', { memBytes: 1000 })), /memBytes/);
-    await assert.rejects(hv.createDomain(spec('a', { vcpus: 0 })), /vcpus/);
+    await assert.rejects(hv.createDomain(spec('Bad_Name')), /VM name "Bad_Name" is invalid/);
+    await assert.rejects(hv.createDomain(spec('a', { memBytes: 1000 })), /memory 1000 bytes/);
+    await assert.rejects(hv.createDomain(spec('a', { vcpus: 0 })), /vcpus 0/);
   });
 
   it('dirty log: writes set bits, getAndClear clears, markDirty folds back, pause keeps it clean', async () => {

@@ -20,7 +20,6 @@ import {
   HeartbeatReading,
   Hypervisor,
   PAGE_SIZE,
-  PROFILE_NAMES,
   ProfileName,
   VmSpec,
 } from '../types';
@@ -60,12 +59,6 @@ export const DEVICE_STATE_VERSION = 1;
 /** Bytes of the device state header. */
 export const DEVICE_STATE_HEADER_BYTES = 64;
 
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const MIN_MEM = 16 * MiB;
-const MAX_MEM = 64 * GiB;
-const MAX_VCPUS = 64;
-const NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 const CODE_TO_PROFILE = new Map<number, ProfileName>(
   (Object.entries(PROFILE_CODES) as [ProfileName, number][]).map(([n, c]) => [c, n]),
@@ -81,29 +74,9 @@ export interface SimHypervisorOptions {
   disk?: DiskDeviceOptions;
 }
 
-/** Checks a VmSpec; throws an Error naming the bad field. */
-export function validateSpec(spec: VmSpec): void {
-  if (!spec || typeof spec !== 'object') throw new Error('VmSpec missing');
-  if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name)) {
-    throw new Error(`VmSpec.name '${String(spec.name)}' must match [a-z0-9][a-z0-9-]{0,62}`);
-  }
-  const m = spec.memBytes;
-  if (!Number.isSafeInteger(m) || m % PAGE_SIZE !== 0 || m < MIN_MEM || m > MAX_MEM) {
-    throw new Error(`VmSpec.memBytes ${String(m)} of '${spec.name}' must be a multiple of 4096 from 16 MiB to 64 GiB`);
-  }
-  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > MAX_VCPUS) {
-    throw new Error(`VmSpec.vcpus ${String(spec.vcpus)} of '${spec.name}' must be an integer from 1 to ${MAX_VCPUS}`);
-  }
-  if (!PROFILE_NAMES.includes(spec.profile)) {
-    throw new Error(`VmSpec.profile '${String(spec.profile)}' of '${spec.name}' is not one of ${PROFILE_NAMES.join(', ')}`);
-  }
-  for (const k of ['wssBytes', 'dirtyRateBytesPerSec', 'fillBytes'] as const) {
-    const v = spec[k];
-    if (v !== undefined && (typeof v !== 'number' || Number.isNaN(v) || v < 0)) {
-      throw new Error(`VmSpec.${k} ${String(v)} of '${spec.name}' must be a number >= 0`);
-    }
-  }
-}
+/** Checks a VmSpec; throws INVALID_ARGUMENT naming the bad field (shared with every driver). */
+export { validateSpec } from '../spec';
+import { validateSpec } from '../spec';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

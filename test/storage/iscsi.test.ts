@@ -45,7 +45,14 @@ async function startTgtd(dir: string): Promise<{ port: number; ctl: number; proc
   return { port, ctl, proc, log: () => out, adm };
 }
 
-const skip = !have('tgtd') || !have('tgtadm') ? 'tgtd/tgtadm not installed (apt-get install tgt)' : !have('qemu-system-x86_64') ? 'qemu-system-x86_64 not installed' : false;
+/** QEMU's iSCSI initiator (libiscsi, block-iscsi.so from qemu-block-extra) is listed by qemu-img. */
+function qemuHasIscsi(): boolean {
+  try { return /\biscsi\b/.test(execFileSync('qemu-img', ['--help'], { encoding: 'utf8' })); } catch { return false; }
+}
+
+const skip = !have('tgtd') || !have('tgtadm') ? 'tgtd/tgtadm not installed (apt-get install tgt)'
+  : !have('qemu-system-x86_64') ? 'qemu-system-x86_64 not installed'
+  : !qemuHasIscsi() ? "QEMU's iSCSI block driver missing (apt-get install qemu-block-extra)" : false;
 
 test('the QEMU guest boots with a tgtd iSCSI LUN attached through QEMU\'s initiator; writes reach the LUN', { skip, timeout: 120_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-iscsi-'));

@@ -36,7 +36,10 @@ static void serial_init(void) {
   outb(COM1 + 4, 0x03); /* DTR, RTS */
 }
 static void putc_(char c) {
-  while (!(inb(COM1 + 5) & 0x20)) { } /* THR empty: the host took the last byte */
+  /* Wait for THR empty (the host took the last byte), but not forever: a UART whose pending
+   * transmit was not re-armed after a migration never empties again, and writing THR kicks
+   * QEMU's transmitter. Losing one heartbeat byte is better than a guest stuck in this loop. */
+  for (u32 spins = 0; spins < 20000 && !(inb(COM1 + 5) & 0x20); spins++) { }
   outb(COM1, (u8)c);
 }
 static void puts_(const char *s) { while (*s) putc_(*s++); }

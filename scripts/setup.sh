@@ -9,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have etcd || need+=(etcd-server)                    # control plane (real etcd 3.4)
 have nbd-server || need+=(nbd-server)               # shared storage tests
 have tgtd || need+=(tgt)                             # iSCSI target for QEMU's initiator (test/storage/iscsi.test.ts)
+dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)  # QEMU's iSCSI initiator (a Recommends of qemu-system-x86)
 have qemu-nbd || need+=(qemu-utils)                 # qemu-nbd, qemu-img
 have qemu-system-x86_64 || need+=(qemu-system-x86)  # QEMU driver (TCG here)
 have prometheus || need+=(prometheus)               # metrics tests (prometheus + promtool)

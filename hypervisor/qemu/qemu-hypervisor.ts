@@ -326,6 +326,7 @@ export class QemuHypervisor implements Hypervisor {
       vcpus: spec.vcpus,
       kernel,
       append: guestCmdline(spec),
+      extraArgs: diskArgs(spec),
       incoming,
       name: spec.name,
       startTimeoutMs: 15_000,
@@ -602,6 +603,16 @@ function toProgress(q: QueryMigrate, started: number): QemuMigrationProgress {
     postcopy: q.status.startsWith('postcopy'),
     throttlePercent: q['cpu-throttle-percentage'] ?? 0,
   };
+}
+
+/**
+ * The VM's disk on shared storage: QEMU's own NBD client opens the export (both QEMUs of a
+ * migration do; the target's copy stays inactive until the switchover, so only memory and
+ * device state move). Empty when the VM has no disk.
+ */
+export function diskArgs(spec: VmSpec): string[] {
+  if (!spec.disk) return [];
+  return ['-drive', `file=${spec.disk},format=raw,if=virtio,cache=none,id=disk0`];
 }
 
 /** The shared spec rules, plus the QEMU guest's own limit (a 32-bit guest: RAM below 4 GiB). */

@@ -26,6 +26,8 @@ import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, t
 export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
 /** Re-read the live dirty bitmap (to_skip) every this many batches. */
 export const SKIP_REFRESH_BATCHES = 8;
+/** A round must move this much to time the landing rate from it (smaller ones are all latency). */
+export const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
 /** Progress events at most this often, ms. */
 export const PROGRESS_INTERVAL_MS = 200;
 /** Progress timeout: no page acknowledged for this long fails the migration. */
@@ -100,6 +102,8 @@ export class PrecopySource {
   private lastProgressAt = 0;
   private lastProgressBytes = 0;
   private rate = 0;
+  /** Landing rate of the latest round that moved at least MIN_TIMED_ROUND_BYTES, bytes/s. */
+  private roundRateEstimate = 0;
   private pausedAt = NaN;
   private pausedWall = NaN;
   private stopReason: StopReason | '' = '';
@@ -142,10 +146,18 @@ export class PrecopySource {
       for (;;) {
         this.round++;
         const before = this.pageBytes;
+        const wireBefore = this.bytesSent;
         const roundStart = performance.now();
         this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec));
         await this.sendRound(bitmap, true);
+        // A round ends when the target has applied it: the rate that predicts the last round's
+        // length is the rate pages land at, not the rate they fill local buffers at.
+        await this.until(() => this.inflight.length === 0);
         const roundMs = performance.now() - roundStart;
+        const wire = this.bytesSent - wireBefore;
+        // Later rounds rewrite pages the target has already faulted in: the latest round that
+        // moved enough data to time it is the best predictor of the next.
+        if (roundMs > 0 && wire >= MIN_TIMED_ROUND_BYTES) this.roundRateEstimate = (wire * 1000) / roundMs;
         this.sendingMs += roundMs;
         const sent = this.pageBytes - before;
         bitmap = d.getAndClearDirtyLog();
@@ -156,7 +168,7 @@ export class PrecopySource {
         lastDirty = dirtyBytes;
         const reason = shouldStop({
           round: this.round, dirtyBytes, sentThisRound: sent, sentPreviousRound: previousSent, sentTotal: this.pageBytes,
-          throughputBytesPerSec: this.linkRate(), memBytes: d.spec.memBytes, elapsedMs: performance.now() - this.t0, roundsWithoutProgress: stalled,
+          throughputBytesPerSec: this.roundRateEstimate || this.linkRate(), memBytes: d.spec.memBytes, elapsedMs: performance.now() - this.t0, roundsWithoutProgress: stalled,
         }, this.o.policy, timeoutMs);
         previousSent = sent;
         if (reason) { this.stopReason = reason; break; }
@@ -263,7 +275,7 @@ export class PrecopySource {
    * Sends the pages set in `bitmap`. With `skip`, pages found dirty again in the live log are
    * left for the next round (they stay dirty there).
    */
-  private async sendRound(bitmap: Uint32Array, skip: boolean): Promise<void> {
+  private async sendRound(bitmap: Uint32Array, skip: boolean, final = false): Promise<void> {
     const d = this.o.domain;
     const total = popcount(bitmap);
     this.roundRemaining = total * PAGE_SIZE;
@@ -272,7 +284,9 @@ export class PrecopySource {
       announce = rangeTable(bitmap, d.pageCount, 0x7fffffff, d.slotPages);
       if (announce.length > MAX_ROUND_RANGES) announce = [];
     }
-    await this.send(frames.round(this.round, total, announce));
+    // The stop-and-copy round goes unannounced: the target needs nothing from it, and every
+    // frame in the downtime costs a trip through both event loops.
+    if (!final) await this.send(frames.round(this.round, total, announce));
     let toSkip: Uint32Array | undefined;
     let batches = 0;
     let builder = this.takeBuilder();
@@ -372,19 +386,19 @@ export class PrecopySource {
     b.finalPages = popcount(bitmap);
     this.round++;
     this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
-    await this.sendRound(bitmap, false);
+    await this.sendRound(bitmap, false, true);
     let mark = performance.now();
     b.finalRoundMs = mark - this.pausedAt;
     const state = Buffer.from(d.saveDeviceState());
     this.deviceBytes = state.length;
-    await this.send(frames.device(state, checksumBytes(state)));
+    const device = { state, checksum: checksumBytes(state) };
     b.deviceMs = performance.now() - mark;
     mark = performance.now();
     const activate = !this.o.policy.externalCommit;
-    this.setPhase('verifying');
     // With activate, sending Complete is the commit point: the target resumes once verified.
     this.committed = activate;
-    await this.send(frames.complete(this.digest.digest(), this.seq, this.round, this.pausedWall, activate, 0));
+    await this.send(frames.complete(this.digest.digest(), this.seq, this.round, this.pausedWall, activate, 0, device));
+    this.setPhase('verifying'); // after the send: progress reports stay out of the downtime's path
     this.sendingMs += performance.now() - t;
     if (activate) {
       this.phase = 'activating';

@@ -17,8 +17,9 @@
  *  Round(n) ... PageBatch ... (pages dirtied during round n-1)
  *  -- source pauses the VM (stop-and-copy) --
  *  PageBatch ... (the last dirty pages)
- *  DeviceState(vCPU state, checksum)  ----------> loaded into the paused domain
- *  Complete(image digest, activate?) -----------> compare digest of the image it holds
+ *  Complete(image digest, device state, activate?) -> load the vCPU/device state, compare the
+ *                                                 digest with the image it holds
+ *  (a DeviceState frame before Complete is the same, one frame more)
  *                       <------------------------ Verified(digest)
  *  [external commit: control plane flips ownership in etcd, then]
  *  Activate  -----------------------------------> resume the VM
@@ -116,7 +117,7 @@ export type Frame =
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'device'; state: Buffer; checksum: number }
-  | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number }
+  | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null }
   | { kind: 'activate' }
   | { kind: 'abort'; reason: string }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
@@ -135,8 +136,8 @@ export const frames = {
     ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1 }),
   round: (round: number, pages: number, ranges: number[] = []): Frame => ({ kind: 'round', round, pages, ranges }),
   device: (state: Buffer, checksum: number): Frame => ({ kind: 'device', state, checksum }),
-  complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number): Frame =>
-    ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent }),
+  complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number, device?: { state: Buffer; checksum: number }): Frame =>
+    ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent, ...(device ? { device } : {}) }),
   activate: (): Frame => ({ kind: 'activate' }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */

@@ -73,19 +73,15 @@ export class IncomingMigration {
       case 'batch':
         this.expect('receiving', 'PageBatch');
         return [this.applyBatch(f)];
-      case 'device': {
+      case 'device':
         this.expect('receiving', 'DeviceState');
-        const checksum = checksumBytes(f.state);
-        if (checksum !== f.checksum) throw invalidArgument(`device state checksum mismatch (got ${f.checksum.toString(16)}, computed ${checksum.toString(16)})`);
-        try {
-          this.domain.loadDeviceState(f.state);
-        } catch (err) {
-          throw invalidArgument(`device state rejected: ${(err as Error).message}`, err);
-        }
-        this.state = 'device-loaded';
+        this.loadDevice(f.state, f.checksum);
         return [];
-      }
       case 'complete': {
+        if (f.device && f.device.state.length > 0) {
+          this.expect('receiving', 'Complete with device state');
+          this.loadDevice(f.device.state, f.device.checksum);
+        }
         this.expect('device-loaded', 'Complete');
         const mine = this.digest.digest();
         if (!mine.equals(f.imageDigest)) {
@@ -105,6 +101,18 @@ export class IncomingMigration {
       case 'stream':
         throw failedPrecondition(`migration ${this.migrationId}: StreamData frame not allowed in state ${this.state} (not a tunnel)`);
     }
+  }
+
+  /** Checks and loads the vCPU/device state into the paused domain. */
+  private loadDevice(state: Buffer, expected: number): void {
+    const checksum = checksumBytes(state);
+    if (checksum !== expected) throw invalidArgument(`device state checksum mismatch (got ${expected.toString(16)}, computed ${checksum.toString(16)})`);
+    try {
+      this.domain.loadDeviceState(state);
+    } catch (err) {
+      throw invalidArgument(`device state rejected: ${(err as Error).message}`, err);
+    }
+    this.state = 'device-loaded';
   }
 
   private expect(state: ReceiverState, frame: string): void {

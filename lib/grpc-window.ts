@@ -27,8 +27,6 @@ export function widenReceiveWindow(call: unknown, bytes = BULK_WINDOW_BYTES): bo
   if (widened.has(s)) return true;
   widened.add(s);
   try {
-    // Acks are small and latency-bound (they gate the switchover): no Nagle delay on them.
-    (s.socket as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
     s.setLocalWindowSize(bytes);
     s.settings({ initialWindowSize: Math.min(bytes, 2 ** 31 - 1) });
     return true;

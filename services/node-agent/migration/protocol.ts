@@ -89,7 +89,7 @@ export const MAX_BATCH_PAYLOAD_BYTES = 1024 * 1024;
 /** Largest encoded frame a receiver accepts (payload + range tables + headers). */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 /** Bytes of page payload a sender may have in flight, unacknowledged (flow control window). */
-export const DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
 /** A prepared reservation with no Start within this time is released (the source went away). */
 export const RESERVATION_TTL_MS = 60_000;
 /** A started migration that receives no frame within this time is aborted by the target. */

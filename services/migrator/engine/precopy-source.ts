@@ -474,9 +474,4 @@ export class PrecopySource {
     this.phase = err.code === 'CANCELLED' ? 'cancelled' : 'failed';
     this.progress(true);
   }
-
-  /** Milliseconds the source has been paused so far (NaN before stop-and-copy). */
-  get pausedForMs(): number {
-    return performance.now() - this.pausedAt;
-  }
 }

@@ -17,7 +17,7 @@ import { DroverError } from '../../../lib/errors';
 import { BatchBuilder } from '../../node-agent/migration/frame-codec';
 import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../../node-agent/migration/protocol';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from './page-hash';
-import { dirtyRuns, rangeTable, popcount, setRanges, testBit } from './range-table';
+import { dirtyRuns, rangeTable, popcount, testBit } from './range-table';
 import { Pacer, roundRate } from './rate-control';
 import { shouldStop } from './stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
@@ -63,7 +63,7 @@ export interface PrecopySourceOptions {
   waitForCommit?: () => Promise<void>;
 }
 
-interface InFlight { seq: number; ranges: number[]; builder: BatchBuilder; bytes: number }
+interface InFlight { seq: number; builder: BatchBuilder; bytes: number }
 
 /** Runs one migration from the source side. */
 export class PrecopySource {
@@ -297,12 +297,11 @@ export class PrecopySource {
     let ranges: number[] = [];
     let zeroRanges: number[] = [];
     let checksum = 0;
-    let taken: number[] = [];
 
     const flush = async (): Promise<void> => {
       if (pages === 0 && zeroRanges.length === 0) return;
       const frame = builder.finish(++this.seq, ranges, zeroRanges, checksum, used);
-      this.inflight.push({ seq: this.seq, ranges: taken, builder, bytes: frame.length });
+      this.inflight.push({ seq: this.seq, builder, bytes: frame.length });
       this.inflightBytes += frame.length;
       this.pageBytes += used;
       await this.pacer.take(frame.length);
@@ -313,7 +312,7 @@ export class PrecopySource {
       builder = this.takeBuilder();
       payload = builder.payloadView();
       words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
-      used = 0; pages = 0; ranges = []; zeroRanges = []; checksum = 0; taken = [];
+      used = 0; pages = 0; ranges = []; zeroRanges = []; checksum = 0;
       batches++;
       if (skip && batches % SKIP_REFRESH_BATCHES === 0) toSkip = d.peekDirtyLog();
     };
@@ -335,7 +334,6 @@ export class PrecopySource {
         }
         src.copy(payload, used, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
         const h = hashPage(words, used >> 2);
-        taken.push(pfn, 1);
         if (h === 0) {
           if (runStart >= 0) { ranges.push(runStart, pfn - runStart); runStart = -1; }
           if (this.digest.hashes[pfn] === 0) { this.roundRemaining -= PAGE_SIZE; continue; } // target holds zeros already
@@ -464,10 +462,9 @@ export class PrecopySource {
     try { this.o.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
     try { this.o.channel.end(); } catch { /* stream gone */ }
     // Every page taken from the log and not known to be on the target goes back: the current
-    // round's whole bitmap (a superset: re-sending a page is harmless, losing one is not) and
-    // whatever was in flight.
+    // round's whole bitmap, a superset of what is in flight (a round ends only once the target
+    // acknowledged it). Re-sending a page is harmless; losing one is not.
     const fold = this.roundBitmap ? Uint32Array.from(this.roundBitmap) : new Uint32Array(Math.ceil(d.pageCount / 32));
-    for (const f of this.inflight) setRanges(fold, f.ranges);
     try { d.markDirty(fold); } catch { /* domain gone */ }
     try { d.stopDirtyLog(); } catch { /* domain gone */ }
     if (d.state() === 'paused') await d.resume();

@@ -76,12 +76,6 @@ export async function updateJson<T>(etcd: Etcd3, key: string, f: (cur: T | undef
   throw new DroverError('ABORTED', `too many concurrent updates of ${key}`);
 }
 
-/** The cluster config (defaults for missing fields). */
-export async function readConfig(etcd: Etcd3): Promise<ClusterConfig> {
-  const c = await getJson<Partial<ClusterConfig>>(etcd, keys.config());
-  return { ...DEFAULT_CONFIG, ...(c?.value ?? {}) };
-}
-
 /** One node as the control plane sees it. */
 export interface NodeView {
   id: string;

@@ -11,8 +11,6 @@
 
 /** Size of a guest page in bytes (x86 small pages, as KVM's dirty log). */
 export const PAGE_SIZE = 4096;
-/** log2(PAGE_SIZE). */
-export const PAGE_SHIFT = 12;
 
 /** The workload a sim guest runs; see hypervisor/sim/profiles.ts for each one's defaults. */
 export type ProfileName = 'idle' | 'web' | 'db' | 'mmuncher';

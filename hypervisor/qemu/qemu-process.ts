@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DroverError, unavailable } from '../../lib/errors';
+import { DroverError } from '../../lib/errors';
 import { QmpClient } from './qmp-client';
 
 /** How to start QEMU. */
@@ -271,7 +271,3 @@ function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:=,@+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Throws UNAVAILABLE when the process has exited (for operations that need a live QEMU). */
-export function assertAlive(p: QemuProcess, what: string): void {
-  if (!p.alive) throw unavailable(`${what}: QEMU process has exited (${p.commandLine})`);
-}

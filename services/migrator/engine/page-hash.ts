@@ -38,11 +38,6 @@ export function hashPage(words: Int32Array, wordOffset: number): number {
   return (h >>> 0) || 1;
 }
 
-/** Hashes one page given as a byte view (must be 4-byte aligned: guest RAM always is). */
-export function hashPageBytes(page: Uint8Array): number {
-  return hashPage(new Int32Array(page.buffer, page.byteOffset, WORDS), 0);
-}
-
 /** A 32-bit checksum of arbitrary bytes (device state): FNV-style over 32-bit words. */
 export function checksumBytes(bytes: Uint8Array): number {
   const words = new Int32Array(Math.ceil(bytes.length / 4));

@@ -62,18 +62,3 @@ export class Pacer {
   }
 }
 
-/** Exponentially weighted moving average of a rate, seeded by its first sample. */
-export class RateMeter {
-  private value = NaN;
-  constructor(private readonly alpha = 0.5) {}
-  /** Adds a sample of `amount` over `ms` milliseconds. */
-  add(amount: number, ms: number): void {
-    if (ms <= 0) return;
-    const r = (amount * 1000) / ms;
-    this.value = Number.isNaN(this.value) ? r : this.alpha * r + (1 - this.alpha) * this.value;
-  }
-  /** Current estimate per second (NaN before any sample). */
-  get perSec(): number {
-    return this.value;
-  }
-}

@@ -17,7 +17,7 @@ import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
 
 const FrameType = messageType('MigrationFrame');
 const AckType = messageType('MigrationAck');
-const FRAME_KINDS = new Set(['start', 'round', 'batch', 'device', 'complete', 'activate', 'abort', 'stream']);
+const FRAME_KINDS = new Set(['start', 'round', 'batch', 'complete', 'activate', 'abort', 'stream']);
 const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated', 'stream']);
 /** Outer tags of StreamData: MigrationFrame.stream = 8, MigrationAck.stream = 6 (wire type 2). */
 const STREAM_FRAME_TAG = 0x42;
@@ -174,7 +174,7 @@ export function decodeFrame(bytes: Buffer): Frame {
     throw invalidArgument(`malformed frame: ${(err as Error).message}`, err);
   }
   const kind = obj.kind as string | undefined;
-  if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, device, complete, activate, abort or stream)');
+  if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, complete, activate, abort or stream)');
   const body = obj[kind];
   if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;

@@ -19,7 +19,6 @@
  *  PageBatch ... (the last dirty pages)
  *  Complete(image digest, device state, activate?) -> load the vCPU/device state, compare the
  *                                                 digest with the image it holds
- *  (a DeviceState frame before Complete is the same, one frame more)
  *                       <------------------------ Verified(digest)
  *  [external commit: control plane flips ownership in etcd, then]
  *  Activate  -----------------------------------> resume the VM
@@ -32,7 +31,7 @@
  * FAILED_PRECONDITION and the migration aborted):
  *
  * ```text
- *  Prepared --Start--> Receiving --DeviceState--> DeviceLoaded --Complete--> Verified --Activate--> Active
+ *  Prepared --Start--> Receiving --Complete(device state)--> DeviceLoaded -> Verified --Activate--> Active
  *     |                 |  ^ Round/PageBatch          |                         |
  *     +-----------------+--+--------------------------+-------------------------+--> Aborted
  *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
@@ -68,7 +67,7 @@
  * any failure before Active (stream error, bad frame, source gone, QEMU failed) -> Aborted: the
  * target kills its QEMU; the source QEMU keeps running (migrate_cancel / failed stream). Once
  * post-copy has started the target owns the VM: cancel is refused, and a broken stream then is
- * DATA_LOSS (QEMU's postcopy-paused), not a silent rollback. PageBatch/DeviceState frames are
+ * DATA_LOSS (QEMU's postcopy-paused), not a silent rollback. PageBatch frames are
  * refused in a tunnel, StreamData frames outside one.
  *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
@@ -116,7 +115,6 @@ export type Frame =
   | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
-  | { kind: 'device'; state: Buffer; checksum: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null }
   | { kind: 'activate' }
   | { kind: 'abort'; reason: string }
@@ -135,7 +133,6 @@ export const frames = {
   start: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
     ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1 }),
   round: (round: number, pages: number, ranges: number[] = []): Frame => ({ kind: 'round', round, pages, ranges }),
-  device: (state: Buffer, checksum: number): Frame => ({ kind: 'device', state, checksum }),
   complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number, device?: { state: Buffer; checksum: number }): Frame =>
     ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent, ...(device ? { device } : {}) }),
   activate: (): Frame => ({ kind: 'activate' }),

@@ -4,7 +4,7 @@
  * arrive already encoded); acks are decoded here. Every unary call has a deadline.
  */
 import * as grpc from '@grpc/grpc-js';
-import { serviceDefinition, messageType, decodeMessage } from '../../../proto/load';
+import { serviceDefinition } from '../../../proto/load';
 import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
 import { DroverError } from '../../../lib/errors';
 import type { VmSpec } from '../../../hypervisor/types';
@@ -26,7 +26,6 @@ export const TRANSFER_CODECS = {
 };
 
 const ReceiverClient = grpc.makeGenericClientConstructor(serviceDefinition('MigrationReceiver', TRANSFER_CODECS), 'MigrationReceiver');
-const PrepareRes = messageType('PrepareIncomingResponse');
 
 /** A reservation on the target. */
 export interface Reservation {
@@ -106,7 +105,3 @@ export class ReceiverClientConn {
   }
 }
 
-/** Decodes a PrepareIncomingResponse (exported for tests that speak the wire directly). */
-export function decodePrepare(b: Buffer): Reservation {
-  return decodeMessage<Reservation>(PrepareRes, b);
-}

@@ -73,10 +73,6 @@ export class IncomingMigration {
       case 'batch':
         this.expect('receiving', 'PageBatch');
         return [this.applyBatch(f)];
-      case 'device':
-        this.expect('receiving', 'DeviceState');
-        this.loadDevice(f.state, f.checksum);
-        return [];
       case 'complete': {
         if (f.device && f.device.state.length > 0) {
           this.expect('receiving', 'Complete with device state');

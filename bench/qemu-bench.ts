@@ -12,8 +12,10 @@
  *   agents        through the agents: two `drover agent --hypervisor qemu` processes, QEMU's
  *                 stream tunnelled over their gRPC Transfer stream, engine policy at 5 ms
  *                 (MigrateVm; downtime = QEMU's, bytes = the tunnel's StreamData frames)
- * Measures QEMU's downtime, total time, bytes sent, and the guest-observed blackout (gap between the
- * source's last heartbeat and the target's first).
+ * Measures the downtime (source QEMU's STOP event to the target QEMU's RESUME event, QEMU's own
+ * timestamps), QEMU's own downtime figure (the source's view: without a return path it ends at the
+ * last byte written, with one it also waits for the target to close it), total time, bytes sent,
+ * and the guest-observed blackout (gap between the source's last heartbeat and the target's first).
  *
  *   node dist/bench/qemu-bench.js [--json] [--mem MiB] [--only slow|fast] [--paths a,b] [--deadline ms]
  */
@@ -51,8 +53,10 @@ export interface QemuBenchRow {
   accel: string;
   memMiB: number;
   status: 'completed' | 'cancelled' | 'failed';
-  /** QEMU's reported downtime (ms); absent when not completed. */
+  /** Downtime: source QEMU's STOP event to target QEMU's RESUME event (ms); absent when not completed. */
   downtimeMs?: number;
+  /** QEMU's own downtime figure (query-migrate; the source's view). */
+  qemuDowntimeMs?: number;
   /** Guest-observed blackout: target's first heartbeat − source's last (ms). */
   blackoutMs?: number;
   totalTimeMs: number;
@@ -95,7 +99,7 @@ async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string
     // a cancelled/failed migration reports no RAM figures: keep the last sample's
     const base = q.ram ? { totalTimeMs: q['total-time'] ?? Date.now() - t0, transferredBytes: q.ram.transferred, rounds: q.ram['dirty-sync-count'] } : { ...last, totalTimeMs: Date.now() - t0 };
     last = base;
-    if (q.status === 'completed') return { status: 'completed', downtimeMs: q.downtime, ...base };
+    if (q.status === 'completed') return { status: 'completed', qemuDowntimeMs: q.downtime, ...base };
     if (q.status === 'cancelled') return { status: 'cancelled', ...base, detail: `no convergence in ${deadlineMs} ms` };
     if (q.status === 'failed') return { status: 'failed', ...base, detail: q['error-desc'] };
     if (!cancelled && Date.now() - t0 > deadlineMs) {
@@ -114,7 +118,7 @@ async function throughAgents(a: TestAgent, b: TestAgent, s: VmSpec, deadlineMs: 
     const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true });
     const on = await b.client.getVm(s.name);
     return {
-      status: 'completed', downtimeMs: m.downtimeMs, totalTimeMs: Math.round(m.totalMs), transferredBytes: m.bytesSent, rounds: m.rounds,
+      status: 'completed', downtimeMs: Math.round(m.downtimeMs * 10) / 10, qemuDowntimeMs: m.hypervisorDowntimeMs, blackoutMs: m.guestBlackoutMs, totalTimeMs: Math.round(m.totalMs), transferredBytes: m.bytesSent, rounds: m.rounds,
       action: m.mode === 'postcopy' ? 'postcopy' : m.stopReason === 'stalled' ? 'throttle' : 'none',
       detail: `QEMU sent ${m.pageBytes} B; tunnel ${(m.throughputBytesPerSec / 1e9).toFixed(2)} GB/s; MigrateVm ${Date.now() - t0} ms; target beats ${on.heartbeatBeats}`,
     };
@@ -158,7 +162,7 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
               : { path: ep.socketPath, bytes: () => 0, close: async () => undefined };
             try {
               const m = await hv.migrateOut(src, { ...ep, socketPath: bridge.path }, { downtimeLimitMs: 5, deadlineMs });
-              r = { status: 'completed', downtimeMs: m.downtimeMs, totalTimeMs: m.totalTimeMs, transferredBytes: m.transferredBytes, rounds: m.rounds, action: m.action, detail: m.reason };
+              r = { status: 'completed', qemuDowntimeMs: m.downtimeMs, totalTimeMs: m.totalTimeMs, transferredBytes: m.transferredBytes, rounds: m.rounds, action: m.action, detail: m.reason };
             } catch (err) {
               r = { status: 'failed', totalTimeMs: 0, transferredBytes: bridge.bytes(), rounds: 0, detail: (err as Error).message };
             } finally {
@@ -172,7 +176,10 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
           if (r.status === 'completed') {
             // a target that never beats is a finding of this row, not the end of the run
             await dst.waitBeats(0, 30_000).then(
-              () => { r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs); },
+              () => {
+                r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs);
+                if (src.stoppedAtMs > 0 && dst.resumedAtMs >= src.stoppedAtMs) r.downtimeMs = Math.round((dst.resumedAtMs - src.stoppedAtMs) * 10) / 10;
+              },
               (err) => { r.detail = `${r.detail ? `${r.detail}; ` : ''}${(err as Error).message} (QEMU status ${dst.state()})`; },
             );
           }
@@ -194,10 +201,11 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
 
 /** Formats rows as a table. */
 export function formatQemuBench(rows: QemuBenchRow[]): string {
-  const head = ['workload', 'path', 'status', 'downtime', 'blackout', 'total', 'sent', 'rounds', 'action'];
+  const head = ['workload', 'path', 'status', 'downtime', 'QEMU says', 'blackout', 'total', 'sent', 'rounds', 'action'];
   const body = rows.map((r) => [
     `${r.memMiB} MiB ${r.workload}`, r.path, r.status,
     r.downtimeMs !== undefined ? `${r.downtimeMs} ms` : '-',
+    r.qemuDowntimeMs !== undefined ? `${r.qemuDowntimeMs} ms` : '-',
     r.blackoutMs !== undefined ? `${r.blackoutMs} ms` : '-',
     `${(r.totalTimeMs / 1000).toFixed(2)} s`, `${(r.transferredBytes / 1e9).toFixed(2)} GB`, String(r.rounds), r.action ?? '-',
   ]);

@@ -12,6 +12,7 @@ import { connectEtcd, updateJson } from './etcd';
 import { keys, type ClusterConfig } from './keyspace';
 import { startLocalEtcd, type LocalEtcd } from './local-etcd';
 import { sleep } from './log';
+import { tunedEnv, tunedNodeArgs } from '../services/node-agent/process-tuning';
 import { publishMetricsTargets, type MetricsTarget } from './metrics-targets';
 
 /** bin/drover of this checkout (works from the sources and from dist/). */
@@ -84,10 +85,11 @@ export class LocalCluster {
   /** Spawns `drover ARGS` as process `name`, logging to DIR/name.log. */
   spawnDrover(name: string, args: string[]): ChildProcess {
     const log = fs.openSync(path.join(this.opts.dir, `${name}.log`), 'a');
-    const child = spawn(process.execPath, [droverBin(), ...args], {
-      stdio: ['ignore', log, log],
-      env: { ...process.env, DROVER_QUIET: '', ...this.opts.env, DROVER_ETCD: this.etcdUrl },
-    });
+    const env = { ...process.env, DROVER_QUIET: '', ...this.opts.env, DROVER_ETCD: this.etcdUrl };
+    // agents move memory: started tuned (else they would re-execute themselves, see process-tuning.ts)
+    const child = args[0] === 'agent'
+      ? spawn(process.execPath, tunedNodeArgs(args), { stdio: ['ignore', log, log], env: tunedEnv(env) })
+      : spawn(process.execPath, [droverBin(), ...args], { stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     this.procs.set(name, child);
     this.exited.delete(name);

@@ -5,6 +5,7 @@ import { createHypervisor } from '../../hypervisor';
 import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
 import { startMetricsServer } from '../../lib/metrics';
+import { exitWithParent, isTuned, runTuned } from '../../services/node-agent/process-tuning';
 
 /** Usage of `drover agent`. */
 export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT]';
@@ -17,6 +18,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
     'qemu-binary': { type: 'string' },
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
+  // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
+  if (!isTuned()) return runTuned(['agent', ...argv]);
+  exitWithParent();
   const listen = address(required(p, 'listen', 'agent'), '--listen');
   const metricsListen = str(p, 'metrics-listen') ? address(str(p, 'metrics-listen')!, '--metrics-listen') : undefined;
   const nodeId = required(p, 'node-id', 'agent');
@@ -25,7 +29,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
   const vcpus = int(p, 'vcpus', 64)!;
   const log = createLogger('agent').child({ node: nodeId });
-  const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, log: (e) => log.info(e, String(e.msg ?? '')) });
+  const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, log: (e) => {
+    // pino writes `msg` and the child's `node` binding itself: keep each key once per line
+    const { msg, node: _node, ...fields } = e;
+    log.info(fields, String(msg ?? ''));
+  } });
   const bound = await server.start(listen);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
@@ -43,7 +51,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  log.info({ msg: 'stopping' }, 'stopping');
+  log.info('stopping');
   await registration?.stop();
   await server.stop();
   await metrics?.close();

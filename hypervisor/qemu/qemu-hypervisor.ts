@@ -162,11 +162,21 @@ export class QemuDomain implements Domain {
     this.pageCount = spec.memBytes / PAGE_SIZE;
     this.slotPages = this.pageCount;
     this.lastKnown = incoming ? 'incoming' : 'paused';
-    proc.qmp.on('event', (e: { event: string }) => {
-      if (e.event === 'STOP') this.lastKnown = this.lastKnown === 'incoming' ? 'incoming' : 'paused';
-      else if (e.event === 'RESUME') this.lastKnown = 'running';
+    proc.qmp.on('event', (e: { event: string; timestampMs: number }) => {
+      if (e.event === 'STOP') {
+        this.lastKnown = this.lastKnown === 'incoming' ? 'incoming' : 'paused';
+        this.stoppedAtMs = e.timestampMs;
+      } else if (e.event === 'RESUME') {
+        this.lastKnown = 'running';
+        this.resumedAtMs = e.timestampMs;
+      }
     });
   }
+
+  /** QEMU's wall-clock time (ms) of the last STOP event: the vCPUs stopped (0 = never). */
+  stoppedAtMs = 0;
+  /** QEMU's wall-clock time (ms) of the last RESUME event: the vCPUs run again (0 = never). */
+  resumedAtMs = 0;
 
   /** Last known state (from QMP STOP/RESUME events). */
   state(): DomainState {
@@ -218,7 +228,10 @@ export class QemuDomain implements Domain {
     const deadline = Date.now() + timeoutMs;
     while (this.proc.console.beats <= beats) {
       if (!this.proc.alive) throw this.exitError('waiting for heartbeat');
-      if (Date.now() > deadline) throw new DroverError('DEADLINE_EXCEEDED', `guest ${this.spec.name}: heartbeat stuck at ${this.proc.console.beats} for ${timeoutMs} ms`);
+      if (Date.now() > deadline) {
+        const tail = this.proc.console.tail();
+        throw new DroverError('DEADLINE_EXCEEDED', `guest ${this.spec.name}: heartbeat stuck at ${this.proc.console.beats} for ${timeoutMs} ms (QEMU state ${this.lastKnown}${tail ? `; guest output: ${JSON.stringify(tail.slice(-200))}` : ''})`);
+      }
       await sleep(5);
     }
   }

@@ -94,6 +94,11 @@ export class GuestConsole {
     }
   }
 
+  /** The guest's last output besides heartbeats (a lone '!' is a CPU exception: the guest stopped). */
+  tail(): string {
+    return [...this.lines.slice(-3), this.partial].filter(Boolean).join(' | ');
+  }
+
   /** Resolves once the guest has reported #ready. */
   whenReady(): Promise<void> {
     if (this.ready) return Promise.resolve();

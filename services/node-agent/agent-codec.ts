@@ -120,7 +120,8 @@ export function policyFromWire(w: any): Partial<MigrationPolicy> {
 
 /** MigrationEventInfo → wire. */
 export function eventToWire(e: MigrationEventInfo): object {
-  return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result: e.result };
+  const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1 } : undefined;
+  return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
 
 /** Wire → MigrationEventInfo. */
@@ -139,6 +140,8 @@ export function eventFromWire(w: any): MigrationEventInfo {
       throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason, outcome: r.outcome,
       errorCode: r.errorCode, error: r.error, source: r.source, target: r.target, nonzeroBytes: Number(r.nonzeroBytes),
       downtimeBreakdown: r.downtimeBreakdown ?? undefined,
+      guestBlackoutMs: typeof r.guestBlackoutMs === 'number' && r.guestBlackoutMs >= 0 ? r.guestBlackoutMs : undefined,
+      hypervisorDowntimeMs: typeof r.hypervisorDowntimeMs === 'number' && r.hypervisorDowntimeMs >= 0 ? r.hypervisorDowntimeMs : undefined,
     };
   }
   return ev;

@@ -3,11 +3,10 @@
  * learns its address from the line it prints. Used by `drover bench`, `drover up` and tests.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
 import { DroverError } from '../../lib/errors';
+import { CLI_MAIN, tunedEnv, tunedNodeArgs } from './process-tuning';
 
-/** The compiled CLI entry (dist/cli/main.js), run through a tiny launcher. */
-export const CLI_MAIN = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
+export { BULK_MALLOC_TUNABLES, CLI_MAIN } from './process-tuning';
 
 /** A running agent process. */
 export interface AgentProcess {
@@ -22,18 +21,11 @@ export interface AgentProcess {
   stderrTail(): string;
 }
 
-/**
- * glibc malloc settings for data-plane processes: keep freed bulk buffers (1 MiB frames) in
- * the heap instead of returning them to the kernel, so they are not faulted in again on every
- * use (first-touch faults cost ~4 us per 4 KiB page on this class of machine).
- */
-export const BULK_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912';
-
-/** Runs `drover <args>` as a child process with node. */
+/** Runs `drover <args>` as a child process with node, with the agents' data-plane settings. */
 export function spawnDrover(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, ['-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args], {
+  return spawn(process.execPath, tunedNodeArgs(args), {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { GLIBC_TUNABLES: BULK_MALLOC_TUNABLES, ...process.env, DROVER_LOG_JSON: '1', ...env },
+    env: tunedEnv({ ...process.env, DROVER_LOG_JSON: '1', ...env }),
   });
 }
 

@@ -22,13 +22,32 @@ async function migrateAndCheck(spec: VmSpec, policy: { maxDowntimeMs?: number; b
   await a.client.createVm(spec);
   const before = await a.client.getVm(spec.name);
   assert.equal(before.state, 'running');
-  const events: MigrationEventInfo[] = [];
-  const r = await a.client.migrateVm(spec.name, b.address, { verify: true, ...policy }, (e) => events.push(e));
+  let events: MigrationEventInfo[] = [];
+  let r;
+  try {
+    r = await a.client.migrateVm(spec.name, b.address, { verify: true, ...policy }, (e) => events.push(e));
+  } catch (err) {
+    // QEMU 7.2 TCG under heavy host load: now and then the guest stops (CPU exception, '!') right
+    // after an incoming migration, so the target never beats. The agents must then roll back:
+    // the VM runs on the source again and nothing is on the target. Checked, then migrated again.
+    const e = err as Error;
+    if (!/did not run .*heartbeat stuck/.test(e.message)) throw err;
+    assert.match(e.message, /the source VM resumed/);
+    assert.equal((await a.client.getVm(spec.name)).state, 'running');
+    await waitFor('the target discarded its copy', async () => (await b.client.listVms()).length === 0, 10_000);
+    events = [];
+    r = await a.client.migrateVm(spec.name, b.address, { verify: true, ...policy }, (e) => events.push(e));
+  }
   assert.equal(r.outcome, 'succeeded');
   assert.equal(r.verified, true);
   assert.ok(r.pageBytes >= (spec.fillBytes ?? 0) / 2, `QEMU sent ${r.pageBytes} bytes`);
   assert.ok(r.bytesSent >= r.pageBytes, `tunnel carried ${r.bytesSent} ≥ QEMU's ${r.pageBytes}`);
   assert.ok(r.rounds >= 1);
+  // downtime is measured, not copied: source STOP to target RESUME (QEMU's events), QEMU's own
+  // figure beside it, and the guest's blackout, which cannot be shorter than the vCPUs were stopped
+  assert.ok(r.downtimeMs > 0, `downtime ${r.downtimeMs} ms`);
+  assert.ok(r.hypervisorDowntimeMs !== undefined && r.hypervisorDowntimeMs >= 0, `QEMU's downtime ${r.hypervisorDowntimeMs}`);
+  assert.ok(r.guestBlackoutMs !== undefined && r.guestBlackoutMs >= r.downtimeMs - 20, `blackout ${r.guestBlackoutMs} ms vs downtime ${r.downtimeMs} ms`);
   // progress means something: rounds = dirty syncs, sent bytes grow, the last event is done
   assert.equal(events.at(-1)!.phase, 'done');
   assert.ok(events.some((e) => e.phase === 'precopy' && e.sentBytes > 0));

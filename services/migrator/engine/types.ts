@@ -115,6 +115,10 @@ export interface MigrationResult {
   nonzeroBytes: number;
   /** Where the downtime went. */
   downtimeBreakdown?: DowntimeBreakdown;
+  /** Guest-observed blackout: the target's first heartbeat minus the source's last, ms (absent when not measured). */
+  guestBlackoutMs?: number;
+  /** The hypervisor's own downtime figure when it reports one (QEMU: query-migrate `downtime`, which with a return path also counts the wait for the target to close it). */
+  hypervisorDowntimeMs?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

@@ -125,7 +125,7 @@ export type Ack =
   | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
-  | { kind: 'activated'; resumedAtMs: number }
+  | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Named constructors for each frame (the only way the engine builds them). */
@@ -148,7 +148,7 @@ export const acks = {
   accepted: (windowBytes = DEFAULT_WINDOW_BYTES): Ack => ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes }),
   batch: (seq: number, bytes: number): Ack => ({ kind: 'batch', seq, bytes }),
   verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
-  activated: (resumedAtMs: number): Ack => ({ kind: 'activated', resumedAtMs }),
+  activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),
 };
 
 /** The refusal a target gives a peer of another version (names both). */

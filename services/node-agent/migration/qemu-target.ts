@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import { DroverError, failedPrecondition } from '../../../lib/errors';
 import type { Hypervisor } from '../../../hypervisor/types';
 import type { QemuDomain, QemuHypervisor } from '../../../hypervisor/qemu/qemu-hypervisor';
-import { SocketTunnel, type MessageStream } from './qemu-tunnel';
+import { SocketTunnel, trace, traceQmp, type MessageStream } from './qemu-tunnel';
 import type { IncomingMigration } from './receiver';
 import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from './protocol';
 import { encodeAck } from './frame-codec';
@@ -54,7 +54,8 @@ export class QemuTunnelTarget {
     if (hv.kind !== 'qemu') throw failedPrecondition(`QEMU tunnel: this target runs the ${hv.kind} hypervisor`);
     const qhv = hv as QemuHypervisor;
     const dom = m.domain as QemuDomain;
-    const ep = await qhv.startIncoming(dom, { multifdChannels: 0 }); // one stream: the tunnel has one channel
+    traceQmp(dom.proc.qmp, 'target');
+    const ep = await qhv.startIncoming(dom, { multifdChannels: 0 }); // one stream: the tunnel has one channel // one stream: the tunnel has one channel
     const socket = await connectUnix(ep.socketPath);
     let failed = false;
     const report = (why: string) => {
@@ -101,11 +102,13 @@ export class QemuTunnelTarget {
     }
     const beats = dom.heartbeat().beats;
     await dom.waitBeats(beats, BEAT_WAIT_MS);
+    trace(`target runs; first target beat ${dom.firstBeatMs().toFixed(1)}`);
     this.m.pausedAtMs = pausedAtMs;
     this.m.state = 'verified';
     const verified = acks.verified(Buffer.alloc(0), dom.pageCount);
     this.m.state = 'active';
-    return [verified, acks.activated(dom.firstBeatMs() || performance.timeOrigin + performance.now())];
+    const now = performance.timeOrigin + performance.now();
+    return [verified, acks.activated(dom.resumedAtMs || now, dom.firstBeatMs() || now)];
   }
 
   /** Bytes the target QEMU received through the tunnel. */

@@ -20,10 +20,19 @@ import type * as net from 'node:net';
 import { encodeStream } from './frame-codec';
 import { STREAM_CHUNK_BYTES } from './protocol';
 
-/** DROVER_TUNNEL_TRACE=<dir>: one line per small message (< 64 KiB) and per eof, with wall-clock ms. */
+/**
+ * DROVER_TUNNEL_TRACE=<dir>: one line per small message (< 64 KiB), per eof and per QMP event of
+ * the migrating QEMUs (traceQmp), with wall-clock ms: the switchover's timeline.
+ */
 const TRACE_DIR = process.env.DROVER_TUNNEL_TRACE;
-function trace(what: string): void {
+export function trace(what: string): void {
   if (TRACE_DIR) fs.appendFileSync(`${TRACE_DIR}/tunnel-${process.pid}.log`, `${(performance.timeOrigin + performance.now()).toFixed(1)} ${what}\n`);
+}
+
+/** Traces the QMP events of `qmp` (QEMU's own timestamps) while DROVER_TUNNEL_TRACE is set. */
+export function traceQmp(qmp: { on(ev: 'event', f: (e: { event: string; data?: unknown; timestampMs: number }) => void): unknown }, side: string): void {
+  if (!TRACE_DIR) return;
+  qmp.on('event', (e) => trace(`qmp ${side} ${e.event} ${JSON.stringify(e.data ?? {})} qemu-ts ${e.timestampMs.toFixed(1)}`));
 }
 
 /** The target acknowledges delivered bytes at least this often (a quarter of the default window). */
@@ -121,7 +130,7 @@ export class SocketTunnel {
   private flush(): void {
     if (this.pendingBytes === 0) return;
     const msg = encodeStream(this.pending, 0, false, this.asAck);
-    if (TRACE_DIR && this.pendingBytes < 65536) trace(`out ${this.asAck ? 'ack' : 'frame'} ${this.pendingBytes} B`);
+    if (TRACE_DIR) trace(`out ${this.asAck ? 'ack' : 'frame'} ${this.pendingBytes} B`);
     this.stats.outBytes += this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
@@ -160,7 +169,7 @@ export class SocketTunnel {
 
   /** Delivers a StreamData received from the peer agent to the socket. */
   deliver(data: Buffer, eof: boolean): void {
-    if (TRACE_DIR && (data.length < 65536 || eof)) trace(`in ${data.length} B${eof ? ' eof' : ''}${this.closed || this.socket.writableEnded ? ' (dropped)' : ''}`);
+    if (TRACE_DIR) trace(`in ${data.length} B${eof ? ' eof' : ''}${this.closed || this.socket.writableEnded ? ' (dropped)' : ''}`);
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     if (data.length) {
       this.stats.inBytes += data.length;

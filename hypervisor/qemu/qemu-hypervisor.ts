@@ -101,6 +101,12 @@ export interface QemuMigrationPolicy {
   pollMs?: number;
   /** Cancels the migration (refused once post-copy has started: the target owns the VM then). */
   signal?: AbortSignal;
+  /**
+   * Called right before the driver starts post-copy (the source then stops the VM). A transport
+   * that buffers (the agents' tunnel) drains its backlog here, so the switchover does not queue
+   * behind pre-copy pages already in flight.
+   */
+  beforeSwitchover?: () => Promise<void>;
 }
 
 /** What the target offers; returned by startIncoming and passed to migrateOut. */
@@ -505,6 +511,7 @@ export class QemuHypervisor implements Hypervisor {
           const why = notConverging(p, atSync, downtimeLimitMs, elapsed - firstPassEndMs, firstPassMs, postcopyMode);
           if (why) {
             if (usePostcopy) {
+              await policy.beforeSwitchover?.();
               await qmp.execute('migrate-start-postcopy');
               dom.markPostcopy();
               action = 'postcopy';

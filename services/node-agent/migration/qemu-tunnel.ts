@@ -156,9 +156,25 @@ export class SocketTunnel {
     else if (!blocked && this.socket.isPaused()) this.socket.resume();
   }
 
-  /** Source: sets the end-to-end window the target asked for (Accepted.window_bytes). */
+  /** Source: sets the end-to-end window (Accepted.window_bytes; smaller before a switchover). */
   setWindow(bytes: number): void {
     this.windowBytes = bytes;
+    this.updateReading();
+  }
+
+  /** Source: bytes sent and not yet acknowledged by the target. */
+  get inFlight(): number {
+    return this.stats.outBytes - this.credited;
+  }
+
+  /**
+   * Source: narrows the window to `bytes` and resolves once at most that much is in flight (or
+   * after `timeoutMs`): what QEMU writes next does not wait behind a full pipe.
+   */
+  async drainTo(bytes: number, timeoutMs: number): Promise<void> {
+    this.setWindow(bytes);
+    const end = Date.now() + timeoutMs;
+    while (this.inFlight > bytes && !this.closed && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
   }
 
   /** Source: the target's cumulative count of bytes its QEMU took. */
@@ -176,7 +192,10 @@ export class SocketTunnel {
       const n = data.length;
       const done = () => {
         this.delivered += n;
-        if (this.onCredit && this.delivered - this.lastCredit >= CREDIT_EVERY_BYTES) {
+        // every CREDIT_EVERY_BYTES, and whenever the queue to QEMU runs empty (a narrowed window
+        // at the source must not wait for a full credit step)
+        const idle = this.socket.writableLength === 0 && this.delivered > this.lastCredit;
+        if (this.onCredit && (this.delivered - this.lastCredit >= CREDIT_EVERY_BYTES || idle)) {
           this.lastCredit = this.delivered;
           this.onCredit(this.delivered);
         }

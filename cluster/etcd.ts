@@ -16,11 +16,19 @@ export interface Versioned<T> {
   modRevision: string;
 }
 
+/** Deadline of one unary etcd call: a loopback/LAN etcd answers in ms; 5 s is an outage. */
+export const ETCD_CALL_DEADLINE_MS = 5000;
+
 /** Opens a client of the etcd at `url` (comma-separated endpoints) and checks it answers. */
 export async function connectEtcd(url: string, timeoutMs = 3000): Promise<Etcd3> {
   const hosts = url.split(',').map((h) => h.trim()).filter(Boolean);
   if (hosts.length === 0) throw unavailable('no etcd address given (use --etcd URL or set DROVER_ETCD)');
-  const client = new Etcd3({ hosts, dialTimeout: timeoutMs } as any);
+  // Every unary call carries a deadline (a hung call becomes an error the caller retries or
+  // reports); streams (watches, lease keep-alives) live as long as they are used.
+  const client = new Etcd3({
+    hosts, dialTimeout: timeoutMs,
+    defaultCallOptions: (ctx: { isStream?: boolean }) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+  } as any);
   try {
     await withTimeout(client.get(keys.config()).exec(), timeoutMs, `etcd at ${url} did not answer within ${timeoutMs} ms`);
   } catch (err) {

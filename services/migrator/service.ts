@@ -299,8 +299,10 @@ export class Migrator {
     let queue: Promise<unknown> = Promise.resolve();
     let abandoned = false;
     const enqueue = (f: () => Promise<unknown>) => { queue = queue.then(f).catch((e) => { if (e instanceof Abandoned) abandoned = true; else this.log('write failed', { job: job.id, error: (e as Error).message }); }); };
-    const cancel = async (reason: string, byUser = false) => {
-      if (cancelReason || committed || committing) return;
+    // The watchdog and events stay out once a commit runs; the commit itself cancels (before the
+    // owner flips) when a cancel request or a changed VM record beats it (`fromCommit`).
+    const cancel = async (reason: string, byUser = false, fromCommit = false) => {
+      if (cancelReason || committed || (committing && !fromCommit)) return;
       cancelReason = reason;
       userCancel = byUser;
       this.log('cancelling', { job: job.id, reason });
@@ -310,8 +312,9 @@ export class Migrator {
     let commitMs: number | undefined;
     const commit = async () => {
       const queuedMs = Date.now() - awaitingAt;
+      this.log('committing', { job: job.id, queuedMs });
       for (let i = 0; i < 10 && !abandoned; i++) {
-        if (run.job.cancelRequested) { await cancel('cancelled by user', true); return; }
+        if (run.job.cancelRequested) { await cancel('cancelled by user', true, true); return; }
         try {
           vmRec = { ...vmRec, node: job.to, lastMovedAt: Date.now(), lastFrom: job.from };
           vmRev = await this.patch(run, (j) => {
@@ -321,15 +324,16 @@ export class Migrator {
           committed = true;
           break;
         } catch (e) {
+          this.log('commit attempt failed', { job: job.id, attempt: i, error: e instanceof CancelRequested ? 'cancel requested' : (e as Error).message });
           if (e instanceof Abandoned) { abandoned = true; return; }
-          if (e instanceof CancelRequested) { await cancel('cancelled by user', true); return; }
+          if (e instanceof CancelRequested) { await cancel('cancelled by user', true, true); return; }
           const v = await getJson<VmRecord>(this.etcd, keys.vm(job.vm));
-          if (!v || v.value.node !== job.from) { await cancel(`VM record changed: owner is ${v?.value.node ?? 'nobody'}`); return; }
+          if (!v || v.value.node !== job.from) { await cancel(`VM record changed: owner is ${v?.value.node ?? 'nobody'}`, false, true); return; }
           vmRec = { ...v.value, state: 'migrating' };
           vmRev = v.modRevision;
         }
       }
-      if (!committed) { await cancel('could not record the new owner'); return; }
+      if (!committed) { await cancel('could not record the new owner', false, true); return; }
       const flippedMs = Date.now() - awaitingAt;
       for (let i = 0; i < 20; i++) {
         try {
@@ -363,6 +367,7 @@ export class Migrator {
         enqueue(() => this.patch(run, { progress }));
       }
       if (phase === 'awaiting-commit' && !committing && !cancelReason) {
+        this.log('awaiting commit', { job: job.id });
         awaitingAt = Date.now();
         committing = new Promise<void>((resolve) => enqueue(() => commit().finally(resolve)));
       }

@@ -54,7 +54,7 @@ test('cancel before switchover rolls back; after the end it is refused clearly',
     assert.equal(h.result, 'cancelled');
     assert.equal((await getJson<VmRecord>(c.etcd!, keys.vm('w')))!.value.node, 'node-1');
   } else {
-    assert.equal(h.result, 'succeeded', `cancel lost the race: ${r.stdout}${r.stderr}`);
+    assert.equal(h.result, 'succeeded', `cancel lost the race: ${r.stdout}${r.stderr}; job: ${h.error}`);
   }
   const again = await cli(c.etcdUrl, ['migrations', 'cancel', id]);
   assert.equal(again.code, 2);

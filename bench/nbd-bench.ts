@@ -16,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { NbdClient } from '../storage/nbd/nbd-client';
-import { startQemuNbd, NbdTestServer } from '../test/support/nbd-servers';
+import { startQemuNbd, LocalNbdServer } from '../storage/nbd/local-nbd-servers';
 import { parseSize } from '../lib/units';
 
 /** Benchmark parameters. */
@@ -131,7 +131,7 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   const log = opts.log ?? (() => undefined);
   const rows: NbdBenchRow[] = [];
   for (const transport of transports) {
-    let server: NbdTestServer | null = null;
+    let server: LocalNbdServer | null = null;
     let client: NbdClient | null = null;
     try {
       server = await startQemuNbd({ export: { name: 'bench', size }, unixSocket: transport === 'unix', shared: 4 });

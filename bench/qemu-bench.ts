@@ -23,7 +23,7 @@ import { freePort } from '../lib/free-port';
 import type { VmSpec } from '../hypervisor/types';
 import { QemuHypervisor, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
 import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
-import { startAgents, stopAgents, type TestAgent } from '../test/support/agents';
+import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
 
 const MiB = 1024 * 1024;
 
@@ -110,7 +110,7 @@ async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string
 }
 
 /** The agents path: create on a, migrate to b over gRPC (MigrateVm, engine policy at 5 ms), check b runs it. */
-async function throughAgents(a: TestAgent, b: TestAgent, s: VmSpec, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
+async function throughAgents(a: LocalAgent, b: LocalAgent, s: VmSpec, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
   await a.client.createVm(s);
   try {
     await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { NbdClient } from './nbd/nbd-client';
 import { WalDiskWriter, WalState, checkWalRegion, crc32, encodeWalRecord, parseWalState } from './wal-disk';
-import { NbdTestServer, startNbdServer, startQemuNbd } from '../test/support/nbd-servers';
+import { LocalNbdServer, startNbdServer, startQemuNbd } from './nbd/local-nbd-servers';
 
 const MiB = 1024 * 1024;
 const RS = 4096;
@@ -27,14 +27,14 @@ test('state parsing names the bad field', () => {
   assert.throws(() => parseWalState({ kind: 'drover.wal-disk', version: 1, ackedSeq: -1, ...REGION, recordSize: RS } as any), (e: any) => /ackedSeq/.test(e.message));
 });
 
-const kinds: Array<[string, () => Promise<NbdTestServer>]> = [
+const kinds: Array<[string, () => Promise<LocalNbdServer>]> = [
   ['nbd-server', () => startNbdServer({ exports: [{ name: 'wal', size: 8 * MiB }] })],
   ['qemu-nbd', () => startQemuNbd({ export: { name: 'wal', size: 8 * MiB } })],
 ];
 
 for (const [kind, start] of kinds) {
   describe(`WAL disk workload against ${kind}`, () => {
-    let s: NbdTestServer;
+    let s: LocalNbdServer;
     before(async () => { s = await start(); });
     after(async () => { await s?.dispose(); });
 

@@ -13,7 +13,7 @@ import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
 import type { MigrationResult } from '../../services/migrator/engine/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
-import { startQemuNbd, type NbdTestServer } from '../../test/support/nbd-servers';
+import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 
 /** One bench line: the migration result plus what the guest saw. */
@@ -156,7 +156,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   // --disk nbd://H:P/E uses that export; --disk auto starts a qemu-nbd on a temp file. Each
   // profile then runs without and with the disk, alternating, to measure the disk's extra downtime.
   const diskArg = str(p, 'disk');
-  let nbd: NbdTestServer | undefined;
+  let nbd: LocalNbdServer | undefined;
   let pauseCost: DiskPauseCost | undefined;
   try {
     if (diskArg === 'auto') {

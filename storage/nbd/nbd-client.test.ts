@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { NbdClient } from './nbd-client';
-import { NbdTestServer, startNbdServer, startQemuNbd } from '../../test/support/nbd-servers';
+import { LocalNbdServer, startNbdServer, startQemuNbd } from './local-nbd-servers';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
 
-interface Fixture { rw: NbdTestServer; ro: NbdTestServer; roName: string; all: NbdTestServer[] }
+interface Fixture { rw: LocalNbdServer; ro: LocalNbdServer; roName: string; all: LocalNbdServer[] }
 
 const kinds: Array<[string, () => Promise<Fixture>]> = [
   ['nbd-server', async () => {

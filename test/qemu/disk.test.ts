@@ -5,11 +5,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, waitFor, type TestAgent } from '../support/agents';
-import { startQemuNbd, type NbdTestServer } from '../support/nbd-servers';
+import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 
 const MiB = 1024 * 1024;
 let a: TestAgent, b: TestAgent;
-let nbd: NbdTestServer;
+let nbd: LocalNbdServer;
 
 before(async () => {
   nbd = await startQemuNbd({ export: { name: 'qdisk', size: 64 * MiB }, shared: 4 });

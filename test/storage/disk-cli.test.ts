@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { startAgents, stopAgents, type TestAgent } from '../support/agents';
-import { NbdTestServer, startQemuNbd } from '../support/nbd-servers';
+import { LocalNbdServer, startQemuNbd } from '../../storage/nbd/local-nbd-servers';
 
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
 const MiB = 1024 * 1024;
@@ -19,7 +19,7 @@ function drover(...args: string[]) {
 }
 
 let agents: TestAgent[] = [];
-let s: NbdTestServer;
+let s: LocalNbdServer;
 before(async () => {
   agents = await startAgents(1, 'dcli');
   s = await startQemuNbd({ export: { name: 'cli-disk', size: 16 * MiB } });

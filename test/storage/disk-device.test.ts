@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { DEVICE_STATE_HEADER_BYTES, SimHypervisor, SimDomain } from '../../hypervisor/sim/sim-hypervisor';
 import { REG_BYTES } from '../../hypervisor/sim/layout';
 import { DISK_SECTION_HEADER_BYTES, SimDiskDevice, decodeDiskSection, encodeDiskSection } from '../../hypervisor/sim/disk-device';
-import { NbdTestServer, startQemuNbd } from '../support/nbd-servers';
+import { LocalNbdServer, startQemuNbd } from '../../storage/nbd/local-nbd-servers';
 import type { VmSpec } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 
@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('sim disk device (qemu-nbd)', () => {
-  let s: NbdTestServer;
+  let s: LocalNbdServer;
   let hv: SimHypervisor;
   const spec = (name: string, disk?: string): VmSpec => ({ name, memBytes: 32 * MiB, vcpus: 1, profile: 'db', dirtyRateBytesPerSec: 8 * MiB, disk });
 

@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, sleep, codeOf, waitFor, type TestAgent } from '../support/agents';
-import { NbdTestServer, startNbdServer, startQemuNbd } from '../support/nbd-servers';
+import { LocalNbdServer, startNbdServer, startQemuNbd } from '../../storage/nbd/local-nbd-servers';
 
 const MiB = 1024 * 1024;
 
@@ -16,14 +16,14 @@ let agents: TestAgent[] = [];
 before(async () => { agents = await startAgents(2, 'disk'); });
 after(async () => { await stopAgents(agents); });
 
-const servers: Array<[string, () => Promise<NbdTestServer>]> = [
+const servers: Array<[string, () => Promise<LocalNbdServer>]> = [
   ['qemu-nbd', () => startQemuNbd({ export: { name: 'vmdisk', size: 32 * MiB } })],
   ['nbd-server', () => startNbdServer({ exports: [{ name: 'vmdisk', size: 32 * MiB }] })],
 ];
 
 for (const [kind, start] of servers) {
   describe(`db VM with a disk on ${kind}`, () => {
-    let s: NbdTestServer;
+    let s: LocalNbdServer;
     before(async () => { s = await start(); });
     after(async () => { await s?.dispose(); });
 
@@ -60,7 +60,7 @@ for (const [kind, start] of servers) {
 }
 
 describe('target that cannot reach the export', () => {
-  let s: NbdTestServer;
+  let s: LocalNbdServer;
   // qemu-nbd --shared=1 admits one client: the source's. A second node's connection is never
   // served (the handshake times out), as when the target has no route to the storage network.
   before(async () => { s = await startQemuNbd({ export: { name: 'only-src', size: 32 * MiB }, shared: 1 }); });
@@ -96,7 +96,7 @@ describe('target that cannot reach the export', () => {
 });
 
 describe('failure after the pause, before commit', () => {
-  let s: NbdTestServer;
+  let s: LocalNbdServer;
   before(async () => { s = await startQemuNbd({ export: { name: 'rollback', size: 32 * MiB } }); });
   after(async () => { await s?.dispose(); });
 

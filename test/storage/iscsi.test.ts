@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as net from 'node:net';
-import { freePort } from '../support/nbd-servers';
+import { freePort } from '../../lib/free-port';
 import { QemuProcess } from '../../hypervisor/qemu/qemu-process';
 import { ensureGuest } from '../../hypervisor/qemu/guest-image';
 import { detectAccel } from '../../hypervisor/qemu/accel';

@@ -2,34 +2,13 @@
  * Test support: node agents as real separate processes on loopback, with clients, torn down
  * after each test. No mocks: the agents are the same `drover agent` operators run.
  */
-import { startAgent, type AgentProcess } from '../../services/node-agent/agent-process';
-import { AgentClient } from '../../services/node-agent/agent-client';
 import { DroverError } from '../../lib/errors';
+import type { LocalAgent } from '../../services/node-agent/local-agents';
+
+export { startAgents, stopAgents } from '../../services/node-agent/local-agents';
 
 /** A running agent and a client of it. */
-export interface TestAgent {
-  proc: AgentProcess;
-  client: AgentClient;
-  address: string;
-}
-
-/** Starts `n` agents named `${prefix}-i`; call `stopAgents` in an after hook. */
-export async function startAgents(n: number, prefix = 'node', extra: string[] = []): Promise<TestAgent[]> {
-  const out: TestAgent[] = [];
-  for (let i = 0; i < n; i++) {
-    const proc = await startAgent(`${prefix}-${i}`, extra);
-    const client = new AgentClient(proc.address);
-    await client.waitReady(10_000);
-    out.push({ proc, client, address: proc.address });
-  }
-  return out;
-}
-
-/** Stops agents (gracefully, then by force). */
-export async function stopAgents(agents: TestAgent[]): Promise<void> {
-  for (const a of agents) a.client.close();
-  await Promise.all(agents.map((a) => a.proc.stop(3000)));
-}
+export type TestAgent = LocalAgent;
 
 /** Waits until `f` returns true (polling), or throws after `timeoutMs` naming `what`. */
 export async function waitFor(what: string, f: () => Promise<boolean> | boolean, timeoutMs = 15_000, everyMs = 100): Promise<void> {

@@ -1,5 +1,5 @@
 /**
- * Real NBD servers for tests and benchmarks: Debian's `nbd-server` (reference implementation)
+ * Local NBD servers (used by `drover bench --disk auto`, the benchmarks and the tests): Debian's `nbd-server` (reference implementation)
  * and QEMU's `qemu-nbd`, each started in the foreground on a free loopback port with named
  * exports backed by files in a temporary directory.
  *
@@ -11,7 +11,7 @@
  *   --shared=N file` (one export per process).
  * Both resolve once the server answers with its NBD greeting. The returned handle can stop,
  * kill (SIGKILL), pause (SIGSTOP) / resume and restart the server on the same port with the same
- * files, which is what the failure tests need. Every started process is killed when the test
+ * files, which is what the failure tests need. Every started process is killed when the calling
  * process exits.
  */
 import { ChildProcess, spawn, execFileSync } from 'node:child_process';
@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** One export to serve. */
-export interface TestExportSpec {
+export interface LocalExportSpec {
   /** Export name clients ask for. */
   name: string;
   /** Size in bytes for a newly created backing file (default 16 MiB). */
@@ -50,7 +50,7 @@ export interface ServedExport {
 }
 
 /** A running (or stopped, restartable) test NBD server. */
-export interface NbdTestServer {
+export interface LocalNbdServer {
   /** Which implementation. */
   readonly kind: 'nbd-server' | 'qemu-nbd';
   /** Listening address. */
@@ -139,7 +139,7 @@ export async function waitForNbd(host: string, port: number, timeoutMs = 10_000,
   throw new Error(`NBD server on ${socketPath ? `unix:${socketPath}` : `${host}:${port}`} did not answer within ${timeoutMs} ms (${last})`);
 }
 
-function makeFile(dir: string, e: TestExportSpec): ServedExport {
+function makeFile(dir: string, e: LocalExportSpec): ServedExport {
   const size = e.size ?? 16 * 1024 * 1024;
   const format = e.format ?? 'raw';
   let file = e.file;
@@ -151,7 +151,7 @@ function makeFile(dir: string, e: TestExportSpec): ServedExport {
   return { name: e.name, file, size, readOnly: !!e.readOnly, format };
 }
 
-class Server implements NbdTestServer {
+class Server implements LocalNbdServer {
   private procPid: number | undefined;
   private child: ChildProcess | null = null;
   private output = '';
@@ -275,7 +275,7 @@ class Server implements NbdTestServer {
 /** Options of `startNbdServer`. */
 export interface NbdServerOptions extends StartOptions {
   /** Exports to serve (each becomes a config section named after it). */
-  exports: TestExportSpec[];
+  exports: LocalExportSpec[];
   /** Allow NBD_OPT_LIST (default true). */
   allowList?: boolean;
   /** Run as this user (config `user=`); the backing files are chowned to it. */
@@ -285,7 +285,7 @@ export interface NbdServerOptions extends StartOptions {
 }
 
 /** Starts Debian's nbd-server in the foreground with a generated config file. */
-export async function startNbdServer(o: NbdServerOptions): Promise<NbdTestServer> {
+export async function startNbdServer(o: NbdServerOptions): Promise<LocalNbdServer> {
   const host = o.host ?? '127.0.0.1';
   const port = o.port ?? await freePort(host);
   const ownsDir = !o.dir;
@@ -318,7 +318,7 @@ export async function startNbdServer(o: NbdServerOptions): Promise<NbdTestServer
 /** Options of `startQemuNbd`. */
 export interface QemuNbdOptions extends StartOptions {
   /** The one export to serve. */
-  export: TestExportSpec;
+  export: LocalExportSpec;
   /** Concurrent clients allowed (`--shared`, default 8). */
   shared?: number;
   /** Cache mode (`--cache`, default qemu-nbd's own: writeback). */
@@ -330,7 +330,7 @@ export interface QemuNbdOptions extends StartOptions {
 }
 
 /** Starts qemu-nbd in the foreground (persistent, shared) serving one export. */
-export async function startQemuNbd(o: QemuNbdOptions): Promise<NbdTestServer> {
+export async function startQemuNbd(o: QemuNbdOptions): Promise<LocalNbdServer> {
   const host = o.host ?? '127.0.0.1';
   const port = o.unixSocket ? 0 : o.port ?? await freePort(host);
   const ownsDir = !o.dir;

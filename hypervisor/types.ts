@@ -141,6 +141,11 @@ export interface Domain {
   resetHeartbeatGap(): void;
   /** Runtime statistics. */
   stats(): DomainStats;
+  /**
+   * Auto-converge (optional): the vCPUs run only (1 − fraction) of the time, so a guest that
+   * dirties memory faster than the link moves it lets pre-copy converge. 0 = full speed.
+   */
+  setThrottle?(fraction: number): void;
 }
 
 /** A hypervisor driver: creates domains on this node. */

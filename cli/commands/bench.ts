@@ -60,13 +60,13 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
   const lines = [
-    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   stop        verified',
+    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   stop                      verified',
   ];
   for (const r of results) {
     lines.push([
       (r.disk ? `${r.profile}+disk` : r.profile).padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
-      formatRate(r.throughputBytesPerSec).padEnd(12), r.stopReason.padEnd(11), r.verified ? 'yes' : 'NO',
+      formatRate(r.throughputBytesPerSec).padEnd(12), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
     ].join(' '));
   }
   if (baselines.length) {

@@ -10,7 +10,7 @@ export const MIGRATE_USAGE = 'drover migrate VM --from ADDR --to ADDR [--max-dow
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
-  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${r.verified ? ', verified' : ''}`);
+  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${r.verified ? ', verified' : ''}`);
 }
 
 /** Runs the direct migrate form. */

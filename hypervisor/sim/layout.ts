@@ -96,6 +96,8 @@ export const CTL = {
   BOOTED: 2,
   /** Number of vCPUs whose thread ended. */
   EXITED: 3,
+  /** Throttle in per mille: vCPUs sleep this share of the time (auto-converge); 0 = full speed. */
+  THROTTLE: 4,
   /** Size of the block in int32 words. */
   SIZE: 16,
 } as const;

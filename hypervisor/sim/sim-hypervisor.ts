@@ -60,6 +60,8 @@ export const DEVICE_STATE_VERSION = 1;
 export const DEVICE_STATE_HEADER_BYTES = 64;
 
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+/** Highest throttle: the guest still runs 1% of the time (its stalls stay ~10 ms, see vcpu-worker.ts). */
+export const MAX_THROTTLE = 0.99;
 const CODE_TO_PROFILE = new Map<number, ProfileName>(
   (Object.entries(PROFILE_CODES) as [ProfileName, number][]).map(([n, c]) => [c, n]),
 );
@@ -267,6 +269,17 @@ export class SimDomain implements Domain {
     this.st = 'paused';
     // Stop-and-copy semantics: nothing in flight crosses the pause, acknowledged writes are flushed.
     if (this.disk) await this.disk.quiesce();
+  }
+
+  /** Auto-converge: the vCPUs sleep `fraction` of the time (0 = full speed, at most 0.99). */
+  setThrottle(fraction: number): void {
+    const f = Math.min(Math.max(fraction, 0), MAX_THROTTLE);
+    Atomics.store(this.ctl, CTL.THROTTLE, Math.round(f * 1000));
+  }
+
+  /** The current throttle (0..0.99). */
+  get throttle(): number {
+    return Atomics.load(this.ctl, CTL.THROTTLE) / 1000;
   }
 
   async resume(): Promise<void> {

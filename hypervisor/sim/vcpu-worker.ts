@@ -50,6 +50,11 @@ export interface VcpuInit {
 const PAGE_BYTES = PAGE_WORDS * 4;
 /** Longest sleep of a vCPU without a heartbeat duty (ms); pause/exit wake it at once anyway. */
 const MAX_SLEEP_MS = 20;
+/**
+ * A throttled vCPU runs for this long, then sleeps THROTTLE × slice / (1 − THROTTLE): short
+ * slices keep the guest's stalls (and its heartbeat gaps) at ~10 ms even at 99%.
+ */
+const THROTTLE_SLICE_MS = 0.1;
 
 function run(init: VcpuInit): void {
   const { id, vcpus, dataStart, indexStart } = init;
@@ -156,13 +161,14 @@ function run(init: VcpuInit): void {
     }
   };
   let mustCheckBoot = true; // registers may have been loaded while parked
+  let sliceStart = clock();
   for (;;) {
     const cmd = Atomics.load(ctl, CTL.CMD);
     if (cmd !== CMD_RUN) {
       const t = clock();
       R[REG.BUSY_MS] += t - seg;
       if (cmd === CMD_EXIT || park() === CMD_EXIT) break;
-      seg = lastPace = clock(); // no credit accrues while parked
+      seg = lastPace = sliceStart = clock(); // no credit accrues while parked
       mustCheckBoot = true;
       continue;
     }
@@ -174,6 +180,15 @@ function run(init: VcpuInit): void {
     R[REG.BUSY_MS] += t - seg;
     seg = t;
     if (heartbeat && t - hdr[H64.HB_LAST] >= hbMs) beat(t);
+
+    // Auto-converge: the migration engine slows a guest that dirties memory faster than it moves.
+    const throttle = booted ? Atomics.load(ctl, CTL.THROTTLE) : 0;
+    if (throttle > 0 && t - sliceStart >= THROTTLE_SLICE_MS) {
+      const p = Math.min(throttle, 990) / 1000;
+      Atomics.wait(ctl, CTL.CMD, CMD_RUN, (THROTTLE_SLICE_MS * p) / (1 - p));
+      seg = sliceStart = clock();
+      continue;
+    }
 
     if (!booted) {
       const k = R[REG.BOOT_NEXT];

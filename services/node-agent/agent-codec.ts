@@ -142,6 +142,7 @@ export function eventFromWire(w: any): MigrationEventInfo {
       downtimeBreakdown: r.downtimeBreakdown ?? undefined,
       guestBlackoutMs: typeof r.guestBlackoutMs === 'number' && r.guestBlackoutMs >= 0 ? r.guestBlackoutMs : undefined,
       hypervisorDowntimeMs: typeof r.hypervisorDowntimeMs === 'number' && r.hypervisorDowntimeMs >= 0 ? r.hypervisorDowntimeMs : undefined,
+      ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
     };
   }
   return ev;

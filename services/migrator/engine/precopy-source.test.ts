@@ -121,3 +121,47 @@ test('cancel before switchover rolls back; the target copy is never activated', 
     await hv.close();
   }
 });
+
+/** A guest that rewrites 8 MiB flat out: far faster than a 32 MiB/s link moves pages. */
+const muncher: VmSpec = { name: 'e4', memBytes: 64 * 2 ** 20, vcpus: 1, profile: 'mmuncher', wssBytes: 8 * 2 ** 20, seed: 9 };
+
+test('auto-converge: a guest that outruns the link is throttled until pre-copy converges, and the copy verifies', async () => {
+  const hv = new SimHypervisor();
+  try {
+    const src = await hv.createDomain(muncher);
+    const dst = await hv.createIncoming(muncher);
+    const target = new IncomingMigration('m4', 'tok', dst);
+    const engine = new PrecopySource({
+      migrationId: 'm4', token: 'tok', domain: src, channel: channelTo(target),
+      policy: resolvePolicy({ verify: true, bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 50 }), sourceName: 'a', targetName: 'b',
+    });
+    const r = await engine.run();
+    assert.equal(r.outcome, 'succeeded');
+    assert.equal(r.verified, true, 'target memory equals the paused source');
+    assert.ok((r.throttlePercent ?? 0) >= 20, `throttled to ${r.throttlePercent}%`);
+    assert.equal(dst.state(), 'running');
+    assert.equal((await dst.guestCheck()).ok, true, 'the guest runs its own check on the target');
+  } finally {
+    await hv.close();
+  }
+});
+
+test('auto-converge: a throttled migration that is cancelled gives the guest its full speed back', async () => {
+  const hv = new SimHypervisor();
+  try {
+    const src = await hv.createDomain(muncher);
+    const dst = await hv.createIncoming(muncher);
+    const target = new IncomingMigration('m5', 'tok', dst);
+    const abort = new AbortController();
+    const engine = new PrecopySource({
+      migrationId: 'm5', token: 'tok', domain: src, channel: channelTo(target),
+      policy: resolvePolicy({ bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 1 }), sourceName: 'a', targetName: 'b', signal: abort.signal,
+      onProgress: () => { if (src.throttle > 0) abort.abort(); },
+    });
+    await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
+    assert.equal(src.throttle, 0);
+    assert.equal(src.state(), 'running');
+  } finally {
+    await hv.close();
+  }
+});

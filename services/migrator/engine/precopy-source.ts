@@ -19,7 +19,7 @@ import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from './page-hash';
 import { dirtyRuns, rangeTable, popcount, testBit } from './range-table';
 import { Pacer, roundRate } from './rate-control';
-import { shouldStop } from './stop-conditions';
+import { nextThrottle, THROTTLE_MAX, shouldStop } from './stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
 
 /** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
@@ -85,6 +85,8 @@ export class PrecopySource {
   private accepted = false;
   private verified: Extract<Ack, { kind: 'verified' }> | undefined;
   private activatedAt = NaN;
+  /** Auto-converge throttle applied to the source's vCPUs (0 = none). */
+  private throttle = 0;
   private committed = false;
   private lastAckAt = performance.now();
 
@@ -171,6 +173,16 @@ export class PrecopySource {
           throughputBytesPerSec: this.roundRateEstimate || this.linkRate(), memBytes: d.spec.memBytes, elapsedMs: performance.now() - this.t0, roundsWithoutProgress: stalled,
         }, this.o.policy, timeoutMs);
         previousSent = sent;
+        // Auto-converge (QEMU's, vMotion's SDPS): a guest that dirties faster than the link moves
+        // pages is slowed step by step instead of being stopped with a large last round.
+        // Once throttling, every round that still does not fit the target takes another step.
+        const slowDown = reason === 'stalled' || (this.throttle > 0 && reason === null);
+        if (slowDown && d.setThrottle && this.throttle < THROTTLE_MAX) {
+          this.throttle = nextThrottle(this.throttle);
+          d.setThrottle(this.throttle);
+          stalled = 0;
+          continue;
+        }
         if (reason) { this.stopReason = reason; break; }
       }
       await this.stopAndCopy(bitmap);
@@ -453,6 +465,7 @@ export class PrecopySource {
       throughputBytesPerSec: this.linkRate(), stopReason: this.stopReason, outcome: 'succeeded', errorCode: '', error: '',
       source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: this.nonzeroBytes,
       downtimeBreakdown: { ...this.breakdown },
+      ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
     };
   }
 
@@ -467,6 +480,7 @@ export class PrecopySource {
     const fold = this.roundBitmap ? Uint32Array.from(this.roundBitmap) : new Uint32Array(Math.ceil(d.pageCount / 32));
     try { d.markDirty(fold); } catch { /* domain gone */ }
     try { d.stopDirtyLog(); } catch { /* domain gone */ }
+    if (this.throttle > 0) { try { d.setThrottle?.(0); } catch { /* domain gone */ } }
     if (d.state() === 'paused') await d.resume();
     this.phase = err.code === 'CANCELLED' ? 'cancelled' : 'failed';
     this.progress(true);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { shouldStop, predictDowntimeMs, type RoundOutcome } from './stop-conditions';
+import { shouldStop, predictDowntimeMs, nextThrottle, type RoundOutcome } from './stop-conditions';
 import { resolvePolicy } from './types';
 import { roundRate, Pacer, XEN_START_RATE, XEN_RATE_MARGIN } from './rate-control';
 
@@ -41,4 +41,10 @@ test('pacer keeps within its rate', () => {
   assert.ok(wait > 40 && wait < 60, `wait ${wait}`);
   p.setRate(0);
   assert.equal(p.reserve(1e12), 0);
+});
+
+test('auto-converge steps: 20%, then half of the remaining speed per step, capped at 99%', () => {
+  const steps: number[] = [];
+  for (let t = 0, i = 0; i < 9; i++) { t = nextThrottle(t); steps.push(Math.round(t * 1000) / 1000); }
+  assert.deepEqual(steps, [0.2, 0.6, 0.8, 0.9, 0.95, 0.975, 0.988, 0.99, 0.99]);
 });

@@ -49,3 +49,17 @@ export function shouldStop(o: RoundOutcome, policy: MigrationPolicy, timeoutMs: 
   if (timeoutMs > 0 && o.elapsedMs >= timeoutMs * 0.8) return 'timeout';
   return null;
 }
+
+/**
+ * Auto-converge: the first step when pre-copy stalls (QEMU's cpu-throttle-initial, 20%), then
+ * one step per round that still does not fit the target, each halving the guest's remaining
+ * speed (QEMU adds 10% a step: 9 rounds to 99% instead of 7, each resending the working set).
+ */
+export const THROTTLE_INITIAL = 0.2;
+/** Highest throttle the engine applies (the guest keeps 1% of its vCPU time). */
+export const THROTTLE_MAX = 0.99;
+
+/** The throttle after `t`: 20%, then half of the remaining speed taken away per step, capped. */
+export function nextThrottle(t: number): number {
+  return t <= 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, 1 - (1 - t) / 2);
+}

@@ -119,6 +119,8 @@ export interface MigrationResult {
   guestBlackoutMs?: number;
   /** The hypervisor's own downtime figure when it reports one (QEMU: query-migrate `downtime`, which with a return path also counts the wait for the target to close it). */
   hypervisorDowntimeMs?: number;
+  /** Auto-converge: the throttle (% of vCPU time taken away) pre-copy needed to converge; absent when none. */
+  throttlePercent?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

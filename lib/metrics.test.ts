@@ -75,11 +75,17 @@ test('a migration: in-flight gauges while it runs, histograms and counters when 
   assert.match(text, /drover_migration_downtime_seconds_bucket\{le="0.005"\} 1/);
   assert.match(text, /drover_migration_downtime_seconds_bucket\{le="0.002"\} 0/);
   assert.match(text, /drover_migration_rounds_sum 4/);
+  assert.equal(await valueOf(reg, 'drover_migrations_throttled_total'), 0);
+  assert.match(text, /drover_migration_guest_blackout_seconds_count 0\n/);
+  // a migration that needed auto-converge, with a measured guest blackout (qemu)
+  m.migrationEvent('a', 'much', 'm-3', { ...ev, migrationId: 'm-3', phase: 'done', result: result({ migrationId: 'm-3', throttlePercent: 99, guestBlackoutMs: 8 }) });
+  assert.equal(await valueOf(reg, 'drover_migrations_throttled_total'), 1);
+  assert.match(await reg.metrics(), /drover_migration_guest_blackout_seconds_bucket\{le="0.01"\} 1/);
   // a failure before any progress still counts as started
   m.migrationEvent('a', 'db1', 'm-2', { ...ev, migrationId: 'm-2', phase: 'failed', result: result({ outcome: 'failed', errorCode: 'RESOURCE_EXHAUSTED' }) });
-  assert.equal(await valueOf(reg, 'drover_migrations_started_total'), 2);
+  assert.equal(await valueOf(reg, 'drover_migrations_started_total'), 3);
   assert.equal(await valueOf(reg, 'drover_migrations_finished_total', { result: 'failed', reason: 'resource_exhausted' }), 1);
-  assert.match(await reg.metrics(), /drover_migration_downtime_seconds_count 1\n/);
+  assert.match(await reg.metrics(), /drover_migration_downtime_seconds_count 2\n/);
 });
 
 test('startMetricsServer serves /metrics in the text format', async () => {

@@ -118,6 +118,8 @@ export class AgentMetrics {
   readonly dirtyRate: Gauge<'node' | 'migration' | 'vm'>;
   readonly rate: Gauge<'node' | 'migration' | 'vm'>;
   readonly round: Gauge<'node' | 'migration' | 'vm'>;
+  readonly blackout: Histogram;
+  readonly throttled: Counter;
   readonly grpcHandled: Counter<'service' | 'method' | 'type' | 'code'>;
   readonly grpcSeconds: Histogram<'service' | 'method' | 'type' | 'code'>;
   private readonly nodes = new Set<NodeSource>();
@@ -129,6 +131,8 @@ export class AgentMetrics {
     this.downtime = new Histogram({ name: 'drover_migration_downtime_seconds', help: 'Migration downtime: source pause to target resume.', buckets: DOWNTIME_BUCKETS, registers });
     this.duration = new Histogram({ name: 'drover_migration_duration_seconds', help: 'Total migration time: start to target resume.', buckets: DURATION_BUCKETS, registers });
     this.rounds = new Histogram({ name: 'drover_migration_rounds', help: 'Pre-copy rounds per successful migration.', buckets: ROUND_BUCKETS, registers });
+    this.blackout = new Histogram({ name: 'drover_migration_guest_blackout_seconds', help: "Guest-observed blackout: the source's last heartbeat to the target's first (hypervisors that measure it: qemu).", buckets: DOWNTIME_BUCKETS, registers });
+    this.throttled = new Counter({ name: 'drover_migrations_throttled_total', help: 'Successful migrations whose pre-copy converged only with the guest throttled (auto-converge).', registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
     this.sentBytes = new Counter({ name: 'drover_migration_sent_bytes_total', help: 'Migration data by kind: pages (payload), zero_pages (guest RAM covered by zero-page flags, not on the wire), device_state.', labelNames: ['kind'], registers });
     this.wireBytes = new Counter({ name: 'drover_migration_wire_bytes_total', help: 'Encoded migration frames sent on the wire.', registers });
@@ -200,6 +204,8 @@ export class AgentMetrics {
     this.duration.observe(r.totalMs / 1000);
     this.rounds.observe(r.rounds);
     this.transferred.observe(r.bytesSent);
+    if (typeof r.guestBlackoutMs === 'number') this.blackout.observe(r.guestBlackoutMs / 1000);
+    if (r.throttlePercent) this.throttled.inc();
   }
 
   /** Migration ids in flight (source side) — for tests. */

@@ -21,7 +21,7 @@ import { encodeStream } from './frame-codec';
 import { STREAM_CHUNK_BYTES } from './protocol';
 
 /**
- * DROVER_TUNNEL_TRACE=<dir>: one line per small message (< 64 KiB), per eof and per QMP event of
+ * DROVER_TUNNEL_TRACE=<dir>: one line per StreamData message (either way), per eof and per QMP event of
  * the migrating QEMUs (traceQmp), with wall-clock ms: the switchover's timeline.
  */
 const TRACE_DIR = process.env.DROVER_TUNNEL_TRACE;

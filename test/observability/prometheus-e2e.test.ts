@@ -78,9 +78,11 @@ test('Prometheus scrapes the agents: downtime quantile, succeeded count, VMs per
   for (const c of clients) { const info = await c.nodeInfo(); expectedVms.set(info.nodeId, info.vms.length); }
   assert.deepEqual([...expectedVms.values()].sort(), [2, 2]);
 
-  // Wait until Prometheus has scraped the final state.
-  await waitFor('Prometheus to see 4 succeeded migrations', async () =>
-    (await scalar('sum(drover_migrations_finished_total{result="succeeded"})')) === 4, 30_000, 500);
+  // Wait until Prometheus has scraped the final state: the refused migration came last, so a
+  // scrape that already shows 4 successes may predate it.
+  await waitFor('Prometheus to see 4 succeeded migrations and the refused one', async () =>
+    (await scalar('sum(drover_migrations_finished_total{result="succeeded"})')) === 4
+    && (await scalar('sum(drover_migrations_finished_total{result="failed",reason="not_found"})')) === 1, 30_000, 500);
   await waitFor('Prometheus to see the VMs per node', async () => {
     const r = await prom!.query('sum by (node) (drover_node_vms)');
     return r.length === 2 && r.every((s) => Number(s.value[1]) === expectedVms.get(s.metric.node));

@@ -21,7 +21,7 @@
  */
 import { freePort } from '../lib/free-port';
 import type { VmSpec } from '../hypervisor/types';
-import { QemuHypervisor, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
+import { QemuHypervisor, stopToResumeMs, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
 import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
 import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
 
@@ -178,7 +178,8 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
             await dst.waitBeats(0, 30_000).then(
               () => {
                 r.blackoutMs = Math.round(dst.firstBeatMs() - src.heartbeat().lastBeatMs);
-                if (src.stoppedAtMs > 0 && dst.resumedAtMs >= src.stoppedAtMs) r.downtimeMs = Math.round((dst.resumedAtMs - src.stoppedAtMs) * 10) / 10;
+                const d = stopToResumeMs(src, dst.resumedAtMs);
+                if (d !== undefined) r.downtimeMs = Math.round(d * 10) / 10;
               },
               (err) => { r.detail = `${r.detail ? `${r.detail}; ` : ''}${(err as Error).message} (QEMU status ${dst.state()})`; },
             );

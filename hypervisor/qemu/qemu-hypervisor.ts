@@ -559,6 +559,16 @@ export class QemuHypervisor implements Hypervisor {
 }
 
 /**
+ * Downtime as the engine defines it, from QEMU's events: the source's STOP (at or after
+ * `sinceMs`, i.e. of this migration) to the target's RESUME, in ms; undefined when either is missing.
+ */
+export function stopToResumeMs(source: QemuDomain, targetResumedAtMs: number, sinceMs = 0): number | undefined {
+  const stopped = source.stoppedAtMs;
+  if (stopped <= 0 || stopped < sinceMs || targetResumedAtMs < stopped) return undefined;
+  return targetResumedAtMs - stopped;
+}
+
+/**
  * Decides that pre-copy will not reach the downtime target. Returns the reason, or '' to go on.
  *  - the guest dirties memory at ≥ 80% of the transfer rate: every round resends about as much as the last;
  *  - after a few rounds the dirty set is not shrinking (≥ 80% of the one before) and would not fit the target;

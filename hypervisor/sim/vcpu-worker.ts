@@ -184,7 +184,7 @@ function run(init: VcpuInit): void {
     // Auto-converge: the migration engine slows a guest that dirties memory faster than it moves.
     const throttle = booted ? Atomics.load(ctl, CTL.THROTTLE) : 0;
     if (throttle > 0 && t - sliceStart >= THROTTLE_SLICE_MS) {
-      const p = Math.min(throttle, 990) / 1000;
+      const p = throttle / 1000; // per mille, at most MAX_THROTTLE (the driver clamps)
       Atomics.wait(ctl, CTL.CMD, CMD_RUN, (THROTTLE_SLICE_MS * p) / (1 - p));
       seg = sliceStart = clock();
       continue;

@@ -299,10 +299,10 @@ export class Migrator {
     let queue: Promise<unknown> = Promise.resolve();
     let abandoned = false;
     const enqueue = (f: () => Promise<unknown>) => { queue = queue.then(f).catch((e) => { if (e instanceof Abandoned) abandoned = true; else this.log('write failed', { job: job.id, error: (e as Error).message }); }); };
-    // The watchdog and events stay out once a commit runs; the commit itself cancels (before the
-    // owner flips) when a cancel request or a changed VM record beats it (`fromCommit`).
-    const cancel = async (reason: string, byUser = false, fromCommit = false) => {
-      if (cancelReason || committed || (committing && !fromCommit)) return;
+    // Once a commit runs, only the commit itself cancels (before the owner flips, when a cancel
+    // request or a changed VM record beats it); the watchdog stays out (see below).
+    const cancel = async (reason: string, byUser = false) => {
+      if (cancelReason || committed) return;
       cancelReason = reason;
       userCancel = byUser;
       this.log('cancelling', { job: job.id, reason });
@@ -314,7 +314,7 @@ export class Migrator {
       const queuedMs = Date.now() - awaitingAt;
       this.log('committing', { job: job.id, queuedMs });
       for (let i = 0; i < 10 && !abandoned; i++) {
-        if (run.job.cancelRequested) { await cancel('cancelled by user', true, true); return; }
+        if (run.job.cancelRequested) { await cancel('cancelled by user', true); return; }
         try {
           vmRec = { ...vmRec, node: job.to, lastMovedAt: Date.now(), lastFrom: job.from };
           vmRev = await this.patch(run, (j) => {
@@ -326,14 +326,14 @@ export class Migrator {
         } catch (e) {
           this.log('commit attempt failed', { job: job.id, attempt: i, error: e instanceof CancelRequested ? 'cancel requested' : (e as Error).message });
           if (e instanceof Abandoned) { abandoned = true; return; }
-          if (e instanceof CancelRequested) { await cancel('cancelled by user', true, true); return; }
+          if (e instanceof CancelRequested) { await cancel('cancelled by user', true); return; }
           const v = await getJson<VmRecord>(this.etcd, keys.vm(job.vm));
-          if (!v || v.value.node !== job.from) { await cancel(`VM record changed: owner is ${v?.value.node ?? 'nobody'}`, false, true); return; }
+          if (!v || v.value.node !== job.from) { await cancel(`VM record changed: owner is ${v?.value.node ?? 'nobody'}`); return; }
           vmRec = { ...v.value, state: 'migrating' };
           vmRev = v.modRevision;
         }
       }
-      if (!committed) { await cancel('could not record the new owner', false, true); return; }
+      if (!committed) { await cancel('could not record the new owner'); return; }
       const flippedMs = Date.now() - awaitingAt;
       for (let i = 0; i < 20; i++) {
         try {
@@ -377,7 +377,7 @@ export class Migrator {
       const now = Date.now();
       if (now - started > timeoutMs) void cancel(`completion timeout: not done after ${Math.round(timeoutMs / 1000)} s (${Math.round(memBytes / 2 ** 20)} MiB VM)`);
       else if (now - lastProgressAt > cfg.progressTimeoutMs) void cancel(`progress timeout: no data moved for ${Math.round(cfg.progressTimeoutMs / 1000)} s`);
-      else getJson<JobRecord>(this.etcd, keys.job(job.id)).then((j) => { if (j?.value.cancelRequested) void cancel('cancelled by user', true); }).catch(() => {});
+      else getJson<JobRecord>(this.etcd, keys.job(job.id)).then((j) => { if (j?.value.cancelRequested && !committing) void cancel('cancelled by user', true); }).catch(() => {});
     }, 500);
 
     let result: MigrationResult | undefined;

@@ -124,6 +124,11 @@ export function eventToWire(e: MigrationEventInfo): object {
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
 
+/** A wire figure where -1 means "not measured" → the optional domain figure. */
+function measured(v: unknown): number | undefined {
+  return typeof v === 'number' && v >= 0 ? v : undefined;
+}
+
 /** Wire → MigrationEventInfo. */
 export function eventFromWire(w: any): MigrationEventInfo {
   const ev: MigrationEventInfo = {
@@ -140,8 +145,8 @@ export function eventFromWire(w: any): MigrationEventInfo {
       throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason, outcome: r.outcome,
       errorCode: r.errorCode, error: r.error, source: r.source, target: r.target, nonzeroBytes: Number(r.nonzeroBytes),
       downtimeBreakdown: r.downtimeBreakdown ?? undefined,
-      guestBlackoutMs: typeof r.guestBlackoutMs === 'number' && r.guestBlackoutMs >= 0 ? r.guestBlackoutMs : undefined,
-      hypervisorDowntimeMs: typeof r.hypervisorDowntimeMs === 'number' && r.hypervisorDowntimeMs >= 0 ? r.hypervisorDowntimeMs : undefined,
+      guestBlackoutMs: measured(r.guestBlackoutMs),
+      hypervisorDowntimeMs: measured(r.hypervisorDowntimeMs),
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
     };
   }

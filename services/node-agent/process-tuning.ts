@@ -5,6 +5,7 @@
  * unit) re-executes itself with them once (`runTuned`), so no launcher can forget them.
  */
 import { spawn } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** The compiled CLI entry (dist/cli/main.js). */
@@ -59,7 +60,7 @@ export function runTuned(args: string[]): Promise<number> {
     child.once('error', reject);
     child.once('exit', (code, signal) => {
       for (const [s, h] of handlers) process.off(s, h);
-      resolve(code ?? 128 + (signal === 'SIGKILL' ? 9 : signal === 'SIGINT' ? 2 : 15));
+      resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 15));
     });
   });
 }

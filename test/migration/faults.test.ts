@@ -6,23 +6,34 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, sleep, waitFor, codeOf } from '../support/agents';
 import type { MigrationEventInfo } from '../../services/node-agent/agent-codec';
+import type { AgentClient } from '../../services/node-agent/agent-client';
 
 const MiB = 2 ** 20;
 /** A cap that keeps round 1 of a 64 MiB fill running for several seconds. */
 const SLOW = { bandwidthBytesPerSec: 8 * MiB, verify: false };
 
 /** Starts a migration and resolves once round 1 has sent `bytes`; returns the id and the pending result. */
-async function migrationInRound1(src: ReturnType<typeof Object>, vm: string, target: string, bytes = 4 * MiB) {
+async function migrationInRound1(src: AgentClient, vm: string, target: string, bytes = 4 * MiB) {
   let id = '';
   let seen!: () => void;
   const inRound = new Promise<void>((r) => { seen = r; });
-  const done = (src as any).migrateVm(vm, target, SLOW, (e: MigrationEventInfo) => {
+  const done = src.migrateVm(vm, target, SLOW, (e: MigrationEventInfo) => {
     id = e.migrationId;
     if (e.phase === 'precopy' && e.sentBytes >= bytes) seen();
   });
   done.catch(() => undefined);
   await Promise.race([inRound, done]);
   return { id: () => id, done };
+}
+
+/** After a failed migration the VM runs on the source as before: running, its own check passes, it keeps beating. */
+async function assertRunsOnSource(src: AgentClient, vm: string): Promise<void> {
+  const before = await src.getVm(vm);
+  assert.equal(before.state, 'running');
+  await sleep(200);
+  const check = await src.verifyVm(vm);
+  assert.equal(check.ok, true, check.detail);
+  assert.ok(check.heartbeatBeats > before.heartbeatBeats, 'the guest keeps running on the source');
 }
 
 test('a migration cancelled mid-round leaves the source running and unchanged', async () => {
@@ -35,12 +46,7 @@ test('a migration cancelled mid-round leaves the source running and unchanged', 
     assert.equal(phase, 'precopy');
     const err = await codeOf(m.done);
     assert.equal(err.code, 'CANCELLED', err.message);
-    const vm = await a.client.getVm('c1');
-    assert.equal(vm.state, 'running');
-    await sleep(200);
-    const check = await a.client.verifyVm('c1');
-    assert.equal(check.ok, true, check.detail);
-    assert.ok(check.heartbeatBeats > vm.heartbeatBeats, 'the guest keeps running on the source');
+    await assertRunsOnSource(a.client, 'c1');
     await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
     assert.deepEqual(await b.client.listVms(), []);
     // Cancelling a migration that no longer runs is NOT_FOUND, not a crash.
@@ -59,12 +65,7 @@ test('the target process killed mid-migration: the source resumes', async () => 
     b.proc.kill();
     const err = await codeOf(m.done);
     assert.ok(['UNAVAILABLE', 'ABORTED', 'CANCELLED', 'INTERNAL'].includes(err.code), `${err.code}: ${err.message}`);
-    const vm = await a.client.getVm('t1');
-    assert.equal(vm.state, 'running');
-    await sleep(200);
-    const check = await a.client.verifyVm('t1');
-    assert.equal(check.ok, true, check.detail);
-    assert.ok(check.heartbeatBeats > vm.heartbeatBeats);
+    await assertRunsOnSource(a.client, 't1');
   } finally {
     await stopAgents(agents);
   }

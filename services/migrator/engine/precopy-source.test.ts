@@ -4,9 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SimHypervisor } from '../../../hypervisor/sim/sim-hypervisor';
-import { PrecopySource, type FrameChannel } from './precopy-source';
-import { resolvePolicy } from './types';
+import { SimHypervisor, type SimDomain } from '../../../hypervisor/sim/sim-hypervisor';
+import { PrecopySource, type FrameChannel, type PrecopySourceOptions } from './precopy-source';
+import { resolvePolicy, type MigrationPolicy } from './types';
 import { IncomingMigration } from '../../node-agent/migration/receiver';
 import { decodeFrame, encodeFrame } from '../../node-agent/migration/frame-codec';
 import type { Ack } from '../../node-agent/migration/protocol';
@@ -46,122 +46,94 @@ function channelTo(target: IncomingMigration, failAfterBatches = Infinity): Fram
   return ch;
 }
 
-test('pre-copy into an in-process target: the image verifies and the guest runs there', async () => {
+/** A source domain (of `srcSpec`), an incoming domain and its in-process receiver. */
+interface Pair { src: SimDomain; dst: SimDomain; target: IncomingMigration }
+
+/** Runs `body` with a fresh pair for migration `id`; the driver is closed after, whatever happens. */
+async function withPair(s: VmSpec, id: string, body: (p: Pair) => Promise<void>, srcSpec: VmSpec = s): Promise<void> {
   const hv = new SimHypervisor();
   try {
-    const src = await hv.createDomain(spec);
-    const dst = await hv.createIncoming(spec);
-    const target = new IncomingMigration('m1', 'tok', dst);
-    const engine = new PrecopySource({ migrationId: 'm1', token: 'tok', domain: src, channel: channelTo(target), policy: resolvePolicy({ verify: true }), sourceName: 'a', targetName: 'b' });
-    const r = await engine.run();
-    assert.equal(r.outcome, 'succeeded');
-    assert.equal(r.verified, true);
-    assert.equal(target.state, 'active');
-    assert.equal(dst.state(), 'running');
-    assert.ok(r.nonzeroBytes > 0 && r.pageBytes >= r.nonzeroBytes);
-    const check = await dst.guestCheck();
-    assert.equal(check.ok, true, check.detail);
+    const src = await hv.createDomain(srcSpec);
+    const dst = await hv.createIncoming(s);
+    await body({ src, dst, target: new IncomingMigration(id, 'tok', dst) });
   } finally {
     await hv.close();
   }
-});
+}
 
-test('a stream that breaks mid-round: the source resumes and unacknowledged pages are dirty again', async () => {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain({ ...spec, dirtyRateBytesPerSec: 1 });
-    const dst = await hv.createIncoming(spec);
-    const target = new IncomingMigration('m2', 'tok', dst);
-    const ch = channelTo(target, 3);
-    const engine = new PrecopySource({ migrationId: 'm2', token: 'tok', domain: src, channel: ch, policy: resolvePolicy({}), sourceName: 'a', targetName: 'b' });
-    src.getAndClearDirtyLog();
-    await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'UNAVAILABLE');
-    assert.equal(src.state(), 'running');
-    assert.equal(engine.currentPhase, 'failed');
-    await src.pause();
-    const dirty = src.peekDirtyLog();
-    // No dirty bit is lost: every page whose content the target does not hold is dirty again.
-    let differing = 0;
-    for (let pfn = 0; pfn < src.pageCount; pfn++) {
-      const a = Buffer.from(src.pageView(pfn, 1));
-      const b = Buffer.from(dst.pageView(pfn, 1));
-      if (!a.equals(b)) {
-        differing++;
-        assert.ok(testBit(dirty, pfn), `page ${pfn} differs on the target but is clean at the source`);
-      }
+/** The source engine of migration `id` from `src` into `target` over an in-memory channel. */
+function engineFor(id: string, src: SimDomain, target: IncomingMigration, policy: Partial<MigrationPolicy>, extra: Partial<PrecopySourceOptions> = {}): PrecopySource {
+  return new PrecopySource({ migrationId: id, token: 'tok', domain: src, policy: resolvePolicy(policy), sourceName: 'a', targetName: 'b', ...extra, channel: extra.channel ?? channelTo(target) });
+}
+
+test('pre-copy into an in-process target: the image verifies and the guest runs there', () => withPair(spec, 'm1', async ({ src, dst, target }) => {
+  const r = await engineFor('m1', src, target, { verify: true }).run();
+  assert.equal(r.outcome, 'succeeded');
+  assert.equal(r.verified, true);
+  assert.equal(target.state, 'active');
+  assert.equal(dst.state(), 'running');
+  assert.ok(r.nonzeroBytes > 0 && r.pageBytes >= r.nonzeroBytes);
+  const check = await dst.guestCheck();
+  assert.equal(check.ok, true, check.detail);
+}));
+
+test('a stream that breaks mid-round: the source resumes and unacknowledged pages are dirty again', () => withPair(spec, 'm2', async ({ src, dst, target }) => {
+  const engine = engineFor('m2', src, target, {}, { channel: channelTo(target, 3) });
+  src.getAndClearDirtyLog();
+  await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'UNAVAILABLE');
+  assert.equal(src.state(), 'running');
+  assert.equal(engine.currentPhase, 'failed');
+  await src.pause();
+  const dirty = src.peekDirtyLog();
+  // No dirty bit is lost: every page whose content the target does not hold is dirty again.
+  let differing = 0;
+  for (let pfn = 0; pfn < src.pageCount; pfn++) {
+    const a = Buffer.from(src.pageView(pfn, 1));
+    const b = Buffer.from(dst.pageView(pfn, 1));
+    if (!a.equals(b)) {
+      differing++;
+      assert.ok(testBit(dirty, pfn), `page ${pfn} differs on the target but is clean at the source`);
     }
-    assert.ok(differing >= 256, `the unsent batch's pages differ (${differing})`);
-    assert.ok(popcount(dirty) >= differing);
-    await src.resume();
-    const check = await src.guestCheck();
-    assert.equal(check.ok, true, check.detail);
-  } finally {
-    await hv.close();
   }
-});
+  assert.ok(differing >= 256, `the unsent batch's pages differ (${differing})`);
+  assert.ok(popcount(dirty) >= differing);
+  await src.resume();
+  const check = await src.guestCheck();
+  assert.equal(check.ok, true, check.detail);
+}, { ...spec, dirtyRateBytesPerSec: 1 }));
 
-test('cancel before switchover rolls back; the target copy is never activated', async () => {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain(spec);
-    const dst = await hv.createIncoming(spec);
-    const target = new IncomingMigration('m3', 'tok', dst);
-    const abort = new AbortController();
-    const engine = new PrecopySource({
-      migrationId: 'm3', token: 'tok', domain: src, channel: channelTo(target), policy: resolvePolicy({ bandwidthBytesPerSec: 4 * 2 ** 20 }),
-      sourceName: 'a', targetName: 'b', signal: abort.signal,
-      onProgress: (p) => { if (p.phase === 'precopy' && p.sentBytes > 2 ** 20) abort.abort(); },
-    });
-    await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
-    assert.equal(engine.currentPhase, 'cancelled');
-    assert.equal(src.state(), 'running');
-    assert.notEqual(target.state, 'active');
-    assert.equal(dst.state(), 'incoming');
-  } finally {
-    await hv.close();
-  }
-});
+test('cancel before switchover rolls back; the target copy is never activated', () => withPair(spec, 'm3', async ({ src, dst, target }) => {
+  const abort = new AbortController();
+  const engine = engineFor('m3', src, target, { bandwidthBytesPerSec: 4 * 2 ** 20 }, {
+    signal: abort.signal,
+    onProgress: (p) => { if (p.phase === 'precopy' && p.sentBytes > 2 ** 20) abort.abort(); },
+  });
+  await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
+  assert.equal(engine.currentPhase, 'cancelled');
+  assert.equal(src.state(), 'running');
+  assert.notEqual(target.state, 'active');
+  assert.equal(dst.state(), 'incoming');
+}));
 
 /** A guest that rewrites 8 MiB flat out: far faster than a 32 MiB/s link moves pages. */
 const muncher: VmSpec = { name: 'e4', memBytes: 64 * 2 ** 20, vcpus: 1, profile: 'mmuncher', wssBytes: 8 * 2 ** 20, seed: 9 };
 
-test('auto-converge: a guest that outruns the link is throttled until pre-copy converges, and the copy verifies', async () => {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain(muncher);
-    const dst = await hv.createIncoming(muncher);
-    const target = new IncomingMigration('m4', 'tok', dst);
-    const engine = new PrecopySource({
-      migrationId: 'm4', token: 'tok', domain: src, channel: channelTo(target),
-      policy: resolvePolicy({ verify: true, bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 50 }), sourceName: 'a', targetName: 'b',
-    });
-    const r = await engine.run();
-    assert.equal(r.outcome, 'succeeded');
-    assert.equal(r.verified, true, 'target memory equals the paused source');
-    assert.ok((r.throttlePercent ?? 0) >= 20, `throttled to ${r.throttlePercent}%`);
-    assert.equal(dst.state(), 'running');
-    assert.equal((await dst.guestCheck()).ok, true, 'the guest runs its own check on the target');
-  } finally {
-    await hv.close();
-  }
-});
+test('auto-converge: a guest that outruns the link is throttled until pre-copy converges, and the copy verifies', () => withPair(muncher, 'm4', async ({ src, dst, target }) => {
+  const r = await engineFor('m4', src, target, { verify: true, bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 50 }).run();
+  assert.equal(r.outcome, 'succeeded');
+  assert.equal(r.verified, true, 'target memory equals the paused source');
+  assert.ok((r.throttlePercent ?? 0) >= 20, `throttled to ${r.throttlePercent}%`);
+  assert.equal(dst.state(), 'running');
+  assert.equal((await dst.guestCheck()).ok, true, 'the guest runs its own check on the target');
+}));
 
-test('auto-converge: a throttled migration that is cancelled gives the guest its full speed back', async () => {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain(muncher);
-    const dst = await hv.createIncoming(muncher);
-    const target = new IncomingMigration('m5', 'tok', dst);
-    const abort = new AbortController();
-    const engine = new PrecopySource({
-      migrationId: 'm5', token: 'tok', domain: src, channel: channelTo(target),
-      policy: resolvePolicy({ bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 1 }), sourceName: 'a', targetName: 'b', signal: abort.signal,
-      onProgress: () => { if (src.throttle > 0) abort.abort(); },
-    });
-    await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
-    assert.equal(src.throttle, 0);
-    assert.equal(src.state(), 'running');
-  } finally {
-    await hv.close();
-  }
-});
+test('auto-converge: a throttled migration that is cancelled gives the guest its full speed back', () => withPair(muncher, 'm5', async ({ src, target }) => {
+  const abort = new AbortController();
+  const engine = engineFor('m5', src, target, { bandwidthBytesPerSec: 32 * 2 ** 20, maxDowntimeMs: 1 }, {
+    signal: abort.signal,
+    onProgress: () => { if (src.throttle > 0) abort.abort(); },
+  });
+  await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
+  assert.equal(src.throttle, 0);
+  assert.equal(src.state(), 'running');
+}));

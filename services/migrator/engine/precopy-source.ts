@@ -410,18 +410,12 @@ export class PrecopySource {
     await this.send(frames.complete(this.digest.digest(), this.seq, this.round, this.pausedWall, activate, 0, device));
     this.setPhase('verifying'); // after the send: progress reports stay out of the downtime's path
     this.sendingMs += performance.now() - t;
-    if (activate) {
-      this.phase = 'activating';
-      await this.until(() => this.verified !== undefined);
-      this.checkDigest();
-      b.verifyMs = performance.now() - mark;
-      mark = performance.now();
-      await this.until(() => !Number.isNaN(this.activatedAt));
-    } else {
-      await this.until(() => this.verified !== undefined);
-      this.checkDigest();
-      b.verifyMs = performance.now() - mark;
-      mark = performance.now();
+    if (activate) this.phase = 'activating';
+    await this.until(() => this.verified !== undefined);
+    this.checkDigest();
+    b.verifyMs = performance.now() - mark;
+    mark = performance.now();
+    if (!activate) {
       this.setPhase('awaiting-commit');
       if (this.o.waitForCommit) await Promise.race([this.o.waitForCommit(), this.failed]);
       this.check();
@@ -430,8 +424,8 @@ export class PrecopySource {
       this.committed = true;
       this.setPhase('activating');
       await this.send(frames.activate());
-      await this.until(() => !Number.isNaN(this.activatedAt));
     }
+    await this.until(() => !Number.isNaN(this.activatedAt));
     b.activateMs = performance.now() - mark;
   }
 

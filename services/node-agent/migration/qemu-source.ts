@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { DroverError } from '../../../lib/errors';
 import { fromServiceError } from '../../../lib/grpc-status';
 import { PAGE_SIZE } from '../../../hypervisor/types';
-import type { QemuDomain, QemuHypervisor, QemuMigrationPolicy, QemuMigrationProgress, QemuMigrationResult } from '../../../hypervisor/qemu/qemu-hypervisor';
+import { stopToResumeMs, type QemuDomain, type QemuHypervisor, type QemuMigrationPolicy, type QemuMigrationProgress, type QemuMigrationResult } from '../../../hypervisor/qemu/qemu-hypervisor';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../../migrator/engine/types';
 import { decodeAck, encodeFrame } from './frame-codec';
 import { frames, type Ack } from './protocol';
@@ -102,7 +102,6 @@ export class QemuSource {
     const o = this.o;
     const dom = o.domain;
     const t0 = performance.now();
-    const startedWall = Date.now();
     const timeout = completionTimeoutMs(o.policy, dom.spec.memBytes);
     const call = o.conn.openStream(timeout + 60_000);
     let tunnel: SocketTunnel | undefined;
@@ -177,7 +176,7 @@ export class QemuSource {
       const qp: QemuMigrationPolicy = {
         ...qemuPolicy(o.policy, dom.spec.memBytes, o.signal),
         // post-copy's switchover (discards + device state) goes out behind at most SWITCHOVER_BACKLOG_BYTES
-        beforeSwitchover: async () => { await tunnel?.drainTo(SWITCHOVER_BACKLOG_BYTES, SWITCHOVER_DRAIN_MS); },
+        beforeSwitchover: () => tunnel?.drainTo(SWITCHOVER_BACKLOG_BYTES, SWITCHOVER_DRAIN_MS) ?? Promise.resolve(),
       };
       try {
         qres = await o.hypervisor.migrateOut(dom, { socketPath: sockPath, postcopy: !!accepted.postcopy, multifdChannels: 0 }, qp, (p) => {
@@ -227,8 +226,7 @@ export class QemuSource {
       // Downtime as the engine defines it: source vCPUs stop -> target vCPUs run (QEMU's STOP and
       // RESUME events). QEMU's own figure is the source's view: it stops at the last byte written
       // without a return path, and with one it also waits for the target to close it.
-      const stoppedAt = dom.stoppedAtMs >= startedWall ? dom.stoppedAtMs : 0;
-      const downtimeMs = stoppedAt > 0 && activated.resumedAtMs >= stoppedAt ? activated.resumedAtMs - stoppedAt : qres.downtimeMs;
+      const downtimeMs = stopToResumeMs(dom, activated.resumedAtMs, performance.timeOrigin + t0) ?? qres.downtimeMs;
       const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
       o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
       return {

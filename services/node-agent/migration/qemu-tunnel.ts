@@ -78,6 +78,8 @@ export class SocketTunnel {
   private lastCredit = 0;
   /** The gRPC side is paused because the socket's queue is full. */
   private inPaused = false;
+  /** Source: a drainTo waiting for in-flight bytes to fall to `bytes`. */
+  private drainWaiter: { bytes: number; release: () => void } | undefined;
   /** Target: called with the cumulative delivered bytes (send a BatchAck). */
   onCredit: ((bytes: number) => void) | undefined;
   /** Resolves when the socket has ended (all its bytes sent as StreamData, then eof). */
@@ -114,6 +116,7 @@ export class SocketTunnel {
   private fail(err: Error): void {
     if (this.closed) return;
     this.closed = true;
+    this.releaseDrain();
     this.onError(err);
   }
 
@@ -171,15 +174,26 @@ export class SocketTunnel {
    * Source: narrows the window to `bytes` and resolves once at most that much is in flight (or
    * after `timeoutMs`): what QEMU writes next does not wait behind a full pipe.
    */
-  async drainTo(bytes: number, timeoutMs: number): Promise<void> {
+  drainTo(bytes: number, timeoutMs: number): Promise<void> {
     this.setWindow(bytes);
-    const end = Date.now() + timeoutMs;
-    while (this.inFlight > bytes && !this.closed && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
+    if (this.inFlight <= bytes || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.releaseDrain(), timeoutMs);
+      this.drainWaiter = { bytes, release: () => { clearTimeout(timer); resolve(); } };
+    });
+  }
+
+  /** Resolves a pending drainTo (drained, timed out or closed). */
+  private releaseDrain(): void {
+    const w = this.drainWaiter;
+    this.drainWaiter = undefined;
+    w?.release();
   }
 
   /** Source: the target's cumulative count of bytes its QEMU took. */
   credit(bytes: number): void {
     if (bytes > this.credited) this.credited = bytes;
+    if (this.drainWaiter && this.inFlight <= this.drainWaiter.bytes) this.releaseDrain();
     this.updateReading();
   }
 
@@ -215,6 +229,7 @@ export class SocketTunnel {
   /** Closes the socket at once (failure: QEMU sees a broken stream). */
   destroy(): void {
     this.closed = true;
+    this.releaseDrain();
     this.socket.destroy();
   }
 }

@@ -45,11 +45,7 @@ export class IncomingMigration {
     if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
     const kind = (t: string) => (t ? `a ${t} tunnel` : 'drover page stream');
     if ((f.tunnel ?? '') !== this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: source sends ${kind(f.tunnel ?? '')}, this target expects ${kind(this.tunnel)} (hypervisors differ)`);
-    if (this.tunnel) {
-      this.state = 'tunnel'; // the QEMU tunnel (qemu-target.ts) takes the frames from here
-      return acks.accepted();
-    }
-    this.state = 'receiving';
+    this.state = this.tunnel ? 'tunnel' : 'receiving'; // tunnel: qemu-target.ts takes the frames from here
     return acks.accepted();
   }
 

@@ -9,6 +9,7 @@
 import { SimHypervisor } from '../hypervisor/sim/sim-hypervisor';
 import { SimDiskDevice } from '../hypervisor/sim/disk-device';
 import type { VmSpec } from '../hypervisor/types';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Result of `measureDiskPause`. */
 export interface DiskPauseCost {
@@ -25,7 +26,6 @@ export interface DiskPauseCost {
   records: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function stats(xs: number[]): { median: number; p90: number } {
   const s = [...xs].sort((a, b) => a - b);

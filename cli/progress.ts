@@ -3,7 +3,7 @@
  * remaining, dirty rate, send rate, estimate); otherwise a line a second.
  */
 import { formatBytes, formatMs, formatRate } from '../lib/units';
-import type { MigrationEventInfo } from '../services/node-agent/agent-codec';
+import type { MigrationEventInfo } from '../services/node-agent/client/agent-codec';
 
 /** Renders progress events to a stream. */
 export class ProgressLine {

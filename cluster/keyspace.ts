@@ -23,7 +23,7 @@
  * replicas never exceed a limit together.
  */
 import type { VmSpec } from '../hypervisor/types';
-import type { MigrationResult } from '../services/migrator/engine/types';
+import type { MigrationResult } from '../migration/types';
 
 /** The root of all Drover keys. */
 export const PREFIX = process.env.DROVER_ETCD_PREFIX || '/drover/v1/';

@@ -18,4 +18,4 @@ export function makeLogger(component: string, out: (line: string) => void = (l) 
 export const silent: Logger = () => {};
 
 /** Sleeps `ms`. */
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export { setTimeout as sleep } from 'node:timers/promises';

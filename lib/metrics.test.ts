@@ -4,7 +4,7 @@ import { Registry } from 'prom-client';
 import {
   AgentMetrics, DOWNTIME_BUCKETS, DURATION_BUCKETS, exportedMetricNames, finishReason, metricTable, startMetricsServer, valueOf,
 } from './metrics';
-import type { MigrationResult } from '../services/migrator/engine/types';
+import type { MigrationResult } from '../migration/types';
 
 const NAME = /^[a-z_:][a-z0-9_:]*$/;
 

@@ -61,8 +61,8 @@
 import * as http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { MigrationEventInfo, NodeInfo } from '../services/node-agent/agent-codec';
-import type { MigrationResult } from '../services/migrator/engine/types';
+import type { MigrationEventInfo, NodeInfo } from '../services/node-agent/client/agent-codec';
+import type { MigrationResult } from '../migration/types';
 import type { ClusterSnapshot } from '../cluster/etcd';
 import type { ClusterConfig, Admission, JobRecord } from '../cluster/keyspace';
 

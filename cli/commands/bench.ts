@@ -6,15 +6,16 @@
  */
 import { parse, str, flag, duration, rate, UsageError } from '../args';
 import { SPEC_OPTIONS, specFromFlags } from './vm';
-import { AgentClient } from '../../services/node-agent/agent-client';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { startAgent, type AgentProcess } from '../../services/node-agent/agent-process';
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
-import type { MigrationResult } from '../../services/migrator/engine/types';
+import type { MigrationResult } from '../../migration/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** One bench line: the migration result plus what the guest saw. */
 export interface BenchResult extends MigrationResult {
@@ -30,7 +31,6 @@ export interface BenchResult extends MigrationResult {
   diskAckedSeq: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs one migration of a fresh VM of `profile` from a to b. */
 export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: { warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine }): Promise<BenchResult> {

@@ -1,9 +1,9 @@
 /** `drover migrate VM --from ADDR --to ADDR`: one live migration between two agents. */
 import { parse, required, flag, duration, rate, int, address, UsageError } from '../args';
-import { AgentClient } from '../../services/node-agent/agent-client';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import type { MigrationResult } from '../../services/migrator/engine/types';
+import type { MigrationResult } from '../../migration/types';
 
 /** Usage of the direct form. */
 export const MIGRATE_USAGE = 'drover migrate VM --from ADDR --to ADDR [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--verify] [--json]';

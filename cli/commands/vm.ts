@@ -1,10 +1,10 @@
 /** `drover vm create|list|show|destroy|verify --agent ADDR`: VMs on one agent. */
 import { parse, required, str, size, rate, int, flag, address, UsageError } from '../args';
-import { AgentClient } from '../../services/node-agent/agent-client';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { checkProfile, validateSpec } from '../../hypervisor/spec';
 import type { VmSpec } from '../../hypervisor/types';
 import { formatBytes, formatRate } from '../../lib/units';
-import type { VmInfo } from '../../services/node-agent/agent-codec';
+import type { VmInfo } from '../../services/node-agent/client/agent-codec';
 
 /** Usage of `drover vm` against one agent. */
 export const VM_USAGE = 'drover vm create NAME --agent ADDR --mem 1GiB --profile idle|web|db|mmuncher [--vcpus N] [--wss SIZE] [--dirty-rate RATE] [--fill SIZE] [--disk nbd://H:P/E] [--json]\n       drover vm list|show NAME|destroy NAME|verify NAME --agent ADDR [--json]';

@@ -30,6 +30,7 @@ import {
 import { detectAccel, type Accel } from './accel';
 import { ensureGuest } from './guest-image';
 import { QemuProcess } from './qemu-process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
 
@@ -651,9 +652,6 @@ function validateSpec(spec: VmSpec): void {
   if (spec.memBytes > 3 * 1024 * MiB) throw invalidArgument(`spec.memBytes: ${spec.memBytes} > 3 GiB (the 32-bit qemu guest addresses RAM below 4 GiB only)`);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function fmtBytes(b: number): string {
   return b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(0)} kB`;

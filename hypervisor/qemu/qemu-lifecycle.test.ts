@@ -5,9 +5,9 @@ import { QemuHypervisor, guestCmdline, notConverging, type QemuMigrationProgress
 import { GuestConsole, QemuProcess } from './qemu-process';
 import { ensureGuest } from './guest-image';
 import { detectAccel } from './accel';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('guest console: dots are beats, # lines are parsed, dots inside lines are not beats', () => {
   const c = new GuestConsole();

@@ -4,9 +4,9 @@ import { DroverError } from '../../lib/errors';
 import type { VmSpec } from '../types';
 import { QemuHypervisor, type QemuDomain, type QemuMigrationProgress } from './qemu-hypervisor';
 import { bridgeUnixSockets, type UnixBridge } from './unix-bridge';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hv = new QemuHypervisor();
 after(() => hv.close());
 

@@ -4,10 +4,10 @@ import { PAGE_SIZE, VmSpec } from '../types';
 import { PAGE_MAGIC, SLOT_PAGES, guestLayout, mix, seedPrng, xoshiro128ss, zipfRank } from './layout';
 import { PROFILES, resolveProfile } from './profiles';
 import { DEVICE_STATE_HEADER_BYTES, SimDomain, SimHypervisor } from './sim-hypervisor';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const hv = new SimHypervisor();
 after(() => hv.close());

@@ -79,8 +79,8 @@ export interface SimHypervisorOptions {
 /** Checks a VmSpec; throws INVALID_ARGUMENT naming the bad field (shared with every driver). */
 export { validateSpec } from '../spec';
 import { validateSpec } from '../spec';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface RateSample {
   t: number;

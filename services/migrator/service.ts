@@ -17,9 +17,9 @@
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import { DroverError } from '../../lib/errors';
 import { isRetryable } from '../../lib/grpc-status';
-import { AgentClient } from '../node-agent/agent-client';
-import type { MigrationEventInfo } from '../node-agent/agent-codec';
-import { completionTimeoutMs, resolvePolicy, type MigrationResult } from './engine/types';
+import { AgentClient } from '../node-agent/client/agent-client';
+import type { MigrationEventInfo } from '../node-agent/client/agent-codec';
+import { completionTimeoutMs, resolvePolicy, type MigrationResult } from '../../migration/types';
 import { getJson, readSnapshot, updateJson } from '../../cluster/etcd';
 import { finishJob } from '../../cluster/jobs';
 import { makeLogger, sleep, type Logger } from '../../cluster/log';

@@ -11,23 +11,23 @@ import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition, invalidArgument, notFound } from '../../lib/errors';
 import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
-import { PrecopySource } from '../migrator/engine/precopy-source';
-import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult, type MigrationPhase } from '../migrator/engine/types';
+import { PrecopySource } from '../../migration/precopy/precopy-source';
+import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult, type MigrationPhase } from '../../migration/types';
 import {
   type VmInfo, type NodeInfo, type MigrationEventInfo,
   specFromWire, vmToWire, nodeInfoToWire, policyFromWire, eventToWire,
-} from './agent-codec';
-import { IncomingMigration } from './migration/receiver';
-import { decodeFrame, encodeAck } from './migration/frame-codec';
-import { ReceiverClientConn, TRANSFER_CODECS } from './migration/receiver-client';
-import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from './migration/protocol';
-import { CHANNEL_OPTIONS } from './agent-client';
+} from './client/agent-codec';
+import { IncomingMigration } from '../../migration/receiver/receiver';
+import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
+import { ReceiverClientConn, TRANSFER_CODECS } from '../../migration/transport/receiver-client';
+import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
+import { CHANNEL_OPTIONS } from './client/agent-client';
 import { widenReceiveWindow } from '../../lib/grpc-window';
 import { agentMetrics, grpcMetricsInterceptor } from '../../lib/metrics';
 // QEMU hooks: QEMU sends its own migration stream; these tunnel it over Transfer (protocol.ts).
-import { QemuSource } from './migration/qemu-source';
-import { QemuTunnelTarget } from './migration/qemu-target';
-import { TUNNEL_QEMU } from './migration/protocol';
+import { QemuSource } from '../../migration/qemu/qemu-source';
+import { QemuTunnelTarget } from '../../migration/qemu/qemu-target';
+import { TUNNEL_QEMU } from '../../migration/wire/protocol';
 import type { QemuDomain, QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
 
 /** Capacity this agent offers. */

@@ -3,7 +3,7 @@
  * the benchmarks and the tests start. The agents are the same `drover agent` operators run.
  */
 import { startAgent, type AgentProcess } from './agent-process';
-import { AgentClient } from './agent-client';
+import { AgentClient } from './client/agent-client';
 
 /** A running local agent and a client of it. */
 export interface LocalAgent {

@@ -10,7 +10,7 @@ import type { Etcd3, Lease } from 'etcd3';
 import { connectEtcd } from '../../cluster/etcd';
 import { keys, type NodeHeartbeat, type NodeRecord } from '../../cluster/keyspace';
 import { makeLogger, type Logger } from '../../cluster/log';
-import type { NodeInfo } from './agent-codec';
+import type { NodeInfo } from './client/agent-codec';
 
 export interface RegistrationOptions {
   etcdUrl: string;

@@ -15,7 +15,7 @@
  *    previous moves have finished and settled.
  */
 import type { Etcd3 } from 'etcd3';
-import { AgentClient } from '../node-agent/agent-client';
+import { AgentClient } from '../node-agent/client/agent-client';
 import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../cluster/etcd';
 import { createJob } from '../../cluster/jobs';
 import { makeLogger, type Logger } from '../../cluster/log';

@@ -26,6 +26,7 @@ import { DroverError, ErrorCode, invalidArgument, unavailable } from '../../lib/
 import * as P from './nbd-protocol';
 import { NbdExportInfo, NbdExportListEntry, listExportsOn, negotiate } from './nbd-handshake';
 import { parseNbdUri } from './nbd-uri';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Export metadata and list entries, re-exported from the handshake module. */
 export { NbdExportInfo, NbdExportListEntry } from './nbd-handshake';
@@ -223,7 +224,6 @@ class Conn {
 
 type State = 'ready' | 'reconnecting' | 'failed' | 'closed';
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Opens a TCP (or Unix-socket) connection with a timeout; errors are UNAVAILABLE naming the address. */
 function dial(host: string, port: number, timeoutMs: number, socketPath = ''): Promise<net.Socket> {

@@ -7,7 +7,7 @@ import { connectEtcd, casJson, getJson, readSnapshot, readHistory } from '../../
 import { createJob, cancelJob } from '../../cluster/jobs';
 import { keys, type VmRecord, type JobRecord, type NodeRecord, type NodeHeartbeat } from '../../cluster/keyspace';
 import { startRegistration } from '../../services/node-agent/registration';
-import type { NodeInfo } from '../../services/node-agent/agent-codec';
+import type { NodeInfo } from '../../services/node-agent/client/agent-codec';
 
 let etcdProc: LocalEtcd;
 let etcd: Etcd3;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory } from './support';
 import { getJson } from '../../cluster/etcd';
 import { keys, type JobRecord, type VmRecord } from '../../cluster/keyspace';
-import type { LocalCluster } from '../../cluster/local-cluster';
+import type { LocalCluster } from '../../services/local-cluster';
 import { setConfig } from '../../cli/commands/cluster/index';
 
 type C = LocalCluster & { stopAll(): Promise<void> };

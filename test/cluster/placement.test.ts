@@ -2,7 +2,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, cli, runningWhere, readSnapshot } from './support';
-import type { LocalCluster } from '../../cluster/local-cluster';
+import type { LocalCluster } from '../../services/local-cluster';
 
 let c: LocalCluster & { stopAll(): Promise<void> };
 before(async () => { c = await startCluster({ nodes: 3, agentMem: '512MiB', config: { autoRebalance: false } }); });

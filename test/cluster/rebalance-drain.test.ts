@@ -11,7 +11,7 @@ import { planModel } from '../../services/scheduler/model';
 import { imbalance, thresholdOf } from '../../services/scheduler/planner';
 import { getJson } from '../../cluster/etcd';
 import { keys, DEFAULT_CONFIG, type SchedulerStatus } from '../../cluster/keyspace';
-import type { LocalCluster } from '../../cluster/local-cluster';
+import type { LocalCluster } from '../../services/local-cluster';
 
 type C = LocalCluster & { stopAll(): Promise<void> };
 const clusters: C[] = [];

@@ -6,9 +6,9 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LocalCluster, droverBin, type LocalClusterOptions } from '../../cluster/local-cluster';
+import { LocalCluster, droverBin, type LocalClusterOptions } from '../../services/local-cluster';
 import { readHistory, readSnapshot } from '../../cluster/etcd';
-import { AgentClient } from '../../services/node-agent/agent-client';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import type { JobRecord } from '../../cluster/keyspace';
 
 export { startLocalEtcd } from '../../cluster/local-etcd';

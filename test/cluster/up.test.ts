@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { droverBin } from '../../cluster/local-cluster';
+import { droverBin } from '../../services/local-cluster';
 import { connectEtcd } from '../../cluster/etcd';
 import { cli, waitFor } from './support';
 

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, sleep, waitFor, codeOf } from '../support/agents';
-import type { MigrationEventInfo } from '../../services/node-agent/agent-codec';
-import type { AgentClient } from '../../services/node-agent/agent-client';
+import type { MigrationEventInfo } from '../../services/node-agent/client/agent-codec';
+import type { AgentClient } from '../../services/node-agent/client/agent-client';
 
 const MiB = 2 ** 20;
 /** A cap that keeps round 1 of a 64 MiB fill running for several seconds. */

@@ -5,9 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, waitFor, codeOf, type TestAgent } from '../support/agents';
-import { ReceiverClientConn } from '../../services/node-agent/migration/receiver-client';
-import { BatchBuilder, encodeFrame } from '../../services/node-agent/migration/frame-codec';
-import { frames, MAX_FRAME_BYTES, type Frame } from '../../services/node-agent/migration/protocol';
+import { ReceiverClientConn } from '../../migration/transport/receiver-client';
+import { BatchBuilder, encodeFrame } from '../../migration/wire/frame-codec';
+import { frames, MAX_FRAME_BYTES, type Frame } from '../../migration/wire/protocol';
 import { DroverError } from '../../lib/errors';
 import type { VmSpec } from '../../hypervisor/types';
 

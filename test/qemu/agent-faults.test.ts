@@ -6,8 +6,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, waitFor, codeOf, type TestAgent } from '../support/agents';
 import { startAgent } from '../../services/node-agent/agent-process';
-import { AgentClient } from '../../services/node-agent/agent-client';
-import type { MigrationEventInfo } from '../../services/node-agent/agent-codec';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
+import type { MigrationEventInfo } from '../../services/node-agent/client/agent-codec';
 
 const MiB = 1024 * 1024;
 const all: TestAgent[] = [];

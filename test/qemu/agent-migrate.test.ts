@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, waitFor, sleep, type TestAgent } from '../support/agents';
 import type { VmSpec } from '../../hypervisor/types';
-import type { MigrationEventInfo } from '../../services/node-agent/agent-codec';
+import type { MigrationEventInfo } from '../../services/node-agent/client/agent-codec';
 
 const MiB = 1024 * 1024;
 let a: TestAgent, b: TestAgent;

@@ -11,9 +11,9 @@ import { DISK_SECTION_HEADER_BYTES, SimDiskDevice, decodeDiskSection, encodeDisk
 import { LocalNbdServer, startQemuNbd } from '../../storage/nbd/local-nbd-servers';
 import type { VmSpec } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('sim disk device (qemu-nbd)', () => {
   let s: LocalNbdServer;

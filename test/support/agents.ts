@@ -37,4 +37,4 @@ export async function codeOf(p: Promise<unknown>): Promise<{ code: string; messa
 }
 
 /** Sleeps. */
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { setTimeout as sleep } from 'node:timers/promises';

@@ -11,8 +11,8 @@
  *   0x1a len5 | 0x0a len5 payload... | 0x10 seq | 0x1a len ranges... | 0x22 len zero ranges... | 0x2d checksum32
  */
 import { Writer } from 'protobufjs';
-import { messageType, TO_OBJECT } from '../../../proto/load';
-import { invalidArgument } from '../../../lib/errors';
+import { messageType, TO_OBJECT } from '../../proto/load';
+import { invalidArgument } from '../../lib/errors';
 import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
 
 const FrameType = messageType('MigrationFrame');

@@ -11,6 +11,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SocketTunnel, type MessageStream } from './qemu-tunnel';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A message stream that records what it is given and always takes more. */
 class RecordingStream extends EventEmitter implements MessageStream {
@@ -32,7 +33,6 @@ async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () =
   return { a, b, close: () => { a.destroy(); b.destroy(); server.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('source: reading stops at the window; drainTo narrows it and resolves once credits bring in-flight under it', async () => {
   const { a, b, close } = await socketPair();

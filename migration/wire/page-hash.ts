@@ -10,7 +10,7 @@
  * of machine), not cryptographic — it guards against lost, stale and corrupted pages, not
  * against an adversary (the stream is authenticated by the migration token).
  */
-import { PAGE_SIZE } from '../../../hypervisor/types';
+import { PAGE_SIZE } from '../../hypervisor/types';
 
 const WORDS = PAGE_SIZE / 4;
 const M1 = 0x9e3779b1 | 0;

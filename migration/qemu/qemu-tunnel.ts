@@ -17,8 +17,8 @@
  */
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import { encodeStream } from './frame-codec';
-import { STREAM_CHUNK_BYTES } from './protocol';
+import { encodeStream } from '../wire/frame-codec';
+import { STREAM_CHUNK_BYTES } from '../wire/protocol';
 
 /**
  * DROVER_TUNNEL_TRACE=<dir>: one line per StreamData message (either way), per eof and per QMP event of

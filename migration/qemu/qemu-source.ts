@@ -20,14 +20,14 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DroverError } from '../../../lib/errors';
-import { fromServiceError } from '../../../lib/grpc-status';
-import { PAGE_SIZE } from '../../../hypervisor/types';
-import { stopToResumeMs, type QemuDomain, type QemuHypervisor, type QemuMigrationPolicy, type QemuMigrationProgress, type QemuMigrationResult } from '../../../hypervisor/qemu/qemu-hypervisor';
-import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../../migrator/engine/types';
-import { decodeAck, encodeFrame } from './frame-codec';
-import { frames, type Ack } from './protocol';
-import type { ReceiverClientConn, Reservation } from './receiver-client';
+import { DroverError } from '../../lib/errors';
+import { fromServiceError } from '../../lib/grpc-status';
+import { PAGE_SIZE } from '../../hypervisor/types';
+import { stopToResumeMs, type QemuDomain, type QemuHypervisor, type QemuMigrationPolicy, type QemuMigrationProgress, type QemuMigrationResult } from '../../hypervisor/qemu/qemu-hypervisor';
+import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
+import { decodeAck, encodeFrame } from '../wire/frame-codec';
+import { frames, type Ack } from '../wire/protocol';
+import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
 import { SocketTunnel, trace, traceQmp } from './qemu-tunnel';
 
 /** What a QEMU source migration needs. */

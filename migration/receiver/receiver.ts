@@ -4,10 +4,10 @@
  * checked against its batch checksum and recorded in the image digest; Complete is accepted
  * only when the source's digest equals the one the receiver built itself.
  */
-import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
-import { DroverError, failedPrecondition, invalidArgument } from '../../../lib/errors';
-import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../../migrator/engine/page-hash';
-import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from './protocol';
+import { PAGE_SIZE, type Domain } from '../../hypervisor/types';
+import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
+import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
+import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
 
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';

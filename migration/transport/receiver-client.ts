@@ -4,15 +4,15 @@
  * arrive already encoded); acks are decoded here. Every unary call has a deadline.
  */
 import * as grpc from '@grpc/grpc-js';
-import { serviceDefinition } from '../../../proto/load';
-import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
-import { DroverError } from '../../../lib/errors';
-import type { VmSpec } from '../../../hypervisor/types';
-import { specToWire } from '../agent-codec';
-import { CHANNEL_OPTIONS } from '../agent-client';
-import type { FrameChannel } from '../../migrator/engine/precopy-source';
-import { decodeAck, encodeFrame } from './frame-codec';
-import { PROTOCOL_VERSION, type Ack, type Frame } from './protocol';
+import { serviceDefinition } from '../../proto/load';
+import { deadlineIn, fromServiceError } from '../../lib/grpc-status';
+import { DroverError } from '../../lib/errors';
+import type { VmSpec } from '../../hypervisor/types';
+import { specToWire } from '../wire/spec-codec';
+import { CHANNEL_OPTIONS } from '../../lib/grpc-channel';
+import type { FrameChannel } from '../precopy/precopy-source';
+import { decodeAck, encodeFrame } from '../wire/frame-codec';
+import { PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
 
 /** The Transfer method's codecs: raw frames in on the server (decoded by the handler, so a bad
  * frame gets INVALID_ARGUMENT rather than grpc-js' INTERNAL), encoded acks out. */

@@ -79,7 +79,7 @@
  * folds its pages' hashes (page-hash.ts); the image digest at Complete must equal the target's
  * own digest of what it applied, else nothing resumes there and the source resumes.
  */
-import { DroverError, invalidArgument } from '../../../lib/errors';
+import { DroverError, invalidArgument } from '../../lib/errors';
 
 /** The one protocol version this build speaks. */
 export const PROTOCOL_VERSION = 1;

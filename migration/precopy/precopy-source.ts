@@ -12,15 +12,15 @@
  * Activate) aborts the stream, resumes the source and leaves its memory as it was. After the
  * commit the source never resumes on its own.
  */
-import { PAGE_SIZE, type Domain } from '../../../hypervisor/types';
-import { DroverError } from '../../../lib/errors';
-import { BatchBuilder } from '../../node-agent/migration/frame-codec';
-import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../../node-agent/migration/protocol';
-import { hashPage, foldChecksum, checksumBytes, ImageDigest } from './page-hash';
-import { dirtyRuns, rangeTable, popcount, testBit } from './range-table';
-import { Pacer, roundRate } from './rate-control';
-import { nextThrottle, THROTTLE_MAX, shouldStop } from './stop-conditions';
-import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from './types';
+import { PAGE_SIZE, type Domain } from '../../hypervisor/types';
+import { DroverError } from '../../lib/errors';
+import { BatchBuilder } from '../wire/frame-codec';
+import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
+import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
+import { dirtyRuns, rangeTable, popcount, testBit } from '../wire/range-table';
+import { Pacer, roundRate } from '../policy/rate-control';
+import { nextThrottle, THROTTLE_MAX, shouldStop } from '../policy/stop-conditions';
+import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
 
 /** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
 export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { qemuDowntimeLimitMs, qemuPolicy } from './qemu-source';
-import { resolvePolicy } from '../../migrator/engine/types';
+import { resolvePolicy } from '../types';
 
 test("QEMU's downtime-limit is half the downtime target (the switchover's fixed costs get the rest), at least 1 ms", () => {
   assert.equal(qemuDowntimeLimitMs(5), 2);

@@ -7,20 +7,20 @@
  * answers Verified + Activated. Any failure goes to `onError`; the agent then kills this QEMU.
  */
 import * as net from 'node:net';
-import { DroverError, failedPrecondition } from '../../../lib/errors';
-import type { Hypervisor } from '../../../hypervisor/types';
-import type { QemuDomain, QemuHypervisor } from '../../../hypervisor/qemu/qemu-hypervisor';
+import { DroverError, failedPrecondition } from '../../lib/errors';
+import type { Hypervisor } from '../../hypervisor/types';
+import type { QemuDomain, QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
 import { SocketTunnel, trace, traceQmp, type MessageStream } from './qemu-tunnel';
-import type { IncomingMigration } from './receiver';
-import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from './protocol';
-import { encodeAck } from './frame-codec';
+import type { IncomingMigration } from '../receiver/receiver';
+import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from '../wire/protocol';
+import { encodeAck } from '../wire/frame-codec';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How long Complete may wait for the target QEMU to run the guest (below RECEIVE_IDLE_TIMEOUT_MS). */
 const RUN_WAIT_MS = 20_000;
 /** How long the guest may take to beat once it runs. */
 const BEAT_WAIT_MS = 5_000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function connectUnix(path: string, timeoutMs = 5000): Promise<net.Socket> {
   const end = Date.now() + timeoutMs;

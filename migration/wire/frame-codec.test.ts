@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BatchBuilder, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
 import { frames, acks, validateBatch, MAX_FRAME_BYTES } from './protocol';
-import { DroverError } from '../../../lib/errors';
+import { DroverError } from '../../lib/errors';
 
 test('a batch built in place decodes to the same ranges, checksum and payload', () => {
   const b = new BatchBuilder(3 * 4096, 8);

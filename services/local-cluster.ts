@@ -8,12 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { unavailable } from '../lib/errors';
-import { connectEtcd, updateJson } from './etcd';
-import { keys, type ClusterConfig } from './keyspace';
-import { startLocalEtcd, type LocalEtcd } from './local-etcd';
-import { sleep } from './log';
-import { tunedEnv, tunedNodeArgs } from '../services/node-agent/process-tuning';
-import { publishMetricsTargets, type MetricsTarget } from './metrics-targets';
+import { connectEtcd, updateJson } from '../cluster/etcd';
+import { keys, type ClusterConfig } from '../cluster/keyspace';
+import { startLocalEtcd, type LocalEtcd } from '../cluster/local-etcd';
+import { sleep } from '../cluster/log';
+import { tunedEnv, tunedNodeArgs } from './node-agent/process-tuning';
+import { publishMetricsTargets, type MetricsTarget } from '../cluster/metrics-targets';
 
 /** bin/drover of this checkout (works from the sources and from dist/). */
 export function droverBin(): string {

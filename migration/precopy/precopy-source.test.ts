@@ -4,15 +4,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SimHypervisor, type SimDomain } from '../../../hypervisor/sim/sim-hypervisor';
+import { SimHypervisor, type SimDomain } from '../../hypervisor/sim/sim-hypervisor';
 import { PrecopySource, type FrameChannel, type PrecopySourceOptions } from './precopy-source';
-import { resolvePolicy, type MigrationPolicy } from './types';
-import { IncomingMigration } from '../../node-agent/migration/receiver';
-import { decodeFrame, encodeFrame } from '../../node-agent/migration/frame-codec';
-import type { Ack } from '../../node-agent/migration/protocol';
-import { DroverError } from '../../../lib/errors';
-import { popcount, testBit } from './range-table';
-import type { VmSpec } from '../../../hypervisor/types';
+import { resolvePolicy, type MigrationPolicy } from '../types';
+import { IncomingMigration } from '../receiver/receiver';
+import { decodeFrame, encodeFrame } from '../wire/frame-codec';
+import type { Ack } from '../wire/protocol';
+import { DroverError } from '../../lib/errors';
+import { popcount, testBit } from '../wire/range-table';
+import type { VmSpec } from '../../hypervisor/types';
 
 const spec: VmSpec = { name: 'e1', memBytes: 32 * 2 ** 20, vcpus: 1, profile: 'web', seed: 5, dirtyRateBytesPerSec: 20 * 2 ** 20 };
 

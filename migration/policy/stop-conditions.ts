@@ -3,7 +3,7 @@
  * downtime target, or progress stalls (Xen: at max rate and a round sent more than the one
  * before), or a round/bytes/time limit is hit.
  */
-import type { MigrationPolicy, StopReason } from './types';
+import type { MigrationPolicy, StopReason } from '../types';
 
 /** Pre-copy state after a round, as the stop rule sees it. */
 export interface RoundOutcome {

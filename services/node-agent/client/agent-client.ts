@@ -3,10 +3,13 @@
  * back as DroverErrors naming the agent and the call (see lib/grpc-status.ts).
  */
 import * as grpc from '@grpc/grpc-js';
-import { serviceDefinition } from '../../proto/load';
-import { deadlineIn, fromServiceError } from '../../lib/grpc-status';
-import type { VmSpec } from '../../hypervisor/types';
-import type { MigrationPolicy, MigrationResult } from '../migrator/engine/types';
+import { serviceDefinition } from '../../../proto/load';
+import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
+import { CHANNEL_OPTIONS } from '../../../lib/grpc-channel';
+
+export { CHANNEL_OPTIONS };
+import type { VmSpec } from '../../../hypervisor/types';
+import type { MigrationPolicy, MigrationResult } from '../../../migration/types';
 import {
   type NodeInfo, type VmInfo, type VerifyInfo, type MigrationEventInfo,
   specToWire, vmFromWire, nodeInfoFromWire, policyToWire, eventFromWire,
@@ -14,14 +17,6 @@ import {
 
 const NodeAgentClient = grpc.makeGenericClientConstructor(serviceDefinition('NodeAgent'), 'NodeAgent');
 
-/** gRPC channel options shared by Drover's clients. */
-export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.max_receive_message_length': 64 * 1024 * 1024,
-  'grpc.max_send_message_length': 64 * 1024 * 1024,
-  'grpc.keepalive_time_ms': 10_000,
-  'grpc.keepalive_timeout_ms': 5_000,
-  'grpc.enable_retries': 0,
-};
 
 /** Client of the NodeAgent service at `address` (host:port). */
 export class AgentClient {

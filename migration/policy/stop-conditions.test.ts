@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { shouldStop, predictDowntimeMs, nextThrottle, type RoundOutcome } from './stop-conditions';
-import { resolvePolicy } from './types';
+import { resolvePolicy } from '../types';
 import { roundRate, Pacer, XEN_START_RATE, XEN_RATE_MARGIN } from './rate-control';
 
 const GiB = 2 ** 30;

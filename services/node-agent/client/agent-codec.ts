@@ -2,8 +2,11 @@
  * Conversions between the node agent's protobuf objects (camel-cased by protobufjs) and
  * Drover's domain types. The only place where both kinds meet.
  */
-import type { VmSpec, ProfileName } from '../../hypervisor/types';
-import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../migrator/engine/types';
+import type { VmSpec } from '../../../hypervisor/types';
+import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
+
+export { specToWire, specFromWire };
+import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../../../migration/types';
 
 /** A VM as an agent reports it. */
 export interface VmInfo {
@@ -50,27 +53,6 @@ export interface VerifyInfo {
 /** One event of a MigrateVm stream: progress, with `result` on the last. */
 export interface MigrationEventInfo extends MigrationProgress {
   result?: MigrationResult;
-}
-
-/** VmSpec → wire. */
-export function specToWire(s: VmSpec): object {
-  return {
-    name: s.name, memBytes: s.memBytes, vcpus: s.vcpus, profile: s.profile,
-    wssBytes: s.wssBytes ?? 0, dirtyRateBytesPerSec: s.dirtyRateBytesPerSec ?? 0,
-    fillBytes: s.fillBytes ?? 0, fillSet: s.fillBytes !== undefined,
-    disk: s.disk ?? '', seed: s.seed ?? 0, hypervisor: '',
-  };
-}
-
-/** Wire → VmSpec (profile validated later by the agent). */
-export function specFromWire(w: any): VmSpec {
-  const s: VmSpec = { name: w.name, memBytes: Number(w.memBytes), vcpus: w.vcpus, profile: w.profile as ProfileName };
-  if (w.wssBytes) s.wssBytes = Number(w.wssBytes);
-  if (w.dirtyRateBytesPerSec) s.dirtyRateBytesPerSec = Number(w.dirtyRateBytesPerSec);
-  if (w.fillSet) s.fillBytes = Number(w.fillBytes);
-  if (w.disk) s.disk = w.disk;
-  if (w.seed) s.seed = w.seed;
-  return s;
 }
 
 /** VmInfo → wire. */

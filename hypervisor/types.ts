@@ -81,15 +81,12 @@ export interface DomainStats {
   cpu: number;
 }
 
-/** One VM on one node, as a driver hosts it. */
-export interface Domain {
+/**
+ * Life cycle: what every driver's domain does. The agent needs nothing else to host a VM.
+ */
+export interface DomainLifecycle {
   /** The VM this domain hosts. */
   readonly spec: VmSpec;
-  /** Number of guest pages (memBytes / PAGE_SIZE). */
-  readonly pageCount: number;
-  /** Pages per memory slot: ranges handed to pageView never cross a multiple of this. */
-  readonly slotPages: number;
-
   /** Current life-cycle state. */
   state(): DomainState;
   /** Stops every vCPU at an instruction boundary; resolves once none runs. */
@@ -98,7 +95,29 @@ export interface Domain {
   resume(): Promise<void>;
   /** Stops the vCPUs for good and releases guest memory. Safe to call twice. */
   destroy(): Promise<void>;
+  /** Runtime statistics. */
+  stats(): DomainStats;
+}
 
+/** Guest probe: the guest's own view of itself (heartbeat, self-check). */
+export interface GuestProbe {
+  /** Runs the guest's own integrity check (pauses the vCPUs for its duration if running). */
+  guestCheck(): Promise<GuestCheckResult>;
+  /** Reads the guest's heartbeat. */
+  heartbeat(): HeartbeatReading;
+  /** Resets the guest's max heartbeat gap (start of a measurement window). */
+  resetHeartbeatGap(): void;
+}
+
+/**
+ * Page access: for drivers whose guest memory the migration engine reads and writes itself
+ * (the sim driver). The engine does the dirty-tracking rounds over these.
+ */
+export interface PageAccess {
+  /** Number of guest pages (memBytes / PAGE_SIZE). */
+  readonly pageCount: number;
+  /** Pages per memory slot: ranges handed to pageView never cross a multiple of this. */
+  readonly slotPages: number;
   /** Starts dirty logging (all pages start clean). */
   startDirtyLog(): void;
   /** Stops dirty logging. */
@@ -112,7 +131,6 @@ export interface Domain {
   peekDirtyLog(): Uint32Array;
   /** Marks pages dirty again (a send failed: dirty bits are never lost). */
   markDirty(bitmap: Uint32Array): void;
-
   /** A live view of guest RAM for pages [pfn, pfn+count); must not cross a slot boundary. */
   pageView(pfn: number, count: number): Uint8Array;
   /**
@@ -127,26 +145,22 @@ export interface Domain {
   prefault?(ranges: ArrayLike<number>): void;
   /** True when the page holds only zero bytes. */
   isZeroPage(pfn: number): boolean;
-
   /** Saves device state (vCPU registers, workload state); only while paused. */
   saveDeviceState(): Uint8Array;
   /** Loads device state saved by saveDeviceState on another node; only while paused/incoming. */
   loadDeviceState(state: Uint8Array): void;
-
-  /** Runs the guest's own integrity check (pauses the vCPUs for its duration if running). */
-  guestCheck(): Promise<GuestCheckResult>;
-  /** Reads the guest's heartbeat. */
-  heartbeat(): HeartbeatReading;
-  /** Resets the guest's max heartbeat gap (start of a measurement window). */
-  resetHeartbeatGap(): void;
-  /** Runtime statistics. */
-  stats(): DomainStats;
   /**
    * Auto-converge (optional): the vCPUs run only (1 − fraction) of the time, so a guest that
    * dirties memory faster than the link moves it lets pre-copy converge. 0 = full speed.
    */
   setThrottle?(fraction: number): void;
 }
+
+/** A domain whose memory the engine copies page by page: life cycle, guest probe and page access. */
+export type PagedDomain = DomainLifecycle & GuestProbe & PageAccess;
+
+/** One VM on one node, as a driver hosts it: life cycle and guest probe; how it migrates is the driver's. */
+export interface Domain extends DomainLifecycle, GuestProbe {}
 
 /** A hypervisor driver: creates domains on this node. */
 export interface Hypervisor {

@@ -12,7 +12,7 @@
  * Activate) aborts the stream, resumes the source and leaves its memory as it was. After the
  * commit the source never resumes on its own.
  */
-import { PAGE_SIZE, type Domain } from '../../hypervisor/types';
+import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import { BatchBuilder } from '../wire/frame-codec';
 import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
@@ -48,7 +48,7 @@ export interface FrameChannel {
 /** Everything one source-side migration needs. */
 export interface PrecopySourceOptions {
   migrationId: string;
-  domain: Domain;
+  domain: PagedDomain;
   channel: FrameChannel;
   policy: MigrationPolicy;
   sourceName: string;

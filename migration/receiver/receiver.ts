@@ -4,7 +4,7 @@
  * checked against its batch checksum and recorded in the image digest; Complete is accepted
  * only when the source's digest equals the one the receiver built itself.
  */
-import { PAGE_SIZE, type Domain } from '../../hypervisor/types';
+import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
 import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
@@ -28,7 +28,7 @@ export class IncomingMigration {
   constructor(
     readonly migrationId: string,
     private readonly token: string,
-    readonly domain: Domain,
+    readonly domain: PagedDomain,
     readonly createdAt = Date.now(),
   ) {
     this.digest = new ImageDigest(domain.pageCount);

@@ -9,7 +9,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { serviceDefinition } from '../../proto/load';
 import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition, invalidArgument, notFound } from '../../lib/errors';
-import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
+import type { Domain, Hypervisor, PagedDomain, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { PrecopySource } from '../../migration/precopy/precopy-source';
 import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult, type MigrationPhase } from '../../migration/types';
@@ -257,7 +257,7 @@ export class NodeAgentServer {
           sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal, onProgress: (p) => send(p), log: (e) => this.log({ migration: id, vm: req.vm, ...e }),
         })
         : new PrecopySource({
-          migrationId: reservation.migrationId, domain, channel: conn.open(10 * 60_000), policy, token: reservation.token,
+          migrationId: reservation.migrationId, domain: domain as PagedDomain, channel: conn.open(10 * 60_000), policy, token: reservation.token,
           sourceName: this.o.nodeId, targetName: req.target, signal: abort.signal,
           onProgress: (p) => send(p), waitForCommit: () => committed,
         });
@@ -304,7 +304,7 @@ export class NodeAgentServer {
           this.reserveCapacity(spec);
           const token = randomBytes(24).toString('base64url');
           const domain = await this.o.hypervisor.createIncoming(spec);
-          const inc = new IncomingMigration(id, token, domain);
+          const inc = new IncomingMigration(id, token, domain as PagedDomain);
           if (this.o.hypervisor.kind === 'qemu') inc.tunnel = TUNNEL_QEMU; // QEMU hook: expect a tunnel Start
           this.incoming.set(id, inc);
           this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source: req.sourceNode });

@@ -10,9 +10,29 @@ import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { unavailable } from '../lib/errors';
 
+/**
+ * TLS for a local etcd (PEM file paths): client and peer URLs serve TLS with certificates of the
+ * cluster CA and require client certificates (etcd then takes the user name from their CN).
+ */
+export interface LocalEtcdTls {
+  /** The cluster CA: etcd trusts client and peer certificates it signed. */
+  caFile: string;
+  /** etcd's own certificate (server and peer; SAN 127.0.0.1) and key. */
+  certFile: string;
+  keyFile: string;
+  /** A client identity for the readiness probe (the admin's). */
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+/** etcd3 client credentials from PEM files. */
+export function etcdCredentials(tls: { caFile: string; clientCertFile: string; clientKeyFile: string }): { rootCertificate: Buffer; certChain: Buffer; privateKey: Buffer } {
+  return { rootCertificate: fs.readFileSync(tls.caFile), certChain: fs.readFileSync(tls.clientCertFile), privateKey: fs.readFileSync(tls.clientKeyFile) };
+}
+
 /** A running local etcd. */
 export interface LocalEtcd {
-  /** Client URL (http://127.0.0.1:PORT). */
+  /** Client URL (http://127.0.0.1:PORT, or https:// with TLS). */
   url: string;
   dataDir: string;
   process: ChildProcess;
@@ -34,21 +54,28 @@ export function etcdBinary(): string {
 }
 
 /** Starts etcd in `dir` (a new temp dir when absent) and waits until it serves. */
-export async function startLocalEtcd(opts: { dir?: string; log?: string } = {}): Promise<LocalEtcd> {
+export async function startLocalEtcd(opts: { dir?: string; log?: string; tls?: LocalEtcdTls } = {}): Promise<LocalEtcd> {
   const bin = etcdBinary();
   const ownDir = !opts.dir;
   const dataDir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'drover-etcd-'));
   fs.mkdirSync(dataDir, { recursive: true });
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const url = `http://127.0.0.1:${clientPort}`;
+  const scheme = opts.tls ? 'https' : 'http';
+  const url = `${scheme}://127.0.0.1:${clientPort}`;
+  const peerUrl = `${scheme}://127.0.0.1:${peerPort}`;
+  const t = opts.tls;
+  const tlsArgs = t ? [
+    '--cert-file', t.certFile, '--key-file', t.keyFile, '--trusted-ca-file', t.caFile, '--client-cert-auth',
+    '--peer-cert-file', t.certFile, '--peer-key-file', t.keyFile, '--peer-trusted-ca-file', t.caFile, '--peer-client-cert-auth',
+  ] : [];
   const logFd = fs.openSync(opts.log ?? path.join(dataDir, 'etcd.log'), 'a');
   const child = spawn(bin, [
     '--name', 'drover', '--data-dir', path.join(dataDir, 'data'),
     '--listen-client-urls', url, '--advertise-client-urls', url,
-    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-    '--initial-cluster', `drover=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
-    '--heartbeat-interval', '50', '--election-timeout', '500',
+    '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl,
+    '--initial-cluster', `drover=${peerUrl}`, '--initial-cluster-state', 'new',
+    '--heartbeat-interval', '50', '--election-timeout', '500', ...tlsArgs,
   ], { stdio: ['ignore', logFd, logFd], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' } });
   fs.closeSync(logFd);
   let exited = false;
@@ -64,7 +91,7 @@ export async function startLocalEtcd(opts: { dir?: string; log?: string } = {}):
     }
     if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
   };
-  const client = new Etcd3({ hosts: url });
+  const client = new Etcd3({ hosts: url, ...(t ? { credentials: etcdCredentials(t) } : {}) });
   const deadline = Date.now() + 15_000;
   try {
     for (;;) {

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
   Domain,
+  PagedDomain,
   DomainState,
   DomainStats,
   GuestCheckResult,
@@ -89,8 +90,10 @@ interface RateSample {
 }
 
 /** One sim VM. */
-export class SimDomain implements Domain {
+export class SimDomain implements Domain, PagedDomain {
   readonly spec: VmSpec;
+  /** The sim driver migrates page by page: the engine reads and writes this domain's RAM itself. */
+  readonly migration = { kind: 'pages', pages: this } as const;
   readonly pageCount: number;
   readonly slotPages = SLOT_PAGES;
   /** Guest layout (header, index, data area). */

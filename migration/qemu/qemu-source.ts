@@ -237,8 +237,7 @@ export class QemuSource {
     const o = this.o;
     const server = net.createServer((sock) => {
       if (s.tunnel || s.error) { sock.destroy(); return; } // one channel (no multifd through the tunnel)
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- grpc's duplex stream overloads write/once; it is a MessageStream
-      const tunnel = new SocketTunnel(sock, s.call as any, false, (err) => {
+      const tunnel = new SocketTunnel(sock, s.call, false, (err) => {
         if (!s.finished && !s.migrated) o.log?.({ msg: 'qemu tunnel socket failed', migration: o.migrationId, error: err.message });
       });
       tunnel.setWindow(windowBytes);

@@ -22,7 +22,6 @@ import {
   HeartbeatReading,
   Hypervisor,
   PAGE_SIZE,
-  ProfileName,
   VmSpec,
 } from '../types';
 import {
@@ -35,7 +34,6 @@ import {
   GuestLayout,
   H32,
   H64,
-  PAGE_MAGIC,
   PAGE_WORDS,
   PROFILE_CODES,
   REG,
@@ -44,10 +42,8 @@ import {
   SLOT_MASK,
   SLOT_PAGES,
   SLOT_SHIFT,
-  fnv1a,
   guestLayout,
   hashString,
-  mix,
   seedPrng,
 } from './layout';
 import { ResolvedProfile, resolveProfile } from './profiles';

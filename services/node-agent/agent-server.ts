@@ -20,6 +20,7 @@ import { VmHost, type AgentCapacity } from './vm-host';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';
 
+/** Capacity this agent offers (re-exported for callers of the server). */
 export type { AgentCapacity } from './vm-host';
 
 /** How to run an agent. */

@@ -24,6 +24,8 @@ import type { VmSpec } from '../hypervisor/types';
 import { QemuHypervisor, stopToResumeMs, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
 import { bridgeUnixSockets } from '../hypervisor/qemu/unix-bridge';
 import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
+import { convergenceDecider, convergencePolicy } from '../migration/policy/convergence';
+import { resolvePolicy } from '../migration/types';
 
 const MiB = 1024 * 1024;
 
@@ -161,7 +163,7 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
               ? await bridgeUnixSockets(`${ep.socketPath}.bridge`, ep.socketPath)
               : { path: ep.socketPath, bytes: () => 0, close: async () => undefined };
             try {
-              const m = await hv.migrateOut(src, { ...ep, socketPath: bridge.path }, { downtimeLimitMs: 5, deadlineMs });
+              const m = await hv.migrateOut(src, { ...ep, socketPath: bridge.path }, { downtimeLimitMs: 5, deadlineMs, converge: convergenceDecider(convergencePolicy(resolvePolicy({}))) });
               r = { status: 'completed', qemuDowntimeMs: m.downtimeMs, totalTimeMs: m.totalTimeMs, transferredBytes: m.transferredBytes, rounds: m.rounds, action: m.action, detail: m.reason };
             } catch (err) {
               r = { status: 'failed', totalTimeMs: 0, transferredBytes: bridge.bytes(), rounds: 0, detail: (err as Error).message };

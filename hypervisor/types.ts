@@ -5,9 +5,17 @@
  * does the dirty tracking rounds itself) and `qemu` (real QEMU over QMP, where QEMU's own
  * migration stream does the page work and the engine sets its policy).
  *
+ * Capabilities: every domain has a life cycle (DomainLifecycle) and a guest probe (GuestProbe);
+ * how it migrates is the driver's and the domain declares it in `Domain.migration`:
+ *   { kind: 'pages', pages }   the engine copies pages itself over PageAccess (sim);
+ *   { kind: 'stream', stream } the hypervisor sends its own stream (QEMU; stream-migration.ts).
+ * The migration core (migration/strategy/) picks the engine from that, never from the driver's name.
+ *
  * Memory is addressed in 4 KiB pages by page frame number (pfn). A page range never crosses a
  * memory slot boundary (`slotPages`), so a range can always be viewed as one contiguous buffer.
  */
+
+import type { StreamMigration } from './stream-migration';
 
 /** Size of a guest page in bytes (x86 small pages, as KVM's dirty log). */
 export const PAGE_SIZE = 4096;
@@ -159,8 +167,16 @@ export interface PageAccess {
 /** A domain whose memory the engine copies page by page: life cycle, guest probe and page access. */
 export type PagedDomain = DomainLifecycle & GuestProbe & PageAccess;
 
-/** One VM on one node, as a driver hosts it: life cycle and guest probe; how it migrates is the driver's. */
-export interface Domain extends DomainLifecycle, GuestProbe {}
+/** How a domain migrates: the engine copies its pages, or its hypervisor sends its own stream. */
+export type MigrationCapability =
+  | { readonly kind: 'pages'; readonly pages: PagedDomain }
+  | { readonly kind: 'stream'; readonly stream: StreamMigration };
+
+/** One VM on one node, as a driver hosts it: life cycle, guest probe and how it migrates. */
+export interface Domain extends DomainLifecycle, GuestProbe {
+  /** The domain's migration capability (pages: the same domain seen with page access). */
+  readonly migration: MigrationCapability;
+}
 
 /** A hypervisor driver: creates domains on this node. */
 export interface Hypervisor {

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { ensureGuest } from './guest-image';
 
+/** A QEMU accelerator: hardware (KVM) or the software emulator (TCG). */
 export type Accel = 'kvm' | 'tcg';
 
 /** Result of a probe, with the reason (shown in logs). */

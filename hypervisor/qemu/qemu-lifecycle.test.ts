@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DroverError } from '../../lib/errors';
-import { QemuHypervisor, guestCmdline, notConverging, type QemuMigrationProgress } from './qemu-hypervisor';
+import { QemuHypervisor, guestCmdline } from './qemu-hypervisor';
 import { GuestConsole, QemuProcess } from './qemu-process';
 import { ensureGuest } from './guest-image';
 import { detectAccel } from './accel';
@@ -27,19 +27,6 @@ test('guest command line carries profile defaults and overrides', () => {
   assert.equal(s, 'profile=web fill=65536 wss=4096 rate=16384 seed=1');
 });
 
-test('policy: converging pre-copy is left alone, a dirty rate near the link is not', () => {
-  const p: QemuMigrationProgress = {
-    status: 'active', rounds: 3, remainingBytes: 100 * MiB, dirtyRateBytesPerSec: 10 * MiB,
-    transferRateBytesPerSec: 500 * MiB, transferredBytes: 300 * MiB, totalRamBytes: 256 * MiB,
-    expectedDowntimeMs: 200, elapsedMs: 1000, postcopy: false, throttlePercent: 0,
-  };
-  assert.equal(notConverging(p, [200 * MiB, 100 * MiB], 5, 100, 800, 'auto'), '');
-  assert.match(notConverging({ ...p, dirtyRateBytesPerSec: 450 * MiB }, [], 5, 100, 800, 'auto'), /dirty rate/);
-  assert.match(notConverging(p, [60 * MiB, 70 * MiB, 65 * MiB], 5, 100, 800, 'auto'), /not shrinking/);
-  assert.equal(notConverging({ ...p, remainingBytes: 1 * MiB }, [60 * MiB, 70 * MiB, 65 * MiB], 5, 100, 800, 'auto'), '');
-  assert.match(notConverging(p, [], 5, 100, 800, 'immediate'), /requested/);
-});
-
 test('accel detection runs a guest and caches the answer', async () => {
   const a = await detectAccel();
   assert.ok(a.accel === 'kvm' || a.accel === 'tcg', a.reason);
@@ -62,7 +49,9 @@ test('boot: heartbeat arrives; pause stops it, resume restarts it', async () => 
     await d.resume();
     await d.waitBeats(frozen + 50, 5000);
     assert.ok(d.stats().touchedBytes >= 8 * MiB);
-    assert.throws(() => d.getAndClearDirtyLog(), (e: DroverError) => e.code === 'UNIMPLEMENTED');
+    // No page access: the domain migrates through QEMU's own stream (was: page calls threw UNIMPLEMENTED).
+    assert.equal(d.migration.kind, 'stream');
+    assert.ok(!('getAndClearDirtyLog' in d));
     await d.destroy();
     await d.destroy();
     assert.equal(d.state(), 'destroyed');

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
+/** A running bridge between two unix sockets (a Node pipe in the middle, standing in for the agents). */
 export interface UnixBridge {
   /** Path QEMU's source connects to (`migrate uri=unix:<path>`). */
   readonly path: string;

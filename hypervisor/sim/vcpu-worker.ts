@@ -56,86 +56,165 @@ const MAX_SLEEP_MS = 20;
  */
 const THROTTLE_SLICE_MS = 0.1;
 
-function run(init: VcpuInit): void {
-  const { id, vcpus, dataStart, indexStart } = init;
-  const ctl = new Int32Array(init.ctl);
-  const dirty = new Int32Array(init.dirty);
-  const populated = new Int32Array(init.populated);
-  const R = new Float64Array(init.regs);
-  const S = new Uint32Array(init.regs, 0, 4);
-  const mem = init.slots.map((s) => new Uint32Array(s));
-  const hdr = new Float64Array(init.slots[0], 0, PAGE_WORDS / 2);
-  const index = new Uint32Array(init.slots[0], indexStart * PAGE_BYTES, init.pageCount);
-  const heartbeat = id === 0;
-  const hbMs = init.heartbeatMs;
+/** Shortest sleep of a waiting vCPU, ms. */
+const MIN_SLEEP_MS = 0.02;
+/** Token bucket depth of a paced vCPU: this many ms of its rate ... */
+const CREDIT_DEPTH_MS = 2;
+/** ... and at least this many pages. */
+const CREDIT_MIN_PAGES = 4;
 
-  // Interleaved ownership: local page k of this vCPU is data page dataStart + k*vcpus + id.
-  const share = (pages: number): number => (pages > id ? Math.ceil((pages - id) / vcpus) : 0);
-  const localFill = share(init.fillPages);
-  const localWss = share(init.wssPages);
-  const pattern = init.pattern;
-  const paced = Number.isFinite(init.rateBytesPerSec);
-  const ratePerMs = init.rateBytesPerSec / 1000;
-  // Token bucket depth: 2 ms of rate, at least 4 pages.
-  const creditCap = Math.max(4 * PAGE_BYTES, ratePerMs * 2);
+const origin = performance.timeOrigin;
+/** Wall-clock ms (the heartbeat's time base). */
+const clock = (): number => origin + performance.now();
 
-  const origin = performance.timeOrigin;
-  const clock = (): number => origin + performance.now();
+function setBit(map: Int32Array, pfn: number): void {
+  Atomics.or(map, pfn >>> 5, 1 << (pfn & 31));
+}
 
-  function setBit(map: Int32Array, pfn: number): void {
-    Atomics.or(map, pfn >>> 5, 1 << (pfn & 31));
+/** One vCPU's program: the run loop and its steps. All program state is in the registers (R, S). */
+class Vcpu {
+  private readonly id: number;
+  private readonly vcpus: number;
+  private readonly dataStart: number;
+  private readonly indexStart: number;
+  private readonly ctl: Int32Array;
+  private readonly dirty: Int32Array;
+  private readonly populated: Int32Array;
+  private readonly R: Float64Array;
+  private readonly S: Uint32Array;
+  private readonly mem: Uint32Array[];
+  private readonly hdr: Float64Array;
+  private readonly index: Uint32Array;
+  private readonly heartbeat: boolean;
+  private readonly hbMs: number;
+  private readonly localFill: number;
+  private readonly localWss: number;
+  private readonly pattern: WritePattern;
+  private readonly paced: boolean;
+  private readonly ratePerMs: number;
+  private readonly creditCap: number;
+  /** Start of the current busy segment. */
+  private seg = 0;
+  private lastPace = 0;
+  private sliceStart = 0;
+  private booted = false;
+  private bootReported = false;
+  /** Registers may have been loaded while parked: check the boot fill before the next write. */
+  private mustCheckBoot = true;
+
+  constructor(init: VcpuInit) {
+    this.id = init.id;
+    this.vcpus = init.vcpus;
+    this.dataStart = init.dataStart;
+    this.indexStart = init.indexStart;
+    this.ctl = new Int32Array(init.ctl);
+    this.dirty = new Int32Array(init.dirty);
+    this.populated = new Int32Array(init.populated);
+    this.R = new Float64Array(init.regs);
+    this.S = new Uint32Array(init.regs, 0, 4);
+    this.mem = init.slots.map((s) => new Uint32Array(s));
+    this.hdr = new Float64Array(init.slots[0], 0, PAGE_WORDS / 2);
+    this.index = new Uint32Array(init.slots[0], init.indexStart * PAGE_BYTES, init.pageCount);
+    this.heartbeat = init.id === 0;
+    this.hbMs = init.heartbeatMs;
+    // Interleaved ownership: local page k of this vCPU is data page dataStart + k*vcpus + id.
+    const share = (pages: number): number => (pages > init.id ? Math.ceil((pages - init.id) / init.vcpus) : 0);
+    this.localFill = share(init.fillPages);
+    this.localWss = share(init.wssPages);
+    this.pattern = init.pattern;
+    this.paced = Number.isFinite(init.rateBytesPerSec);
+    this.ratePerMs = init.rateBytesPerSec / 1000;
+    this.creditCap = Math.max(CREDIT_MIN_PAGES * PAGE_BYTES, this.ratePerMs * CREDIT_DEPTH_MS);
+  }
+
+  /** Runs until EXIT: one page write per iteration, parking on PAUSE. */
+  run(): void {
+    const { ctl, R } = this;
+    this.seg = this.lastPace = this.sliceStart = clock();
+    for (;;) {
+      const cmd = Atomics.load(ctl, CTL.CMD);
+      if (cmd !== CMD_RUN) {
+        R[REG.BUSY_MS] += clock() - this.seg;
+        if (cmd === CMD_EXIT || this.park() === CMD_EXIT) break;
+        this.seg = this.lastPace = this.sliceStart = clock(); // no credit accrues while parked
+        this.mustCheckBoot = true;
+        continue;
+      }
+      if (this.mustCheckBoot) {
+        this.mustCheckBoot = false;
+        this.checkBooted();
+      }
+      const t = clock();
+      R[REG.BUSY_MS] += t - this.seg;
+      this.seg = t;
+      if (this.heartbeat && t - this.hdr[H64.HB_LAST] >= this.hbMs) this.beat(t);
+      if (this.throttled(t)) continue;
+      if (!this.booted) {
+        this.bootWrite(t);
+        continue;
+      }
+      if (!this.mayWrite(t)) continue;
+      this.writePage(this.dataStart + this.nextLocal() * this.vcpus + this.id);
+      R[REG.BYTES] += PAGE_BYTES;
+    }
+    Atomics.add(ctl, CTL.EXITED, 1);
+    Atomics.notify(ctl, CTL.PARKED);
   }
 
   /** One guest page write: version bump, content (pfn, v), index update, dirty bits. */
-  function writePage(pfn: number): void {
+  private writePage(pfn: number): void {
+    const { index, R } = this;
     const old = index[pfn];
     let v = (old + 1) >>> 0;
     if (v === 0) v = 1;
-    const m = mem[pfn >>> SLOT_SHIFT];
+    const m = this.mem[pfn >>> SLOT_SHIFT];
     const base = (pfn & SLOT_MASK) * PAGE_WORDS;
     m.fill(mix(pfn, v), base + 3, base + PAGE_WORDS);
     m[base] = PAGE_MAGIC;
     m[base + 1] = pfn;
     m[base + 2] = v;
-    const ip = indexStart + (pfn >>> 10);
+    const ip = this.indexStart + (pfn >>> 10);
     if (old === 0) {
-      setBit(populated, pfn);
-      setBit(populated, ip);
+      setBit(this.populated, pfn);
+      setBit(this.populated, ip);
       R[REG.TOUCHED]++;
     }
-    setBit(dirty, pfn);
+    setBit(this.dirty, pfn);
     index[pfn] = v;
-    setBit(dirty, ip);
+    setBit(this.dirty, ip);
     R[REG.PAGES]++;
   }
 
-  function beat(t: number): void {
+  private beat(t: number): void {
+    const hdr = this.hdr;
     if (hdr[H64.HB_BEATS] > 0) {
       const gap = t - hdr[H64.HB_LAST];
       if (gap > hdr[H64.HB_MAX_GAP]) hdr[H64.HB_MAX_GAP] = gap;
     }
     hdr[H64.HB_LAST] = t;
     hdr[H64.HB_BEATS] += 1;
-    setBit(dirty, 0);
+    setBit(this.dirty, 0);
   }
 
-  function nextLocal(): number {
-    switch (pattern) {
+  /** The next local working-set page, by the profile's pattern. */
+  private nextLocal(): number {
+    switch (this.pattern) {
       case 'sequential': {
-        let c = R[REG.CURSOR];
-        if (c >= localWss) c = 0;
-        R[REG.CURSOR] = c + 1;
+        let c = this.R[REG.CURSOR];
+        if (c >= this.localWss) c = 0;
+        this.R[REG.CURSOR] = c + 1;
         return c;
       }
       case 'zipf':
-        return zipfRank(xoshiro128ss(S), localWss);
+        return zipfRank(xoshiro128ss(this.S), this.localWss);
       default:
-        return uniformIndex(xoshiro128ss(S), localWss);
+        return uniformIndex(xoshiro128ss(this.S), this.localWss);
     }
   }
 
   /** Park until RUN or EXIT; returns the command that woke us. */
-  function park(): number {
+  private park(): number {
+    const ctl = this.ctl;
     Atomics.add(ctl, CTL.PARKED, 1);
     Atomics.notify(ctl, CTL.PARKED);
     let cmd = Atomics.load(ctl, CTL.CMD);
@@ -144,88 +223,65 @@ function run(init: VcpuInit): void {
       cmd = Atomics.load(ctl, CTL.CMD);
     }
     Atomics.sub(ctl, CTL.PARKED, 1);
-    if (cmd === CMD_RUN) R[REG.RESUMES]++;
+    if (cmd === CMD_RUN) this.R[REG.RESUMES]++;
     return cmd;
   }
 
-  let seg = clock(); // start of the current busy segment
-  let lastPace = seg;
-  let booted = false;
-  let bootReported = false;
-  const checkBooted = (): void => {
-    booted = R[REG.BOOT_NEXT] >= localFill;
-    if (booted && !bootReported) {
-      bootReported = true;
-      Atomics.add(ctl, CTL.BOOTED, 1);
-      Atomics.notify(ctl, CTL.BOOTED);
+  private checkBooted(): void {
+    this.booted = this.R[REG.BOOT_NEXT] >= this.localFill;
+    if (this.booted && !this.bootReported) {
+      this.bootReported = true;
+      Atomics.add(this.ctl, CTL.BOOTED, 1);
+      Atomics.notify(this.ctl, CTL.BOOTED);
     }
-  };
-  let mustCheckBoot = true; // registers may have been loaded while parked
-  let sliceStart = clock();
-  for (;;) {
-    const cmd = Atomics.load(ctl, CTL.CMD);
-    if (cmd !== CMD_RUN) {
-      const t = clock();
-      R[REG.BUSY_MS] += t - seg;
-      if (cmd === CMD_EXIT || park() === CMD_EXIT) break;
-      seg = lastPace = sliceStart = clock(); // no credit accrues while parked
-      mustCheckBoot = true;
-      continue;
-    }
-    if (mustCheckBoot) {
-      mustCheckBoot = false;
-      checkBooted();
-    }
-    const t = clock();
-    R[REG.BUSY_MS] += t - seg;
-    seg = t;
-    if (heartbeat && t - hdr[H64.HB_LAST] >= hbMs) beat(t);
-
-    // Auto-converge: the migration engine slows a guest that dirties memory faster than it moves.
-    const throttle = booted ? Atomics.load(ctl, CTL.THROTTLE) : 0;
-    if (throttle > 0 && t - sliceStart >= THROTTLE_SLICE_MS) {
-      const p = throttle / 1000; // per mille, at most MAX_THROTTLE (the driver clamps)
-      Atomics.wait(ctl, CTL.CMD, CMD_RUN, (THROTTLE_SLICE_MS * p) / (1 - p));
-      seg = sliceStart = clock();
-      continue;
-    }
-
-    if (!booted) {
-      const k = R[REG.BOOT_NEXT];
-      writePage(dataStart + k * vcpus + id);
-      R[REG.BOOT_NEXT] = k + 1;
-      if (k + 1 >= localFill) checkBooted();
-      lastPace = t;
-      continue;
-    }
-
-    if (localWss > 0 && paced) {
-      let credit = R[REG.CREDIT] + (t - lastPace) * ratePerMs;
-      lastPace = t;
-      if (credit > creditCap) credit = creditCap;
-      if (credit < PAGE_BYTES) {
-        R[REG.CREDIT] = credit;
-        let sleep = (PAGE_BYTES - credit) / ratePerMs;
-        if (heartbeat) sleep = Math.min(sleep, hbMs - (t - hdr[H64.HB_LAST]));
-        sleep = Math.min(Math.max(sleep, 0.02), MAX_SLEEP_MS);
-        Atomics.wait(ctl, CTL.CMD, CMD_RUN, sleep);
-        seg = clock();
-        continue;
-      }
-      R[REG.CREDIT] = credit - PAGE_BYTES;
-    } else if (localWss === 0) {
-      const sleep = heartbeat ? Math.max(0.02, hbMs - (t - hdr[H64.HB_LAST])) : MAX_SLEEP_MS;
-      Atomics.wait(ctl, CTL.CMD, CMD_RUN, sleep);
-      seg = clock();
-      continue;
-    }
-    writePage(dataStart + nextLocal() * vcpus + id);
-    R[REG.BYTES] += PAGE_BYTES;
   }
-  Atomics.add(ctl, CTL.EXITED, 1);
-  Atomics.notify(ctl, CTL.PARKED);
+
+  /** Auto-converge: the migration engine slows a guest that dirties memory faster than it moves. True when it slept. */
+  private throttled(t: number): boolean {
+    const throttle = this.booted ? Atomics.load(this.ctl, CTL.THROTTLE) : 0;
+    if (throttle <= 0 || t - this.sliceStart < THROTTLE_SLICE_MS) return false;
+    const p = throttle / 1000; // per mille, at most MAX_THROTTLE (the driver clamps)
+    Atomics.wait(this.ctl, CTL.CMD, CMD_RUN, (THROTTLE_SLICE_MS * p) / (1 - p));
+    this.seg = this.sliceStart = clock();
+    return true;
+  }
+
+  /** One page of the boot fill. */
+  private bootWrite(t: number): void {
+    const k = this.R[REG.BOOT_NEXT];
+    this.writePage(this.dataStart + k * this.vcpus + this.id);
+    this.R[REG.BOOT_NEXT] = k + 1;
+    if (k + 1 >= this.localFill) this.checkBooted();
+    this.lastPace = t;
+  }
+
+  /** Pacing: true when a working-set page may be written now, else it slept (token bucket, or no working set). */
+  private mayWrite(t: number): boolean {
+    const { R, hdr } = this;
+    if (this.localWss === 0) {
+      const sleep = this.heartbeat ? Math.max(MIN_SLEEP_MS, this.hbMs - (t - hdr[H64.HB_LAST])) : MAX_SLEEP_MS;
+      Atomics.wait(this.ctl, CTL.CMD, CMD_RUN, sleep);
+      this.seg = clock();
+      return false;
+    }
+    if (!this.paced) return true;
+    let credit = R[REG.CREDIT] + (t - this.lastPace) * this.ratePerMs;
+    this.lastPace = t;
+    if (credit > this.creditCap) credit = this.creditCap;
+    if (credit < PAGE_BYTES) {
+      R[REG.CREDIT] = credit;
+      let sleep = (PAGE_BYTES - credit) / this.ratePerMs;
+      if (this.heartbeat) sleep = Math.min(sleep, this.hbMs - (t - hdr[H64.HB_LAST]));
+      sleep = Math.min(Math.max(sleep, MIN_SLEEP_MS), MAX_SLEEP_MS);
+      Atomics.wait(this.ctl, CTL.CMD, CMD_RUN, sleep);
+      this.seg = clock();
+      return false;
+    }
+    R[REG.CREDIT] = credit - PAGE_BYTES;
+    return true;
+  }
 }
 
 if (parentPort && workerData) {
-  run(workerData as VcpuInit);
+  new Vcpu(workerData as VcpuInit).run();
 }

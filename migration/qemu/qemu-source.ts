@@ -4,10 +4,11 @@
  *
  *  1. Transfer stream: Start(version, token, geometry, tunnel="qemu") -> Accepted(postcopy).
  *  2. A unix socket owned by this agent (private temp directory); the source QEMU migrates into
- *     it (`migrate unix:…`) under QemuHypervisor.migrateOut with the policy mapped from the
- *     agent's MigrationPolicy (maxDowntimeMs -> downtime-limit, bandwidthBytesPerSec ->
- *     max-bandwidth, timeout -> deadline, cancel -> AbortSignal). The driver decides post-copy or
- *     throttling when pre-copy does not converge; its samples become MigrationProgress events.
+ *     it (`migrate unix:…`) under the domain's StreamMigration.migrateOut with the policy mapped
+ *     from the agent's MigrationPolicy (maxDowntimeMs -> downtime-limit, bandwidthBytesPerSec ->
+ *     max-bandwidth, timeout -> deadline, cancel -> AbortSignal, maxRounds/maxBytesFactor -> the
+ *     convergence decision of migration/policy/convergence.ts, which chooses post-copy or
+ *     throttling when pre-copy does not converge); its samples become MigrationProgress events.
  *  3. StreamData both ways (qemu-tunnel.ts) until QEMU reports completed and closes the socket;
  *     then Complete(activate) and the target's Verified + Activated (its guest beats).
  *
@@ -20,13 +21,17 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
 import { DroverError } from '../../lib/errors';
 import { fromServiceError } from '../../lib/grpc-status';
-import { PAGE_SIZE } from '../../hypervisor/types';
-import { stopToResumeMs, type QemuDomain, type QemuHypervisor, type QemuMigrationPolicy, type QemuMigrationProgress, type QemuMigrationResult } from '../../hypervisor/qemu/qemu-hypervisor';
+import { PAGE_SIZE, type Domain } from '../../hypervisor/types';
+import {
+  stopToResumeMs, type StreamMigration, type StreamMigrationPolicy, type StreamMigrationProgress, type StreamMigrationResult,
+} from '../../hypervisor/stream-migration';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
+import { convergenceDecider, convergencePolicy } from '../policy/convergence';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
-import { frames, type Ack } from '../wire/protocol';
+import { frames, type Ack, type Frame } from '../wire/protocol';
 import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
 import { SocketTunnel, trace, traceQmp } from './qemu-tunnel';
 
@@ -34,8 +39,10 @@ import { SocketTunnel, trace, traceQmp } from './qemu-tunnel';
 export interface QemuSourceOptions {
   /** The id the caller sees (progress events). */
   migrationId: string;
-  hypervisor: QemuHypervisor;
-  domain: QemuDomain;
+  /** The VM migrating out (life cycle, heartbeat). */
+  domain: Domain;
+  /** Its hypervisor's own migration stream (the domain's `migration.stream`). */
+  stream: StreamMigration;
   conn: ReceiverClientConn;
   reservation: Reservation;
   policy: MigrationPolicy;
@@ -66,9 +73,17 @@ export function qemuDowntimeLimitMs(maxDowntimeMs: number): number {
 export const SWITCHOVER_BACKLOG_BYTES = 256 * 1024;
 /** Longest wait for the tunnel to drain before post-copy starts anyway. */
 export const SWITCHOVER_DRAIN_MS = 200;
+/** Extra time the Transfer stream's deadline allows beyond the completion timeout, ms. */
+const STREAM_DEADLINE_SLACK_MS = 60_000;
+/** How long the target may take to answer Start, ms. */
+const ACCEPT_WAIT_MS = 30_000;
+/** How long the target may take to run the guest after Complete, ms. */
+const ACTIVATE_WAIT_MS = 40_000;
+/** How long to wait for QEMU to close the tunnel socket after completion, ms. */
+const SOCKET_END_WAIT_MS = 5000;
 
-/** Maps the engine's policy onto the QEMU driver's. */
-export function qemuPolicy(p: MigrationPolicy, memBytes: number, signal?: AbortSignal): QemuMigrationPolicy {
+/** Maps the engine's policy onto the stream driver's, convergence decision included (maxRounds, maxBytesFactor). */
+export function qemuPolicy(p: MigrationPolicy, memBytes: number, signal?: AbortSignal): StreamMigrationPolicy {
   return {
     downtimeLimitMs: qemuDowntimeLimitMs(p.maxDowntimeMs),
     maxBandwidthBytesPerSec: p.bandwidthBytesPerSec || undefined,
@@ -77,6 +92,7 @@ export function qemuPolicy(p: MigrationPolicy, memBytes: number, signal?: AbortS
     throttle: true,
     multifdChannels: 0,
     signal,
+    converge: convergenceDecider(convergencePolicy(p)),
   };
 }
 
@@ -88,177 +104,252 @@ function phaseOf(status: string): MigrationPhase {
   return 'precopy';
 }
 
+/**
+ * The source's end of the Transfer stream of one tunnel: frames out, acks in. StreamData acks
+ * go to the tunnel's socket (queued until the socket connects), batch acks move its window,
+ * the others (Accepted, Verified, Activated) to whoever waits in nextAck.
+ */
+class SourceStream {
+  readonly call: grpc.ClientDuplexStream<Frame | Buffer, Buffer>;
+  /** The tunnel, once the source QEMU has connected to the socket. */
+  tunnel: SocketTunnel | undefined;
+  /** The socket server the source QEMU migrates into. */
+  server: net.Server | undefined;
+  /** Set when the stream broke (the cause of the migration's failure). */
+  error: DroverError | undefined;
+  /** Set once the migration has ended (no further failure is reported). */
+  finished = false;
+  /** Set once QEMU reported the migration completed (a socket error after that is not logged). */
+  migrated = false;
+  private onAck: ((a: Ack) => void) | undefined;
+  private onFail: ((e: DroverError) => void) | undefined;
+  private readonly early: Ack[] = [];
+
+  constructor(private readonly conn: ReceiverClientConn, deadlineMs: number) {
+    this.call = conn.openStream(deadlineMs);
+    this.call.on('data', (b: Buffer) => this.onData(b));
+    this.call.on('error', (err) => this.fail(fromServiceError(err, `target ${conn.address} Transfer`)));
+    this.call.on('end', () => { if (!this.finished) this.fail(new DroverError('UNAVAILABLE', `target ${conn.address} closed the migration stream`)); });
+  }
+
+  private onData(b: Buffer): void {
+    let a: Ack;
+    try {
+      a = decodeAck(b);
+    } catch (err) {
+      this.fail(DroverError.from(err));
+      return;
+    }
+    if (a.kind === 'stream') {
+      if (this.tunnel) this.tunnel.deliver(a.data, a.eof);
+      else this.early.push(a);
+    } else if (a.kind === 'batch') {
+      this.tunnel?.credit(a.bytes); // the target QEMU took these bytes: the window moves
+    } else if (this.onAck) this.onAck(a);
+    else this.early.push(a);
+  }
+
+  /** The stream broke: QEMU sees a broken socket, so its migration fails and the source VM keeps running. */
+  fail(e: DroverError): void {
+    if (this.finished || this.error) return;
+    this.error = e;
+    this.tunnel?.destroy();
+    this.server?.close();
+    this.onFail?.(e);
+  }
+
+  /** The next non-StreamData ack, or a DEADLINE_EXCEEDED naming `what` after `ms`. */
+  nextAck(what: string, ms: number): Promise<Ack> {
+    return new Promise((resolve, reject) => {
+      const queued = this.early.findIndex((a) => a.kind !== 'stream');
+      if (queued >= 0) return resolve(this.early.splice(queued, 1)[0]);
+      if (this.error) return reject(this.error);
+      const timer = setTimeout(() => reject(new DroverError('DEADLINE_EXCEEDED', `target ${this.conn.address}: no ${what} within ${ms} ms`)), ms);
+      const done = () => { clearTimeout(timer); this.onAck = undefined; this.onFail = undefined; };
+      this.onAck = (a) => { done(); resolve(a); };
+      this.onFail = (e) => { done(); reject(e); };
+    });
+  }
+
+  /** The source QEMU connected: the connection becomes the tunnel; StreamData that came early goes to it. */
+  attach(tunnel: SocketTunnel): void {
+    this.tunnel = tunnel;
+    for (const a of this.early.splice(0)) if (a.kind === 'stream') tunnel.deliver(a.data, a.eof);
+  }
+}
+
 /** One outgoing QEMU migration through the tunnel. */
 export class QemuSource {
   private phase: MigrationPhase = 'reserving';
+  private lastSample: StreamMigrationProgress | undefined;
+  private wasAccepted = false;
+  private t0 = 0;
 
   constructor(private readonly o: QemuSourceOptions) {}
 
+  /** The phase the migration is in (QEMU's status mapped to the engine's phases). */
   get currentPhase(): MigrationPhase {
     return this.phase;
   }
 
+  /** Runs the migration; resolves when the target runs the VM. */
   async run(): Promise<MigrationResult> {
     const o = this.o;
-    const dom = o.domain;
-    const t0 = performance.now();
-    const timeout = completionTimeoutMs(o.policy, dom.spec.memBytes);
-    const call = o.conn.openStream(timeout + 60_000);
-    let tunnel: SocketTunnel | undefined;
-    let streamError: DroverError | undefined;
-    let finished = false;
-    // Acks after Accepted: StreamData to QEMU, Verified/Activated to the waiter below.
-    let onAck: ((a: Ack) => void) | undefined;
-    let onFail: ((e: DroverError) => void) | undefined;
-    const early: Ack[] = [];
-    const fail = (e: DroverError) => {
-      if (finished || streamError) return;
-      streamError = e;
-      tunnel?.destroy(); // QEMU sees a broken stream: the migration fails, the source VM keeps running
-      server?.close();
-      onFail?.(e);
-    };
-    call.on('data', (b: Buffer) => {
-      let a: Ack;
-      try {
-        a = decodeAck(b);
-      } catch (err) {
-        fail(DroverError.from(err));
-        return;
-      }
-      if (a.kind === 'stream') {
-        if (tunnel) tunnel.deliver(a.data, a.eof);
-        else early.push(a);
-      } else if (a.kind === 'batch') {
-        tunnel?.credit(a.bytes); // the target QEMU took these bytes: the window moves
-      } else if (onAck) onAck(a);
-      else early.push(a);
-    });
-    call.on('error', (err) => fail(fromServiceError(err, `target ${o.conn.address} Transfer`)));
-    call.on('end', () => { if (!finished) fail(new DroverError('UNAVAILABLE', `target ${o.conn.address} closed the migration stream`)); });
-    const nextAck = (what: string, ms: number): Promise<Ack> => new Promise((resolve, reject) => {
-      const queued = early.findIndex((a) => a.kind !== 'stream');
-      if (queued >= 0) return resolve(early.splice(queued, 1)[0]);
-      if (streamError) return reject(streamError);
-      const timer = setTimeout(() => reject(new DroverError('DEADLINE_EXCEEDED', `target ${o.conn.address}: no ${what} within ${ms} ms`)), ms);
-      onAck = (a) => { clearTimeout(timer); onAck = undefined; onFail = undefined; resolve(a); };
-      onFail = (e) => { clearTimeout(timer); onAck = undefined; onFail = undefined; reject(e); };
-    });
-
-    traceQmp(dom.proc.qmp, 'source');
+    this.t0 = performance.now();
+    const s = new SourceStream(o.conn, completionTimeoutMs(o.policy, o.domain.spec.memBytes) + STREAM_DEADLINE_SLACK_MS);
+    traceQmp(o.stream.events, 'source');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-tunnel-'));
-    const sockPath = path.join(dir, 'out.sock');
-    let server: net.Server | undefined;
-    let qres: QemuMigrationResult | undefined;
-    let lastSample: QemuMigrationProgress | undefined;
-    let wasAccepted = false;
     try {
-      // 1. Start: same version/token/geometry checks as a page stream, plus the tunnel kind.
-      call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, dom.pageCount)));
-      const accepted = await nextAck('Accepted', 30_000);
-      if (accepted.kind !== 'accepted') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Start with ${accepted.kind}`);
-      wasAccepted = true;
-      if (o.signal.aborted) throw new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase reserving`);
-
-      // 2. The socket the source QEMU migrates into; its one connection is the tunnel.
-      server = net.createServer((sock) => {
-        if (tunnel || streamError) { sock.destroy(); return; } // one channel (no multifd through the tunnel)
-        tunnel = new SocketTunnel(sock, call as any, false, (err) => {
-          if (!finished && !qres) o.log?.({ msg: 'qemu tunnel socket failed', migration: o.migrationId, error: err.message });
-        });
-        tunnel.setWindow(accepted.windowBytes);
-        for (const a of early.splice(0)) if (a.kind === 'stream') tunnel.deliver(a.data, a.eof);
-      });
-      await new Promise<void>((resolve, reject) => { server!.once('error', reject); server!.listen(sockPath, () => resolve()); });
-
-      // 3. QEMU migrates with the engine's policy; progress flows as the sim path's does.
-      this.phase = 'precopy';
-      const qp: QemuMigrationPolicy = {
-        ...qemuPolicy(o.policy, dom.spec.memBytes, o.signal),
-        // post-copy's switchover (discards + device state) goes out behind at most SWITCHOVER_BACKLOG_BYTES
-        beforeSwitchover: () => tunnel?.drainTo(SWITCHOVER_BACKLOG_BYTES, SWITCHOVER_DRAIN_MS) ?? Promise.resolve(),
-      };
-      try {
-        qres = await o.hypervisor.migrateOut(dom, { socketPath: sockPath, postcopy: !!accepted.postcopy, multifdChannels: 0 }, qp, (p) => {
-          lastSample = p;
-          this.phase = phaseOf(p.status);
-          o.onProgress({
-            migrationId: o.migrationId, phase: this.phase, round: p.rounds, remainingBytes: p.remainingBytes,
-            dirtyRateBytesPerSec: p.dirtyRateBytesPerSec, rateBytesPerSec: p.transferRateBytesPerSec, sentBytes: p.transferredBytes,
-            etaMs: p.transferRateBytesPerSec > 0 ? (p.remainingBytes / p.transferRateBytesPerSec) * 1000 : NaN,
-            elapsedMs: performance.now() - t0,
-          });
-          if (p.action) o.log?.({ msg: `qemu policy: ${p.action}`, migration: o.migrationId, reason: p.reason });
-        });
-      } catch (err) {
-        // The tunnel's failure is the cause when QEMU only saw a broken socket.
-        const e = DroverError.from(err);
-        if (streamError && e.code === 'ABORTED') throw new DroverError('ABORTED', `${streamError.message}; ${e.message}`, { cause: err });
-        throw e;
-      }
+      const accepted = await this.start(s);
+      const sockPath = path.join(dir, 'out.sock');
+      await this.listen(s, sockPath, accepted.windowBytes);
+      const qres = await this.migrate(s, sockPath, !!accepted.postcopy);
       this.phase = 'verifying';
-      // Everything QEMU wrote goes out before Complete (it closes the socket when done).
-      if (tunnel) await Promise.race([tunnel.socketEnded, new Promise((r) => setTimeout(r, 5000))]);
-      if (streamError) throw streamError;
-      const pausedAtMs = dom.heartbeat().lastBeatMs;
-      trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
-      call.write(encodeFrame(frames.complete(Buffer.alloc(0), 0, qres.rounds, pausedAtMs, true, 0)));
-      let activated: Extract<Ack, { kind: 'activated' }> | undefined;
-      try {
-        for (;;) {
-          const a = await nextAck('Activated', 40_000);
-          if (a.kind === 'activated') { activated = a; break; }
-          if (a.kind !== 'verified') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Complete with ${a.kind}`);
-        }
-      } catch (err) {
-        // Completed here, not running there: resume the source unless the target already owned the VM.
-        if (!dom.inPostcopy && dom.state() !== 'destroyed') {
-          await dom.resume().catch(() => undefined);
-          throw new DroverError('ABORTED', `target did not run ${dom.spec.name}: ${DroverError.from(err).message}; the source VM resumed`, { cause: err });
-        }
-        throw new DroverError('DATA_LOSS', `${dom.spec.name} switched over in post-copy but the target did not confirm it runs: ${DroverError.from(err).message}`, { cause: err });
-      }
-      finished = true;
-      call.end();
+      const { activated, pausedAtMs } = await this.complete(s, qres);
+      s.finished = true;
+      s.call.end();
       this.phase = 'done';
-      const totalMs = performance.now() - t0;
-      const stats = tunnel?.stats ?? { outWireBytes: 0, outBytes: 0, outMessages: 0, inBytes: 0 };
-      // Downtime as the engine defines it: source vCPUs stop -> target vCPUs run (QEMU's STOP and
-      // RESUME events). QEMU's own figure is the source's view: it stops at the last byte written
-      // without a return path, and with one it also waits for the target to close it.
-      const downtimeMs = stopToResumeMs(dom, activated.resumedAtMs, performance.timeOrigin + t0) ?? qres.downtimeMs;
-      const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
-      o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
-      return {
-        migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
-        mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',
-        // QEMU completed, and the guest beats on the target (memory is not compared for QEMU)
-        verified: true,
-        downtimeMs, totalMs, rounds: qres.rounds,
-        bytesSent: stats.outWireBytes, pageBytes: qres.transferredBytes, zeroPages: 0, deviceBytes: 0,
-        throughputBytesPerSec: qres.totalTimeMs > 0 ? (stats.outBytes * 1000) / qres.totalTimeMs : 0,
-        stopReason: qres.action === 'none' ? 'converged' : 'stalled',
-        outcome: 'succeeded', errorCode: '', error: '',
-        source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
-        guestBlackoutMs: Math.round(blackout),
-        hypervisorDowntimeMs: qres.downtimeMs,
-      };
+      return this.result(s, qres, activated, pausedAtMs);
     } catch (err) {
-      const e = DroverError.from(err);
-      // Tell the target to discard its QEMU (it also does when the stream breaks).
-      if (!streamError) {
-        try { call.write(encodeFrame(frames.abort(e.message.slice(0, 500)))); call.end(); } catch { /* stream gone */ }
-      }
-      finished = true;
-      // Refused at Start (e.g. the target runs another hypervisor): release the reservation now.
-      if (!wasAccepted) await o.conn.abort(o.reservation.migrationId, o.reservation.token);
-      o.log?.({ msg: 'qemu migration failed', migration: o.migrationId, lastStatus: lastSample?.status, error: e.message });
-      throw e;
+      throw await this.failed(s, err);
     } finally {
-      tunnel?.destroy();
-      server?.close();
+      s.tunnel?.destroy();
+      s.server?.close();
       fs.rmSync(dir, { recursive: true, force: true });
-      if (!finished) call.cancel();
+      if (!s.finished) s.call.cancel();
     }
+  }
+
+  /** 1. Start: same version/token/geometry checks as a page stream, plus the tunnel kind. */
+  private async start(s: SourceStream): Promise<Extract<Ack, { kind: 'accepted' }>> {
+    const o = this.o;
+    const pageCount = o.domain.spec.memBytes / PAGE_SIZE;
+    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount)));
+    const accepted = await s.nextAck('Accepted', ACCEPT_WAIT_MS);
+    if (accepted.kind !== 'accepted') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Start with ${accepted.kind}`);
+    this.wasAccepted = true;
+    if (o.signal.aborted) throw new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase reserving`);
+    return accepted;
+  }
+
+  /** 2. The socket the source QEMU migrates into; its one connection is the tunnel. */
+  private async listen(s: SourceStream, sockPath: string, windowBytes: number): Promise<void> {
+    const o = this.o;
+    const server = net.createServer((sock) => {
+      if (s.tunnel || s.error) { sock.destroy(); return; } // one channel (no multifd through the tunnel)
+      const tunnel = new SocketTunnel(sock, s.call, false, (err) => {
+        if (!s.finished && !s.migrated) o.log?.({ msg: 'qemu tunnel socket failed', migration: o.migrationId, error: err.message });
+      });
+      tunnel.setWindow(windowBytes);
+      s.attach(tunnel);
+    });
+    s.server = server;
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(sockPath, () => resolve()); });
+  }
+
+  /** 3. QEMU migrates with the engine's policy; progress flows as the sim path's does. */
+  private async migrate(s: SourceStream, sockPath: string, postcopy: boolean): Promise<StreamMigrationResult> {
+    const o = this.o;
+    this.phase = 'precopy';
+    const qp: StreamMigrationPolicy = {
+      ...qemuPolicy(o.policy, o.domain.spec.memBytes, o.signal),
+      // post-copy's switchover (discards + device state) goes out behind at most SWITCHOVER_BACKLOG_BYTES
+      beforeSwitchover: () => s.tunnel?.drainTo(SWITCHOVER_BACKLOG_BYTES, SWITCHOVER_DRAIN_MS) ?? Promise.resolve(),
+    };
+    let qres: StreamMigrationResult;
+    try {
+      qres = await o.stream.migrateOut({ socketPath: sockPath, postcopy, multifdChannels: 0 }, qp, (p) => this.onSample(p));
+    } catch (err) {
+      // The tunnel's failure is the cause when QEMU only saw a broken socket.
+      const e = DroverError.from(err);
+      if (s.error && e.code === 'ABORTED') throw new DroverError('ABORTED', `${s.error.message}; ${e.message}`, { cause: err });
+      throw e;
+    }
+    s.migrated = true;
+    return qres;
+  }
+
+  private onSample(p: StreamMigrationProgress): void {
+    const o = this.o;
+    this.lastSample = p;
+    this.phase = phaseOf(p.status);
+    o.onProgress({
+      migrationId: o.migrationId, phase: this.phase, round: p.rounds, remainingBytes: p.remainingBytes,
+      dirtyRateBytesPerSec: p.dirtyRateBytesPerSec, rateBytesPerSec: p.transferRateBytesPerSec, sentBytes: p.transferredBytes,
+      etaMs: p.transferRateBytesPerSec > 0 ? (p.remainingBytes / p.transferRateBytesPerSec) * 1000 : NaN,
+      elapsedMs: performance.now() - this.t0,
+    });
+    if (p.action) o.log?.({ msg: `qemu policy: ${p.action}`, migration: o.migrationId, reason: p.reason });
+  }
+
+  /**
+   * 4. Everything QEMU wrote goes out, then Complete(activate); waits for Verified + Activated.
+   * Completed here, not running there: the source resumes unless the target already owned the VM.
+   */
+  private async complete(s: SourceStream, qres: StreamMigrationResult): Promise<{ activated: Extract<Ack, { kind: 'activated' }>; pausedAtMs: number }> {
+    const o = this.o;
+    const dom = o.domain;
+    // QEMU closes the socket when done.
+    if (s.tunnel) await Promise.race([s.tunnel.socketEnded, new Promise((r) => setTimeout(r, SOCKET_END_WAIT_MS))]);
+    if (s.error) throw s.error;
+    const pausedAtMs = dom.heartbeat().lastBeatMs;
+    trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
+    s.call.write(encodeFrame(frames.complete(Buffer.alloc(0), 0, qres.rounds, pausedAtMs, true, 0)));
+    try {
+      for (;;) {
+        const a = await s.nextAck('Activated', ACTIVATE_WAIT_MS);
+        if (a.kind === 'activated') return { activated: a, pausedAtMs };
+        if (a.kind !== 'verified') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Complete with ${a.kind}`);
+      }
+    } catch (err) {
+      if (!o.stream.inPostcopy && dom.state() !== 'destroyed') {
+        await dom.resume().catch(() => undefined);
+        throw new DroverError('ABORTED', `target did not run ${dom.spec.name}: ${DroverError.from(err).message}; the source VM resumed`, { cause: err });
+      }
+      throw new DroverError('DATA_LOSS', `${dom.spec.name} switched over in post-copy but the target did not confirm it runs: ${DroverError.from(err).message}`, { cause: err });
+    }
+  }
+
+  /** The result of a completed migration (and its log line). */
+  private result(s: SourceStream, qres: StreamMigrationResult, activated: Extract<Ack, { kind: 'activated' }>, pausedAtMs: number): MigrationResult {
+    const o = this.o;
+    const dom = o.domain;
+    const totalMs = performance.now() - this.t0;
+    const stats = s.tunnel?.stats ?? { outWireBytes: 0, outBytes: 0, outMessages: 0, inBytes: 0 };
+    // Downtime as the engine defines it: source vCPUs stop -> target vCPUs run (QEMU's STOP and
+    // RESUME events). QEMU's own figure is the source's view: it stops at the last byte written
+    // without a return path, and with one it also waits for the target to close it.
+    const downtimeMs = stopToResumeMs(o.stream, activated.resumedAtMs, performance.timeOrigin + this.t0) ?? qres.downtimeMs;
+    const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
+    o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
+    return {
+      migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
+      mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',
+      // QEMU completed, and the guest beats on the target (memory is not compared for QEMU)
+      verified: true,
+      downtimeMs, totalMs, rounds: qres.rounds,
+      bytesSent: stats.outWireBytes, pageBytes: qres.transferredBytes, zeroPages: 0, deviceBytes: 0,
+      throughputBytesPerSec: qres.totalTimeMs > 0 ? (stats.outBytes * 1000) / qres.totalTimeMs : 0,
+      stopReason: qres.action === 'none' ? 'converged' : 'stalled',
+      outcome: 'succeeded', errorCode: '', error: '',
+      source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
+      guestBlackoutMs: Math.round(blackout),
+      hypervisorDowntimeMs: qres.downtimeMs,
+    };
+  }
+
+  /** A failure: tell the target to discard its QEMU, release an unused reservation, log; returns the error to throw. */
+  private async failed(s: SourceStream, err: unknown): Promise<DroverError> {
+    const o = this.o;
+    const e = DroverError.from(err);
+    // Tell the target to discard its QEMU (it also does when the stream breaks).
+    if (!s.error) {
+      try { s.call.write(encodeFrame(frames.abort(e.message.slice(0, 500)))); s.call.end(); } catch { /* stream gone */ }
+    }
+    s.finished = true;
+    // Refused at Start (e.g. the target runs another hypervisor): release the reservation now.
+    if (!this.wasAccepted) await o.conn.abort(o.reservation.migrationId, o.reservation.token);
+    o.log?.({ msg: 'qemu migration failed', migration: o.migrationId, lastStatus: this.lastSample?.status, error: e.message });
+    return e;
   }
 }

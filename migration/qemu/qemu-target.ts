@@ -8,8 +8,8 @@
  */
 import * as net from 'node:net';
 import { DroverError, failedPrecondition } from '../../lib/errors';
-import type { Hypervisor } from '../../hypervisor/types';
-import type { QemuDomain, QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
+import type { Domain } from '../../hypervisor/types';
+import type { StreamMigration } from '../../hypervisor/stream-migration';
 import { SocketTunnel, trace, traceQmp, type MessageStream } from './qemu-tunnel';
 import type { IncomingMigration } from '../receiver/receiver';
 import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from '../wire/protocol';
@@ -42,7 +42,8 @@ async function connectUnix(path: string, timeoutMs = 5000): Promise<net.Socket> 
 export class QemuTunnelTarget {
   private constructor(
     private readonly m: IncomingMigration,
-    private readonly dom: QemuDomain,
+    private readonly dom: Domain,
+    private readonly stream: StreamMigration,
     private readonly tunnel: SocketTunnel,
   ) {}
 
@@ -50,24 +51,23 @@ export class QemuTunnelTarget {
    * Makes the target QEMU listen and connects to it. Returns the Accepted ack to send (with
    * `postcopy`: whether this target enabled postcopy-ram; the source's capability must match).
    */
-  static async open(m: IncomingMigration, hv: Hypervisor, stream: MessageStream, onError: (e: DroverError) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
-    if (hv.kind !== 'qemu') throw failedPrecondition(`QEMU tunnel: this target runs the ${hv.kind} hypervisor`);
-    const qhv = hv as QemuHypervisor;
-    const dom = m.domain as QemuDomain;
-    traceQmp(dom.proc.qmp, 'target');
-    const ep = await qhv.startIncoming(dom, { multifdChannels: 0 }); // one stream: the tunnel has one channel // one stream: the tunnel has one channel
+  static async open(m: IncomingMigration, dom: Domain, stream: MessageStream, onError: (e: DroverError) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
+    if (dom.migration.kind !== 'stream') throw failedPrecondition(`QEMU tunnel: ${dom.spec.name} on this target migrates page by page (its hypervisor sends no stream of its own)`);
+    const qs = dom.migration.stream;
+    traceQmp(qs.events, 'target');
+    const ep = await qs.startIncoming({ multifdChannels: 0 }); // one stream: the tunnel has one channel
     const socket = await connectUnix(ep.socketPath);
     let failed = false;
     const report = (why: string) => {
       if (failed || m.state === 'active' || m.state === 'aborted') return;
       failed = true;
-      const exit = dom.proc.alive ? '' : `; ${dom.exitError('incoming migration').message}`;
+      const exit = qs.alive ? '' : `; ${qs.exitError('incoming migration').message}`;
       onError(new DroverError('ABORTED', `target QEMU of ${dom.spec.name}: ${why}${exit}`));
     };
     const tunnel = new SocketTunnel(socket, stream, true, (err) => report(`migration socket: ${err.message}`));
     tunnel.onCredit = (bytes) => stream.write(encodeAck(acks.batch(0, bytes))); // the source's window
-    void dom.proc.exited.then(() => report('QEMU exited during the migration'));
-    return { target: new QemuTunnelTarget(m, dom, tunnel), accepted: { ...acks.accepted(TUNNEL_WINDOW_BYTES), postcopy: ep.postcopy } as Ack };
+    void qs.exited.then(() => report('QEMU exited during the migration'));
+    return { target: new QemuTunnelTarget(m, dom, qs, tunnel), accepted: { ...acks.accepted(TUNNEL_WINDOW_BYTES), postcopy: ep.postcopy } as Ack };
   }
 
   /** Handles one frame after Start; returns the acks to send. */
@@ -90,25 +90,26 @@ export class QemuTunnelTarget {
   /** The source QEMU completed: wait for the target QEMU to run the guest and the guest to beat. */
   private async finish(pausedAtMs: number): Promise<Ack[]> {
     const dom = this.dom;
+    const qs = this.stream;
     const end = Date.now() + RUN_WAIT_MS;
     for (;;) {
-      if (!dom.proc.alive) throw dom.exitError('incoming migration');
-      const st = await dom.status();
+      if (!qs.alive) throw qs.exitError('incoming migration');
+      const st = await qs.runStatus();
       if (st === 'running') break;
-      const q = await dom.proc.qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate').catch(() => ({} as { status?: string; 'error-desc'?: string }));
-      if (q.status === 'failed') throw new DroverError('ABORTED', `target QEMU failed to load the stream of ${dom.spec.name}: ${q['error-desc'] ?? 'failed'}`);
+      const q = await qs.incomingStatus();
+      if (q.status === 'failed') throw new DroverError('ABORTED', `target QEMU failed to load the stream of ${dom.spec.name}: ${q.error ?? 'failed'}`);
       if (Date.now() > end) throw new DroverError('DEADLINE_EXCEEDED', `target QEMU of ${dom.spec.name} not running ${RUN_WAIT_MS} ms after the source completed (status ${st})`);
       await sleep(2);
     }
     const beats = dom.heartbeat().beats;
-    await dom.waitBeats(beats, BEAT_WAIT_MS);
-    trace(`target runs; first target beat ${dom.firstBeatMs().toFixed(1)}`);
+    await qs.waitBeats(beats, BEAT_WAIT_MS);
+    trace(`target runs; first target beat ${qs.firstBeatMs().toFixed(1)}`);
     this.m.pausedAtMs = pausedAtMs;
     this.m.state = 'verified';
-    const verified = acks.verified(Buffer.alloc(0), dom.pageCount);
+    const verified = acks.verified(Buffer.alloc(0), this.m.domain.pageCount);
     this.m.state = 'active';
     const now = performance.timeOrigin + performance.now();
-    return [verified, acks.activated(dom.resumedAtMs || now, dom.firstBeatMs() || now)];
+    return [verified, acks.activated(qs.resumedAtMs || now, qs.firstBeatMs() || now)];
   }
 
   /** Bytes the target QEMU received through the tunnel. */

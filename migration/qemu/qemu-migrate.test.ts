@@ -1,13 +1,18 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+/** The QEMU driver under the core's convergence policy, through a Node pipe (the driver's mechanics with the decision). */
 import { DroverError } from '../../lib/errors';
-import type { VmSpec } from '../types';
-import { QemuHypervisor, type QemuDomain, type QemuMigrationProgress } from './qemu-hypervisor';
-import { bridgeUnixSockets, type UnixBridge } from './unix-bridge';
+import type { VmSpec } from '../../hypervisor/types';
+import { QemuHypervisor, type QemuDomain, type QemuMigrationPolicy, type QemuMigrationProgress } from '../../hypervisor/qemu/qemu-hypervisor';
+import { bridgeUnixSockets, type UnixBridge } from '../../hypervisor/qemu/unix-bridge';
+import { convergenceDecider, convergencePolicy } from '../policy/convergence';
+import { resolvePolicy } from '../types';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const MiB = 1024 * 1024;
 const hv = new QemuHypervisor();
+/** The driver's policy with the core's convergence decision (engine defaults: 30 rounds, 3x RAM). */
+const withPolicy = (p: QemuMigrationPolicy): QemuMigrationPolicy => ({ ...p, converge: convergenceDecider(convergencePolicy(resolvePolicy({}))) });
 after(() => hv.close());
 
 /** A target listening, reached through a Node pipe (the agents' gRPC bridge stands here later). */
@@ -26,7 +31,7 @@ test('migrate through a Node pipe: the heartbeat continues on the target, the so
     assert.equal(t.dom.state(), 'incoming');
     assert.equal(await t.dom.status(), 'inmigrate');
     const seen: QemuMigrationProgress[] = [];
-    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 300 }, (p) => seen.push(p));
+    const r = await hv.migrateOut(src, t.ep, withPolicy({ downtimeLimitMs: 300 }), (p) => seen.push(p));
     assert.equal(r.status, 'completed');
     assert.ok(r.transferredBytes >= 32 * MiB, `sent ${r.transferredBytes}`); // the 64 MiB fill went
     assert.ok(t.bridge.bytes() >= r.transferredBytes);
@@ -48,7 +53,7 @@ test('a fast working set at a 1 ms downtime target completes through the policy'
   const src = await hv.createDomain(spec);
   const t = await target(spec);
   try {
-    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 1, deadlineMs: 30_000 });
+    const r = await hv.migrateOut(src, t.ep, withPolicy({ downtimeLimitMs: 1, deadlineMs: 30_000 }));
     assert.notEqual(r.action, 'none', 'the policy acted');
     assert.ok(r.reason.length > 0);
     assert.ok(r.downtimeMs < 100, `downtime ${r.downtimeMs} ms`);
@@ -68,7 +73,7 @@ test('without post-copy on the target the policy throttles and still completes',
   const t = await target(spec, { postcopy: false });
   try {
     assert.equal(t.ep.postcopy, false);
-    const r = await hv.migrateOut(src, t.ep, { downtimeLimitMs: 20, deadlineMs: 40_000 });
+    const r = await hv.migrateOut(src, t.ep, withPolicy({ downtimeLimitMs: 20, deadlineMs: 40_000 }));
     assert.equal(r.action, 'throttle', r.reason);
     assert.equal(r.status, 'completed');
     assert.equal(await t.dom.status(), 'running');
@@ -90,7 +95,7 @@ test('target killed mid-migration: the migration fails and the source keeps runn
   const t = await target(spec);
   try {
     // 20 MB/s: the 64 MiB fill takes seconds, so the kill lands in pre-copy
-    const p = hv.migrateOut(src, t.ep, { maxBandwidthBytesPerSec: 20e6 });
+    const p = hv.migrateOut(src, t.ep, withPolicy({ maxBandwidthBytesPerSec: 20e6 }));
     p.catch(() => undefined); // it may fail before assert.rejects is attached
     await sleep(700);
     await t.dom.destroy();
@@ -110,7 +115,7 @@ test('cancel: migrate_cancel, the source keeps running', async () => {
   const t = await target(spec);
   try {
     const ac = new AbortController();
-    const p = hv.migrateOut(src, t.ep, { maxBandwidthBytesPerSec: 20e6, signal: ac.signal });
+    const p = hv.migrateOut(src, t.ep, withPolicy({ maxBandwidthBytesPerSec: 20e6, signal: ac.signal }));
     p.catch(() => undefined);
     await sleep(500);
     ac.abort();

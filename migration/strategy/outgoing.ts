@@ -1,0 +1,56 @@
+/**
+ * Outgoing migration strategy: the engine for a domain, chosen by how it migrates
+ * (hypervisor/types.ts MigrationCapability), never by the driver's name.
+ *   pages  → PrecopySource over the receiver's page stream (the engine copies pages itself);
+ *   stream → QemuSource: the hypervisor's own stream tunnelled over Transfer (protocol.ts "QEMU tunnel").
+ */
+import type { Domain } from '../../hypervisor/types';
+import type { MigrationPhase, MigrationPolicy, MigrationProgress, MigrationResult } from '../types';
+import { PrecopySource } from '../precopy/precopy-source';
+import { QemuSource } from '../qemu/qemu-source';
+import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
+
+/** Deadline of a page stream (the whole Transfer call), ms. */
+export const PAGE_STREAM_DEADLINE_MS = 10 * 60_000;
+
+/** What an outgoing migration needs, whichever engine runs it. */
+export interface OutgoingOptions {
+  /** The id the caller sees (progress events, logs). */
+  migrationId: string;
+  domain: Domain;
+  conn: ReceiverClientConn;
+  reservation: Reservation;
+  policy: MigrationPolicy;
+  sourceName: string;
+  targetName: string;
+  signal: AbortSignal;
+  onProgress: (p: MigrationProgress) => void;
+  /** Resolves when the control plane has committed (page engine: between verification and activation). */
+  waitForCommit: () => Promise<void>;
+  log: (e: Record<string, unknown>) => void;
+}
+
+/** A running outgoing migration, as the agent sees it. */
+export interface OutgoingEngine {
+  /** The phase it is in (cancel is refused after switchover). */
+  readonly currentPhase: MigrationPhase;
+  /** Runs it; resolves when the VM runs on the target. */
+  run(): Promise<MigrationResult>;
+}
+
+/** The engine for `o.domain`'s migration capability. */
+export function outgoingEngine(o: OutgoingOptions): OutgoingEngine {
+  const m = o.domain.migration;
+  switch (m.kind) {
+    case 'pages':
+      return new PrecopySource({
+        migrationId: o.reservation.migrationId, domain: m.pages, channel: o.conn.open(PAGE_STREAM_DEADLINE_MS), policy: o.policy, token: o.reservation.token,
+        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, waitForCommit: o.waitForCommit,
+      });
+    case 'stream':
+      return new QemuSource({
+        migrationId: o.migrationId, domain: o.domain, stream: m.stream, conn: o.conn, reservation: o.reservation, policy: o.policy,
+        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, log: o.log,
+      });
+  }
+}

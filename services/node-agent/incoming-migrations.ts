@@ -1,0 +1,176 @@
+/**
+ * The target side of migrations on a node agent (the MigrationReceiver service): PrepareIncoming
+ * reserves capacity and an empty domain, Transfer takes the stream into it, AbortIncoming and the
+ * reaper release unused reservations. How the frames reach the domain is the domain's migration
+ * capability (migration/strategy/incoming.ts); nothing here knows the driver.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { toServiceError } from '../../lib/grpc-status';
+import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
+import type { Hypervisor } from '../../hypervisor/types';
+import { validateSpec } from '../../hypervisor/spec';
+import { IncomingSession } from '../../migration/strategy/incoming';
+import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
+import type { Frame } from '../../migration/wire/protocol';
+import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
+import { widenReceiveWindow } from '../../lib/grpc-window';
+import { specFromWire } from './client/agent-codec';
+import type { AgentLog } from './outgoing-migrations';
+import type { VmHost } from './vm-host';
+
+/** The incoming migrations of one node. */
+export class IncomingMigrations {
+  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly hypervisor: Hypervisor, private readonly log: AgentLog) {}
+
+  /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped wire messages until the generated proto types land
+  async prepare(req: any): Promise<object> {
+    if (req.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(req.protocolVersion);
+    const spec = validateSpec(specFromWire(req.spec ?? {}));
+    if (this.host.hasVm(spec.name, false)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already runs on target node ${this.nodeId}`);
+    const id: string = req.migrationId || `m-${randomUUID().slice(0, 8)}`;
+    if (this.host.incomingById(id)) throw new DroverError('ALREADY_EXISTS', `migration ${id} is already prepared on node ${this.nodeId}`);
+    this.host.reserveCapacity(spec);
+    const token = randomBytes(24).toString('base64url');
+    const domain = await this.hypervisor.createIncoming(spec);
+    this.host.addIncoming(new IncomingSession(id, token, domain));
+    this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source: req.sourceNode });
+    return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
+  }
+
+  /** AbortIncoming: the source will not use its reservation. */
+  async abort(migrationId: string): Promise<void> {
+    const m = this.host.incomingById(migrationId);
+    if (m && m.state === 'prepared') await this.discard(m, 'aborted by source before start');
+  }
+
+  /** Transfer: the target side of the migration stream. */
+  transfer(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
+    new TransferCall(this, call).listen();
+  }
+
+  /** The migration a Start frame names, once its kind and version check out. */
+  startable(bytes: Buffer): { session: IncomingSession; frame: Extract<Frame, { kind: 'start' }> } {
+    const frame = decodeFrame(bytes);
+    if (frame.kind !== 'start') throw failedPrecondition(`the first frame must be Start, got ${frame.kind}`);
+    const found = this.host.incomingById(frame.migrationId);
+    if (frame.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(frame.protocolVersion);
+    if (!found) throw notFound(`no migration ${frame.migrationId} is prepared on node ${this.nodeId}`);
+    return { session: found, frame };
+  }
+
+  /** An activated incoming migration becomes a hosted VM. */
+  adopt(m: IncomingSession): void {
+    if (!this.host.removeIncoming(m.migrationId)) return;
+    this.host.add(m.domain);
+    this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
+  }
+
+  /** Throws away an incoming copy (before commit). Safe to repeat. */
+  async discard(m: IncomingSession, why: string): Promise<void> {
+    if (!this.host.removeIncoming(m.migrationId)) return;
+    m.markAborted();
+    this.log({ msg: 'incoming discarded', migration: m.migrationId, vm: m.domain.spec.name, why });
+    await m.domain.destroy();
+  }
+
+  /** Discards prepared reservations older than RESERVATION_TTL_MS. */
+  reapReservations(): void {
+    const now = Date.now();
+    for (const m of [...this.host.incomingSessions()]) {
+      if (m.state === 'prepared' && now - m.createdAt > RESERVATION_TTL_MS) void this.discard(m, 'reservation expired');
+    }
+  }
+
+  /** Destroys every incoming domain (agent shutdown). */
+  async destroyAll(): Promise<void> {
+    for (const m of this.host.incomingSessions()) await m.domain.destroy();
+  }
+
+  /** Log sink, for the Transfer call. */
+  get logger(): AgentLog {
+    return this.log;
+  }
+}
+
+/** One Transfer call: frames in order, acks out, an idle timeout, and the failure/cancel paths. */
+class TransferCall {
+  private m: IncomingSession | undefined;
+  private done = false;
+  private queue = Promise.resolve();
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(private readonly owner: IncomingMigrations, private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>) {}
+
+  listen(): void {
+    const call = this.call;
+    widenReceiveWindow(call);
+    this.armIdle();
+    call.on('data', (bytes: Buffer) => {
+      this.armIdle();
+      this.queue = this.queue.then(() => this.onFrame(bytes));
+    });
+    call.on('end', () => {
+      void this.queue.then(() => {
+        const m = this.m;
+        if (!this.done && m && m.state !== 'active') this.fail(new DroverError('ABORTED', `source closed the stream of migration ${m.migrationId} before it completed`));
+        this.finish();
+        if (!call.destroyed) call.end();
+      });
+    });
+    call.on('cancelled', () => {
+      void this.queue.then(() => {
+        const m = this.m;
+        if (m && m.state !== 'active') {
+          m.closeTunnel();
+          this.owner.logger({ msg: 'incoming cancelled', migration: m.migrationId });
+          void this.owner.discard(m, 'source went away');
+        }
+        this.finish();
+      });
+    });
+    call.on('error', () => { /* reported through 'cancelled' or 'end' */ });
+  }
+
+  private async onFrame(bytes: Buffer): Promise<void> {
+    if (this.done) return;
+    try {
+      if (!this.m) {
+        const { session, frame } = this.owner.startable(bytes);
+        const ack = session.start(frame);
+        this.m = session;
+        // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).
+        const accepted = await session.openTunnel(this.call, (e) => this.fail(e));
+        this.call.write(encodeAck(accepted ?? ack));
+        return;
+      }
+      const m = this.m;
+      for (const a of await m.apply(decodeFrame(bytes))) this.call.write(encodeAck(a));
+      if (m.state === 'active') this.owner.adopt(m);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private armIdle(): void {
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = setTimeout(() => this.fail(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);
+  }
+
+  private finish(): void {
+    this.done = true;
+    if (this.idle) clearTimeout(this.idle);
+  }
+
+  private fail(err: unknown): void {
+    if (this.done) return;
+    this.finish();
+    const e = DroverError.from(err);
+    const m = this.m;
+    this.owner.logger({ msg: 'incoming failed', migration: m?.migrationId, code: e.code, error: e.message });
+    m?.closeTunnel();
+    if (m && m.state !== 'active') void this.owner.discard(m, e.message);
+    this.call.emit('error', toServiceError(e));
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The source side of migrations on a node agent: MigrateVm (streams progress until the VM runs
+ * on the target), CancelMigration and CommitMigration. The engine comes from the domain's
+ * migration capability (migration/strategy/outgoing.ts); nothing here knows the driver.
+ */
+import { randomUUID } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { toServiceError } from '../../lib/grpc-status';
+import { DroverError, failedPrecondition, invalidArgument, notFound } from '../../lib/errors';
+import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationResult } from '../../migration/types';
+import { outgoingEngine } from '../../migration/strategy/outgoing';
+import { ReceiverClientConn } from '../../migration/transport/receiver-client';
+import { type MigrationEventInfo, policyFromWire, eventToWire } from './client/agent-codec';
+import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
+
+/** A log sink (one JSON object per event). */
+export type AgentLog = (event: Record<string, unknown>) => void;
+
+/** Sink of every progress event of a migration (the agent's metrics). */
+export type MigrationEventSink = (vm: string, migrationId: string, ev: MigrationEventInfo) => void;
+
+/** The outgoing migrations of one node. */
+export class OutgoingMigrations {
+  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink) {}
+
+  /** CancelMigration: aborts a migration that has not switched over; returns the phase it was in. */
+  cancel(migrationId: string): { phase: MigrationPhase } {
+    const out = this.host.findOutgoing(migrationId)?.outgoing;
+    if (!out) throw notFound(`no migration ${migrationId} runs from node ${this.nodeId}`);
+    const phase = outgoingPhase(out);
+    if (PHASES_AFTER_SWITCHOVER.has(phase)) {
+      throw failedPrecondition(`migration ${migrationId} is past switchover (phase ${phase}): the VM runs on the target now; migrate it back instead`);
+    }
+    out.abort.abort();
+    return { phase };
+  }
+
+  /** CommitMigration: the control plane recorded the new owner. */
+  commit(migrationId: string): void {
+    const out = this.host.findOutgoing(migrationId)?.outgoing;
+    if (!out) throw notFound(`no migration ${migrationId} runs from node ${this.nodeId} (already finished?)`);
+    out.commit();
+  }
+
+  /** MigrateVm: the source side. Streams progress; ends OK when the VM runs on the target. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped wire messages until the generated proto types land
+  async migrateOut(call: grpc.ServerWritableStream<any, any>): Promise<void> {
+    const req = call.request;
+    const id: string = req.migrationId || `m-${randomUUID().slice(0, 8)}`;
+    const send = (ev: MigrationEventInfo) => {
+      this.onEvent(req.vm, id, ev);
+      if (!call.cancelled && !call.destroyed) call.write(eventToWire(ev));
+    };
+    let conn: ReceiverClientConn | undefined;
+    let vm: HostedVm | undefined;
+    const t0 = performance.now();
+    try {
+      if (!req.target) throw invalidArgument('MigrateVm: target address is required');
+      vm = this.host.get(req.vm);
+      if (vm.outgoing) throw failedPrecondition(`VM ${req.vm} is already migrating (${vm.outgoing.id})`);
+      conn = new ReceiverClientConn(req.target);
+      const result = await this.run(vm, conn, id, req, send);
+      this.log({ msg: 'migration done', migration: id, vm: req.vm, downtimeMs: result.downtimeMs, totalMs: result.totalMs, rounds: result.rounds, ...result.downtimeBreakdown });
+      send({ migrationId: id, phase: 'done', round: result.rounds, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: result.throughputBytesPerSec, sentBytes: result.bytesSent, etaMs: 0, elapsedMs: performance.now() - t0, result });
+      call.end();
+    } catch (err) {
+      const e = DroverError.from(err);
+      if (vm) vm.outgoing = undefined;
+      this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message });
+      const failed = failedResult(id, req.vm, req.target, this.nodeId, vm, e, performance.now() - t0);
+      send({ migrationId: id, phase: e.code === 'CANCELLED' ? 'cancelled' : 'failed', round: 0, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: performance.now() - t0, result: failed });
+      call.emit('error', toServiceError(e));
+    } finally {
+      conn?.close();
+    }
+  }
+
+  /** Reserves on the target, runs the engine, and discards the source copy once the VM runs there. */
+  private async run(vm: HostedVm, conn: ReceiverClientConn, id: string, req: { vm: string; target: string; policy?: unknown }, send: (ev: MigrationEventInfo) => void): Promise<MigrationResult> {
+    const policy = resolvePolicy(policyFromWire(req.policy));
+    const domain = vm.domain;
+    const abort = new AbortController();
+    let commit!: () => void;
+    const committed = new Promise<void>((r) => { commit = r; });
+    send({ migrationId: id, phase: 'reserving', round: 0, remainingBytes: domain.spec.memBytes, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: 0 });
+    vm.outgoing = { id, abort, commit, stage: 'reserving' };
+    const reservation = await conn.prepare(domain.spec, this.nodeId, id);
+    if (abort.signal.aborted) {
+      await conn.abort(reservation.migrationId, reservation.token);
+      throw new DroverError('CANCELLED', `migration ${id} cancelled in phase reserving`);
+    }
+    const engine = outgoingEngine({
+      migrationId: id, domain, conn, reservation, policy, sourceName: this.nodeId, targetName: req.target, signal: abort.signal,
+      onProgress: (p) => send(p), waitForCommit: () => committed, log: (e) => this.log({ migration: id, vm: req.vm, ...e }),
+    });
+    vm.outgoing = { id, abort, commit, stage: 'running', engine };
+    this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target });
+    const result = await engine.run();
+    result.migrationId = id;
+    // Committed: the VM runs on the target. The source discards its copy.
+    this.host.remove(req.vm);
+    await domain.destroy();
+    return result;
+  }
+}
+
+/** The result a failed or cancelled migration reports. */
+function failedResult(id: string, vmName: string, target: string, nodeId: string, vm: HostedVm | undefined, e: DroverError, totalMs: number): MigrationResult {
+  return {
+    migrationId: id, vm: vmName, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, mode: 'precopy',
+    verified: false, downtimeMs: 0, totalMs, rounds: 0, bytesSent: 0, pageBytes: 0, zeroPages: 0, deviceBytes: 0,
+    throughputBytesPerSec: 0, stopReason: '', outcome: e.code === 'CANCELLED' ? 'cancelled' : 'failed', errorCode: e.code, error: e.message,
+    source: nodeId, target, nonzeroBytes: 0,
+  };
+}

@@ -1,0 +1,151 @@
+/**
+ * The VMs a node agent hosts and the migrations coming in: capacity accounting, lookups and
+ * the VM/node snapshots the API returns. Owns both maps; the migration handlers change them
+ * only through its methods.
+ */
+import { DroverError, notFound } from '../../lib/errors';
+import type { Domain, VmSpec } from '../../hypervisor/types';
+import type { MigrationPhase } from '../../migration/types';
+import type { OutgoingEngine } from '../../migration/strategy/outgoing';
+import type { IncomingSession } from '../../migration/strategy/incoming';
+import { PROTOCOL_VERSION } from '../../migration/wire/protocol';
+import type { NodeInfo, VmInfo } from './client/agent-codec';
+
+/** Capacity this agent offers. */
+export interface AgentCapacity {
+  memBytes: number;
+  vcpus: number;
+}
+
+/** An outgoing migration of a hosted VM: reserving on the target, then running its engine. */
+export type OutgoingState = {
+  readonly id: string;
+  /** Cancels the migration. */
+  readonly abort: AbortController;
+  /** The control plane's commit (page engine: lets activation go ahead). */
+  readonly commit: () => void;
+} & ({ readonly stage: 'reserving' } | { readonly stage: 'running'; readonly engine: OutgoingEngine });
+
+/** The phase of an outgoing migration. */
+export function outgoingPhase(o: OutgoingState): MigrationPhase {
+  return o.stage === 'reserving' ? 'reserving' : o.engine.currentPhase;
+}
+
+/** One VM this node runs. */
+export interface HostedVm {
+  domain: Domain;
+  /** Set while the VM migrates out. */
+  outgoing?: OutgoingState;
+}
+
+/** The node's VMs and incoming migrations. */
+export class VmHost {
+  private readonly vms = new Map<string, HostedVm>();
+  private readonly incoming = new Map<string, IncomingSession>();
+
+  constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity) {}
+
+  /** The hosted VM `name`, or NOT_FOUND. */
+  get(name: string): HostedVm {
+    const v = this.vms.get(name);
+    if (!v) throw notFound(`VM ${name} is not on node ${this.nodeId}`);
+    return v;
+  }
+
+  /** Every hosted VM by name. */
+  entries(): IterableIterator<[string, HostedVm]> {
+    return this.vms.entries();
+  }
+
+  /** True when `name` runs here or migrates in. */
+  hasVm(name: string, includeIncoming: boolean): boolean {
+    return this.vms.has(name) || (includeIncoming && [...this.incoming.values()].some((m) => m.domain.spec.name === name));
+  }
+
+  /** Hosts `domain` (a created VM or an activated incoming one). */
+  add(domain: Domain): HostedVm {
+    const v: HostedVm = { domain };
+    this.vms.set(domain.spec.name, v);
+    return v;
+  }
+
+  /** Stops hosting `name` (destroyed or migrated away). */
+  remove(name: string): void {
+    this.vms.delete(name);
+  }
+
+  /** The hosted VM whose outgoing migration is `id`. */
+  findOutgoing(id: string): HostedVm | undefined {
+    for (const v of this.vms.values()) if (v.outgoing?.id === id) return v;
+    return undefined;
+  }
+
+  /** The incoming migration `id`. */
+  incomingById(id: string): IncomingSession | undefined {
+    return this.incoming.get(id);
+  }
+
+  /** Records a prepared incoming migration. */
+  addIncoming(m: IncomingSession): void {
+    this.incoming.set(m.migrationId, m);
+  }
+
+  /** Forgets the incoming migration `id`; false when it was not there. */
+  removeIncoming(id: string): boolean {
+    return this.incoming.delete(id);
+  }
+
+  /** Every incoming migration. */
+  incomingSessions(): IterableIterator<IncomingSession> {
+    return this.incoming.values();
+  }
+
+  /** Number of incoming reservations/migrations. */
+  get incomingCount(): number {
+    return this.incoming.size;
+  }
+
+  /** The VM a migration concerns (incoming or outgoing), for log lines. */
+  vmOfMigration(id: string): string | undefined {
+    return this.incoming.get(id)?.domain.spec.name ?? [...this.vms].find(([, v]) => v.outgoing?.id === id)?.[0];
+  }
+
+  private used(): { mem: number; vcpus: number } {
+    let mem = 0, vcpus = 0;
+    for (const v of this.vms.values()) { mem += v.domain.spec.memBytes; vcpus += v.domain.spec.vcpus; }
+    for (const m of this.incoming.values()) { mem += m.domain.spec.memBytes; vcpus += m.domain.spec.vcpus; }
+    return { mem, vcpus };
+  }
+
+  /** Throws RESOURCE_EXHAUSTED unless `spec` fits in what is free. */
+  reserveCapacity(spec: VmSpec): void {
+    const used = this.used();
+    const freeMem = this.capacity.memBytes - used.mem;
+    if (spec.memBytes > freeMem) {
+      throw new DroverError('RESOURCE_EXHAUSTED', `node ${this.nodeId} has ${freeMem} bytes of memory free, VM ${spec.name} needs ${spec.memBytes}`);
+    }
+    const freeCpu = this.capacity.vcpus - used.vcpus;
+    if (spec.vcpus > freeCpu) throw new DroverError('RESOURCE_EXHAUSTED', `node ${this.nodeId} has ${freeCpu} vCPUs free, VM ${spec.name} needs ${spec.vcpus}`);
+  }
+
+  /** A snapshot of one hosted VM. */
+  vmInfo(name: string, v: HostedVm): VmInfo {
+    const st = v.domain.stats();
+    const hb = v.domain.heartbeat();
+    return {
+      spec: v.domain.spec, state: v.outgoing ? 'migrating' : v.domain.state(), nodeId: this.nodeId,
+      dirtyRateBytesPerSec: st.dirtyRateBytesPerSec, touchedBytes: st.touchedBytes, cpu: st.cpu,
+      heartbeatBeats: hb.beats, heartbeatLastMs: hb.lastBeatMs, heartbeatMaxGapMs: hb.maxGapMs,
+    };
+  }
+
+  /** A snapshot of this node's capacity, load and VMs. */
+  nodeInfo(): NodeInfo {
+    const used = this.used();
+    return {
+      nodeId: this.nodeId, hypervisor: this.hypervisorKind, memTotalBytes: this.capacity.memBytes, memUsedBytes: used.mem,
+      vcpusTotal: this.capacity.vcpus, vcpusUsed: used.vcpus, protocolVersion: PROTOCOL_VERSION,
+      vms: [...this.vms.entries()].map(([n, v]) => this.vmInfo(n, v)),
+    };
+  }
+}

@@ -15,10 +15,13 @@ import { LocalCluster } from '../../../services/local-cluster';
 import { AgentClient } from '../../../services/node-agent/client/agent-client';
 import { planModel } from '../../../services/scheduler/model';
 import { imbalance, thresholdOf } from '../../../services/scheduler/planner';
-import { createVmRecord, setConfig, waitPlaced, watchAll, runClusterCommand } from './index';
+import { createVmRecord, setConfig, waitPlaced, watchAll } from '../../../cluster/ops';
 import { jobJson, MiB, nodesJson, table } from './common';
+import { nodeCommand } from './node';
+import { rebalanceCommand } from './rebalance';
 import type { ProfileName } from '../../../hypervisor/types';
 
+/** The demo's VMs, all created on node-1 (MiB, workload profile). */
 const VMS: { name: string; mem: number; profile: ProfileName }[] = [
   { name: 'web-1', mem: 128, profile: 'web' },
   { name: 'db-1', mem: 128, profile: 'db' },
@@ -28,6 +31,7 @@ const VMS: { name: string; mem: number; profile: ProfileName }[] = [
   { name: 'db-2', mem: 96, profile: 'db' },
 ];
 
+/** `drover demo [--nodes 3] [--dir DIR] [--keep] [--aggressiveness L]`; returns the exit code. */
 export async function demoCommand(argv: string[]): Promise<number> {
   const p = parse(argv, { nodes: { type: 'string' }, dir: { type: 'string' }, keep: { type: 'boolean' }, aggressiveness: { type: 'string' } }, 'demo');
   if (p.positionals.length) throw new UsageError(`demo: unexpected argument "${p.positionals[0]}" (usage: drover demo [--nodes 3] [--dir DIR] [--keep])`);
@@ -59,12 +63,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
       say(`  ${v.name.padEnd(7)} ${String(v.mem).padStart(4)} MiB ${v.profile.padEnd(5)} on ${rec.node}`);
     }
     await sleep(2500); // heartbeats carry the measured dirty rates
-    await runClusterCommand(['node', 'list', '--etcd', url]);
+    await nodeCommand(['list', '--etcd', url]);
 
     const snap0 = await readSnapshot(etcd);
     const imb0 = imbalance(planModel(snap0).nodes);
     step(`Turning automatic rebalancing on: imbalance ${imb0.toFixed(3)}, threshold ${thresholdOf(agg)} (aggressiveness ${agg}); moves appear as they happen`);
-    await runClusterCommand(['rebalance', '--dry-run', '--etcd', url]);
+    await rebalanceCommand(['--dry-run', '--etcd', url]);
     await setConfig(etcd, { autoRebalance: true });
     await followUntil(etcd, async () => {
       const s = await readSnapshot(etcd);
@@ -75,12 +79,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     }, 180_000, () => interrupted);
     const snap1 = await readSnapshot(etcd);
     say(`balanced: imbalance ${imbalance(planModel(snap1).nodes).toFixed(3)} <= ${thresholdOf(agg)}`);
-    await runClusterCommand(['node', 'list', '--etcd', url]);
+    await nodeCommand(['list', '--etcd', url]);
 
     const victim = nodesJson(snap1).filter((n) => n.state === 'ready').sort((a, b) => b.vms.length - a.vms.length)[0].id;
     step(`Maintenance: draining ${victim} (cordon, then every VM moves to a node the scheduler picks; 1 outbound at a time)`);
-    await runClusterCommand(['node', 'drain', victim, '--wait', '--etcd', url]);
-    await runClusterCommand(['node', 'list', '--etcd', url]);
+    await nodeCommand(['drain', victim, '--wait', '--etcd', url]);
+    await nodeCommand(['list', '--etcd', url]);
 
     step('Every migration');
     const hist = (await readHistory(etcd)).map(jobJson);
@@ -111,7 +115,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       if (!good) bad++;
       say(`  ${v.name.padEnd(7)} etcd: ${v.node}  running on: ${on.join(', ') || 'nowhere'}  ${good ? 'ok' : 'WRONG'}  ${check}`);
     }
-    await runClusterCommand(['node', 'uncordon', victim, '--etcd', url]);
+    await nodeCommand(['uncordon', victim, '--etcd', url]);
     say(bad === 0 ? '\nall good.' : `\n${bad} problem(s) found.`);
     return bad === 0 ? 0 : 1;
   } finally {

@@ -34,6 +34,7 @@ const DEFAULT_BACKOFF_BASE_MS = 1000;
 /** Delay before re-granting a lost claim lease, ms (then every second until it works). */
 const LEASE_REGRANT_MS = 500;
 
+/** Options of a migrator replica. */
 export interface MigratorOptions {
   /** Replica id (default `migrator-<pid>`). */
   id?: string;

@@ -7,6 +7,7 @@ import type { ClusterSnapshot } from '../../cluster/etcd';
 import { nodeUsage } from '../../cluster/usage';
 import type { PlanNode, PlanVm } from './planner';
 
+/** The planner's view of the cluster: its nodes and its placed VMs. */
 export interface PlanModel {
   nodes: PlanNode[];
   vms: PlanVm[];

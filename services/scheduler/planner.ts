@@ -69,6 +69,7 @@ export interface RebalancePlan {
   stop: 'balanced' | 'below-threshold' | 'no-improving-move' | 'max-moves' | 'disabled';
 }
 
+/** How eagerly and how far one rebalance plan goes. */
 export interface RebalanceOptions {
   aggressiveness?: number;
   /** Most moves in one plan (the scheduler takes a few per round; the bench takes all). */

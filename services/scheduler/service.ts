@@ -25,6 +25,7 @@ import { planModel } from './model';
 import { controlMetrics, schedulerMetrics } from '../../lib/metrics';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
+/** Options of a scheduler replica. */
 export interface SchedulerOptions {
   id?: string;
   /** Election lease TTL, s (default 3). */
@@ -35,6 +36,7 @@ export interface SchedulerOptions {
   log?: Logger;
 }
 
+/** A scheduler replica: campaigns for leadership; the leader places, drains and rebalances. */
 export class Scheduler {
   readonly id: string;
   private readonly log: Logger;

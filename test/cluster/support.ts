@@ -33,6 +33,7 @@ export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes:
   return c;
 }
 
+/** Exit code and output of one `drover` run. */
 export interface CliResult {
   code: number;
   stdout: string;

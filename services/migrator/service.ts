@@ -13,6 +13,11 @@
  * - Enforces a progress timeout (bytes sent unchanged) and a completion timeout scaled by VM size,
  *   retries transient failures with exponential backoff (bounded), and moves finished jobs into
  *   the history.
+ *
+ * This file is the replica loop (lease, claims, admission, tick). One claimed job is a `JobRun`
+ * (job-run.ts); its live attempt a `MigrationAttempt` (attempt.ts) whose state is an
+ * `AttemptTracker` (attempt-state.ts) with a `Watchdog` (watchdog.ts); fenced writes are in
+ * job-store.ts, takeovers in takeover.ts.
  */
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import { getJson, readSnapshot, updateJson } from '../../cluster/etcd';

@@ -48,6 +48,7 @@ export function simulatedCluster(nodeCount: number, vmCount: number, seed = 42):
   return { nodes, vms };
 }
 
+/** One planner bench run: the cluster's size, the planning time and the plan's numbers. */
 export interface PlannerBenchResult {
   nodes: number;
   vms: number;

@@ -2,7 +2,7 @@
  * Shared etcd access for the control plane: connecting (with a clear error when etcd is
  * unreachable), JSON values with their revisions, and one consistent snapshot of the cluster.
  */
-import { Etcd3 } from 'etcd3';
+import { Etcd3, type IOptions } from 'etcd3';
 import { DroverError, unavailable } from '../lib/errors';
 import {
   keys, idOf, DEFAULT_CONFIG, PREFIX,
@@ -25,10 +25,11 @@ export async function connectEtcd(url: string, timeoutMs = 3000): Promise<Etcd3>
   if (hosts.length === 0) throw unavailable('no etcd address given (use --etcd URL or set DROVER_ETCD)');
   // Every unary call carries a deadline (a hung call becomes an error the caller retries or
   // reports); streams (watches, lease keep-alives) live as long as they are used.
-  const client = new Etcd3({
+  const options: IOptions = {
     hosts, dialTimeout: timeoutMs,
-    defaultCallOptions: (ctx: { isStream?: boolean }) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
-  } as any);
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+  };
+  const client = new Etcd3(options);
   try {
     await withTimeout(client.get(keys.config()).exec(), timeoutMs, `etcd at ${url} did not answer within ${timeoutMs} ms`);
   } catch (err) {

@@ -2,8 +2,9 @@
  * Migration jobs as the control plane writes them: creation (fenced on the VM record, so a VM
  * is in at most one job), cancel requests, and the final move of a job into the history.
  */
-import type { Etcd3 } from 'etcd3';
+import type { DeleteBuilder, Etcd3, PutBuilder } from 'etcd3';
 import { DroverError, failedPrecondition, notFound } from '../lib/errors';
+import { capacityShortfall } from './capacity';
 import { getJson } from './etcd';
 import {
   keys, newJob, newJobId, AFTER_SWITCHOVER, TERMINAL_PHASES,
@@ -24,10 +25,9 @@ export async function createJob(etcd: Etcd3, p: { vm: string; to: string; reason
   if (mark && !p.allowCordonedTarget) throw failedPrecondition(`node ${p.to} is ${mark.value.state}: it takes no VMs`);
   const hb = await getJson<NodeHeartbeat>(etcd, keys.alive(p.to));
   if (!hb) throw failedPrecondition(`node ${p.to} is not alive (no heartbeat)`);
-  const free = hb.value.memTotalBytes - hb.value.memUsedBytes;
-  if (free < v.spec.memBytes) {
-    throw new DroverError('RESOURCE_EXHAUSTED', `node ${p.to} has ${free} bytes free, VM "${p.vm}" needs ${v.spec.memBytes}`);
-  }
+  // Memory only, as the target heartbeats it (the agent checks vCPUs when the VM arrives).
+  const short = capacityShortfall(p.to, { memBytes: hb.value.memTotalBytes, vcpus: Infinity }, { memBytes: hb.value.memUsedBytes, vcpus: 0 }, { name: p.vm, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus });
+  if (short) throw new DroverError('RESOURCE_EXHAUSTED', short);
   const job = newJob({ id: newJobId(), vm: p.vm, from: v.node, to: p.to, reason: p.reason, predictedBytes: p.predictedBytes, maxAttempts: p.maxAttempts });
   let txn = etcd.if(keys.vm(p.vm), 'Mod', '==', vm.modRevision);
   if (p.fenceKey) txn = txn.and(p.fenceKey, 'Version', '>', 0);
@@ -82,13 +82,13 @@ export async function finishJob(etcd: Etcd3, jobRev: string, job: JobRecord, vmP
   for (let i = 0; i < 10; i++) {
     const vm = await getJson<VmRecord>(etcd, keys.vm(job.vm));
     let txn = etcd.if(keys.job(job.id), 'Mod', '==', jobRev);
-    const ops = [etcd.delete().key(keys.job(job.id)), etcd.put(keys.history(job.id)).value(JSON.stringify(final))];
+    const ops: (DeleteBuilder | PutBuilder)[] = [etcd.delete().key(keys.job(job.id)), etcd.put(keys.history(job.id)).value(JSON.stringify(final))];
     if (vm) {
       txn = txn.and(keys.vm(job.vm), 'Mod', '==', vm.modRevision);
       const next = { ...vm.value, ...vmPatch };
       if (next.job === job.id) next.job = '';
       if (next.state === 'migrating') next.state = 'running';
-      ops.push(etcd.put(keys.vm(job.vm)).value(JSON.stringify(next)) as any);
+      ops.push(etcd.put(keys.vm(job.vm)).value(JSON.stringify(next)));
     }
     const r = await txn.then(...ops).commit();
     if (r.succeeded) return true;

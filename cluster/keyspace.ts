@@ -28,6 +28,7 @@ import type { MigrationResult } from '../migration/types';
 /** The root of all Drover keys. */
 export const PREFIX = process.env.DROVER_ETCD_PREFIX || '/drover/v1/';
 
+/** The etcd key of every record the control plane keeps. */
 export const keys = {
   node: (id: string) => `${PREFIX}nodes/${id}`,
   nodes: () => `${PREFIX}nodes/`,
@@ -198,6 +199,7 @@ export interface ClusterConfig {
   autoRebalance: boolean;
 }
 
+/** The cluster config where etcd holds none (or only some fields). */
 export const DEFAULT_CONFIG: ClusterConfig = {
   maxConcurrent: 4,
   maxOutboundPerNode: 1,

@@ -26,6 +26,7 @@ export function droverBin(): string {
   throw unavailable('cannot find bin/drover next to the compiled code');
 }
 
+/** What a local cluster runs: how many nodes, where logs go, and the agents' capacity. */
 export interface LocalClusterOptions {
   nodes: number;
   dir: string;

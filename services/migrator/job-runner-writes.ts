@@ -1,6 +1,7 @@
 /**
  * etcd writes one migration job costs on its normal path (no retries), counted from the code
- * in cluster/jobs.ts and services/migrator/service.ts:
+ * in cluster/jobs.ts and services/migrator/ (service.ts claims and admits; job-run.ts, attempt.ts and
+ * job-store.ts write the job):
  *   1 create (job + VM record, one txn)          1 claim (txn)          1 admission (CAS)
  *   1 start: job reserving + VM migrating (txn)  1 phase precopy
  *   1 owner flip + committed (one fenced txn)    1 finish (job -> history + VM, one txn)

@@ -12,6 +12,13 @@ import { keys, type NodeHeartbeat, type NodeRecord } from '../../cluster/keyspac
 import { makeLogger, type Logger } from '../../cluster/log';
 import type { NodeInfo } from './client/agent-codec';
 
+/** The part of a pino logger registration uses (methods, so any pino logger fits). */
+export interface PinoLike {
+  info(obj: object, msg?: string): void;
+  warn?(obj: object, msg?: string): void;
+}
+
+/** What a node agent registers in etcd and how it heartbeats. */
 export interface RegistrationOptions {
   etcdUrl: string;
   nodeId: string;
@@ -21,9 +28,10 @@ export interface RegistrationOptions {
   ttlSec?: number;
   heartbeatMs?: number;
   /** A Drover logger function, or a pino-style logger (its `info`/`warn` are used). */
-  log?: Logger | { info: (...a: any[]) => void; warn?: (...a: any[]) => void };
+  log?: Logger | PinoLike;
 }
 
+/** A running registration (heartbeats until stopped). */
 export interface Registration {
   /** Resolves once the node is registered (rejects if etcd cannot be reached). */
   ready: Promise<void>;

@@ -69,6 +69,7 @@ export interface RebalancePlan {
   stop: 'balanced' | 'below-threshold' | 'no-improving-move' | 'max-moves' | 'disabled';
 }
 
+/** How eagerly and how far one rebalance plan goes. */
 export interface RebalanceOptions {
   aggressiveness?: number;
   /** Most moves in one plan (the scheduler takes a few per round; the bench takes all). */
@@ -119,6 +120,157 @@ export function imbalance(nodes: PlanNode[]): number {
   return Math.sqrt(ls.reduce((a, l) => a + (l - mean) ** 2, 0) / ls.length);
 }
 
+/** Smallest cut in imbalance that counts as an improvement (float noise is not a gain). */
+const MIN_GAIN = 1e-12;
+
+/**
+ * The rebalancer's working set: loads and free capacity of the schedulable nodes, and the
+ * movable VMs per node as indices into flat arrays (the hot loop does no lookups).
+ */
+interface RebalanceState {
+  nodes: PlanNode[];
+  load: number[];
+  /** Sum of the loads and of their squares (the imbalance in O(1) per candidate move). */
+  sum: number;
+  sum2: number;
+  cur: number;
+  vmList: PlanVm[];
+  onNode: number[][];
+  vmMem: Float64Array;
+  vmCpu: Float64Array;
+  vmVcpus: Float64Array;
+  vmCost: Float64Array;
+  freeMem: Float64Array;
+  freeVcpu: Float64Array;
+  halfInvMem: Float64Array;
+  halfInvCpu: Float64Array;
+  /** The K most and K least loaded nodes (reused per move). */
+  top: number[];
+  bottom: number[];
+}
+
+/** The best move found by one search: source, target, index in the source's list, load deltas. */
+interface MoveChoice {
+  s: number;
+  t: number;
+  k: number;
+  ds: number;
+  dt: number;
+}
+
+/** Standard deviation of `n` loads from their sum and sum of squares. */
+function stdOf(n: number, s: number, s2: number): number {
+  return n < 2 ? 0 : Math.sqrt(Math.max(0, s2 / n - (s / n) ** 2));
+}
+
+/** Copies the schedulable nodes and indexes the movable VMs on them. */
+function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number): RebalanceState {
+  const nodes = nodesIn.filter((n) => n.schedulable).map((n) => ({ ...n }));
+  const idx = new Map(nodes.map((n, i) => [n.id, i]));
+  const load = nodes.map(loadOf);
+  const sum = load.reduce((a, b) => a + b, 0);
+  const sum2 = load.reduce((a, b) => a + b * b, 0);
+  const vmList: PlanVm[] = [];
+  const onNode: number[][] = nodes.map(() => []);
+  for (const vm of vmsIn) {
+    const i = idx.get(vm.node);
+    if (i !== undefined && vm.movable) { onNode[i].push(vmList.length); vmList.push(vm); }
+  }
+  return {
+    nodes, load, sum, sum2, cur: stdOf(nodes.length, sum, sum2), vmList, onNode,
+    vmMem: Float64Array.from(vmList, (v) => v.memBytes),
+    vmCpu: Float64Array.from(vmList, (v) => v.cpu),
+    vmVcpus: Float64Array.from(vmList, (v) => v.vcpus),
+    vmCost: Float64Array.from(vmList, (v) => predictMigrationBytes(v.memBytes, v.dirtyRateBytesPerSec, bw)),
+    freeMem: Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes),
+    freeVcpu: Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated)),
+    halfInvMem: Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? 0.5 / n.memTotalBytes : 0)),
+    halfInvCpu: Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 ? 0.5 / n.vcpusTotal : 0)),
+    top: [],
+    bottom: [],
+  };
+}
+
+/** Fills `top` (sources: most loaded with movable VMs) and `bottom` (targets: least loaded), K each, by one linear scan. */
+function pickExtremes(st: RebalanceState, K: number): void {
+  const { load, onNode, top, bottom } = st;
+  top.length = 0;
+  bottom.length = 0;
+  for (let i = 0; i < load.length; i++) {
+    const li = load[i];
+    if (onNode[i].length > 0 && (top.length < K || li > load[top[top.length - 1]])) {
+      let j = top.length < K ? top.length : K - 1;
+      while (j > 0 && load[top[j - 1]] < li) { top[j] = top[j - 1]; j--; }
+      top[j] = i;
+    }
+    if (bottom.length < K || li < load[bottom[bottom.length - 1]]) {
+      let j = bottom.length < K ? bottom.length : K - 1;
+      while (j > 0 && load[bottom[j - 1]] > li) { bottom[j] = bottom[j - 1]; j--; }
+      bottom[j] = i;
+    }
+  }
+}
+
+/** The move between the extremes that cuts the imbalance most per predicted byte, if any improves it. */
+function bestMove(st: RebalanceState): MoveChoice | undefined {
+  const { load, onNode, top, bottom, freeMem, freeVcpu, halfInvMem, halfInvCpu, vmMem, vmCpu, vmVcpus, vmCost, sum, sum2, cur } = st;
+  const N = load.length;
+  let bestScore = -1;
+  let best: MoveChoice | undefined;
+  for (let si = 0; si < top.length; si++) {
+    const s = top[si];
+    const list = onNode[s];
+    const ls = load[s];
+    const hms = halfInvMem[s], hcs = halfInvCpu[s];
+    for (let ti = 0; ti < bottom.length; ti++) {
+      const t = bottom[ti];
+      const lt = load[t];
+      if (t === s || lt >= ls) continue;
+      const free = freeMem[t], freeCpu = freeVcpu[t];
+      const hmt = halfInvMem[t], hct = halfInvCpu[t];
+      const base2 = sum2 - ls * ls - lt * lt;
+      for (let k = 0; k < list.length; k++) {
+        const v = list[k];
+        const mem = vmMem[v];
+        if (free < mem || freeCpu < vmVcpus[v]) continue;
+        const ds = mem * hms + vmCpu[v] * hcs;
+        const dt = mem * hmt + vmCpu[v] * hct;
+        const a = ls - ds, b = lt + dt;
+        const gain = cur - stdOf(N, sum - ds + dt, base2 + a * a + b * b);
+        if (gain <= MIN_GAIN) continue;
+        const score = gain / vmCost[v];
+        if (score > bestScore) { bestScore = score; best = { s, t, k, ds, dt }; }
+      }
+    }
+  }
+  return best;
+}
+
+/** Applies a move to the working set (loads, free capacity, node copies) and returns the VM's index. */
+function applyMove(st: RebalanceState, m: MoveChoice): number {
+  const { s: bs, t: bt, k: bk, ds: bds, dt: bdt } = m;
+  const { load, freeMem, freeVcpu, nodes } = st;
+  const v = st.onNode[bs][bk];
+  const vm = st.vmList[v];
+  st.sum2 = st.sum2 - load[bs] ** 2 - load[bt] ** 2 + (load[bs] - bds) ** 2 + (load[bt] + bdt) ** 2;
+  st.sum = st.sum - bds + bdt;
+  load[bs] -= bds;
+  load[bt] += bdt;
+  freeMem[bs] += vm.memBytes;
+  freeMem[bt] -= vm.memBytes;
+  freeVcpu[bs] += vm.vcpus;
+  freeVcpu[bt] -= vm.vcpus;
+  nodes[bs].memUsedBytes -= vm.memBytes;
+  nodes[bs].cpuUsed -= vm.cpu;
+  nodes[bt].memUsedBytes += vm.memBytes;
+  nodes[bt].cpuUsed += vm.cpu;
+  if (nodes[bs].vcpusAllocated !== undefined) nodes[bs].vcpusAllocated! -= vm.vcpus;
+  if (nodes[bt].vcpusAllocated !== undefined) nodes[bt].vcpusAllocated! += vm.vcpus;
+  st.onNode[bs].splice(bk, 1); // at most one move per VM per plan
+  st.cur = stdOf(load.length, st.sum, st.sum2);
+  return v;
+}
+
 /** Plans moves that bring the imbalance under the aggressiveness threshold. */
 export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: RebalanceOptions = {}): RebalancePlan {
   const aggressiveness = opts.aggressiveness ?? 3;
@@ -128,14 +280,8 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   const maxMoves = opts.maxMoves ?? Infinity;
   const K = opts.candidates ?? 4;
 
-  const nodes = nodesIn.filter((n) => n.schedulable).map((n) => ({ ...n }));
-  const idx = new Map(nodes.map((n, i) => [n.id, i]));
-  const load = nodes.map(loadOf);
-  const N = nodes.length;
-  let sum = load.reduce((a, b) => a + b, 0);
-  let sum2 = load.reduce((a, b) => a + b * b, 0);
-  const std = (s: number, s2: number) => (N < 2 ? 0 : Math.sqrt(Math.max(0, s2 / N - (s / N) ** 2)));
-  const before = std(sum, sum2);
+  const st = rebalanceState(nodesIn, vmsIn, bw);
+  const before = st.cur;
   const plan: RebalancePlan = {
     aggressiveness, threshold, target, imbalanceBefore: before, imbalanceAfter: before, moves: [],
     predictedBytes: 0, predictedMs: 0, stop: 'below-threshold',
@@ -143,103 +289,23 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   if (!Number.isFinite(threshold)) { plan.stop = 'disabled'; return plan; }
   if (before <= (opts.continuing ? target : threshold)) return plan;
 
-  // Movable VMs per schedulable node, as indices into flat arrays (the hot loop does no lookups).
-  const vmList: PlanVm[] = [];
-  const onNode: number[][] = nodes.map(() => []);
-  for (const vm of vmsIn) {
-    const i = idx.get(vm.node);
-    if (i !== undefined && vm.movable) { onNode[i].push(vmList.length); vmList.push(vm); }
-  }
-  const vmMem = Float64Array.from(vmList, (v) => v.memBytes);
-  const vmCpu = Float64Array.from(vmList, (v) => v.cpu);
-  const vmVcpus = Float64Array.from(vmList, (v) => v.vcpus);
-  const freeMem = Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes);
-  const freeVcpu = Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated));
-  const vmCost = Float64Array.from(vmList, (v) => predictMigrationBytes(v.memBytes, v.dirtyRateBytesPerSec, bw));
-  const halfInvMem = Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? 0.5 / n.memTotalBytes : 0));
-  const halfInvCpu = Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 ? 0.5 / n.vcpusTotal : 0));
-  let cur = before;
-  const minGain = 1e-12;
-  // The K most and K least loaded nodes, by one linear scan (no full sort per move).
-  const top: number[] = [];
-  const bottom: number[] = [];
-  const extremes = () => {
-    top.length = 0;
-    bottom.length = 0;
-    for (let i = 0; i < N; i++) {
-      const li = load[i];
-      if (onNode[i].length > 0 && (top.length < K || li > load[top[top.length - 1]])) {
-        let j = top.length < K ? top.length : K - 1;
-        while (j > 0 && load[top[j - 1]] < li) { top[j] = top[j - 1]; j--; }
-        top[j] = i;
-      }
-      if (bottom.length < K || li < load[bottom[bottom.length - 1]]) {
-        let j = bottom.length < K ? bottom.length : K - 1;
-        while (j > 0 && load[bottom[j - 1]] > li) { bottom[j] = bottom[j - 1]; j--; }
-        bottom[j] = i;
-      }
-    }
-  };
-
-  while (cur > target) {
+  while (st.cur > target) {
     if (plan.moves.length >= maxMoves) { plan.stop = 'max-moves'; break; }
-    extremes();
-    let bestScore = -1, bs = -1, bt = -1, bk = -1, bds = 0, bdt = 0;
-    for (let si = 0; si < top.length; si++) {
-      const s = top[si];
-      const list = onNode[s];
-      const ls = load[s];
-      const hms = halfInvMem[s], hcs = halfInvCpu[s];
-      for (let ti = 0; ti < bottom.length; ti++) {
-        const t = bottom[ti];
-        const lt = load[t];
-        if (t === s || lt >= ls) continue;
-        const free = freeMem[t], freeCpu = freeVcpu[t];
-        const hmt = halfInvMem[t], hct = halfInvCpu[t];
-        const base2 = sum2 - ls * ls - lt * lt;
-        for (let k = 0; k < list.length; k++) {
-          const v = list[k];
-          const mem = vmMem[v];
-          if (free < mem || freeCpu < vmVcpus[v]) continue;
-          const ds = mem * hms + vmCpu[v] * hcs;
-          const dt = mem * hmt + vmCpu[v] * hct;
-          const a = ls - ds, b = lt + dt;
-          const gain = cur - std(sum - ds + dt, base2 + a * a + b * b);
-          if (gain <= minGain) continue;
-          const score = gain / vmCost[v];
-          if (score > bestScore) { bestScore = score; bs = s; bt = t; bk = k; bds = ds; bdt = dt; }
-        }
-      }
-    }
-    if (bs < 0) { plan.stop = 'no-improving-move'; break; }
-    const v = onNode[bs][bk];
-    const vm = vmList[v];
-    sum2 = sum2 - load[bs] ** 2 - load[bt] ** 2 + (load[bs] - bds) ** 2 + (load[bt] + bdt) ** 2;
-    sum = sum - bds + bdt;
-    load[bs] -= bds;
-    load[bt] += bdt;
-    freeMem[bs] += vm.memBytes;
-    freeMem[bt] -= vm.memBytes;
-    freeVcpu[bs] += vm.vcpus;
-    freeVcpu[bt] -= vm.vcpus;
-    nodes[bs].memUsedBytes -= vm.memBytes;
-    nodes[bs].cpuUsed -= vm.cpu;
-    nodes[bt].memUsedBytes += vm.memBytes;
-    nodes[bt].cpuUsed += vm.cpu;
-    if (nodes[bs].vcpusAllocated !== undefined) nodes[bs].vcpusAllocated! -= vm.vcpus;
-    if (nodes[bt].vcpusAllocated !== undefined) nodes[bt].vcpusAllocated! += vm.vcpus;
-    onNode[bs].splice(bk, 1); // at most one move per VM per plan
-    cur = std(sum, sum2);
-    const bytes = vmCost[v];
+    pickExtremes(st, K);
+    const m = bestMove(st);
+    if (!m) { plan.stop = 'no-improving-move'; break; }
+    const v = applyMove(st, m);
+    const vm = st.vmList[v];
+    const bytes = st.vmCost[v];
     plan.moves.push({
-      vm: vm.name, from: nodes[bs].id, to: nodes[bt].id, memBytes: vm.memBytes,
-      predictedBytes: bytes, predictedMs: (bytes / bw) * 1000, imbalanceAfter: cur,
+      vm: vm.name, from: st.nodes[m.s].id, to: st.nodes[m.t].id, memBytes: vm.memBytes,
+      predictedBytes: bytes, predictedMs: (bytes / bw) * 1000, imbalanceAfter: st.cur,
     });
     plan.predictedBytes += bytes;
     plan.predictedMs += (bytes / bw) * 1000;
   }
-  if (cur <= target) plan.stop = 'balanced';
-  plan.imbalanceAfter = cur;
+  if (st.cur <= target) plan.stop = 'balanced';
+  plan.imbalanceAfter = st.cur;
   return plan;
 }
 

@@ -17,13 +17,15 @@
 import type { Etcd3 } from 'etcd3';
 import { AgentClient } from '../node-agent/client/agent-client';
 import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../cluster/etcd';
-import { createJob } from '../../cluster/jobs';
+import { requestMigration } from '../../cluster/ops/migrations';
+import { capacityShortfall } from '../../cluster/capacity';
 import { makeLogger, type Logger } from '../../cluster/log';
 import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
 import { controlMetrics, schedulerMetrics } from '../../lib/metrics';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
+/** Options of a scheduler replica. */
 export interface SchedulerOptions {
   id?: string;
   /** Election lease TTL, s (default 3). */
@@ -34,6 +36,7 @@ export interface SchedulerOptions {
   log?: Logger;
 }
 
+/** A scheduler replica: campaigns for leadership; the leader places, drains and rebalances. */
 export class Scheduler {
   readonly id: string;
   private readonly log: Logger;
@@ -179,8 +182,10 @@ export class Scheduler {
       if (target) {
         const n = snap.nodes.get(target);
         const pn = model.nodes.find((x) => x.id === target);
-        if (!n || !pn || n.state !== 'ready' || pn.memTotalBytes - pn.memUsedBytes < vm.spec.memBytes) {
-          await this.putVm(name, modRevision, { ...vm, state: 'failed', error: !n ? `no node named "${target}"` : n.state !== 'ready' ? `node ${target} is ${n.state}` : `node ${target} has ${pn!.memTotalBytes - pn!.memUsedBytes} bytes free, the VM needs ${vm.spec.memBytes}` });
+        // Memory only here (the agent checks vCPUs when it creates the VM).
+        const short = pn ? capacityShortfall(target, { memBytes: pn.memTotalBytes, vcpus: Infinity }, { memBytes: pn.memUsedBytes, vcpus: 0 }, vm.spec) : `no node named "${target}"`;
+        if (!n || n.state !== 'ready' || short) {
+          await this.putVm(name, modRevision, { ...vm, state: 'failed', error: !n ? `no node named "${target}"` : n.state !== 'ready' ? `node ${target} is ${n.state}` : short ?? '' });
           continue;
         }
       } else {
@@ -260,7 +265,7 @@ export class Scheduler {
       for (const mv of ev.moves) {
         if (free <= 0) break;
         try {
-          const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'drain', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
+          const job = await requestMigration(this.etcd, { vm: mv.vm, to: mv.to, reason: 'drain', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
           this.log('drain move', { job: job.id, vm: mv.vm, from: n.id, to: mv.to });
           schedulerMetrics().movePlanned('drain', job.id);
           free--;
@@ -287,7 +292,7 @@ export class Scheduler {
     this.log('rebalancing', { imbalance: plan.imbalanceBefore.toFixed(3), threshold: plan.threshold, moves: plan.moves.length, after: plan.imbalanceAfter.toFixed(3) });
     for (const mv of plan.moves) {
       try {
-        const job = await createJob(this.etcd, { vm: mv.vm, to: mv.to, reason: 'rebalance', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
+        const job = await requestMigration(this.etcd, { vm: mv.vm, to: mv.to, reason: 'rebalance', predictedBytes: mv.predictedBytes, fenceKey: this.campaignKey });
         this.log('rebalance move', { job: job.id, vm: mv.vm, from: mv.from, to: mv.to });
         schedulerMetrics().movePlanned('rebalance', job.id);
         this.lastRebalanceActivity = Date.now();

@@ -9,7 +9,7 @@ import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory } f
 import { getJson } from '../../cluster/etcd';
 import { keys, type JobRecord, type VmRecord } from '../../cluster/keyspace';
 import type { LocalCluster } from '../../services/local-cluster';
-import { setConfig } from '../../cli/commands/cluster/index';
+import { setConfig } from './support';
 
 type C = LocalCluster & { stopAll(): Promise<void> };
 const clusters: C[] = [];

@@ -6,7 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory, maxOverlap } from './support';
-import { setConfig } from '../../cli/commands/cluster/index';
+import { setConfig } from './support';
 import { planModel } from '../../services/scheduler/model';
 import { imbalance, thresholdOf } from '../../services/scheduler/planner';
 import { getJson } from '../../cluster/etcd';

@@ -12,6 +12,8 @@ import { AgentClient } from '../../services/node-agent/client/agent-client';
 import type { JobRecord } from '../../cluster/keyspace';
 
 export { startLocalEtcd } from '../../cluster/local-etcd';
+/** The cluster-operations API, as the CLI uses it (tests change config and create VMs through it). */
+export { setConfig, createVmRecord, waitPlaced, requestMigration, cancelMigration } from '../../cluster/ops';
 
 /** Starts a cluster in a fresh temp dir (removed by `stop`, kept when the test failed and DROVER_KEEP=1). */
 export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes: number }): Promise<LocalCluster & { stopAll(): Promise<void> }> {
@@ -31,6 +33,7 @@ export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes:
   return c;
 }
 
+/** Exit code and output of one `drover` run. */
 export interface CliResult {
   code: number;
   stdout: string;

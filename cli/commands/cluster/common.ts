@@ -1,8 +1,26 @@
-/** Shared helpers of the cluster commands: the etcd URL, tables, and the views they print. */
+/** Shared helpers of the cluster commands: the etcd URL, argument checks, tables, and the views they print. */
 import type { Etcd3 } from 'etcd3';
-import { UsageError, str, type Parsed } from '../../args';
+import { UsageError, str, type OptionSpec, type Parsed } from '../../args';
 import { connectEtcd, type ClusterSnapshot } from '../../../cluster/etcd';
 import type { JobRecord, NodeState } from '../../../cluster/keyspace';
+
+export { jobLine } from '../../../cluster/ops/job-line';
+
+/** The --etcd option every cluster command takes. */
+export const ETCD: OptionSpec = { etcd: { type: 'string' } };
+
+/** Refuses positionals beyond the first `n` (one line naming the usage). */
+export function noExtra(p: { positionals: string[] }, n: number, usage: string): void {
+  if (p.positionals.length > n) throw new UsageError(`unexpected argument "${p.positionals[n]}" (usage: ${usage})`);
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function waitSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
 
 /** The etcd URL from --etcd or DROVER_ETCD. */
 export function etcdUrl(p: Parsed, command: string): string {
@@ -28,6 +46,7 @@ export function table(head: string[], rows: (string | number)[][]): string {
   return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ')).join('\n');
 }
 
+/** Bytes per MiB (the unit the tables print). */
 export const MiB = 2 ** 20;
 
 /** `node list --json` objects. */
@@ -43,6 +62,7 @@ export interface NodeJson {
   note: string;
 }
 
+/** The `node list` view of a snapshot. */
 export function nodesJson(snap: ClusterSnapshot): NodeJson[] {
   return [...snap.nodes.values()].map((n) => {
     const vms = [...snap.vms.values()].map((v) => v.value).filter((v) => v.node === n.id).sort((a, b) => a.name.localeCompare(b.name));
@@ -80,6 +100,7 @@ export interface MigrationJson {
   commitMs: number;
 }
 
+/** The `migrations list` view of a job. */
 export function jobJson(j: JobRecord): MigrationJson {
   return {
     id: j.id, vm: j.vm, from: j.from, to: j.to, reason: j.reason, phase: j.phase, result: j.result,
@@ -88,12 +109,4 @@ export function jobJson(j: JobRecord): MigrationJson {
     createdAt: j.createdAt, admittedAt: j.admittedAt, finishedAt: j.finishedAt, etcdWrites: j.etcdWrites,
     sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0, commitMs: j.commitMs ?? 0,
   };
-}
-
-/** A human line for a job. */
-export function jobLine(j: JobRecord): string {
-  const p = j.progress;
-  const prog = p && !j.result ? ` round ${p.round} sent ${(p.sentBytes / MiB).toFixed(0)} MiB remaining ${(p.remainingBytes / MiB).toFixed(1)} MiB dirty ${(p.dirtyRateBytesPerSec / MiB).toFixed(0)} MiB/s` : '';
-  const res = j.result ? ` ${j.result}${j.engine ? ` downtime ${j.engine.downtimeMs.toFixed(2)} ms total ${j.engine.totalMs.toFixed(0)} ms` : ''}${j.error ? ` (${j.error})` : ''}` : '';
-  return `${j.id} ${j.vm} ${j.from} -> ${j.to} [${j.reason}] ${j.phase}${prog}${res}`;
 }

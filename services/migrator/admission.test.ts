@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { admissionBlocker } from './service';
+import { admissionBlocker } from './admission';
 import { DEFAULT_CONFIG } from '../../cluster/keyspace';
 
 test('admission enforces cluster, outbound and inbound limits', () => {

@@ -1,0 +1,120 @@
+/**
+ * One job as a replica runs it after claiming (and admitting) it: a job found committed is
+ * completed, one found mid-flight is rolled back (takeover.ts), a cancelled one is finished;
+ * otherwise it is checked (VM, nodes), started in one transaction fenced on the VM record
+ * (VM migrating + job reserving), run as one attempt (attempt.ts), and settled: done, cancelled,
+ * completed after the flip, or retried / failed.
+ */
+import { DroverError } from '../../lib/errors';
+import { getJson, type Versioned } from '../../cluster/etcd';
+import type { Logger } from '../../cluster/log';
+import { migratorMetrics } from '../../lib/metrics';
+import { keys, type ClusterConfig, type JobRecord, type VmRecord } from '../../cluster/keyspace';
+import { completionTimeoutMs, resolvePolicy } from '../../migration/types';
+import type { AttemptOutcome } from './attempt-state';
+import { ENGINE_PHASES, MigrationAttempt } from './attempt';
+import { Abandoned, type JobHandle, type JobStore } from './job-store';
+import { completeCommitted, recover } from './takeover';
+
+/** The nodes of a job, checked and resolved to agent addresses. */
+interface Endpoints {
+  fromAddr: string;
+  toAddr: string;
+}
+
+/** One claimed job on this replica. */
+export class JobRun {
+  private readonly run: JobHandle;
+
+  constructor(private readonly store: JobStore, private readonly log: Logger, job: Versioned<JobRecord>, private readonly cfg: ClusterConfig) {
+    this.run = { job: job.value, rev: job.modRevision };
+  }
+
+  /** Drives the job to its next resting point (finished, backoff, or taken by another replica). */
+  async drive(): Promise<void> {
+    const { job } = this.run;
+    if (job.committed) return completeCommitted(this.store, this.log, this.run);
+    if (ENGINE_PHASES.has(job.phase) || job.phase === 'recovering') return recover(this.store, this.log, this.run);
+    if (job.cancelRequested) return this.store.finish(this.run, { phase: 'cancelled', result: 'cancelled', error: 'cancelled by user before it started' });
+    return this.execute();
+  }
+
+  private async execute(): Promise<void> {
+    const job = this.run.job;
+    const vm = await getJson<VmRecord>(this.store.etcd, keys.vm(job.vm));
+    const ends = await this.preflight(vm);
+    if (!vm || !ends) return;
+    const vmRec: VmRecord = { ...vm.value, state: 'migrating' };
+    const vmRev = await this.begin(vm, vmRec);
+    if (vmRev === undefined) return;
+    migratorMetrics().jobStarted(job);
+    const timeoutMs = completionTimeoutMs(resolvePolicy({}), vm.value.spec.memBytes);
+    const attempt = new MigrationAttempt({ store: this.store, log: this.log, run: this.run, cfg: this.cfg, vm: vmRec, vmRev, ...ends, timeoutMs });
+    return this.settle(await attempt.run());
+  }
+
+  /** Checks the VM and both nodes; finishes or reschedules the job (undefined) when it cannot start. */
+  private async preflight(vm: Versioned<VmRecord> | undefined): Promise<Endpoints | undefined> {
+    const { store, run } = this;
+    const job = run.job;
+    if (!vm) { await store.fail(run, `VM "${job.vm}" no longer exists`); return undefined; }
+    if (vm.value.node !== job.from) { await store.fail(run, `VM "${job.vm}" is on ${vm.value.node}, not ${job.from}`); return undefined; }
+    if (vm.value.state !== 'running' && vm.value.state !== 'migrating') return this.notNow(`VM "${job.vm}" is ${vm.value.state}`);
+    const [fromAlive, toAlive, toMark] = await Promise.all([
+      getJson(store.etcd, keys.alive(job.from)), getJson(store.etcd, keys.alive(job.to)), getJson<{ state: string }>(store.etcd, keys.mark(job.to)),
+    ]);
+    if (!fromAlive) return this.notNow(`source node ${job.from} is not alive`);
+    if (!toAlive) return this.notNow(`target node ${job.to} is not alive`);
+    if (toMark) { await store.fail(run, `target node ${job.to} is ${toMark.value.state}`); return undefined; }
+    const fromAddr = await store.nodeAddress(job.from);
+    const toAddr = await store.nodeAddress(job.to);
+    return { fromAddr, toAddr };
+  }
+
+  /** A transient reason not to start now: retry later (the try counts). */
+  private async notNow(message: string): Promise<undefined> {
+    await this.store.retryOrFail(this.run, new DroverError('UNAVAILABLE', message), {}, true);
+    return undefined;
+  }
+
+  /** VM migrating + job reserving, one transaction fenced on the VM record; its revision, or undefined. */
+  private async begin(vm: Versioned<VmRecord>, vmRec: VmRecord): Promise<string | undefined> {
+    const { store, run } = this;
+    try {
+      return await store.patch(run, (j) => ({ phase: 'reserving', attempts: j.attempts + 1, migrator: store.replicaId, admittedAt: j.admittedAt || Date.now(), error: '' }),
+        [{ key: keys.vm(run.job.vm), rev: vm.modRevision, value: vmRec }]);
+    } catch (e) {
+      if (e instanceof Abandoned) throw e;
+      await store.retryOrFail(run, new DroverError('ABORTED', `VM "${run.job.vm}" changed while starting`), {}, true);
+      return undefined;
+    }
+  }
+
+  /** Turns the attempt's outcome into the job's next state. */
+  private async settle(o: AttemptOutcome): Promise<void> {
+    const { store, run } = this;
+    const job = run.job;
+    switch (o.kind) {
+      case 'abandoned':
+        throw new Abandoned(job.id);
+      case 'succeeded':
+        if (!o.ownerRecorded) await this.recordOwnerAfterTheFact();
+        return store.finish(run, { phase: 'done', result: 'succeeded', engine: o.result, downtimeMs: o.result.downtimeMs, error: '', commitMs: o.commitMs }, { state: 'running', node: job.to });
+      case 'committed':
+        return completeCommitted(store, this.log, run);
+      case 'cancelled':
+        return store.finish(run, { phase: o.byUser ? 'cancelled' : 'failed', result: o.byUser ? 'cancelled' : 'failed', error: o.reason, engine: o.result }, { state: 'running' });
+      case 'failed':
+        return store.retryOrFail(run, o.error, { state: 'running' });
+    }
+  }
+
+  /** An engine that ignored externalCommit: the VM runs on the target now; record it. */
+  private async recordOwnerAfterTheFact(): Promise<void> {
+    const { store, run } = this;
+    const job = run.job;
+    this.log('engine activated without external commit; recording the owner', { job: job.id });
+    const v = await getJson<VmRecord>(store.etcd, keys.vm(job.vm));
+    if (v) await store.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to, lastMovedAt: Date.now(), lastFrom: job.from } }]).catch(() => {});
+  }
+}

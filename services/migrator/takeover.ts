@@ -1,0 +1,77 @@
+/**
+ * Jobs a replica takes over from one that died: after the owner flip they are completed (the
+ * target must run the VM), before it they are rolled back (cancel on the source, the VM keeps
+ * running there) and retried.
+ */
+import { DroverError } from '../../lib/errors';
+import { AgentClient } from '../node-agent/client/agent-client';
+import { getJson } from '../../cluster/etcd';
+import { sleep, type Logger } from '../../cluster/log';
+import { keys, type VmRecord } from '../../cluster/keyspace';
+import type { JobHandle, JobStore } from './job-store';
+
+/** Polls of the agents while waiting for a VM to settle on one node after a takeover. */
+const SETTLE_POLLS = 60;
+/** Pause between those polls, ms (60 × 500 ms: half a minute). */
+const SETTLE_POLL_MS = 500;
+
+/** Where a VM was found running after a rollback: on the source, the target, or not settled. */
+type Settled = 'source' | 'target' | '';
+
+/** A job taken over after the owner flip: make sure the target runs the VM, then finish. */
+export async function completeCommitted(store: JobStore, log: Logger, run: JobHandle): Promise<void> {
+  const job = run.job;
+  log('completing a committed job', { job: job.id });
+  const source = new AgentClient(await store.nodeAddress(job.from));
+  const target = new AgentClient(await store.nodeAddress(job.to));
+  try {
+    try { await source.commitMigration(store.agentMigrationId(job)); } catch (e) { log('commit (takeover)', { job: job.id, error: (e as Error).message }); }
+    let ok = false;
+    for (let i = 0; i < SETTLE_POLLS && !ok; i++) {
+      try { ok = (await target.getVm(job.vm)).state === 'running'; } catch { /* not yet */ }
+      if (!ok) await sleep(SETTLE_POLL_MS);
+    }
+    await store.finish(run, ok
+      ? { phase: 'done', result: 'succeeded', error: '' }
+      : { phase: 'failed', result: 'failed', error: `committed to ${job.to} but the VM does not run there` }, { state: ok ? 'running' : 'unknown', node: job.to });
+  } finally {
+    source.close();
+    target.close();
+  }
+}
+
+/** Polls both agents until the VM runs on exactly one of them (or gives up: ''). */
+async function whereItSettled(source: AgentClient, target: AgentClient, vm: string): Promise<Settled> {
+  for (let i = 0; i < SETTLE_POLLS; i++) {
+    const [s, t] = await Promise.all([source.getVm(vm).catch(() => undefined), target.getVm(vm).catch(() => undefined)]);
+    if (s?.state === 'running' && (!t || t.state !== 'running')) return 'source';
+    if (!s && t?.state === 'running') return 'target';
+    await sleep(SETTLE_POLL_MS);
+  }
+  return '';
+}
+
+/** A job taken over before the owner flip: roll back (the VM keeps running on the source), then retry. */
+export async function recover(store: JobStore, log: Logger, run: JobHandle): Promise<void> {
+  const job = run.job;
+  log('recovering a job whose migrator died', { job: job.id, phase: job.phase });
+  await store.patch(run, { phase: 'recovering' });
+  const source = new AgentClient(await store.nodeAddress(job.from));
+  const target = new AgentClient(await store.nodeAddress(job.to));
+  try {
+    try { await source.cancelMigration(store.agentMigrationId(job)); } catch (e) { log('cancel (takeover)', { job: job.id, error: (e as Error).message }); }
+    const where = await whereItSettled(source, target, job.vm);
+    if (where === 'target') {
+      // The engine finished on its own (no external commit): record where the VM runs.
+      const v = await getJson<VmRecord>(store.etcd, keys.vm(job.vm));
+      if (v) await store.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to } }]);
+      return store.finish(run, { phase: 'done', result: 'succeeded' }, { state: 'running', node: job.to });
+    }
+    if (!where) return store.fail(run, 'rollback after a migrator failure: the VM was not found running on the source', { state: 'unknown' });
+    if (run.job.cancelRequested) return store.finish(run, { phase: 'cancelled', result: 'cancelled', error: 'cancelled by user' }, { state: 'running' });
+    return store.retryOrFail(run, new DroverError('ABORTED', 'rolled back after its migrator failed'), { state: 'running' });
+  } finally {
+    source.close();
+    target.close();
+  }
+}

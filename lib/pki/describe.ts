@@ -48,7 +48,7 @@ export function describeCertificate(pem: string, what: string, now = new Date())
     sans: san ? san.names.items.map((n) => ({ type: n.type === 'url' ? 'uri' : n.type, value: n.value })) : [],
     identity: identityOf(cert) ?? null,
     keyType: curve ? `${key} ${curve}` : key,
-    extKeyUsage: eku ? eku.usages.map((u) => EKU[String(u)] ?? String(u)) : [],
+    extKeyUsage: eku ? Array.from(eku.usages, (u) => EKU[String(u)] ?? String(u)) : [],
     fingerprintSha256: cert.fingerprint256,
   };
 }

@@ -17,6 +17,7 @@
  *   drover.v1.MigrationReceiver/AbortIncoming                         x (source)
  *   grpc.health.v1.Health/Check                      x        x        x     x
  *   grpc.health.v1.Health/Watch                      x        x        x     x
+ *   grpc.health.v1.Health/List                       x        x        x     x
  *
  * - admin: every control call; the data plane (MigrationReceiver) is node-to-node only.
  * - controller (migrator, scheduler): VM life cycle, migrations, and the reads they plan with.
@@ -58,6 +59,7 @@ export const AUTHZ_TABLE: Readonly<Record<string, MethodRule>> = Object.freeze({
   'drover.v1.MigrationReceiver/AbortIncoming': DATA,
   'grpc.health.v1.Health/Check': { roles: ROLES },
   'grpc.health.v1.Health/Watch': { roles: ROLES },
+  'grpc.health.v1.Health/List': { roles: ROLES },
 });
 
 /** A refusal's status: no identity, or the wrong one. */

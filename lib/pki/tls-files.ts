@@ -111,10 +111,13 @@ export class CertificateReloader {
     return { ok: true, files: this.files };
   }
 
-  /** grpc-js CertificateProvider: the CA now and after each reload. */
+  /**
+   * grpc-js CertificateProvider: the CA now (in a microtask: grpc-js registers its watcher only
+   * after this returns, so a synchronous first update would be lost) and after each reload.
+   */
   addCaCertificateListener(l: CaListener): void {
     this.caListeners.add(l);
-    l({ caCertificate: this.files.ca });
+    queueMicrotask(() => { if (this.caListeners.has(l)) l({ caCertificate: this.files.ca }); });
   }
 
   /** grpc-js CertificateProvider. */
@@ -122,10 +125,10 @@ export class CertificateReloader {
     this.caListeners.delete(l);
   }
 
-  /** grpc-js CertificateProvider: the certificate and key now and after each reload. */
+  /** grpc-js CertificateProvider: the certificate and key now (in a microtask) and after each reload. */
   addIdentityCertificateListener(l: IdentityListener): void {
     this.identityListeners.add(l);
-    l({ certificate: this.files.cert, privateKey: this.files.key });
+    queueMicrotask(() => { if (this.identityListeners.has(l)) l({ certificate: this.files.cert, privateKey: this.files.key }); });
   }
 
   /** grpc-js CertificateProvider. */

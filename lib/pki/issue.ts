@@ -31,7 +31,7 @@
  * cert-manager: a Certificate with `uris: [spiffe://drover/node/a]`, `commonName: node.a`,
  * `ipAddresses`/`dnsNames` for the hosts, `privateKey: {algorithm: ECDSA, size: 256}`,
  * `usages: [server auth, client auth, digital signature]`. Vault: a PKI role with
- * `allowed_uri_sans=spiffe://drover/*`, `allowed_domains` for the CNs, `key_type=ec`,
+ * `allowed_uri_sans=spiffe://drover/*`, `allow_any_name=true` for the CNs, `key_type=ec`,
  * `server_flag=true client_flag=true`, then `vault write pki/issue/drover common_name=node.a
  * uri_sans=spiffe://drover/node/a ip_sans=10.0.0.5`. See deploy/pki.md.
  */

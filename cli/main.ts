@@ -35,6 +35,7 @@ async function run(argv: string[]): Promise<number> {
       return (await import('./commands/agent')).agentCommand(rest);
     case 'bench':
       return (await import('./commands/bench')).benchCommand(rest);
+    case 'pki': return (await import('./commands/pki')).pkiCommand(rest);
     case 'vm':
       if (has('agent')) return (await import('./commands/vm')).vmCommand(rest);
       return clusterCommand(argv);

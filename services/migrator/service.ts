@@ -23,7 +23,8 @@ import { completionTimeoutMs, resolvePolicy, type MigrationResult } from '../../
 import { getJson, readSnapshot, updateJson } from '../../cluster/etcd';
 import { finishJob } from '../../cluster/jobs';
 import { makeLogger, sleep, type Logger } from '../../cluster/log';
-import { controlMetrics, migratorMetrics } from '../../lib/metrics';
+import { controlMetrics } from '../../cluster/control-metrics';
+import { migratorMetrics } from './migrator-metrics';
 import {
   keys, TERMINAL_PHASES,
   type Admission, type ClusterConfig, type JobPhase, type JobRecord, type NodeRecord, type VmRecord,

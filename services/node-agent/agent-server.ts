@@ -23,7 +23,7 @@ import { ReceiverClientConn, TRANSFER_CODECS } from '../../migration/transport/r
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from './client/agent-client';
 import { widenReceiveWindow } from '../../lib/grpc-window';
-import { agentMetrics, grpcMetricsInterceptor } from '../../lib/metrics';
+import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 // QEMU hooks: QEMU sends its own migration stream; these tunnel it over Transfer (protocol.ts).
 import { QemuSource } from '../../migration/qemu/qemu-source';
 import { QemuTunnelTarget } from '../../migration/qemu/qemu-target';

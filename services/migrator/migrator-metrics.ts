@@ -26,14 +26,14 @@ export class MigratorMetrics {
   private readonly migrators = new Set<{ activeJobs(): string[] }>();
 
   constructor(reg: Registry) {
-    const self = this;
+    const { migrators } = this; // read by the gauge's collect(), where `this` is the gauge
     const registers = [reg];
     this.jobsStarted = new Counter({ name: 'drover_migrator_jobs_started_total', help: 'Job attempts started, by what created the job.', labelNames: ['trigger'], registers });
     this.jobsFinished = new Counter({ name: 'drover_migrator_jobs_finished_total', help: 'Jobs finished, by result and trigger.', labelNames: ['result', 'trigger'], registers });
     this.retries = new Counter({ name: 'drover_migrator_job_retries_total', help: 'Transient job failures retried with backoff.', labelNames: ['trigger'], registers });
     new Gauge({
       name: 'drover_migrator_jobs_inflight', help: 'Jobs this replica drives now.', registers,
-      collect() { this.set([...self.migrators].reduce((n, m) => n + m.activeJobs().length, 0)); },
+      collect() { this.set([...migrators].reduce((n, m) => n + m.activeJobs().length, 0)); },
     });
     this.admitted = new Gauge({ name: 'drover_migrator_admitted_jobs', help: 'Jobs admitted cluster-wide under the concurrency limits.', registers });
     this.limit = new Gauge({ name: 'drover_migrator_limit', help: 'Configured migration limits.', labelNames: ['limit'], registers });

@@ -75,7 +75,7 @@ export class AgentMetrics {
   private readonly running = new Map<string, Inflight>();
 
   constructor(reg: Registry) {
-    const self = this;
+    const { nodes, running } = this; // read by the gauges' collect(), where `this` is the gauge
     const registers = [reg];
     this.downtime = new Histogram({ name: 'drover_migration_downtime_seconds', help: 'Migration downtime: source pause to target resume.', buckets: DOWNTIME_BUCKETS, registers });
     this.duration = new Histogram({ name: 'drover_migration_duration_seconds', help: 'Total migration time: start to target resume.', buckets: DURATION_BUCKETS, registers });
@@ -91,10 +91,10 @@ export class AgentMetrics {
       name: 'drover_migrations_inflight', help: 'Migrations running on this node, by direction.', labelNames: ['node', 'direction'], registers,
       collect() {
         this.reset();
-        for (const n of self.nodes) {
+        for (const n of nodes) {
           const id = n.nodeInfo().nodeId;
           this.set({ node: id, direction: 'inbound' }, n.incomingCount);
-          this.set({ node: id, direction: 'outbound' }, [...self.running.values()].filter((r) => r.node === id).length);
+          this.set({ node: id, direction: 'outbound' }, [...running.values()].filter((r) => r.node === id).length);
         }
       },
     });
@@ -107,7 +107,7 @@ export class AgentMetrics {
       name, help, labelNames: ['node'], registers,
       collect() {
         this.reset();
-        for (const n of self.nodes) { const i = n.nodeInfo(); this.set({ node: i.nodeId }, f(i)); }
+        for (const n of nodes) { const i = n.nodeInfo(); this.set({ node: i.nodeId }, f(i)); }
       },
     });
     nodeGauge('drover_node_memory_bytes', 'Memory capacity the node offers to VMs.', (i) => i.memTotalBytes);

@@ -39,11 +39,11 @@ export class SchedulerMetrics {
   private readonly drainStart = new Map<string, number>();
 
   constructor(reg: Registry) {
-    const self = this;
+    const { schedulers } = this; // read by the gauge's collect(), where `this` is the gauge
     const registers = [reg];
     new Gauge({
       name: 'drover_scheduler_leader', help: '1 while this scheduler replica is the leader.', registers,
-      collect() { this.set([...self.schedulers].some((s) => s.isLeader()) ? 1 : 0); },
+      collect() { this.set([...schedulers].some((s) => s.isLeader()) ? 1 : 0); },
     });
     this.electionsWon = new Counter({ name: 'drover_scheduler_elections_won_total', help: 'Times this replica became the leader.', registers });
     this.imbalance = new Gauge({ name: 'drover_scheduler_imbalance', help: 'Load imbalance across ready nodes (planner metric).', registers });

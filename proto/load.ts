@@ -125,3 +125,24 @@ export type ClientConstructor<C> = new (address: string, credentials: grpc.Chann
 export function clientConstructor<S extends ServiceName, C = ServiceClient<S>>(service: S, codecs: Record<string, MethodCodec> = {}): ClientConstructor<C> {
   return grpc.makeGenericClientConstructor(serviceDefinition(service, codecs), service) as unknown as ClientConstructor<C>;
 }
+
+/** The grpc-js server handler of method `M`, by its streaming kind (responses in their Input form). */
+export type ServerMethod<M extends WireMethod> =
+  M['requestStream'] extends true
+    ? M['responseStream'] extends true
+      ? (call: grpc.ServerDuplexStream<M['request'], Input<M['response']>>) => void | Promise<void>
+      : (call: grpc.ServerReadableStream<M['request'], Input<M['response']>>, cb: grpc.sendUnaryData<Input<M['response']>>) => void | Promise<void>
+    : M['responseStream'] extends true
+      ? (call: grpc.ServerWritableStream<M['request'], Input<M['response']>>) => void | Promise<void>
+      : (call: grpc.ServerUnaryCall<M['request'], Input<M['response']>>, cb: grpc.sendUnaryData<Input<M['response']>>) => void | Promise<void>;
+
+/** Handlers for every method of service `S`, typed from the Wire map (for `addService`). */
+export type ServiceHandlers<S extends ServiceName> = { [M in keyof Wire[S]]: Wire[S][M] extends WireMethod ? ServerMethod<Wire[S][M]> : never };
+
+/**
+ * Adds service `S` to `server` with typed handlers (`codecs` override methods' serialisers, and
+ * then the handlers of those methods see the codecs' types: pass them as `H`).
+ */
+export function addService<S extends ServiceName, H extends object = ServiceHandlers<S>>(server: grpc.Server, service: S, handlers: H, codecs: Record<string, MethodCodec> = {}): void {
+  server.addService(serviceDefinition(service, codecs), handlers as grpc.UntypedServiceImplementation);
+}

@@ -8,6 +8,7 @@ import type { Wire } from '../../../proto/generated/drover-v1';
 import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
 import { CHANNEL_OPTIONS } from '../../../lib/grpc-channel';
 
+/** The channel options of every Drover client (re-exported for the agent's users). */
 export { CHANNEL_OPTIONS };
 import type { VmSpec } from '../../../hypervisor/types';
 import type { MigrationPolicy, MigrationResult } from '../../../migration/types';

@@ -5,6 +5,7 @@
 import type { VmSpec } from '../../../hypervisor/types';
 import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 
+/** The VmSpec codec (migration/wire/spec-codec.ts), re-exported for the agent's users. */
 export { specToWire, specFromWire };
 import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../../../migration/types';
 import type * as wire from '../../../proto/generated/drover-v1';

@@ -12,9 +12,11 @@ const widened = new WeakSet<http2.Http2Session>();
 
 /** Finds the http2 session behind a grpc-js server call (undefined if grpc-js changes shape). */
 function sessionOf(call: unknown): http2.Http2Session | undefined {
-  let c: any = (call as any)?.call;
+  /** The private shape of grpc-js' call chain this reads (every link optional). */
+  interface CallLink { stream?: { session?: http2.Http2Session }; nextCall?: CallLink }
+  let c: CallLink | undefined = (call as { call?: CallLink } | null | undefined)?.call;
   for (let i = 0; c && i < 8; i++) {
-    if (c.stream?.session) return c.stream.session as http2.Http2Session;
+    if (c.stream?.session) return c.stream.session;
     c = c.nextCall;
   }
   return undefined;

@@ -4,7 +4,7 @@
  * arrive already encoded); acks are decoded here. Every unary call has a deadline.
  */
 import * as grpc from '@grpc/grpc-js';
-import { serviceDefinition } from '../../proto/load';
+import { clientConstructor, type ServiceClient } from '../../proto/load';
 import { deadlineIn, fromServiceError } from '../../lib/grpc-status';
 import { DroverError } from '../../lib/errors';
 import type { VmSpec } from '../../hypervisor/types';
@@ -25,7 +25,12 @@ export const TRANSFER_CODECS = {
   },
 };
 
-const ReceiverClient = grpc.makeGenericClientConstructor(serviceDefinition('MigrationReceiver', TRANSFER_CODECS), 'MigrationReceiver');
+/** The MigrationReceiver client with TRANSFER_CODECS: Transfer takes frames (or encoded frames) and yields raw acks. */
+type ReceiverStub = Omit<ServiceClient<'MigrationReceiver'>, 'Transfer'> & {
+  Transfer(options?: grpc.CallOptions): grpc.ClientDuplexStream<Frame | Buffer, Buffer>;
+};
+
+const ReceiverClient = clientConstructor<'MigrationReceiver', ReceiverStub>('MigrationReceiver', TRANSFER_CODECS);
 
 /** A reservation on the target. */
 export interface Reservation {
@@ -37,10 +42,10 @@ export interface Reservation {
 
 /** Client of one target agent's MigrationReceiver. */
 export class ReceiverClientConn {
-  private readonly client: grpc.Client & Record<string, any>;
+  private readonly client: ReceiverStub;
 
   constructor(readonly address: string) {
-    this.client = new ReceiverClient(address, grpc.credentials.createInsecure(), { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 }) as any;
+    this.client = new ReceiverClient(address, grpc.credentials.createInsecure(), { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 });
   }
 
   /** Reserves the target (PrepareIncoming). */
@@ -49,9 +54,9 @@ export class ReceiverClientConn {
       this.client.PrepareIncoming(
         { protocolVersion, spec: specToWire(spec), sourceNode, migrationId },
         { deadline: deadlineIn(60_000) },
-        (err: grpc.ServiceError | null, res: any) => {
+        (err, res) => {
           if (err) reject(fromServiceError(err, `target ${this.address} PrepareIncoming`));
-          else resolve(res as Reservation);
+          else resolve(res);
         },
       );
     });

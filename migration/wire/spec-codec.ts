@@ -3,9 +3,10 @@
  * plane's PrepareIncoming use. Protobuf objects stop here; the domain speaks VmSpec.
  */
 import type { VmSpec, ProfileName } from '../../hypervisor/types';
+import type * as wire from '../../proto/generated/drover-v1';
 
 /** VmSpec → wire. */
-export function specToWire(s: VmSpec): object {
+export function specToWire(s: VmSpec): wire.VmSpec {
   return {
     name: s.name, memBytes: s.memBytes, vcpus: s.vcpus, profile: s.profile,
     wssBytes: s.wssBytes ?? 0, dirtyRateBytesPerSec: s.dirtyRateBytesPerSec ?? 0,
@@ -15,7 +16,7 @@ export function specToWire(s: VmSpec): object {
 }
 
 /** Wire → VmSpec (profile validated later by the agent). */
-export function specFromWire(w: any): VmSpec {
+export function specFromWire(w: wire.VmSpec): VmSpec {
   const s: VmSpec = { name: w.name, memBytes: Number(w.memBytes), vcpus: w.vcpus, profile: w.profile as ProfileName };
   if (w.wssBytes) s.wssBytes = Number(w.wssBytes);
   if (w.dirtyRateBytesPerSec) s.dirtyRateBytesPerSec = Number(w.dirtyRateBytesPerSec);

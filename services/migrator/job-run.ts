@@ -8,7 +8,7 @@
 import { DroverError } from '../../lib/errors';
 import { getJson, type Versioned } from '../../cluster/etcd';
 import type { Logger } from '../../cluster/log';
-import { migratorMetrics } from '../../lib/metrics';
+import { migratorMetrics } from './migrator-metrics';
 import { keys, type ClusterConfig, type JobRecord, type VmRecord } from '../../cluster/keyspace';
 import { completionTimeoutMs, resolvePolicy } from '../../migration/types';
 import type { AttemptOutcome } from './attempt-state';

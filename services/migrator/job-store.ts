@@ -9,7 +9,7 @@ import { isRetryable } from '../../lib/grpc-status';
 import { getJson, updateJson } from '../../cluster/etcd';
 import { finishJob } from '../../cluster/jobs';
 import type { Logger } from '../../cluster/log';
-import { migratorMetrics } from '../../lib/metrics';
+import { migratorMetrics } from './migrator-metrics';
 import { keys, type Admission, type JobRecord, type NodeRecord, type VmRecord } from '../../cluster/keyspace';
 
 /** Times a fenced patch re-reads the job and tries again before giving up. */

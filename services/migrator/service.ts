@@ -22,7 +22,8 @@
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import { getJson, readSnapshot, updateJson } from '../../cluster/etcd';
 import { makeLogger, type Logger } from '../../cluster/log';
-import { controlMetrics, migratorMetrics } from '../../lib/metrics';
+import { controlMetrics } from '../../cluster/control-metrics';
+import { migratorMetrics } from './migrator-metrics';
 import { keys, TERMINAL_PHASES, type Admission, type ClusterConfig, type JobRecord } from '../../cluster/keyspace';
 import { admissionBlocker } from './admission';
 import { JobRun } from './job-run';

@@ -15,7 +15,7 @@ import { specFromWire, vmToWire, nodeInfoToWire, type NodeInfo } from './client/
 import { TRANSFER_CODECS } from '../../migration/transport/receiver-client';
 import { MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from './client/agent-client';
-import { agentMetrics, grpcMetricsInterceptor } from '../../lib/metrics';
+import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';

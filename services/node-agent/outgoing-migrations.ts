@@ -3,6 +3,7 @@
  * on the target), CancelMigration and CommitMigration. The engine comes from the domain's
  * migration capability (migration/strategy/outgoing.ts); nothing here knows the driver.
  */
+import type * as wire from '../../proto/generated/drover-v1';
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
@@ -76,7 +77,7 @@ export class OutgoingMigrations {
   }
 
   /** Reserves on the target, runs the engine, and discards the source copy once the VM runs there. */
-  private async run(vm: HostedVm, conn: ReceiverClientConn, id: string, req: { vm: string; target: string; policy?: unknown }, send: (ev: MigrationEventInfo) => void): Promise<MigrationResult> {
+  private async run(vm: HostedVm, conn: ReceiverClientConn, id: string, req: { vm: string; target: string; policy?: wire.MigrationPolicy | null }, send: (ev: MigrationEventInfo) => void): Promise<MigrationResult> {
     const policy = resolvePolicy(policyFromWire(req.policy));
     const domain = vm.domain;
     const abort = new AbortController();

@@ -55,7 +55,7 @@ export function heartbeatOf(nodeId: string, address: string, info: NodeInfo): No
 export function startRegistration(opts: RegistrationOptions): Registration {
   const given = opts.log;
   const log: Logger = typeof given === 'function' ? given
-    : given ? (msg, fields) => (given.warn && /fail|lost/.test(msg) ? given.warn : given.info).call(given, { ...fields, msg: `registration: ${msg}` }, `registration: ${msg}`)
+    : given ? (msg, fields) => (given.warn && /fail|lost/.test(msg) ? given.warn : given.info).call(given, { ...fields }, `registration: ${msg}`)
       : makeLogger(`registration ${opts.nodeId}`);
   const ttl = opts.ttlSec ?? (Number(process.env.DROVER_NODE_TTL_SEC) || 5);
   const every = opts.heartbeatMs ?? (Number(process.env.DROVER_HEARTBEAT_MS) || 1000);

@@ -22,7 +22,8 @@ import { capacityShortfall } from '../../cluster/capacity';
 import { makeLogger, type Logger } from '../../cluster/log';
 import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
-import { controlMetrics, schedulerMetrics } from '../../lib/metrics';
+import { controlMetrics } from '../../cluster/control-metrics';
+import { schedulerMetrics } from './scheduler-metrics';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
 /** Options of a scheduler replica. */

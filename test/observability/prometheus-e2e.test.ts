@@ -17,9 +17,9 @@ import { waitFor } from '../support/agents';
 import { freePort, histogramQuantile, startPrometheus, type TestPrometheus } from './support';
 
 const MiB = 2 ** 20;
-let procs: AgentProcess[] = [];
-let clients: AgentClient[] = [];
-let metricsAddrs: string[] = [];
+const procs: AgentProcess[] = [];
+const clients: AgentClient[] = [];
+const metricsAddrs: string[] = [];
 let prom: TestPrometheus | undefined;
 
 before(async () => {

@@ -76,7 +76,7 @@ export function histogramQuantile(q: number, buckets: [number, number][]): numbe
   const b = [...buckets].sort((x, y) => x[0] - y[0]);
   const total = b[b.length - 1][1];
   const rank = q * total;
-  let i = b.findIndex(([, c]) => c >= rank);
+  const i = b.findIndex(([, c]) => c >= rank);
   if (i === b.length - 1 && !Number.isFinite(b[i][0])) return b[b.length - 2][0];
   const lower = i === 0 ? 0 : b[i - 1][0];
   const below = i === 0 ? 0 : b[i - 1][1];

@@ -3,10 +3,12 @@
  * back as DroverErrors naming the agent and the call (see lib/grpc-status.ts).
  */
 import * as grpc from '@grpc/grpc-js';
-import { serviceDefinition } from '../../../proto/load';
+import { clientConstructor, type Input, type ServiceClient } from '../../../proto/load';
+import type { Wire } from '../../../proto/generated/drover-v1';
 import { deadlineIn, fromServiceError } from '../../../lib/grpc-status';
 import { CHANNEL_OPTIONS } from '../../../lib/grpc-channel';
 
+/** The channel options of every Drover client (re-exported for the agent's users). */
 export { CHANNEL_OPTIONS };
 import type { VmSpec } from '../../../hypervisor/types';
 import type { MigrationPolicy, MigrationResult } from '../../../migration/types';
@@ -15,20 +17,29 @@ import {
   specToWire, vmFromWire, nodeInfoFromWire, policyToWire, eventFromWire,
 } from './agent-codec';
 
-const NodeAgentClient = grpc.makeGenericClientConstructor(serviceDefinition('NodeAgent'), 'NodeAgent');
+const NodeAgentClient = clientConstructor('NodeAgent');
 
+/** The NodeAgent methods with one request and one response. */
+type UnaryMethod = { [M in keyof Wire['NodeAgent']]: Wire['NodeAgent'][M]['responseStream'] extends false ? M : never }[keyof Wire['NodeAgent']];
+/** Request of NodeAgent method `M`. */
+type Req<M extends UnaryMethod> = Input<Wire['NodeAgent'][M]['request']>;
+/** Response of NodeAgent method `M`. */
+type Res<M extends UnaryMethod> = Wire['NodeAgent'][M]['response'];
+/** A unary call, uniform over the methods (each method's own type fixes Req<M> and Res<M>). */
+type UnaryCall<M extends UnaryMethod> = (req: Req<M>, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res<M>) => void) => grpc.ClientUnaryCall;
 
 /** Client of the NodeAgent service at `address` (host:port). */
 export class AgentClient {
-  private readonly client: grpc.Client & Record<string, any>;
+  private readonly client: ServiceClient<'NodeAgent'>;
 
   constructor(readonly address: string) {
-    this.client = new NodeAgentClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as any;
+    this.client = new NodeAgentClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   }
 
-  private unary<T>(method: string, req: object, deadlineMs?: number): Promise<T> {
+  private unary<M extends UnaryMethod>(method: M, req: Req<M>, deadlineMs?: number): Promise<Res<M>> {
+    const call = this.client[method].bind(this.client) as UnaryCall<M>;
     return new Promise((resolve, reject) => {
-      this.client[method](req, { deadline: deadlineIn(deadlineMs) }, (err: grpc.ServiceError | null, res: T) => {
+      call(req, { deadline: deadlineIn(deadlineMs) }, (err, res) => {
         if (err) reject(fromServiceError(err, `agent ${this.address} ${method}`));
         else resolve(res);
       });
@@ -52,7 +63,7 @@ export class AgentClient {
 
   /** Lists the VMs of this node. */
   async listVms(): Promise<VmInfo[]> {
-    const res = await this.unary<any>('ListVms', {});
+    const res = await this.unary('ListVms', {});
     return (res.vms ?? []).map(vmFromWire);
   }
 
@@ -68,7 +79,7 @@ export class AgentClient {
 
   /** Runs the guest's own check and reads its heartbeat. */
   async verifyVm(name: string): Promise<VerifyInfo> {
-    const r = await this.unary<any>('VerifyVm', { name }, 120_000);
+    const r = await this.unary('VerifyVm', { name }, 120_000);
     return { ...r, pagesChecked: Number(r.pagesChecked), badPages: Number(r.badPages), heartbeatBeats: Number(r.heartbeatBeats), diskAckedSeq: Number(r.diskAckedSeq ?? 0), diskDetail: r.diskDetail ?? '' };
   }
 
@@ -86,7 +97,7 @@ export class AgentClient {
     return new Promise((resolve, reject) => {
       const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId }, {});
       let result: MigrationResult | undefined;
-      call.on('data', (w: any) => {
+      call.on('data', (w: Wire['NodeAgent']['MigrateVm']['response']) => {
         const ev = eventFromWire(w);
         if (ev.result) result = ev.result;
         onEvent?.(ev);
@@ -101,7 +112,7 @@ export class AgentClient {
 
   /** Cancels a migration this agent runs as source; returns the phase it was cancelled in. */
   async cancelMigration(migrationId: string): Promise<string> {
-    const r = await this.unary<any>('CancelMigration', { migrationId });
+    const r = await this.unary('CancelMigration', { migrationId });
     return r.phase;
   }
 

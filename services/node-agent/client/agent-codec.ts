@@ -5,8 +5,11 @@
 import type { VmSpec } from '../../../hypervisor/types';
 import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 
+/** The VmSpec codec (migration/wire/spec-codec.ts), re-exported for the agent's users. */
 export { specToWire, specFromWire };
 import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../../../migration/types';
+import type * as wire from '../../../proto/generated/drover-v1';
+import type { Input } from '../../../proto/load';
 
 /** A VM as an agent reports it. */
 export interface VmInfo {
@@ -56,26 +59,27 @@ export interface MigrationEventInfo extends MigrationProgress {
 }
 
 /** VmInfo → wire. */
-export function vmToWire(v: VmInfo): object {
+export function vmToWire(v: VmInfo): wire.Vm {
   return { ...v, spec: specToWire(v.spec) };
 }
 
 /** Wire → VmInfo. */
-export function vmFromWire(w: any): VmInfo {
+export function vmFromWire(w: wire.Vm): VmInfo {
   return {
-    spec: specFromWire(w.spec ?? {}), state: w.state, nodeId: w.nodeId,
+    // an unset spec decodes as null: every field of it then reads as undefined, as before
+    spec: specFromWire(w.spec ?? ({} as wire.VmSpec)), state: w.state, nodeId: w.nodeId,
     dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, touchedBytes: Number(w.touchedBytes), cpu: w.cpu,
     heartbeatBeats: Number(w.heartbeatBeats), heartbeatLastMs: w.heartbeatLastMs, heartbeatMaxGapMs: w.heartbeatMaxGapMs,
   };
 }
 
 /** NodeInfo → wire. */
-export function nodeInfoToWire(n: NodeInfo): object {
+export function nodeInfoToWire(n: NodeInfo): wire.NodeInfo {
   return { ...n, vms: n.vms.map(vmToWire) };
 }
 
 /** Wire → NodeInfo. */
-export function nodeInfoFromWire(w: any): NodeInfo {
+export function nodeInfoFromWire(w: wire.NodeInfo): NodeInfo {
   return {
     nodeId: w.nodeId, hypervisor: w.hypervisor, memTotalBytes: Number(w.memTotalBytes), memUsedBytes: Number(w.memUsedBytes),
     vcpusTotal: w.vcpusTotal, vcpusUsed: w.vcpusUsed, protocolVersion: w.protocolVersion, vms: (w.vms ?? []).map(vmFromWire),
@@ -83,7 +87,7 @@ export function nodeInfoFromWire(w: any): NodeInfo {
 }
 
 /** Policy → wire. */
-export function policyToWire(p: Partial<MigrationPolicy>): object {
+export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy {
   return {
     maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: 1, verify: p.verify ?? false,
@@ -92,7 +96,7 @@ export function policyToWire(p: Partial<MigrationPolicy>): object {
 }
 
 /** Wire → partial policy (zero values mean "engine default"). */
-export function policyFromWire(w: any): Partial<MigrationPolicy> {
+export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Partial<MigrationPolicy> {
   return {
     maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
@@ -101,7 +105,7 @@ export function policyFromWire(w: any): Partial<MigrationPolicy> {
 }
 
 /** MigrationEventInfo → wire. */
-export function eventToWire(e: MigrationEventInfo): object {
+export function eventToWire(e: MigrationEventInfo): Input<wire.MigrationEvent> {
   const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1 } : undefined;
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
@@ -112,7 +116,7 @@ function measured(v: unknown): number | undefined {
 }
 
 /** Wire → MigrationEventInfo. */
-export function eventFromWire(w: any): MigrationEventInfo {
+export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
   const ev: MigrationEventInfo = {
     migrationId: w.migrationId, phase: w.phase as MigrationPhase, round: w.round, remainingBytes: Number(w.remainingBytes),
     dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, rateBytesPerSec: w.rateBytesPerSec, sentBytes: Number(w.sentBytes),
@@ -121,10 +125,10 @@ export function eventFromWire(w: any): MigrationEventInfo {
   if (w.result && w.result.migrationId) {
     const r = w.result;
     ev.result = {
-      migrationId: r.migrationId, vm: r.vm, profile: r.profile, memBytes: Number(r.memBytes), mode: r.mode || 'precopy',
+      migrationId: r.migrationId, vm: r.vm, profile: r.profile, memBytes: Number(r.memBytes), mode: (r.mode || 'precopy') as MigrationResult['mode'],
       verified: r.verified, downtimeMs: r.downtimeMs, totalMs: r.totalMs, rounds: r.rounds, bytesSent: Number(r.bytesSent),
       pageBytes: Number(r.pageBytes), zeroPages: Number(r.zeroPages), deviceBytes: Number(r.deviceBytes),
-      throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason, outcome: r.outcome,
+      throughputBytesPerSec: r.throughputBytesPerSec, stopReason: r.stopReason as MigrationResult['stopReason'], outcome: r.outcome as MigrationResult['outcome'],
       errorCode: r.errorCode, error: r.error, source: r.source, target: r.target, nonzeroBytes: Number(r.nonzeroBytes),
       downtimeBreakdown: r.downtimeBreakdown ?? undefined,
       guestBlackoutMs: measured(r.guestBlackoutMs),

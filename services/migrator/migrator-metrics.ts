@@ -1,0 +1,67 @@
+/**
+ * Metrics of a migrator replica, recorded into the process registry of lib/metrics.ts.
+ *
+ * | metric | type | labels | what |
+ * |---|---|---|---|
+ * | drover_migrator_jobs_started_total | counter | trigger=manual\|rebalance\|drain | job attempts started |
+ * | drover_migrator_jobs_finished_total | counter | result, trigger | jobs finished (moved to the history) |
+ * | drover_migrator_job_retries_total | counter | trigger | transient failures retried with backoff |
+ * | drover_migrator_jobs_inflight | gauge | – | jobs this replica drives |
+ * | drover_migrator_admitted_jobs | gauge | – | jobs admitted cluster-wide (the admission window) |
+ * | drover_migrator_limit | gauge | limit=concurrent\|outbound_per_node\|inbound_per_node | configured limits |
+ * | drover_migrator_commit_seconds | histogram | – | control-plane share of downtime: awaiting-commit → commit acknowledged |
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { DOWNTIME_BUCKETS, registry } from '../../lib/metrics';
+import type { ClusterConfig, Admission, JobRecord } from '../../cluster/keyspace';
+
+/** Metrics of a migrator replica. */
+export class MigratorMetrics {
+  readonly jobsStarted: Counter<'trigger'>;
+  readonly jobsFinished: Counter<'result' | 'trigger'>;
+  readonly retries: Counter<'trigger'>;
+  readonly admitted: Gauge<string>;
+  readonly limit: Gauge<'limit'>;
+  readonly commit: Histogram<string>;
+  private readonly migrators = new Set<{ activeJobs(): string[] }>();
+
+  constructor(reg: Registry) {
+    const { migrators } = this; // read by the gauge's collect(), where `this` is the gauge
+    const registers = [reg];
+    this.jobsStarted = new Counter({ name: 'drover_migrator_jobs_started_total', help: 'Job attempts started, by what created the job.', labelNames: ['trigger'], registers });
+    this.jobsFinished = new Counter({ name: 'drover_migrator_jobs_finished_total', help: 'Jobs finished, by result and trigger.', labelNames: ['result', 'trigger'], registers });
+    this.retries = new Counter({ name: 'drover_migrator_job_retries_total', help: 'Transient job failures retried with backoff.', labelNames: ['trigger'], registers });
+    new Gauge({
+      name: 'drover_migrator_jobs_inflight', help: 'Jobs this replica drives now.', registers,
+      collect() { this.set([...migrators].reduce((n, m) => n + m.activeJobs().length, 0)); },
+    });
+    this.admitted = new Gauge({ name: 'drover_migrator_admitted_jobs', help: 'Jobs admitted cluster-wide under the concurrency limits.', registers });
+    this.limit = new Gauge({ name: 'drover_migrator_limit', help: 'Configured migration limits.', labelNames: ['limit'], registers });
+    this.commit = new Histogram({ name: 'drover_migrator_commit_seconds', help: 'Control-plane share of downtime: awaiting-commit to commit acknowledged.', buckets: DOWNTIME_BUCKETS, registers });
+  }
+
+  /** Reports this migrator's in-flight jobs at scrape time. */
+  track(m: { activeJobs(): string[] }): void { this.migrators.add(m); }
+
+  /** Limits and the admission window, from each scan. */
+  limits(cfg: ClusterConfig, adm: Admission): void {
+    this.limit.set({ limit: 'concurrent' }, cfg.maxConcurrent);
+    this.limit.set({ limit: 'outbound_per_node' }, cfg.maxOutboundPerNode);
+    this.limit.set({ limit: 'inbound_per_node' }, cfg.maxInboundPerNode);
+    this.admitted.set(adm.jobs.length);
+  }
+
+  /** A job attempt started. */
+  jobStarted(job: Pick<JobRecord, 'reason'>): void { this.jobsStarted.inc({ trigger: job.reason || 'manual' }); }
+  /** A transient failure of the job, retried with backoff. */
+  jobRetried(job: Pick<JobRecord, 'reason'>): void { this.retries.inc({ trigger: job.reason || 'manual' }); }
+  /** The job finished (moved to the history). */
+  jobFinished(job: Pick<JobRecord, 'reason' | 'result' | 'phase' | 'commitMs'>): void {
+    this.jobsFinished.inc({ result: job.result || job.phase, trigger: job.reason || 'manual' });
+    if (job.result === 'succeeded' && typeof job.commitMs === 'number') this.commit.observe(job.commitMs / 1000);
+  }
+}
+
+let migrator: MigratorMetrics | undefined;
+/** The migrator metrics of this process. */
+export function migratorMetrics(): MigratorMetrics { return (migrator ??= new MigratorMetrics(registry)); }

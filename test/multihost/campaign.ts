@@ -16,6 +16,8 @@ import type { Topology } from './topology';
 export interface CampaignOptions {
   migrations: number; faults: number; seed: number; json: boolean; kinds: FaultKind[];
   stuckMs: number; maxPausedMs: number; settleMs: number; dir: string;
+  /** VMs created at the start (web and db in turn). */
+  vms: number;
 }
 
 /** The final JSON line. */
@@ -135,7 +137,7 @@ export class Campaign {
   async run(): Promise<Summary> {
     try {
       await this.startCluster();
-      for (let i = 0; i < 2 * this.topo.hosts.length; i++) await this.createVm();
+      for (let i = 0; i < this.o.vms; i++) await this.createVm();
       await this.runCheck(false);
       await this.loop();
       this.progress(`settling (up to ${this.o.settleMs / 1000} s)`);

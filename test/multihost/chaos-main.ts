@@ -11,14 +11,14 @@ import { checkPrivileges, createTopology, destroyNamespaces, removeLeftovers, ru
 import { parseKinds } from './faults';
 import { Campaign, type CampaignOptions } from './campaign';
 
-const USAGE = 'usage: npm run chaos -- --migrations N --faults F --seed S [--hosts 3-5] [--kinds k1,k2] [--stuck-ms 90000] [--max-paused-ms 5000] [--settle-ms 40000] [--json]';
+const USAGE = 'usage: npm run chaos -- --migrations N --faults F --seed S [--hosts 3-5] [--kinds k1,k2] [--stuck-ms 90000] [--max-paused-ms 5000] [--settle-ms 40000] [--vms 6] [--json]';
 
 /** Parses the flags; throws with a one-line message on bad input. */
 export function parseFlags(argv: string[]): CampaignOptions & { hosts: number } {
   const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
     migrations: { type: 'string' }, faults: { type: 'string' }, seed: { type: 'string' }, hosts: { type: 'string' },
     kinds: { type: 'string' }, json: { type: 'boolean' }, 'stuck-ms': { type: 'string' }, 'max-paused-ms': { type: 'string' },
-    'settle-ms': { type: 'string' }, inside: { type: 'boolean' },
+    'settle-ms': { type: 'string' }, vms: { type: 'string' }, inside: { type: 'boolean' },
   } });
   const num = (k: keyof typeof values, def: number | undefined, lo: number, hi: number): number => {
     const v = values[k];
@@ -30,7 +30,7 @@ export function parseFlags(argv: string[]): CampaignOptions & { hosts: number } 
     migrations: num('migrations', undefined, 1, 10_000), faults: num('faults', undefined, 0, 10_000), seed: num('seed', 1, 0, 2 ** 32 - 1),
     hosts: num('hosts', 3, 3, 5), kinds: parseKinds(values.kinds as string | undefined), json: values.json === true,
     stuckMs: num('stuck-ms', 90_000, 1000, 3_600_000), maxPausedMs: num('max-paused-ms', 5000, 1, 3_600_000),
-    settleMs: num('settle-ms', 40_000, 0, 3_600_000), dir: '',
+    settleMs: num('settle-ms', 40_000, 0, 3_600_000), dir: '', vms: num('vms', 6, 1, 40),
   };
 }
 
@@ -54,11 +54,12 @@ async function outside(argv: string[], hosts: number): Promise<number> {
   if (gone.length) process.stderr.write(`[chaos] removed leftovers of dead runs: ${gone.join(' ')}\n`);
   const dir = runDir(process.pid);
   let cleaned = false;
+  let keepLogs = Boolean(process.env.CHAOS_KEEP_LOGS);
   const cleanup = () => {
     if (cleaned) return;
     cleaned = true;
     destroyNamespaces(process.pid);
-    if (!process.env.CHAOS_KEEP_LOGS) fs.rmSync(dir, { recursive: true, force: true });
+    if (!keepLogs) fs.rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', cleanup);
   const topo = createTopology(hosts);
@@ -70,7 +71,8 @@ async function outside(argv: string[], hosts: number): Promise<number> {
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));
   const code = await new Promise<number>((r) => child.once('exit', (c, s) => r(c ?? (s ? 1 : 0))));
-  if (code !== 0 && process.env.CHAOS_KEEP_LOGS === undefined) process.stderr.write(`[chaos] logs were in ${dir} (set CHAOS_KEEP_LOGS=1 to keep them)\n`);
+  if (code !== 0) keepLogs = true; // the evidence of a violation or failure stays (namespaces do not)
+  if (keepLogs) process.stderr.write(`[chaos] logs kept in ${dir}\n`);
   cleanup();
   return code;
 }

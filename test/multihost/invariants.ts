@@ -68,8 +68,8 @@ export class Invariants {
     for (const [name, places] of where) {
       const running = places.filter((p) => p.state === 'running');
       if (running.length > 1) this.confirm(next, final, this.runTwice, `twice:${name}`, `RUN TWICE: ${name} runs on ${running.map((p) => p.node).join(' and ')}`);
-      for (const p of places) await this.verifyOne(name, p);
     }
+    await Promise.all([...where].flatMap(([name, places]) => places.map((p) => this.verifyOne(name, p))));
     for (const [name, rec] of vms) this.checkRecord(name, rec, where.get(name) ?? [], jobs, unreachable, final, next);
     for (const [name, places] of where) {
       if (!vms.has(name)) this.confirm(next, final, this.orphaned, `orphan:${name}`, `ORPHAN: ${name} runs on ${places.map((p) => p.node).join(',')} but etcd has no record of it`);

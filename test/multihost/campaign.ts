@@ -23,6 +23,9 @@ export interface CampaignOptions {
 /** The final JSON line. */
 export type Summary = { migrations: number; faults: number } & Figures & { seed: number; migrationsFailed: number; violations: string[] };
 
+/** Job phases a fault is aimed at (the one that is hit is chosen by the seed). */
+const AIM_PHASES = ['admitted', 'precopy', 'stopcopy', 'awaiting-commit', 'committed', 'activating'];
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One campaign over a built topology. */
@@ -113,11 +116,10 @@ export class Campaign {
 
   /** Injects one fault mid-migration and checks the invariants once it is repaired. */
   private async fault(kind: FaultKind): Promise<void> {
-    await sleep(this.rnd.int(200, 1500));
-    const active = [...(await this.jobsSince().catch(() => ({ active: new Map<string, JobRec>() }))).active.values()];
+    const active = await this.aim(this.rnd.pick(AIM_PHASES));
     const target = active.length ? active[0].to : undefined;
-    const dur = kind === 'stop-target' ? 10_000 : this.rnd.int(1000, 10_000);
-    const f = await inject(kind, this.ps, this.rnd, dur, target, (x) => this.progress(`fault ${this.injected.length + 1}/${this.o.faults}: ${x.kind} ${x.victim} for ${x.durationMs} ms${target ? ` (job target ${target})` : ''}`));
+    const dur = kind === 'stop-target' ? 10_000 : kind === 'stall-etcd' ? 5000 : this.rnd.int(1000, 10_000);
+    const f = await inject(kind, this.ps, this.rnd, dur, { target, migrator: active[0]?.migrator }, (x) => this.progress(`fault ${this.injected.length + 1}/${this.o.faults}: ${x.kind} ${x.victim} for ${x.durationMs} ms${active[0] ? ` (job ${active[0].id} ${active[0].vm} ${active[0].from} -> ${active[0].to} in ${active[0].phase})` : ''}`));
     if (!f) { this.progress(`fault ${kind}: no victim available, skipped this one`); return; }
     this.injected.push(f);
     if (f.killedNode) {
@@ -126,6 +128,18 @@ export class Campaign {
     }
     await this.quiesce(30_000);
     await this.runCheck(false);
+  }
+
+  /** Waits (up to 4 s) until an active job is in `phase`, so the fault lands inside that window. */
+  private async aim(phase: string): Promise<JobRec[]> {
+    const end = Date.now() + 4000;
+    let seen: JobRec[] = [];
+    while (Date.now() < end) {
+      try { seen = [...(await this.etcd.jobs()).values()]; } catch { seen = []; }
+      if (seen.some((j) => j.phase === phase)) return seen.sort((a, b) => Number(b.phase === phase) - Number(a.phase === phase));
+      await sleep(40);
+    }
+    return seen;
   }
 
   private async runCheck(final: boolean): Promise<void> {

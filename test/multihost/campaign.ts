@@ -16,6 +16,8 @@ import type { Topology } from './topology';
 export interface CampaignOptions {
   migrations: number; faults: number; seed: number; json: boolean; kinds: FaultKind[];
   stuckMs: number; maxPausedMs: number; settleMs: number; dir: string;
+  /** A killed agent is restarted no sooner than this (below the 3 s node TTL: issue #12's silent loss). */
+  agentRestartMinMs: number;
   /** VMs created at the start (web and db in turn). */
   vms: number;
 }
@@ -118,7 +120,8 @@ export class Campaign {
   private async fault(kind: FaultKind): Promise<void> {
     const active = await this.aim(this.rnd.pick(AIM_PHASES));
     const target = active.length ? active[0].to : undefined;
-    const dur = kind === 'stop-target' ? 10_000 : kind === 'stall-etcd' ? 5000 : this.rnd.int(1000, 10_000);
+    const drawn = kind === 'stop-target' ? 10_000 : kind === 'stall-etcd' ? 5000 : this.rnd.int(1000, 10_000);
+    const dur = kind === 'kill-agent' || kind === 'kill-target' ? Math.max(drawn, this.o.agentRestartMinMs) : drawn;
     const f = await inject(kind, this.ps, this.rnd, dur, { target, migrator: active[0]?.migrator }, (x) => this.progress(`fault ${this.injected.length + 1}/${this.o.faults}: ${x.kind} ${x.victim} for ${x.durationMs} ms${active[0] ? ` (job ${active[0].id} ${active[0].vm} ${active[0].from} -> ${active[0].to} in ${active[0].phase})` : ''}`));
     if (!f) { this.progress(`fault ${kind}: no victim available, skipped this one`); return; }
     this.injected.push(f);

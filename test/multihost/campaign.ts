@@ -1,0 +1,204 @@
+/**
+ * A chaos campaign, run inside the control namespace: starts the cluster in the host
+ * namespaces, creates small `web` and `db` VMs, drives N migrations through the CLI (manual
+ * moves, drains, rebalances) while injecting F seeded random faults, checks the invariants
+ * after every fault and once more after a settle period, and prints one JSON line.
+ */
+import * as path from 'node:path';
+import { Prng } from './prng';
+import { ProcessSet } from './processes';
+import { drover, EtcdView, type JobRec } from './cluster-view';
+import { inject, type Fault, type FaultKind } from './faults';
+import { Invariants, type Figures } from './invariants';
+import type { Topology } from './topology';
+
+/** What the campaign was asked to do. */
+export interface CampaignOptions {
+  migrations: number; faults: number; seed: number; json: boolean; kinds: FaultKind[];
+  stuckMs: number; maxPausedMs: number; settleMs: number; dir: string;
+  /** A killed agent is restarted no sooner than this (below the 3 s node TTL: issue #12's silent loss). */
+  agentRestartMinMs: number;
+  /** VMs created at the start (web and db in turn). */
+  vms: number;
+}
+
+/** The final JSON line. */
+export type Summary = { migrations: number; faults: number } & Figures & { seed: number; migrationsFailed: number; violations: string[] };
+
+/** Job phases a fault is aimed at (the one that is hit is chosen by the seed). */
+const AIM_PHASES = ['admitted', 'precopy', 'stopcopy', 'awaiting-commit', 'committed', 'activating'];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One campaign over a built topology. */
+export class Campaign {
+  private readonly rnd: Prng;
+  private readonly ps: ProcessSet;
+  private readonly etcd: EtcdView;
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly inv: Invariants;
+  private readonly injected: Fault[] = [];
+  private readonly t0 = Date.now();
+  private vmSeq = 0;
+  private lastCheck = 'none yet';
+
+  constructor(readonly topo: Topology, readonly o: CampaignOptions) {
+    this.rnd = new Prng(o.seed);
+    this.ps = new ProcessSet(o.dir, topo.hosts, { DROVER_NODE_TTL_SEC: '3', DROVER_LOG_LEVEL: 'info' });
+    this.etcd = new EtcdView(this.ps.etcdUrls());
+    this.env = { DROVER_ETCD: this.ps.etcdUrls() };
+    this.inv = new Invariants(this.etcd, topo.hosts, (h) => this.ps.agentAddr(h), { stuckMs: o.stuckMs, maxPausedMs: o.maxPausedMs }, () => this.injected);
+  }
+
+  private progress(msg: string): void {
+    process.stderr.write(`[chaos +${Math.round((Date.now() - this.t0) / 1000)}s] ${msg}\n`);
+  }
+
+  /** Starts etcd, agents, schedulers, migrators and waits until every node heartbeats. */
+  private async startCluster(): Promise<void> {
+    this.ps.declare({ migrators: 2, schedulers: 2, agentMem: '1GiB' });
+    this.ps.startAll('etcd');
+    await this.until(async () => { await this.etcd.vms(); return true; }, 30_000, 'etcd cluster did not serve');
+    this.ps.startAll('agent');
+    this.ps.startAll('scheduler');
+    this.ps.startAll('migrator');
+    await this.until(async () => (await this.etcd.alive()).size === this.topo.hosts.length, 60_000, 'not every agent registered');
+    this.progress(`cluster up: ${this.topo.hosts.length} hosts, etcd ${this.ps.etcdUrls()}, logs in ${this.o.dir}`);
+  }
+
+  private async until(f: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+    const end = Date.now() + ms;
+    for (;;) {
+      try { if (await f()) return; } catch { /* not yet */ }
+      if (Date.now() > end) throw new Error(`${what} within ${ms / 1000} s (logs in ${this.o.dir})`);
+      await sleep(300);
+    }
+  }
+
+  /** Creates one more small VM (web and db in turn). */
+  private async createVm(): Promise<void> {
+    const profile = this.vmSeq % 2 === 0 ? 'web' : 'db';
+    const name = `${profile}-${++this.vmSeq}`;
+    const r = await drover(['vm', 'create', name, '--mem', '64MiB', '--profile', profile, '--timeout', '30'], this.env, 40_000);
+    this.progress(r.code === 0 ? r.stdout.trim() : `vm create ${name} failed: ${r.stderr.trim()}`);
+  }
+
+  private async jobsSince(): Promise<{ active: Map<string, JobRec>; done: JobRec[] }> {
+    const [active, hist] = await Promise.all([this.etcd.jobs(), this.etcd.history()]);
+    return { active, done: [...hist.values()].filter((j) => j.createdAt >= this.t0) };
+  }
+
+  /** One migration action: a manual move, a drain (then uncordon) or a rebalance. */
+  private async act(kind: 'migrate' | 'drain' | 'rebalance'): Promise<string> {
+    const vms = [...(await this.etcd.vms()).values()].filter((v) => v.state === 'running' && !v.job);
+    const alive = [...(await this.etcd.alive())].sort();
+    const marks = await this.etcd.marks();
+    for (const [n] of marks) await drover(['node', 'uncordon', n], this.env);
+    if (kind === 'rebalance' || vms.length === 0) return `rebalance: ${(await drover(['rebalance'], this.env)).stdout.trim().split('\n').pop() ?? ''}`;
+    if (kind === 'drain') {
+      const busy = alive.filter((n) => vms.some((v) => v.node === n));
+      const n = busy.length ? this.rnd.pick(busy) : this.rnd.pick(alive);
+      const r = await drover(['node', 'drain', n], this.env);
+      return `drain ${n}: ${(r.stdout || r.stderr).trim()}`;
+    }
+    const vm = this.rnd.pick(vms);
+    const to = this.rnd.pick(alive.filter((n) => n !== vm.node).length ? alive.filter((n) => n !== vm.node) : alive);
+    const r = await drover(['migrate', vm.name, '--to', to, '--json'], this.env);
+    return `migrate ${vm.name} ${vm.node} -> ${to}: ${r.code === 0 ? 'queued' : r.stderr.trim()}`;
+  }
+
+  /** Waits until no job is active (or `ms` passed). */
+  private async quiesce(ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      try { if ((await this.etcd.jobs()).size === 0) return; } catch { /* etcd busy */ }
+      await sleep(500);
+    }
+  }
+
+  /** Injects one fault mid-migration and checks the invariants once it is repaired. */
+  private async fault(kind: FaultKind): Promise<void> {
+    const active = await this.aim(this.rnd.pick(AIM_PHASES));
+    const target = active.length ? active[0].to : undefined;
+    const drawn = kind === 'stop-target' ? 10_000 : kind === 'stall-etcd' ? 5000 : this.rnd.int(1000, 10_000);
+    const dur = kind === 'kill-agent' || kind === 'kill-target' ? Math.max(drawn, this.o.agentRestartMinMs) : drawn;
+    const f = await inject(kind, this.ps, this.rnd, dur, { target, migrator: active[0]?.migrator }, (x) => this.progress(`fault ${this.injected.length + 1}/${this.o.faults}: ${x.kind} ${x.victim} for ${x.durationMs} ms${active[0] ? ` (job ${active[0].id} ${active[0].vm} ${active[0].from} -> ${active[0].to} in ${active[0].phase})` : ''}`));
+    if (!f) { this.progress(`fault ${kind}: no victim available, skipped this one`); return; }
+    this.injected.push(f);
+    if (f.killedNode) {
+      await sleep(5000); // node TTL 3 s: the scheduler can mark its VMs unknown
+      await this.createVm(); // keep the load up: the killed host's VMs are gone
+    }
+    await this.quiesce(30_000);
+    await this.runCheck(false);
+  }
+
+  /** Waits (up to 4 s) until an active job is in `phase`, so the fault lands inside that window. */
+  private async aim(phase: string): Promise<JobRec[]> {
+    const end = Date.now() + 4000;
+    let seen: JobRec[] = [];
+    while (Date.now() < end) {
+      try { seen = [...(await this.etcd.jobs()).values()]; } catch { seen = []; }
+      if (seen.some((j) => j.phase === phase)) return seen.sort((a, b) => Number(b.phase === phase) - Number(a.phase === phase));
+      await sleep(40);
+    }
+    return seen;
+  }
+
+  private async runCheck(final: boolean): Promise<void> {
+    try { this.lastCheck = await this.inv.check(final); } catch (e) { this.lastCheck = `check failed: ${(e as Error).message}`; }
+    this.progress(`invariants${final ? ' (final)' : ''}: ${this.lastCheck}`);
+  }
+
+  /** Runs the campaign; returns the summary (the cluster is stopped before it returns). */
+  async run(): Promise<Summary> {
+    try {
+      await this.startCluster();
+      for (let i = 0; i < this.o.vms; i++) await this.createVm();
+      await this.runCheck(false);
+      await this.loop();
+      this.progress(`settling (up to ${this.o.settleMs / 1000} s)`);
+      for (const [n] of await this.etcd.marks()) await drover(['node', 'uncordon', n], this.env);
+      await this.quiesce(this.o.settleMs);
+      await sleep(4000);
+      await this.runCheck(true);
+      return await this.summary();
+    } finally {
+      this.etcd.close();
+      await this.ps.stopAll();
+    }
+  }
+
+  private async loop(): Promise<void> {
+    const due = Array.from({ length: this.o.faults }, (_, k) => Math.floor(((k + 0.5) * this.o.migrations) / Math.max(1, this.o.faults)));
+    let step = 0;
+    const end = Date.now() + 60_000 + this.o.migrations * 20_000;
+    for (;;) {
+      const { done } = await this.jobsSince().catch(() => ({ done: [] as JobRec[] }));
+      if (done.length >= this.o.migrations && this.injected.length >= this.o.faults) return;
+      if (Date.now() > end) { this.progress('campaign time limit reached'); return; }
+      const faultHere = due.filter((d) => d === step).length || (done.length >= this.o.migrations ? 1 : 0);
+      const kinds = Array.from({ length: faultHere }, () => this.rnd.pick(this.o.kinds));
+      const action = kinds.some((k) => k.endsWith('scheduler')) ? 'drain' : this.rnd.next() < 0.65 ? 'migrate' : this.rnd.next() < 0.6 ? 'drain' : 'rebalance';
+      this.progress(`migrations ${done.length}/${this.o.migrations}, faults ${this.injected.length}/${this.o.faults}: ${await this.act(action)}`);
+      for (const k of kinds) if (this.injected.length < this.o.faults) await this.fault(k);
+      if (!kinds.length) await this.quiesce(30_000);
+      step++;
+    }
+  }
+
+  private async summary(): Promise<Summary> {
+    const { done } = await this.jobsSince();
+    const f = this.inv.figures();
+    return {
+      migrations: done.length, faults: this.injected.length, ...f, seed: this.o.seed,
+      migrationsFailed: done.filter((j) => j.result !== 'succeeded').length, violations: this.inv.evidence,
+    };
+  }
+
+  /** Whether any invariant was violated. */
+  violated(): boolean { return this.inv.violated(); }
+}
+
+/** Where a run keeps its logs. */
+export function logDir(root: string): string { return path.join(root, 'logs'); }

@@ -1,0 +1,68 @@
+/**
+ * A short chaos campaign on real namespaces, real etcd members, real agents, migrators and
+ * schedulers (issue #12, item 6), plus self-tests of the harness: bad flags exit 2, and every
+ * namespace (with its veths and bridge) is gone after a run and after Ctrl-C.
+ *
+ * The campaign here uses only the fault kinds the current code survives (issue #12: kill -9 of
+ * the target agent, kill -9 of a scheduler during a drain, SIGSTOP of the target for 10 s).
+ * `npm run chaos` runs every kind, including those that expose the known bugs of issue #12.
+ * Needs root (namespaces): it fails, never skips, when it cannot make them.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { namespacesOf } from './topology';
+
+const MAIN = path.join(__dirname, 'chaos-main.js');
+
+interface Run { code: number; stdout: string; stderr: string; pid: number }
+
+function runHarness(args: string[], opts: { timeoutMs: number; interruptOn?: RegExp }): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const t = setTimeout(() => { child.kill('SIGINT'); reject(new Error(`harness did not finish within ${opts.timeoutMs / 1000} s:\n${stderr.slice(-3000)}`)); }, opts.timeoutMs);
+    child.stdout.on('data', (d: Buffer) => { stdout += d; });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+      if (opts.interruptOn?.test(stderr)) { opts.interruptOn = undefined; child.kill('SIGINT'); }
+    });
+    child.once('exit', (code, sig) => { clearTimeout(t); resolve({ code: code ?? (sig ? 128 : 0), stdout, stderr, pid: child.pid! }); });
+  });
+}
+
+test('chaos harness: bad flags exit 2 with one line', async () => {
+  const r = await runHarness(['--migrations', 'x', '--faults', '1'], { timeoutMs: 20_000 });
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^chaos: --migrations must be an integer/);
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  const k = await runHarness(['--migrations', '1', '--faults', '1', '--kinds', 'meteor'], { timeoutMs: 20_000 });
+  assert.equal(k.code, 2);
+  assert.match(k.stderr, /unknown fault kind "meteor"/);
+});
+
+test('chaos campaign (3 hosts, 6 migrations, 3 faults of the kinds that hold today): invariants hold, namespaces removed', { timeout: 175_000 }, async () => {
+  const r = await runHarness(['--migrations', '6', '--faults', '3', '--seed', '12', '--vms', '4', '--settle-ms', '20000', '--json',
+    // a killed agent back within its 3 s lease loses its VMs silently (issue #12, found by `npm run chaos`): not here
+    '--agent-restart-min-ms', '5000',
+    '--kinds', 'kill-target,kill-scheduler,stop-target'], { timeoutMs: 170_000 });
+  const lines = r.stdout.trim().split('\n').filter(Boolean);
+  assert.ok(lines.length >= 1 && lines.every((l) => l.startsWith('{')), `--json prints only JSON lines on stdout:\n${r.stdout}\n${r.stderr.slice(-3000)}`);
+  const s = JSON.parse(lines[lines.length - 1]) as Record<string, number | string[]>;
+  assert.equal(r.code, 0, `invariants violated or harness failed: ${lines[lines.length - 1]}\n${r.stderr.slice(-3000)}`);
+  assert.ok((s.migrations as number) >= 6, `ran ${s.migrations} migrations`);
+  assert.equal(s.faults, 3);
+  for (const k of ['vmsRunTwice', 'vmsCorrupted', 'vmsOrphaned', 'jobsStuck']) assert.equal(s[k], 0, k);
+  assert.equal(s.vmsLost, s.vmsLostExplained, 'every lost VM is reported as lost');
+  assert.ok((s.maxPausedMs as number) <= 5000);
+  assert.deepEqual(namespacesOf(r.pid), [], 'the run removed its namespaces');
+});
+
+test('chaos harness: Ctrl-C removes every namespace of the run', { timeout: 90_000 }, async () => {
+  const r = await runHarness(['--migrations', '1', '--faults', '0', '--vms', '1'], { timeoutMs: 80_000, interruptOn: /cluster up/ });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /cluster up/);
+  assert.deepEqual(namespacesOf(r.pid), [], 'interrupted run removed its namespaces');
+});

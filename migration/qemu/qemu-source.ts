@@ -25,6 +25,7 @@ import { fromServiceError } from '../../lib/grpc-status';
 import { PAGE_SIZE } from '../../hypervisor/types';
 import { stopToResumeMs, type QemuDomain, type QemuHypervisor, type QemuMigrationPolicy, type QemuMigrationProgress, type QemuMigrationResult } from '../../hypervisor/qemu/qemu-hypervisor';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
+import { succeededResult } from '../result';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
 import { frames, type Ack } from '../wire/protocol';
 import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
@@ -229,7 +230,7 @@ export class QemuSource {
       const downtimeMs = stopToResumeMs(dom, activated.resumedAtMs, performance.timeOrigin + t0) ?? qres.downtimeMs;
       const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
       o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
-      return {
+      return succeededResult({
         migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
         mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',
         // QEMU completed, and the guest beats on the target (memory is not compared for QEMU)
@@ -238,11 +239,10 @@ export class QemuSource {
         bytesSent: stats.outWireBytes, pageBytes: qres.transferredBytes, zeroPages: 0, deviceBytes: 0,
         throughputBytesPerSec: qres.totalTimeMs > 0 ? (stats.outBytes * 1000) / qres.totalTimeMs : 0,
         stopReason: qres.action === 'none' ? 'converged' : 'stalled',
-        outcome: 'succeeded', errorCode: '', error: '',
         source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
         guestBlackoutMs: Math.round(blackout),
         hypervisorDowntimeMs: qres.downtimeMs,
-      };
+      });
     } catch (err) {
       const e = DroverError.from(err);
       // Tell the target to discard its QEMU (it also does when the stream breaks).

@@ -103,10 +103,8 @@ export class QemuTunnelTarget {
     const beats = dom.heartbeat().beats;
     await dom.waitBeats(beats, BEAT_WAIT_MS);
     trace(`target runs; first target beat ${dom.firstBeatMs().toFixed(1)}`);
-    this.m.pausedAtMs = pausedAtMs;
-    this.m.state = 'verified';
     const verified = acks.verified(Buffer.alloc(0), dom.pageCount);
-    this.m.state = 'active';
+    this.m.tunnelActivated(pausedAtMs);
     const now = performance.timeOrigin + performance.now();
     return [verified, acks.activated(dom.resumedAtMs || now, dom.firstBeatMs() || now)];
   }

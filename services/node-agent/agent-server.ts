@@ -12,7 +12,8 @@ import { DroverError, failedPrecondition, invalidArgument, notFound } from '../.
 import type { Domain, Hypervisor, PagedDomain, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { PrecopySource } from '../../migration/precopy/precopy-source';
-import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationResult, type MigrationPhase } from '../../migration/types';
+import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationPhase } from '../../migration/types';
+import { failedResult } from '../../migration/result';
 import {
   type VmInfo, type NodeInfo, type MigrationEventInfo,
   specFromWire, vmToWire, nodeInfoToWire, policyFromWire, eventToWire,
@@ -275,12 +276,10 @@ export class NodeAgentServer {
       const e = DroverError.from(err);
       if (vm) vm.outgoing = undefined;
       this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message });
-      const failed: MigrationResult = {
-        migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, mode: 'precopy',
-        verified: false, downtimeMs: 0, totalMs: performance.now() - t0, rounds: 0, bytesSent: 0, pageBytes: 0, zeroPages: 0, deviceBytes: 0,
-        throughputBytesPerSec: 0, stopReason: '', outcome: e.code === 'CANCELLED' ? 'cancelled' : 'failed', errorCode: e.code, error: e.message,
-        source: this.o.nodeId, target: req.target, nonzeroBytes: 0,
-      };
+      const failed = failedResult({
+        migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0,
+        totalMs: performance.now() - t0, source: this.o.nodeId, target: req.target,
+      }, e);
       send({ migrationId: id, phase: e.code === 'CANCELLED' ? 'cancelled' : 'failed', round: 0, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: performance.now() - t0, result: failed });
       call.emit('error', toServiceError(e));
     } finally {
@@ -411,7 +410,7 @@ export class NodeAgentServer {
   private async discard(m: IncomingMigration, why: string): Promise<void> {
     if (!this.incoming.has(m.migrationId)) return;
     this.incoming.delete(m.migrationId);
-    m.state = 'aborted';
+    m.markAborted();
     this.log({ msg: 'incoming discarded', migration: m.migrationId, vm: m.domain.spec.name, why });
     await m.domain.destroy();
   }

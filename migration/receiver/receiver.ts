@@ -71,13 +71,14 @@ export class IncomingMigration {
 
   /** Wall clock of the source's pause, from Complete (NaN before it came). */
   get pausedAtMs(): number {
-    return this.phase.state === 'verified' || this.phase.state === 'active' || this.phase.state === 'aborted' ? this.phase.pausedAtMs ?? NaN : NaN;
+    const p = this.phase;
+    return 'pausedAtMs' in p && p.pausedAtMs !== undefined ? p.pausedAtMs : NaN;
   }
 
   /** The copy is thrown away (the agent destroys the domain). Safe to repeat, from any state. */
   markAborted(): void {
-    const p = this.phase;
-    this.enter({ state: 'aborted', ...(p.state === 'verified' || p.state === 'active' ? { pausedAtMs: p.pausedAtMs } : {}) });
+    const pausedAtMs = this.pausedAtMs;
+    this.enter(Number.isNaN(pausedAtMs) ? { state: 'aborted' } : { state: 'aborted', pausedAtMs });
   }
 
   /**

@@ -38,6 +38,8 @@ export { MIN_TIMED_ROUND_BYTES, PROGRESS_INTERVAL_MS } from './source-stats';
 export const SKIP_REFRESH_BATCHES = 8;
 /** Progress timeout: no page acknowledged for this long fails the migration. */
 export const PROGRESS_TIMEOUT_MS = 30_000;
+/** No cap on a range's length in round 1's announcement (the target prefaults whole runs). */
+const ANNOUNCE_MAX_RUN = 0x7fffffff;
 /** How often the progress timeout is checked, ms (a coarse check: the timeout is 30 s). */
 const PROGRESS_CHECK_MS = 1000;
 /** Batch limits: a batch's payload holds BATCH_PAGES pages, and so many range entries at most. */
@@ -245,7 +247,7 @@ export class PrecopySource {
   private announcement(bitmap: Uint32Array): number[] {
     if (this.stats.round !== 1) return [];
     const d = this.o.domain;
-    const table = rangeTable(bitmap, d.pageCount, 0x7fffffff, d.slotPages);
+    const table = rangeTable(bitmap, d.pageCount, ANNOUNCE_MAX_RUN, d.slotPages);
     return table.length > MAX_ROUND_RANGES ? [] : table;
   }
 

@@ -1,6 +1,6 @@
 /**
  * The source side of one migration: iterative pre-copy, stop-and-copy, commit or rollback
- * (design.md stages 2-5), driving a Domain and a frame stream. Transport-agnostic: the node
+ * (design.md stages 2-5), driving a PagedDomain and a frame stream. Transport-agnostic: the node
  * agent hands it a `FrameChannel` over the gRPC Transfer stream.
  *
  * Round 1 sends every page (zero pages as flags only, and not even that when the target is
@@ -11,27 +11,39 @@
  * Rollback: any failure before the source sends its commit (Complete with activate, or
  * Activate) aborts the stream, resumes the source and leaves its memory as it was. After the
  * commit the source never resumes on its own.
+ *
+ * This file is the phase driver (source-phase.ts has the machine). Its parts: batch-window.ts
+ * (batches in flight, acks, the failure), round-packer.ts (pages -> batches), source-stats.ts
+ * (counters and progress), ../result.ts (the result).
  */
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
-import { BatchBuilder } from '../wire/frame-codec';
-import { frames, MAX_BATCH_PAYLOAD_BYTES, DEFAULT_WINDOW_BYTES, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
-import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
-import { dirtyRuns, rangeTable, popcount, testBit } from '../wire/range-table';
+import type { BatchBuilder } from '../wire/frame-codec';
+import { frames, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
+import { checksumBytes, ImageDigest } from '../wire/page-hash';
+import { popcount, rangeTable } from '../wire/range-table';
 import { Pacer, roundRate } from '../policy/rate-control';
 import { nextThrottle, THROTTLE_MAX, shouldStop } from '../policy/stop-conditions';
-import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type DowntimeBreakdown, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
+import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
+import { succeededResult } from '../result';
+import { BATCH_PAGES, BatchWindow } from './batch-window';
+import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
+import { SourceStats } from './source-stats';
+import { isCommitted, SOURCE_TRANSITIONS, switchoverOf, type SourcePhase, type Switchover } from './source-phase';
 
-/** Pages in one batch (MAX_BATCH_PAYLOAD_BYTES of payload). */
-export const BATCH_PAGES = MAX_BATCH_PAYLOAD_BYTES / PAGE_SIZE;
+export { BATCH_PAGES } from './batch-window';
+export { MIN_TIMED_ROUND_BYTES, PROGRESS_INTERVAL_MS } from './source-stats';
+
 /** Re-read the live dirty bitmap (to_skip) every this many batches. */
 export const SKIP_REFRESH_BATCHES = 8;
-/** A round must move this much to time the landing rate from it (smaller ones are all latency). */
-export const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
-/** Progress events at most this often, ms. */
-export const PROGRESS_INTERVAL_MS = 200;
 /** Progress timeout: no page acknowledged for this long fails the migration. */
 export const PROGRESS_TIMEOUT_MS = 30_000;
+/** No cap on a range's length in round 1's announcement (the target prefaults whole runs). */
+const ANNOUNCE_MAX_RUN = 0x7fffffff;
+/** How often the progress timeout is checked, ms (a coarse check: the timeout is 30 s). */
+const PROGRESS_CHECK_MS = 1000;
+/** Batch limits: a batch's payload holds BATCH_PAGES pages, and so many range entries at most. */
+const PACK_LIMITS: PackLimits = { maxRunPages: BATCH_PAGES, maxRangeEntries: BATCH_PAGES };
 
 /** The frame stream to the target, as the engine needs it. */
 export interface FrameChannel {
@@ -47,11 +59,17 @@ export interface FrameChannel {
 
 /** Everything one source-side migration needs. */
 export interface PrecopySourceOptions {
+  /** The migration's id (messages and progress events). */
   migrationId: string;
+  /** The VM to migrate, running on this node. */
   domain: PagedDomain;
+  /** The frame stream to the target. */
   channel: FrameChannel;
+  /** How the migration may run (resolved: every field set). */
   policy: MigrationPolicy;
+  /** This node's name, for the result. */
   sourceName: string;
+  /** The target's name, for the result. */
   targetName: string;
   /** Migration token and id from PrepareIncoming. */
   token: string;
@@ -63,224 +81,174 @@ export interface PrecopySourceOptions {
   waitForCommit?: () => Promise<void>;
 }
 
-interface InFlight { seq: number; builder: BatchBuilder; bytes: number }
+/** A pack sink writing into the payload region of `builder`. */
+function sinkOf(builder: BatchBuilder, toSkip: Uint32Array | undefined): PackSink {
+  const payload = builder.payloadView();
+  return { payload, words: new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2), toSkip };
+}
+
+/** Points `sink` at the payload region of `builder` (keeps its skip bitmap). */
+function writeInto(sink: PackSink, builder: BatchBuilder): void {
+  const next = sinkOf(builder, sink.toSkip);
+  sink.payload = next.payload;
+  sink.words = next.words;
+}
 
 /** Runs one migration from the source side. */
 export class PrecopySource {
-  private phase: MigrationPhase = 'reserving';
+  private phase: SourcePhase = { kind: 'reserving' };
   private readonly digest: ImageDigest;
   private readonly pacer = new Pacer();
-  private readonly inflight: InFlight[] = [];
-  private readonly pool: BatchBuilder[] = [];
-  private inflightBytes = 0;
+  private readonly window = new BatchWindow();
+  private readonly stats = new SourceStats();
   /** The bitmap the current round works through (taken from the dirty log): folded back on failure. */
   private roundBitmap: Uint32Array | undefined;
-  private windowBytes = DEFAULT_WINDOW_BYTES;
-  private seq = 0;
-  private failure: DroverError | undefined;
-  private waiters: (() => void)[] = [];
-  private signalFailed!: () => void;
-  /** Resolves when the migration failed (to race against waits on other things). */
-  private readonly failed = new Promise<void>((r) => { this.signalFailed = r; });
-  private accepted = false;
-  private verified: Extract<Ack, { kind: 'verified' }> | undefined;
-  private activatedAt = NaN;
   /** Auto-converge throttle applied to the source's vCPUs (0 = none). */
   private throttle = 0;
-  private committed = false;
-  private lastAckAt = performance.now();
-
-  // statistics
-  private readonly t0 = performance.now();
-  private round = 0;
-  private bytesSent = 0;
-  private pageBytes = 0;
-  private zeroPages = 0;
-  private deviceBytes = 0;
-  private sendingMs = 0;
-  private nonzeroBytes = 0;
-  private dirtyRate = 0;
-  private roundRemaining = 0;
-  private lastProgressAt = 0;
-  private lastProgressBytes = 0;
-  private rate = 0;
-  /** Landing rate of the latest round that moved at least MIN_TIMED_ROUND_BYTES, bytes/s. */
-  private roundRateEstimate = 0;
-  private pausedAt = NaN;
-  private pausedWall = NaN;
   private stopReason: StopReason | '' = '';
-  private readonly breakdown: DowntimeBreakdown = { pauseMs: 0, finalRoundMs: 0, finalPages: 0, deviceMs: 0, verifyMs: 0, commitMs: 0, activateMs: 0 };
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
-    o.channel.onAck((ack) => this.handleAck(ack), (err) => this.fail(err));
+    o.channel.onAck((ack) => this.window.handleAck(ack), (err) => this.window.fail(err));
     o.signal?.addEventListener('abort', () => {
-      if (!PHASES_AFTER_SWITCHOVER.has(this.phase) && !this.committed) this.fail(new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase ${this.phase}`));
+      const p = this.phase;
+      if (!PHASES_AFTER_SWITCHOVER.has(p.kind) && !isCommitted(p)) this.window.fail(new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase ${p.kind}`));
     });
   }
 
   /** The current phase (read by cancel to refuse after switchover). */
   get currentPhase(): MigrationPhase {
-    return this.phase;
+    return this.phase.kind;
   }
 
   /** Runs the migration; resolves with the result on success, rejects after rolling back. */
   async run(): Promise<MigrationResult> {
-    const d = this.o.domain;
-    const timeoutMs = completionTimeoutMs(this.o.policy, d.spec.memBytes);
-    const timer = setTimeout(() => this.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${this.o.migrationId} exceeded its completion timeout of ${Math.round(timeoutMs)} ms`)), timeoutMs);
-    const idle = setInterval(() => {
-      if (this.inflight.length > 0 && performance.now() - this.lastAckAt > PROGRESS_TIMEOUT_MS) {
-        this.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${this.o.migrationId}: no progress for ${PROGRESS_TIMEOUT_MS} ms (target stopped acknowledging pages)`));
-      }
-    }, 1000);
+    const timeoutMs = completionTimeoutMs(this.o.policy, this.o.domain.spec.memBytes);
+    const stopWatchdogs = this.startWatchdogs(timeoutMs);
     try {
-      this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount));
-      await this.until(() => this.accepted);
-      d.startDirtyLog();
-      this.setPhase('precopy');
-      // Round 1: every page that may be non-zero (never-touched pages are zero on both sides).
-      let bitmap = d.populatedBitmap();
-      this.roundBitmap = bitmap;
-      let previousSent = NaN;
-      let stalled = 0;
-      let lastDirty = Infinity;
-      for (;;) {
-        this.round++;
-        const before = this.pageBytes;
-        const wireBefore = this.bytesSent;
-        const roundStart = performance.now();
-        this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec));
-        await this.sendRound(bitmap, true);
-        // A round ends when the target has applied it: the rate that predicts the last round's
-        // length is the rate pages land at, not the rate they fill local buffers at.
-        await this.until(() => this.inflight.length === 0);
-        const roundMs = performance.now() - roundStart;
-        const wire = this.bytesSent - wireBefore;
-        // Later rounds rewrite pages the target has already faulted in: the latest round that
-        // moved enough data to time it is the best predictor of the next.
-        if (roundMs > 0 && wire >= MIN_TIMED_ROUND_BYTES) this.roundRateEstimate = (wire * 1000) / roundMs;
-        this.sendingMs += roundMs;
-        const sent = this.pageBytes - before;
-        bitmap = d.getAndClearDirtyLog();
-        this.roundBitmap = bitmap;
-        const dirtyBytes = popcount(bitmap) * PAGE_SIZE;
-        this.dirtyRate = roundMs > 0 ? (dirtyBytes * 1000) / roundMs : 0;
-        stalled = dirtyBytes >= lastDirty ? stalled + 1 : 0;
-        lastDirty = dirtyBytes;
-        const reason = shouldStop({
-          round: this.round, dirtyBytes, sentThisRound: sent, sentPreviousRound: previousSent, sentTotal: this.pageBytes,
-          throughputBytesPerSec: this.roundRateEstimate || this.linkRate(), memBytes: d.spec.memBytes, elapsedMs: performance.now() - this.t0, roundsWithoutProgress: stalled,
-        }, this.o.policy, timeoutMs);
-        previousSent = sent;
-        // Auto-converge (QEMU's, vMotion's SDPS): a guest that dirties faster than the link moves
-        // pages is slowed step by step instead of being stopped with a large last round.
-        // Once throttling, every round that still does not fit the target takes another step.
-        const slowDown = reason === 'stalled' || (this.throttle > 0 && reason === null);
-        if (slowDown && d.setThrottle && this.throttle < THROTTLE_MAX) {
-          this.throttle = nextThrottle(this.throttle);
-          d.setThrottle(this.throttle);
-          stalled = 0;
-          continue;
-        }
-        if (reason) { this.stopReason = reason; break; }
-      }
+      await this.handshake();
+      const bitmap = await this.precopyRounds(timeoutMs);
       await this.stopAndCopy(bitmap);
       return await this.finish();
     } catch (err) {
-      const e = this.failure ?? DroverError.from(err);
-      if (!this.committed) await this.rollback(e);
+      const e = this.window.failure ?? DroverError.from(err);
+      if (!isCommitted(this.phase)) await this.rollback(e);
       throw e;
     } finally {
-      clearTimeout(timer);
-      clearInterval(idle);
+      stopWatchdogs();
     }
   }
 
-  /** Measured link throughput so far, bytes/s. */
-  private linkRate(): number {
-    return this.sendingMs > 0 ? (this.bytesSent * 1000) / this.sendingMs : 0;
-  }
-
-  private setPhase(p: MigrationPhase): void {
-    this.phase = p;
-    this.progress(true);
+  /** The one place the phase changes: along SOURCE_TRANSITIONS, reported unless `report` is false. */
+  private enter(next: SourcePhase, report = true): void {
+    const from = this.phase.kind;
+    if (!SOURCE_TRANSITIONS[from].includes(next.kind)) {
+      throw new DroverError('INTERNAL', `migration ${this.o.migrationId}: phase ${from} cannot go to ${next.kind}`);
+    }
+    this.phase = next;
+    if (report) this.progress(true);
   }
 
   private progress(force = false): void {
-    const now = performance.now();
-    if (!force && now - this.lastProgressAt < PROGRESS_INTERVAL_MS) return;
-    if (this.lastProgressAt > 0 && now > this.lastProgressAt) this.rate = ((this.bytesSent - this.lastProgressBytes) * 1000) / (now - this.lastProgressAt);
-    this.lastProgressAt = now;
-    this.lastProgressBytes = this.bytesSent;
-    const link = this.linkRate();
-    this.o.onProgress?.({
-      migrationId: this.o.migrationId, phase: this.phase, round: this.round, remainingBytes: this.roundRemaining,
-      dirtyRateBytesPerSec: this.dirtyRate, rateBytesPerSec: this.rate, sentBytes: this.bytesSent,
-      etaMs: link > 0 ? (this.roundRemaining / Math.max(1, link - this.dirtyRate)) * 1000 : NaN, elapsedMs: now - this.t0,
-    });
+    const p = this.stats.progress(this.o.migrationId, this.phase.kind, force);
+    if (p) this.o.onProgress?.(p);
   }
 
-  private fail(err: DroverError): void {
-    if (this.failure) return;
-    this.failure = err;
-    this.signalFailed();
-    this.notify();
+  /** The completion timeout and the progress timeout; returns their stop. */
+  private startWatchdogs(timeoutMs: number): () => void {
+    const id = this.o.migrationId;
+    const w = this.window;
+    const timer = setTimeout(() => w.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${id} exceeded its completion timeout of ${Math.round(timeoutMs)} ms`)), timeoutMs);
+    const idle = setInterval(() => {
+      if (w.inFlightCount > 0 && performance.now() - w.lastAckAt > PROGRESS_TIMEOUT_MS) {
+        w.fail(new DroverError('DEADLINE_EXCEEDED', `migration ${id}: no progress for ${PROGRESS_TIMEOUT_MS} ms (target stopped acknowledging pages)`));
+      }
+    }, PROGRESS_CHECK_MS);
+    return () => { clearTimeout(timer); clearInterval(idle); };
   }
 
-  private notify(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+  /** Start, until the target accepted it; then the dirty log runs. */
+  private async handshake(): Promise<void> {
+    const d = this.o.domain;
+    this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount));
+    await this.window.until(() => this.window.accepted);
+    d.startDirtyLog();
+    this.enter({ kind: 'precopy' });
   }
 
-  private check(): void {
-    if (this.failure) throw this.failure;
-  }
-
-  /** Waits (event-driven) until `cond` holds; throws the failure if one happens first. */
-  private async until(cond: () => boolean): Promise<void> {
-    while (!cond()) {
-      this.check();
-      await new Promise<void>((r) => this.waiters.push(r));
+  /** Pre-copy rounds until a stop condition holds; returns the bitmap the last round left dirty. */
+  private async precopyRounds(timeoutMs: number): Promise<Uint32Array> {
+    const d = this.o.domain;
+    const s = this.stats;
+    // Round 1: every page that may be non-zero (never-touched pages are zero on both sides).
+    let bitmap = d.populatedBitmap();
+    this.roundBitmap = bitmap;
+    let previousSent = NaN; // shouldStop's "no previous round"
+    let stalled = 0;
+    let lastDirty = Infinity;
+    for (;;) {
+      const r = await this.precopyRound(bitmap);
+      bitmap = r.dirty;
+      stalled = r.dirtyBytes >= lastDirty ? stalled + 1 : 0;
+      lastDirty = r.dirtyBytes;
+      const reason = shouldStop({
+        round: s.round, dirtyBytes: r.dirtyBytes, sentThisRound: r.sent, sentPreviousRound: previousSent, sentTotal: s.pageBytes,
+        throughputBytesPerSec: s.predictionRate(), memBytes: d.spec.memBytes, elapsedMs: s.elapsedMs(), roundsWithoutProgress: stalled,
+      }, this.o.policy, timeoutMs);
+      previousSent = r.sent;
+      if (this.autoConverge(reason)) { stalled = 0; continue; }
+      if (reason) { this.stopReason = reason; return bitmap; }
     }
-    this.check();
   }
 
-  private handleAck(ack: Ack): void {
-    this.lastAckAt = performance.now();
-    switch (ack.kind) {
-      case 'accepted':
-        this.accepted = true;
-        if (ack.windowBytes > 0) this.windowBytes = ack.windowBytes;
-        break;
-      case 'batch':
-        while (this.inflight.length > 0 && this.inflight[0].seq <= ack.seq) {
-          const f = this.inflight.shift()!;
-          this.inflightBytes -= f.bytes;
-          this.pool.push(f.builder);
-        }
-        break;
-      case 'verified':
-        this.verified = ack;
-        break;
-      case 'activated':
-        this.activatedAt = ack.resumedAtMs;
-        break;
-    }
-    this.notify();
+  /** One pre-copy round of `bitmap`, until the target applied it; returns what it sent and left dirty. */
+  private async precopyRound(bitmap: Uint32Array): Promise<{ sent: number; dirty: Uint32Array; dirtyBytes: number }> {
+    const s = this.stats;
+    s.round++;
+    const before = s.pageBytes;
+    const wireBefore = s.bytesSent;
+    const roundStart = performance.now();
+    this.pacer.setRate(roundRate(s.round, s.dirtyRate, this.o.policy.bandwidthBytesPerSec));
+    await this.sendRound(bitmap, true);
+    // A round ends when the target has applied it: the rate that predicts the last round's
+    // length is the rate pages land at, not the rate they fill local buffers at.
+    await this.window.untilDrained();
+    const roundMs = performance.now() - roundStart;
+    const dirty = this.o.domain.getAndClearDirtyLog();
+    this.roundBitmap = dirty;
+    const dirtyBytes = popcount(dirty) * PAGE_SIZE;
+    s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes);
+    return { sent: s.pageBytes - before, dirty, dirtyBytes };
   }
 
-  private takeBuilder(): BatchBuilder {
-    return this.pool.pop() ?? new BatchBuilder(MAX_BATCH_PAYLOAD_BYTES, 2 * BATCH_PAGES);
+  /**
+   * Auto-converge (QEMU's, vMotion's SDPS): a guest that dirties faster than the link moves
+   * pages is slowed step by step instead of being stopped with a large last round. Once
+   * throttling, every round that still does not fit the target takes another step. True when
+   * it took a step (pre-copy goes on).
+   */
+  private autoConverge(reason: StopReason | null): boolean {
+    const d = this.o.domain;
+    const slowDown = reason === 'stalled' || (this.throttle > 0 && reason === null);
+    if (!slowDown || !d.setThrottle || this.throttle >= THROTTLE_MAX) return false;
+    this.throttle = nextThrottle(this.throttle);
+    d.setThrottle(this.throttle);
+    return true;
   }
 
   private async send(frame: Frame | Buffer): Promise<void> {
-    this.check();
-    const bytes = Buffer.isBuffer(frame) ? frame.length : 0;
-    this.bytesSent += bytes;
-    if (!this.o.channel.write(frame)) await Promise.race([this.o.channel.drained(), this.failed]);
-    this.check();
+    this.window.check();
+    this.stats.bytesSent += Buffer.isBuffer(frame) ? frame.length : 0;
+    if (!this.o.channel.write(frame)) await this.window.race(this.o.channel.drained());
+    this.window.check();
+  }
+
+  /** Round 1's range table, for the target to fault its pages in ahead (empty when too long, and in later rounds). */
+  private announcement(bitmap: Uint32Array): number[] {
+    if (this.stats.round !== 1) return [];
+    const d = this.o.domain;
+    const table = rangeTable(bitmap, d.pageCount, ANNOUNCE_MAX_RUN, d.slotPages);
+    return table.length > MAX_ROUND_RANGES ? [] : table;
   }
 
   /**
@@ -290,177 +258,151 @@ export class PrecopySource {
   private async sendRound(bitmap: Uint32Array, skip: boolean, final = false): Promise<void> {
     const d = this.o.domain;
     const total = popcount(bitmap);
-    this.roundRemaining = total * PAGE_SIZE;
-    let announce: number[] = [];
-    if (this.round === 1) {
-      announce = rangeTable(bitmap, d.pageCount, 0x7fffffff, d.slotPages);
-      if (announce.length > MAX_ROUND_RANGES) announce = [];
-    }
+    this.stats.roundRemaining = total * PAGE_SIZE;
     // The stop-and-copy round goes unannounced: the target needs nothing from it, and every
     // frame in the downtime costs a trip through both event loops.
-    if (!final) await this.send(frames.round(this.round, total, announce));
-    let toSkip: Uint32Array | undefined;
+    if (!final) await this.send(frames.round(this.stats.round, total, this.announcement(bitmap)));
+    let builder = this.window.takeBuilder();
+    const sink = sinkOf(builder, skip ? d.peekDirtyLog() : undefined);
     let batches = 0;
-    let builder = this.takeBuilder();
-    let payload = builder.payloadView();
-    let words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
-    let used = 0;
-    let pages = 0;
-    let ranges: number[] = [];
-    let zeroRanges: number[] = [];
-    let checksum = 0;
-
-    const flush = async (): Promise<void> => {
-      if (pages === 0 && zeroRanges.length === 0) return;
-      const frame = builder.finish(++this.seq, ranges, zeroRanges, checksum, used);
-      this.inflight.push({ seq: this.seq, builder, bytes: frame.length });
-      this.inflightBytes += frame.length;
-      this.pageBytes += used;
-      await this.pacer.take(frame.length);
-      await this.send(frame);
-      this.roundRemaining = Math.max(0, this.roundRemaining - pages * PAGE_SIZE);
-      this.progress();
-      await this.until(() => this.inflightBytes < this.windowBytes);
-      builder = this.takeBuilder();
-      payload = builder.payloadView();
-      words = new Int32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
-      used = 0; pages = 0; ranges = []; zeroRanges = []; checksum = 0;
+    for (const batch of packRound(bitmap, d, this.digest, sink, PACK_LIMITS)) {
+      this.stats.settle(batch.settled);
+      if (!hasContent(batch)) continue; // the round's last batch came out empty
+      await this.flush(builder, batch);
+      builder = this.window.takeBuilder();
+      writeInto(sink, builder);
       batches++;
-      if (skip && batches % SKIP_REFRESH_BATCHES === 0) toSkip = d.peekDirtyLog();
-    };
-
-    if (skip) toSkip = d.peekDirtyLog();
-    for (const [first, count] of dirtyRuns(bitmap, d.pageCount, BATCH_PAGES, d.slotPages)) {
-      const view = d.pageView(first, count);
-      // Buffer#copy is a plain memcpy; TypedArray#set from a SharedArrayBuffer is not.
-      const src = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
-      let runStart = -1;
-      let zeroStart = -1;
-      for (let i = 0; i < count; i++) {
-        const pfn = first + i;
-        if (skip && toSkip && testBit(toSkip, pfn)) {
-          if (runStart >= 0) { ranges.push(runStart, pfn - runStart); runStart = -1; }
-          if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
-          this.roundRemaining -= PAGE_SIZE;
-          continue;
-        }
-        src.copy(payload, used, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-        const h = hashPage(words, used >> 2);
-        if (h === 0) {
-          if (runStart >= 0) { ranges.push(runStart, pfn - runStart); runStart = -1; }
-          if (this.digest.hashes[pfn] === 0) { this.roundRemaining -= PAGE_SIZE; continue; } // target holds zeros already
-          if (zeroStart < 0) zeroStart = pfn;
-          this.zeroPages++;
-          this.digest.set(pfn, 0);
-          continue;
-        }
-        if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
-        if (runStart < 0) runStart = pfn;
-        checksum = foldChecksum(checksum, pfn, h);
-        this.digest.set(pfn, h);
-        if (this.round === 1) this.nonzeroBytes += PAGE_SIZE;
-        used += PAGE_SIZE;
-        pages++;
-        if (used === payload.length) {
-          ranges.push(runStart, pfn + 1 - runStart);
-          runStart = -1;
-          if (zeroStart >= 0) { zeroRanges.push(zeroStart, pfn + 1 - zeroStart); zeroStart = -1; }
-          await flush();
-        }
-      }
-      if (runStart >= 0) ranges.push(runStart, first + count - runStart);
-      if (zeroStart >= 0) zeroRanges.push(zeroStart, first + count - zeroStart);
-      if (ranges.length + zeroRanges.length >= BATCH_PAGES) await flush();
+      if (skip && batches % SKIP_REFRESH_BATCHES === 0) sink.toSkip = d.peekDirtyLog();
     }
-    await flush();
-    this.pool.push(builder);
-    this.roundRemaining = 0;
+    this.window.recycle(builder);
+    this.stats.roundRemaining = 0;
+  }
+
+  /** Sends one packed batch, then waits for room in the window. */
+  private async flush(builder: BatchBuilder, b: PackedBatch): Promise<void> {
+    const s = this.stats;
+    const seq = this.window.nextSeq();
+    const frame = builder.finish(seq, b.ranges, b.zeroRanges, b.checksum, b.payloadBytes);
+    this.window.push(seq, builder, frame.length);
+    s.pageBytes += b.payloadBytes;
+    s.zeroPages += b.zeroPages;
+    if (s.round === 1) s.nonzeroBytes += b.payloadBytes;
+    await this.pacer.take(frame.length);
+    await this.send(frame);
+    s.sent(b.pages);
+    this.progress();
+    await this.window.untilRoom();
   }
 
   /** Pauses the source and sends the last dirty pages, the device state and the commit. */
   private async stopAndCopy(bitmap: Uint32Array): Promise<void> {
-    const d = this.o.domain;
-    this.check();
+    this.window.check();
     // Let the target apply everything in flight first: its backlog would otherwise count as downtime.
-    await this.until(() => this.inflight.length === 0);
-    this.setPhase('stopcopy');
+    await this.window.untilDrained();
+    this.enter({ kind: 'stopcopy', commitSent: false });
     const t = performance.now();
-    d.resetHeartbeatGap(); // the guest's next measured gap is the blackout
-    this.pausedWall = performance.timeOrigin + performance.now();
-    await d.pause();
-    this.pausedAt = performance.now();
-    const b = this.breakdown;
-    b.pauseMs = this.pausedAt - t;
-    const last = d.getAndClearDirtyLog();
-    for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
-    b.finalPages = popcount(bitmap);
-    this.round++;
-    this.pacer.setRate(roundRate(this.round, this.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
-    await this.sendRound(bitmap, false, true);
+    const sw = await this.pauseSource(t);
+    const b = sw.breakdown;
+    await this.sendFinalRound(bitmap);
     let mark = performance.now();
-    b.finalRoundMs = mark - this.pausedAt;
-    const state = Buffer.from(d.saveDeviceState());
-    this.deviceBytes = state.length;
+    b.finalRoundMs = mark - sw.pausedAt;
+    const state = Buffer.from(this.o.domain.saveDeviceState());
+    this.stats.deviceBytes = state.length;
     const device = { state, checksum: checksumBytes(state) };
     b.deviceMs = performance.now() - mark;
     mark = performance.now();
     const activate = !this.o.policy.externalCommit;
     // With activate, sending Complete is the commit point: the target resumes once verified.
-    this.committed = activate;
-    await this.send(frames.complete(this.digest.digest(), this.seq, this.round, this.pausedWall, activate, 0, device));
-    this.setPhase('verifying'); // after the send: progress reports stay out of the downtime's path
-    this.sendingMs += performance.now() - t;
-    if (activate) this.phase = 'activating';
-    await this.until(() => this.verified !== undefined);
+    this.enter({ kind: 'stopcopy', switchover: sw, commitSent: activate }, false);
+    await this.send(frames.complete(this.digest.digest(), this.window.lastSeq, this.stats.round, sw.pausedWall, activate, 0, device));
+    this.enter({ kind: 'verifying', switchover: sw, commitSent: activate }); // after the send: progress reports stay out of the downtime's path
+    this.stats.sendingMs += performance.now() - t;
+    if (activate) this.enter({ kind: 'activating', switchover: sw }, false);
+    await this.window.until(() => this.window.verified !== undefined);
     this.checkDigest();
     b.verifyMs = performance.now() - mark;
     mark = performance.now();
-    if (!activate) {
-      this.setPhase('awaiting-commit');
-      if (this.o.waitForCommit) await Promise.race([this.o.waitForCommit(), this.failed]);
-      this.check();
-      b.commitMs = performance.now() - mark;
-      mark = performance.now();
-      this.committed = true;
-      this.setPhase('activating');
-      await this.send(frames.activate());
-    }
-    await this.until(() => !Number.isNaN(this.activatedAt));
+    if (!activate) mark = await this.commitExternally(sw, mark);
+    await this.window.until(() => this.window.activatedAt !== undefined);
     b.activateMs = performance.now() - mark;
+  }
+
+  /** Pauses the source (stop-and-copy began at `t`): the switchover clock starts. */
+  private async pauseSource(t: number): Promise<Switchover> {
+    const d = this.o.domain;
+    d.resetHeartbeatGap(); // the guest's next measured gap is the blackout
+    const pausedWall = performance.timeOrigin + performance.now();
+    await d.pause();
+    const pausedAt = performance.now();
+    const breakdown = { pauseMs: pausedAt - t, finalRoundMs: 0, finalPages: 0, deviceMs: 0, verifyMs: 0, commitMs: 0, activateMs: 0 };
+    const sw: Switchover = { pausedWall, pausedAt, breakdown };
+    this.enter({ kind: 'stopcopy', switchover: sw, commitSent: false }, false);
+    return sw;
+  }
+
+  /** The paused source's last round: `bitmap` plus what the guest dirtied since (no to_skip: it is paused). */
+  private async sendFinalRound(bitmap: Uint32Array): Promise<void> {
+    const sw = switchoverOf(this.phase);
+    const last = this.o.domain.getAndClearDirtyLog();
+    for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
+    if (sw) sw.breakdown.finalPages = popcount(bitmap);
+    this.stats.round++;
+    this.pacer.setRate(roundRate(this.stats.round, this.stats.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
+    await this.sendRound(bitmap, false, true);
+  }
+
+  /** External commit: waits for the control plane's commit (from `mark`), then sends Activate; returns the new mark. */
+  private async commitExternally(sw: Switchover, mark: number): Promise<number> {
+    this.enter({ kind: 'awaiting-commit', switchover: sw });
+    if (this.o.waitForCommit) await this.window.race(this.o.waitForCommit());
+    this.window.check();
+    sw.breakdown.commitMs = performance.now() - mark;
+    const next = performance.now();
+    this.enter({ kind: 'activating', switchover: sw }); // the commit point
+    await this.send(frames.activate());
+    return next;
   }
 
   private checkDigest(): void {
     const mine = this.digest.digest();
-    if (!this.verified || !mine.equals(this.verified.imageDigest)) {
-      throw new DroverError('DATA_LOSS', `target image digest ${this.verified?.imageDigest.toString('hex')} differs from the source's ${mine.toString('hex')}`);
+    const verified = this.window.verified;
+    if (!verified || !mine.equals(verified.imageDigest)) {
+      throw new DroverError('DATA_LOSS', `target image digest ${verified?.imageDigest.toString('hex')} differs from the source's ${mine.toString('hex')}`);
     }
+  }
+
+  /** With policy.verify: the paused source's memory has the digest the target verified. */
+  private async memoryMatches(): Promise<boolean> {
+    const d = this.o.domain;
+    // The source is paused and frozen: its memory is exactly the memory at pause.
+    const actual = await ImageDigest.ofMemory(d.pageCount, d.populatedBitmap(), (pfn) => {
+      const v = d.pageView(pfn, 1);
+      return [new Int32Array(v.buffer, v.byteOffset, PAGE_SIZE / 4), 0];
+    });
+    const verified = this.window.verified;
+    return verified !== undefined && actual.equals(verified.imageDigest);
   }
 
   private async finish(): Promise<MigrationResult> {
     const d = this.o.domain;
+    const s = this.stats;
+    const sw = switchoverOf(this.phase);
+    const activatedAt = this.window.activatedAt;
+    if (!sw || activatedAt === undefined) throw new DroverError('INTERNAL', `migration ${this.o.migrationId}: finish in phase ${this.phase.kind} before activation`);
     this.o.channel.end();
-    let memoryMatches = true;
-    if (this.o.policy.verify) {
-      // The source is paused and frozen: its memory is exactly the memory at pause.
-      const actual = await ImageDigest.ofMemory(d.pageCount, d.populatedBitmap(), (pfn) => {
-        const v = d.pageView(pfn, 1);
-        return [new Int32Array(v.buffer, v.byteOffset, PAGE_SIZE / 4), 0];
-      });
-      memoryMatches = actual.equals(this.verified!.imageDigest);
-    }
+    const verified = this.o.policy.verify ? await this.memoryMatches() : false;
     d.stopDirtyLog();
-    const downtimeMs = this.activatedAt - this.pausedWall;
-    const totalMs = this.activatedAt - (performance.timeOrigin + this.t0);
-    this.setPhase('done');
-    return {
+    const result = succeededResult({
       migrationId: this.o.migrationId, vm: d.spec.name, profile: d.spec.profile, memBytes: d.spec.memBytes, mode: 'precopy',
-      verified: this.o.policy.verify ? memoryMatches : false, downtimeMs, totalMs, rounds: this.round, bytesSent: this.bytesSent,
-      pageBytes: this.pageBytes, zeroPages: this.zeroPages, deviceBytes: this.deviceBytes,
-      throughputBytesPerSec: this.linkRate(), stopReason: this.stopReason, outcome: 'succeeded', errorCode: '', error: '',
-      source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: this.nonzeroBytes,
-      downtimeBreakdown: { ...this.breakdown },
+      verified, downtimeMs: activatedAt - sw.pausedWall, totalMs: activatedAt - (performance.timeOrigin + s.t0), rounds: s.round, bytesSent: s.bytesSent,
+      pageBytes: s.pageBytes, zeroPages: s.zeroPages, deviceBytes: s.deviceBytes,
+      throughputBytesPerSec: s.linkRate(), stopReason: this.stopReason,
+      source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: s.nonzeroBytes,
+      downtimeBreakdown: sw.breakdown,
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
-    };
+    });
+    this.enter({ kind: 'done', result });
+    return result;
   }
 
   /** Before commit: tell the target to discard, fold unsent pages back, resume the source. */
@@ -476,7 +418,6 @@ export class PrecopySource {
     try { d.stopDirtyLog(); } catch { /* domain gone */ }
     if (this.throttle > 0) { try { d.setThrottle?.(0); } catch { /* domain gone */ } }
     if (d.state() === 'paused') await d.resume();
-    this.phase = err.code === 'CANCELLED' ? 'cancelled' : 'failed';
-    this.progress(true);
+    this.enter(err.code === 'CANCELLED' ? { kind: 'cancelled', error: err } : { kind: 'failed', error: err });
   }
 }

@@ -30,6 +30,7 @@ import {
 } from '../../hypervisor/stream-migration';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
 import { convergenceDecider, convergencePolicy } from '../policy/convergence';
+import { succeededResult } from '../result';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
 import { frames, type Ack, type Frame } from '../wire/protocol';
 import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
@@ -322,7 +323,7 @@ export class QemuSource {
     const downtimeMs = stopToResumeMs(o.stream, activated.resumedAtMs, performance.timeOrigin + this.t0) ?? qres.downtimeMs;
     const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
     o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
-    return {
+    return succeededResult({
       migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
       mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',
       // QEMU completed, and the guest beats on the target (memory is not compared for QEMU)
@@ -331,11 +332,10 @@ export class QemuSource {
       bytesSent: stats.outWireBytes, pageBytes: qres.transferredBytes, zeroPages: 0, deviceBytes: 0,
       throughputBytesPerSec: qres.totalTimeMs > 0 ? (stats.outBytes * 1000) / qres.totalTimeMs : 0,
       stopReason: qres.action === 'none' ? 'converged' : 'stalled',
-      outcome: 'succeeded', errorCode: '', error: '',
       source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
       guestBlackoutMs: Math.round(blackout),
       hypervisorDowntimeMs: qres.downtimeMs,
-    };
+    });
   }
 
   /** A failure: tell the target to discard its QEMU, release an unused reservation, log; returns the error to throw. */

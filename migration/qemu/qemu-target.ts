@@ -104,10 +104,8 @@ export class QemuTunnelTarget {
     const beats = dom.heartbeat().beats;
     await qs.waitBeats(beats, BEAT_WAIT_MS);
     trace(`target runs; first target beat ${qs.firstBeatMs().toFixed(1)}`);
-    this.m.pausedAtMs = pausedAtMs;
-    this.m.state = 'verified';
     const verified = acks.verified(Buffer.alloc(0), this.m.domain.pageCount);
-    this.m.state = 'active';
+    this.m.tunnelActivated(pausedAtMs);
     const now = performance.timeOrigin + performance.now();
     return [verified, acks.activated(qs.resumedAtMs || now, qs.firstBeatMs() || now)];
   }

@@ -3,6 +3,9 @@
  * frames to an incoming (paused, empty) domain. Every page applied is hashed from guest RAM,
  * checked against its batch checksum and recorded in the image digest; Complete is accepted
  * only when the source's digest equals the one the receiver built itself.
+ *
+ * The state is a discriminated union (`ReceiverPhase`) that only `enter` changes, along
+ * RECEIVER_TRANSITIONS; the agent and the QEMU tunnel move it through methods.
  */
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
@@ -12,16 +15,38 @@ import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGE
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';
 
+/** One state of an incoming migration, with its own data. */
+export type ReceiverPhase =
+  | { state: 'prepared' }
+  /** Start accepted: page batches come. */
+  | { state: 'receiving' }
+  /** Start accepted for a QEMU tunnel: qemu-target.ts takes the frames. */
+  | { state: 'tunnel' }
+  | { state: 'device-loaded' }
+  /** Complete accepted; `pausedAtMs` is the source's pause, wall clock. */
+  | { state: 'verified'; pausedAtMs: number }
+  | { state: 'active'; pausedAtMs: number }
+  /** Discarded (from any state); keeps the source's pause if Complete had come. */
+  | { state: 'aborted'; pausedAtMs?: number };
+
+/** Where each state may go next. */
+export const RECEIVER_TRANSITIONS: { readonly [K in ReceiverState]: readonly ReceiverState[] } = {
+  prepared: ['receiving', 'tunnel', 'aborted'],
+  receiving: ['device-loaded', 'aborted'],
+  tunnel: ['verified', 'aborted'],
+  'device-loaded': ['verified', 'aborted'],
+  verified: ['active', 'aborted'],
+  active: ['aborted'],
+  aborted: ['aborted'],
+};
+
 /** One incoming migration on the target. */
 export class IncomingMigration {
-  state: ReceiverState = 'prepared';
+  private phase: ReceiverPhase = { state: 'prepared' };
   private readonly digest: ImageDigest;
   private lastSeq = 0;
   private rounds = 0;
-  /** Page payload bytes applied. */
-  bytes = 0;
-  /** Wall clock of the source's pause, from Complete. */
-  pausedAtMs = NaN;
+  private applied = 0;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
 
@@ -32,6 +57,47 @@ export class IncomingMigration {
     readonly createdAt = Date.now(),
   ) {
     this.digest = new ImageDigest(domain.pageCount);
+  }
+
+  /** The current state. */
+  get state(): ReceiverState {
+    return this.phase.state;
+  }
+
+  /** Page payload bytes applied. */
+  get bytes(): number {
+    return this.applied;
+  }
+
+  /** Wall clock of the source's pause, from Complete (NaN before it came). */
+  get pausedAtMs(): number {
+    const p = this.phase;
+    return 'pausedAtMs' in p && p.pausedAtMs !== undefined ? p.pausedAtMs : NaN;
+  }
+
+  /** The copy is thrown away (the agent destroys the domain). Safe to repeat, from any state. */
+  markAborted(): void {
+    const pausedAtMs = this.pausedAtMs;
+    this.enter(Number.isNaN(pausedAtMs) ? { state: 'aborted' } : { state: 'aborted', pausedAtMs });
+  }
+
+  /**
+   * The QEMU tunnel's Complete: the target QEMU runs the guest (qemu-target.ts checked it), so
+   * the migration is verified and active at once. `pausedAtMs` is the source's last beat.
+   */
+  tunnelActivated(pausedAtMs: number): void {
+    this.expect('tunnel', 'Complete');
+    this.enter({ state: 'verified', pausedAtMs });
+    this.enter({ state: 'active', pausedAtMs });
+  }
+
+  /** The one place the state changes. */
+  private enter(next: ReceiverPhase): void {
+    const from = this.phase.state;
+    if (!RECEIVER_TRANSITIONS[from].includes(next.state)) {
+      throw failedPrecondition(`migration ${this.migrationId}: cannot go from state ${from} to ${next.state}`);
+    }
+    this.phase = next;
   }
 
   /** Checks the Start frame: version, token (one use), geometry. */
@@ -45,7 +111,7 @@ export class IncomingMigration {
     if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
     const kind = (t: string) => (t ? `a ${t} tunnel` : 'drover page stream');
     if ((f.tunnel ?? '') !== this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: source sends ${kind(f.tunnel ?? '')}, this target expects ${kind(this.tunnel)} (hypervisors differ)`);
-    this.state = this.tunnel ? 'tunnel' : 'receiving'; // tunnel: qemu-target.ts takes the frames from here
+    this.enter({ state: this.tunnel ? 'tunnel' : 'receiving' }); // tunnel: qemu-target.ts takes the frames from here
     return acks.accepted();
   }
 
@@ -79,8 +145,7 @@ export class IncomingMigration {
         if (!mine.equals(f.imageDigest)) {
           throw new DroverError('DATA_LOSS', `image digest mismatch: source says ${f.imageDigest.toString('hex')}, target holds ${mine.toString('hex')}`);
         }
-        this.pausedAtMs = f.pausedAtMs;
-        this.state = 'verified';
+        this.enter({ state: 'verified', pausedAtMs: f.pausedAtMs });
         const out: Ack[] = [acks.verified(mine, this.domain.pageCount)];
         if (f.activate) out.push(await this.activate());
         return out;
@@ -104,7 +169,7 @@ export class IncomingMigration {
     } catch (err) {
       throw invalidArgument(`device state rejected: ${(err as Error).message}`, err);
     }
-    this.state = 'device-loaded';
+    this.enter({ state: 'device-loaded' });
   }
 
   private expect(state: ReceiverState, frame: string): void {
@@ -113,7 +178,7 @@ export class IncomingMigration {
 
   private async activate(): Promise<Ack> {
     await this.domain.resume();
-    this.state = 'active';
+    this.enter({ state: 'active', pausedAtMs: this.pausedAtMs });
     return acks.activated(performance.timeOrigin + performance.now());
   }
 
@@ -147,7 +212,7 @@ export class IncomingMigration {
       }
     }
     this.lastSeq = f.seq;
-    this.bytes += f.payload.length;
-    return acks.batch(f.seq, this.bytes);
+    this.applied += f.payload.length;
+    return acks.batch(f.seq, this.applied);
   }
 }

@@ -85,6 +85,6 @@ export class IncomingSession {
 
   /** The target gives the migration up (discard); the receiver takes no more frames. */
   markAborted(): void {
-    this.receiver.state = 'aborted';
+    this.receiver.markAborted();
   }
 }

@@ -7,6 +7,7 @@ import type * as wire from '../../proto/generated/drover-v1';
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
+import { failedResult } from '../../migration/result';
 import { DroverError, failedPrecondition, invalidArgument, notFound } from '../../lib/errors';
 import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationResult } from '../../migration/types';
 import { outgoingEngine } from '../../migration/strategy/outgoing';
@@ -68,7 +69,7 @@ export class OutgoingMigrations {
       const e = DroverError.from(err);
       if (vm) vm.outgoing = undefined;
       this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message });
-      const failed = failedResult(id, req.vm, req.target, this.nodeId, vm, e, performance.now() - t0);
+      const failed = failedResult({ migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, totalMs: performance.now() - t0, source: this.nodeId, target: req.target }, e);
       send({ migrationId: id, phase: e.code === 'CANCELLED' ? 'cancelled' : 'failed', round: 0, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: performance.now() - t0, result: failed });
       call.emit('error', toServiceError(e));
     } finally {
@@ -103,14 +104,4 @@ export class OutgoingMigrations {
     await domain.destroy();
     return result;
   }
-}
-
-/** The result a failed or cancelled migration reports. */
-function failedResult(id: string, vmName: string, target: string, nodeId: string, vm: HostedVm | undefined, e: DroverError, totalMs: number): MigrationResult {
-  return {
-    migrationId: id, vm: vmName, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, mode: 'precopy',
-    verified: false, downtimeMs: 0, totalMs, rounds: 0, bytesSent: 0, pageBytes: 0, zeroPages: 0, deviceBytes: 0,
-    throughputBytesPerSec: 0, stopReason: '', outcome: e.code === 'CANCELLED' ? 'cancelled' : 'failed', errorCode: e.code, error: e.message,
-    source: nodeId, target, nonzeroBytes: 0,
-  };
 }

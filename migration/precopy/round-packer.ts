@@ -1,0 +1,124 @@
+/**
+ * Packing one round of pages into page batches: a pure, synchronous generator with no I/O.
+ * The caller iterates it and flushes (sends) each batch it yields before asking for the next;
+ * between batches it may swap the payload buffer and refresh the skip bitmap in the sink.
+ *
+ * Per page: pages set in the sink's `toSkip` are left for the next round (Xen's to_skip); zero
+ * pages go as zero ranges (or not at all when the digest says the target already holds zeros);
+ * every other page is copied into the payload with Buffer#copy (a plain memcpy; TypedArray#set
+ * from a SharedArrayBuffer is not) and hashed in place over the sink's Int32Array view. Nothing
+ * is allocated per page: this is the hot path of the page stream.
+ */
+import { PAGE_SIZE, type PageAccess } from '../../hypervisor/types';
+import { hashPage, foldChecksum, type ImageDigest } from '../wire/page-hash';
+import { dirtyRuns, testBit } from '../wire/range-table';
+
+/** The pages a round reads: the domain's geometry and its RAM. */
+export type PageSource = Pick<PageAccess, 'pageCount' | 'slotPages' | 'pageView'>;
+
+/** Where the packer writes: the caller may replace any field between two batches. */
+export interface PackSink {
+  /** The payload region of the current batch (its length is the batch's capacity). */
+  payload: Buffer;
+  /** An Int32Array view of exactly `payload` (hashPage reads words). */
+  words: Int32Array;
+  /** The live dirty bitmap: pages set here are skipped this round; undefined skips none. */
+  toSkip: Uint32Array | undefined;
+}
+
+/** One packed batch: `payloadBytes` of the sink's payload hold its pages in range order. */
+export interface PackedBatch {
+  /** [first, count, ...] of the pages in the payload. */
+  ranges: number[];
+  /** [first, count, ...] of the pages the target must zero. */
+  zeroRanges: number[];
+  /** foldChecksum over the payload's pages, in order. */
+  checksum: number;
+  /** Payload bytes used. */
+  payloadBytes: number;
+  /** Pages in the payload. */
+  pages: number;
+  /** Pages in zeroRanges. */
+  zeroPages: number;
+  /** Pages of the round that need nothing sent: skipped (to_skip) or zero on both sides already. */
+  settled: number;
+}
+
+/** The batch limits of a round. */
+export interface PackLimits {
+  /** Longest run read from guest RAM at once, pages (also the payload's capacity in pages). */
+  maxRunPages: number;
+  /** A batch is flushed at a run's end once ranges + zeroRanges hold this many entries. */
+  maxRangeEntries: number;
+}
+
+/** A fresh, empty batch. */
+function emptyBatch(): PackedBatch {
+  return { ranges: [], zeroRanges: [], checksum: 0, payloadBytes: 0, pages: 0, zeroPages: 0, settled: 0 };
+}
+
+/**
+ * Packs the pages set in `bitmap` into batches, updating `digest` with every page's hash as it
+ * is packed. Yields each batch when its payload is full and when its range table is full at a
+ * run's end (such batches always hold something), and finally the round's last batch, which
+ * may be empty (see `hasContent`) and then only counts `settled` pages.
+ */
+export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: ImageDigest, sink: PackSink, limits: PackLimits): Generator<PackedBatch, void> {
+  const hashes = digest.hashes;
+  let b = emptyBatch();
+  let payload = sink.payload;
+  let words = sink.words;
+  let toSkip = sink.toSkip;
+  for (const [first, count] of dirtyRuns(bitmap, pages.pageCount, limits.maxRunPages, pages.slotPages)) {
+    const view = pages.pageView(first, count);
+    const src = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+    let runStart = -1;
+    let zeroStart = -1;
+    for (let i = 0; i < count; i++) {
+      const pfn = first + i;
+      if (toSkip && testBit(toSkip, pfn)) {
+        if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
+        if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+        b.settled++;
+        continue;
+      }
+      const used = b.payloadBytes;
+      src.copy(payload, used, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+      const h = hashPage(words, used >> 2);
+      if (h === 0) {
+        if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
+        if (hashes[pfn] === 0) { b.settled++; continue; } // the target holds zeros already
+        if (zeroStart < 0) zeroStart = pfn;
+        b.zeroPages++;
+        digest.set(pfn, 0);
+        continue;
+      }
+      if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+      if (runStart < 0) runStart = pfn;
+      b.checksum = foldChecksum(b.checksum, pfn, h);
+      digest.set(pfn, h);
+      b.payloadBytes = used + PAGE_SIZE;
+      b.pages++;
+      if (b.payloadBytes === payload.length) {
+        b.ranges.push(runStart, pfn + 1 - runStart);
+        runStart = -1;
+        yield b;
+        b = emptyBatch();
+        ({ payload, words, toSkip } = sink);
+      }
+    }
+    if (runStart >= 0) b.ranges.push(runStart, first + count - runStart);
+    if (zeroStart >= 0) b.zeroRanges.push(zeroStart, first + count - zeroStart);
+    if (b.ranges.length + b.zeroRanges.length >= limits.maxRangeEntries) {
+      yield b;
+      b = emptyBatch();
+      ({ payload, words, toSkip } = sink);
+    }
+  }
+  yield b; // the round's last batch, possibly empty
+}
+
+/** True when a batch carries anything for the target (pages or zero ranges). */
+export function hasContent(b: PackedBatch): boolean {
+  return b.pages > 0 || b.zeroRanges.length > 0;
+}

@@ -88,7 +88,7 @@ function wrap<T>(f: () => T): T {
 
 /** Validates a host:port address, naming the flag when it is malformed. */
 export function address(text: string, what: string): string {
-  const m = /^([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(text);
+  const m = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$/.exec(text);
   if (!m || Number(m[2]) > 65535) throw new UsageError(`${what} "${text}" is not HOST:PORT`);
   return text;
 }

@@ -52,8 +52,7 @@ async function run(argv: string[]): Promise<number> {
 async function clusterCommand(argv: string[]): Promise<number> {
   let mod: { runClusterCommand(argv: string[]): Promise<number> };
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    mod = require('./commands/cluster');
+    mod = await import('./commands/cluster');
   } catch (err) {
     throw new DroverError('UNIMPLEMENTED', `cluster commands are not available in this build: ${(err as Error).message}`);
   }

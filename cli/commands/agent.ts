@@ -42,8 +42,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   let registration: { stop(): Promise<void> | void } | undefined;
   const etcd = str(p, 'etcd') ?? process.env.DROVER_ETCD_AGENT;
   if (etcd) {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    const reg = require('../../services/node-agent/registration');
+    // Loaded only with --etcd: a standalone agent needs no etcd client.
+    const reg = await import('../../services/node-agent/registration');
     registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log });
   }
   await new Promise<void>((resolve) => {

@@ -14,9 +14,24 @@ import type {
   HypervisorEventSource, IncomingEndpoint, IncomingOptions, StreamMigration,
   StreamMigrationPolicy, StreamMigrationProgress, StreamMigrationResult,
 } from '../stream-migration';
-import type { QemuDomain } from './qemu-domain';
+import type { QemuProcess } from './qemu-process';
+import type { VmSpec } from '../types';
 import type { QmpClient } from './qmp-client';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+/** What the QMP migration mechanics need of a QEMU domain (qemu-domain.ts implements it; an interface keeps the two files acyclic). */
+export interface MigratableQemuDomain {
+  readonly spec: VmSpec;
+  readonly proc: QemuProcess;
+  /** QEMU's STOP / RESUME event times (wall-clock ms), 0 until seen. */
+  readonly stoppedAtMs: number;
+  readonly resumedAtMs: number;
+  firstBeatMs(): number;
+  waitBeats(beats: number, timeoutMs?: number): Promise<void>;
+  status(): Promise<string>;
+  exitError(what: string): DroverError;
+  live(what: string): void;
+}
 
 /** bytes/s: QEMU has no "0 = unlimited", this is far above any link. */
 const UNLIMITED_BW = 1e12;
@@ -75,7 +90,7 @@ export class QemuStreamMigration implements StreamMigration {
   private postcopyStarted = false;
   private migrating: { cancel: () => Promise<void> } | undefined;
 
-  constructor(private readonly dom: QemuDomain) {}
+  constructor(private readonly dom: MigratableQemuDomain) {}
 
   /** True once post-copy has started for the current/last migration. */
   get inPostcopy(): boolean { return this.postcopyStarted; }
@@ -187,7 +202,7 @@ class OutgoingRun {
   private firstPassEndMs = 0;
 
   constructor(
-    private readonly dom: QemuDomain,
+    private readonly dom: MigratableQemuDomain,
     private readonly stream: QemuStreamMigration,
     private readonly target: IncomingEndpoint,
     private readonly policy: StreamMigrationPolicy,

@@ -20,7 +20,6 @@ import {
   DomainStats,
   GuestCheckResult,
   HeartbeatReading,
-  Hypervisor,
   PAGE_SIZE,
   VmSpec,
 } from '../types';

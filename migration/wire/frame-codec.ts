@@ -167,7 +167,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (bytes.length > MAX_FRAME_BYTES) throw invalidArgument(`frame of ${bytes.length} bytes exceeds the limit of ${MAX_FRAME_BYTES} bytes`);
   const fast = decodeStream(bytes, STREAM_FRAME_TAG);
   if (fast) return fast;
-  let obj: any;
+  let obj: Record<string, unknown>;
   try {
     obj = FrameType.toObject(FrameType.decode(bytes), TO_OBJECT);
   } catch (err) {
@@ -175,7 +175,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   }
   const kind = obj.kind as string | undefined;
   if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, complete, activate, abort or stream)');
-  const body = obj[kind];
+  const body = obj[kind] as Record<string, unknown>;
   if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;
   return { kind, ...body } as Frame;
@@ -193,9 +193,10 @@ export function encodeAck(ack: Ack): Buffer {
 export function decodeAck(bytes: Buffer): Ack {
   const fast = decodeStream(bytes, STREAM_ACK_TAG);
   if (fast) return fast;
-  const obj: any = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
+  const obj: Record<string, unknown> = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
   const kind = obj.kind as string | undefined;
   if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
-  if (kind === 'accepted' && !obj[kind].postcopy) delete obj[kind].postcopy; // QEMU tunnel only
-  return { kind, ...obj[kind] } as Ack;
+  const body = obj[kind] as Record<string, unknown>;
+  if (kind === 'accepted' && !body.postcopy) delete body.postcopy; // QEMU tunnel only
+  return { kind, ...body } as Ack;
 }

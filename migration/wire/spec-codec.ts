@@ -15,9 +15,10 @@ export function specToWire(s: VmSpec): wire.VmSpec {
   };
 }
 
-/** Wire → VmSpec (profile validated later by the agent). */
-export function specFromWire(w: wire.VmSpec): VmSpec {
-  const s: VmSpec = { name: w.name, memBytes: Number(w.memBytes), vcpus: w.vcpus, profile: w.profile as ProfileName };
+/** Wire → VmSpec (profile validated later by the agent); a missing spec yields one that validation refuses. */
+export function specFromWire(spec: Partial<wire.VmSpec> | null | undefined): VmSpec {
+  const w = spec ?? {};
+  const s: VmSpec = { name: w.name ?? '', memBytes: Number(w.memBytes ?? 0), vcpus: w.vcpus ?? 0, profile: (w.profile ?? '') as ProfileName };
   if (w.wssBytes) s.wssBytes = Number(w.wssBytes);
   if (w.dirtyRateBytesPerSec) s.dirtyRateBytesPerSec = Number(w.dirtyRateBytesPerSec);
   if (w.fillSet) s.fillBytes = Number(w.fillBytes);

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { DroverError } from '../../lib/errors';
-import { CLI_MAIN, tunedEnv, tunedNodeArgs } from './process-tuning';
+import { tunedEnv, tunedNodeArgs } from './process-tuning';
 
 export { BULK_MALLOC_TUNABLES, CLI_MAIN } from './process-tuning';
 

@@ -6,7 +6,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { serviceDefinition } from '../../proto/load';
+import { addService, type Input, type ServiceHandlers } from '../../proto/load';
+import type * as wire from '../../proto/generated/drover-v1';
 import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition } from '../../lib/errors';
 import type { Hypervisor } from '../../hypervisor/types';
@@ -56,10 +57,8 @@ export class NodeAgentServer {
     const log = (e: Record<string, unknown>) => this.log(e);
     this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log);
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- grpc-js takes untyped handler maps for dynamically loaded services
-    this.server.addService(serviceDefinition('NodeAgent'), this.nodeAgentHandlers() as any);
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as above
-    this.server.addService(serviceDefinition('MigrationReceiver', TRANSFER_CODECS), this.receiverHandlers() as any);
+    addService(this.server, 'NodeAgent', this.nodeAgentHandlers());
+    addService<'MigrationReceiver', ReceiverHandlers>(this.server, 'MigrationReceiver', this.receiverHandlers(), TRANSFER_CODECS);
     this.health.addToServer(this.server);
     agentMetrics().bindNode(this); // node capacity, load, VMs, inbound migrations at scrape time
   }
@@ -106,18 +105,11 @@ export class NodeAgentServer {
 
   // ---- NodeAgent service ----------------------------------------------------------------------
 
-  private nodeAgentHandlers(): grpc.UntypedServiceImplementation {
+  private nodeAgentHandlers(): ServiceHandlers<'NodeAgent'> {
     const host = this.host;
-    const unary = (f: (req: any) => Promise<object> | object) => async (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
-      try {
-        cb(null, await f(call.request));
-      } catch (err) {
-        cb(toServiceError(err) as grpc.ServiceError);
-      }
-    };
     return {
       CreateVm: unary(async (req) => {
-        const spec = validateSpec(specFromWire(req.spec ?? {}));
+        const spec = validateSpec(specFromWire(req.spec));
         if (host.hasVm(spec.name, true)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already exists on node ${this.o.nodeId}`);
         host.reserveCapacity(spec);
         const v = host.add(await this.o.hypervisor.createDomain(spec));
@@ -136,14 +128,14 @@ export class NodeAgentServer {
       }),
       VerifyVm: unary((req) => this.verifyVm(req.name)),
       GetNodeInfo: unary(() => nodeInfoToWire(this.nodeInfo())),
-      MigrateVm: (call: grpc.ServerWritableStream<any, any>) => this.outgoing.migrateOut(call),
+      MigrateVm: (call) => this.outgoing.migrateOut(call),
       CancelMigration: unary((req) => this.outgoing.cancel(req.migrationId)),
       CommitMigration: unary((req) => { this.outgoing.commit(req.migrationId); return {}; }),
     };
   }
 
   /** VerifyVm: the guest's own check and its heartbeat. */
-  private async verifyVm(name: string): Promise<object> {
+  private async verifyVm(name: string): Promise<Input<wire.VerifyVmResponse>> {
     const v = this.host.get(name);
     if (v.outgoing) throw failedPrecondition(`VM ${name} is migrating; verify it after the migration`);
     const r = await v.domain.guestCheck();
@@ -157,22 +149,27 @@ export class NodeAgentServer {
 
   // ---- MigrationReceiver service ------------------------------------------------------------
 
-  private receiverHandlers(): grpc.UntypedServiceImplementation {
+  private receiverHandlers(): ReceiverHandlers {
     return {
-      PrepareIncoming: async (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
-        try {
-          cb(null, await this.incoming.prepare(call.request));
-        } catch (err) {
-          cb(toServiceError(err) as grpc.ServiceError);
-        }
-      },
-      AbortIncoming: async (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
-        await this.incoming.abort(call.request.migrationId);
-        cb(null, {});
-      },
+      PrepareIncoming: unary((req) => this.incoming.prepare(req)),
+      AbortIncoming: unary(async (req) => { await this.incoming.abort(req.migrationId); return {}; }),
       Transfer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.incoming.transfer(call),
     };
   }
 }
 
 export { CHANNEL_OPTIONS };
+
+/** The receiver's handlers: Transfer carries raw frames (TRANSFER_CODECS), the rest are typed. */
+type ReceiverHandlers = Omit<ServiceHandlers<'MigrationReceiver'>, 'Transfer'> & { Transfer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => void };
+
+/** One unary method from a function of its request: errors become gRPC statuses (lib/grpc-status.ts). */
+function unary<Req, Res>(f: (req: Req) => Promise<Res> | Res): (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => Promise<void> {
+  return async (call, cb) => {
+    try {
+      cb(null, await f(call.request));
+    } catch (err) {
+      cb(toServiceError(err) as grpc.ServiceError);
+    }
+  };
+}

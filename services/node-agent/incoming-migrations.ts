@@ -18,16 +18,17 @@ import { widenReceiveWindow } from '../../lib/grpc-window';
 import { specFromWire } from './client/agent-codec';
 import type { AgentLog } from './outgoing-migrations';
 import type { VmHost } from './vm-host';
+import type * as wire from '../../proto/generated/drover-v1';
+import type { Input } from '../../proto/load';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly hypervisor: Hypervisor, private readonly log: AgentLog) {}
 
   /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped wire messages until the generated proto types land
-  async prepare(req: any): Promise<object> {
+  async prepare(req: wire.PrepareIncomingRequest): Promise<Input<wire.PrepareIncomingResponse>> {
     if (req.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(req.protocolVersion);
-    const spec = validateSpec(specFromWire(req.spec ?? {}));
+    const spec = validateSpec(specFromWire(req.spec));
     if (this.host.hasVm(spec.name, false)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already runs on target node ${this.nodeId}`);
     const id: string = req.migrationId || `m-${randomUUID().slice(0, 8)}`;
     if (this.host.incomingById(id)) throw new DroverError('ALREADY_EXISTS', `migration ${id} is already prepared on node ${this.nodeId}`);

@@ -4,6 +4,7 @@
  * migration capability (migration/strategy/outgoing.ts); nothing here knows the driver.
  */
 import type * as wire from '../../proto/generated/drover-v1';
+import type { Input } from '../../proto/load';
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
@@ -45,8 +46,7 @@ export class OutgoingMigrations {
   }
 
   /** MigrateVm: the source side. Streams progress; ends OK when the VM runs on the target. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped wire messages until the generated proto types land
-  async migrateOut(call: grpc.ServerWritableStream<any, any>): Promise<void> {
+  async migrateOut(call: grpc.ServerWritableStream<wire.MigrateVmRequest, Input<wire.MigrationEvent>>): Promise<void> {
     const req = call.request;
     const id: string = req.migrationId || `m-${randomUUID().slice(0, 8)}`;
     const send = (ev: MigrationEventInfo) => {

@@ -72,7 +72,7 @@ async function outside(argv: string[], hosts: number): Promise<number> {
   process.on('SIGINT', forward('SIGINT'));
   process.on('SIGTERM', forward('SIGTERM'));
   const code = await new Promise<number>((r) => child.once('exit', (c, s) => r(c ?? (s ? 1 : 0))));
-  if (code !== 0) keepLogs = true; // the evidence of a violation or failure stays (namespaces do not)
+  if (code === 1) keepLogs = true; // the evidence of a violation or failure stays (namespaces do not); not after Ctrl-C
   if (keepLogs) process.stderr.write(`[chaos] logs kept in ${dir}\n`);
   cleanup();
   return code;

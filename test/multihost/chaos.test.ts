@@ -12,7 +12,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { namespacesOf } from './topology';
+import * as fs from 'node:fs';
+import { namespacesOf, runDir } from './topology';
 
 const MAIN = path.join(__dirname, 'chaos-main.js');
 
@@ -65,4 +66,5 @@ test('chaos harness: Ctrl-C removes every namespace of the run', { timeout: 90_0
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /cluster up/);
   assert.deepEqual(namespacesOf(r.pid), [], 'interrupted run removed its namespaces');
+  assert.equal(fs.existsSync(runDir(r.pid)), false, 'interrupted run removed its scratch directory');
 });

@@ -97,4 +97,6 @@ function main(): void {
   });
 }
 
-if (require.main === module) main();
+// `node --test dist/` loads every file under a test/ folder as a test file (NODE_TEST_CONTEXT is
+// set then): this entry point runs only when started as a program (npm run chaos, chaos.test.ts).
+if (require.main === module && !process.env.NODE_TEST_CONTEXT) main();

@@ -21,7 +21,9 @@ interface Run { code: number; stdout: string; stderr: string; pid: number }
 
 function runHarness(args: string[], opts: { timeoutMs: number; interruptOn?: RegExp }): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env };
+    delete env.NODE_TEST_CONTEXT; // the campaign runs as a program, not as a test file
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     const t = setTimeout(() => { child.kill('SIGINT'); reject(new Error(`harness did not finish within ${opts.timeoutMs / 1000} s:\n${stderr.slice(-3000)}`)); }, opts.timeoutMs);

@@ -1,9 +1,9 @@
 /**
- * The one entry point to @peculiar/x509: installs the Reflect metadata functions it needs
+ * The one entry point to @peculiar/x509: loads the Reflect metadata polyfill it needs
  * before loading it, and makes Node's WebCrypto its crypto provider. Every PKI module imports
  * `x509` from here, never from the package directly.
  */
-import './reflect-metadata';
+import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 

@@ -46,11 +46,11 @@ test('chaos harness: bad flags exit 2 with one line', async () => {
   assert.match(k.stderr, /unknown fault kind "meteor"/);
 });
 
-test('chaos campaign (3 hosts, 6 migrations, 3 faults of the kinds that hold today): invariants hold, namespaces removed', { timeout: 175_000 }, async () => {
+test('chaos campaign (3 hosts, 6 migrations, 3 faults of the kinds that hold today): invariants hold, namespaces removed', { timeout: 330_000 }, async () => {
   const r = await runHarness(['--migrations', '6', '--faults', '3', '--seed', '12', '--vms', '4', '--settle-ms', '20000', '--json',
     // a killed agent back within its 3 s lease loses its VMs silently (issue #12, found by `npm run chaos`): not here
     '--agent-restart-min-ms', '5000',
-    '--kinds', 'kill-target,kill-scheduler,stop-target'], { timeoutMs: 170_000 });
+    '--kinds', 'kill-target,kill-scheduler,stop-target'], { timeoutMs: 320_000 });
   const lines = r.stdout.trim().split('\n').filter(Boolean);
   assert.ok(lines.length >= 1 && lines.every((l) => l.startsWith('{')), `--json prints only JSON lines on stdout:\n${r.stdout}\n${r.stderr.slice(-3000)}`);
   const s = JSON.parse(lines[lines.length - 1]) as Record<string, number | string[]>;

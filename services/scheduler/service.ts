@@ -6,6 +6,8 @@
  * Each round (once a second, and on changes) the leader:
  * 1. reconciles liveness: VMs of a node whose heartbeat lease expired become `unknown` (never
  *    started elsewhere: the node may still run them); they return to `running` when it reports them;
+ *    a VM its live node has not reported for LOST_VM_GRACE_MS (an agent restarted within its
+ *    lease comes back empty) becomes `unknown` too, with a `lost: ...` reason (lost-vms.ts);
  * 2. places pending VMs (capacity-aware, spread), creating them on the chosen agent;
  * 3. continues drains: a rolling window of evacuation jobs from each draining node (targets chosen
  *    now, with the memory reserved by jobs in flight), then marks the node drained; the state lives
@@ -24,6 +26,7 @@ import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../
 import { planModel } from './model';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
+import { LostVmTracker } from './lost-vms';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
 /** Options of a scheduler replica. */
@@ -51,6 +54,7 @@ export class Scheduler {
   /** A rebalance was triggered and has not reached its target yet (hysteresis). */
   private rebalancing = false;
   private readonly creating = new Set<string>();
+  private readonly lost = new LostVmTracker();
 
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
     this.id = opts.id ?? `scheduler-${process.pid}`;
@@ -165,6 +169,17 @@ export class Scheduler {
       if (vm.state === 'unknown' && reported && reported.state === 'running') {
         if (await this.putVm(name, modRevision, { ...vm, state: 'running', error: '' })) this.log('VM back', { vm: name, node: vm.node });
       }
+    }
+    await this.markLost(snap);
+  }
+
+  /** VMs their live node stopped reporting → unknown, with the lost reason (fenced on the record's revision). */
+  private async markLost(snap: ClusterSnapshot): Promise<void> {
+    for (const l of this.lost.check(snap)) {
+      this.lost.forget(l.name);
+      if (!(await this.putVm(l.name, l.modRevision, { ...l.vm, state: 'unknown', error: l.reason }))) continue;
+      schedulerMetrics().vmLost();
+      this.log('VM lost: its node is alive but does not run it (not restarted elsewhere)', { vm: l.name, node: l.vm.node, reason: l.reason });
     }
   }
 

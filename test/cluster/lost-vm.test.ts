@@ -2,11 +2,14 @@
  * An agent killed (kill -9) and restarted on the same node id within its lease TTL registers
  * again with no VMs: the node never looks dead. Its VMs must still be reported lost (state
  * `unknown`, a reason naming the node and since when), never started elsewhere, and no job may be
- * created for them (a drain of that node moves the other VMs and leaves the lost one). Real etcd,
+ * created for them (a drain of that node leaves the lost one alone). The restart is the local
+ * cluster's supervisor's, as systemd's Restart=on-failure would do it on a host. Real etcd,
  * real agent, scheduler and migrator processes.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory } from './support';
 import { LOST_VM_GRACE_MS } from '../../services/scheduler/lost-vms';
 import type { LocalCluster } from '../../services/local-cluster';
@@ -28,11 +31,11 @@ test('an agent restarted within its lease: its VMs are reported lost with the re
     assert.equal(r.code, 0, r.stderr);
   }
   const before = (await readSnapshot(c.etcd!)).nodes.get('node-1')!.record.registeredAt;
-  await c.kill('node-1', 'SIGKILL');
-  c.startAgent('node-1');
+  await c.kill('node-1', 'SIGKILL'); // the cluster's supervisor starts it again, as systemd would
   const killedAt = Date.now();
   await waitFor('node-1 registered again', async () => (await readSnapshot(c.etcd!)).nodes.get('node-1')!.record.registeredAt > before, 30_000);
   assert.ok(Date.now() - killedAt < TTL_SEC * 1000, 'the agent came back inside its lease');
+  assert.match(fs.readFileSync(path.join(c.opts.dir, 'supervisor.log'), 'utf8'), /node-1 exited \(signal SIGKILL\); restarting in \d+ ms/);
   const vm = await waitFor('gone reported lost', async () => {
     const v = (await readSnapshot(c.etcd!)).vms.get('gone')!.value;
     return v.state === 'unknown' ? v : undefined;

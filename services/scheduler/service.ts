@@ -14,7 +14,9 @@
  *    in etcd, so a new leader resumes a drain where the old one stopped;
  * 4. rebalances when the imbalance exceeds the aggressiveness threshold: a few moves at a time
  *    (no more than the migration limits admit), only VMs out of their cool-down, and only once the
- *    previous moves have finished and settled.
+ *    previous moves have finished and settled;
+ * 5. every HISTORY_PRUNE_EVERY_MS, prunes the job history to the config's `historyMaxJobs` and
+ *    `historyMaxAgeMs` (cluster/history.ts), fenced on its campaign key.
  */
 import type { Etcd3 } from 'etcd3';
 import { AgentClient } from '../node-agent/client/agent-client';
@@ -27,7 +29,11 @@ import { planModel } from './model';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
 import { LostVmTracker } from './lost-vms';
+import { pruneHistory } from '../../cluster/history';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
+
+/** How often the leader prunes the job history, ms: a keys-only read of at most `historyMaxJobs` keys, so cheap; 10 s of lag is immaterial. */
+export const HISTORY_PRUNE_EVERY_MS = 10_000;
 
 /** Options of a scheduler replica. */
 export interface SchedulerOptions {
@@ -55,6 +61,7 @@ export class Scheduler {
   private rebalancing = false;
   private readonly creating = new Set<string>();
   private readonly lost = new LostVmTracker();
+  private lastPruneAt = 0;
 
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
     this.id = opts.id ?? `scheduler-${process.pid}`;
@@ -134,12 +141,22 @@ export class Scheduler {
       const draining = await this.drains(snap);
       if (!(await this.stillLeader())) return;
       if (!draining) await this.rebalance(await readSnapshot(this.etcd));
+      await this.pruneHistory(snap);
     } catch (e) {
       this.log('round failed', { error: (e as Error).message });
       controlMetrics().loopError('scheduler');
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Deletes finished jobs beyond the configured count and age (at most every HISTORY_PRUNE_EVERY_MS). */
+  private async pruneHistory(snap: ClusterSnapshot): Promise<void> {
+    if (Date.now() - this.lastPruneAt < HISTORY_PRUNE_EVERY_MS || !this.campaignKey) return;
+    this.lastPruneAt = Date.now();
+    const { historyMaxJobs: maxJobs, historyMaxAgeMs: maxAgeMs } = snap.config;
+    const n = await pruneHistory(this.etcd, { maxJobs, maxAgeMs }, this.campaignKey);
+    if (n > 0) this.log('job history pruned', { deleted: n, maxJobs, maxAgeMs });
   }
 
   private fence(txn: ReturnType<Etcd3['if']>): ReturnType<Etcd3['if']> {

@@ -98,7 +98,11 @@ export interface NodeMark {
 /** What `node list` shows. */
 export type NodeState = 'ready' | 'cordoned' | 'draining' | 'drained' | 'unknown';
 
-/** VM states in the control plane. */
+/**
+ * VM states in the control plane. `unknown`: its node stopped heartbeating, or its node is alive
+ * but has not reported it for a grace period (lost: `error` starts with `lost: `); never started
+ * elsewhere automatically, never migrated.
+ */
 export type VmState = 'pending' | 'creating' | 'running' | 'migrating' | 'unknown' | 'failed';
 
 /** A VM of the cluster. `node` is the owner: the only node allowed to run it. */

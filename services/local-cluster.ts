@@ -21,6 +21,15 @@ import { tunedEnv, tunedNodeArgs } from './node-agent/process-tuning';
 import { Supervisor } from './supervisor';
 import { publishMetricsTargets, type MetricsTarget } from '../cluster/metrics-targets';
 
+/** How long a restarted process may take to print its metrics address, ms (a start on a loaded host). */
+const METRICS_REPUBLISH_WAIT_MS = 30_000;
+/** Poll period of its log meanwhile, ms. */
+const METRICS_REPUBLISH_POLL_MS = 500;
+
+function metricsLines(text: string): number {
+  return (text.match(/metrics on \S+/g) ?? []).length;
+}
+
 /** bin/drover of this checkout (works from the sources and from dist/). */
 export function droverBin(): string {
   let dir = __dirname;
@@ -64,6 +73,7 @@ export class LocalCluster {
   private readonly exited = new Set<string>();
   /** /metrics endpoints of the processes (also in DIR/drover.env as DROVER_METRICS). */
   metricsTargets: MetricsTarget[] = [];
+  private stopping = false;
   private readonly supervisor = new Supervisor((line) => this.supervisorLog(line));
 
   constructor(readonly opts: LocalClusterOptions) {}
@@ -75,7 +85,27 @@ export class LocalCluster {
 
   /** Starts process `name` with `start`, under the supervisor unless supervision is off. */
   private launch(name: string, start: () => ChildProcess): ChildProcess {
-    return this.opts.supervise === false ? start() : this.supervisor.add(name, start);
+    if (this.opts.supervise === false) return start();
+    let first = true;
+    return this.supervisor.add(name, () => {
+      if (!first) void this.republishMetrics(name);
+      first = false;
+      return start();
+    });
+  }
+
+  /** After a restart: once the new process names its metrics port, rewrites DROVER_METRICS and prometheus.yml. */
+  private async republishMetrics(name: string): Promise<void> {
+    const log = path.join(this.opts.dir, `${name}.log`);
+    const count = () => { try { return metricsLines(fs.readFileSync(log, 'utf8')); } catch { return 0; } };
+    const before = count();
+    const deadline = Date.now() + METRICS_REPUBLISH_WAIT_MS;
+    while (!this.stopping && Date.now() < deadline) {
+      await sleep(METRICS_REPUBLISH_POLL_MS);
+      if (count() <= before) continue;
+      if (this.metricsTargets.length) this.metricsTargets = await publishMetricsTargets(this.opts.dir, [...this.procs.keys()]).catch(() => this.metricsTargets);
+      return;
+    }
   }
 
   /** Node ids, in order. */
@@ -157,6 +187,7 @@ export class LocalCluster {
 
   /** Stops every process (services first, then agents, then etcd). */
   async stop(): Promise<void> {
+    this.stopping = true;
     this.supervisor.stop();
     const order = [...this.procs.keys()].sort((a, b) => rank(a) - rank(b));
     await Promise.all(order.filter((n) => rank(n) === 0).map((n) => this.kill(n, 'SIGTERM')));

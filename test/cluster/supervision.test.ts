@@ -1,7 +1,8 @@
 /**
  * Supervision of a `drover up`-style local cluster: a migrator or scheduler killed with kill -9
  * is started again (with a log line naming it, its signal and the delay), the restarted replicas
- * take work (a new scheduler leader places a VM, a restarted migrator runs a migration to the end).
+ * take work (a new scheduler leader places a VM, a restarted migrator runs a migration to the end),
+ * and DIR/drover.env names their new metrics endpoints.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startCluster, cli, waitFor, runningWhere } from './support';
 import { getJson } from '../../cluster/etcd';
+import { metricsAddressIn } from '../../cluster/metrics-targets';
 import { keys, type JobRecord, type SchedulerStatus } from '../../cluster/keyspace';
 import type { LocalCluster } from '../../services/local-cluster';
 
@@ -31,6 +33,14 @@ test('kill -9 of every migrator and scheduler: each is restarted and logged; the
     await waitFor(`${n} restarted`, async () => c.procs.get(n)!.pid !== oldPids.get(n) && c.procs.get(n)!.exitCode === null, 20_000);
     assert.match(log(), new RegExp(`supervisor: ${n} exited \\(signal SIGKILL\\); restarting in \\d+ ms \\(failure 1 in a row\\)`));
   }
+  // The restarted processes' metrics endpoints replace the old ones in DIR/drover.env.
+  await waitFor('DROVER_METRICS names the new ports', async () => {
+    const env = fs.readFileSync(path.join(c.opts.dir, 'drover.env'), 'utf8');
+    return SERVICES.every((n) => {
+      const text = fs.readFileSync(path.join(c.opts.dir, `${n}.log`), 'utf8');
+      return (text.match(/metrics on /g) ?? []).length >= 2 && env.includes(metricsAddressIn(text)!);
+    });
+  }, 30_000);
   // A restarted scheduler leads and places a VM.
   const v = await cli(c.etcdUrl, ['vm', 'create', 'x', '--mem', '64MiB', '--profile', 'idle']);
   assert.equal(v.code, 0, v.stderr);

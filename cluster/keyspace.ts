@@ -10,7 +10,7 @@
  * | `marks/<id>` | NodeMark: cordoned / draining / drained | persistent, until uncordon |
  * | `vms/<name>` | VmRecord: spec, owner node (fenced), desired node, state | persistent |
  * | `jobs/<id>` | JobRecord: an active migration job (spec, phase, progress) | until finished |
- * | `history/<id>` | JobRecord of a finished job (result, timings) | persistent |
+ * | `history/<id>` | JobRecord of a finished job (result, timings) | until pruned: the newest `historyMaxJobs`, none older than `historyMaxAgeMs` (cluster/history.ts) |
  * | `claims/<id>` | the migrator that runs job `<id>` | under that migrator's lease |
  * | `admission` | Admission: the jobs currently admitted (limits are checked on it) | persistent, CAS |
  * | `election/scheduler` | etcd3 Election keys of the scheduler replicas | under each replica's lease |
@@ -98,7 +98,11 @@ export interface NodeMark {
 /** What `node list` shows. */
 export type NodeState = 'ready' | 'cordoned' | 'draining' | 'drained' | 'unknown';
 
-/** VM states in the control plane. */
+/**
+ * VM states in the control plane. `unknown`: its node stopped heartbeating, or its node is alive
+ * but has not reported it for a grace period (lost: `error` starts with `lost: `); never started
+ * elsewhere automatically, never migrated.
+ */
 export type VmState = 'pending' | 'creating' | 'running' | 'migrating' | 'unknown' | 'failed';
 
 /** A VM of the cluster. `node` is the owner: the only node allowed to run it. */
@@ -197,7 +201,16 @@ export interface ClusterConfig {
   maxAttempts: number;
   /** Automatic rebalancing on/off (off still allows `rebalance` from the CLI). */
   autoRebalance: boolean;
+  /** Finished jobs kept in `history/` (the newest); older ones are pruned by the scheduler leader. */
+  historyMaxJobs: number;
+  /** Finished jobs created longer ago than this are pruned, ms. */
+  historyMaxAgeMs: number;
 }
+
+/** Default of `historyMaxJobs`: enough for `migrations list` and a day of busy rebalancing, ~2 MB in etcd. */
+export const DEFAULT_HISTORY_MAX_JOBS = 1000;
+/** Default of `historyMaxAgeMs`: a week, the span one looks back at when asking what moved. */
+export const DEFAULT_HISTORY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 
 /** The cluster config where etcd holds none (or only some fields). */
 export const DEFAULT_CONFIG: ClusterConfig = {
@@ -209,6 +222,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   progressTimeoutMs: 20_000,
   maxAttempts: 3,
   autoRebalance: true,
+  historyMaxJobs: DEFAULT_HISTORY_MAX_JOBS,
+  historyMaxAgeMs: DEFAULT_HISTORY_MAX_AGE_MS,
 };
 
 /** What the scheduler leader last did. */

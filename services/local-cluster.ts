@@ -2,6 +2,11 @@
  * A local Drover cluster of real processes: etcd (unless a URL is given), N node agents started
  * with `--etcd`, and the scheduler and migrator as separate processes. Used by `drover up`,
  * `drover demo` and the integration tests. Each process logs to DIR/<name>.log.
+ *
+ * Supervision (unless `supervise: false`): an agent, migrator or scheduler that dies is started
+ * again with backoff (services/supervisor.ts), as the systemd units' `Restart=on-failure` does;
+ * every restart is logged to DIR/supervisor.log (and to `log`). A restarted agent comes back
+ * empty: the scheduler reports the VMs it ran as lost. Nothing is restarted during `stop()`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,7 +18,17 @@ import { keys, type ClusterConfig } from '../cluster/keyspace';
 import { startLocalEtcd, type LocalEtcd } from '../cluster/local-etcd';
 import { sleep } from '../cluster/log';
 import { tunedEnv, tunedNodeArgs } from './node-agent/process-tuning';
+import { Supervisor } from './supervisor';
 import { publishMetricsTargets, type MetricsTarget } from '../cluster/metrics-targets';
+
+/** How long a restarted process may take to print its metrics address, ms (a start on a loaded host). */
+const METRICS_REPUBLISH_WAIT_MS = 30_000;
+/** Poll period of its log meanwhile, ms. */
+const METRICS_REPUBLISH_POLL_MS = 500;
+
+function metricsLines(text: string): number {
+  return (text.match(/metrics on \S+/g) ?? []).length;
+}
 
 /** bin/drover of this checkout (works from the sources and from dist/). */
 export function droverBin(): string {
@@ -43,6 +58,10 @@ export interface LocalClusterOptions {
   config?: Partial<ClusterConfig>;
   /** Node id prefix (default `node-`). */
   nodePrefix?: string;
+  /** Restart processes that die (default true). */
+  supervise?: boolean;
+  /** Gets each supervisor line (restarts) besides DIR/supervisor.log. */
+  log?: (line: string) => void;
 }
 
 /** A running local cluster. */
@@ -54,8 +73,40 @@ export class LocalCluster {
   private readonly exited = new Set<string>();
   /** /metrics endpoints of the processes (also in DIR/drover.env as DROVER_METRICS). */
   metricsTargets: MetricsTarget[] = [];
+  private stopping = false;
+  private readonly supervisor = new Supervisor((line) => this.supervisorLog(line));
 
   constructor(readonly opts: LocalClusterOptions) {}
+
+  private supervisorLog(line: string): void {
+    fs.appendFileSync(path.join(this.opts.dir, 'supervisor.log'), `${new Date().toISOString()} ${line}\n`);
+    this.opts.log?.(line);
+  }
+
+  /** Starts process `name` with `start`, under the supervisor unless supervision is off. */
+  private launch(name: string, start: () => ChildProcess): ChildProcess {
+    if (this.opts.supervise === false) return start();
+    let first = true;
+    return this.supervisor.add(name, () => {
+      if (!first) void this.republishMetrics(name);
+      first = false;
+      return start();
+    });
+  }
+
+  /** After a restart: once the new process names its metrics port, rewrites DROVER_METRICS and prometheus.yml. */
+  private async republishMetrics(name: string): Promise<void> {
+    const log = path.join(this.opts.dir, `${name}.log`);
+    const count = () => { try { return metricsLines(fs.readFileSync(log, 'utf8')); } catch { return 0; } };
+    const before = count();
+    const deadline = Date.now() + METRICS_REPUBLISH_WAIT_MS;
+    while (!this.stopping && Date.now() < deadline) {
+      await sleep(METRICS_REPUBLISH_POLL_MS);
+      if (count() <= before) continue;
+      if (this.metricsTargets.length) this.metricsTargets = await publishMetricsTargets(this.opts.dir, [...this.procs.keys()]).catch(() => this.metricsTargets);
+      return;
+    }
+  }
 
   /** Node ids, in order. */
   nodeIds(): string[] {
@@ -98,13 +149,15 @@ export class LocalCluster {
     return child;
   }
 
+  /** Starts (supervised) the agent of node `id`. */
   startAgent(id: string): ChildProcess {
-    return this.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--etcd', this.etcdUrl,
-      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8), '--metrics-listen', '127.0.0.1:0']);
+    return this.launch(id, () => this.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--etcd', this.etcdUrl,
+      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8), '--metrics-listen', '127.0.0.1:0']));
   }
 
+  /** Starts (supervised) replica `id` of a control-plane service. */
   startService(kind: 'scheduler' | 'migrator', id: string): ChildProcess {
-    return this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id, '--metrics-listen', '127.0.0.1:0']);
+    return this.launch(id, () => this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id, '--metrics-listen', '127.0.0.1:0']));
   }
 
   /** Waits until `n` nodes heartbeat. */
@@ -119,7 +172,7 @@ export class LocalCluster {
     }
   }
 
-  /** Sends `signal` to process `name` and, for SIGKILL/SIGTERM, waits for it to exit. */
+  /** Sends `signal` to process `name` and, for SIGKILL/SIGTERM, waits for it to exit (a supervised one is then restarted). */
   async kill(name: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.procs.get(name);
     if (!p || this.exited.has(name)) return;
@@ -134,6 +187,8 @@ export class LocalCluster {
 
   /** Stops every process (services first, then agents, then etcd). */
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.supervisor.stop();
     const order = [...this.procs.keys()].sort((a, b) => rank(a) - rank(b));
     await Promise.all(order.filter((n) => rank(n) === 0).map((n) => this.kill(n, 'SIGTERM')));
     await Promise.all(order.filter((n) => rank(n) === 1).map((n) => this.kill(n, 'SIGTERM')));

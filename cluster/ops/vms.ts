@@ -110,7 +110,8 @@ export async function destroyVm(etcd: Etcd3, name: string, connect: VmHostConnec
   const v = await getJson<VmRecord>(etcd, keys.vm(name));
   if (!v) throw notFound(`no VM named "${name}"`);
   if (v.value.job) throw failedPrecondition(`VM "${name}" is being migrated (job ${v.value.job}); cancel it or wait`);
-  if (v.value.state === 'unknown') throw failedPrecondition(`VM "${name}" is on ${v.value.node}, which is not heartbeating; it cannot be destroyed safely now`);
+  // A lost VM (its node heartbeats but does not run it) can be destroyed: the agent answers NOT_FOUND.
+  if (v.value.state === 'unknown' && !(await getJson(etcd, keys.alive(v.value.node)))) throw failedPrecondition(`VM "${name}" is on ${v.value.node}, which is not heartbeating; it cannot be destroyed safely now`);
   if (!(await casJson(etcd, keys.vm(name), v.modRevision, { ...v.value, state: 'failed', error: 'being destroyed', job: 'destroy' }))) throw new DroverError('ABORTED', `VM "${name}" changed; try again`);
   if (v.value.node) {
     const n = await getJson<{ address: string }>(etcd, keys.node(v.value.node));

@@ -9,6 +9,7 @@
  * | drover_scheduler_moves_planned_total | counter | reason=rebalance\|drain | jobs the scheduler created |
  * | drover_scheduler_moves_done_total | counter | reason | those jobs seen finished |
  * | drover_cluster_vms | gauge | state | VMs in etcd by state (leader only) |
+ * | drover_vms_lost_total | counter | – | VMs this leader marked lost (their live node stopped reporting them) |
  * | drover_cluster_nodes | gauge | state | nodes by state (leader only) |
  * | drover_node_draining | gauge | node | 1 while a node drains |
  * | drover_drain_remaining_vms | gauge | node | VMs still on a draining node |
@@ -28,6 +29,7 @@ export class SchedulerMetrics {
   readonly planned: Counter<'reason'>;
   readonly done: Counter<'reason'>;
   readonly vms: Gauge<'state'>;
+  readonly vmsLost: Counter<string>;
   readonly nodes: Gauge<'state'>;
   readonly draining: Gauge<'node'>;
   readonly drainRemaining: Gauge<'node'>;
@@ -51,6 +53,7 @@ export class SchedulerMetrics {
     this.planned = new Counter({ name: 'drover_scheduler_moves_planned_total', help: 'Migration jobs the scheduler created.', labelNames: ['reason'], registers });
     this.done = new Counter({ name: 'drover_scheduler_moves_done_total', help: 'Jobs the scheduler created that have finished.', labelNames: ['reason'], registers });
     this.vms = new Gauge({ name: 'drover_cluster_vms', help: 'VMs in the cluster by state (leader only).', labelNames: ['state'], registers });
+    this.vmsLost = new Counter({ name: 'drover_vms_lost_total', help: 'VMs marked lost: their node is alive but has not reported them for the grace period.', registers });
     this.nodes = new Gauge({ name: 'drover_cluster_nodes', help: 'Nodes by state (leader only).', labelNames: ['state'], registers });
     this.draining = new Gauge({ name: 'drover_node_draining', help: '1 while the node drains.', labelNames: ['node'], registers });
     this.drainRemaining = new Gauge({ name: 'drover_drain_remaining_vms', help: 'VMs still on a draining node.', labelNames: ['node'], registers });
@@ -70,6 +73,9 @@ export class SchedulerMetrics {
     this.planned.inc({ reason });
     this.moves.set(jobId, reason);
   }
+
+  /** The leader marked a VM lost. */
+  vmLost(): void { this.vmsLost.inc(); }
 
   /** One hook per leader round: imbalance, cluster counts, drains, and moves seen finished. */
   observe(snap: ClusterSnapshot, imbalance: number, threshold: number): void {

@@ -6,13 +6,17 @@
  * Each round (once a second, and on changes) the leader:
  * 1. reconciles liveness: VMs of a node whose heartbeat lease expired become `unknown` (never
  *    started elsewhere: the node may still run them); they return to `running` when it reports them;
+ *    a VM its live node has not reported for LOST_VM_GRACE_MS (an agent restarted within its
+ *    lease comes back empty) becomes `unknown` too, with a `lost: ...` reason (lost-vms.ts);
  * 2. places pending VMs (capacity-aware, spread), creating them on the chosen agent;
  * 3. continues drains: a rolling window of evacuation jobs from each draining node (targets chosen
  *    now, with the memory reserved by jobs in flight), then marks the node drained; the state lives
  *    in etcd, so a new leader resumes a drain where the old one stopped;
  * 4. rebalances when the imbalance exceeds the aggressiveness threshold: a few moves at a time
  *    (no more than the migration limits admit), only VMs out of their cool-down, and only once the
- *    previous moves have finished and settled.
+ *    previous moves have finished and settled;
+ * 5. every HISTORY_PRUNE_EVERY_MS, prunes the job history to the config's `historyMaxJobs` and
+ *    `historyMaxAgeMs` (cluster/history.ts), fenced on its campaign key.
  */
 import type { Etcd3 } from 'etcd3';
 import { AgentClient } from '../node-agent/client/agent-client';
@@ -24,7 +28,12 @@ import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../
 import { planModel } from './model';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
+import { LostVmTracker } from './lost-vms';
+import { pruneHistory } from '../../cluster/history';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
+
+/** How often the leader prunes the job history, ms: a keys-only read of at most `historyMaxJobs` keys, so cheap; 10 s of lag is immaterial. */
+export const HISTORY_PRUNE_EVERY_MS = 10_000;
 
 /** Options of a scheduler replica. */
 export interface SchedulerOptions {
@@ -51,6 +60,8 @@ export class Scheduler {
   /** A rebalance was triggered and has not reached its target yet (hysteresis). */
   private rebalancing = false;
   private readonly creating = new Set<string>();
+  private readonly lost = new LostVmTracker();
+  private lastPruneAt = 0;
 
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
     this.id = opts.id ?? `scheduler-${process.pid}`;
@@ -130,12 +141,22 @@ export class Scheduler {
       const draining = await this.drains(snap);
       if (!(await this.stillLeader())) return;
       if (!draining) await this.rebalance(await readSnapshot(this.etcd));
+      await this.pruneHistory(snap);
     } catch (e) {
       this.log('round failed', { error: (e as Error).message });
       controlMetrics().loopError('scheduler');
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Deletes finished jobs beyond the configured count and age (at most every HISTORY_PRUNE_EVERY_MS). */
+  private async pruneHistory(snap: ClusterSnapshot): Promise<void> {
+    if (Date.now() - this.lastPruneAt < HISTORY_PRUNE_EVERY_MS || !this.campaignKey) return;
+    this.lastPruneAt = Date.now();
+    const { historyMaxJobs: maxJobs, historyMaxAgeMs: maxAgeMs } = snap.config;
+    const n = await pruneHistory(this.etcd, { maxJobs, maxAgeMs }, this.campaignKey);
+    if (n > 0) this.log('job history pruned', { deleted: n, maxJobs, maxAgeMs });
   }
 
   private fence(txn: ReturnType<Etcd3['if']>): ReturnType<Etcd3['if']> {
@@ -165,6 +186,17 @@ export class Scheduler {
       if (vm.state === 'unknown' && reported && reported.state === 'running') {
         if (await this.putVm(name, modRevision, { ...vm, state: 'running', error: '' })) this.log('VM back', { vm: name, node: vm.node });
       }
+    }
+    await this.markLost(snap);
+  }
+
+  /** VMs their live node stopped reporting → unknown, with the lost reason (fenced on the record's revision). */
+  private async markLost(snap: ClusterSnapshot): Promise<void> {
+    for (const l of this.lost.check(snap)) {
+      this.lost.forget(l.name);
+      if (!(await this.putVm(l.name, l.modRevision, { ...l.vm, state: 'unknown', error: l.reason }))) continue;
+      schedulerMetrics().vmLost();
+      this.log('VM lost: its node is alive but does not run it (not restarted elsewhere)', { vm: l.name, node: l.vm.node, reason: l.reason });
     }
   }
 

@@ -9,7 +9,7 @@ import { droverBin } from '../../services/local-cluster';
 import { connectEtcd } from '../../cluster/etcd';
 import { cli, waitFor } from './support';
 
-test('drover up writes DIR/drover.env, runs N agents, and SIGINT stops everything', async () => {
+test('drover up writes DIR/drover.env, runs N agents, 2 schedulers and 2 migrators, and SIGINT stops everything', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-up-'));
   const up = spawn(process.execPath, [droverBin(), 'up', '--nodes', '2', '--dir', dir, '--mem-capacity', '512MiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -26,7 +26,7 @@ test('drover up writes DIR/drover.env, runs N agents, and SIGINT stops everythin
     const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 30_000))]);
     assert.equal(code, 0, out);
     await assert.rejects(connectEtcd(url, 1000), /cannot reach etcd/, 'etcd stopped');
-    for (const f of ['node-1.log', 'node-2.log', 'scheduler-1.log', 'migrator-1.log']) assert.ok(fs.existsSync(path.join(dir, f)), f);
+    for (const f of ['node-1.log', 'node-2.log', 'scheduler-1.log', 'migrator-1.log', 'scheduler-2.log', 'migrator-2.log']) assert.ok(fs.existsSync(path.join(dir, f)), f);
   } finally {
     up.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });

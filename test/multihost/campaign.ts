@@ -161,6 +161,7 @@ export class Campaign {
       for (const [n] of await this.etcd.marks()) await drover(['node', 'uncordon', n], this.env);
       await this.quiesce(this.o.settleMs);
       await sleep(4000);
+      await this.runCheck(false); // the final verdicts that need two snapshots in a row get the first here
       await this.runCheck(true);
       return await this.summary();
     } finally {

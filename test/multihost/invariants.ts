@@ -99,9 +99,12 @@ export class Invariants {
     const ownerUnreachable = unreachable.includes(`h${rec.node.replace('node-', '')}`);
     if (rec.state === 'pending' || rec.state === 'creating' || ownerUnreachable) return;
     if (places.length === 0) {
-      if (!final) return; // lost VMs are counted once, after the settle period
-      this.lost.add(name);
       const explained = rec.state === 'unknown' || rec.state === 'failed';
+      // One snapshot can miss a VM mid-switchover (agents are listed, then etcd is read): a VM
+      // counts as lost silently only when the check before the final one missed it too.
+      if (!final) { if (!explained) next.set(`lost:${name}`, 'missing'); return; }
+      if (!explained && !this.suspects.has(`lost:${name}`)) return;
+      this.lost.add(name);
       if (explained) this.lostExplained.add(name);
       else this.evidence.push(`${new Date().toISOString()} LOST SILENTLY: ${name}: etcd says ${rec.state} on ${rec.node || '-'} (error "${rec.error}"), no agent runs it`);
       return;

@@ -75,8 +75,9 @@ async function vmList(p: Parsed): Promise<number> {
   return withEtcd(p, 'vm list', async (etcd) => {
     const rows = await listVms(etcd);
     if (flag(p, 'json')) { console.log(JSON.stringify(rows)); return 0; }
-    console.log(table(['NAME', 'NODE', 'STATE', 'MEM', 'PROFILE', 'DIRTY', 'JOB'],
-      rows.map((r) => [r.name, r.node || '-', r.state, `${(r.memBytes / MiB).toFixed(0)} MiB`, r.profile, `${(r.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s`, r.job || '-'])));
+    // NOTE: why a VM is not running (e.g. `lost: node node-3 is alive but has not reported this VM since ...`)
+    console.log(table(['NAME', 'NODE', 'STATE', 'MEM', 'PROFILE', 'DIRTY', 'JOB', 'NOTE'],
+      rows.map((r) => [r.name, r.node || '-', r.state, `${(r.memBytes / MiB).toFixed(0)} MiB`, r.profile, `${(r.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s`, r.job || '-', r.state === 'running' ? '-' : r.error || '-'])));
     return 0;
   });
 }

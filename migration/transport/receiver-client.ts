@@ -44,8 +44,9 @@ export interface Reservation {
 export class ReceiverClientConn {
   private readonly client: ReceiverStub;
 
-  constructor(readonly address: string) {
-    this.client = new ReceiverClient(address, grpc.credentials.createInsecure(), { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 });
+  /** `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by default. */
+  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.client = new ReceiverClient(address, credentials, { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 });
   }
 
   /** Reserves the target (PrepareIncoming). */

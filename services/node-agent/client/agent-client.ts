@@ -32,8 +32,9 @@ type UnaryCall<M extends UnaryMethod> = (req: Req<M>, options: grpc.CallOptions,
 export class AgentClient {
   private readonly client: ServiceClient<'NodeAgent'>;
 
-  constructor(readonly address: string) {
-    this.client = new NodeAgentClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  /** `credentials`: TLS from lib/pki/grpc-credentials.ts clientCredentials(); plain text (--insecure) by default. */
+  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.client = new NodeAgentClient(address, credentials, CHANNEL_OPTIONS);
   }
 
   private unary<M extends UnaryMethod>(method: M, req: Req<M>, deadlineMs?: number): Promise<Res<M>> {
@@ -91,11 +92,12 @@ export class AgentClient {
   /**
    * Migrates `vm` from this agent to the agent at `target`, calling `onEvent` for each progress
    * event. Resolves with the result when the VM runs on the target; rejects with the error
-   * otherwise (the VM then runs on this node).
+   * otherwise (the VM then runs on this node). `targetNode` names the target's node: with TLS
+   * the source streams only to a server whose certificate is that node of this cluster.
    */
-  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = ''): Promise<MigrationResult> {
+  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = '', targetNode = ''): Promise<MigrationResult> {
     return new Promise((resolve, reject) => {
-      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId }, {});
+      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId, targetNode }, {});
       let result: MigrationResult | undefined;
       call.on('data', (w: Wire['NodeAgent']['MigrateVm']['response']) => {
         const ev = eventFromWire(w);

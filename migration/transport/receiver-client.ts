@@ -70,6 +70,16 @@ export class ReceiverClientConn {
     });
   }
 
+  /** AbortIncoming, rejecting with the target's refusal (a wrong token, another source): for tools and tests. */
+  release(migrationId: string, token: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.AbortIncoming({ migrationId, token }, { deadline: deadlineIn(5000) }, (err) => {
+        if (err) reject(fromServiceError(err, `target ${this.address} AbortIncoming`));
+        else resolve();
+      });
+    });
+  }
+
   /** Opens the raw Transfer stream (the QEMU tunnel drives it itself, see qemu-source.ts). */
   openStream(deadlineMs: number): grpc.ClientDuplexStream<Frame | Buffer, Buffer> {
     return this.client.Transfer({ deadline: deadlineIn(deadlineMs) });

@@ -14,7 +14,8 @@ const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
 const MiB = 1024 * 1024;
 
 function drover(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args, '--insecure'], { encoding: 'utf8', timeout: 180_000 }); // plain-text test agents
+  const direct = args[0] === 'vm'; // plain-text test agents: the direct vm form needs --insecure
+  const r = spawnSync(process.execPath, [BIN, ...args, ...(direct ? ['--insecure'] : [])], { encoding: 'utf8', timeout: 180_000 });
   return { code: r.status, out: r.stdout, err: withoutInsecureWarning(r.stderr) };
 }
 

@@ -46,7 +46,7 @@ export class ReceiverClientConn {
 
   /** `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by default. */
   constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.client = new ReceiverClient(address, credentials, { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 });
+    this.client = new ReceiverClient(address, credentials, { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024, 'grpc.ssl_target_name_override': 'drover' }); // SNI: see agent-client.ts TLS_SERVER_NAME
   }
 
   /** Reserves the target (PrepareIncoming). */

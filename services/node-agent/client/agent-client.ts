@@ -28,13 +28,19 @@ type Res<M extends UnaryMethod> = Wire['NodeAgent'][M]['response'];
 /** A unary call, uniform over the methods (each method's own type fixes Req<M> and Res<M>). */
 type UnaryCall<M extends UnaryMethod> = (req: Req<M>, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res<M>) => void) => grpc.ClientUnaryCall;
 
+/**
+ * TLS server name (SNI) of Drover's clients: agents are dialled by IP, which SNI may not carry
+ * (Node warns, RFC 6066); the certificate's identity is checked instead (lib/pki/grpc-credentials.ts).
+ */
+export const TLS_SERVER_NAME: grpc.ChannelOptions = { 'grpc.ssl_target_name_override': 'drover' };
+
 /** Client of the NodeAgent service at `address` (host:port). */
 export class AgentClient {
   private readonly client: ServiceClient<'NodeAgent'>;
 
   /** `credentials`: TLS from lib/pki/grpc-credentials.ts clientCredentials(); plain text (--insecure) by default. */
   constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.client = new NodeAgentClient(address, credentials, CHANNEL_OPTIONS);
+    this.client = new NodeAgentClient(address, credentials, { ...CHANNEL_OPTIONS, ...TLS_SERVER_NAME });
   }
 
   private unary<M extends UnaryMethod>(method: M, req: Req<M>, deadlineMs?: number): Promise<Res<M>> {

@@ -33,7 +33,7 @@ export interface TlsFlagOptions {
 
 /** The warning printed whenever a process runs without TLS. */
 export function insecureWarning(command: string): string {
-  return `drover: --insecure: ${command} talks to agents in plain text, no authentication`;
+  return `drover: --insecure: ${command} runs in plain text, no authentication`;
 }
 
 /** The three paths from flags or env; undefined when none is given; a UsageError when only some are. */

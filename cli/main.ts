@@ -9,11 +9,11 @@ import { UsageError } from './args';
 /** Top-level usage. */
 export const USAGE = `usage: drover <command> [flags]
 
-node and VM commands (talk to one agent):
+node and VM commands (talk to one agent; TLS: --ca FILE --cert FILE --key FILE, or --insecure):
   agent --listen HOST:PORT --node-id ID       run a node agent
   vm create|list|show|destroy|verify --agent ADDR ...
-  migrate VM --from ADDR --to ADDR [--max-downtime 5ms] [--bandwidth 1Gbit] [--json]
-  bench [--profile all|idle|web|db|mmuncher] [--mem 1GiB] [--warmup 2s] [--json] [--baselines]
+  migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit] [--json]
+  bench [--profile all|idle|web|db|mmuncher] [--mem 1GiB] [--warmup 2s] [--json] [--baselines] [--tls]
 
 cluster commands (etcd: --etcd URL or DROVER_ETCD):
   up --nodes N --dir DIR | demo | migrator | scheduler

@@ -6,16 +6,19 @@ import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
 import { startMetricsServer } from '../../lib/metrics';
 import { exitWithParent, isTuned, runTuned } from '../../services/node-agent/process-tuning';
+import { TLS_OPTIONS, TLS_USAGE, tlsFromFlags } from '../tls-flags';
+import { CertificateReloader } from '../../lib/pki/tls-files';
+import type { Logger } from 'pino';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = 'drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT]';
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' },
+    'qemu-binary': { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -25,6 +28,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const metricsListen = str(p, 'metrics-listen') ? address(str(p, 'metrics-listen')!, '--metrics-listen') : undefined;
   const nodeId = required(p, 'node-id', 'agent');
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(nodeId)) throw new UsageError(`--node-id "${nodeId}" is invalid (lower-case letters, digits, '-')`);
+  // Until every launcher passes certificates, no TLS flags means plain text with the warning line.
+  const tls = tlsFromFlags(p, 'agent', { reloadable: true, whenMissing: 'insecure' });
   const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary') });
   const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
   const vcpus = int(p, 'vcpus', 64)!;
@@ -33,7 +38,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  } });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined });
+  if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
@@ -56,4 +62,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
   await server.stop();
   await metrics?.close();
   return 0;
+}
+
+/** SIGHUP re-reads the certificates: new connections use them, running migrations keep theirs. */
+function reloadOnHangup(reloader: CertificateReloader, log: Logger): void {
+  process.on('SIGHUP', () => {
+    const r = reloader.reload();
+    if (r.ok) log.info({ cert: reloader.paths.cert, notAfter: r.files.notAfter.toISOString() }, 'certificates reloaded');
+    else log.error({ cert: reloader.paths.cert, error: r.error.message }, 'certificate reload refused; keeping the previous certificates');
+  });
 }

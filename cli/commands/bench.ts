@@ -6,8 +6,8 @@
  */
 import { parse, str, flag, duration, rate, UsageError } from '../args';
 import { SPEC_OPTIONS, specFromFlags } from './vm';
-import { AgentClient } from '../../services/node-agent/client/agent-client';
-import { startAgent, type AgentProcess } from '../../services/node-agent/agent-process';
+import type { AgentClient } from '../../services/node-agent/client/agent-client';
+import { cpuMeter, startBenchPair, tlsComparison, type BenchPair } from './bench-tls';
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
@@ -29,15 +29,27 @@ export interface BenchResult extends MigrationResult {
   diskVerified: boolean;
   /** Highest acknowledged WAL record on the target after the run (0 without a disk). */
   diskAckedSeq: number;
+  /** How the agents talked (plain text or mutual TLS). */
+  transport?: 'plain' | 'tls';
+  /** CPU seconds of each agent process during MigrateVm (bench --tls). */
+  cpuSeconds?: { source: number; target: number };
 }
 
 
 /** Runs one migration of a fresh VM of `profile` from a to b. */
-export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: { warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine }): Promise<BenchResult> {
+export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: {
+  warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine;
+  /** The target's node name (needed with TLS). */
+  targetNode?: string;
+  /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
+  meter?: () => () => { source: number; target: number };
+}): Promise<BenchResult> {
   await a.createVm(spec);
   try {
     await sleep(opts.warmupMs);
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth }, (e) => opts.progress?.update(e));
+    const stop = opts.meter?.();
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
     const beatsAt = after.heartbeatBeats;
@@ -50,6 +62,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
+      ...(cpuSeconds ? { cpuSeconds } : {}),
     };
   } finally {
     await b.destroyVm(spec.name).catch(() => undefined);
@@ -64,7 +77,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
   ];
   for (const r of results) {
     lines.push([
-      (r.disk ? `${r.profile}+disk` : r.profile).padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
+      `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
       formatRate(r.throughputBytesPerSec).padEnd(12), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
     ].join(' '));
@@ -134,7 +147,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
-    repeat: { type: 'string' },
+    repeat: { type: 'string' }, tls: { type: 'boolean' },
   }, 'bench');
   if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
   const hv = str(p, 'hypervisor', 'sim')!;
@@ -151,7 +164,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const bandwidth = rate(p, 'bandwidth');
   const json = flag(p, 'json');
   const repeat = Math.max(1, Number(str(p, 'repeat', '1')) || 1);
-  const agents: AgentProcess[] = [];
+  const pairs: BenchPair[] = [];
   const results: BenchResult[] = [];
   // --disk nbd://H:P/E uses that export; --disk auto starts a qemu-nbd on a temp file. Each
   // profile then runs without and with the disk, alternating, to measure the disk's extra downtime.
@@ -164,20 +177,21 @@ export async function benchCommand(argv: string[]): Promise<number> {
       if (!json) console.error(`bench: started qemu-nbd serving ${nbd.uri()} (${nbd.file()})`);
     }
     const diskUri = nbd ? nbd.uri() : diskArg;
-    agents.push(await startAgent('bench-a', ['--hypervisor', hv]));
-    agents.push(await startAgent('bench-b', ['--hypervisor', hv]));
-    const a = new AgentClient(agents[0].address);
-    const b = new AgentClient(agents[1].address);
-    await a.waitReady();
-    await b.waitReady();
+    // --tls: the same VMs also migrate between mutual-TLS agents, in this run (bench-tls.ts).
+    pairs.push(await startBenchPair(hv, 'plain'));
+    if (flag(p, 'tls')) pairs.push(await startBenchPair(hv, 'tls'));
     for (const base of specs) {
       const variants = diskUri ? [{ ...base, disk: undefined }, { ...base, disk: diskUri }] : [base];
       for (let i = 0; i < repeat; i++) {
         for (const spec of variants) {
-          const progress = json ? undefined : new ProgressLine(process.stderr, `${(spec.disk ? `${spec.profile}+disk` : spec.profile).padEnd(9)} `);
-          const r = await benchOne(a, b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress });
-          results.push(r);
-          if (json) console.log(JSON.stringify(r));
+          for (const pair of pairs) {
+            const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}${pairs.length > 1 ? `/${pair.transport}` : ''}`;
+            const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
+            const meter = pairs.length > 1 ? () => cpuMeter(pair) : undefined;
+            const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter });
+            results.push(pairs.length > 1 ? { ...r, transport: pair.transport } : r);
+            if (json) console.log(JSON.stringify(results[results.length - 1]));
+          }
         }
       }
     }
@@ -186,17 +200,15 @@ export async function benchCommand(argv: string[]): Promise<number> {
       pauseCost = await measureDiskPause(diskUri);
       if (json) console.log(JSON.stringify({ diskPauseCost: pauseCost }));
     }
-    a.close();
-    b.close();
   } finally {
-    await Promise.all(agents.map((x) => x.stop()));
+    await Promise.all(pairs.map((x) => x.close()));
     await nbd?.dispose();
   }
   const baselines = flag(p, 'baselines') ? await runBaselines() : [];
   if (json) {
     for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds }));
   } else {
-    console.log(benchTable(results, baselines));
+    console.log([benchTable(results, baselines), ...tlsComparison(results)].join('\n'));
     if (pauseCost) console.log(diskPauseLine(pauseCost));
     // QEMU: no page-level image digest (QEMU sends its own stream through the agents' tunnel).
     if (hv === 'qemu') console.log('\nqemu: memory verification is N/A; "verified" = QEMU reported the migration completed and the guest heartbeat continues on the target');

@@ -1,12 +1,13 @@
 /** `drover migrate VM --from ADDR --to ADDR`: one live migration between two agents. */
-import { parse, required, flag, duration, rate, int, address, UsageError } from '../args';
+import { parse, required, str, flag, duration, rate, int, address, UsageError } from '../args';
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import type { MigrationResult } from '../../migration/types';
+import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = 'drover migrate VM --from ADDR --to ADDR [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--verify] [--json]';
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--verify] [--json] ${TLS_USAGE}`;
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
@@ -18,6 +19,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const p = parse(argv, {
     from: { type: 'string' }, to: { type: 'string' }, 'max-downtime': { type: 'string' }, bandwidth: { type: 'string' },
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
+    'to-node': { type: 'string' }, ...TLS_OPTIONS,
   }, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
   const vm = p.positionals[0];
@@ -27,15 +29,19 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
   };
   const json = flag(p, 'json');
-  const src = new AgentClient(from);
-  const dst = new AgentClient(to);
+  const tls = tlsFromFlags(p, 'migrate');
+  // With TLS the source streams only to the node named here (its certificate must say so).
+  const toNode = str(p, 'to-node') ?? '';
+  if (tls.mode === 'tls' && !toNode) throw new UsageError('migrate: --to-node NAME is required with TLS (the node the target\'s certificate must name)');
+  const src = new AgentClient(from, agentChannelCredentials(tls));
+  const dst = new AgentClient(to, agentChannelCredentials(tls, toNode ? { role: 'node', name: toNode } : { role: 'node' }));
   try {
     await src.waitReady();
     await dst.waitReady();
     const line = new ProgressLine();
     let result: MigrationResult | undefined;
     try {
-      result = await src.migrateVm(vm, to, policy, json ? undefined : (e) => line.update(e), String(p.values.id ?? ''));
+      result = await src.migrateVm(vm, to, policy, json ? undefined : (e) => line.update(e), String(p.values.id ?? ''), toNode);
     } finally {
       line.done();
     }

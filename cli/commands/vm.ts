@@ -5,9 +5,10 @@ import { checkProfile, validateSpec } from '../../hypervisor/spec';
 import type { VmSpec } from '../../hypervisor/types';
 import { formatBytes, formatRate } from '../../lib/units';
 import type { VmInfo } from '../../services/node-agent/client/agent-codec';
+import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 
 /** Usage of `drover vm` against one agent. */
-export const VM_USAGE = 'drover vm create NAME --agent ADDR --mem 1GiB --profile idle|web|db|mmuncher [--vcpus N] [--wss SIZE] [--dirty-rate RATE] [--fill SIZE] [--disk nbd://H:P/E] [--json]\n       drover vm list|show NAME|destroy NAME|verify NAME --agent ADDR [--json]';
+export const VM_USAGE = `drover vm create NAME --agent ADDR --mem 1GiB --profile idle|web|db|mmuncher [--vcpus N] [--wss SIZE] [--dirty-rate RATE] [--fill SIZE] [--disk nbd://H:P/E] [--json] ${TLS_USAGE}\n       drover vm list|show NAME|destroy NAME|verify NAME --agent ADDR [--json] ${TLS_USAGE}`;
 
 /** Spec flags shared by `vm create` and `bench`. */
 export const SPEC_OPTIONS = {
@@ -48,8 +49,9 @@ function toJson(v: VmInfo): object {
 /** Runs `drover vm ... --agent ADDR`. */
 export async function vmCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  const p = parse(rest, { agent: { type: 'string' }, json: { type: 'boolean' }, ...SPEC_OPTIONS }, `vm ${sub ?? ''}`.trim());
-  const agent = new AgentClient(address(required(p, 'agent', `vm ${sub}`), '--agent'));
+  const p = parse(rest, { agent: { type: 'string' }, json: { type: 'boolean' }, ...SPEC_OPTIONS, ...TLS_OPTIONS }, `vm ${sub ?? ''}`.trim());
+  const addr = address(required(p, 'agent', `vm ${sub}`), '--agent');
+  const agent = new AgentClient(addr, agentChannelCredentials(tlsFromFlags(p, `vm ${sub ?? ''}`.trim())));
   const json = flag(p, 'json');
   const name = () => {
     if (p.positionals.length !== 1) throw new UsageError(`vm ${sub}: expected one VM name`);

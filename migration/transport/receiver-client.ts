@@ -44,8 +44,9 @@ export interface Reservation {
 export class ReceiverClientConn {
   private readonly client: ReceiverStub;
 
-  constructor(readonly address: string) {
-    this.client = new ReceiverClient(address, grpc.credentials.createInsecure(), { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024 });
+  /** `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by default. */
+  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.client = new ReceiverClient(address, credentials, { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024, 'grpc.ssl_target_name_override': 'drover' }); // SNI: see agent-client.ts TLS_SERVER_NAME
   }
 
   /** Reserves the target (PrepareIncoming). */
@@ -66,6 +67,16 @@ export class ReceiverClientConn {
   abort(migrationId: string, token: string): Promise<void> {
     return new Promise((resolve) => {
       this.client.AbortIncoming({ migrationId, token }, { deadline: deadlineIn(5000) }, () => resolve());
+    });
+  }
+
+  /** AbortIncoming, rejecting with the target's refusal (a wrong token, another source): for tools and tests. */
+  release(migrationId: string, token: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.AbortIncoming({ migrationId, token }, { deadline: deadlineIn(5000) }, (err) => {
+        if (err) reject(fromServiceError(err, `target ${this.address} AbortIncoming`));
+        else resolve();
+      });
     });
   }
 

@@ -175,6 +175,8 @@ export interface MigrateVmRequest {
   policy: MigrationPolicy | null;
   /** optional, chosen by the caller for idempotence */
   migrationId: string;
+  /** node name of the target: with TLS its certificate must be spiffe://drover/node/<target_node> */
+  targetNode: string;
 }
 
 /** Progress or result of one migration. */

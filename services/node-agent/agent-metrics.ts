@@ -23,6 +23,7 @@
  * | drover_node_vms | gauge | node | VMs hosted (incoming copies not counted) |
  * | drover_grpc_server_handled_total | counter | service, method, type, code | RPCs completed, by gRPC status code name |
  * | drover_grpc_server_handling_seconds | histogram | service, method, type, code | RPC latency (streams: until the status) |
+ * | drover_authz_refusals_total | counter | method, code, role | calls refused by authorization (TLS agents): the interceptor's table, the source check and the reservation token; role `none` without an identity |
  */
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -71,6 +72,7 @@ export class AgentMetrics {
   readonly throttled: Counter;
   readonly grpcHandled: Counter<'service' | 'method' | 'type' | 'code'>;
   readonly grpcSeconds: Histogram<'service' | 'method' | 'type' | 'code'>;
+  readonly authzRefusals: Counter<'method' | 'code' | 'role'>;
   private readonly nodes = new Set<NodeSource>();
   private readonly running = new Map<string, Inflight>();
 
@@ -120,6 +122,7 @@ export class AgentMetrics {
     const rpc = ['service', 'method', 'type', 'code'] as const;
     this.grpcHandled = new Counter({ name: 'drover_grpc_server_handled_total', help: 'RPCs completed, by service, method, type and status code.', labelNames: rpc, registers });
     this.grpcSeconds = new Histogram({ name: 'drover_grpc_server_handling_seconds', help: 'RPC latency until the status is sent.', labelNames: rpc, buckets: RPC_BUCKETS, registers });
+    this.authzRefusals = new Counter({ name: 'drover_authz_refusals_total', help: 'Calls refused by authorization, by method, status code and caller role (none: no identity).', labelNames: ['method', 'code', 'role'], registers });
   }
 
   /** Reports node state (capacity, load, VMs, inbound migrations) at scrape time. */
@@ -156,6 +159,11 @@ export class AgentMetrics {
     this.transferred.observe(r.bytesSent);
     if (typeof r.guestBlackoutMs === 'number') this.blackout.observe(r.guestBlackoutMs / 1000);
     if (r.throttlePercent) this.throttled.inc();
+  }
+
+  /** Counts one refused call (`method` a full name, `role` the caller's or undefined). */
+  authzRefused(method: string, code: string, role: string | undefined): void {
+    this.authzRefusals.inc({ method, code, role: role ?? 'none' });
   }
 
   /** Migration ids in flight (source side) — for tests. */

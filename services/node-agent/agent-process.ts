@@ -29,9 +29,15 @@ export function spawnDrover(args: string[], env: NodeJS.ProcessEnv = {}): ChildP
   });
 }
 
-/** Starts an agent; resolves once it listens. */
+/** True when `args` or the environment give the agent certificates. */
+function hasTlsFlags(args: string[], env: NodeJS.ProcessEnv): boolean {
+  return args.some((a) => a === '--ca' || a === '--cert' || a === '--key' || a === '--insecure') || !!(env.DROVER_CA ?? process.env.DROVER_CA);
+}
+
+/** Starts an agent (plain text with --insecure unless `extraArgs` give certificates); resolves once it listens. */
 export function startAgent(nodeId: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
-  const child = spawnDrover(['agent', '--listen', '127.0.0.1:0', '--node-id', nodeId, ...extraArgs], env);
+  const tls = hasTlsFlags(extraArgs, env) ? [] : ['--insecure'];
+  const child = spawnDrover(['agent', '--listen', '127.0.0.1:0', '--node-id', nodeId, ...tls, ...extraArgs], env);
   let tail = '';
   child.stderr!.on('data', (b: Buffer) => {
     tail = (tail + b.toString()).slice(-4000);

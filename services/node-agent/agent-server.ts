@@ -20,6 +20,11 @@ import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';
+import { ReservationGuard } from './incoming-auth';
+import { clientCredentials, serverCredentials, type TlsSource } from '../../lib/pki/grpc-credentials';
+import { authzInterceptor } from '../../lib/pki/grpc-authz-interceptor';
+import { describeIdentity, type Identity } from '../../lib/pki/identity';
+import { CertificateReloader } from '../../lib/pki/tls-files';
 
 /** Capacity this agent offers (re-exported for callers of the server). */
 export type { AgentCapacity } from './vm-host';
@@ -31,6 +36,26 @@ export interface AgentOptions {
   capacity: AgentCapacity;
   /** Extra log sink (one JSON object per event). */
   log?: (event: Record<string, unknown>) => void;
+  /**
+   * Mutual TLS (fixed files or a CertificateReloader): client certificates required, every call
+   * authorized (lib/pki/authz.ts), the data plane dialled only to the named node. Its identity
+   * must be `spiffe://drover/node/<nodeId>`. Absent: plain text, no authorization (--insecure).
+   */
+  tls?: TlsSource;
+}
+
+/** The identity of a TLS source's certificate. */
+function identityOfSource(tls: TlsSource): Identity | undefined {
+  return (tls instanceof CertificateReloader ? tls.current() : tls).identity;
+}
+
+/** Throws FAILED_PRECONDITION unless the certificate is this node's identity. */
+function checkOwnIdentity(tls: TlsSource, nodeId: string): void {
+  const id = identityOfSource(tls);
+  if (id?.role !== 'node' || id.name !== nodeId) {
+    const file = (tls instanceof CertificateReloader ? tls.current() : tls).paths.cert;
+    throw failedPrecondition(`certificate ${file} is ${describeIdentity(id)}, but agent --node-id ${nodeId} needs node/${nodeId}`);
+  }
 }
 
 /** Health service names this server reports. */
@@ -42,8 +67,7 @@ const MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 /** The node agent's state and its gRPC server. */
 export class NodeAgentServer {
-  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MAX_FRAME_BYTES, // larger frames than MAX_FRAME_BYTES reach the handler, which names the limit
-    'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES, interceptors: [grpcMetricsInterceptor()] });
+  private readonly server: grpc.Server;
   private readonly host: VmHost;
   private readonly outgoing: OutgoingMigrations;
   private readonly incoming: IncomingMigrations;
@@ -53,10 +77,18 @@ export class NodeAgentServer {
   address = '';
 
   constructor(private readonly o: AgentOptions) {
+    const tls = o.tls;
+    if (tls) checkOwnIdentity(tls, o.nodeId);
+    // Authorization first: a refused call reaches no other interceptor's handler side.
+    const interceptors = tls ? [authzInterceptor({ onRefusal: (e) => this.refused(e.method, e.code, e.identity, e.peer, e.message) }), grpcMetricsInterceptor()] : [grpcMetricsInterceptor()];
+    this.server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MAX_FRAME_BYTES, // larger frames than MAX_FRAME_BYTES reach the handler, which names the limit
+      'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES, interceptors });
     this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity);
     const log = (e: Record<string, unknown>) => this.log(e);
-    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev));
-    this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log);
+    const receiverCreds = tls && ((targetNode: string) => clientCredentials(tls, { role: 'node', name: targetNode }));
+    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined);
+    const guard = new ReservationGuard(!!tls, (r) => this.refused(r.method, r.code, r.identity, '', r.message));
+    this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log, guard);
     addService(this.server, 'NodeAgent', this.nodeAgentHandlers());
     addService<'MigrationReceiver', ReceiverHandlers>(this.server, 'MigrationReceiver', this.receiverHandlers(), TRANSFER_CODECS);
     this.health.addToServer(this.server);
@@ -66,7 +98,8 @@ export class NodeAgentServer {
   /** Binds `listen` (host:port, port 0 = any free) and starts serving. */
   start(listen: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      const creds = this.o.tls ? serverCredentials(this.o.tls) : grpc.ServerCredentials.createInsecure();
+      this.server.bindAsync(listen, creds, (err, port) => {
         if (err) return reject(new DroverError('UNAVAILABLE', `cannot listen on ${listen}: ${err.message}`, { cause: err }));
         this.address = `${listen.replace(/:[0-9]+$/, '')}:${port}`;
         for (const s of HEALTH_SERVICES) this.health.setStatus(s, 'SERVING');
@@ -84,6 +117,12 @@ export class NodeAgentServer {
     await new Promise<void>((r) => this.server.tryShutdown(() => r()));
     await this.incoming.destroyAll();
     await this.o.hypervisor.close();
+  }
+
+  /** One refused call: a log line (method, code, peer identity) and drover_authz_refusals_total. */
+  private refused(method: string, code: string, identity: Identity | undefined, peer: string, message: string): void {
+    agentMetrics().authzRefused(method, code, identity?.role);
+    this.log({ msg: 'call refused', method, code, peerIdentity: describeIdentity(identity), ...(peer ? { peer } : {}), error: message });
   }
 
   private log(event: Record<string, unknown>): void {
@@ -151,8 +190,8 @@ export class NodeAgentServer {
 
   private receiverHandlers(): ReceiverHandlers {
     return {
-      PrepareIncoming: unary((req) => this.incoming.prepare(req)),
-      AbortIncoming: unary(async (req) => { await this.incoming.abort(req.migrationId); return {}; }),
+      PrepareIncoming: unary((req, call) => this.incoming.prepare(req, call)),
+      AbortIncoming: unary(async (req, call) => { await this.incoming.abort(req.migrationId, req.token, call); return {}; }),
       Transfer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.incoming.transfer(call),
     };
   }
@@ -164,10 +203,10 @@ export { CHANNEL_OPTIONS };
 type ReceiverHandlers = Omit<ServiceHandlers<'MigrationReceiver'>, 'Transfer'> & { Transfer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => void };
 
 /** One unary method from a function of its request: errors become gRPC statuses (lib/grpc-status.ts). */
-function unary<Req, Res>(f: (req: Req) => Promise<Res> | Res): (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => Promise<void> {
+function unary<Req, Res>(f: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res): (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => Promise<void> {
   return async (call, cb) => {
     try {
-      cb(null, await f(call.request));
+      cb(null, await f(call.request, call));
     } catch (err) {
       cb(toServiceError(err) as grpc.ServiceError);
     }

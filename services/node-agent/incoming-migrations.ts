@@ -20,13 +20,18 @@ import type { AgentLog } from './outgoing-migrations';
 import type { VmHost } from './vm-host';
 import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
+import { peerIdentity, type CallWithAuthContext } from '../../lib/pki/grpc-credentials';
+import { ReservationGuard } from './incoming-auth';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
-  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly hypervisor: Hypervisor, private readonly log: AgentLog) {}
+  /** `guard`: who may use a reservation (incoming-auth.ts); plain text without TLS checks by default. */
+  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly hypervisor: Hypervisor, private readonly log: AgentLog,
+    private readonly guard = new ReservationGuard(false)) {}
 
-  /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. */
-  async prepare(req: wire.PrepareIncomingRequest): Promise<Input<wire.PrepareIncomingResponse>> {
+  /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. `call`: the caller (its TLS identity). */
+  async prepare(req: wire.PrepareIncomingRequest, call: CallWithAuthContext = {}): Promise<Input<wire.PrepareIncomingResponse>> {
+    const source = this.guard.sourceOf(req.sourceNode, peerIdentity(call));
     if (req.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(req.protocolVersion);
     const spec = validateSpec(specFromWire(req.spec));
     if (this.host.hasVm(spec.name, false)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already runs on target node ${this.nodeId}`);
@@ -36,12 +41,14 @@ export class IncomingMigrations {
     const token = randomBytes(24).toString('base64url');
     const domain = await this.hypervisor.createIncoming(spec);
     this.host.addIncoming(new IncomingSession(id, token, domain));
-    this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source: req.sourceNode });
+    this.guard.bind(id, token, spec.name, source);
+    this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source });
     return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
   }
 
   /** AbortIncoming: the source will not use its reservation. */
-  async abort(migrationId: string): Promise<void> {
+  async abort(migrationId: string, token: string, call: CallWithAuthContext = {}): Promise<void> {
+    this.guard.checkAbort(migrationId, token, peerIdentity(call));
     const m = this.host.incomingById(migrationId);
     if (m && m.state === 'prepared') await this.discard(m, 'aborted by source before start');
   }
@@ -61,9 +68,15 @@ export class IncomingMigrations {
     return { session: found, frame };
   }
 
+  /** Transfer's Start: with TLS only the reservation's source identity may start it (incoming-auth.ts). */
+  checkStarter(migrationId: string, call: CallWithAuthContext): void {
+    this.guard.checkStart(migrationId, peerIdentity(call));
+  }
+
   /** An activated incoming migration becomes a hosted VM. */
   adopt(m: IncomingSession): void {
     if (!this.host.removeIncoming(m.migrationId)) return;
+    this.guard.forget(m.migrationId);
     this.host.add(m.domain);
     this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
   }
@@ -71,6 +84,7 @@ export class IncomingMigrations {
   /** Throws away an incoming copy (before commit). Safe to repeat. */
   async discard(m: IncomingSession, why: string): Promise<void> {
     if (!this.host.removeIncoming(m.migrationId)) return;
+    this.guard.forget(m.migrationId);
     m.markAborted();
     this.log({ msg: 'incoming discarded', migration: m.migrationId, vm: m.domain.spec.name, why });
     await m.domain.destroy();
@@ -139,6 +153,7 @@ class TransferCall {
     try {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
+        this.owner.checkStarter(session.migrationId, this.call);
         const ack = session.start(frame);
         this.m = session;
         // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).

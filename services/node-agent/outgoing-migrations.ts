@@ -6,7 +6,7 @@
 import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
 import { randomUUID } from 'node:crypto';
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
 import { failedResult } from '../../migration/result';
 import { DroverError, failedPrecondition, invalidArgument, notFound } from '../../lib/errors';
@@ -22,9 +22,23 @@ export type AgentLog = (event: Record<string, unknown>) => void;
 /** Sink of every progress event of a migration (the agent's metrics). */
 export type MigrationEventSink = (vm: string, migrationId: string, ev: MigrationEventInfo) => void;
 
+/**
+ * Channel credentials towards a target node's MigrationReceiver (TLS: clientCredentials expecting
+ * `spiffe://drover/node/<targetNode>`). Absent: plain text (--insecure).
+ */
+export type ReceiverCredentials = (targetNode: string) => grpc.ChannelCredentials;
+
 /** The outgoing migrations of one node. */
 export class OutgoingMigrations {
-  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink) {}
+  constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink,
+    private readonly receiverCredentials?: ReceiverCredentials) {}
+
+  /** The data-plane channel to the target: with TLS only to the node the request names. */
+  private dialTarget(req: wire.MigrateVmRequest): ReceiverClientConn {
+    if (!this.receiverCredentials) return new ReceiverClientConn(req.target);
+    if (!req.targetNode) throw invalidArgument(`MigrateVm: target_node is required with TLS (the node name the target ${req.target} must prove with its certificate)`);
+    return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode));
+  }
 
   /** CancelMigration: aborts a migration that has not switched over; returns the phase it was in. */
   cancel(migrationId: string): { phase: MigrationPhase } {
@@ -60,7 +74,7 @@ export class OutgoingMigrations {
       if (!req.target) throw invalidArgument('MigrateVm: target address is required');
       vm = this.host.get(req.vm);
       if (vm.outgoing) throw failedPrecondition(`VM ${req.vm} is already migrating (${vm.outgoing.id})`);
-      conn = new ReceiverClientConn(req.target);
+      conn = this.dialTarget(req);
       const result = await this.run(vm, conn, id, req, send);
       this.log({ msg: 'migration done', migration: id, vm: req.vm, downtimeMs: result.downtimeMs, totalMs: result.totalMs, rounds: result.rounds, ...result.downtimeBreakdown });
       send({ migrationId: id, phase: 'done', round: result.rounds, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: result.throughputBytesPerSec, sentBytes: result.bytesSent, etaMs: 0, elapsedMs: performance.now() - t0, result });

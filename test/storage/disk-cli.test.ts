@@ -7,15 +7,16 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { startAgents, stopAgents, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, withoutInsecureWarning, type TestAgent } from '../support/agents';
 import { LocalNbdServer, startQemuNbd } from '../../storage/nbd/local-nbd-servers';
 
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
 const MiB = 1024 * 1024;
 
 function drover(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 180_000 });
-  return { code: r.status, out: r.stdout, err: r.stderr };
+  const direct = args[0] === 'vm'; // plain-text test agents: the direct vm form needs --insecure
+  const r = spawnSync(process.execPath, [BIN, ...args, ...(direct ? ['--insecure'] : [])], { encoding: 'utf8', timeout: 180_000 });
+  return { code: r.status, out: r.stdout, err: withoutInsecureWarning(r.stderr) };
 }
 
 let agents: TestAgent[] = [];

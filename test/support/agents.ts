@@ -36,5 +36,16 @@ export async function codeOf(p: Promise<unknown>): Promise<{ code: string; messa
   throw new Error('expected the call to fail, but it succeeded');
 }
 
+/** The warning line every plain-text (--insecure) process prints on stderr. */
+export const INSECURE_WARNING = /^drover: --insecure: .* plain text, no authentication$/;
+
+/** stderr without its --insecure warning line (absent when the command failed before reading the TLS flags); throws if repeated. */
+export function withoutInsecureWarning(stderr: string): string {
+  const lines = stderr.split('\n');
+  const warnings = lines.filter((l) => INSECURE_WARNING.test(l));
+  if (warnings.length > 1) throw new Error(`expected at most one --insecure warning line on stderr, got ${warnings.length}: ${stderr}`);
+  return lines.filter((l) => !INSECURE_WARNING.test(l)).join('\n');
+}
+
 /** Sleeps. */
 export { setTimeout as sleep } from 'node:timers/promises';

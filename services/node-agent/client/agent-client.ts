@@ -28,12 +28,19 @@ type Res<M extends UnaryMethod> = Wire['NodeAgent'][M]['response'];
 /** A unary call, uniform over the methods (each method's own type fixes Req<M> and Res<M>). */
 type UnaryCall<M extends UnaryMethod> = (req: Req<M>, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res<M>) => void) => grpc.ClientUnaryCall;
 
+/**
+ * TLS server name (SNI) of Drover's clients: agents are dialled by IP, which SNI may not carry
+ * (Node warns, RFC 6066); the certificate's identity is checked instead (lib/pki/grpc-credentials.ts).
+ */
+export const TLS_SERVER_NAME: grpc.ChannelOptions = { 'grpc.ssl_target_name_override': 'drover' };
+
 /** Client of the NodeAgent service at `address` (host:port). */
 export class AgentClient {
   private readonly client: ServiceClient<'NodeAgent'>;
 
-  constructor(readonly address: string) {
-    this.client = new NodeAgentClient(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  /** `credentials`: TLS from lib/pki/grpc-credentials.ts clientCredentials(); plain text (--insecure) by default. */
+  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.client = new NodeAgentClient(address, credentials, { ...CHANNEL_OPTIONS, ...TLS_SERVER_NAME });
   }
 
   private unary<M extends UnaryMethod>(method: M, req: Req<M>, deadlineMs?: number): Promise<Res<M>> {
@@ -91,11 +98,12 @@ export class AgentClient {
   /**
    * Migrates `vm` from this agent to the agent at `target`, calling `onEvent` for each progress
    * event. Resolves with the result when the VM runs on the target; rejects with the error
-   * otherwise (the VM then runs on this node).
+   * otherwise (the VM then runs on this node). `targetNode` names the target's node: with TLS
+   * the source streams only to a server whose certificate is that node of this cluster.
    */
-  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = ''): Promise<MigrationResult> {
+  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = '', targetNode = ''): Promise<MigrationResult> {
     return new Promise((resolve, reject) => {
-      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId }, {});
+      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId, targetNode }, {});
       let result: MigrationResult | undefined;
       call.on('data', (w: Wire['NodeAgent']['MigrateVm']['response']) => {
         const ev = eventFromWire(w);

@@ -1,0 +1,109 @@
+/**
+ * `drover bench --tls`: the same VMs migrate between plain-text agents and between mutual-TLS
+ * agents (a throw-away CA and identities in a temp folder) in one run, and each migration's
+ * CPU cost is measured on both agents: utime + stime from /proc/PID/stat around the MigrateVm
+ * call, divided by the GB (10^9 bytes) on the wire.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
+import { startAgent, type AgentProcess } from '../../services/node-agent/agent-process';
+import { agentTlsArgs } from '../../services/node-agent/local-agents';
+import { initCa } from '../../lib/pki/ca';
+import { issueIdentity } from '../../lib/pki/issue';
+import { loadTlsFiles } from '../../lib/pki/tls-files';
+import { clientCredentials } from '../../lib/pki/grpc-credentials';
+import { formatRate } from '../../lib/units';
+
+/** A pair of bench agents, their clients, and how they talk. */
+export interface BenchPair {
+  transport: 'plain' | 'tls';
+  procs: AgentProcess[];
+  a: AgentClient;
+  b: AgentClient;
+  /** The target's node name (MigrateVm target_node). */
+  targetNode: string;
+  /** Stops the agents and removes the temp PKI. */
+  close(): Promise<void>;
+}
+
+/** CPU seconds a process used so far (utime + stime of /proc/PID/stat); NaN where /proc is missing. */
+export function processCpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // fields 14, 15 of stat(5); USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
+}
+
+/** Starts a meter on both agents; the returned function gives each side's CPU seconds since. */
+export function cpuMeter(pair: BenchPair): () => { source: number; target: number } {
+  const [pa, pb] = pair.procs.map((p) => p.child.pid);
+  const a0 = processCpuSeconds(pa);
+  const b0 = processCpuSeconds(pb);
+  return () => ({ source: processCpuSeconds(pa) - a0, target: processCpuSeconds(pb) - b0 });
+}
+
+/** Starts two agents (`bench-a`, `bench-b`, or `bench-a-tls`, `bench-b-tls` with TLS). */
+export async function startBenchPair(hv: string, transport: 'plain' | 'tls'): Promise<BenchPair> {
+  const procs: AgentProcess[] = [];
+  const dir = transport === 'tls' ? fs.mkdtempSync(path.join(os.tmpdir(), 'drover-bench-pki-')) : undefined;
+  const suffix = transport === 'tls' ? '-tls' : '';
+  const names = [`bench-a${suffix}`, `bench-b${suffix}`];
+  try {
+    let creds: ((node: string) => ReturnType<typeof clientCredentials>) | undefined;
+    if (dir) {
+      await initCa(dir);
+      const admin = await issueIdentity(dir, { role: 'admin', name: 'bench' });
+      const files = loadTlsFiles({ ca: path.join(dir, 'ca.crt'), cert: admin.certPath, key: admin.keyPath });
+      creds = (node) => clientCredentials(files, { role: 'node', name: node });
+    }
+    for (const n of names) procs.push(await startAgent(n, [...(dir ? await agentTlsArgs(dir, n) : []), '--hypervisor', hv]));
+    const a = new AgentClient(procs[0].address, creds?.(names[0]));
+    const b = new AgentClient(procs[1].address, creds?.(names[1]));
+    await a.waitReady();
+    await b.waitReady();
+    return {
+      transport, procs, a, b, targetNode: names[1],
+      close: async () => {
+        a.close();
+        b.close();
+        await Promise.all(procs.map((x) => x.stop()));
+        if (dir) fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await Promise.all(procs.map((x) => x.stop()));
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** What the TLS comparison needs of a bench result. */
+export interface TransportCost {
+  profile: string;
+  memBytes: number;
+  transport?: 'plain' | 'tls';
+  throughputBytesPerSec: number;
+  bytesSent: number;
+  cpuSeconds?: { source: number; target: number };
+}
+
+/** CPU seconds per GB on the wire. */
+export function perGb(cpuSeconds: number, bytes: number): number {
+  return bytes > 0 ? cpuSeconds / (bytes / 1e9) : NaN;
+}
+
+/** The comparison lines: per profile, throughput and CPU s/GB of each side, plain and TLS. */
+export function tlsComparison(results: TransportCost[]): string[] {
+  const lines: string[] = [];
+  for (const r of results) {
+    if (!r.transport || !r.cpuSeconds) continue;
+    const c = r.cpuSeconds;
+    lines.push(`  ${r.profile.padEnd(9)} ${r.transport.padEnd(5)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
+  }
+  return lines.length ? ['', 'transport: plain text vs mutual TLS, same run (CPU = agent process utime+stime during MigrateVm / GB on the wire)', ...lines] : [];
+}

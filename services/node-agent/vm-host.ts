@@ -10,6 +10,7 @@ import type { OutgoingEngine } from '../../migration/strategy/outgoing';
 import type { IncomingSession } from '../../migration/strategy/incoming';
 import { PROTOCOL_VERSION } from '../../migration/wire/protocol';
 import type { NodeInfo, VmInfo } from './client/agent-codec';
+import { StoragePolicy } from './storage-policy';
 
 /** Capacity this agent offers. */
 export interface AgentCapacity {
@@ -58,7 +59,8 @@ export class VmHost {
   private readonly pending = new Map<string, PendingReservation>();
   private readonly sourceOf = new Map<string, string>();
 
-  constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity) {}
+  constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity,
+    private readonly storage: StoragePolicy = StoragePolicy.fromEnv()) {}
 
   /** The hosted VM `name`, or NOT_FOUND. */
   get(name: string): HostedVm {
@@ -160,8 +162,12 @@ export class VmHost {
     return { mem, vcpus };
   }
 
-  /** Throws RESOURCE_EXHAUSTED unless `spec` fits in what is free. */
+  /**
+   * Admits `spec` (CreateVm, PrepareIncoming): FAILED_PRECONDITION unless its disk is on an
+   * allowed storage endpoint (storage-policy.ts); RESOURCE_EXHAUSTED unless it fits in what is free.
+   */
   reserveCapacity(spec: VmSpec): void {
+    this.storage.check(spec.disk, spec.name);
     const used = this.used();
     const freeMem = this.capacity.memBytes - used.mem;
     if (spec.memBytes > freeMem) {

@@ -18,6 +18,7 @@ import { MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from './client/agent-client';
 import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
+import { StoragePolicy } from './storage-policy';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';
 
@@ -29,6 +30,8 @@ export interface AgentOptions {
   nodeId: string;
   hypervisor: Hypervisor;
   capacity: AgentCapacity;
+  /** Storage endpoints (HOST:PORT) a VM's disk may name; absent: DROVER_STORAGE, else loopback only (storage-policy.ts). */
+  storage?: readonly string[];
   /** Extra log sink (one JSON object per event). */
   log?: (event: Record<string, unknown>) => void;
 }
@@ -53,7 +56,7 @@ export class NodeAgentServer {
   address = '';
 
   constructor(private readonly o: AgentOptions) {
-    this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity);
+    this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity, o.storage ? new StoragePolicy(o.storage) : StoragePolicy.fromEnv());
     const log = (e: Record<string, unknown>) => this.log(e);
     this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log);

@@ -113,9 +113,8 @@ export class NodeAgentServer {
     return {
       CreateVm: unary(async (req) => {
         const spec = validateSpec(specFromWire(req.spec));
-        if (host.hasVm(spec.name, true)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already exists on node ${this.o.nodeId}`);
-        host.reserveCapacity(spec);
-        const v = host.add(await this.o.hypervisor.createDomain(spec));
+        host.reserveVm(spec); // checks and reserves in one synchronous step: concurrent creates cannot overcommit
+        const v = host.add(await this.o.hypervisor.createDomain(spec).catch((err: unknown) => { host.releaseCreating(spec.name); throw err; }));
         this.log({ msg: 'vm created', vm: spec.name, profile: spec.profile, memBytes: spec.memBytes });
         return vmToWire(host.vmInfo(spec.name, v));
       }),

@@ -58,6 +58,7 @@ export class VmHost {
   private readonly incoming = new Map<string, IncomingSession>();
   private readonly pending = new Map<string, PendingReservation>();
   private readonly sourceOf = new Map<string, string>();
+  private readonly creating = new Map<string, VmSpec>();
 
   constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity,
     private readonly storage: StoragePolicy = StoragePolicy.fromEnv()) {}
@@ -79,8 +80,25 @@ export class VmHost {
     return this.vms.has(name) || (includeIncoming && ([...this.incoming.values()].some((m) => m.domain.spec.name === name) || [...this.pending.values()].some((p) => p.spec.name === name)));
   }
 
+  /**
+   * Reserves a VM being created (CreateVm) in one synchronous step, as reserveIncoming does:
+   * ALREADY_EXISTS for a name hosted, migrating in or being created, then reserveCapacity.
+   * `add` or `releaseCreating` ends it.
+   */
+  reserveVm(spec: VmSpec): void {
+    if (this.hasVm(spec.name, true) || this.creating.has(spec.name)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already exists on node ${this.nodeId}`);
+    this.reserveCapacity(spec);
+    this.creating.set(spec.name, spec);
+  }
+
+  /** Gives up the reservation of a VM whose domain could not be created. */
+  releaseCreating(name: string): void {
+    this.creating.delete(name);
+  }
+
   /** Hosts `domain` (a created VM or an activated incoming one). */
   add(domain: Domain): HostedVm {
+    this.creating.delete(domain.spec.name);
     const v: HostedVm = { domain };
     this.vms.set(domain.spec.name, v);
     return v;
@@ -159,6 +177,7 @@ export class VmHost {
     for (const v of this.vms.values()) { mem += v.domain.spec.memBytes; vcpus += v.domain.spec.vcpus; }
     for (const m of this.incoming.values()) { mem += m.domain.spec.memBytes; vcpus += m.domain.spec.vcpus; }
     for (const p of this.pending.values()) { mem += p.spec.memBytes; vcpus += p.spec.vcpus; }
+    for (const c of this.creating.values()) { mem += c.memBytes; vcpus += c.vcpus; }
     return { mem, vcpus };
   }
 

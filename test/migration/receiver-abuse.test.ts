@@ -96,3 +96,16 @@ test('a disk must be on an allowed storage endpoint (none configured: loopback o
   assert.match(p.message, /10\.9\.8\.7:10809/);
   assert.equal(await used(), 0);
 });
+
+test('concurrent CreateVm never reserves more than the capacity, nor one name twice', async () => {
+  const c = agents[0].client;
+  const rs = await Promise.allSettled([...Array.from({ length: 4 }, (_, i) => c.createVm(spec(`cv${i}`))), c.createVm(spec('cv0'))]);
+  const ok = rs.filter((r) => r.status === 'fulfilled').length;
+  assert.equal(ok, 2, `160 MiB fits two 64 MiB VMs, ${ok} were created`);
+  for (const r of rs) if (r.status === 'rejected') assert.match((r.reason as DroverError).code, /RESOURCE_EXHAUSTED|ALREADY_EXISTS/);
+  const vms = await c.listVms();
+  assert.equal(vms.length, 2);
+  assert.ok((await used()) <= CAPACITY);
+  for (const v of vms) await c.destroyVm(v.spec.name);
+  assert.equal(await used(), 0);
+});

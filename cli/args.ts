@@ -23,15 +23,65 @@ export interface Parsed {
   positionals: string[];
 }
 
-/** Parses `argv` against `options`, rejecting unknown flags with a UsageError naming them. */
+/**
+ * Parses `argv` against `options`, rejecting unknown flags with a UsageError naming them, and a
+ * flag given twice (unless it is `multiple`): `--mem A --mem B` is a mistake, not "B".
+ */
 export function parse(argv: string[], options: OptionSpec, command: string): Parsed {
+  let r;
   try {
-    const r = parseArgs({ args: argv, options: options as ParseArgsConfig['options'], allowPositionals: true, strict: true });
-    return { values: r.values as Parsed['values'], positionals: r.positionals };
+    r = parseArgs({ args: argv, options: options as ParseArgsConfig['options'], allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
     const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/, '');
     throw new UsageError(`${command}: ${msg}`);
   }
+  const seen = new Set<string>();
+  for (const t of r.tokens as ReadonlyArray<{ kind: string; name?: string }>) {
+    if (t.kind !== 'option' || t.name === undefined || options[t.name]?.multiple) continue;
+    if (seen.has(t.name)) throw new UsageError(`${command}: --${t.name} is given more than once`);
+    seen.add(t.name);
+  }
+  return { values: r.values as Parsed['values'], positionals: r.positionals };
+}
+
+/** Inclusive bounds of a numeric flag's value (sizes in bytes, durations in ms, rates in bytes/s). */
+interface Bounds {
+  min?: number;
+  max: number;
+  /** How the limit reads in a message. */
+  text: string;
+}
+
+const GiB = 1024 ** 3;
+/** Bounds of the flags that have their own; every other flag gets its kind's default below. */
+export const FLAG_BOUNDS: Readonly<Record<string, Bounds>> = {
+  /** A downtime target beyond a minute is no live migration. */
+  'max-downtime': { max: 60_000, text: '60s' },
+  /** Largest VM a node hosts. */
+  mem: { min: 4096, max: 64 * GiB, text: '64GiB' },
+  wss: { max: 64 * GiB, text: '64GiB' },
+  fill: { max: 64 * GiB, text: '64GiB' },
+  'mem-capacity': { min: 4096, max: 16 * 1024 * GiB, text: '16TiB' },
+  vcpus: { min: 1, max: 1024, text: '1024' },
+  nodes: { min: 1, max: 64, text: '64' },
+  'max-rounds': { min: 1, max: 100_000, text: '100000' },
+  timeout: { min: 1, max: 86_400, text: '86400 (a day)' },
+  days: { min: 1, max: 36_500, text: '36500' },
+};
+/** Default bounds per kind of flag. */
+const KIND_BOUNDS: Readonly<Record<'size' | 'rate' | 'duration' | 'int', Bounds>> = {
+  size: { max: 16 * 1024 * GiB, text: '16TiB' },
+  rate: { max: 1.25e11, text: '1Tbit' },
+  duration: { max: 86_400_000, text: '24h' },
+  int: { max: 2 ** 32, text: String(2 ** 32) },
+};
+
+/** `v` unless it is outside the bounds of flag `name` (of `kind`): a UsageError naming the flag and its limit. */
+function bounded(name: string, kind: keyof typeof KIND_BOUNDS, text: string, v: number): number {
+  const b = FLAG_BOUNDS[name] ?? KIND_BOUNDS[kind];
+  if (!Number.isFinite(v) || v > b.max) throw new UsageError(`--${name} "${text}" is too large (at most ${b.text})`);
+  if (v < (b.min ?? 0)) throw new UsageError(`--${name} "${text}" is too small (at least ${b.min})`);
+  return v;
 }
 
 /** A string flag's value, or `fallback`. */
@@ -55,27 +105,27 @@ export function flag(p: Parsed, name: string): boolean {
 /** A size flag (`512MiB`), parsed strictly. */
 export function size(p: Parsed, name: string, fallback?: number): number | undefined {
   const v = str(p, name);
-  return v === undefined ? fallback : wrap(() => parseSize(v, `--${name}`));
+  return v === undefined ? fallback : bounded(name, 'size', v, wrap(() => parseSize(v, `--${name}`)));
 }
 
 /** A rate flag (`1Gbit`), parsed strictly. */
 export function rate(p: Parsed, name: string, fallback?: number): number | undefined {
   const v = str(p, name);
-  return v === undefined ? fallback : wrap(() => parseRate(v, `--${name}`));
+  return v === undefined ? fallback : bounded(name, 'rate', v, wrap(() => parseRate(v, `--${name}`)));
 }
 
 /** A duration flag (`5ms`), parsed strictly. */
 export function duration(p: Parsed, name: string, fallback?: number): number | undefined {
   const v = str(p, name);
-  return v === undefined ? fallback : wrap(() => parseDuration(v, `--${name}`));
+  return v === undefined ? fallback : bounded(name, 'duration', v, wrap(() => parseDuration(v, `--${name}`)));
 }
 
-/** A positive integer flag. */
+/** A whole-number flag, within its bounds (FLAG_BOUNDS). */
 export function int(p: Parsed, name: string, fallback?: number): number | undefined {
   const v = str(p, name);
   if (v === undefined) return fallback;
   if (!/^[0-9]+$/.test(v)) throw new UsageError(`--${name} "${v}" is not a whole number`);
-  return Number(v);
+  return bounded(name, 'int', v, Number(v));
 }
 
 function wrap<T>(f: () => T): T {

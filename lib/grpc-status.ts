@@ -25,10 +25,32 @@ const FROM_GRPC = new Map<number, ErrorCode>(
   (Object.entries(TO_GRPC) as [ErrorCode, grpc.status][]).map(([k, v]) => [v, k]),
 );
 
-/** Converts any error into the status object grpc-js sends to the peer. */
+/**
+ * Longest status message (UTF-8 bytes) a server sends: a status travels in an HTTP/2 trailer,
+ * and a message that echoes a peer's text (an Abort reason, a name) must not grow it without
+ * bound (a 100 KB trailer hangs grpc-js clients).
+ */
+export const MAX_STATUS_MESSAGE_BYTES = 512;
+
+/** `text` cut to at most `maxBytes` UTF-8 bytes, ending in "…" when it was cut (never splits a character). */
+export function capText(text: string, maxBytes: number = MAX_STATUS_MESSAGE_BYTES): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  const ellipsis = '…';
+  let out = '';
+  let bytes = Buffer.byteLength(ellipsis);
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > maxBytes) break;
+    out += ch;
+    bytes += n;
+  }
+  return out + ellipsis;
+}
+
+/** Converts any error into the status object grpc-js sends to the peer (message capped at MAX_STATUS_MESSAGE_BYTES). */
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> & { code: grpc.status; details: string } {
   const e = DroverError.from(err);
-  return { code: TO_GRPC[e.code], details: e.message, metadata: new grpc.Metadata() };
+  return { code: TO_GRPC[e.code], details: capText(e.message), metadata: new grpc.Metadata() };
 }
 
 /** Converts a grpc-js client error into a DroverError naming the call and the peer. */

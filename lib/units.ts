@@ -45,7 +45,9 @@ export function parseRate(text: string, what = 'rate'): number {
   const [n, unit] = split(text, what, '1Gbit, 800Mbit, 100MB/s');
   const mult = RATE_UNITS[unit];
   if (mult === undefined) throw invalidArgument(`${what} "${text}" has an unknown unit "${unit}" (use bit, Kbit, Mbit, Gbit, B/s, MB/s, GB/s, MiB/s)`);
-  return n * mult;
+  const v = n * mult;
+  if (!Number.isFinite(v)) throw invalidArgument(`${what} "${text}" is not a finite rate`);
+  return v;
 }
 
 /** Parses a duration into milliseconds: `5ms`, `2s`, `250us`, `1m`. */
@@ -53,7 +55,9 @@ export function parseDuration(text: string, what = 'duration'): number {
   const [n, unit] = split(text, what, '5ms, 2s');
   const mult = DURATION_UNITS[unit];
   if (mult === undefined) throw invalidArgument(`${what} "${text}" needs a unit: us, ms, s, m or h`);
-  return n * mult;
+  const ms = n * mult;
+  if (!Number.isFinite(ms)) throw invalidArgument(`${what} "${text}" is not a finite duration`);
+  return ms;
 }
 
 /** Formats bytes in binary units with three significant digits: `1.50 GiB`. */

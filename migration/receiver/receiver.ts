@@ -7,10 +7,15 @@
  * The state is a discriminated union (`ReceiverPhase`) that only `enter` changes, along
  * RECEIVER_TRANSITIONS; the agent and the QEMU tunnel move it through methods.
  */
+import { timingSafeEqual } from 'node:crypto';
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
+import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
-import { acks, validateBatch, versionMismatch, PROTOCOL_VERSION, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
+import { acks, checkRangeTable, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
+
+/** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
+export const MAX_PEER_TEXT_BYTES = 256;
 
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';
@@ -47,6 +52,7 @@ export class IncomingMigration {
   private lastSeq = 0;
   private rounds = 0;
   private applied = 0;
+  private prefaulted = false;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
 
@@ -100,11 +106,17 @@ export class IncomingMigration {
     this.phase = next;
   }
 
+  /** True when `token` is this migration's token (constant time). */
+  tokenMatches(token: string): boolean {
+    const a = Buffer.from(token), b = Buffer.from(this.token);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
   /** Checks the Start frame: version, token (one use), geometry. */
   start(f: Extract<Frame, { kind: 'start' }>): Ack {
     if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
     if (this.state !== 'prepared') throw failedPrecondition(`migration ${this.migrationId} already started (its token is used up)`);
-    if (f.token !== this.token) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
+    if (!this.tokenMatches(f.token)) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
     if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) {
       throw invalidArgument(`geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
     }
@@ -127,8 +139,11 @@ export class IncomingMigration {
         this.expect('receiving', 'Round');
         this.rounds = Math.max(this.rounds, f.round);
         // Round 1 fills an empty domain: fault its pages in off this thread, ahead of the stream.
+        // Every table is checked, used or not; at most one prefault per migration (each is a worker thread).
+        if (f.ranges.length > 0) checkRangeTable(f.ranges, this.domain.pageCount, undefined, `round ${f.round}: prefault range table`);
         if (f.round === 1 && f.ranges.length > 0 && this.domain.prefault) {
-          if (f.ranges.length % 2 !== 0 || f.ranges.length > MAX_ROUND_RANGES) throw invalidArgument(`round ${f.round}: bad range table of ${f.ranges.length} entries`);
+          if (this.prefaulted) throw invalidArgument(`round ${f.round}: a second prefault range table for migration ${this.migrationId} (one per migration)`);
+          this.prefaulted = true;
           this.domain.prefault(f.ranges);
         }
         return [];
@@ -154,7 +169,7 @@ export class IncomingMigration {
         this.expect('verified', 'Activate');
         return [await this.activate()];
       case 'abort':
-        throw new DroverError('ABORTED', `source aborted migration ${this.migrationId}: ${f.reason}`);
+        throw new DroverError('ABORTED', `source aborted migration ${this.migrationId}: ${capText(f.reason, MAX_PEER_TEXT_BYTES)}`);
       case 'stream':
         throw failedPrecondition(`migration ${this.migrationId}: StreamData frame not allowed in state ${this.state} (not a tunnel)`);
     }

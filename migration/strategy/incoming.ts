@@ -57,6 +57,9 @@ export class IncomingSession {
   /** When the reservation was made (Date.now()). */
   get createdAt(): number { return this.receiver.createdAt; }
 
+  /** True when `token` is this migration's token. */
+  tokenMatches(token: string): boolean { return this.receiver.tokenMatches(token); }
+
   /** Handles Start: the receiver's checks (token, version, geometry, stream kind). Returns the ack to send unless a tunnel opens. */
   start(frame: Extract<Frame, { kind: 'start' }>): Ack {
     return this.receiver.start(frame);

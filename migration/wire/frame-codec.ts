@@ -10,7 +10,7 @@
  *
  *   0x1a len5 | 0x0a len5 payload... | 0x10 seq | 0x1a len ranges... | 0x22 len zero ranges... | 0x2d checksum32
  */
-import { Writer } from 'protobufjs';
+import { Type, Writer } from 'protobufjs';
 import { messageType, TO_OBJECT } from '../../proto/load';
 import { invalidArgument } from '../../lib/errors';
 import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
@@ -153,6 +153,43 @@ function decodeStream(bytes: Buffer, tag: number): { kind: 'stream'; data: Buffe
   return { kind: 'stream', data, channel, eof };
 }
 
+/**
+ * Walks the wire tags of a `type` message (and of every message inside it) and refuses a field
+ * number the type does not define: protobufjs skips unknown fields silently, and protocol.ts
+ * promises they are rejected. Bytes fields (page payloads) are skipped whole, so the cost is per
+ * field, not per byte. Call it on bytes protobufjs decoded (well-formed).
+ */
+function refuseUnknownFields(bytes: Uint8Array, type: Type, what: string): void {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  while (at < b.length) {
+    const tag = getVarint(b, at);
+    if (!tag) throw invalidArgument(`malformed ${what}: bad tag at byte ${at}`);
+    at = tag[1];
+    const id = Math.floor(tag[0] / 8), wt = tag[0] % 8;
+    const field = type.fieldsById[id];
+    if (!field) throw invalidArgument(`${what} has unknown field ${id} in ${type.name} (protocol.ts: unknown fields are rejected)`);
+    if (wt === 0) {
+      const v = getVarint(b, at) ?? skipLongVarint(b, at);
+      at = v[1];
+    } else if (wt === 1) at += 8;
+    else if (wt === 5) at += 4;
+    else if (wt === 2) {
+      const len = getVarint(b, at);
+      if (!len || len[1] + len[0] > b.length) throw invalidArgument(`malformed ${what}: bad length of field ${id} in ${type.name}`);
+      const sub = field.resolve().resolvedType;
+      if (sub instanceof Type) refuseUnknownFields(b.subarray(len[1], len[1] + len[0]), sub, what);
+      at = len[1] + len[0];
+    } else throw invalidArgument(`${what} has field ${id} in ${type.name} with wire type ${wt} (groups are not used)`);
+  }
+}
+
+/** Skips a varint of up to 10 bytes (64-bit values protobufjs accepts); returns [0, next]. */
+function skipLongVarint(b: Buffer, at: number): [number, number] {
+  for (let i = 0; i < 10 && at < b.length; i++) if (b[at++] < 0x80) return [0, at];
+  throw invalidArgument('malformed varint');
+}
+
 /** Encodes a frame. Batch frames built by BatchBuilder are passed through as Buffers. */
 export function encodeFrame(frame: Frame | Buffer): Buffer {
   if (Buffer.isBuffer(frame)) return frame;
@@ -173,6 +210,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   } catch (err) {
     throw invalidArgument(`malformed frame: ${(err as Error).message}`, err);
   }
+  refuseUnknownFields(bytes, FrameType, 'frame');
   const kind = obj.kind as string | undefined;
   if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, complete, activate, abort or stream)');
   const body = obj[kind] as Record<string, unknown>;
@@ -193,7 +231,13 @@ export function encodeAck(ack: Ack): Buffer {
 export function decodeAck(bytes: Buffer): Ack {
   const fast = decodeStream(bytes, STREAM_ACK_TAG);
   if (fast) return fast;
-  const obj: Record<string, unknown> = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
+  let obj: Record<string, unknown>;
+  try {
+    obj = AckType.toObject(AckType.decode(bytes), TO_OBJECT);
+  } catch (err) {
+    throw invalidArgument(`malformed ack: ${(err as Error).message}`, err);
+  }
+  refuseUnknownFields(bytes, AckType, 'ack');
   const kind = obj.kind as string | undefined;
   if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
   const body = obj[kind] as Record<string, unknown>;

@@ -157,26 +157,39 @@ export function versionMismatch(sourceVersion: number): DroverError {
 }
 
 /**
+ * Checks a flat range table [first, count, ...] before any work is done with it: at most
+ * MAX_ROUND_RANGES entries, (first, count) pairs, every count > 0, every range inside the
+ * domain's `pageCount` pages and, when `slotPages` is given, inside one memory slot; the pages
+ * named add up to at most `pageCount` (so no table makes the receiver loop longer than the
+ * domain is big). Returns the pages named; INVALID_ARGUMENT naming `what` and the first
+ * offending range.
+ */
+export function checkRangeTable(ranges: ArrayLike<number>, pageCount: number, slotPages: number | undefined, what: string): number {
+  if (ranges.length > MAX_ROUND_RANGES) throw invalidArgument(`${what} has ${ranges.length} entries, more than the limit of ${MAX_ROUND_RANGES}`);
+  if (ranges.length % 2 !== 0) throw invalidArgument(`${what} has an odd number of entries (${ranges.length}); expected (first_pfn, count) pairs`);
+  let pages = 0;
+  for (let i = 0; i < ranges.length; i += 2) {
+    const first = ranges[i], count = ranges[i + 1];
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0) throw invalidArgument(`${what} range ${i / 2} is not a pair of page numbers`);
+    if (count === 0) throw invalidArgument(`${what} range ${i / 2} is empty`);
+    if (first + count > pageCount) throw invalidArgument(`${what} range [${first}, +${count}) is out of range (VM has ${pageCount} pages)`);
+    if (slotPages !== undefined && Math.floor(first / slotPages) !== Math.floor((first + count - 1) / slotPages)) {
+      throw invalidArgument(`${what} range [${first}, +${count}) crosses a memory slot boundary (every ${slotPages} pages)`);
+    }
+    pages += count;
+    if (pages > pageCount) throw invalidArgument(`${what} names more pages (${pages} by range ${i / 2}) than the VM has (${pageCount})`);
+  }
+  return pages;
+}
+
+/**
  * Validates a batch's range tables against the domain geometry: pairs, non-empty, in bounds,
  * not crossing a slot, payload length = 4 KiB x data pages. Throws INVALID_ARGUMENT naming
  * the first offending range.
  */
 export function validateBatch(f: Extract<Frame, { kind: 'batch' }>, pageCount: number, slotPages: number, pageSize: number): number {
   if (f.encoding !== PAYLOAD_RAW) throw invalidArgument(`batch ${f.seq}: unknown payload encoding ${f.encoding}`);
-  const check = (ranges: number[], what: string): number => {
-    if (ranges.length % 2 !== 0) throw invalidArgument(`batch ${f.seq}: ${what} has an odd number of entries (${ranges.length}); expected (first_pfn, count) pairs`);
-    let pages = 0;
-    for (let i = 0; i < ranges.length; i += 2) {
-      const first = ranges[i], count = ranges[i + 1];
-      if (count === 0) throw invalidArgument(`batch ${f.seq}: ${what} range ${i / 2} is empty`);
-      if (first + count > pageCount) throw invalidArgument(`batch ${f.seq}: ${what} range [${first}, +${count}) is out of range (VM has ${pageCount} pages)`);
-      if (Math.floor(first / slotPages) !== Math.floor((first + count - 1) / slotPages)) {
-        throw invalidArgument(`batch ${f.seq}: ${what} range [${first}, +${count}) crosses a memory slot boundary (every ${slotPages} pages)`);
-      }
-      pages += count;
-    }
-    return pages;
-  };
+  const check = (ranges: number[], what: string): number => checkRangeTable(ranges, pageCount, slotPages, `batch ${f.seq}: ${what}`);
   const dataPages = check(f.ranges, 'range table');
   check(f.zeroRanges, 'zero range table');
   if (f.payload.length !== dataPages * pageSize) {

@@ -18,6 +18,7 @@ import { MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from './client/agent-client';
 import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
+import { StoragePolicy } from './storage-policy';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';
 import { ReservationGuard } from './incoming-auth';
@@ -34,6 +35,8 @@ export interface AgentOptions {
   nodeId: string;
   hypervisor: Hypervisor;
   capacity: AgentCapacity;
+  /** Storage endpoints (HOST:PORT) a VM's disk may name; absent: DROVER_STORAGE, else loopback only (storage-policy.ts). */
+  storage?: readonly string[];
   /** Extra log sink (one JSON object per event). */
   log?: (event: Record<string, unknown>) => void;
   /**
@@ -83,7 +86,7 @@ export class NodeAgentServer {
     const interceptors = tls ? [authzInterceptor({ onRefusal: (e) => this.refused(e.method, e.code, e.identity, e.peer, e.message) }), grpcMetricsInterceptor()] : [grpcMetricsInterceptor()];
     this.server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MAX_FRAME_BYTES, // larger frames than MAX_FRAME_BYTES reach the handler, which names the limit
       'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES, interceptors });
-    this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity);
+    this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity, o.storage ? new StoragePolicy(o.storage) : StoragePolicy.fromEnv());
     const log = (e: Record<string, unknown>) => this.log(e);
     const receiverCreds = tls && ((targetNode: string) => clientCredentials(tls, { role: 'node', name: targetNode }));
     this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined);
@@ -149,9 +152,8 @@ export class NodeAgentServer {
     return {
       CreateVm: unary(async (req) => {
         const spec = validateSpec(specFromWire(req.spec));
-        if (host.hasVm(spec.name, true)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already exists on node ${this.o.nodeId}`);
-        host.reserveCapacity(spec);
-        const v = host.add(await this.o.hypervisor.createDomain(spec));
+        host.reserveVm(spec); // checks and reserves in one synchronous step: concurrent creates cannot overcommit
+        const v = host.add(await this.o.hypervisor.createDomain(spec).catch((err: unknown) => { host.releaseCreating(spec.name); throw err; }));
         this.log({ msg: 'vm created', vm: spec.name, profile: spec.profile, memBytes: spec.memBytes });
         return vmToWire(host.vmInfo(spec.name, v));
       }),

@@ -8,11 +8,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
-import type { Hypervisor } from '../../hypervisor/types';
+import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { IncomingSession } from '../../migration/strategy/incoming';
 import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
-import type { Frame } from '../../migration/wire/protocol';
+import type { Ack, Frame } from '../../migration/wire/protocol';
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { widenReceiveWindow } from '../../lib/grpc-window';
 import { specFromWire } from './client/agent-codec';
@@ -32,18 +32,33 @@ export class IncomingMigrations {
   /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. `call`: the caller (its TLS identity). */
   async prepare(req: wire.PrepareIncomingRequest, call: CallWithAuthContext = {}): Promise<Input<wire.PrepareIncomingResponse>> {
     const source = this.guard.sourceOf(req.sourceNode, peerIdentity(call));
+    const { id, spec } = this.reservePrepare(req, source);
+    const token = randomBytes(24).toString('base64url');
+    const domain = await this.createReserved(id, spec);
+    this.host.addIncoming(new IncomingSession(id, token, domain), source);
+    this.guard.bind(id, token, spec.name, source);
+    this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source });
+    return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
+  }
+
+  /** Checks a PrepareIncoming and reserves its capacity in one synchronous step (vm-host.ts reserveIncoming). */
+  private reservePrepare(req: wire.PrepareIncomingRequest, source: string): { id: string; spec: VmSpec } {
     if (req.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(req.protocolVersion);
     const spec = validateSpec(specFromWire(req.spec));
     if (this.host.hasVm(spec.name, false)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already runs on target node ${this.nodeId}`);
     const id: string = req.migrationId || `m-${randomUUID().slice(0, 8)}`;
-    if (this.host.incomingById(id)) throw new DroverError('ALREADY_EXISTS', `migration ${id} is already prepared on node ${this.nodeId}`);
-    this.host.reserveCapacity(spec);
-    const token = randomBytes(24).toString('base64url');
-    const domain = await this.hypervisor.createIncoming(spec);
-    this.host.addIncoming(new IncomingSession(id, token, domain));
-    this.guard.bind(id, token, spec.name, source);
-    this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source });
-    return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
+    this.host.reserveIncoming(id, spec, source || '(unnamed source)');
+    return { id, spec };
+  }
+
+  /** Creates the empty domain of reservation `id`; a failure releases the reservation. */
+  private async createReserved(id: string, spec: VmSpec): Promise<Domain> {
+    try {
+      return await this.hypervisor.createIncoming(spec);
+    } catch (err) {
+      this.host.releasePending(id);
+      throw err;
+    }
   }
 
   /** AbortIncoming: the source will not use its reservation. */
@@ -63,14 +78,30 @@ export class IncomingMigrations {
     const frame = decodeFrame(bytes);
     if (frame.kind !== 'start') throw failedPrecondition(`the first frame must be Start, got ${frame.kind}`);
     const found = this.host.incomingById(frame.migrationId);
-    if (frame.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(frame.protocolVersion);
-    if (!found) throw notFound(`no migration ${frame.migrationId} is prepared on node ${this.nodeId}`);
+    if (!found) {
+      if (frame.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(frame.protocolVersion);
+      throw notFound(`no migration ${frame.migrationId} is prepared on node ${this.nodeId}`);
+    }
     return { session: found, frame };
   }
 
   /** Transfer's Start: with TLS only the reservation's source identity may start it (incoming-auth.ts). */
   checkStarter(migrationId: string, call: CallWithAuthContext): void {
     this.guard.checkStart(migrationId, peerIdentity(call));
+  }
+
+  /**
+   * Start on a prepared session. A Start with the right token that fails (version, geometry,
+   * stream kind) releases the reservation at once instead of holding it for RESERVATION_TTL_MS;
+   * a wrong token or an already started migration leaves it alone (it is someone else's).
+   */
+  startSession(session: IncomingSession, frame: Extract<Frame, { kind: 'start' }>): Ack {
+    try {
+      return session.start(frame);
+    } catch (err) {
+      if (session.state === 'prepared' && session.tokenMatches(frame.token)) void this.discard(session, `Start refused: ${DroverError.from(err).message}`);
+      throw err;
+    }
   }
 
   /** An activated incoming migration becomes a hosted VM. */
@@ -154,7 +185,7 @@ class TransferCall {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
         this.owner.checkStarter(session.migrationId, this.call);
-        const ack = session.start(frame);
+        const ack = this.owner.startSession(session, frame);
         this.m = session;
         // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).
         const accepted = await session.openTunnel(this.call, (e) => this.fail(e));

@@ -10,6 +10,7 @@ import type { OutgoingEngine } from '../../migration/strategy/outgoing';
 import type { IncomingSession } from '../../migration/strategy/incoming';
 import { PROTOCOL_VERSION } from '../../migration/wire/protocol';
 import type { NodeInfo, VmInfo } from './client/agent-codec';
+import { StoragePolicy } from './storage-policy';
 
 /** Capacity this agent offers. */
 export interface AgentCapacity {
@@ -38,12 +39,29 @@ export interface HostedVm {
   outgoing?: OutgoingState;
 }
 
+/**
+ * Most incoming reservations (being prepared, prepared or receiving) one source node may hold on
+ * this node. A source migrates a few VMs at once (the migrator runs at most 2 per node); more is
+ * a runaway or hostile caller tying up this node's capacity with reservations it never uses.
+ */
+export const MAX_RESERVATIONS_PER_SOURCE = 4;
+
+/** A reservation whose empty domain is still being created. */
+interface PendingReservation {
+  readonly spec: VmSpec;
+  readonly source: string;
+}
+
 /** The node's VMs and incoming migrations. */
 export class VmHost {
   private readonly vms = new Map<string, HostedVm>();
   private readonly incoming = new Map<string, IncomingSession>();
+  private readonly pending = new Map<string, PendingReservation>();
+  private readonly sourceOf = new Map<string, string>();
+  private readonly creating = new Map<string, VmSpec>();
 
-  constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity) {}
+  constructor(private readonly nodeId: string, private readonly hypervisorKind: string, private readonly capacity: AgentCapacity,
+    private readonly storage: StoragePolicy = StoragePolicy.fromEnv()) {}
 
   /** The hosted VM `name`, or NOT_FOUND. */
   get(name: string): HostedVm {
@@ -59,11 +77,28 @@ export class VmHost {
 
   /** True when `name` runs here or migrates in. */
   hasVm(name: string, includeIncoming: boolean): boolean {
-    return this.vms.has(name) || (includeIncoming && [...this.incoming.values()].some((m) => m.domain.spec.name === name));
+    return this.vms.has(name) || (includeIncoming && ([...this.incoming.values()].some((m) => m.domain.spec.name === name) || [...this.pending.values()].some((p) => p.spec.name === name)));
+  }
+
+  /**
+   * Reserves a VM being created (CreateVm) in one synchronous step, as reserveIncoming does:
+   * ALREADY_EXISTS for a name hosted, migrating in or being created, then reserveCapacity.
+   * `add` or `releaseCreating` ends it.
+   */
+  reserveVm(spec: VmSpec): void {
+    if (this.hasVm(spec.name, true) || this.creating.has(spec.name)) throw new DroverError('ALREADY_EXISTS', `VM ${spec.name} already exists on node ${this.nodeId}`);
+    this.reserveCapacity(spec);
+    this.creating.set(spec.name, spec);
+  }
+
+  /** Gives up the reservation of a VM whose domain could not be created. */
+  releaseCreating(name: string): void {
+    this.creating.delete(name);
   }
 
   /** Hosts `domain` (a created VM or an activated incoming one). */
   add(domain: Domain): HostedVm {
+    this.creating.delete(domain.spec.name);
     const v: HostedVm = { domain };
     this.vms.set(domain.spec.name, v);
     return v;
@@ -85,13 +120,40 @@ export class VmHost {
     return this.incoming.get(id);
   }
 
-  /** Records a prepared incoming migration. */
-  addIncoming(m: IncomingSession): void {
+  /**
+   * Reserves capacity for incoming migration `id` from node `source`, in one synchronous step
+   * (no await between the checks and the reservation, so concurrent calls cannot overcommit).
+   * ALREADY_EXISTS when `id` is reserved or being reserved; RESOURCE_EXHAUSTED beyond
+   * MAX_RESERVATIONS_PER_SOURCE or the free capacity. `addIncoming` or `releasePending` ends it.
+   */
+  reserveIncoming(id: string, spec: VmSpec, source: string): void {
+    if (this.incoming.has(id) || this.pending.has(id)) throw new DroverError('ALREADY_EXISTS', `migration ${id} is already prepared on node ${this.nodeId}`);
+    let held = 0;
+    for (const p of this.pending.values()) if (p.source === source) held++;
+    for (const s of this.sourceOf.values()) if (s === source) held++;
+    if (held >= MAX_RESERVATIONS_PER_SOURCE) {
+      throw new DroverError('RESOURCE_EXHAUSTED', `source node ${source} already holds ${held} incoming reservations on node ${this.nodeId} (limit ${MAX_RESERVATIONS_PER_SOURCE} per source)`);
+    }
+    this.reserveCapacity(spec);
+    this.pending.set(id, { spec, source });
+  }
+
+  /** Gives up a reservation whose domain could not be created. */
+  releasePending(id: string): void {
+    this.pending.delete(id);
+  }
+
+  /** Records a prepared incoming migration (ends its pending reservation). */
+  addIncoming(m: IncomingSession, source = ''): void {
+    const p = this.pending.get(m.migrationId);
+    this.pending.delete(m.migrationId);
     this.incoming.set(m.migrationId, m);
+    this.sourceOf.set(m.migrationId, p?.source ?? source);
   }
 
   /** Forgets the incoming migration `id`; false when it was not there. */
   removeIncoming(id: string): boolean {
+    this.sourceOf.delete(id);
     return this.incoming.delete(id);
   }
 
@@ -114,11 +176,17 @@ export class VmHost {
     let mem = 0, vcpus = 0;
     for (const v of this.vms.values()) { mem += v.domain.spec.memBytes; vcpus += v.domain.spec.vcpus; }
     for (const m of this.incoming.values()) { mem += m.domain.spec.memBytes; vcpus += m.domain.spec.vcpus; }
+    for (const p of this.pending.values()) { mem += p.spec.memBytes; vcpus += p.spec.vcpus; }
+    for (const c of this.creating.values()) { mem += c.memBytes; vcpus += c.vcpus; }
     return { mem, vcpus };
   }
 
-  /** Throws RESOURCE_EXHAUSTED unless `spec` fits in what is free. */
+  /**
+   * Admits `spec` (CreateVm, PrepareIncoming): FAILED_PRECONDITION unless its disk is on an
+   * allowed storage endpoint (storage-policy.ts); RESOURCE_EXHAUSTED unless it fits in what is free.
+   */
   reserveCapacity(spec: VmSpec): void {
+    this.storage.check(spec.disk, spec.name);
     const used = this.used();
     const freeMem = this.capacity.memBytes - used.mem;
     if (spec.memBytes > freeMem) {

@@ -1,0 +1,36 @@
+/**
+ * The CLI's input bounds: out-of-range sizes, durations and counts and a flag given twice exit 2
+ * with one line naming the flag, before anything is contacted (the agent address is unused).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
+/** Nothing listens here: a command that got past parsing would fail differently (not exit 2). */
+const NOWHERE = '127.0.0.1:1';
+
+function drover(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, err: r.stderr };
+}
+
+test('out-of-bounds and repeated flags exit 2 with one line naming the flag', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--max-downtime', `${'9'.repeat(400)}ms`], /--max-downtime .* is not a finite duration/],
+    [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--max-downtime', '61s'], /--max-downtime "61s" is too large \(at most 60s\)/],
+    [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--bandwidth', `${'9'.repeat(400)}Gbit`], /--bandwidth .* is not a finite rate/],
+    [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '1GiB', '--mem', '2GiB', '--profile', 'web'], /--mem is given more than once/],
+    [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '65GiB', '--profile', 'web'], /--mem "65GiB" is too large \(at most 64GiB\)/],
+    [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '1GiB', '--vcpus', '0', '--profile', 'web'], /--vcpus "0" is too small \(at least 1\)/],
+    [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '1GiB', '--vcpus', '99999999999999999999', '--profile', 'web'], /--vcpus .* is too large/],
+  ];
+  for (const [args, want] of cases) {
+    const r = drover(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}, stderr ${r.err}`);
+    const lines = r.err.trim().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: one line, got ${r.err}`);
+    assert.match(lines[0], want);
+  }
+});

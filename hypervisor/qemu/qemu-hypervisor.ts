@@ -30,13 +30,6 @@ const BOOT_TIMEOUT_MS = 120_000;
 /** Wait for QMP to come up, ms. */
 const START_TIMEOUT_MS = 15_000;
 
-/** Migration policy of the qemu driver (the stream-migration policy). */
-export type QemuMigrationPolicy = StreamMigrationPolicy;
-/** One progress sample, from query-migrate. */
-export type QemuMigrationProgress = StreamMigrationProgress;
-/** Outcome of a completed migration. */
-export type QemuMigrationResult = StreamMigrationResult;
-
 /** Options of the driver. */
 export interface QemuHypervisorOptions {
   /** QEMU binary; default qemu-system-x86_64. */
@@ -110,7 +103,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /** Migrates `dom` to `target` (QemuStreamMigration.migrateOut). */
-  migrateOut(dom: QemuDomain, target: IncomingEndpoint, policy: QemuMigrationPolicy = {}, onProgress?: (p: QemuMigrationProgress) => void): Promise<QemuMigrationResult> {
+  migrateOut(dom: QemuDomain, target: IncomingEndpoint, policy: StreamMigrationPolicy = {}, onProgress?: (p: StreamMigrationProgress) => void): Promise<StreamMigrationResult> {
     return dom.stream.migrateOut(target, policy, onProgress);
   }
 

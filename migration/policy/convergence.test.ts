@@ -1,14 +1,14 @@
 /** The convergence decision of stream-migrated pre-copy (convergence.ts): a pure function of a sample. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConvergenceSample, StreamMigrationProgress as QemuMigrationProgress } from '../../hypervisor/stream-migration';
+import type { ConvergenceSample, StreamMigrationProgress } from '../../hypervisor/stream-migration';
 import { convergenceDecider, convergencePolicy, decideConvergence, notConverging, DEFAULT_PRECOPY_LIMITS } from './convergence';
 import { resolvePolicy } from '../types';
 
 const MiB = 1024 * 1024;
 
 test('policy: converging pre-copy is left alone, a dirty rate near the link is not', () => {
-  const p: QemuMigrationProgress = {
+  const p: StreamMigrationProgress = {
     status: 'active', rounds: 3, remainingBytes: 100 * MiB, dirtyRateBytesPerSec: 10 * MiB,
     transferRateBytesPerSec: 500 * MiB, transferredBytes: 300 * MiB, totalRamBytes: 256 * MiB,
     expectedDowntimeMs: 200, elapsedMs: 1000, postcopy: false, throttlePercent: 0,
@@ -21,7 +21,7 @@ test('policy: converging pre-copy is left alone, a dirty rate near the link is n
 });
 
 // A sample that converges on every rule but the limits: small dirty rate, shrinking dirty set, early.
-const slow: QemuMigrationProgress = {
+const slow: StreamMigrationProgress = {
   status: 'active', rounds: 3, remainingBytes: 100 * MiB, dirtyRateBytesPerSec: 10 * MiB,
   transferRateBytesPerSec: 500 * MiB, transferredBytes: 300 * MiB, totalRamBytes: 256 * MiB,
   expectedDowntimeMs: 200, elapsedMs: 1000, postcopy: false, throttlePercent: 0,

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 /** The QEMU driver under the core's convergence policy, through a Node pipe (the driver's mechanics with the decision). */
 import { DroverError } from '../../lib/errors';
 import type { VmSpec } from '../../hypervisor/types';
-import { QemuHypervisor, type QemuDomain, type QemuMigrationPolicy, type QemuMigrationProgress } from '../../hypervisor/qemu/qemu-hypervisor';
+import { QemuHypervisor, type QemuDomain } from '../../hypervisor/qemu/qemu-hypervisor';
+import type { StreamMigrationPolicy, StreamMigrationProgress } from '../../hypervisor/stream-migration';
 import { bridgeUnixSockets, type UnixBridge } from '../../hypervisor/qemu/unix-bridge';
 import { convergenceDecider, convergencePolicy } from '../policy/convergence';
 import { resolvePolicy } from '../types';
@@ -12,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const MiB = 1024 * 1024;
 const hv = new QemuHypervisor();
 /** The driver's policy with the core's convergence decision (engine defaults: 30 rounds, 3x RAM). */
-const withPolicy = (p: QemuMigrationPolicy): QemuMigrationPolicy => ({ ...p, converge: convergenceDecider(convergencePolicy(resolvePolicy({}))) });
+const withPolicy = (p: StreamMigrationPolicy): StreamMigrationPolicy => ({ ...p, converge: convergenceDecider(convergencePolicy(resolvePolicy({}))) });
 after(() => hv.close());
 
 /** A target listening, reached through a Node pipe (the agents' gRPC bridge stands here later). */
@@ -30,7 +31,7 @@ test('migrate through a Node pipe: the heartbeat continues on the target, the so
   try {
     assert.equal(t.dom.state(), 'incoming');
     assert.equal(await t.dom.status(), 'inmigrate');
-    const seen: QemuMigrationProgress[] = [];
+    const seen: StreamMigrationProgress[] = [];
     const r = await hv.migrateOut(src, t.ep, withPolicy({ downtimeLimitMs: 300 }), (p) => seen.push(p));
     assert.equal(r.status, 'completed');
     assert.ok(r.transferredBytes >= 32 * MiB, `sent ${r.transferredBytes}`); // the 64 MiB fill went

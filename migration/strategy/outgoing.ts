@@ -4,31 +4,22 @@
  *   pages  → PrecopySource over the receiver's page stream (the engine copies pages itself);
  *   stream → QemuSource: the hypervisor's own stream tunnelled over Transfer (protocol.ts "QEMU tunnel").
  */
-import type { Domain } from '../../hypervisor/types';
-import type { MigrationPhase, MigrationPolicy, MigrationProgress, MigrationResult } from '../types';
+import type { MigrationPhase, MigrationResult } from '../types';
 import { PrecopySource } from '../precopy/precopy-source';
-import { QemuSource } from '../qemu/qemu-source';
-import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
+import { QemuSource, type QemuSourceOptions } from '../qemu/qemu-source';
 
 /** Deadline of a page stream (the whole Transfer call), ms. */
 export const PAGE_STREAM_DEADLINE_MS = 10 * 60_000;
 
-/** What an outgoing migration needs, whichever engine runs it. */
-export interface OutgoingOptions {
-  /** The id the caller sees (progress events, logs). */
-  migrationId: string;
-  domain: Domain;
-  conn: ReceiverClientConn;
-  reservation: Reservation;
-  policy: MigrationPolicy;
-  sourceName: string;
-  targetName: string;
-  signal: AbortSignal;
-  onProgress: (p: MigrationProgress) => void;
+/**
+ * What an outgoing migration needs, whichever engine runs it: the stream engine's options (less
+ * the stream, which the capability gives), plus the page engine's commit wait.
+ */
+export type OutgoingOptions = Omit<QemuSourceOptions, 'stream' | 'log'> & {
   /** Resolves when the control plane has committed (page engine: between verification and activation). */
   waitForCommit: () => Promise<void>;
   log: (e: Record<string, unknown>) => void;
-}
+};
 
 /** A running outgoing migration, as the agent sees it. */
 export interface OutgoingEngine {

@@ -49,6 +49,8 @@ test('cancel before switchover rolls back; after the end it is refused clearly',
   const id = JSON.parse(q.stdout).id as string;
   await waitFor('pre-copy', async () => (await getJson<JobRecord>(c.etcd!, keys.job(id)))?.value.phase === 'precopy', 60_000, 20);
   const r = await cli(c.etcdUrl, ['migrations', 'cancel', id]);
+  // cancel returns once the job's phase is terminal; the move into the history follows it
+  await waitFor('the job in the history', async () => Boolean(await getJson<JobRecord>(c.etcd!, keys.history(id))), 30_000, 20);
   const h = (await getJson<JobRecord>(c.etcd!, keys.history(id)))!.value;
   if (r.code === 0) {
     assert.equal(h.result, 'cancelled');

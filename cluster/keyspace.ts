@@ -12,6 +12,7 @@
  * | `jobs/<id>` | JobRecord: an active migration job (spec, phase, progress) | until finished |
  * | `history/<id>` | JobRecord of a finished job (result, timings) | until pruned: the newest `historyMaxJobs`, none older than `historyMaxAgeMs` (cluster/history.ts) |
  * | `claims/<id>` | the migrator that runs job `<id>` | under that migrator's lease |
+ * | `owned/<node>/<vm>` | OwnershipClaim: node `<node>` resumed `<vm>` for a migration's fenced intent (the switchover's record, written by the target agent itself) | until the controller folds it into `vms/<vm>` |
  * | `admission` | Admission: the jobs currently admitted (limits are checked on it) | persistent, CAS |
  * | `election/scheduler` | etcd3 Election keys of the scheduler replicas | under each replica's lease |
  * | `scheduler/status` | SchedulerStatus: leader, last plan | persistent |
@@ -43,6 +44,12 @@ export const keys = {
   history: (id: string) => `${PREFIX}history/${id}`,
   histories: () => `${PREFIX}history/`,
   claim: (id: string) => `${PREFIX}claims/${id}`,
+  /** The switchover record of node `node` for VM `vm` (only that node's agent may write it). */
+  ownership: (node: string, vm: string) => `${PREFIX}owned/${node}/${vm}`,
+  /** Every switchover record of node `node` (the prefix its etcd role may write). */
+  ownerships: (node: string) => `${PREFIX}owned/${node}/`,
+  /** Every switchover record of the cluster. */
+  allOwnerships: () => `${PREFIX}owned/`,
   admission: () => `${PREFIX}admission`,
   electionPrefix: () => `${PREFIX}election/`,
   schedulerStatus: () => `${PREFIX}scheduler/status`,

@@ -5,7 +5,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { flag, str, UsageError, type OptionSpec, type Parsed } from './args';
-import { CertificateReloader, loadTlsFiles, type TlsFilePaths } from '../lib/pki/tls-files';
+import { CertificateReloader, loadTlsFiles, type TlsFilePaths, type TlsFiles } from '../lib/pki/tls-files';
+import { setAgentCredentials } from '../services/node-agent/client/agent-client';
 import { clientCredentials, type TlsSource } from '../lib/pki/grpc-credentials';
 import type { ExpectedIdentity } from '../lib/pki/identity';
 import { DroverError } from '../lib/errors';
@@ -73,4 +74,15 @@ export function tlsFromFlags(p: Parsed, command: string, opts: TlsFlagOptions = 
 /** Channel credentials to an agent for a choice: TLS expecting a node identity (any node unless named), or plain text. */
 export function agentChannelCredentials(choice: TlsChoice, expect: ExpectedIdentity = { role: 'node' }): grpc.ChannelCredentials {
   return choice.mode === 'tls' ? clientCredentials(choice.source, expect) : grpc.credentials.createInsecure();
+}
+
+/** The fixed TLS files of a choice (the current set of a reloader), undefined in plain text. */
+export function tlsFilesOf(choice: TlsChoice): TlsFiles | undefined {
+  if (choice.mode !== 'tls') return undefined;
+  return choice.source instanceof CertificateReloader ? choice.source.current() : choice.source;
+}
+
+/** Makes every AgentClient of this process present `source` and expect a node identity (the named node's when given). */
+export function useAgentIdentity(source: TlsSource): void {
+  setAgentCredentials((node) => clientCredentials(source, node ? { role: 'node', name: node } : { role: 'node' }));
 }

@@ -10,7 +10,10 @@
  * | `root` | the admin identity | everything, including auth management (etcd's built-in root) |
  * | `drover-controller` | migrators, schedulers | read and write every Drover key |
  * | `drover-monitor` | monitors | read every Drover key |
- * | `drover-node-<id>` | the agent of node `<id>` | write `nodes/<id>` and `alive/<id>`; read `config` |
+ * | `drover-node-<id>` | the agent of node `<id>` | read and write `nodes/<id>`, `alive/<id>` and the prefix `owned/<id>/` (its switchover records); read `config` and every `vms/` record |
+ *
+ * etcd 3.4 enables auth only when a user named `root` holds the `root` role: one is created
+ * without a password (nobody can log in as it; certificate users are matched by CN).
  *
  * Nothing else is granted: an agent cannot rewrite another node's record, a VM's owner or a job.
  * Safe to repeat: existing users, roles and grants are left as they are.
@@ -77,6 +80,7 @@ async function addUser(etcd: Etcd3, name: string, role: string): Promise<void> {
 export async function enableRbac(etcd: Etcd3, ids: EtcdIdentities): Promise<void> {
   const prefix = PREFIX;
   await idempotent(etcd.auth.roleAdd({ name: ROOT_ROLE }));
+  await addUser(etcd, 'root', ROOT_ROLE);
   await addUser(etcd, ids.admin, ROOT_ROLE);
   await idempotent(etcd.auth.roleAdd({ name: CONTROLLER_ROLE }));
   await grant(etcd, CONTROLLER_ROLE, 'Readwrite', prefix, prefixEnd(prefix));
@@ -88,12 +92,14 @@ export async function enableRbac(etcd: Etcd3, ids: EtcdIdentities): Promise<void
   await idempotent(etcd.auth.authEnable());
 }
 
-/** Adds (or re-adds) one node agent's user and role: its own keys, and the cluster config to read. */
+/** Adds (or re-adds) one node agent's user and role: its own keys and switchover records; the config and the VM records to read. */
 export async function addNode(etcd: Etcd3, cn: string, nodeId: string): Promise<void> {
   const role = nodeRole(nodeId);
   await idempotent(etcd.auth.roleAdd({ name: role }));
   await grant(etcd, role, 'Readwrite', keys.node(nodeId));
   await grant(etcd, role, 'Readwrite', keys.alive(nodeId));
   await grant(etcd, role, 'Read', keys.config());
+  await grant(etcd, role, 'Read', keys.vms(), prefixEnd(keys.vms()));
+  await grant(etcd, role, 'Readwrite', keys.ownerships(nodeId), prefixEnd(keys.ownerships(nodeId)));
   await addUser(etcd, cn, role);
 }

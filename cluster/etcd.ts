@@ -3,7 +3,8 @@
  * unreachable), JSON values with their revisions, and one consistent snapshot of the cluster.
  */
 import { Etcd3, type IOptions } from 'etcd3';
-import { DroverError, unavailable } from '../lib/errors';
+import { DroverError, failedPrecondition, invalidArgument, unavailable } from '../lib/errors';
+import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../lib/pki/tls-files';
 import {
   keys, idOf, DEFAULT_CONFIG, PREFIX,
   type NodeRecord, type NodeHeartbeat, type NodeMark, type VmRecord, type JobRecord,
@@ -19,14 +20,27 @@ export interface Versioned<T> {
 /** Deadline of one unary etcd call: a loopback/LAN etcd answers in ms; 5 s is an outage. */
 export const ETCD_CALL_DEADLINE_MS = 5000;
 
-/** Opens a client of the etcd at `url` (comma-separated endpoints) and checks it answers. */
-export async function connectEtcd(url: string, timeoutMs = 3000): Promise<Etcd3> {
+/**
+ * Opens a client of the etcd at `url` (comma-separated endpoints) and checks it answers.
+ * `https://` endpoints need a client certificate (etcd runs with --client-cert-auth and takes the
+ * etcd user from its CN): `tls`, else DROVER_CA / DROVER_CERT / DROVER_KEY. `http://` is plain text.
+ */
+export async function connectEtcd(url: string, timeoutMs = 3000, tls?: TlsFilePaths): Promise<Etcd3> {
   const hosts = url.split(',').map((h) => h.trim()).filter(Boolean);
   if (hosts.length === 0) throw unavailable('no etcd address given (use --etcd URL or set DROVER_ETCD)');
+  const secure = hosts.filter((h) => h.startsWith('https://')).length;
+  if (secure && secure !== hosts.length) throw invalidArgument(`etcd endpoints ${url} mix https:// and plain ones`);
+  let credentials: IOptions['credentials'];
+  if (secure) {
+    const paths = tls ?? tlsPathsFromEnv();
+    if (!paths) throw failedPrecondition(`etcd at ${url} is https: a client certificate is needed (set DROVER_CA, DROVER_CERT and DROVER_KEY, e.g. export $(cat DIR/drover.env))`);
+    const files = loadTlsFiles(paths);
+    credentials = { rootCertificate: files.ca, certChain: files.cert, privateKey: files.key };
+  }
   // Every unary call carries a deadline (a hung call becomes an error the caller retries or
   // reports); streams (watches, lease keep-alives) live as long as they are used.
   const options: IOptions = {
-    hosts, dialTimeout: timeoutMs,
+    hosts, dialTimeout: timeoutMs, ...(credentials ? { credentials } : {}),
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
   };
   const client = new Etcd3(options);

@@ -19,6 +19,11 @@
  * cluster/control-metrics.ts; services/metric-groups.ts lists them all (METRIC_GROUPS).
  */
 import * as http from 'node:http';
+import * as https from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { describeIdentity, identityOf } from './pki/identity';
+import { tlsServerOptions } from './pki/tls-options';
+import type { TlsFiles } from './pki/tls-files';
 import { Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 
 /** The process registry every service of this process records into. */
@@ -83,15 +88,34 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `reg` (default: the process registry, with default process metrics) on http://listen/metrics. */
-export function startMetricsServer(listen: string, reg: Registry = registry): Promise<MetricsServer> {
+/** Roles whose certificates may scrape /metrics over TLS. */
+export const METRICS_SCRAPE_ROLES: readonly string[] = ['monitor', 'admin'];
+
+/** Options of startMetricsServer. */
+export interface MetricsServerOptions {
+  /**
+   * Serve HTTPS (TLS 1.3) with this identity: a client certificate of the cluster CA is required
+   * at the handshake, and only monitor and admin identities get /metrics (others: 403 naming the role).
+   */
+  tls?: TlsFiles;
+}
+
+/** Serves `reg` (default: the process registry, with default process metrics) on http(s)://listen/metrics. */
+export function startMetricsServer(listen: string, reg: Registry = registry, opts: MetricsServerOptions = {}): Promise<MetricsServer> {
   if (reg === registry && !defaults) { defaults = true; collectDefaultMetrics({ register: registry }); }
   const m = /^(.*):([0-9]+)$/.exec(listen);
   if (!m) return Promise.reject(new Error(`metrics address "${listen}" is not HOST:PORT`));
   const host = m[1].replace(/^\[(.*)\]$/, '$1');
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405).end(); return; }
+    if (opts.tls) {
+      const id = identityOf((req.socket as TLSSocket).getPeerCertificate?.(true)?.raw);
+      if (!id || !METRICS_SCRAPE_ROLES.includes(id.role)) {
+        res.writeHead(403, { 'Content-Type': 'text/plain' }).end(`${describeIdentity(id)} may not read metrics (${METRICS_SCRAPE_ROLES.join(' or ')} only)\n`);
+        return;
+      }
+    }
     if (url === '/metrics') {
       reg.metrics().then((body) => { res.writeHead(200, { 'Content-Type': reg.contentType }); res.end(body); },
         (err) => { res.writeHead(500, { 'Content-Type': 'text/plain' }); res.end(String((err as Error).message)); });
@@ -100,7 +124,8 @@ export function startMetricsServer(listen: string, reg: Registry = registry): Pr
     } else {
       res.writeHead(404).end();
     }
-  });
+  };
+  const server = opts.tls ? https.createServer(tlsServerOptions(opts.tls), handler) : http.createServer(handler);
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot serve metrics on ${listen}: ${e.message}`)));
     server.listen(Number(m[2]), host, () => {

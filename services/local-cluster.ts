@@ -7,6 +7,15 @@
  * again with backoff (services/supervisor.ts), as the systemd units' `Restart=on-failure` does;
  * every restart is logged to DIR/supervisor.log (and to `log`). A restarted agent comes back
  * empty: the scheduler reports the VMs it ran as lost. Nothing is restarted during `stop()`.
+ *
+ * Secure by default: a CA in DIR/pki (reused when present) and one identity per process
+ * (services/local-pki.ts); etcd serves TLS with client-certificate auth and RBAC (each agent
+ * writes only its own keys, cluster/etcd-rbac.ts); agents, migrators and schedulers get their
+ * certificates as --ca/--cert/--key and serve /metrics over HTTPS. `insecure: true` keeps plain
+ * text everywhere (every process gets --insecure and prints its warning line).
+ *
+ * DIR/drover.env is written once, atomically, when the cluster is ready: DROVER_ETCD,
+ * DROVER_CA/DROVER_CERT/DROVER_KEY (the admin identity; absent in plain text) and DROVER_METRICS.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -19,7 +28,9 @@ import { startLocalEtcd, type LocalEtcd } from '../cluster/local-etcd';
 import { sleep } from '../cluster/log';
 import { tunedEnv, tunedNodeArgs } from './node-agent/process-tuning';
 import { Supervisor } from './supervisor';
-import { publishMetricsTargets, type MetricsTarget } from '../cluster/metrics-targets';
+import { publishMetricsTargets, type ClusterEnv, type MetricsTarget } from '../cluster/metrics-targets';
+import { enableRbac } from '../cluster/etcd-rbac';
+import { ensureLocalPki, type LocalPki } from './local-pki';
 
 /** How long a restarted process may take to print its metrics address, ms (a start on a loaded host). */
 const METRICS_REPUBLISH_WAIT_MS = 30_000;
@@ -62,6 +73,8 @@ export interface LocalClusterOptions {
   supervise?: boolean;
   /** Gets each supervisor line (restarts) besides DIR/supervisor.log. */
   log?: (line: string) => void;
+  /** Plain text everywhere, no certificates, no etcd auth (default false: mutual TLS and etcd RBAC). */
+  insecure?: boolean;
 }
 
 /** A running local cluster. */
@@ -74,6 +87,10 @@ export class LocalCluster {
   /** /metrics endpoints of the processes (also in DIR/drover.env as DROVER_METRICS). */
   metricsTargets: MetricsTarget[] = [];
   private stopping = false;
+  /** The cluster's identities (undefined in plain text). */
+  pki?: LocalPki;
+  /** What DIR/drover.env holds besides DROVER_METRICS. */
+  private clusterEnv: ClusterEnv = {};
   private readonly supervisor = new Supervisor((line) => this.supervisorLog(line));
 
   constructor(readonly opts: LocalClusterOptions) {}
@@ -103,7 +120,7 @@ export class LocalCluster {
     while (!this.stopping && Date.now() < deadline) {
       await sleep(METRICS_REPUBLISH_POLL_MS);
       if (count() <= before) continue;
-      if (this.metricsTargets.length) this.metricsTargets = await publishMetricsTargets(this.opts.dir, [...this.procs.keys()]).catch(() => this.metricsTargets);
+      if (this.metricsTargets.length) this.metricsTargets = await this.publishMetrics().catch(() => this.metricsTargets);
       return;
     }
   }
@@ -113,31 +130,54 @@ export class LocalCluster {
     return Array.from({ length: this.opts.nodes }, (_, i) => `${this.opts.nodePrefix ?? 'node-'}${i + 1}`);
   }
 
+  /** Process names of the control-plane replicas, in start order. */
+  private controllerNames(): string[] {
+    const n = (kind: string, count: number) => Array.from({ length: count }, (_, i) => `${kind}-${i + 1}`);
+    return [...n('scheduler', this.opts.schedulers ?? 1), ...n('migrator', this.opts.migrators ?? 1)];
+  }
+
   async start(): Promise<void> {
     fs.mkdirSync(this.opts.dir, { recursive: true });
+    if (!this.opts.insecure) this.pki = await ensureLocalPki(path.join(this.opts.dir, 'pki'), this.nodeIds(), this.controllerNames());
     if (this.opts.etcdUrl) {
       this.etcdUrl = this.opts.etcdUrl;
     } else {
-      this.localEtcd = await startLocalEtcd({ dir: path.join(this.opts.dir, 'etcd') });
+      this.localEtcd = await startLocalEtcd({ dir: path.join(this.opts.dir, 'etcd'), tls: this.pki?.etcd });
       this.etcdUrl = this.localEtcd.url;
     }
-    this.etcd = await connectEtcd(this.etcdUrl);
+    this.etcd = await connectEtcd(this.etcdUrl, undefined, this.pki?.admin);
+    // Our own etcd: users per identity, then auth on (an external etcd's auth is its operator's).
+    if (this.pki && this.localEtcd) await enableRbac(this.etcd, this.pki.etcdIdentities);
     if (this.opts.config) {
       const cfg = this.opts.config;
       await updateJson<Partial<ClusterConfig>>(this.etcd, keys.config(), (cur) => ({ ...(cur ?? {}), ...cfg }));
     }
-    fs.writeFileSync(path.join(this.opts.dir, 'drover.env'), `DROVER_ETCD=${this.etcdUrl}\n`);
+    this.clusterEnv = { DROVER_ETCD: this.etcdUrl, ...(this.pki ? { DROVER_CA: this.pki.caFile, DROVER_CERT: this.pki.admin.cert, DROVER_KEY: this.pki.admin.key } : {}) };
     for (const id of this.nodeIds()) this.startAgent(id);
-    for (let i = 1; i <= (this.opts.schedulers ?? 1); i++) this.startService('scheduler', `scheduler-${i}`);
-    for (let i = 1; i <= (this.opts.migrators ?? 1); i++) this.startService('migrator', `migrator-${i}`);
+    for (const name of this.controllerNames()) this.startService(name.startsWith('scheduler') ? 'scheduler' : 'migrator', name);
     await this.waitNodes(this.nodeIds().length);
-    this.metricsTargets = await publishMetricsTargets(this.opts.dir, [...this.procs.keys()]); // DROVER_METRICS + DIR/prometheus.yml
+    this.metricsTargets = await this.publishMetrics(); // DIR/drover.env (once, now that everything runs) + DIR/prometheus.yml
+  }
+
+  /** Writes DIR/drover.env and DIR/prometheus.yml with the processes' current metrics addresses. */
+  private publishMetrics(): Promise<MetricsTarget[]> {
+    const m = this.pki?.monitor;
+    return publishMetricsTargets(this.opts.dir, [...this.procs.keys()], { env: this.clusterEnv, tls: m ? { caFile: m.ca, certFile: m.cert, keyFile: m.key } : undefined });
+  }
+
+  /** The TLS flags of process `name`: its identity, or --insecure. */
+  private tlsArgs(name: string): string[] {
+    if (!this.pki) return ['--insecure'];
+    const f = this.pki.of(name);
+    return ['--ca', f.ca, '--cert', f.cert, '--key', f.key];
   }
 
   /** Spawns `drover ARGS` as process `name`, logging to DIR/name.log. */
   spawnDrover(name: string, args: string[]): ChildProcess {
     const log = fs.openSync(path.join(this.opts.dir, `${name}.log`), 'a');
-    const env = { ...process.env, DROVER_QUIET: '', ...this.opts.env, DROVER_ETCD: this.etcdUrl };
+    const env: NodeJS.ProcessEnv = { ...process.env, DROVER_QUIET: '', ...this.opts.env, DROVER_ETCD: this.etcdUrl };
+    // Each process gets its own identity as flags; none inherits the launcher's (an exported drover.env).
+    for (const k of ['DROVER_CA', 'DROVER_CERT', 'DROVER_KEY']) delete env[k];
     // agents move memory: started tuned (else they would re-execute themselves, see process-tuning.ts)
     const child = args[0] === 'agent'
       ? spawn(process.execPath, tunedNodeArgs(args), { stdio: ['ignore', log, log], env: tunedEnv(env) })
@@ -152,12 +192,12 @@ export class LocalCluster {
   /** Starts (supervised) the agent of node `id`. */
   startAgent(id: string): ChildProcess {
     return this.launch(id, () => this.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--etcd', this.etcdUrl,
-      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8), '--metrics-listen', '127.0.0.1:0']));
+      '--mem-capacity', this.opts.agentMem ?? '2GiB', '--vcpus', String(this.opts.agentVcpus ?? 8), '--metrics-listen', '127.0.0.1:0', ...this.tlsArgs(id)]));
   }
 
   /** Starts (supervised) replica `id` of a control-plane service. */
   startService(kind: 'scheduler' | 'migrator', id: string): ChildProcess {
-    return this.launch(id, () => this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id, '--metrics-listen', '127.0.0.1:0']));
+    return this.launch(id, () => this.spawnDrover(id, [kind, '--etcd', this.etcdUrl, '--id', id, '--metrics-listen', '127.0.0.1:0', ...this.tlsArgs(id)]));
   }
 
   /** Waits until `n` nodes heartbeat. */

@@ -6,7 +6,7 @@ import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
 import { startMetricsServer } from '../../lib/metrics';
 import { exitWithParent, isTuned, runTuned } from '../../services/node-agent/process-tuning';
-import { TLS_OPTIONS, TLS_USAGE, tlsFromFlags } from '../tls-flags';
+import { TLS_OPTIONS, TLS_USAGE, tlsFilesOf, tlsFromFlags } from '../tls-flags';
 import { CertificateReloader } from '../../lib/pki/tls-files';
 import type { Logger } from 'pino';
 
@@ -28,8 +28,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const metricsListen = str(p, 'metrics-listen') ? address(str(p, 'metrics-listen')!, '--metrics-listen') : undefined;
   const nodeId = required(p, 'node-id', 'agent');
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(nodeId)) throw new UsageError(`--node-id "${nodeId}" is invalid (lower-case letters, digits, '-')`);
-  // Until every launcher passes certificates, no TLS flags means plain text with the warning line.
-  const tls = tlsFromFlags(p, 'agent', { reloadable: true, whenMissing: 'insecure' });
+  // Certificates are required; plain text only with an explicit --insecure (and the warning line).
+  const tls = tlsFromFlags(p, 'agent', { reloadable: true });
+  const files = tlsFilesOf(tls);
   const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary') });
   const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
   const vcpus = int(p, 'vcpus', 64)!;
@@ -45,14 +46,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const bound = await server.start(listen);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
-  const metrics = metricsListen ? await startMetricsServer(metricsListen) : undefined;
+  const metrics = metricsListen ? await startMetricsServer(metricsListen, undefined, { tls: files }) : undefined;
   if (metrics) process.stdout.write(`drover agent ${nodeId} metrics on ${metrics.address}\n`);
   let registration: { stop(): Promise<void> | void } | undefined;
   const etcd = str(p, 'etcd') ?? process.env.DROVER_ETCD_AGENT;
   if (etcd) {
     // Loaded only with --etcd: a standalone agent needs no etcd client.
     const reg = await import('../../services/node-agent/registration');
-    registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log });
+    registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log, tls: files?.paths });
   }
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -82,10 +82,25 @@ export function hostSan(host: string): { type: 'ip' | 'dns'; value: string } {
 /** Issues `<name>.crt` + `<name>.key` in `dir`, signed by the CA there (see the profile above). */
 export async function issueIdentity(dir: string, opts: IssueOptions): Promise<IssuedIdentity> {
   const id = validateIdentity(opts.role, opts.name);
-  const sans = [{ type: 'url' as const, value: spiffeId(id) }, ...(opts.hosts ?? []).map(hostSan)];
+  const issued = await issueLeaf(dir, id.name, { cn: commonNameOf(id), ou: id.role, uri: spiffeId(id) }, opts);
+  return { ...id, ...issued, uri: spiffeId(id), commonName: commonNameOf(id) };
+}
+
+/**
+ * A server certificate without a Drover identity (no SAN URI; CN = `name`): etcd's own
+ * certificate for its client and peer URLs. A client presenting it is no etcd user and no
+ * Drover role, so it authorizes nothing.
+ */
+export async function issueServerCertificate(dir: string, name: string, opts: Omit<IssueOptions, 'role' | 'name'>): Promise<{ certPath: string; keyPath: string }> {
+  validateIdentity('node', name); // the same file-name rule
+  return issueLeaf(dir, name, { cn: name, ou: 'server' }, opts);
+}
+
+async function issueLeaf(dir: string, fileName: string, subject: { cn: string; ou: string; uri?: string }, opts: Omit<IssueOptions, 'role' | 'name'>): Promise<{ certPath: string; keyPath: string; serial: string; notBefore: Date; notAfter: Date }> {
+  const sans = [...(subject.uri ? [{ type: 'url' as const, value: subject.uri }] : []), ...(opts.hosts ?? []).map(hostSan)];
   const { notBefore, notAfter } = validityWindow(opts, IDENTITY_DAYS);
-  const certPath = path.join(dir, `${id.name}.crt`);
-  const keyPath = path.join(dir, `${id.name}.key`);
+  const certPath = path.join(dir, `${fileName}.crt`);
+  const keyPath = path.join(dir, `${fileName}.key`);
   refuseOverwrite([certPath, keyPath], opts.force, 'use --force to issue a new certificate and key in its place');
   const ca = await loadCa(dir);
   const keys = await generateKeyPair('ecdsa-p256');
@@ -93,7 +108,7 @@ export async function issueIdentity(dir: string, opts: IssueOptions): Promise<Is
   const caCert = new x509.X509Certificate(ca.cert.raw);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial,
-    subject: [{ CN: [commonNameOf(id)] }, { O: ['drover'] }, { OU: [id.role] }],
+    subject: [{ CN: [subject.cn] }, { O: ['drover'] }, { OU: [subject.ou] }],
     issuer: caCert.subjectName,
     notBefore,
     notAfter,
@@ -104,11 +119,11 @@ export async function issueIdentity(dir: string, opts: IssueOptions): Promise<Is
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension(sans),
+      ...(sans.length ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
   writeCertAndKey(certPath, cert.toString('pem'), keyPath, await privateKeyPem(keys.privateKey));
-  return { ...id, certPath, keyPath, uri: spiffeId(id), commonName: commonNameOf(id), serial, notBefore, notAfter };
+  return { certPath, keyPath, serial, notBefore, notAfter };
 }

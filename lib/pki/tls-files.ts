@@ -136,3 +136,16 @@ export class CertificateReloader {
     this.identityListeners.delete(l);
   }
 }
+
+/**
+ * The process's TLS files from DROVER_CA, DROVER_CERT and DROVER_KEY (what `drover up` writes
+ * into DIR/drover.env and gives each process it starts); undefined when none is set. Only some
+ * set is an error naming the missing ones.
+ */
+export function tlsPathsFromEnv(env: NodeJS.ProcessEnv = process.env): TlsFilePaths | undefined {
+  const { DROVER_CA: ca, DROVER_CERT: cert, DROVER_KEY: key } = env;
+  if (!ca && !cert && !key) return undefined;
+  const missing = [['DROVER_CA', ca], ['DROVER_CERT', cert], ['DROVER_KEY', key]].filter(([, v]) => !v).map(([n]) => n);
+  if (missing.length) throw invalidArgument(`${missing.join(' and ')} not set: TLS needs DROVER_CA, DROVER_CERT and DROVER_KEY together`);
+  return { ca: ca!, cert: cert!, key: key! };
+}

@@ -6,7 +6,7 @@
  * then it tells the source to activate the target.
  */
 import { DroverError } from '../../lib/errors';
-import { AgentClient } from '../node-agent/client/agent-client';
+import { AgentClient, agentCredentials } from '../node-agent/client/agent-client';
 import type { MigrationEventInfo } from '../node-agent/client/agent-codec';
 import { getJson } from '../../cluster/etcd';
 import { sleep, type Logger } from '../../cluster/log';
@@ -63,7 +63,7 @@ export class MigrationAttempt {
     this.migId = a.store.agentMigrationId(a.run.job);
     this.vmRec = a.vm;
     this.vmRev = a.vmRev;
-    this.source = new AgentClient(a.fromAddr);
+    this.source = new AgentClient(a.fromAddr, agentCredentials(a.run.job.from));
     this.watchdog = new Watchdog({ completionTimeoutMs: a.timeoutMs, progressTimeoutMs: a.cfg.progressTimeoutMs, memBytes: a.vm.spec.memBytes });
   }
 
@@ -73,7 +73,7 @@ export class MigrationAttempt {
     let result: MigrationResult | undefined;
     let error: DroverError | undefined;
     try {
-      result = await this.source.migrateVm(this.job.vm, this.a.toAddr, { externalCommit: true, timeoutMs: this.a.timeoutMs }, (ev) => this.onEvent(ev), this.migId);
+      result = await this.source.migrateVm(this.job.vm, this.a.toAddr, { externalCommit: true, timeoutMs: this.a.timeoutMs }, (ev) => this.onEvent(ev), this.migId, this.job.to);
     } catch (e) {
       error = DroverError.from(e);
     } finally {

@@ -11,6 +11,7 @@ import { connectEtcd } from '../../cluster/etcd';
 import { keys, type NodeHeartbeat, type NodeRecord } from '../../cluster/keyspace';
 import { makeLogger, type Logger } from '../../cluster/log';
 import type { NodeInfo } from './client/agent-codec';
+import type { TlsFilePaths } from '../../lib/pki/tls-files';
 
 /** The part of a pino logger registration uses (methods, so any pino logger fits). */
 export interface PinoLike {
@@ -29,6 +30,8 @@ export interface RegistrationOptions {
   heartbeatMs?: number;
   /** A Drover logger function, or a pino-style logger (its `info`/`warn` are used). */
   log?: Logger | PinoLike;
+  /** The node's identity towards an https etcd (its etcd RBAC user is the certificate's CN); default DROVER_CA/CERT/KEY. */
+  tls?: TlsFilePaths;
 }
 
 /** A running registration (heartbeats until stopped). */
@@ -92,7 +95,7 @@ export function startRegistration(opts: RegistrationOptions): Registration {
   };
 
   const ready = (async () => {
-    etcd = await connectEtcd(opts.etcdUrl);
+    etcd = await connectEtcd(opts.etcdUrl, undefined, opts.tls);
     const info = await opts.info();
     const record: NodeRecord = {
       id: opts.nodeId, address: opts.address, hypervisor: info.hypervisor, memTotalBytes: info.memTotalBytes,

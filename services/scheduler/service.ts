@@ -19,7 +19,7 @@
  *    `historyMaxAgeMs` (cluster/history.ts), fenced on its campaign key.
  */
 import type { Etcd3 } from 'etcd3';
-import { AgentClient } from '../node-agent/client/agent-client';
+import { AgentClient, agentCredentials } from '../node-agent/client/agent-client';
 import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../cluster/etcd';
 import { requestMigration } from '../../cluster/ops/migrations';
 import { capacityShortfall } from '../../cluster/capacity';
@@ -241,7 +241,7 @@ export class Scheduler {
     const node = snap.nodes.get(nodeId);
     if (!node) return;
     this.creating.add(name);
-    const agent = new AgentClient(node.record.address);
+    const agent = new AgentClient(node.record.address, agentCredentials(nodeId));
     (async () => {
       const cur = await getJson<VmRecord>(this.etcd, keys.vm(name));
       if (!cur) return;

@@ -15,10 +15,14 @@ export { startLocalEtcd } from '../../cluster/local-etcd';
 /** The cluster-operations API, as the CLI uses it (tests change config and create VMs through it). */
 export { setConfig, createVmRecord, waitPlaced, requestMigration, cancelMigration } from '../../cluster/ops';
 
-/** Starts a cluster in a fresh temp dir (removed by `stop`, kept when the test failed and DROVER_KEEP=1). */
+/**
+ * Starts a cluster in a fresh temp dir (removed by `stop`, kept when the test failed and DROVER_KEEP=1).
+ * Plain text (`insecure: true`) unless the test passes `insecure: false` (mutual TLS and etcd RBAC,
+ * as `drover up`; then use `c.pki` for credentials, and `cliEnv(c)` for the CLI).
+ */
 export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes: number }): Promise<LocalCluster & { stopAll(): Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-it-'));
-  const c = new LocalCluster({ agentMem: '1GiB', agentVcpus: 16, ...opts, dir, env: { DROVER_QUIET: '', ...(opts.env ?? {}) } }) as LocalCluster & { stopAll(): Promise<void> };
+  const c = new LocalCluster({ agentMem: '1GiB', agentVcpus: 16, insecure: true, ...opts, dir, env: { DROVER_QUIET: '', ...(opts.env ?? {}) } }) as LocalCluster & { stopAll(): Promise<void> };
   c.stopAll = async () => {
     await c.stop();
     if (process.env.DROVER_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
@@ -40,10 +44,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `drover ARGS` with DROVER_ETCD set to `etcdUrl`. */
-export function cli(etcdUrl: string, args: string[], timeoutMs = 180_000): Promise<CliResult> {
+/** The admin's environment of a TLS cluster (what DIR/drover.env says), empty in plain text. */
+export function cliEnv(c: LocalCluster): Record<string, string> {
+  return c.pki ? { DROVER_CA: c.pki.caFile, DROVER_CERT: c.pki.admin.cert, DROVER_KEY: c.pki.admin.key } : {};
+}
+
+/** Runs `drover ARGS` with DROVER_ETCD set to `etcdUrl` (and `env`, e.g. cliEnv(c)). */
+export function cli(etcdUrl: string, args: string[], timeoutMs = 180_000, env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [droverBin(), ...args], { env: { ...process.env, DROVER_ETCD: etcdUrl }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [droverBin(), ...args], { env: { ...process.env, DROVER_ETCD: etcdUrl, ...env }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });

@@ -3,6 +3,9 @@ import type { Etcd3 } from 'etcd3';
 import { UsageError, str, type OptionSpec, type Parsed } from '../../args';
 import { connectEtcd, type ClusterSnapshot } from '../../../cluster/etcd';
 import type { JobRecord, NodeState } from '../../../cluster/keyspace';
+import { DroverError } from '../../../lib/errors';
+import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../../../lib/pki/tls-files';
+import { useAgentIdentity } from '../../tls-flags';
 
 export { jobLine } from '../../../cluster/ops/job-line';
 
@@ -29,9 +32,26 @@ export function etcdUrl(p: Parsed, command: string): string {
   return u;
 }
 
-/** Connects, runs `f`, closes. */
+/**
+ * The CLI's identity from DROVER_CA / DROVER_CERT / DROVER_KEY (DIR/drover.env: the admin's):
+ * etcd over https uses it (connectEtcd), and so does every AgentClient the command builds.
+ */
+export function useEnvIdentity(command: string): TlsFilePaths | undefined {
+  let paths: TlsFilePaths | undefined;
+  try {
+    paths = tlsPathsFromEnv();
+    if (paths) useAgentIdentity(loadTlsFiles(paths, { requireIdentity: true }));
+  } catch (err) {
+    throw new UsageError(`${command}: ${DroverError.from(err).message}`);
+  }
+  return paths;
+}
+
+/** Connects (with the environment's identity when etcd is https), runs `f`, closes. */
 export async function withEtcd<T>(p: Parsed, command: string, f: (etcd: Etcd3) => Promise<T>): Promise<T> {
-  const etcd = await connectEtcd(etcdUrl(p, command));
+  const url = etcdUrl(p, command);
+  const tls = useEnvIdentity(command);
+  const etcd = await connectEtcd(url, undefined, tls);
   try {
     return await f(etcd);
   } finally {

@@ -17,7 +17,8 @@ import { AgentClient } from '../../../services/node-agent/client/agent-client';
 import { planModel } from '../../../services/scheduler/model';
 import { imbalance, thresholdOf } from '../../../services/scheduler/planner';
 import { createVmRecord, setConfig, waitPlaced, watchAll } from '../../../cluster/ops';
-import { jobJson, MiB, nodesJson, table } from './common';
+import { jobJson, MiB, nodesJson, table, useEnvIdentity } from './common';
+import { insecureWarning } from '../../tls-flags';
 import { nodeCommand } from './node';
 import { rebalanceCommand } from './rebalance';
 import type { ProfileName } from '../../../hypervisor/types';
@@ -46,15 +47,17 @@ const step = (s: string) => console.log(`\n== ${s}`);
 
 /** `drover demo [--nodes 3] [--dir DIR] [--keep] [--aggressiveness L]`; returns the exit code. */
 export async function demoCommand(argv: string[]): Promise<number> {
-  const p = parse(argv, { nodes: { type: 'string' }, dir: { type: 'string' }, keep: { type: 'boolean' }, aggressiveness: { type: 'string' } }, 'demo');
-  if (p.positionals.length) throw new UsageError(`demo: unexpected argument "${p.positionals[0]}" (usage: drover demo [--nodes 3] [--dir DIR] [--keep])`);
+  const p = parse(argv, { nodes: { type: 'string' }, dir: { type: 'string' }, keep: { type: 'boolean' }, aggressiveness: { type: 'string' }, insecure: { type: 'boolean' } }, 'demo');
+  if (p.positionals.length) throw new UsageError(`demo: unexpected argument "${p.positionals[0]}" (usage: drover demo [--nodes 3] [--dir DIR] [--keep] [--insecure])`);
   const nodes = int(p, 'nodes', 3)!;
   if (nodes < 2 || nodes > 8) throw new UsageError('demo: --nodes must be 2..8');
   const agg = int(p, 'aggressiveness', 3)!;
   const dir = path.resolve(str(p, 'dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'drover-demo-')));
 
+  const insecure = flag(p, 'insecure');
+  if (insecure) console.error(insecureWarning('demo: the cluster'));
   const cluster = new LocalCluster({
-    nodes, dir, agentMem: '1GiB', agentVcpus: 16,
+    nodes, dir, agentMem: '1GiB', agentVcpus: 16, insecure,
     config: { autoRebalance: false, aggressiveness: agg, maxConcurrent: 2, cooldownMs: 120_000 },
   });
   let interrupted = false;
@@ -66,6 +69,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const etcd = cluster.etcd!;
     const url = cluster.etcdUrl;
     say(`etcd ${url}; every process is separate: kill one and watch the others cope`);
+    if (cluster.pki) {
+      // The demo's own commands act as the cluster's admin, as `export $(cat DIR/drover.env)` would.
+      Object.assign(process.env, { DROVER_CA: cluster.pki.caFile, DROVER_CERT: cluster.pki.admin.cert, DROVER_KEY: cluster.pki.admin.key });
+      useEnvIdentity('demo');
+      say(`mutual TLS on every channel, etcd with client certificates and RBAC; identities in ${cluster.pki.dir}`);
+    }
     await createVms(etcd, url);
     const snap1 = await rebalance(etcd, url, agg, () => interrupted);
     const victim = nodesJson(snap1).filter((n) => n.state === 'ready').sort((a, b) => b.vms.length - a.vms.length)[0].id;

@@ -1,6 +1,7 @@
 /** `drover up`: a local cluster (etcd, agents, 2 schedulers and 2 migrators, supervised) until Ctrl-C. */
 import * as path from 'node:path';
-import { parse, str, size, int, required, UsageError, type Parsed } from '../../args';
+import { parse, flag, str, size, int, required, UsageError, type Parsed } from '../../args';
+import { insecureWarning } from '../../tls-flags';
 import { LocalCluster } from '../../../services/local-cluster';
 import { ETCD, noExtra, waitSignal } from './common';
 
@@ -21,10 +22,10 @@ function replicas(p: Parsed, name: 'schedulers' | 'migrators', dflt: number): nu
 
 /** `drover up --nodes N --dir DIR ...`; returns the exit code. */
 export async function upCommand(argv: string[]): Promise<number> {
-  const usage = 'drover up --nodes N --dir DIR [--etcd URL] [--mem-capacity 2GiB] [--aggressiveness 1-5] [--schedulers 2] [--migrators 2]';
+  const usage = 'drover up --nodes N --dir DIR [--etcd URL] [--mem-capacity 2GiB] [--aggressiveness 1-5] [--schedulers 2] [--migrators 2] [--insecure]';
   const p = parse(argv, {
     ...ETCD, nodes: { type: 'string' }, dir: { type: 'string' }, 'mem-capacity': { type: 'string' }, aggressiveness: { type: 'string' },
-    schedulers: { type: 'string' }, migrators: { type: 'string' },
+    schedulers: { type: 'string' }, migrators: { type: 'string' }, insecure: { type: 'boolean' },
   }, 'up');
   noExtra(p, 0, usage);
   const nodes = int(p, 'nodes', 3)!;
@@ -35,8 +36,10 @@ export async function upCommand(argv: string[]): Promise<number> {
   size(p, 'mem-capacity');
   const schedulers = replicas(p, 'schedulers', DEFAULT_SCHEDULERS);
   const migrators = replicas(p, 'migrators', DEFAULT_MIGRATORS);
+  const insecure = flag(p, 'insecure');
+  if (insecure) console.error(insecureWarning('up: the cluster'));
   const cluster = new LocalCluster({
-    nodes, dir, etcdUrl: str(p, 'etcd') ?? undefined, agentMem: str(p, 'mem-capacity'), schedulers, migrators,
+    nodes, dir, etcdUrl: str(p, 'etcd') ?? undefined, agentMem: str(p, 'mem-capacity'), schedulers, migrators, insecure,
     config: agg !== undefined ? { aggressiveness: agg } : undefined,
     log: (line) => console.log(`drover: ${line}`),
   });
@@ -48,6 +51,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     throw e;
   }
   console.log(`drover: cluster up: ${nodes} nodes, ${schedulers} schedulers, ${migrators} migrators (restarted if they die), etcd ${cluster.etcdUrl}${str(p, 'etcd') ? '' : ' (local)'}, logs in ${dir}`);
+  console.log(cluster.pki ? `  mutual TLS everywhere, etcd RBAC; CA and identities in ${cluster.pki.dir} (drover pki issue --dir ${cluster.pki.dir} ... adds one)` : '  PLAIN TEXT (--insecure): no authentication');
   console.log(`  export $(cat ${path.join(dir, 'drover.env')})   # then: drover node list, drover vm create ...`);
   console.log('  Ctrl-C stops everything');
   await stopping;

@@ -34,12 +34,31 @@ type UnaryCall<M extends UnaryMethod> = (req: Req<M>, options: grpc.CallOptions,
  */
 export const TLS_SERVER_NAME: grpc.ChannelOptions = { 'grpc.ssl_target_name_override': 'drover' };
 
+/** Channel credentials towards an agent, expecting node `node`'s identity when named (any node otherwise). */
+export type AgentCredentials = (node?: string) => grpc.ChannelCredentials;
+
+let processCredentials: AgentCredentials = () => grpc.credentials.createInsecure();
+
+/**
+ * Sets this process's credentials towards agents (a migrator or scheduler: its controller
+ * certificate; the cluster CLI: the admin's), used by every AgentClient built without explicit
+ * credentials. Plain text until set.
+ */
+export function setAgentCredentials(f: AgentCredentials): void {
+  processCredentials = f;
+}
+
+/** This process's credentials towards the agent of node `node` (any node of the cluster when absent). */
+export function agentCredentials(node?: string): grpc.ChannelCredentials {
+  return processCredentials(node);
+}
+
 /** Client of the NodeAgent service at `address` (host:port). */
 export class AgentClient {
   private readonly client: ServiceClient<'NodeAgent'>;
 
-  /** `credentials`: TLS from lib/pki/grpc-credentials.ts clientCredentials(); plain text (--insecure) by default. */
-  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+  /** `credentials`: TLS from lib/pki/grpc-credentials.ts clientCredentials(); by default the process's (setAgentCredentials; plain text unless set). */
+  constructor(readonly address: string, credentials: grpc.ChannelCredentials = agentCredentials()) {
     this.client = new NodeAgentClient(address, credentials, { ...CHANNEL_OPTIONS, ...TLS_SERVER_NAME });
   }
 

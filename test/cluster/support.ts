@@ -10,6 +10,8 @@ import { LocalCluster, droverBin, type LocalClusterOptions } from '../../service
 import { readHistory, readSnapshot } from '../../cluster/etcd';
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import type { JobRecord } from '../../cluster/keyspace';
+import { loadTlsFiles } from '../../lib/pki/tls-files';
+import { clientCredentials } from '../../lib/pki/grpc-credentials';
 
 export { startLocalEtcd } from '../../cluster/local-etcd';
 /** The cluster-operations API, as the CLI uses it (tests change config and create VMs through it). */
@@ -73,13 +75,14 @@ export async function waitFor<T>(what: string, f: () => Promise<T | undefined | 
   }
 }
 
-/** Where each VM runs, by asking every agent (not etcd). */
+/** Where each VM runs, by asking every agent (not etcd; as the admin in a TLS cluster). */
 export async function runningWhere(c: LocalCluster): Promise<Map<string, string[]>> {
   const snap = await readSnapshot(c.etcd!);
+  const admin = c.pki ? loadTlsFiles(c.pki.admin) : undefined;
   const where = new Map<string, string[]>();
   for (const n of snap.nodes.values()) {
     if (!n.heartbeat) continue;
-    const a = new AgentClient(n.record.address);
+    const a = new AgentClient(n.record.address, admin ? clientCredentials(admin, { role: 'node', name: n.id }) : undefined);
     try {
       for (const v of await a.listVms()) if (v.state === 'running' || v.state === 'paused') where.set(v.spec.name, [...(where.get(v.spec.name) ?? []), n.id]);
     } finally { a.close(); }

@@ -69,16 +69,16 @@ export class ProcessSet {
     this.hosts.forEach((h, i) => {
       // agents start tuned (as the local-cluster launcher does), so the pid is the agent itself
       this.add(`agent-${h.name}`, 'agent', h, droverArgv(['agent', '--listen', this.agentAddr(h), '--node-id', `node-${i + 1}`,
-        '--etcd', this.etcdUrls(), '--mem-capacity', opts.agentMem, '--vcpus', '8'], ['--initial-old-space-size=256']),
+        '--etcd', this.etcdUrls(), '--mem-capacity', opts.agentMem, '--vcpus', '8', '--insecure'], ['--initial-old-space-size=256']),
       { DROVER_AGENT_TUNED: '1', GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' });
     });
     for (let i = 0; i < opts.migrators; i++) {
       const h = this.hosts[i % this.hosts.length];
-      this.add(`migrator-${i + 1}`, 'migrator', h, droverArgv(['migrator', '--etcd', this.etcdUrls(), '--id', `migrator-${i + 1}`]));
+      this.add(`migrator-${i + 1}`, 'migrator', h, droverArgv(['migrator', '--etcd', this.etcdUrls(), '--id', `migrator-${i + 1}`, '--insecure']));
     }
     for (let i = 0; i < opts.schedulers; i++) {
       const h = this.hosts[(i + 1) % this.hosts.length];
-      this.add(`scheduler-${i + 1}`, 'scheduler', h, droverArgv(['scheduler', '--etcd', this.etcdUrls(), '--id', `scheduler-${i + 1}`]));
+      this.add(`scheduler-${i + 1}`, 'scheduler', h, droverArgv(['scheduler', '--etcd', this.etcdUrls(), '--id', `scheduler-${i + 1}`, '--insecure']));
     }
   }
 

@@ -2,21 +2,24 @@
  * A local cluster (etcd, agents, scheduler, migrator as processes): `drover up`'s LocalCluster
  * writes DROVER_METRICS and DIR/prometheus.yml; a real Prometheus run on that very file scrapes
  * every process; control-plane metrics (leader, lease, jobs, VMs per node) match the cluster.
+ * The cluster runs as `drover up` does, with mutual TLS: Prometheus scrapes over HTTPS with the
+ * monitor identity the generated config names (scheme: https, tls_config).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startCluster, cli, waitFor } from '../cluster/support';
+import { startCluster, cli, cliEnv, waitFor } from '../cluster/support';
 import { startPrometheus } from './support';
 
-test('drover up: DROVER_METRICS and prometheus.yml; Prometheus scrapes agents, scheduler and migrator', async () => {
-  const c = await startCluster({ nodes: 2 });
+test('drover up: DROVER_METRICS and prometheus.yml; Prometheus scrapes agents, scheduler and migrator over TLS', async () => {
+  const c = await startCluster({ nodes: 2, insecure: false });
   let prom: Awaited<ReturnType<typeof startPrometheus>> | undefined;
   try {
     const env = fs.readFileSync(path.join(c.opts.dir, 'drover.env'), 'utf8');
-    assert.match(env, /^DROVER_ETCD=/m);
+    assert.match(env, /^DROVER_ETCD=https:/m);
+    assert.match(fs.readFileSync(path.join(c.opts.dir, 'prometheus.yml'), 'utf8'), /scheme: https\n {4}tls_config:/);
     const metrics = /^DROVER_METRICS=(.+)$/m.exec(env)?.[1].split(',') ?? [];
     assert.equal(metrics.length, 4, env);
     for (const m of metrics) assert.match(m, /^127\.0\.0\.1:[0-9]+$/);
@@ -26,8 +29,8 @@ test('drover up: DROVER_METRICS and prometheus.yml; Prometheus scrapes agents, s
     prom = await startPrometheus(config);
     const scalar = async (q: string) => { const r = await prom!.query(q); return r.length ? Number(r[0].value[1]) : undefined; };
 
-    assert.equal((await cli(c.etcdUrl, ['vm', 'create', 'obs1', '--mem', '64MiB', '--profile', 'web', '--node', 'node-1'])).code, 0);
-    const m = await cli(c.etcdUrl, ['migrate', 'obs1', '--to', 'node-2', '--wait', '--json']);
+    assert.equal((await cli(c.etcdUrl, ['vm', 'create', 'obs1', '--mem', '64MiB', '--profile', 'web', '--node', 'node-1'], undefined, cliEnv(c))).code, 0);
+    const m = await cli(c.etcdUrl, ['migrate', 'obs1', '--to', 'node-2', '--wait', '--json'], undefined, cliEnv(c));
     assert.equal(m.code, 0, m.stdout + m.stderr);
 
     await waitFor('all 4 targets up', async () => (await scalar('count(up == 1)')) === 4, 30_000, 500);

@@ -36,6 +36,7 @@ export async function connectEtcd(url: string, timeoutMs = 3000, tls?: TlsFilePa
     if (!paths) throw failedPrecondition(`etcd at ${url} is https: a client certificate is needed (set DROVER_CA, DROVER_CERT and DROVER_KEY, e.g. export $(cat DIR/drover.env))`);
     const files = loadTlsFiles(paths);
     credentials = { rootCertificate: files.ca, certChain: files.cert, privateKey: files.key };
+    quietIpServerNameWarning();
   }
   // Every unary call carries a deadline (a hung call becomes an error the caller retries or
   // reports); streams (watches, lease keep-alives) live as long as they are used.
@@ -51,6 +52,26 @@ export async function connectEtcd(url: string, timeoutMs = 3000, tls?: TlsFilePa
     throw unavailable(`cannot reach etcd at ${url}: ${(err as Error).message}`, err);
   }
   return client;
+}
+
+let quieted = false;
+
+/**
+ * etcd3 builds its own TLS credentials, and grpc-js then sends an IP endpoint's address as the
+ * TLS server name, which Node flags once per process (DEP0123, RFC 6066) on stderr: every CLI
+ * command would print it. The certificate is still verified against the IP (its SAN IP), so only
+ * that one warning is dropped; every other warning is emitted as before.
+ */
+export function quietIpServerNameWarning(): void {
+  if (quieted) return;
+  quieted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    const [, type, code] = args;
+    const c = typeof type === 'object' && type !== null ? (type as { code?: string }).code : code;
+    if (c === 'DEP0123') return;
+    emit(...args);
+  }) as typeof process.emitWarning;
 }
 
 /** Rejects with UNAVAILABLE if `p` does not settle within `ms`. */

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { unavailable } from '../lib/errors';
+import { quietIpServerNameWarning } from './etcd';
 
 /**
  * TLS for a local etcd (PEM file paths): client and peer URLs serve TLS with certificates of the
@@ -91,6 +92,7 @@ export async function startLocalEtcd(opts: { dir?: string; log?: string; tls?: L
     }
     if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
   };
+  if (t) quietIpServerNameWarning();
   const client = new Etcd3({ hosts: url, ...(t ? { credentials: etcdCredentials(t) } : {}) });
   const deadline = Date.now() + 15_000;
   try {

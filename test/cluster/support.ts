@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalCluster, droverBin, type LocalClusterOptions } from '../../services/local-cluster';
 import { readHistory, readSnapshot } from '../../cluster/etcd';
-import { AgentClient } from '../../services/node-agent/client/agent-client';
+import { AgentClient, setAgentCredentials } from '../../services/node-agent/client/agent-client';
 import type { JobRecord } from '../../cluster/keyspace';
 import { loadTlsFiles } from '../../lib/pki/tls-files';
 import { clientCredentials } from '../../lib/pki/grpc-credentials';
@@ -17,15 +17,20 @@ export { startLocalEtcd } from '../../cluster/local-etcd';
 /** The cluster-operations API, as the CLI uses it (tests change config and create VMs through it). */
 export { setConfig, createVmRecord, waitPlaced, requestMigration, cancelMigration } from '../../cluster/ops';
 
+/** The admin environment of each running test cluster, by etcd URL (cli() adds it). */
+const clusterEnvs = new Map<string, Record<string, string>>();
+
 /**
  * Starts a cluster in a fresh temp dir (removed by `stop`, kept when the test failed and DROVER_KEEP=1).
- * Plain text (`insecure: true`) unless the test passes `insecure: false` (mutual TLS and etcd RBAC,
- * as `drover up`; then use `c.pki` for credentials, and `cliEnv(c)` for the CLI).
+ * As `drover up` runs it: mutual TLS and etcd RBAC (`insecure: true` for plain text). The test
+ * process then acts as the cluster's admin: `cli(c.etcdUrl, ...)` gets DROVER_CA/CERT/KEY, every
+ * AgentClient built without credentials presents the admin certificate, `c.etcd` is the admin's.
  */
 export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes: number }): Promise<LocalCluster & { stopAll(): Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-it-'));
-  const c = new LocalCluster({ agentMem: '1GiB', agentVcpus: 16, insecure: true, ...opts, dir, env: { DROVER_QUIET: '', ...(opts.env ?? {}) } }) as LocalCluster & { stopAll(): Promise<void> };
+  const c = new LocalCluster({ agentMem: '1GiB', agentVcpus: 16, ...opts, dir, env: { DROVER_QUIET: '', ...(opts.env ?? {}) } }) as LocalCluster & { stopAll(): Promise<void> };
   c.stopAll = async () => {
+    clusterEnvs.delete(c.etcdUrl);
     await c.stop();
     if (process.env.DROVER_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
     else console.log(`kept ${dir}`);
@@ -35,6 +40,11 @@ export async function startCluster(opts: Partial<LocalClusterOptions> & { nodes:
   } catch (e) {
     await c.stopAll();
     throw e;
+  }
+  clusterEnvs.set(c.etcdUrl, cliEnv(c));
+  if (c.pki) {
+    const admin = loadTlsFiles(c.pki.admin);
+    setAgentCredentials((node) => clientCredentials(admin, node ? { role: 'node', name: node } : { role: 'node' }));
   }
   return c;
 }
@@ -51,10 +61,10 @@ export function cliEnv(c: LocalCluster): Record<string, string> {
   return c.pki ? { DROVER_CA: c.pki.caFile, DROVER_CERT: c.pki.admin.cert, DROVER_KEY: c.pki.admin.key } : {};
 }
 
-/** Runs `drover ARGS` with DROVER_ETCD set to `etcdUrl` (and `env`, e.g. cliEnv(c)). */
+/** Runs `drover ARGS` with DROVER_ETCD set to `etcdUrl`, as the admin of that test cluster (`env` overrides). */
 export function cli(etcdUrl: string, args: string[], timeoutMs = 180_000, env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [droverBin(), ...args], { env: { ...process.env, DROVER_ETCD: etcdUrl, ...env }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [droverBin(), ...args], { env: { ...process.env, DROVER_ETCD: etcdUrl, ...clusterEnvs.get(etcdUrl), ...env }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });

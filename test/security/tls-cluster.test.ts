@@ -29,7 +29,7 @@ function scrape(address: string, ca: string, id?: TlsFilePaths): Promise<number 
 }
 
 test('a TLS local cluster: CLI with the admin identity, a migration end to end, /metrics for monitors only', async () => {
-  const c = await startCluster({ nodes: 2, insecure: false, config: { autoRebalance: false } });
+  const c = await startCluster({ nodes: 2, config: { autoRebalance: false } }); // TLS: the default
   clusters.push(c);
   const env = cliEnv(c);
   assert.match(c.etcdUrl, /^https:/);

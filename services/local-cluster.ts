@@ -21,7 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { unavailable } from '../lib/errors';
+import { failedPrecondition, unavailable } from '../lib/errors';
 import { connectEtcd, updateJson } from '../cluster/etcd';
 import { keys, type ClusterConfig } from '../cluster/keyspace';
 import { startLocalEtcd, type LocalEtcd } from '../cluster/local-etcd';
@@ -138,6 +138,7 @@ export class LocalCluster {
 
   async start(): Promise<void> {
     fs.mkdirSync(this.opts.dir, { recursive: true });
+    fs.rmSync(path.join(this.opts.dir, 'drover.env'), { force: true }); // a previous run's: readers wait for this run's
     if (!this.opts.insecure) this.pki = await ensureLocalPki(path.join(this.opts.dir, 'pki'), this.nodeIds(), this.controllerNames());
     if (this.opts.etcdUrl) {
       this.etcdUrl = this.opts.etcdUrl;
@@ -169,6 +170,7 @@ export class LocalCluster {
   private tlsArgs(name: string): string[] {
     if (!this.pki) return ['--insecure'];
     const f = this.pki.of(name);
+    if (!fs.existsSync(f.cert)) throw failedPrecondition(`no certificate for ${name} in ${this.pki.dir}: the local cluster issues identities for its configured nodes and replicas only (drover pki issue --dir ${this.pki.dir} ... adds one)`);
     return ['--ca', f.ca, '--cert', f.cert, '--key', f.key];
   }
 

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as https from 'node:https';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -169,8 +170,21 @@ test('AbortIncoming with a wrong or empty token, or from another node, is refuse
   b.close();
 });
 
+/** GET https://metricsAddr/metrics as `id` (a TLS agent serves /metrics over HTTPS, monitor/admin only). */
+function scrape(id: TlsFiles): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get({ host: '127.0.0.1', port: Number(metricsAddr.split(':')[1]), path: '/metrics', ca: id.ca, cert: id.cert, key: id.key }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
 test('refusals are counted in drover_authz_refusals_total{method,code,role}', async () => {
-  const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+  assert.equal((await scrape(ids.node)).status, 403, 'a node identity may not read metrics');
+  const text = (await scrape(ids.monitor)).body;
   const line = (method: string, code: string, role: string) => text.split('\n').find((l) => l.startsWith('drover_authz_refusals_total{')
     && l.includes(`method="${method}"`) && l.includes(`code="${code}"`) && l.includes(`role="${role}"`));
   const destroy = line('drover.v1.NodeAgent/DestroyVm', 'PERMISSION_DENIED', 'monitor');

@@ -93,7 +93,10 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
   if (baselines.length) {
     lines.push('', 'baselines (same run)');
     const h2 = baselines.find((b) => b.name.includes('HTTP/2'));
-    for (const b of baselines) lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}`);
+    for (const b of baselines) {
+      const c = b.cpuSecondsPerGB;
+      lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}${c ? `  (CPU s/GB sender ${c.sender.toFixed(2)}, receiver ${c.receiver.toFixed(2)})` : ''}`);
+    }
     if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
   }
   const extra = diskExtraDowntime(results);
@@ -214,7 +217,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   const baselines = flag(p, 'baselines') ? await runBaselines() : [];
   if (json) {
-    for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds }));
+    for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds, ...(bl.cpuSecondsPerGB ? { cpuSecondsPerGB: bl.cpuSecondsPerGB } : {}) }));
   } else {
     console.log([benchTable(results, baselines), ...tlsComparison(results)].join('\n'));
     if (pauseCost) console.log(diskPauseLine(pauseCost));

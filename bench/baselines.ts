@@ -13,6 +13,20 @@ export interface Baseline {
   bytes: number;
   seconds: number;
   bytesPerSec: number;
+  /** CPU seconds per GB (10^9 bytes) of the sending and of the receiving process (utime + stime). */
+  cpuSecondsPerGB?: { sender: number; receiver: number };
+}
+
+/** CPU seconds this process used so far (all threads, utime + stime). */
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** The receiver replies "<bytes> <its CPU seconds while receiving>"; with the sender's CPU seconds, the per-GB figures. */
+function cpuPerGb(reply: string, senderCpu: number, bytes: number): { sender: number; receiver: number } {
+  const receiverCpu = Number(reply.trim().split(' ')[1]);
+  return { sender: senderCpu / (bytes / 1e9), receiver: receiverCpu / (bytes / 1e9) };
 }
 
 const CHUNK = 1024 * 1024;
@@ -22,16 +36,18 @@ function serve(kind: string): void {
   if (kind === 'tcp') {
     const srv = net.createServer((s) => {
       let n = 0;
+      const c0 = cpuNow();
       s.on('data', (b) => { n += b.length; });
-      s.on('end', () => s.end(String(n)));
+      s.on('end', () => s.end(`${n} ${cpuNow() - c0}`));
     });
     srv.listen(0, '127.0.0.1', () => console.log((srv.address() as net.AddressInfo).port));
   } else {
     const srv = http2.createServer();
     srv.on('stream', (stream) => {
       let n = 0;
+      const c0 = cpuNow();
       stream.on('data', (b: Buffer) => { n += b.length; });
-      stream.on('end', () => { stream.respond({ ':status': 200 }); stream.end(String(n)); });
+      stream.on('end', () => { stream.respond({ ':status': 200 }); stream.end(`${n} ${cpuNow() - c0}`); });
     });
     srv.listen(0, '127.0.0.1', () => console.log((srv.address() as net.AddressInfo).port));
   }
@@ -53,6 +69,7 @@ export function nodeTcp(total = 2 * 2 ** 30): Promise<Baseline> {
     const buf = Buffer.alloc(CHUNK, 1);
     const s = net.connect(port, '127.0.0.1');
     const t0 = performance.now();
+    const c0 = cpuNow();
     let sent = 0;
     const pump = () => {
       while (sent < total) {
@@ -62,9 +79,9 @@ export function nodeTcp(total = 2 * 2 ** 30): Promise<Baseline> {
       s.end();
     };
     s.on('connect', pump);
-    s.on('data', () => {
+    s.on('data', (reply: Buffer) => {
       const sec = (performance.now() - t0) / 1000;
-      resolve({ name: 'raw TCP (node socket)', bytes: total, seconds: sec, bytesPerSec: total / sec });
+      resolve({ name: 'raw TCP (node socket)', bytes: total, seconds: sec, bytesPerSec: total / sec, cpuSecondsPerGB: cpuPerGb(reply.toString(), cpuNow() - c0, total) });
     });
     s.on('error', reject);
   }));
@@ -77,6 +94,8 @@ export function http2Stream(total = 2 * 2 ** 30): Promise<Baseline> {
     const buf = Buffer.alloc(CHUNK, 1);
     const req = client.request({ ':method': 'POST', ':path': '/' });
     const t0 = performance.now();
+    const c0 = cpuNow();
+    let reply = '';
     let sent = 0;
     const pump = () => {
       while (sent < total) {
@@ -86,11 +105,11 @@ export function http2Stream(total = 2 * 2 ** 30): Promise<Baseline> {
       req.end();
     };
     pump();
-    req.on('data', () => undefined);
+    req.on('data', (b: Buffer) => { reply += b.toString(); });
     req.on('end', () => {
       const sec = (performance.now() - t0) / 1000;
       client.close();
-      resolve({ name: 'one HTTP/2 stream (node:http2)', bytes: total, seconds: sec, bytesPerSec: total / sec });
+      resolve({ name: 'one HTTP/2 stream (node:http2)', bytes: total, seconds: sec, bytesPerSec: total / sec, cpuSecondsPerGB: cpuPerGb(reply, cpuNow() - c0, total) });
     });
     req.on('error', reject);
   }));

@@ -7,7 +7,7 @@
 import { parse, str, flag, duration, rate, UsageError } from '../args';
 import { SPEC_OPTIONS, specFromFlags } from './vm';
 import type { AgentClient } from '../../services/node-agent/client/agent-client';
-import { cpuMeter, startBenchPair, tlsComparison, type BenchPair } from './bench-tls';
+import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from './bench-tls';
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
@@ -31,8 +31,10 @@ export interface BenchResult extends MigrationResult {
   diskAckedSeq: number;
   /** How the agents talked (plain text or mutual TLS). */
   transport?: 'plain' | 'tls';
-  /** CPU seconds of each agent process during MigrateVm (bench --tls). */
+  /** CPU seconds of each agent process during MigrateVm (utime + stime of /proc/PID/stat). */
   cpuSeconds?: { source: number; target: number };
+  /** cpuSeconds per GB (10^9 bytes) on the wire, each side. */
+  cpuSecondsPerGB?: { source: number; target: number };
 }
 
 
@@ -62,7 +64,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
-      ...(cpuSeconds ? { cpuSeconds } : {}),
+      ...(cpuSeconds ? { cpuSeconds, cpuSecondsPerGB: { source: perGb(cpuSeconds.source, r.bytesSent), target: perGb(cpuSeconds.target, r.bytesSent) } } : {}),
     };
   } finally {
     await b.destroyVm(spec.name).catch(() => undefined);
@@ -70,22 +72,31 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   }
 }
 
+/** "source/target" CPU seconds per GB on the wire, or "-" when not measured. */
+function cpuCell(r: BenchResult): string {
+  const c = r.cpuSecondsPerGB;
+  return c && Number.isFinite(c.source) && Number.isFinite(c.target) ? `${c.source.toFixed(2)}/${c.target.toFixed(2)}` : '-';
+}
+
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
   const lines = [
-    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   stop                      verified',
+    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  stop                      verified',
   ];
   for (const r of results) {
     lines.push([
       `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
-      formatRate(r.throughputBytesPerSec).padEnd(12), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
+      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
     ].join(' '));
   }
   if (baselines.length) {
     lines.push('', 'baselines (same run)');
     const h2 = baselines.find((b) => b.name.includes('HTTP/2'));
-    for (const b of baselines) lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}`);
+    for (const b of baselines) {
+      const c = b.cpuSecondsPerGB;
+      lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}${c ? `  (CPU s/GB sender ${c.sender.toFixed(2)}, receiver ${c.receiver.toFixed(2)})` : ''}`);
+    }
     if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
   }
   const extra = diskExtraDowntime(results);
@@ -187,7 +198,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
           for (const pair of pairs) {
             const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}${pairs.length > 1 ? `/${pair.transport}` : ''}`;
             const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
-            const meter = pairs.length > 1 ? () => cpuMeter(pair) : undefined;
+            const meter = () => cpuMeter(pair);
             const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter });
             results.push(pairs.length > 1 ? { ...r, transport: pair.transport } : r);
             if (json) console.log(JSON.stringify(results[results.length - 1]));
@@ -206,7 +217,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   const baselines = flag(p, 'baselines') ? await runBaselines() : [];
   if (json) {
-    for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds }));
+    for (const bl of baselines) console.log(JSON.stringify({ baseline: bl.name, bytesPerSec: bl.bytesPerSec, bytes: bl.bytes, seconds: bl.seconds, ...(bl.cpuSecondsPerGB ? { cpuSecondsPerGB: bl.cpuSecondsPerGB } : {}) }));
   } else {
     console.log([benchTable(results, baselines), ...tlsComparison(results)].join('\n'));
     if (pauseCost) console.log(diskPauseLine(pauseCost));

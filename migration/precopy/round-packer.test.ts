@@ -124,3 +124,36 @@ test('a second round of an unchanged zero page sends nothing for it', () => {
   assert.equal(hasContent(second[0].batch), false);
   assert.equal(second[0].batch.settled, 1);
 });
+
+test('zero and skipped pages inside a copied span: every payload holds exactly the pages its ranges name, checksums match', () => {
+  const pages = 200;
+  const nonzero: number[] = [];
+  let x = 12345;
+  const rnd = () => { x = (Math.imul(x, 1103515245) + 12345) >>> 0; return x / 2 ** 32; };
+  for (let p = 0; p < pages; p++) if (rnd() < 0.7) nonzero.push(p);
+  const src = memory(pages, nonzero, 64);
+  const digest = new ImageDigest(pages);
+  for (let p = 0; p < pages; p += 7) digest.set(p, 99); // the target may hold non-zero there: zero ranges needed
+  const skip = bitmapOf(pages, [10, 3, 50, 1, 51, 1, 120, 9]);
+  const out = pack(bitmapOf(pages, [0, pages]), src, digest, sinkOf(5, skip), { maxRunPages: 32, maxRangeEntries: 64 });
+  const sent = new Set<number>();
+  for (const { batch, payload } of out) {
+    const expected: Buffer[] = [];
+    let checksum = 0;
+    for (let i = 0; i < batch.ranges.length; i += 2) {
+      for (let p = batch.ranges[i]; p < batch.ranges[i] + batch.ranges[i + 1]; p++) {
+        assert.ok(nonzero.includes(p), `page ${p} in a range is non-zero`);
+        assert.ok(!sent.has(p));
+        sent.add(p);
+        const v = src.pageView(p, 1);
+        expected.push(Buffer.from(v));
+        checksum = foldChecksum(checksum, p, hashPage(new Int32Array(v.buffer, v.byteOffset, PAGE_SIZE / 4), 0));
+      }
+    }
+    assert.ok(payload.equals(Buffer.concat(expected)), 'payload = the named pages, in range order');
+    assert.equal(batch.checksum, checksum);
+    assert.ok(batch.payloadBytes <= 5 * PAGE_SIZE);
+  }
+  const skipped = new Set([10, 11, 12, 50, 51, 120, 121, 122, 123, 124, 125, 126, 127, 128]);
+  for (const p of nonzero) assert.equal(sent.has(p), !skipped.has(p), `page ${p} sent unless skipped`);
+});

@@ -5,13 +5,14 @@
  *
  * Per page: pages set in the sink's `toSkip` are left for the next round (Xen's to_skip); zero
  * pages go as zero ranges (or not at all when the digest says the target already holds zeros);
- * every other page is copied into the payload with Buffer#copy (a plain memcpy; TypedArray#set
- * from a SharedArrayBuffer is not) and hashed in place over the sink's Int32Array view. Nothing
- * is allocated per page: this is the hot path of the page stream.
+ * every other page is copied into the payload with copyBytes (a memcpy), a span per call, and
+ * hashed in place over the sink's Int32Array view. Nothing is allocated per page: this is the
+ * hot path of the page stream.
  */
 import { PAGE_SIZE, type PageAccess } from '../../hypervisor/types';
 import { hashPage, foldChecksum, type ImageDigest } from '../wire/page-hash';
 import { dirtyRuns, testBit } from '../wire/range-table';
+import { copyBytes } from '../wire/frame-codec';
 
 /** The pages a round reads: the domain's geometry and its RAM. */
 export type PageSource = Pick<PageAccess, 'pageCount' | 'slotPages' | 'pageView'>;
@@ -62,6 +63,11 @@ function emptyBatch(): PackedBatch {
  * is packed. Yields each batch when its payload is full and when its range table is full at a
  * run's end (such batches always hold something), and finally the round's last batch, which
  * may be empty (see `hasContent`) and then only counts `settled` pages.
+ *
+ * Each span of pages not to skip is copied with one copyBytes (up to a whole 1 MiB payload,
+ * not one call per 4 KiB page), then hashed in the payload; a zero page found there is dropped
+ * by moving the pages after it down (a memmove inside the payload, rare: never-written pages
+ * are not in round 1's bitmap). The hash is always of the bytes that go on the wire.
  */
 export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: ImageDigest, sink: PackSink, limits: PackLimits): Generator<PackedBatch, void> {
   const hashes = digest.hashes;
@@ -74,33 +80,48 @@ export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: Image
     const src = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
     let runStart = -1;
     let zeroStart = -1;
-    for (let i = 0; i < count; i++) {
-      const pfn = first + i;
-      if (toSkip && testBit(toSkip, pfn)) {
+    let i = 0;
+    while (i < count) {
+      if (toSkip && testBit(toSkip, first + i)) {
+        const pfn = first + i;
         if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
         if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
         b.settled++;
+        i++;
         continue;
       }
-      const used = b.payloadBytes;
-      src.copy(payload, used, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-      const h = hashPage(words, used >> 2);
-      if (h === 0) {
-        if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
-        if (hashes[pfn] === 0) { b.settled++; continue; } // the target holds zeros already
-        if (zeroStart < 0) zeroStart = pfn;
-        b.zeroPages++;
-        digest.set(pfn, 0);
-        continue;
+      // The span [i, j): pages not to skip, at most the room left in the payload (>= 1 page).
+      const limit = Math.min(count, i + (payload.length - b.payloadBytes) / PAGE_SIZE);
+      let j = i + 1;
+      while (j < limit && !(toSkip && testBit(toSkip, first + j))) j++;
+      const base = b.payloadBytes;
+      copyBytes(src, i * PAGE_SIZE, payload, base, (j - i) * PAGE_SIZE);
+      let w = base; // where the next non-zero page of the span belongs
+      for (let k = i; k < j; k++) {
+        const pfn = first + k;
+        const r = base + (k - i) * PAGE_SIZE;
+        const h = hashPage(words, r >> 2);
+        if (h === 0) {
+          if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
+          if (hashes[pfn] === 0) { b.settled++; continue; } // the target holds zeros already
+          if (zeroStart < 0) zeroStart = pfn;
+          b.zeroPages++;
+          digest.set(pfn, 0);
+          continue;
+        }
+        if (r !== w) payload.copyWithin(w, r, r + PAGE_SIZE);
+        if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+        if (runStart < 0) runStart = pfn;
+        b.checksum = foldChecksum(b.checksum, pfn, h);
+        digest.set(pfn, h);
+        w += PAGE_SIZE;
+        b.pages++;
       }
-      if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
-      if (runStart < 0) runStart = pfn;
-      b.checksum = foldChecksum(b.checksum, pfn, h);
-      digest.set(pfn, h);
-      b.payloadBytes = used + PAGE_SIZE;
-      b.pages++;
+      b.payloadBytes = w;
+      i = j;
       if (b.payloadBytes === payload.length) {
-        b.ranges.push(runStart, pfn + 1 - runStart);
+        // Full only when every page of the span was non-zero: the run is open, no zero range is.
+        b.ranges.push(runStart, first + i - runStart);
         runStart = -1;
         yield b;
         b = emptyBatch();

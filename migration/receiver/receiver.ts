@@ -12,6 +12,7 @@ import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
+import { copyBytes } from '../wire/frame-codec';
 import { acks, checkRangeTable, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
 
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
@@ -206,8 +207,8 @@ export class IncomingMigration {
     for (let i = 0; i < f.ranges.length; i += 2) {
       const first = f.ranges[i], count = f.ranges[i + 1];
       const view = d.pageView(first, count);
-      // Buffer#copy is a plain memcpy; TypedArray#set into a SharedArrayBuffer is not.
-      f.payload.copy(Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, off, off + count * PAGE_SIZE);
+      // copyBytes is a memcpy; Buffer#copy (TypedArray#set) into a SharedArrayBuffer is not.
+      copyBytes(f.payload, off, Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, count * PAGE_SIZE);
       off += count * PAGE_SIZE;
       const words = new Int32Array(view.buffer, view.byteOffset, (count * PAGE_SIZE) >> 2);
       for (let p = 0; p < count; p++) {

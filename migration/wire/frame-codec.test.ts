@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchBuilder, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
+import { BatchBuilder, copyBytes, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
 import { frames, acks, validateBatch, MAX_FRAME_BYTES } from './protocol';
 import { DroverError } from '../../lib/errors';
 
@@ -75,4 +75,22 @@ test('QEMU tunnel StreamData: gathered chunks round-trip as frames and acks (vie
   const s = decodeFrame(encodeFrame(frames.startTunnel('m1', 'tok', 4096, 256)));
   assert.equal(s.kind === 'start' && s.tunnel, 'qemu');
   assert.equal(decodeAck(encodeAck({ ...acks.accepted(), postcopy: true } as any)).kind, 'accepted');
+});
+
+test('copyBytes copies exactly the range, into and out of shared memory, from unaligned offsets; refuses out of bounds', () => {
+  const ram = Buffer.from(new SharedArrayBuffer(4 * 4096));
+  for (let i = 0; i < ram.length; i++) ram[i] = (i * 7 + 3) & 0xff;
+  const frame = Buffer.alloc(3 * 4096 + 17, 0xee);
+  copyBytes(ram, 4096, frame, 17, 2 * 4096);
+  assert.ok(frame.subarray(17, 17 + 2 * 4096).equals(ram.subarray(4096, 3 * 4096)));
+  assert.equal(frame[16], 0xee, 'nothing before the range');
+  assert.equal(frame[17 + 2 * 4096], 0xee, 'nothing after the range (no repeat of the value)');
+  const target = Buffer.from(new SharedArrayBuffer(4 * 4096));
+  copyBytes(frame, 17, target, 4096, 2 * 4096);
+  assert.ok(target.subarray(4096, 3 * 4096).equals(ram.subarray(4096, 3 * 4096)));
+  assert.equal(target[4095], 0);
+  assert.equal(target[3 * 4096], 0);
+  copyBytes(frame, 0, target, 0, 0); // nothing to copy
+  assert.throws(() => copyBytes(frame, 17, target, 3 * 4096, 2 * 4096), RangeError);
+  assert.throws(() => copyBytes(frame, frame.length - 10, target, 0, 4096), RangeError);
 });

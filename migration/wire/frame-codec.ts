@@ -59,6 +59,20 @@ function putPacked(buf: Buffer, at: number, tag: number, values: number[]): numb
 }
 
 /**
+ * Copies `len` bytes of `src` from `srcStart` into `dst` at `dstStart` with one native memcpy,
+ * also when either side is guest RAM (a SharedArrayBuffer). Buffer#copy goes through
+ * TypedArray#set, which on shared memory is V8's relaxed memmove (word by word, byte by byte
+ * when unaligned): from a gRPC payload (unaligned) into guest RAM it cost 0.72-0.79 CPU s/GB on
+ * the 2-core test machine, Buffer#fill with a value exactly as long as the range 0.17-0.19
+ * (node's Fill is a memcpy of the value); from guest RAM into a frame 0.13-0.22 vs 0.11-0.16.
+ */
+export function copyBytes(src: Buffer, srcStart: number, dst: Buffer, dstStart: number, len: number): void {
+  if (len <= 0) return;
+  if (srcStart < 0 || dstStart < 0 || srcStart + len > src.length || dstStart + len > dst.length) throw new RangeError(`copyBytes: ${len} bytes from ${srcStart} of ${src.length} to ${dstStart} of ${dst.length} out of bounds`);
+  dst.fill(src.subarray(srcStart, srcStart + len), dstStart, dstStart + len);
+}
+
+/**
  * Builds one page-batch frame in place. Usage: `payloadView()` gives the region to copy pages
  * into (in range order); then `finish(seq, ranges, zeroRanges, checksum, payloadBytes)`
  * returns the frame bytes (a view of the builder's buffer, which the caller must not reuse

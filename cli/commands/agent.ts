@@ -52,7 +52,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (etcd) {
     // Loaded only with --etcd: a standalone agent needs no etcd client.
     const reg = await import('../../services/node-agent/registration');
-    registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log });
+    const r = reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log });
+    server.attachCluster(r); // protocol 2: the target records ownership itself (migration/wire/protocol.ts)
+    registration = r;
   }
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -6,7 +6,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCluster, cli, waitFor, runningWhere } from './support';
+import { startCluster, cli, runningWhere } from './support';
 import { getJson, getAllJson } from '../../cluster/etcd';
 import { keys, type JobRecord, type NodeRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
 import type { LocalCluster } from '../../services/local-cluster';

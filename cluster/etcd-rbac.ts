@@ -10,7 +10,7 @@
  * | `root` | the admin identity | everything, including auth management (etcd's built-in root) |
  * | `drover-controller` | migrators, schedulers | read and write every Drover key |
  * | `drover-monitor` | monitors | read every Drover key |
- * | `drover-node-<id>` | the agent of node `<id>` | read and write `nodes/<id>`, `alive/<id>` and the prefix `owned/<id>/` (its switchover records); read `config` and every `vms/` record |
+ * | `drover-node-<id>` | the agent of node `<id>` | read and write `nodes/<id>`, `alive/<id>` and the prefix `owned/<id>/` (its switchover records); read `config`, every `vms/` record, and every node's `alive/` and `owned/` (a paused source resolves a switchover from them) |
  *
  * etcd 3.4 enables auth only when a user named `root` holds the `root` role: one is created
  * without a password (nobody can log in as it; certificate users are matched by CN).
@@ -101,5 +101,8 @@ export async function addNode(etcd: Etcd3, cn: string, nodeId: string): Promise<
   await grant(etcd, role, 'Read', keys.config());
   await grant(etcd, role, 'Read', keys.vms(), prefixEnd(keys.vms()));
   await grant(etcd, role, 'Readwrite', keys.ownerships(nodeId), prefixEnd(keys.ownerships(nodeId)));
+  // A paused source that lost its stream resolves the switchover from the target's record and lease.
+  await grant(etcd, role, 'Read', keys.alives(), prefixEnd(keys.alives()));
+  await grant(etcd, role, 'Read', keys.allOwnerships(), prefixEnd(keys.allOwnerships()));
   await addUser(etcd, cn, role);
 }

@@ -56,6 +56,16 @@ export const keys = {
   config: () => `${PREFIX}config`,
 };
 
+/** `owned/<node>/<vm>`: the target agent resumed the VM for this fenced intent (protocol.ts, switchover). */
+export interface OwnershipClaim {
+  job: string;
+  attempt: number;
+  /** The `vms/<vm>` mod revision of the intent (state migrating) the record was fenced on. */
+  vmRevision: string;
+  /** Date.now() of the record. */
+  at: number;
+}
+
 /** The last path segment of a key (the id or name). */
 export function idOf(key: string): string {
   return key.slice(key.lastIndexOf('/') + 1);

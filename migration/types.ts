@@ -9,8 +9,7 @@ export type MigrationPhase =
   | 'precopy'          // iterative rounds while the VM runs
   | 'stopcopy'         // source paused, last pages and device state
   | 'verifying'        // the target checks its image against the digest
-  | 'awaiting-commit'  // verified; the control plane records the new owner
-  | 'activating'       // the target resumes
+  | 'activating'       // the target resumes, then records its ownership (Owned)
   | 'done'
   | 'failed'
   | 'cancelled';
@@ -35,8 +34,6 @@ export interface MigrationPolicy {
   timeoutMs: number;
   /** After activation, compare the paused source's memory with the target's image digest. */
   verify: boolean;
-  /** Wait for an external commit (control plane) between verification and activation. */
-  externalCommit: boolean;
 }
 
 /** Default downtime target: the project's aim is millisecond downtime. */
@@ -59,7 +56,6 @@ export function resolvePolicy(p: Partial<MigrationPolicy> = {}): MigrationPolicy
     maxBytesFactor: p.maxBytesFactor && p.maxBytesFactor > 0 ? p.maxBytesFactor : DEFAULT_MAX_BYTES_FACTOR,
     timeoutMs: p.timeoutMs && p.timeoutMs > 0 ? p.timeoutMs : 0,
     verify: p.verify ?? false,
-    externalCommit: p.externalCommit ?? false,
   };
 }
 

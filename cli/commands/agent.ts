@@ -53,7 +53,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (etcd) {
     // Loaded only with --etcd: a standalone agent needs no etcd client.
     const reg = await import('../../services/node-agent/registration');
-    registration = await reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log, tls: files?.paths });
+    const r = reg.startRegistration({ etcdUrl: etcd, nodeId, address: bound, info: async () => server.nodeInfo(), log, tls: files?.paths });
+    server.attachCluster(r); // protocol 2: the target records ownership itself (migration/wire/protocol.ts)
+    registration = r;
   }
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -39,6 +39,8 @@ export class BatchWindow {
   verified: VerifiedAck | undefined;
   /** Wall clock the target resumed the guest at, from its Activated ack, once it came. */
   activatedAt: number | undefined;
+  /** The target recorded its ownership (protocol 2's Owned). */
+  owned = false;
   /** When the latest ack arrived (performance.now()). */
   lastAckAt = performance.now();
 
@@ -99,6 +101,9 @@ export class BatchWindow {
         break;
       case 'activated':
         this.activatedAt = ack.resumedAtMs;
+        break;
+      case 'owned':
+        this.owned = true;
         break;
     }
     this.notify();

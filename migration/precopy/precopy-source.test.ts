@@ -9,7 +9,7 @@ import { PrecopySource, type FrameChannel, type PrecopySourceOptions } from './p
 import { resolvePolicy, type MigrationPolicy } from '../types';
 import { IncomingMigration } from '../receiver/receiver';
 import { decodeFrame, encodeFrame } from '../wire/frame-codec';
-import type { Ack } from '../wire/protocol';
+import { acks, type Ack } from '../wire/protocol';
 import { DroverError } from '../../lib/errors';
 import { popcount, testBit } from '../wire/range-table';
 import type { VmSpec } from '../../hypervisor/types';
@@ -32,7 +32,8 @@ function channelTo(target: IncomingMigration, failAfterBatches = Infinity): Fram
       chain = chain.then(async () => {
         try {
           const out = frame.kind === 'start' ? [target.start(frame)] : await target.apply(frame);
-          for (const a of out) onAck(a);
+          // The agent's part (direct mode): Owned right after Activated (protocol.ts, switchover).
+          for (const a of out) { onAck(a); if (a.kind === 'activated') onAck(acks.owned(false)); }
         } catch (err) {
           onError(DroverError.from(err));
         }

@@ -8,9 +8,11 @@
  * again while the round runs (Xen's to_skip: they would be sent twice). Dirty bits are taken
  * with get-and-clear, and folded back into the domain's log if the migration fails.
  *
- * Rollback: any failure before the source sends its commit (Complete with activate, or
- * Activate) aborts the stream, resumes the source and leaves its memory as it was. After the
- * commit the source never resumes on its own.
+ * Rollback: any failure before the source sends Complete (always with activate: protocol 2,
+ * the target decides) aborts the stream, resumes the source and leaves its memory as it was.
+ * After Complete the source resumes only on the target's explicit refusal (REFUSAL_CODES) or
+ * when `resolveOutcome` says the target does not own the VM; Owned ends the migration; a broken
+ * stream with no outcome leaves the source paused (protocol.ts, fault table).
  *
  * This file is the phase driver (source-phase.ts has the machine). Its parts: batch-window.ts
  * (batches in flight, acks, the failure), round-packer.ts (pages -> batches), source-stats.ts
@@ -19,7 +21,7 @@
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import type { BatchBuilder } from '../wire/frame-codec';
-import { frames, MAX_ROUND_RANGES, type Ack, type Frame } from '../wire/protocol';
+import { frames, MAX_ROUND_RANGES, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { checksumBytes, ImageDigest } from '../wire/page-hash';
 import { popcount, rangeTable } from '../wire/range-table';
 import { Pacer, roundRate } from '../policy/rate-control';
@@ -77,9 +79,18 @@ export interface PrecopySourceOptions {
   onProgress?: (p: MigrationProgress) => void;
   /** Cancels the migration (honoured in every phase before switchover). */
   signal?: AbortSignal;
-  /** With externalCommit: resolves when the control plane recorded the new owner. */
-  waitForCommit?: () => Promise<void>;
+  /** The switchover's fenced intent, passed to the target in Start (cluster mode). */
+  fence?: Fence;
+  /**
+   * After Complete, when the stream failed with neither Owned nor an explicit refusal: finds out
+   * whether the target owns the VM ('owned': the source destroys its copy), does not ('refused':
+   * the source resumes) or cannot tell ('unknown': the source stays paused). Absent = unknown.
+   */
+  resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
 }
+
+/** What the source learns of a switchover whose stream broke after Complete. */
+export type SwitchoverOutcome = 'owned' | 'refused' | 'unknown';
 
 /** A pack sink writing into the payload region of `builder`. */
 function sinkOf(builder: BatchBuilder, toSkip: Uint32Array | undefined): PackSink {
@@ -133,10 +144,33 @@ export class PrecopySource {
     } catch (err) {
       const e = this.window.failure ?? DroverError.from(err);
       if (!isCommitted(this.phase)) await this.rollback(e);
+      else return await this.afterComplete(e);
       throw e;
     } finally {
       stopWatchdogs();
     }
+  }
+
+  /**
+   * A failure after Complete: an explicit refusal resumes the source; otherwise the outcome is
+   * resolved (etcd, the target's lease); 'owned' finishes as a success, 'unknown' stays paused.
+   */
+  private async afterComplete(e: DroverError): Promise<MigrationResult> {
+    const id = this.o.migrationId;
+    if (REFUSAL_CODES.has(e.code)) {
+      await this.rollback(e, true);
+      throw new DroverError(e.code, `target refused migration ${id} after Complete; the source resumed: ${e.message}`, { cause: e });
+    }
+    const outcome = this.o.resolveOutcome ? await this.o.resolveOutcome(e).catch(() => 'unknown' as const) : 'unknown';
+    if (outcome === 'owned') {
+      if (this.window.activatedAt === undefined) this.window.activatedAt = performance.timeOrigin + performance.now();
+      return this.finish();
+    }
+    if (outcome === 'refused') {
+      await this.rollback(e, true);
+      throw new DroverError('ABORTED', `migration ${id}: the target does not own the VM after Complete (${e.message}); the source resumed`, { cause: e });
+    }
+    throw new DroverError('UNAVAILABLE', `migration ${id}: switchover outcome unknown after Complete (${e.message}); the VM stays paused on the source ${this.o.sourceName} (it may run on ${this.o.targetName})`, { cause: e });
   }
 
   /** The one place the phase changes: along SOURCE_TRANSITIONS, reported unless `report` is false. */
@@ -170,7 +204,7 @@ export class PrecopySource {
   /** Start, until the target accepted it; then the dirty log runs. */
   private async handshake(): Promise<void> {
     const d = this.o.domain;
-    this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount));
+    this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount, this.o.fence));
     await this.window.until(() => this.window.accepted);
     d.startDirtyLog();
     this.enter({ kind: 'precopy' });
@@ -311,20 +345,21 @@ export class PrecopySource {
     const device = { state, checksum: checksumBytes(state) };
     b.deviceMs = performance.now() - mark;
     mark = performance.now();
-    const activate = !this.o.policy.externalCommit;
-    // With activate, sending Complete is the commit point: the target resumes once verified.
-    this.enter({ kind: 'stopcopy', switchover: sw, commitSent: activate }, false);
-    await this.send(frames.complete(this.digest.digest(), this.window.lastSeq, this.stats.round, sw.pausedWall, activate, 0, device));
-    this.enter({ kind: 'verifying', switchover: sw, commitSent: activate }); // after the send: progress reports stay out of the downtime's path
+    // Sending Complete (always with activate) is the commit point: the target resumes once verified.
+    this.enter({ kind: 'stopcopy', switchover: sw, commitSent: true }, false);
+    await this.send(frames.complete(this.digest.digest(), this.window.lastSeq, this.stats.round, sw.pausedWall, true, 0, device));
+    this.enter({ kind: 'verifying', switchover: sw, commitSent: true }); // after the send: progress reports stay out of the downtime's path
     this.stats.sendingMs += performance.now() - t;
-    if (activate) this.enter({ kind: 'activating', switchover: sw }, false);
+    this.enter({ kind: 'activating', switchover: sw }, false);
     await this.window.until(() => this.window.verified !== undefined);
-    this.checkDigest();
     b.verifyMs = performance.now() - mark;
     mark = performance.now();
-    if (!activate) mark = await this.commitExternally(sw, mark);
     await this.window.until(() => this.window.activatedAt !== undefined);
     b.activateMs = performance.now() - mark;
+    // Downtime ended; the target now records its ownership (cluster mode) and says Owned.
+    mark = performance.now();
+    await this.window.until(() => this.window.owned);
+    b.commitMs = performance.now() - mark;
   }
 
   /** Pauses the source (stop-and-copy began at `t`): the switchover clock starts. */
@@ -349,26 +384,6 @@ export class PrecopySource {
     this.stats.round++;
     this.pacer.setRate(roundRate(this.stats.round, this.stats.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
     await this.sendRound(bitmap, false, true);
-  }
-
-  /** External commit: waits for the control plane's commit (from `mark`), then sends Activate; returns the new mark. */
-  private async commitExternally(sw: Switchover, mark: number): Promise<number> {
-    this.enter({ kind: 'awaiting-commit', switchover: sw });
-    if (this.o.waitForCommit) await this.window.race(this.o.waitForCommit());
-    this.window.check();
-    sw.breakdown.commitMs = performance.now() - mark;
-    const next = performance.now();
-    this.enter({ kind: 'activating', switchover: sw }); // the commit point
-    await this.send(frames.activate());
-    return next;
-  }
-
-  private checkDigest(): void {
-    const mine = this.digest.digest();
-    const verified = this.window.verified;
-    if (!verified || !mine.equals(verified.imageDigest)) {
-      throw new DroverError('DATA_LOSS', `target image digest ${verified?.imageDigest.toString('hex')} differs from the source's ${mine.toString('hex')}`);
-    }
   }
 
   /** With policy.verify: the paused source's memory has the digest the target verified. */
@@ -405,8 +420,8 @@ export class PrecopySource {
     return result;
   }
 
-  /** Before commit: tell the target to discard, fold unsent pages back, resume the source. */
-  private async rollback(err: DroverError): Promise<void> {
+  /** Before commit (or on the target's refusal after it): tell the target to discard, fold unsent pages back, resume the source. */
+  private async rollback(err: DroverError, afterComplete = false): Promise<void> {
     const d = this.o.domain;
     try { this.o.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
     try { this.o.channel.end(); } catch { /* stream gone */ }
@@ -418,6 +433,7 @@ export class PrecopySource {
     try { d.stopDirtyLog(); } catch { /* domain gone */ }
     if (this.throttle > 0) { try { d.setThrottle?.(0); } catch { /* domain gone */ } }
     if (d.state() === 'paused') await d.resume();
+    if (afterComplete) { this.enter({ kind: 'failed', error: err }); return; }
     this.enter(err.code === 'CANCELLED' ? { kind: 'cancelled', error: err } : { kind: 'failed', error: err });
   }
 }

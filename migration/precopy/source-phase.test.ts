@@ -13,7 +13,6 @@ test('committed once Complete with activate is sent, or from activating on', () 
   assert.equal(isCommitted({ kind: 'stopcopy', switchover: sw, commitSent: true }), true);
   assert.equal(isCommitted({ kind: 'verifying', switchover: sw, commitSent: false }), false);
   assert.equal(isCommitted({ kind: 'verifying', switchover: sw, commitSent: true }), true);
-  assert.equal(isCommitted({ kind: 'awaiting-commit', switchover: sw }), false);
   assert.equal(isCommitted({ kind: 'activating', switchover: sw }), true);
   assert.equal(isCommitted({ kind: 'failed', error: new DroverError('INTERNAL', 'x') }), false);
 });

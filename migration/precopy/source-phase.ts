@@ -4,12 +4,13 @@
  * whether the commit was sent, the result, the error). `SOURCE_TRANSITIONS` is the machine's
  * edge list; PrecopySource moves along it in one method.
  *
- *   reserving -> precopy -> stopcopy -> verifying -> (awaiting-commit ->) activating -> done
+ *   reserving -> precopy -> stopcopy -> verifying -> activating -> done (Owned)
  *   any phase before the commit point -> failed | cancelled (rollback)
+ *   activating -> failed: the target refused after Complete, or does not own the VM (the source resumed)
  *
- * The commit point is sending Complete with activate (stopcopy with `commitSent`) or, with an
- * external commit, entering `activating` before sending Activate. After it the source never
- * rolls back: a failure there leaves the phase where it was.
+ * The commit point is sending Complete (always with activate since protocol 2: stopcopy with
+ * `commitSent`). After it the source resumes only on the target's explicit refusal or a resolved
+ * outcome (protocol.ts, fault table); cancel is refused.
  */
 import type { DroverError } from '../../lib/errors';
 import type { DowntimeBreakdown, MigrationPhase, MigrationResult } from '../types';
@@ -31,7 +32,6 @@ export type SourcePhase =
   /** `switchover` once paused; `commitSent` once Complete with activate is on its way. */
   | { kind: 'stopcopy'; switchover?: Switchover; commitSent: boolean }
   | { kind: 'verifying'; switchover: Switchover; commitSent: boolean }
-  | { kind: 'awaiting-commit'; switchover: Switchover }
   | { kind: 'activating'; switchover: Switchover }
   | { kind: 'done'; result: MigrationResult }
   | { kind: 'failed'; error: DroverError }
@@ -42,9 +42,8 @@ export const SOURCE_TRANSITIONS: { readonly [K in MigrationPhase]: readonly Migr
   reserving: ['precopy', 'failed', 'cancelled'],
   precopy: ['stopcopy', 'failed', 'cancelled'],
   stopcopy: ['stopcopy', 'verifying', 'failed', 'cancelled'],
-  verifying: ['awaiting-commit', 'activating', 'failed', 'cancelled'],
-  'awaiting-commit': ['activating', 'failed', 'cancelled'],
-  activating: ['done'],
+  verifying: ['activating', 'failed', 'cancelled'],
+  activating: ['done', 'failed'],
   done: [],
   failed: [],
   cancelled: [],
@@ -69,7 +68,6 @@ export function switchoverOf(p: SourcePhase): Switchover | undefined {
   switch (p.kind) {
     case 'stopcopy':
     case 'verifying':
-    case 'awaiting-commit':
     case 'activating':
       return p.switchover;
     default:

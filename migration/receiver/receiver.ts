@@ -13,7 +13,7 @@ import { DroverError, failedPrecondition, invalidArgument } from '../../lib/erro
 import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
 import { copyBytes } from '../wire/frame-codec';
-import { acks, checkRangeTable, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
+import { acks, checkRangeTable, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
 
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
 export const MAX_PEER_TEXT_BYTES = 256;
@@ -56,6 +56,8 @@ export class IncomingMigration {
   private prefaulted = false;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
+  /** The switchover's fenced intent from Start (cluster mode); undefined = direct migration. */
+  fence: Fence | undefined;
 
   constructor(
     readonly migrationId: string,
@@ -124,6 +126,7 @@ export class IncomingMigration {
     if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
     const kind = (t: string) => (t ? `a ${t} tunnel` : 'drover page stream');
     if ((f.tunnel ?? '') !== this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: source sends ${kind(f.tunnel ?? '')}, this target expects ${kind(this.tunnel)} (hypervisors differ)`);
+    if (f.fence?.vmRevision) this.fence = { vmRevision: f.fence.vmRevision, job: f.fence.job, attempt: f.fence.attempt };
     this.enter({ state: this.tunnel ? 'tunnel' : 'receiving' }); // tunnel: qemu-target.ts takes the frames from here
     return acks.accepted();
   }

@@ -54,6 +54,10 @@ export class IncomingSession {
   get migrationId(): string { return this.receiver.migrationId; }
   /** The receiver's state. */
   get state(): ReceiverState { return this.receiver.state; }
+  /** The switchover's fenced intent from Start (undefined = direct migration). */
+  get fence(): import('../wire/protocol').Fence | undefined { return this.receiver.fence; }
+  /** True for a hypervisor-stream (QEMU tunnel) migration. */
+  get isTunnel(): boolean { return !!this.receiver.tunnel; }
   /** When the reservation was made (Date.now()). */
   get createdAt(): number { return this.receiver.createdAt; }
 

@@ -5,7 +5,9 @@
  *   stream → QemuSource: the hypervisor's own stream tunnelled over Transfer (protocol.ts "QEMU tunnel").
  */
 import type { MigrationPhase, MigrationResult } from '../types';
-import { PrecopySource } from '../precopy/precopy-source';
+import type { DroverError } from '../../lib/errors';
+import type { Fence } from '../wire/protocol';
+import { PrecopySource, type SwitchoverOutcome } from '../precopy/precopy-source';
 import { QemuSource, type QemuSourceOptions } from '../qemu/qemu-source';
 
 /** Deadline of a page stream (the whole Transfer call), ms. */
@@ -13,11 +15,13 @@ export const PAGE_STREAM_DEADLINE_MS = 10 * 60_000;
 
 /**
  * What an outgoing migration needs, whichever engine runs it: the stream engine's options (less
- * the stream, which the capability gives), plus the page engine's commit wait.
+ * the stream, which the capability gives), plus the switchover's fence and outcome resolver.
  */
 export type OutgoingOptions = Omit<QemuSourceOptions, 'stream' | 'log'> & {
-  /** Resolves when the control plane has committed (page engine: between verification and activation). */
-  waitForCommit: () => Promise<void>;
+  /** The switchover's fenced intent (cluster mode), sent to the target in Start. */
+  fence?: Fence;
+  /** After Complete with a broken stream: does the target own the VM (precopy-source.ts)? */
+  resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
   log: (e: Record<string, unknown>) => void;
 };
 
@@ -36,7 +40,7 @@ export function outgoingEngine(o: OutgoingOptions): OutgoingEngine {
     case 'pages':
       return new PrecopySource({
         migrationId: o.reservation.migrationId, domain: m.pages, channel: o.conn.open(PAGE_STREAM_DEADLINE_MS), policy: o.policy, token: o.reservation.token,
-        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, waitForCommit: o.waitForCommit,
+        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, fence: o.fence, resolveOutcome: o.resolveOutcome,
       });
     case 'stream':
       return new QemuSource({

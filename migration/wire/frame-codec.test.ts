@@ -26,12 +26,19 @@ test('a batch built in place decodes to the same ranges, checksum and payload', 
 
 test('control frames and acks round-trip', () => {
   const s = decodeFrame(encodeFrame(frames.start('m1', 'tok', 4096, 256)));
-  assert.deepEqual(s, { kind: 'start', protocolVersion: 1, migrationId: 'm1', token: 'tok', pageSize: 4096, pageCount: 256, streamIndex: 0, streamCount: 1 });
+  assert.deepEqual(s, { kind: 'start', protocolVersion: 2, migrationId: 'm1', token: 'tok', pageSize: 4096, pageCount: 256, streamIndex: 0, streamCount: 1 });
   const c = decodeFrame(encodeFrame(frames.complete(Buffer.from('01234567'), 10, 3, 123.5, true, 99)));
   assert.equal(c.kind, 'complete');
   if (c.kind === 'complete') assert.equal(c.imageDigest.toString(), '01234567');
   assert.deepEqual(decodeAck(encodeAck(acks.batch(4, 4096))), { kind: 'batch', seq: 4, bytes: 4096 });
   assert.equal(decodeAck(encodeAck(acks.activated(5.5))).kind, 'activated');
+  // Protocol 2: the fence travels in Start, Owned comes back.
+  const fence = { vmRevision: '42', job: 'j1', attempt: 2 };
+  const sf = decodeFrame(encodeFrame(frames.start('m1', 'tok', 4096, 256, fence)));
+  assert.deepEqual(sf.kind === 'start' ? sf.fence : undefined, fence);
+  const o = decodeAck(encodeAck(acks.owned(true)));
+  assert.equal(o.kind, 'owned');
+  if (o.kind === 'owned') assert.equal(o.recorded, true);
 });
 
 test('bad frames are rejected with INVALID_ARGUMENT naming the problem', () => {

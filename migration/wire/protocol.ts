@@ -1,7 +1,36 @@
 /**
- * Drover's migration protocol, version 1: one documented module (after Cloud Hypervisor's
+ * Drover's migration protocol, version 2: one documented module (after Cloud Hypervisor's
  * vm-migration/src/protocol.rs). The wire form is in proto/drover/v1/migration.proto; the
  * codec that turns frames into bytes is frame-codec.ts.
+ *
+ * Switchover (version 2: "target decides, fenced intent, lease fencing"). Before the migration
+ * the migrator writes the VM record `vms/<vm>` state `migrating` (fenced CAS); that write's mod
+ * revision is the intent. The fence {vmRevision, job, attempt} travels MigrateVm -> source agent
+ * -> Start -> target. Every migration (cluster and direct) sends Complete(activate=true): the
+ * target verifies, resumes at once and replies Verified + Activated; no etcd and no migrator in
+ * the pause (downtime = source pause -> Activated). Then the target records ownership itself in
+ * one etcd txn `if mod_revision(vms/<vm>) == fence.vmRevision then put owned/<target>/<vm> =
+ * {job, attempt, vmRevision, at}` and sends Owned (direct mode, no etcd: Owned right after
+ * Activated). The migrator folds the record: one txn CAS on vms/<vm> (== intent revision)
+ * node=to, state running, delete owned/<to>/<vm>.
+ *
+ * Fault table (after Complete is sent; before it every failure rolls back: the source resumes):
+ *
+ * | fault                                             | target                                  | source                                  | etcd ends with       |
+ * |---------------------------------------------------|-----------------------------------------|-----------------------------------------|----------------------|
+ * | digest mismatch / device state refused            | discards, refuses (stream error)        | explicit refusal: resumes               | node=from            |
+ * | intent changed (fence CAS fails)                  | destroys its copy, refuses FAILED_PRECONDITION "fenced" | explicit refusal: resumes | node=from (whoever changed it) |
+ * | target cannot record before its lease deadline    | destroys its copy, refuses "fenced"     | resumes                                 | node=from            |
+ * |   (last keepalive + TTL - margin; etcd unreachable)  |                                         |                                         |                      |
+ * | stream breaks, Owned not seen, cluster mode       | owns (record written) or fenced itself  | stays paused; polls owned/<to>/<vm>: this job/attempt => destroys; alive/<to> gone and no record => resumes | folded by migrator |
+ * | stream breaks, direct mode, target unreachable    | unknown                                 | stays PAUSED, logs "switchover outcome unknown" (operator decides: the VM may run on the target) | n/a |
+ * | target killed after Complete                      | gone                                    | lease expiry (TTL) and no record => resumes | migrator: node=from (no record for this attempt) |
+ * | migrator killed during the migration              | unaffected (needs no migrator)          | unaffected                              | takeover folds from owned/ or restores from |
+ * | source killed after Complete                      | owns (record) and runs the VM           | gone                                    | folded: node=to      |
+ *
+ * A target never keeps a resumed VM it could not record before its lease could expire, and a
+ * source resumes only on an explicit refusal or once the target's lease is gone with no record:
+ * the VM runs on exactly one node, the one etcd will record.
  *
  * ```text
  *  source agent                                   target agent
@@ -9,7 +38,7 @@
  *  PrepareIncoming(version, spec) --------------> reserve memory, check disk, empty paused domain
  *                       <------------------------ migration_id, one-time token, max frame size
  *  Transfer stream:
- *  Start(version, id, token, page geometry) ----> check version, token (consumed), geometry
+ *  Start(version, id, token, page geometry, fence) -> check version, token (consumed), geometry
  *                       <------------------------ Accepted(window)
  *  Round(1, pages)  ----------------------------> (informational)
  *  PageBatch(seq, ranges, zero ranges, checksum, payload) ...
@@ -17,13 +46,11 @@
  *  Round(n) ... PageBatch ... (pages dirtied during round n-1)
  *  -- source pauses the VM (stop-and-copy) --
  *  PageBatch ... (the last dirty pages)
- *  Complete(image digest, device state, activate?) -> load the vCPU/device state, compare the
- *                                                 digest with the image it holds
- *                       <------------------------ Verified(digest)
- *  [external commit: control plane flips ownership in etcd, then]
- *  Activate  -----------------------------------> resume the VM
- *                       <------------------------ Activated(resumed_at)
- *  (Complete with activate=true folds Activate in: one round trip less in the downtime.)
+ *  Complete(image digest, device state, activate=true) -> load the vCPU/device state, compare the
+ *                                                 digest with the image it holds, resume
+ *                       <------------------------ Verified(digest), Activated(resumed_at)
+ *  -- downtime ends --                            etcd txn: intent unchanged => owned/<me>/<vm>
+ *                       <------------------------ Owned(at)   (or a refusal: "fenced", copy destroyed)
  *  source discards its copy
  * ```
  *
@@ -31,7 +58,7 @@
  * FAILED_PRECONDITION and the migration aborted):
  *
  * ```text
- *  Prepared --Start--> Receiving --Complete(device state)--> DeviceLoaded -> Verified --Activate--> Active
+ *  Prepared --Start--> Receiving --Complete(device state)--> DeviceLoaded -> Verified --> Active --(recorded)--> Owned
  *     |                 |  ^ Round/PageBatch          |                         |
  *     +-----------------+--+--------------------------+-------------------------+--> Aborted
  *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
@@ -82,7 +109,7 @@
 import { DroverError, invalidArgument } from '../../lib/errors';
 
 /** The one protocol version this build speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest payload in one batch: 1 MiB amortises per-frame costs and fits grpc-js' writes. */
 export const MAX_BATCH_PAYLOAD_BYTES = 1024 * 1024;
 /** Largest encoded frame a receiver accepts (payload + range tables + headers). */
@@ -110,9 +137,16 @@ export const TUNNEL_WINDOW_BYTES = Number(process.env.DROVER_TUNNEL_WINDOW) || 2
 /** Encodings a batch payload may use. Only RAW exists in version 1. */
 export const PAYLOAD_RAW = 0;
 
+/** The switchover's fenced intent (empty vmRevision = direct migration, nothing recorded in etcd). */
+export interface Fence {
+  vmRevision: string;
+  job: string;
+  attempt: number;
+}
+
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null }
@@ -126,20 +160,21 @@ export type Ack =
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
+  | { kind: 'owned'; atMs: number; recorded: boolean }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Named constructors for each frame (the only way the engine builds them). */
 export const frames = {
-  start: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
-    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1 }),
+  start: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, ...(fence?.vmRevision ? { fence } : {}) }),
   round: (round: number, pages: number, ranges: number[] = []): Frame => ({ kind: 'round', round, pages, ranges }),
   complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number, device?: { state: Buffer; checksum: number }): Frame =>
     ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent, ...(device ? { device } : {}) }),
   activate: (): Frame => ({ kind: 'activate' }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
-  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number): Frame =>
-    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU }),
+  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU, ...(fence?.vmRevision ? { fence } : {}) }),
   streamEof: (channel = 0): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel, eof: true }),
 };
 
@@ -149,7 +184,14 @@ export const acks = {
   batch: (seq: number, bytes: number): Ack => ({ kind: 'batch', seq, bytes }),
   verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
   activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),
+  owned: (recorded: boolean): Ack => ({ kind: 'owned', atMs: Date.now(), recorded }),
 };
+
+/**
+ * Codes of a target's explicit refusal after Complete (it discarded or destroyed its copy): the
+ * source resumes. Any other failure after Complete (a broken stream) leaves the outcome unknown.
+ */
+export const REFUSAL_CODES: ReadonlySet<string> = new Set(['DATA_LOSS', 'INVALID_ARGUMENT', 'FAILED_PRECONDITION', 'ABORTED', 'PERMISSION_DENIED']);
 
 /** The refusal a target gives a peer of another version (names both). */
 export function versionMismatch(sourceVersion: number): DroverError {

@@ -57,6 +57,16 @@ export interface Vm {
   heartbeatMaxGapMs: number;
 }
 
+/** The switchover's fenced intent (protocol 2): the VM record's etcd mod revision when the migrator wrote state `migrating`, and the job and attempt it belongs to. Empty vm_revision = no control plane (a direct migration): the target records nothing in etcd. */
+export interface Fence {
+  /** vmRevision = 1. */
+  vmRevision: string;
+  /** job = 2. */
+  job: string;
+  /** attempt = 3. */
+  attempt: number;
+}
+
 /** drover.v1.CreateVmRequest. */
 export interface CreateVmRequest {
   /** spec = 1. */
@@ -161,7 +171,7 @@ export interface MigrationPolicy {
   streams: number;
   /** after activation, compare the paused source with the target's image digest */
   verify: boolean;
-  /** wait for CommitMigration before the target resumes */
+  /** deprecated, ignored since protocol 2 (the target decides) */
   externalCommit: boolean;
 }
 
@@ -177,6 +187,8 @@ export interface MigrateVmRequest {
   migrationId: string;
   /** node name of the target: with TLS its certificate must be spiffe://drover/node/<target_node> */
   targetNode: string;
+  /** the switchover's fenced intent (cluster mode), passed on in Start */
+  fence: Fence | null;
 }
 
 /** Progress or result of one migration. */
@@ -381,6 +393,8 @@ export interface Start {
   streamCount: number;
   /** "" = drover's page stream (PageBatch...); "qemu" = tunnel of QEMU's own migration stream (StreamData frames). The target refuses a tunnel its hypervisor does not speak. */
   tunnel: string;
+  /** Protocol 2: the intent the target must find unchanged in etcd before it records itself as the owner (cluster mode); absent or empty = direct migration. */
+  fence: Fence | null;
 }
 
 /** A new pre-copy round begins (informational; the target counts rounds). A new pre-copy round begins. `ranges` (optional) is a range table of the pages the round will send, so the target can fault them in ahead of the stream (round 1 into an empty domain). */
@@ -459,8 +473,10 @@ export interface MigrationAck {
   pageRequest?: PageRequest;
   /** QEMU tunnel: the return path, target QEMU -> source QEMU */
   stream?: StreamData;
+  /** protocol 2: the target recorded itself as the owner */
+  owned?: Owned;
   /** Which member of oneof `kind` is set (absent when none is). */
-  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream';
+  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned';
 }
 
 /** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). */
@@ -505,10 +521,19 @@ export interface PageRequest {
   ranges: number[];
 }
 
+/** Protocol 2: after Activated, the target recorded its ownership (cluster mode: the etcd txn fenced on the intent's revision succeeded; direct mode: at once). The source may destroy its copy. */
+export interface Owned {
+  /** atMs = 1. */
+  atMs: number;
+  /** recorded = 2. */
+  recorded: boolean;
+}
+
 /** Every message of drover.v1 by its short name. */
 export interface Messages {
   VmSpec: VmSpec;
   Vm: Vm;
+  Fence: Fence;
   CreateVmRequest: CreateVmRequest;
   ListVmsRequest: ListVmsRequest;
   ListVmsResponse: ListVmsResponse;
@@ -547,6 +572,7 @@ export interface Messages {
   Verified: Verified;
   Activated: Activated;
   PageRequest: PageRequest;
+  Owned: Owned;
 }
 
 /** Every service of drover.v1: request and response message of each method, and whether each side streams. */

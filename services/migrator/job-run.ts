@@ -15,6 +15,7 @@ import type { AttemptOutcome } from './attempt-state';
 import { ENGINE_PHASES, MigrationAttempt } from './attempt';
 import { Abandoned, type JobHandle, type JobStore } from './job-store';
 import { completeCommitted, recover } from './takeover';
+import { foldToTarget, settleFailed } from './fold';
 
 /** The nodes of a job, checked and resolved to agent addresses. */
 interface Endpoints {
@@ -98,23 +99,33 @@ export class JobRun {
       case 'abandoned':
         throw new Abandoned(job.id);
       case 'succeeded':
-        if (!o.ownerRecorded) await this.recordOwnerAfterTheFact();
-        return store.finish(run, { phase: 'done', result: 'succeeded', engine: o.result, downtimeMs: o.result.downtimeMs, error: '', commitMs: o.commitMs }, { state: 'running', node: job.to });
+        // Protocol 2: the target recorded owned/<to>/<vm>; fold it into vms/<vm> (fold.ts).
+        if (!(await foldToTarget(store.etcd, job))) this.log('fold of the ownership record failed; finishing on the target', { job: job.id });
+        return store.finish(run, { phase: 'done', result: 'succeeded', engine: o.result, downtimeMs: o.result.downtimeMs, error: '', committed: true }, { state: 'running', node: job.to });
       case 'committed':
         return completeCommitted(store, this.log, run);
       case 'cancelled':
+        if (await this.targetOwns()) return this.finishOnTarget('cancel came after the switchover');
         return store.finish(run, { phase: o.byUser ? 'cancelled' : 'failed', result: o.byUser ? 'cancelled' : 'failed', error: o.reason, engine: o.result }, { state: 'running' });
       case 'failed':
+        if (await this.targetOwns()) return this.finishOnTarget(o.error.message);
         return store.retryOrFail(run, o.error, { state: 'running' });
     }
   }
 
-  /** An engine that ignored externalCommit: the VM runs on the target now; record it. */
-  private async recordOwnerAfterTheFact(): Promise<void> {
-    const { store, run } = this;
-    const job = run.job;
-    this.log('engine activated without external commit; recording the owner', { job: job.id });
-    const v = await getJson<VmRecord>(store.etcd, keys.vm(job.vm));
-    if (v) await store.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to, lastMovedAt: Date.now(), lastFrom: job.from } }]).catch(() => {});
+  /**
+   * After a failed attempt: true when the target holds this attempt's ownership record (it runs
+   * the VM), else the VM goes back to running on the source in a txn that compares the record's
+   * absence, so the target can no longer record it (its fence fails).
+   */
+  private async targetOwns(): Promise<boolean> {
+    return (await settleFailed(this.store.etcd, this.run.job)) === 'target';
+  }
+
+  /** The engine failed but the target recorded ownership for this attempt: the VM runs there. */
+  private finishOnTarget(why: string): Promise<void> {
+    const job = this.run.job;
+    this.log('attempt failed but the target owns the VM; finishing on the target', { job: job.id, why });
+    return this.store.finish(this.run, { phase: 'done', result: 'succeeded', error: '', committed: true }, { state: 'running', node: job.to });
   }
 }

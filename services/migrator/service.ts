@@ -5,11 +5,11 @@
  *   several replicas; a replica that dies loses its lease and another takes the job over.
  * - Admits jobs under the limits (cluster-wide concurrency, per-node outbound and inbound) with
  *   one CAS on `admission`: a rolling window, a job starts as soon as a slot frees.
- * - Drives the source agent with `externalCommit`: when the target holds a verified image the
- *   source waits; the migrator flips the VM's owner in one transaction fenced on the VM record's
- *   revision, the job's revision (a cancel request wins before it) and its own claim, and only
- *   then tells the source to activate the target. A job taken over before that point is rolled
- *   back (cancel on the source: the VM keeps running there) and retried; after it, completed.
+ * - Drives the source agent with the switchover's fence (the VM record's `migrating` revision,
+ *   job, attempt; protocol 2): the target resumes the VM and records `owned/<to>/<vm>` itself,
+ *   nothing of the migrator is in the pause; afterwards the migrator folds that record into
+ *   `vms/<vm>` (fold.ts), or on failure puts the VM back on the source only if no record exists
+ *   (same txn). A job taken over resolves from the record and the agents' state (takeover.ts).
  * - Enforces a progress timeout (bytes sent unchanged) and a completion timeout scaled by VM size,
  *   retries transient failures with exponential backoff (bounded), and moves finished jobs into
  *   the history.

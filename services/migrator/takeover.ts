@@ -1,7 +1,9 @@
 /**
- * Jobs a replica takes over from one that died: after the owner flip they are completed (the
- * target must run the VM), before it they are rolled back (cancel on the source, the VM keeps
- * running there) and retried.
+ * Jobs a replica takes over from one that died, resolved from the target's ownership record
+ * (protocol 2, fold.ts) and the agents' own state: a record of the job's attempt means the
+ * target runs the VM (fold, done); otherwise the attempt is rolled back (cancel on the source,
+ * wait until the VM runs on one node) and the VM is put back on the source in a txn that
+ * compares the record's absence (a target still trying to record is fenced by it), then retried.
  */
 import { DroverError } from '../../lib/errors';
 import { AgentClient } from '../node-agent/client/agent-client';
@@ -9,6 +11,7 @@ import { getJson } from '../../cluster/etcd';
 import { sleep, type Logger } from '../../cluster/log';
 import { keys, type VmRecord } from '../../cluster/keyspace';
 import type { JobHandle, JobStore } from './job-store';
+import { claimOfAttempt, foldToTarget, ownershipOf, settleFailed } from './fold';
 
 /** Polls of the agents while waiting for a VM to settle on one node after a takeover. */
 const SETTLE_POLLS = 60;
@@ -25,7 +28,6 @@ export async function completeCommitted(store: JobStore, log: Logger, run: JobHa
   const source = new AgentClient(await store.nodeAddress(job.from));
   const target = new AgentClient(await store.nodeAddress(job.to));
   try {
-    try { await source.commitMigration(store.agentMigrationId(job)); } catch (e) { log('commit (takeover)', { job: job.id, error: (e as Error).message }); }
     let ok = false;
     for (let i = 0; i < SETTLE_POLLS && !ok; i++) {
       try { ok = (await target.getVm(job.vm)).state === 'running'; } catch { /* not yet */ }
@@ -55,17 +57,27 @@ async function whereItSettled(source: AgentClient, target: AgentClient, vm: stri
 export async function recover(store: JobStore, log: Logger, run: JobHandle): Promise<void> {
   const job = run.job;
   log('recovering a job whose migrator died', { job: job.id, phase: job.phase });
+  if (claimOfAttempt(await ownershipOf(store.etcd, job), job)) {
+    // The target resumed the VM and recorded it for this attempt: fold, done.
+    log('takeover: the target owns the VM (ownership record); folding', { job: job.id });
+    await foldToTarget(store.etcd, job);
+    return store.finish(run, { phase: 'done', result: 'succeeded', committed: true, error: '' }, { state: 'running', node: job.to });
+  }
   await store.patch(run, { phase: 'recovering' });
   const source = new AgentClient(await store.nodeAddress(job.from));
   const target = new AgentClient(await store.nodeAddress(job.to));
   try {
     try { await source.cancelMigration(store.agentMigrationId(job)); } catch (e) { log('cancel (takeover)', { job: job.id, error: (e as Error).message }); }
     const where = await whereItSettled(source, target, job.vm);
-    if (where === 'target') {
-      // The engine finished on its own (no external commit): record where the VM runs.
-      const v = await getJson<VmRecord>(store.etcd, keys.vm(job.vm));
-      if (v) await store.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to } }]);
-      return store.finish(run, { phase: 'done', result: 'succeeded' }, { state: 'running', node: job.to });
+    // The record decides (the agents' state only told us the switchover settled): put back on the
+    // source only if the target holds no record, compared in the same txn.
+    const folded = await settleFailed(store.etcd, job);
+    if (folded === 'target' || (where === 'target' && folded !== 'source')) {
+      if (folded !== 'target') {
+        const v = await getJson<VmRecord>(store.etcd, keys.vm(job.vm));
+        if (v) await store.patch(run, { committed: true, phase: 'committed' }, [{ key: keys.vm(job.vm), rev: v.modRevision, value: { ...v.value, node: job.to } }]);
+      }
+      return store.finish(run, { phase: 'done', result: 'succeeded', committed: true }, { state: 'running', node: job.to });
     }
     if (!where) return store.fail(run, 'rollback after a migrator failure: the VM was not found running on the source', { state: 'unknown' });
     if (run.job.cancelRequested) return store.finish(run, { phase: 'cancelled', result: 'cancelled', error: 'cancelled by user' }, { state: 'running' });

@@ -21,6 +21,7 @@ import { VmHost, type AgentCapacity } from './vm-host';
 import { StoragePolicy } from './storage-policy';
 import { OutgoingMigrations } from './outgoing-migrations';
 import { IncomingMigrations } from './incoming-migrations';
+import type { ClusterLink } from './switchover';
 import { ReservationGuard } from './incoming-auth';
 import { clientCredentials, serverCredentials, type TlsSource } from '../../lib/pki/grpc-credentials';
 import { authzInterceptor } from '../../lib/pki/grpc-authz-interceptor';
@@ -96,6 +97,15 @@ export class NodeAgentServer {
     addService<'MigrationReceiver', ReceiverHandlers>(this.server, 'MigrationReceiver', this.receiverHandlers(), TRANSFER_CODECS);
     this.health.addToServer(this.server);
     agentMetrics().bindNode(this); // node capacity, load, VMs, inbound migrations at scrape time
+  }
+
+  /**
+   * Cluster mode: the agent's registration (etcd client, lease deadline). A target then records
+   * ownership of a VM it resumed, and a source resolves a broken switchover from etcd (switchover.ts).
+   */
+  attachCluster(link: ClusterLink): void {
+    this.incoming.cluster = link;
+    this.outgoing.cluster = link;
   }
 
   /** Binds `listen` (host:port, port 0 = any free) and starts serving. */

@@ -22,12 +22,17 @@ import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
 import { peerIdentity, type CallWithAuthContext } from '../../lib/pki/grpc-credentials';
 import { ReservationGuard } from './incoming-auth';
+import { recordOwnership, type ClusterLink } from './switchover';
+import { acks } from '../../migration/wire/protocol';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
   /** `guard`: who may use a reservation (incoming-auth.ts); plain text without TLS checks by default. */
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly hypervisor: Hypervisor, private readonly log: AgentLog,
     private readonly guard = new ReservationGuard(false)) {}
+
+  /** Cluster mode (the agent registered in etcd): a resumed VM is recorded as owned here (switchover.ts). */
+  cluster: ClusterLink | undefined;
 
   /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. `call`: the caller (its TLS identity). */
   async prepare(req: wire.PrepareIncomingRequest, call: CallWithAuthContext = {}): Promise<Input<wire.PrepareIncomingResponse>> {
@@ -112,6 +117,31 @@ export class IncomingMigrations {
     this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
   }
 
+  /**
+   * After the VM resumed here: records the ownership (cluster mode with a fence) and returns the
+   * Owned ack. When the record fails (intent changed, lease deadline) the target fences itself:
+   * it destroys the VM it resumed and throws the refusal, so the source resumes.
+   */
+  async own(m: IncomingSession): Promise<Ack> {
+    const fence = m.fence;
+    if (!fence) return acks.owned(false);
+    const vm = m.domain.spec.name;
+    try {
+      if (!this.cluster) throw failedPrecondition(`fenced: node ${this.nodeId} has no etcd (started without --etcd) but migration ${m.migrationId} carries a fence`);
+      await recordOwnership(this.cluster, this.nodeId, vm, fence);
+    } catch (err) {
+      const e = DroverError.from(err);
+      this.log({ msg: 'incoming fenced: destroying the resumed copy', migration: m.migrationId, vm, error: e.message });
+      if (this.host.hasVm(vm, false)) {
+        try { this.host.remove(vm); } catch { /* already gone */ }
+      }
+      await m.domain.destroy().catch(() => undefined);
+      throw e;
+    }
+    this.log({ msg: 'incoming owned', migration: m.migrationId, vm, vmRevision: fence.vmRevision, job: fence.job, attempt: fence.attempt });
+    return acks.owned(true);
+  }
+
   /** Throws away an incoming copy (before commit). Safe to repeat. */
   async discard(m: IncomingSession, why: string): Promise<void> {
     if (!this.host.removeIncoming(m.migrationId)) return;
@@ -144,6 +174,7 @@ export class IncomingMigrations {
 class TransferCall {
   private m: IncomingSession | undefined;
   private done = false;
+  private owned = false;
   private queue = Promise.resolve();
   private idle: NodeJS.Timeout | undefined;
 
@@ -194,7 +225,12 @@ class TransferCall {
       }
       const m = this.m;
       for (const a of await m.apply(decodeFrame(bytes))) this.call.write(encodeAck(a));
-      if (m.state === 'active') this.owner.adopt(m);
+      if (m.state === 'active' && !this.owned) {
+        this.owned = true;
+        this.owner.adopt(m);
+        // Protocol 2: record the ownership, then Owned (QEMU tunnels: not yet, see protocol.ts).
+        if (!m.isTunnel) this.call.write(encodeAck(await this.owner.own(m)));
+      }
     } catch (err) {
       this.fail(err);
     }

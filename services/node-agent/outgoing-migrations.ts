@@ -1,6 +1,7 @@
 /**
  * The source side of migrations on a node agent: MigrateVm (streams progress until the VM runs
- * on the target), CancelMigration and CommitMigration. The engine comes from the domain's
+ * on the target and owns it) and CancelMigration. CommitMigration is deprecated since protocol 2
+ * (the target decides; see migration/wire/protocol.ts). The engine comes from the domain's
  * migration capability (migration/strategy/outgoing.ts); nothing here knows the driver.
  */
 import type * as wire from '../../proto/generated/drover-v1';
@@ -15,6 +16,8 @@ import { outgoingEngine } from '../../migration/strategy/outgoing';
 import { ReceiverClientConn } from '../../migration/transport/receiver-client';
 import { type MigrationEventInfo, policyFromWire, eventToWire } from './client/agent-codec';
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
+import { resolveOutcome, type ClusterLink } from './switchover';
+import type { Fence } from '../../migration/wire/protocol';
 
 /** A log sink (one JSON object per event). */
 export type AgentLog = (event: Record<string, unknown>) => void;
@@ -32,6 +35,9 @@ export type ReceiverCredentials = (targetNode: string) => grpc.ChannelCredential
 export class OutgoingMigrations {
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink,
     private readonly receiverCredentials?: ReceiverCredentials) {}
+
+  /** Cluster mode (the agent registered in etcd): a broken switchover is resolved from etcd. */
+  cluster: ClusterLink | undefined;
 
   /** The data-plane channel to the target: with TLS only to the node the request names. */
   private dialTarget(req: wire.MigrateVmRequest): ReceiverClientConn {
@@ -52,11 +58,9 @@ export class OutgoingMigrations {
     return { phase };
   }
 
-  /** CommitMigration: the control plane recorded the new owner. */
+  /** CommitMigration (deprecated since protocol 2: the target decides): checks the migration exists, does nothing. */
   commit(migrationId: string): void {
-    const out = this.host.findOutgoing(migrationId)?.outgoing;
-    if (!out) throw notFound(`no migration ${migrationId} runs from node ${this.nodeId} (already finished?)`);
-    out.commit();
+    if (!this.host.findOutgoing(migrationId)?.outgoing) throw notFound(`no migration ${migrationId} runs from node ${this.nodeId} (already finished?)`);
   }
 
   /** MigrateVm: the source side. Streams progress; ends OK when the VM runs on the target. */
@@ -92,14 +96,13 @@ export class OutgoingMigrations {
   }
 
   /** Reserves on the target, runs the engine, and discards the source copy once the VM runs there. */
-  private async run(vm: HostedVm, conn: ReceiverClientConn, id: string, req: { vm: string; target: string; policy?: wire.MigrationPolicy | null }, send: (ev: MigrationEventInfo) => void): Promise<MigrationResult> {
+  private async run(vm: HostedVm, conn: ReceiverClientConn, id: string, req: wire.MigrateVmRequest, send: (ev: MigrationEventInfo) => void): Promise<MigrationResult> {
     const policy = resolvePolicy(policyFromWire(req.policy));
     const domain = vm.domain;
     const abort = new AbortController();
-    let commit!: () => void;
-    const committed = new Promise<void>((r) => { commit = r; });
+    const fence: Fence | undefined = req.fence?.vmRevision ? { vmRevision: req.fence.vmRevision, job: req.fence.job, attempt: req.fence.attempt } : undefined;
     send({ migrationId: id, phase: 'reserving', round: 0, remainingBytes: domain.spec.memBytes, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: 0 });
-    vm.outgoing = { id, abort, commit, stage: 'reserving' };
+    vm.outgoing = { id, abort, stage: 'reserving' };
     const reservation = await conn.prepare(domain.spec, this.nodeId, id);
     if (abort.signal.aborted) {
       await conn.abort(reservation.migrationId, reservation.token);
@@ -107,15 +110,28 @@ export class OutgoingMigrations {
     }
     const engine = outgoingEngine({
       migrationId: id, domain, conn, reservation, policy, sourceName: this.nodeId, targetName: req.target, signal: abort.signal,
-      onProgress: (p) => send(p), waitForCommit: () => committed, log: (e) => this.log({ migration: id, vm: req.vm, ...e }),
+      onProgress: (p) => send(p), log: (e) => this.log({ migration: id, vm: req.vm, ...e }), fence,
+      resolveOutcome: (cause) => this.resolve(req, fence, cause),
     });
-    vm.outgoing = { id, abort, commit, stage: 'running', engine };
+    vm.outgoing = { id, abort, stage: 'running', engine };
     this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target });
     const result = await engine.run();
     result.migrationId = id;
-    // Committed: the VM runs on the target. The source discards its copy.
+    // Owned: the VM runs on the target, which recorded it. The source discards its copy.
     this.host.remove(req.vm);
     await domain.destroy();
     return result;
+  }
+
+  /** After Complete with a broken stream: cluster mode asks etcd; direct mode cannot tell (stays paused). */
+  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError): Promise<'owned' | 'refused' | 'unknown'> {
+    this.log({ msg: 'switchover outcome unknown after Complete; resolving, VM stays paused', vm: req.vm, target: req.targetNode || req.target, error: cause.message });
+    if (!this.cluster || !fence || !req.targetNode) {
+      this.log({ msg: 'switchover outcome unknown: no etcd or no fence (direct migration); the VM stays PAUSED on this node, it may run on the target', vm: req.vm, target: req.target });
+      return 'unknown';
+    }
+    const outcome = await resolveOutcome(this.cluster, req.targetNode, req.vm, fence, (e) => this.log(e));
+    this.log({ msg: 'switchover outcome resolved', vm: req.vm, target: req.targetNode, outcome });
+    return outcome;
   }
 }

@@ -40,6 +40,11 @@ export interface Registration {
   ready: Promise<void>;
   /** Stops the heartbeat and revokes the lease (the node shows as unknown at once). */
   stop(): Promise<void>;
+  /**
+   * The lease's deadline and the etcd client: the node's lease cannot expire before
+   * `deadlineMs` (last successful grant or keepalive + TTL, Date.now() clock; 0 = no lease).
+   */
+  lease(): { deadlineMs: number; etcd: Etcd3 | undefined };
 }
 
 /** The heartbeat value of a node. */
@@ -67,15 +72,21 @@ export function startRegistration(opts: RegistrationOptions): Registration {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let beating = false;
+  let lastKeepalive = 0;
 
   const newLease = async () => {
     const l = etcd!.lease(ttl);
+    const asked = Date.now();
     await l.grant();
+    lastKeepalive = asked;
     lease = l;
+    // The server extends the lease at most TTL from when the keepalive was sent.
+    l.on('keepaliveFired', () => { const at = Date.now(); l.once('keepaliveSucceeded', () => { if (lease === l) lastKeepalive = at; }); });
     l.on('lost', () => {
       if (stopped || lease !== l) return;
       log('lease lost; registering again');
       lease = undefined;
+      lastKeepalive = 0;
       const again = () => { if (!stopped) newLease().then(beat).catch(() => setTimeout(again, 1000)); };
       setTimeout(again, 200);
     });
@@ -111,6 +122,7 @@ export function startRegistration(opts: RegistrationOptions): Registration {
 
   return {
     ready,
+    lease: () => ({ deadlineMs: lease && lastKeepalive ? lastKeepalive + ttl * 1000 : 0, etcd }),
     async stop() {
       stopped = true;
       if (timer) clearInterval(timer);

@@ -23,8 +23,6 @@ export type OutgoingState = {
   readonly id: string;
   /** Cancels the migration. */
   readonly abort: AbortController;
-  /** The control plane's commit (page engine: lets activation go ahead). */
-  readonly commit: () => void;
 } & ({ readonly stage: 'reserving' } | { readonly stage: 'running'; readonly engine: OutgoingEngine });
 
 /** The phase of an outgoing migration. */

@@ -37,6 +37,8 @@ test('a migrator killed mid-job: another replica completes or rolls back, the VM
   const where = await runningWhere(c);
   assert.deepEqual(where.get('busy'), [vm.node], `agents run busy on ${where.get('busy')}`);
   assert.ok(done.attempts >= 1);
+  // Protocol 2: whoever finished the job folded the target's ownership record away.
+  assert.equal(await getJson(c.etcd!, keys.ownership('node-2', 'busy')), undefined, 'no owned/ record remains');
   await c.stopAll();
   clusters.pop();
 });

@@ -87,45 +87,32 @@ test('the source process killed mid-migration: the target discards its copy', as
   }
 });
 
-test('externally committed migration: cancel at awaiting-commit rolls back; commit activates', async () => {
-  const agents = await startAgents(2, 'commit');
+test('a target that refuses after Complete (it resumed, then fenced itself): the source resumes; a direct migration then succeeds', async () => {
+  const agents = await startAgents(2, 'refuse');
   try {
     const [a, b] = agents;
     assert.equal((await codeOf(a.client.migrateVm('nope', b.address, {}))).code, 'NOT_FOUND');
     assert.equal((await codeOf(a.client.getVm('nope'))).code, 'NOT_FOUND');
     assert.equal((await codeOf(a.client.cancelMigration('m-nope'))).code, 'NOT_FOUND');
     await a.client.createVm({ name: 'r1', memBytes: 64 * MiB, vcpus: 1, profile: 'web' });
-    const atCommit = (onId: (id: string) => void) => {
-      let awaiting!: () => void;
-      const reached = new Promise<void>((r) => { awaiting = r; });
-      const done = a.client.migrateVm('r1', b.address, { externalCommit: true, verify: true }, (e) => {
-        onId(e.migrationId);
-        if (e.phase === 'awaiting-commit') awaiting();
-      });
-      done.catch(() => undefined);
-      return { reached, done };
-    };
-    // 1. The target holds a complete, verified image; the control plane cancels instead of committing.
-    let id = '';
-    const first = atCommit((x) => { id = x; });
-    await first.reached;
-    assert.deepEqual(await b.client.listVms(), [], 'nothing runs on the target before the commit');
-    assert.equal(await a.client.cancelMigration(id), 'awaiting-commit');
-    assert.equal((await codeOf(first.done)).code, 'CANCELLED');
-    assert.equal((await a.client.getVm('r1')).state, 'running');
+    // 1. A fence the target cannot honour (it runs without etcd): it verifies, resumes, cannot
+    // record its ownership, destroys its copy and refuses; the source must resume.
+    const phases: string[] = [];
+    const fenced = a.client.migrateVm('r1', b.address, { verify: true }, (e) => phases.push(e.phase), '', 'n2', { vmRevision: '12345', job: 'job-x', attempt: 1 });
+    const err = await codeOf(fenced);
+    assert.equal(err.code, 'FAILED_PRECONDITION', err.message);
+    assert.match(err.message, /fenced/);
+    assert.ok(phases.includes('verifying'), `the source sent Complete (phases ${phases.join(',')})`);
+    assert.equal((await a.client.getVm('r1')).state, 'running', 'the source resumed');
     assert.equal((await a.client.verifyVm('r1')).ok, true);
-    await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
-    // 2. Same again, committed this time: the VM runs on the target, never on both.
-    const second = atCommit((x) => { id = x; });
-    await second.reached;
-    await a.client.commitMigration(id);
-    await a.client.commitMigration(id).catch(() => undefined); // safe to repeat
-    const r = await second.done;
+    assert.deepEqual(await b.client.listVms(), [], 'nothing runs on the target');
+    await waitFor('the target to release its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+    // 2. Direct (no fence): Owned right after Activated; the VM runs on the target only.
+    const r = await a.client.migrateVm('r1', b.address, { verify: true });
     assert.equal(r.outcome, 'succeeded');
     assert.equal(r.verified, true);
     assert.equal((await b.client.getVm('r1')).state, 'running');
     assert.equal((await codeOf(a.client.getVm('r1'))).code, 'NOT_FOUND');
-    assert.equal((await codeOf(a.client.cancelMigration(id))).code, 'NOT_FOUND');
   } finally {
     await stopAgents(agents);
   }

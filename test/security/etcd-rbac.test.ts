@@ -69,12 +69,14 @@ test('etcd refuses a client without a certificate, and one whose certificate ano
   assert.equal(await rawReadFails({ rootCertificate: ca, certChain: fs.readFileSync(pki.admin.cert), privateKey: fs.readFileSync(pki.admin.key) }), false, 'the same call with the cluster admin succeeds');
 });
 
-test('a node identity writes its own nodes/, alive/ and owned/ keys and reads vms/, nothing else', async () => {
+test('a node identity writes its own nodes/, alive/ and owned/ keys and reads vms/, alive/, owned/, nothing else', async () => {
   const n1 = await as(pki.of('node-1'));
   await put(n1, keys.node('node-1'));
   await put(n1, keys.alive('node-1'));
   await put(n1, keys.ownership('node-1', 'web-1'));
   await n1.getAll().prefix(keys.vms()).exec();
+  await n1.get(keys.alive('node-2')).exec(); // a paused source reads the target's lease and record
+  await n1.getAll().prefix(keys.ownerships('node-2')).exec();
   await assert.rejects(put(n1, keys.node('node-2')), DENIED, "another node's record");
   await assert.rejects(put(n1, keys.alive('node-2')), DENIED, "another node's heartbeat");
   await assert.rejects(put(n1, keys.ownership('node-2', 'web-1')), DENIED, "another node's switchover record");

@@ -120,9 +120,10 @@ export class AgentClient {
    * otherwise (the VM then runs on this node). `targetNode` names the target's node: with TLS
    * the source streams only to a server whose certificate is that node of this cluster.
    */
-  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = '', targetNode = ''): Promise<MigrationResult> {
+  migrateVm(vm: string, target: string, policy: Partial<MigrationPolicy>, onEvent?: (e: MigrationEventInfo) => void, migrationId = '', targetNode = '',
+    fence?: { vmRevision: string; job: string; attempt: number }): Promise<MigrationResult> {
     return new Promise((resolve, reject) => {
-      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId, targetNode }, {});
+      const call = this.client.MigrateVm({ vm, target, policy: policyToWire(policy), migrationId, targetNode, fence: fence ?? null }, {});
       let result: MigrationResult | undefined;
       call.on('data', (w: Wire['NodeAgent']['MigrateVm']['response']) => {
         const ev = eventFromWire(w);
@@ -143,7 +144,7 @@ export class AgentClient {
     return r.phase;
   }
 
-  /** Tells the source to activate the target (externally committed migrations). */
+  /** Deprecated since protocol 2 (the target decides): checks the migration exists on the source. */
   async commitMigration(migrationId: string): Promise<void> {
     await this.unary('CommitMigration', { migrationId });
   }

@@ -20,8 +20,8 @@ test('NodeInfo survives the wire, its VMs and their specs included', () => {
 
 test('a policy: zero values mean the engine default', () => {
   assert.deepEqual(policyFromWire(roundTrip<wire.MigrationPolicy>('MigrationPolicy', policyToWire({ maxDowntimeMs: 5, verify: true }))),
-    { maxDowntimeMs: 5, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: true, externalCommit: false });
-  assert.deepEqual(policyFromWire(undefined), { maxDowntimeMs: undefined, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: false, externalCommit: false });
+    { maxDowntimeMs: 5, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: true });
+  assert.deepEqual(policyFromWire(undefined), { maxDowntimeMs: undefined, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: false });
 });
 
 test('a progress event: an infinite ETA travels as -1 and comes back as NaN; no result until the end', () => {

@@ -91,7 +91,7 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
   return {
     maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: 1, verify: p.verify ?? false,
-    externalCommit: p.externalCommit ?? false,
+    externalCommit: false, // deprecated since protocol 2 (the target decides)
   };
 }
 
@@ -100,7 +100,7 @@ export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Part
   return {
     maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
-    verify: !!w?.verify, externalCommit: !!w?.externalCommit,
+    verify: !!w?.verify,
   };
 }
 

@@ -20,6 +20,7 @@ import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
 import { StoragePolicy } from './storage-policy';
 import { OutgoingMigrations } from './outgoing-migrations';
+import { analyzeVmHandler } from './analyze-vm';
 import { IncomingMigrations } from './incoming-migrations';
 import { ReservationGuard } from './incoming-auth';
 import { clientCredentials, serverCredentials, type TlsSource } from '../../lib/pki/grpc-credentials';
@@ -172,6 +173,7 @@ export class NodeAgentServer {
       MigrateVm: (call) => this.outgoing.migrateOut(call),
       CancelMigration: unary((req) => this.outgoing.cancel(req.migrationId)),
       CommitMigration: unary((req) => { this.outgoing.commit(req.migrationId); return {}; }),
+      AnalyzeVm: analyzeVmHandler(host, this.o.hypervisor.kind),
     };
   }
 

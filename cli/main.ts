@@ -13,6 +13,7 @@ node and VM commands (talk to one agent; TLS: --ca FILE --cert FILE --key FILE, 
   agent --listen HOST:PORT --node-id ID       run a node agent
   vm create|list|show|destroy|verify --agent ADDR ...
   migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit] [--json]
+  analyze VM --agent ADDR [--bandwidth 1Gbit] [--max-downtime 5ms] [--window 5s] [--json]
   bench [--profile all|idle|web|db|mmuncher] [--mem 1GiB] [--warmup 2s] [--json] [--baselines] [--tls]
 
 cluster commands (etcd: --etcd URL or DROVER_ETCD):
@@ -36,6 +37,7 @@ async function run(argv: string[]): Promise<number> {
     case 'bench':
       return (await import('./commands/bench')).benchCommand(rest);
     case 'pki': return (await import('./commands/pki')).pkiCommand(rest);
+    case 'analyze': return (await import('./commands/analyze')).analyzeCommand(rest);
     case 'vm':
       if (has('agent')) return (await import('./commands/vm')).vmCommand(rest);
       return clusterCommand(argv);

@@ -222,6 +222,12 @@ export interface ClusterConfig {
   historyMaxJobs: number;
   /** Finished jobs created longer ago than this are pruned, ms. */
   historyMaxAgeMs: number;
+  /**
+   * Weights of the rebalancer's node score (normalised to sum 1): memory used / RAM, allocated
+   * vCPUs / vCPUs, measured CPU / vCPUs. Absent: services/scheduler/planner.ts DEFAULT_LOAD_WEIGHTS
+   * (0.5, 0.25, 0.25).
+   */
+  loadWeights?: { memory?: number; vcpus?: number; cpu?: number };
 }
 
 /** Default of `historyMaxJobs`: enough for `migrations list` and a day of busy rebalancing, ~2 MB in etcd. */

@@ -39,7 +39,7 @@ function specAllows(role: Role, method: string): boolean {
   if (service !== 'drover.v1.NodeAgent') return false;
   if (role === 'admin') return true;
   if (role === 'controller') return true;
-  if (role === 'monitor') return ['ListVms', 'GetVm', 'GetNodeInfo'].includes(name);
+  if (role === 'monitor') return ['ListVms', 'GetVm', 'GetNodeInfo', 'AnalyzeVm'].includes(name);
   return false;
 }
 

@@ -12,6 +12,7 @@
  *   drover.v1.NodeAgent/MigrateVm                    x        x
  *   drover.v1.NodeAgent/CancelMigration              x        x
  *   drover.v1.NodeAgent/CommitMigration              x        x
+ *   drover.v1.NodeAgent/AnalyzeVm                    x        x                x
  *   drover.v1.MigrationReceiver/PrepareIncoming                       x (source)
  *   drover.v1.MigrationReceiver/Transfer                              x (source)
  *   drover.v1.MigrationReceiver/AbortIncoming                         x (source)
@@ -54,6 +55,8 @@ export const AUTHZ_TABLE: Readonly<Record<string, MethodRule>> = Object.freeze({
   'drover.v1.NodeAgent/MigrateVm': { roles: CONTROL },
   'drover.v1.NodeAgent/CancelMigration': { roles: CONTROL },
   'drover.v1.NodeAgent/CommitMigration': { roles: CONTROL },
+  // Read-only: observes the dirty log for a window (a few ms of agent CPU per second), sends nothing.
+  'drover.v1.NodeAgent/AnalyzeVm': { roles: READ },
   'drover.v1.MigrationReceiver/PrepareIncoming': DATA,
   'drover.v1.MigrationReceiver/Transfer': DATA,
   'drover.v1.MigrationReceiver/AbortIncoming': DATA,

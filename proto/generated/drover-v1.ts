@@ -309,6 +309,44 @@ export interface CommitMigrationRequest {
 export interface CommitMigrationResponse {
 }
 
+/** drover.v1.AnalyzeVmRequest. */
+export interface AnalyzeVmRequest {
+  /** name = 1. */
+  name: string;
+  /** observation length (at least 50 ms) */
+  windowMs: number;
+}
+
+/** drover.v1.WssPoint. */
+export interface WssPoint {
+  /** windowMs = 1. */
+  windowMs: number;
+  /** distinct bytes dirtied within a window of window_ms (mean) */
+  bytes: number;
+}
+
+/** drover.v1.AnalyzeVmResponse. */
+export interface AnalyzeVmResponse {
+  /** name = 1. */
+  name: string;
+  /** memBytes = 2. */
+  memBytes: number;
+  /** populated pages (what a first round sends at most) */
+  nonzeroBytes: number;
+  /** distinct pages dirtied per second at the finest window */
+  dirtyRateBytesPerSec: number;
+  /** wss = 5. */
+  wss: WssPoint[];
+  /** observedMs = 6. */
+  observedMs: number;
+  /** snapshots = 7. */
+  snapshots: number;
+  /** agent CPU spent on the observation (snapshots + curve) */
+  observationCpuMs: number;
+  /** the guest's own write counter over the window */
+  guestWriteRateBytesPerSec: number;
+}
+
 /** drover.v1.PrepareIncomingRequest. */
 export interface PrepareIncomingRequest {
   /** protocolVersion = 1. */
@@ -553,6 +591,9 @@ export interface Messages {
   CancelMigrationResponse: CancelMigrationResponse;
   CommitMigrationRequest: CommitMigrationRequest;
   CommitMigrationResponse: CommitMigrationResponse;
+  AnalyzeVmRequest: AnalyzeVmRequest;
+  WssPoint: WssPoint;
+  AnalyzeVmResponse: AnalyzeVmResponse;
   PrepareIncomingRequest: PrepareIncomingRequest;
   PrepareIncomingResponse: PrepareIncomingResponse;
   AbortIncomingRequest: AbortIncomingRequest;
@@ -597,6 +638,8 @@ export interface Wire {
     CancelMigration: { request: CancelMigrationRequest; response: CancelMigrationResponse; requestStream: false; responseStream: false };
     /** Second half of an externally committed migration (the control plane recorded the new owner): tells the target to resume. Safe to repeat. */
     CommitMigration: { request: CommitMigrationRequest; response: CommitMigrationResponse; requestStream: false; responseStream: false };
+    /** Observes a VM's dirty pages for window_ms without sending anything: dirty rate and the writable working set curve. FAILED_PRECONDITION while the VM migrates; UNIMPLEMENTED for a driver that cannot observe (names it). */
+    AnalyzeVm: { request: AnalyzeVmRequest; response: AnalyzeVmResponse; requestStream: false; responseStream: false };
   };
   /** Methods of drover.v1.MigrationReceiver. */
   MigrationReceiver: {

@@ -20,6 +20,7 @@ import { agentMetrics, grpcMetricsInterceptor } from './agent-metrics';
 import { VmHost, type AgentCapacity } from './vm-host';
 import { StoragePolicy } from './storage-policy';
 import { OutgoingMigrations } from './outgoing-migrations';
+import { analyzeVmHandler } from './analyze-vm';
 import { IncomingMigrations } from './incoming-migrations';
 import type { ClusterLink } from './switchover';
 import { ReservationGuard } from './incoming-auth';
@@ -182,6 +183,7 @@ export class NodeAgentServer {
       MigrateVm: (call) => this.outgoing.migrateOut(call),
       CancelMigration: unary((req) => this.outgoing.cancel(req.migrationId)),
       CommitMigration: unary((req) => { this.outgoing.commit(req.migrationId); return {}; }),
+      AnalyzeVm: analyzeVmHandler(host, this.o.hypervisor.kind),
     };
   }
 

@@ -92,3 +92,23 @@ test('once triggered, a rebalance continues down to half the threshold (hysteres
   assert.ok(cont.moves.length >= 1);
   assert.ok(cont.imbalanceAfter <= cont.target);
 });
+
+test('issue 15: one empty node beside two full by vCPUs (8/8, little memory, idle) is rebalanced at the default aggressiveness', () => {
+  // 8 VMs of 1 vCPU and 512 MiB on each of b and c: memory 25% used, measured CPU 0, vCPUs 8/8.
+  const full = (id: string): PlanNode => ({ ...node(id, 4), vcpusAllocated: 8 });
+  const nodes = [{ ...node('a'), vcpusAllocated: 0 }, full('b'), full('c')];
+  const vms = ['b', 'c'].flatMap((n) => Array.from({ length: 8 }, (_, i) => vm(`${n}${i}`, n, 0.5)));
+  const plan = planRebalance(nodes, vms);
+  assert.ok(plan.moves.length > 0, `stop ${plan.stop}, imbalance ${plan.imbalanceBefore}`);
+  assert.ok(plan.moves.every((m) => m.to === 'a'), JSON.stringify(plan.moves.map((m) => [m.vm, m.to])));
+  assert.ok(plan.imbalanceAfter < plan.imbalanceBefore / 2);
+  // Counting measured CPU only (the old score) the same cluster makes no move.
+  assert.equal(planRebalance(nodes, vms, { weights: { memory: 1, vcpus: 0, cpu: 1 } }).moves.length, 0);
+});
+
+test('load weights are normalised; a negative or all-zero weight is refused', () => {
+  const n: PlanNode = { ...node('x', 8), vcpusAllocated: 4, cpuUsed: 2 };
+  assert.ok(Math.abs(imbalance([n, node('y')], { memory: 2, vcpus: 1, cpu: 1 }) - imbalance([n, node('y')], { memory: 0.5, vcpus: 0.25, cpu: 0.25 })) < 1e-12);
+  assert.throws(() => planRebalance([n], [], { weights: { memory: -1 } }), /load weight memory must be ≥ 0/);
+  assert.throws(() => planRebalance([n], [], { weights: { memory: 0, vcpus: 0, cpu: 0 } }), /must not all be 0/);
+});

@@ -3,7 +3,9 @@
  * evacuation. No I/O: the scheduler feeds them a model of the cluster and turns the result into
  * migration jobs; the bench runs them over 1,000 simulated nodes.
  *
- * Load of a node = the mean of its memory and CPU utilisation (0..1). Imbalance = the standard
+ * Load of a node = a weighted mean (LoadWeights, cluster config `loadWeights`; default memory
+ * 0.5, allocated vCPUs 0.25, measured CPU 0.25) of its memory, vCPU allocation and CPU use
+ * (each 0..1). Imbalance = the standard
  * deviation of the loads of the schedulable nodes (VMware DRS uses the same measure). The
  * aggressiveness level 1..5 sets the threshold above which the rebalancer acts; it then plans
  * moves until the imbalance is below half the threshold (hysteresis: a cluster just under the
@@ -83,6 +85,8 @@ export interface RebalanceOptions {
    * imbalance is above the target (half the threshold), not just above the threshold.
    */
   continuing?: boolean;
+  /** Weights of the balance score (default DEFAULT_LOAD_WEIGHTS; normalised). */
+  weights?: Partial<LoadWeights>;
 }
 
 /** Imbalance threshold per aggressiveness level (1 = never rebalance, 5 = most eager). */
@@ -106,15 +110,40 @@ export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: nu
   return memBytes / (1 - r);
 }
 
-function loadOf(n: PlanNode): number {
+/**
+ * Weights of a node's balance score (normalised to sum 1): memory in use / RAM, allocated vCPUs /
+ * vCPUs (what is promised), measured CPU / vCPUs (what is used). Allocated vCPUs count because a
+ * node full by allocation takes no VM however idle its guests are.
+ */
+export interface LoadWeights {
+  memory: number;
+  vcpus: number;
+  cpu: number;
+}
+
+/** Default weights: memory 0.5, allocated vCPUs 0.25, measured CPU 0.25. */
+export const DEFAULT_LOAD_WEIGHTS: Readonly<LoadWeights> = Object.freeze({ memory: 0.5, vcpus: 0.25, cpu: 0.25 });
+
+/** `w` normalised to sum 1; a RangeError naming a negative or all-zero weight. */
+export function normaliseWeights(w: Partial<LoadWeights> = {}): LoadWeights {
+  const x = { ...DEFAULT_LOAD_WEIGHTS, ...w };
+  for (const [k, v] of Object.entries(x)) if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`load weight ${k} must be ≥ 0 (got ${v})`);
+  const t = x.memory + x.vcpus + x.cpu;
+  if (!(t > 0)) throw new RangeError('load weights must not all be 0');
+  return { memory: x.memory / t, vcpus: x.vcpus / t, cpu: x.cpu / t };
+}
+
+function loadOf(n: PlanNode, w: LoadWeights = DEFAULT_LOAD_WEIGHTS): number {
   const mem = n.memTotalBytes > 0 ? n.memUsedBytes / n.memTotalBytes : 1;
   const cpu = n.vcpusTotal > 0 ? Math.min(1, n.cpuUsed / n.vcpusTotal) : 0;
-  return (mem + cpu) / 2;
+  const alloc = n.vcpusTotal > 0 && n.vcpusAllocated !== undefined ? n.vcpusAllocated / n.vcpusTotal : 0;
+  return w.memory * mem + w.vcpus * alloc + w.cpu * cpu;
 }
 
 /** Imbalance (standard deviation of load) of the schedulable nodes. */
-export function imbalance(nodes: PlanNode[]): number {
-  const ls = nodes.filter((n) => n.schedulable).map(loadOf);
+export function imbalance(nodes: PlanNode[], weights: Partial<LoadWeights> = {}): number {
+  const w = normaliseWeights(weights);
+  const ls = nodes.filter((n) => n.schedulable).map((n) => loadOf(n, w));
   if (ls.length < 2) return 0;
   const mean = ls.reduce((a, b) => a + b, 0) / ls.length;
   return Math.sqrt(ls.reduce((a, l) => a + (l - mean) ** 2, 0) / ls.length);
@@ -142,8 +171,12 @@ interface RebalanceState {
   vmCost: Float64Array;
   freeMem: Float64Array;
   freeVcpu: Float64Array;
+  /** Memory weight / RAM, per node (a byte's share of the load). */
   halfInvMem: Float64Array;
+  /** CPU weight / vCPUs, per node. */
   halfInvCpu: Float64Array;
+  /** Weight of allocated vCPUs / vCPUs (0 where the allocation is unknown). */
+  invAlloc: Float64Array;
   /** The K most and K least loaded nodes (reused per move). */
   top: number[];
   bottom: number[];
@@ -164,10 +197,10 @@ function stdOf(n: number, s: number, s2: number): number {
 }
 
 /** Copies the schedulable nodes and indexes the movable VMs on them. */
-function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number): RebalanceState {
+function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: LoadWeights): RebalanceState {
   const nodes = nodesIn.filter((n) => n.schedulable).map((n) => ({ ...n }));
   const idx = new Map(nodes.map((n, i) => [n.id, i]));
-  const load = nodes.map(loadOf);
+  const load = nodes.map((n) => loadOf(n, w));
   const sum = load.reduce((a, b) => a + b, 0);
   const sum2 = load.reduce((a, b) => a + b * b, 0);
   const vmList: PlanVm[] = [];
@@ -184,8 +217,9 @@ function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number): Rebal
     vmCost: Float64Array.from(vmList, (v) => predictMigrationBytes(v.memBytes, v.dirtyRateBytesPerSec, bw)),
     freeMem: Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes),
     freeVcpu: Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated)),
-    halfInvMem: Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? 0.5 / n.memTotalBytes : 0)),
-    halfInvCpu: Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 ? 0.5 / n.vcpusTotal : 0)),
+    halfInvMem: Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? w.memory / n.memTotalBytes : 0)),
+    halfInvCpu: Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 ? w.cpu / n.vcpusTotal : 0)),
+    invAlloc: Float64Array.from(nodes, (n) => (n.vcpusTotal > 0 && n.vcpusAllocated !== undefined ? w.vcpus / n.vcpusTotal : 0)),
     top: [],
     bottom: [],
   };
@@ -213,7 +247,7 @@ function pickExtremes(st: RebalanceState, K: number): void {
 
 /** The move between the extremes that cuts the imbalance most per predicted byte, if any improves it. */
 function bestMove(st: RebalanceState): MoveChoice | undefined {
-  const { load, onNode, top, bottom, freeMem, freeVcpu, halfInvMem, halfInvCpu, vmMem, vmCpu, vmVcpus, vmCost, sum, sum2, cur } = st;
+  const { load, onNode, top, bottom, freeMem, freeVcpu, halfInvMem, halfInvCpu, invAlloc, vmMem, vmCpu, vmVcpus, vmCost, sum, sum2, cur } = st;
   const N = load.length;
   let bestScore = -1;
   let best: MoveChoice | undefined;
@@ -221,20 +255,20 @@ function bestMove(st: RebalanceState): MoveChoice | undefined {
     const s = top[si];
     const list = onNode[s];
     const ls = load[s];
-    const hms = halfInvMem[s], hcs = halfInvCpu[s];
+    const hms = halfInvMem[s], hcs = halfInvCpu[s], has = invAlloc[s];
     for (let ti = 0; ti < bottom.length; ti++) {
       const t = bottom[ti];
       const lt = load[t];
       if (t === s || lt >= ls) continue;
       const free = freeMem[t], freeCpu = freeVcpu[t];
-      const hmt = halfInvMem[t], hct = halfInvCpu[t];
+      const hmt = halfInvMem[t], hct = halfInvCpu[t], hat = invAlloc[t];
       const base2 = sum2 - ls * ls - lt * lt;
       for (let k = 0; k < list.length; k++) {
         const v = list[k];
         const mem = vmMem[v];
         if (free < mem || freeCpu < vmVcpus[v]) continue;
-        const ds = mem * hms + vmCpu[v] * hcs;
-        const dt = mem * hmt + vmCpu[v] * hct;
+        const ds = mem * hms + vmCpu[v] * hcs + vmVcpus[v] * has;
+        const dt = mem * hmt + vmCpu[v] * hct + vmVcpus[v] * hat;
         const a = ls - ds, b = lt + dt;
         const gain = cur - stdOf(N, sum - ds + dt, base2 + a * a + b * b);
         if (gain <= MIN_GAIN) continue;
@@ -280,7 +314,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   const maxMoves = opts.maxMoves ?? Infinity;
   const K = opts.candidates ?? 4;
 
-  const st = rebalanceState(nodesIn, vmsIn, bw);
+  const st = rebalanceState(nodesIn, vmsIn, bw, normaliseWeights(opts.weights));
   const before = st.cur;
   const plan: RebalancePlan = {
     aggressiveness, threshold, target, imbalanceBefore: before, imbalanceAfter: before, moves: [],

@@ -137,7 +137,7 @@ export class Scheduler {
       await this.place(snap);
       if (!(await this.stillLeader())) return;
       snap = await readSnapshot(this.etcd);
-      schedulerMetrics().observe(snap, imbalance(planModel(snap).nodes), thresholdOf(snap.config.aggressiveness));
+      schedulerMetrics().observe(snap, imbalance(planModel(snap).nodes, snap.config.loadWeights), thresholdOf(snap.config.aggressiveness));
       const draining = await this.drains(snap);
       if (!(await this.stillLeader())) return;
       if (!draining) await this.rebalance(await readSnapshot(this.etcd));
@@ -316,9 +316,9 @@ export class Scheduler {
     if (active.length > 0) { this.lastRebalanceActivity = Date.now(); return; }
     if (!cfg.autoRebalance || Date.now() - this.lastRebalanceActivity < (this.opts.settleMs ?? 3000)) return;
     const model = planModel(snap);
-    const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent, continuing: this.rebalancing });
+    const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent, continuing: this.rebalancing, weights: cfg.loadWeights });
     this.rebalancing = plan.moves.length > 0 && plan.stop !== 'balanced';
-    const status: SchedulerStatus = { leader: this.id, since: 0, lastPlanAt: Date.now(), imbalance: imbalance(model.nodes), threshold: thresholdOf(cfg.aggressiveness) };
+    const status: SchedulerStatus = { leader: this.id, since: 0, lastPlanAt: Date.now(), imbalance: imbalance(model.nodes, cfg.loadWeights), threshold: thresholdOf(cfg.aggressiveness) };
     const st = await getJson<SchedulerStatus>(this.etcd, keys.schedulerStatus());
     await casJson(this.etcd, keys.schedulerStatus(), st?.modRevision ?? '0', { ...status, since: st?.value.since ?? Date.now() }).catch(() => false);
     if (plan.moves.length === 0) return;

@@ -87,6 +87,11 @@ export class AgentClient {
     return vmFromWire(await this.unary('CreateVm', { spec: specToWire(spec) }, 120_000));
   }
 
+  /** Observes a VM's dirty pages for `windowMs` (AnalyzeVm; sends nothing). */
+  async analyzeVm(name: string, windowMs: number): Promise<Wire['NodeAgent']['AnalyzeVm']['response']> {
+    return this.unary('AnalyzeVm', { name, windowMs }, windowMs + 30_000);
+  }
+
   /** Lists the VMs of this node. */
   async listVms(): Promise<VmInfo[]> {
     const res = await this.unary('ListVms', {});

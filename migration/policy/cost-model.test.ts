@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { predictMigration, wssAt, type CostInput } from './cost-model';
+
+const MiB = 1024 * 1024;
+/** A bounded working set of `wss` bytes written uniformly at `rate` bytes/s (coupon-collector curve). */
+function curve(wss: number, rate: number): { windowMs: number; bytes: number }[] {
+  return [10, 20, 50, 100, 200, 500, 1000, 2000, 5000].map((w) => ({ windowMs: w, bytes: wss * (1 - Math.exp(-(rate * w) / 1000 / wss)) }));
+}
+const web: CostInput = { memBytes: 1024 * MiB, nonzeroBytes: 256 * MiB, dirtyRateBytesPerSec: 100 * MiB, wss: curve(16 * MiB, 100 * MiB), linkBytesPerSec: 1000 * MiB, maxDowntimeMs: 5 };
+
+test('wssAt interpolates from (0,0), caps at RAM, extrapolates the last slope', () => {
+  const c = [{ windowMs: 10, bytes: 100 }, { windowMs: 20, bytes: 150 }];
+  assert.equal(wssAt(c, 5, 0, 1e9), 50);
+  assert.equal(wssAt(c, 15, 0, 1e9), 125);
+  assert.equal(wssAt(c, 30, 0, 1e9), 200);
+  assert.equal(wssAt(c, 30, 0, 170), 170);
+  assert.equal(wssAt([], 1000, 10, 1e9), 10);
+});
+
+test('a web guest on a fast link converges: shrinking rounds, remainder within the target', () => {
+  const p = predictMigration(web);
+  assert.equal(p.converges, true, p.policyReason);
+  assert.equal(p.policy, 'precopy');
+  assert.ok(p.rounds >= 2, `rounds ${p.rounds}`);
+  for (let i = 1; i < p.roundsDetail.length; i++) assert.ok(p.roundsDetail[i].bytes < p.roundsDetail[i - 1].bytes);
+  assert.ok(p.predictedDowntimeMs <= 5);
+  assert.ok(p.predictedBytes >= 256 * MiB && p.predictedBytes < 300 * MiB, `bytes ${p.predictedBytes}`);
+  const firstRoundMs = (256 / 1000) * 1000;
+  assert.ok(p.predictedTotalMs > firstRoundMs && p.predictedTotalMs < firstRoundMs * 1.3, `total ${p.predictedTotalMs}`);
+});
+
+test('a guest dirtying faster than the link does not converge: throttle, or post-copy when offered', () => {
+  const hot: CostInput = { ...web, dirtyRateBytesPerSec: 4000 * MiB, wss: curve(64 * MiB, 4000 * MiB) };
+  const p = predictMigration(hot);
+  assert.equal(p.converges, false);
+  assert.equal(p.policy, 'throttle');
+  assert.match(p.policyReason, /dirty rate .* of the link/);
+  assert.ok(p.predictedDowntimeMs > 5);
+  assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'postcopy');
+});
+
+test('a working set too large for the target stops when rounds stop shrinking', () => {
+  // A hot set of 8 MiB rewritten every 10 ms: no round gets below it; 8 MiB at 200 MiB/s is 40 ms.
+  const hotSet = [{ windowMs: 10, bytes: 8 * MiB }, { windowMs: 50, bytes: 9 * MiB }, { windowMs: 1000, bytes: 10 * MiB }];
+  const p = predictMigration({ ...web, linkBytesPerSec: 200 * MiB, dirtyRateBytesPerSec: 100 * MiB, wss: hotSet });
+  assert.equal(p.converges, false);
+  assert.equal(p.stop, 'not-shrinking');
+  assert.match(p.policyReason, /stop shrinking/);
+});
+
+test('more bandwidth never costs more time; downtime falls until it converges, bytes once it does', () => {
+  let prev = predictMigration({ ...web, linkBytesPerSec: 50 * MiB });
+  for (const r of [100, 200, 500, 1000, 2000, 5000]) {
+    const p = predictMigration({ ...web, linkBytesPerSec: r * MiB });
+    assert.ok(p.predictedTotalMs <= prev.predictedTotalMs + 1e-9, `total at ${r} MiB/s`);
+    // Once it converges pre-copy stops as soon as the remainder fits: any downtime within the target.
+    if (p.converges) assert.ok(p.predictedDowntimeMs <= web.maxDowntimeMs, `downtime at ${r} MiB/s`);
+    else assert.ok(p.predictedDowntimeMs <= prev.predictedDowntimeMs + 1e-9, `downtime at ${r} MiB/s`);
+    // A migration that gives up early sends less: bytes only fall with bandwidth once it converges.
+    if (prev.converges) assert.ok(p.predictedBytes <= prev.predictedBytes + 1, `bytes at ${r} MiB/s`);
+    if (prev.converges) assert.ok(p.converges);
+    prev = p;
+  }
+});
+
+test('bad input is refused, naming the field', () => {
+  assert.throws(() => predictMigration({ ...web, linkBytesPerSec: 0 }), /linkBytesPerSec must be a positive number/);
+  assert.throws(() => predictMigration({ ...web, maxDowntimeMs: -1 }), /maxDowntimeMs/);
+});

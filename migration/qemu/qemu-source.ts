@@ -35,7 +35,7 @@ import {
 } from '../../hypervisor/stream-migration';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
 import { convergenceDecider, convergencePolicy } from '../policy/convergence';
-import { succeededResult } from '../result';
+import { PauseClock, succeededResult } from '../result';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
 import { frames, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire/protocol';
 import type { SwitchoverOutcome } from '../precopy/precopy-source';
@@ -199,8 +199,20 @@ export class QemuSource {
   private lastSample: StreamMigrationProgress | undefined;
   private wasAccepted = false;
   private t0 = 0;
+  private readonly pause = new PauseClock();
 
   constructor(private readonly o: QemuSourceOptions) {}
+
+  /** How long the source QEMU has been paused in this migration (its STOP event on), ms; read on failure too. */
+  get pausedMs(): number {
+    return this.pause.ms;
+  }
+
+  /** Starts the pause clock at the source QEMU's STOP event of this migration, if it stopped. */
+  private notePause(): void {
+    const stopped = this.o.stream.stoppedAtMs;
+    if (stopped > 0 && stopped >= performance.timeOrigin + this.t0) this.pause.start(stopped);
+  }
 
   /** The phase the migration is in (QEMU's status mapped to the engine's phases). */
   get currentPhase(): MigrationPhase {
@@ -306,6 +318,7 @@ export class QemuSource {
     const dom = o.domain;
     // QEMU closes the socket when done.
     if (s.tunnel) await Promise.race([s.tunnel.socketEnded, new Promise((r) => setTimeout(r, SOCKET_END_WAIT_MS))]);
+    this.notePause();
     if (s.error) throw s.error;
     const pausedAtMs = dom.heartbeat().lastBeatMs;
     trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
@@ -319,6 +332,7 @@ export class QemuSource {
         else if (a.kind !== 'verified') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Complete with ${a.kind}`);
       }
       o.log?.({ msg: 'qemu switchover owned', migration: o.migrationId, vm: dom.spec.name, target: o.targetName });
+      this.pause.end(); // Owned: the source's pause ends with its copy
       return { activated, pausedAtMs };
     } catch (err) {
       return { activated: await this.afterComplete(DroverError.from(err), activated), pausedAtMs };
@@ -338,6 +352,7 @@ export class QemuSource {
     const outcome: SwitchoverOutcome = refused ? 'refused' : o.resolveOutcome ? await o.resolveOutcome(e).catch(() => 'unknown' as const) : 'unknown';
     o.log?.({ msg: 'qemu switchover failed after Complete', migration: o.migrationId, vm: name, code: e.code, error: e.message, outcome, postcopy: o.stream.inPostcopy });
     if (outcome === 'owned') {
+      this.pause.end();
       const now = performance.timeOrigin + performance.now();
       return activated ?? { kind: 'activated', resumedAtMs: now, firstBeatMs: now };
     }
@@ -357,9 +372,11 @@ export class QemuSource {
     const dom = this.o.domain;
     if (dom.state() === 'destroyed') return false;
     const st = await this.o.stream.runStatus().catch(() => '');
-    if (st === 'running') return true;
+    if (st === 'running') { this.pause.end(); return true; }
     if (!RESUMABLE_STATES.has(st)) return false;
-    return dom.resume().then(() => true, () => false);
+    const ok = await dom.resume().then(() => true, () => false);
+    if (ok) this.pause.end();
+    return ok;
   }
 
   /** The result of a completed migration (and its log line). */
@@ -386,6 +403,7 @@ export class QemuSource {
       source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
       guestBlackoutMs: Math.round(blackout),
       hypervisorDowntimeMs: qres.downtimeMs,
+      pausedMs: this.pause.ms,
     });
   }
 
@@ -398,6 +416,8 @@ export class QemuSource {
       try { s.call.write(encodeFrame(frames.abort(e.message.slice(0, 500)))); s.call.end(); } catch { /* stream gone */ }
     }
     s.finished = true;
+    // A stop before the failure (QEMU resumes its own VM when its migration fails before completion).
+    if (!s.migrated) { this.notePause(); this.pause.end(); }
     // Refused at Start (e.g. the target runs another hypervisor): release the reservation now.
     if (!this.wasAccepted) await o.conn.abort(o.reservation.migrationId, o.reservation.token);
     o.log?.({ msg: 'qemu migration failed', migration: o.migrationId, lastStatus: this.lastSample?.status, error: e.message });

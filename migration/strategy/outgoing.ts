@@ -31,6 +31,8 @@ export interface OutgoingEngine {
   readonly currentPhase: MigrationPhase;
   /** Runs it; resolves when the VM runs on the target. */
   run(): Promise<MigrationResult>;
+  /** How long the source VM has been paused in it, ms (MigrationResult.pausedMs; read after a failure too). */
+  readonly pausedMs: number;
 }
 
 /** The engine for `o.domain`'s migration capability. */

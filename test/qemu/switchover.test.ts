@@ -8,6 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgents, stopAgents, waitFor, codeOf, type TestAgent } from '../support/agents';
+import type { MigrationResult } from '../../migration/types';
 
 const MiB = 1024 * 1024;
 let a: TestAgent, b: TestAgent;
@@ -30,17 +31,21 @@ test('QEMU tunnel: a target that resumed but cannot record its ownership refuses
   // 1. A fence this target cannot honour (it runs without etcd): it runs the guest (Activated),
   // fails to record, kills its QEMU and refuses FAILED_PRECONDITION "fenced".
   const phases: string[] = [];
-  const err = await codeOf(a.client.migrateVm('q-fence', b.address, {}, (e) => phases.push(e.phase), '', 'qs-1', { vmRevision: '777', job: 'job-q', attempt: 2 }));
+  let failed: MigrationResult | undefined;
+  const err = await codeOf(a.client.migrateVm('q-fence', b.address, {}, (e) => { phases.push(e.phase); if (e.result) failed = e.result; }, '', 'qs-1', { vmRevision: '777', job: 'job-q', attempt: 2 }));
   assert.equal(err.code, 'FAILED_PRECONDITION', err.message);
   assert.match(err.message, /fenced: node qs-1 has no etcd/, 'the target reached the ownership record, i.e. it had run the guest');
   assert.match(err.message, /the source VM resumed/);
   assert.ok(phases.includes('verifying'), `the source sent Complete (phases ${phases.join(',')})`);
+  // the pause that ended in the resume is reported (QEMU STOP -> cont)
+  assert.ok((failed?.pausedMs ?? 0) > 0, `failed result's pausedMs ${failed?.pausedMs}`);
   await beatsOn(a, 'q-fence');
   assert.deepEqual(await b.client.listVms(), [], 'nothing runs on the target');
   await waitFor('the target released its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0, 10_000);
   // 2. Direct (no fence): Owned right after Activated; the source QEMU is destroyed after it.
   const r = await a.client.migrateVm('q-fence', b.address, {});
   assert.equal(r.outcome, 'succeeded');
+  assert.ok(r.pausedMs !== undefined && r.pausedMs >= r.downtimeMs - 1, `paused ${r.pausedMs} ms, downtime ${r.downtimeMs} ms`);
   await beatsOn(b, 'q-fence');
   assert.equal((await codeOf(a.client.getVm('q-fence'))).code, 'NOT_FOUND');
   assert.equal((await a.client.nodeInfo()).memUsedBytes, 0, 'the source QEMU is gone');

@@ -193,10 +193,32 @@ export interface JobRecord {
   finishedAt: number;
   /** Predicted cost (bytes) from the planner, when the scheduler made the job. */
   predictedBytes: number;
-  /** Control-plane share of the downtime: 'awaiting-commit' seen → owner flipped → commit acknowledged, ms. */
+  /** Deprecated since protocol 2 (the target decides; no commit in the pause): never written, old records may hold it. */
   commitMs?: number;
+  /** What each attempt that reached the source agent measured, oldest first (services/migrator/attempt.ts). */
+  attemptLog?: AttemptRecord[];
+  /** The last attempt's guest-observed blackout, ms; -1 = not measured. */
+  guestBlackoutMs?: number;
+  /** The last attempt's source pause, ms (a pause that ended in a rollback included). */
+  pausedMs?: number;
   /** etcd writes this job has caused so far (for the bench's writes-per-move figure). */
   etcdWrites: number;
+}
+
+/** What one attempt of a job measured: its downtime figures, in the job's history and `migrations list --json`. */
+export interface AttemptRecord {
+  attempt: number;
+  result: 'succeeded' | 'failed' | 'cancelled';
+  /** Source pause -> target resume (STOP -> RESUME), ms; 0 when the switchover did not complete. */
+  downtimeMs: number;
+  /** Guest-observed blackout (its largest heartbeat gap across the switchover), ms; -1 = not measured. */
+  guestBlackoutMs: number;
+  /** How long the source VM was paused (MigrationResult.pausedMs), a pause that ended in a rollback included, ms. */
+  pausedMs: number;
+  errorCode: string;
+  error: string;
+  /** When the attempt ended, ms since epoch. */
+  at: number;
 }
 
 /** Jobs admitted under the concurrency limits. */

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DroverError } from '../lib/errors';
-import { failedResult, succeededResult } from './result';
+import { failedResult, PauseClock, succeededResult } from './result';
 
 const who = { migrationId: 'm-1', vm: 'web-1', profile: 'web', memBytes: 2 ** 30, totalMs: 12, source: 'a', target: 'b' };
 
@@ -30,4 +30,16 @@ test('succeededResult: no error, optional fields only when set, the breakdown co
   assert.notEqual(r.downtimeBreakdown, breakdown);
   assert.equal('throttlePercent' in r, false);
   assert.equal('guestBlackoutMs' in r, false);
+});
+
+test('PauseClock: closed pauses add up, an open one reads as so far, end without start is a no-op', () => {
+  const c = new PauseClock();
+  c.end(5);
+  assert.equal(c.ms, 0);
+  c.start(100);
+  c.start(150); // already paused: ignored
+  c.end(112.5);
+  assert.equal(c.ms, 12.5);
+  c.start(PauseClock.now() - 20);
+  assert.ok(c.ms >= 32.5 && c.ms < 1000, `open pause counted: ${c.ms}`);
 });

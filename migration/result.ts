@@ -22,6 +22,7 @@ export function succeededResult(f: SucceededFields): MigrationResult {
   if (f.guestBlackoutMs !== undefined) r.guestBlackoutMs = f.guestBlackoutMs;
   if (f.hypervisorDowntimeMs !== undefined) r.hypervisorDowntimeMs = f.hypervisorDowntimeMs;
   if (f.throttlePercent !== undefined) r.throttlePercent = f.throttlePercent;
+  if (f.pausedMs !== undefined) r.pausedMs = f.pausedMs;
   return r;
 }
 
@@ -35,6 +36,8 @@ export interface FailedFields {
   totalMs: number;
   source: string;
   target: string;
+  /** How long the source VM was paused before the failure's rollback or so far (PauseClock), ms; absent = never paused. */
+  pausedMs?: number;
 }
 
 /** A migration that failed (or, for a CANCELLED error, was cancelled) with `err`; no counters. */
@@ -44,5 +47,39 @@ export function failedResult(f: FailedFields, err: DroverError): MigrationResult
     verified: false, downtimeMs: 0, totalMs: f.totalMs, rounds: 0, bytesSent: 0, pageBytes: 0, zeroPages: 0, deviceBytes: 0,
     throughputBytesPerSec: 0, stopReason: '', outcome: err.code === 'CANCELLED' ? 'cancelled' : 'failed', errorCode: err.code, error: err.message,
     source: f.source, target: f.target, nonzeroBytes: 0,
+    ...(f.pausedMs ? { pausedMs: f.pausedMs } : {}),
   };
+}
+
+/**
+ * How long a source VM was paused in one migration (MigrationResult.pausedMs): from the pause
+ * to the moment the pause ended on the source, by a resume (rollback, refusal) or by the
+ * switchover's end (Owned: the source copy is discarded). A pause still open reads as "so far".
+ * Wall-clock ms (performance.timeOrigin + performance.now()).
+ */
+export class PauseClock {
+  private from = 0;
+  private total = 0;
+
+  /** The source paused at `atMs` (default now); a second start while paused is ignored. */
+  start(atMs = PauseClock.now()): void {
+    if (this.from === 0) this.from = atMs;
+  }
+
+  /** The pause ended (resumed or handed over). Safe to repeat. */
+  end(atMs = PauseClock.now()): void {
+    if (this.from === 0) return;
+    this.total += Math.max(0, atMs - this.from);
+    this.from = 0;
+  }
+
+  /** Paused ms so far (closed pauses plus the open one). */
+  get ms(): number {
+    return this.total + (this.from ? Math.max(0, PauseClock.now() - this.from) : 0);
+  }
+
+  /** Wall-clock now, ms. */
+  static now(): number {
+    return performance.timeOrigin + performance.now();
+  }
 }

@@ -117,6 +117,11 @@ export interface MigrationResult {
   hypervisorDowntimeMs?: number;
   /** Auto-converge: the throttle (% of vCPU time taken away) pre-copy needed to converge; absent when none. */
   throttlePercent?: number;
+  /**
+   * How long the source VM was paused (result.ts PauseClock): pause to the end of the pause on the
+   * source (Owned, or a resume after a rollback or refusal: a failed migration reports it too), ms.
+   */
+  pausedMs?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */
@@ -126,6 +131,7 @@ export interface DowntimeBreakdown {
   finalPages: number;
   deviceMs: number;
   verifyMs: number;
+  /** Protocol 2: Activated -> Owned (the target's fenced ownership record; after the downtime, the source still paused). */
   commitMs: number;
   activateMs: number;
 }

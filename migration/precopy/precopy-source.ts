@@ -27,7 +27,7 @@ import { popcount, rangeTable } from '../wire/range-table';
 import { Pacer, roundRate } from '../policy/rate-control';
 import { nextThrottle, THROTTLE_MAX, shouldStop } from '../policy/stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
-import { succeededResult } from '../result';
+import { PauseClock, succeededResult } from '../result';
 import { BATCH_PAGES, BatchWindow } from './batch-window';
 import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
 import { SourceStats } from './source-stats';
@@ -117,6 +117,7 @@ export class PrecopySource {
   /** Auto-converge throttle applied to the source's vCPUs (0 = none). */
   private throttle = 0;
   private stopReason: StopReason | '' = '';
+  private readonly pause = new PauseClock();
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
@@ -125,6 +126,11 @@ export class PrecopySource {
       const p = this.phase;
       if (!PHASES_AFTER_SWITCHOVER.has(p.kind) && !isCommitted(p)) this.window.fail(new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase ${p.kind}`));
     });
+  }
+
+  /** How long the source has been paused in this migration, ms (MigrationResult.pausedMs; read on failure too). */
+  get pausedMs(): number {
+    return this.pause.ms;
   }
 
   /** The current phase (read by cancel to refuse after switchover). */
@@ -367,6 +373,7 @@ export class PrecopySource {
     const d = this.o.domain;
     d.resetHeartbeatGap(); // the guest's next measured gap is the blackout
     const pausedWall = performance.timeOrigin + performance.now();
+    this.pause.start(pausedWall);
     await d.pause();
     const pausedAt = performance.now();
     const breakdown = { pauseMs: pausedAt - t, finalRoundMs: 0, finalPages: 0, deviceMs: 0, verifyMs: 0, commitMs: 0, activateMs: 0 };
@@ -407,13 +414,14 @@ export class PrecopySource {
     this.o.channel.end();
     const verified = this.o.policy.verify ? await this.memoryMatches() : false;
     d.stopDirtyLog();
+    this.pause.end(); // Owned: the source's pause ends with its copy
     const result = succeededResult({
       migrationId: this.o.migrationId, vm: d.spec.name, profile: d.spec.profile, memBytes: d.spec.memBytes, mode: 'precopy',
       verified, downtimeMs: activatedAt - sw.pausedWall, totalMs: activatedAt - (performance.timeOrigin + s.t0), rounds: s.round, bytesSent: s.bytesSent,
       pageBytes: s.pageBytes, zeroPages: s.zeroPages, deviceBytes: s.deviceBytes,
       throughputBytesPerSec: s.linkRate(), stopReason: this.stopReason,
       source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: s.nonzeroBytes,
-      downtimeBreakdown: sw.breakdown,
+      downtimeBreakdown: sw.breakdown, pausedMs: this.pause.ms,
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
     });
     this.enter({ kind: 'done', result });
@@ -433,6 +441,7 @@ export class PrecopySource {
     try { d.stopDirtyLog(); } catch { /* domain gone */ }
     if (this.throttle > 0) { try { d.setThrottle?.(0); } catch { /* domain gone */ } }
     if (d.state() === 'paused') await d.resume();
+    this.pause.end();
     if (afterComplete) { this.enter({ kind: 'failed', error: err }); return; }
     this.enter(err.code === 'CANCELLED' ? { kind: 'cancelled', error: err } : { kind: 'failed', error: err });
   }

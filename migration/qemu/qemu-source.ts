@@ -10,12 +10,17 @@
  *     convergence decision of migration/policy/convergence.ts, which chooses post-copy or
  *     throttling when pre-copy does not converge); its samples become MigrationProgress events.
  *  3. StreamData both ways (qemu-tunnel.ts) until QEMU reports completed and closes the socket;
- *     then Complete(activate) and the target's Verified + Activated (its guest beats).
+ *     then Complete(activate) and the target's Verified + Activated (its guest beats), then
+ *     Owned (protocol 2: the target recorded owned/<target>/<vm> fenced on the intent, or at once
+ *     in a direct migration). Only then does the caller destroy the source QEMU.
  *
  * Failure before completion: the tunnel socket is broken (QEMU: migration failed, the source VM
  * keeps running) or migrate_cancel (cancel, deadline); the target discards its QEMU when the
- * stream ends with an error. After completion without an Activated (target failed to run the
- * guest) the paused source is resumed, unless post-copy had started (then the target owned the VM).
+ * stream ends with an error. After Complete (protocol.ts fault table, tunnel row): an explicit
+ * refusal (REFUSAL_CODES: the target could not run the guest, or fenced itself and killed its
+ * QEMU) resumes the source QEMU (`cont`, if it is still in postmigrate and post-copy never
+ * started); a broken stream with neither Owned nor a refusal is resolved by `resolveOutcome`
+ * (etcd: the target's record, its lease); 'unknown' leaves the source QEMU paused.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -30,9 +35,10 @@ import {
 } from '../../hypervisor/stream-migration';
 import { completionTimeoutMs, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult } from '../types';
 import { convergenceDecider, convergencePolicy } from '../policy/convergence';
-import { succeededResult } from '../result';
+import { PauseClock, succeededResult } from '../result';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
-import { frames, type Ack, type Frame } from '../wire/protocol';
+import { frames, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire/protocol';
+import type { SwitchoverOutcome } from '../precopy/precopy-source';
 import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
 import { SocketTunnel, trace, traceQmp } from './qemu-tunnel';
 
@@ -52,6 +58,10 @@ export interface QemuSourceOptions {
   signal: AbortSignal;
   onProgress: (p: MigrationProgress) => void;
   log?: (e: Record<string, unknown>) => void;
+  /** The switchover's fenced intent (cluster mode), sent to the target in Start. */
+  fence?: Fence;
+  /** After Complete with a broken stream: does the target own the VM (switchover.ts resolveOutcome)? Absent = unknown. */
+  resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
 }
 
 /**
@@ -80,6 +90,10 @@ const STREAM_DEADLINE_SLACK_MS = 60_000;
 const ACCEPT_WAIT_MS = 30_000;
 /** How long the target may take to run the guest after Complete, ms. */
 const ACTIVATE_WAIT_MS = 40_000;
+/** How long the target may take to record its ownership after Activated (it gives up at its lease deadline), ms. */
+const OWNED_WAIT_MS = 30_000;
+/** Run states of a source QEMU that completed its migration and may still be resumed. */
+const RESUMABLE_STATES: ReadonlySet<string> = new Set(['postmigrate', 'paused', 'finish-migrate']);
 /** How long to wait for QEMU to close the tunnel socket after completion, ms. */
 const SOCKET_END_WAIT_MS = 5000;
 
@@ -185,8 +199,20 @@ export class QemuSource {
   private lastSample: StreamMigrationProgress | undefined;
   private wasAccepted = false;
   private t0 = 0;
+  private readonly pause = new PauseClock();
 
   constructor(private readonly o: QemuSourceOptions) {}
+
+  /** How long the source QEMU has been paused in this migration (its STOP event on), ms; read on failure too. */
+  get pausedMs(): number {
+    return this.pause.ms;
+  }
+
+  /** Starts the pause clock at the source QEMU's STOP event of this migration, if it stopped. */
+  private notePause(): void {
+    const stopped = this.o.stream.stoppedAtMs;
+    if (stopped > 0 && stopped >= performance.timeOrigin + this.t0) this.pause.start(stopped);
+  }
 
   /** The phase the migration is in (QEMU's status mapped to the engine's phases). */
   get currentPhase(): MigrationPhase {
@@ -225,7 +251,7 @@ export class QemuSource {
   private async start(s: SourceStream): Promise<Extract<Ack, { kind: 'accepted' }>> {
     const o = this.o;
     const pageCount = o.domain.spec.memBytes / PAGE_SIZE;
-    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount)));
+    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount, o.fence)));
     const accepted = await s.nextAck('Accepted', ACCEPT_WAIT_MS);
     if (accepted.kind !== 'accepted') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Start with ${accepted.kind}`);
     this.wasAccepted = true;
@@ -284,31 +310,73 @@ export class QemuSource {
   }
 
   /**
-   * 4. Everything QEMU wrote goes out, then Complete(activate); waits for Verified + Activated.
-   * Completed here, not running there: the source resumes unless the target already owned the VM.
+   * 4. Everything QEMU wrote goes out, then Complete(activate); waits for Verified + Activated,
+   * then Owned. A failure after Complete goes to afterComplete (resume, resolve or stay paused).
    */
   private async complete(s: SourceStream, qres: StreamMigrationResult): Promise<{ activated: Extract<Ack, { kind: 'activated' }>; pausedAtMs: number }> {
     const o = this.o;
     const dom = o.domain;
     // QEMU closes the socket when done.
     if (s.tunnel) await Promise.race([s.tunnel.socketEnded, new Promise((r) => setTimeout(r, SOCKET_END_WAIT_MS))]);
+    this.notePause();
     if (s.error) throw s.error;
     const pausedAtMs = dom.heartbeat().lastBeatMs;
     trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
     s.call.write(encodeFrame(frames.complete(Buffer.alloc(0), 0, qres.rounds, pausedAtMs, true, 0)));
+    let activated: Extract<Ack, { kind: 'activated' }> | undefined;
     try {
       for (;;) {
-        const a = await s.nextAck('Activated', ACTIVATE_WAIT_MS);
-        if (a.kind === 'activated') return { activated: a, pausedAtMs };
-        if (a.kind !== 'verified') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Complete with ${a.kind}`);
+        const a = await s.nextAck(activated ? 'Owned' : 'Activated', activated ? OWNED_WAIT_MS : ACTIVATE_WAIT_MS);
+        if (a.kind === 'activated') activated = a;
+        else if (a.kind === 'owned' && activated) break;
+        else if (a.kind !== 'verified') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Complete with ${a.kind}`);
       }
+      o.log?.({ msg: 'qemu switchover owned', migration: o.migrationId, vm: dom.spec.name, target: o.targetName });
+      this.pause.end(); // Owned: the source's pause ends with its copy
+      return { activated, pausedAtMs };
     } catch (err) {
-      if (!o.stream.inPostcopy && dom.state() !== 'destroyed') {
-        await dom.resume().catch(() => undefined);
-        throw new DroverError('ABORTED', `target did not run ${dom.spec.name}: ${DroverError.from(err).message}; the source VM resumed`, { cause: err });
-      }
-      throw new DroverError('DATA_LOSS', `${dom.spec.name} switched over in post-copy but the target did not confirm it runs: ${DroverError.from(err).message}`, { cause: err });
+      return { activated: await this.afterComplete(DroverError.from(err), activated), pausedAtMs };
     }
+  }
+
+  /**
+   * A failure after Complete (protocol.ts fault table, tunnel row). Explicit refusal: the source
+   * QEMU resumes. Otherwise the outcome is resolved: 'owned' finishes as a success (the Activated
+   * seen, or now), 'refused' resumes, 'unknown' leaves the source QEMU paused. Post-copy had
+   * started: the source cannot resume (its memory is on the target), so anything but 'owned' is DATA_LOSS.
+   */
+  private async afterComplete(e: DroverError, activated: Extract<Ack, { kind: 'activated' }> | undefined): Promise<Extract<Ack, { kind: 'activated' }>> {
+    const o = this.o;
+    const name = o.domain.spec.name;
+    const refused = REFUSAL_CODES.has(e.code);
+    const outcome: SwitchoverOutcome = refused ? 'refused' : o.resolveOutcome ? await o.resolveOutcome(e).catch(() => 'unknown' as const) : 'unknown';
+    o.log?.({ msg: 'qemu switchover failed after Complete', migration: o.migrationId, vm: name, code: e.code, error: e.message, outcome, postcopy: o.stream.inPostcopy });
+    if (outcome === 'owned') {
+      this.pause.end();
+      const now = performance.timeOrigin + performance.now();
+      return activated ?? { kind: 'activated', resumedAtMs: now, firstBeatMs: now };
+    }
+    if (o.stream.inPostcopy) {
+      throw new DroverError('DATA_LOSS', `${name} switched over in post-copy but the target did not confirm it owns it (${outcome}): ${e.message}`, { cause: e });
+    }
+    if (outcome === 'unknown') {
+      throw new DroverError('UNAVAILABLE', `migration ${o.migrationId}: switchover outcome unknown after Complete (${e.message}); the QEMU of ${name} stays paused on the source ${o.sourceName} (it may run on ${o.targetName})`, { cause: e });
+    }
+    const resumed = await this.resumeSource();
+    const code = refused ? e.code : 'ABORTED';
+    throw new DroverError(code, `target did not run ${name}: ${e.message}; ${resumed ? 'the source VM resumed' : 'the source VM could not be resumed'}`, { cause: e });
+  }
+
+  /** `cont` on the source QEMU if it is still there and stopped after its migration; true when it runs. */
+  private async resumeSource(): Promise<boolean> {
+    const dom = this.o.domain;
+    if (dom.state() === 'destroyed') return false;
+    const st = await this.o.stream.runStatus().catch(() => '');
+    if (st === 'running') { this.pause.end(); return true; }
+    if (!RESUMABLE_STATES.has(st)) return false;
+    const ok = await dom.resume().then(() => true, () => false);
+    if (ok) this.pause.end();
+    return ok;
   }
 
   /** The result of a completed migration (and its log line). */
@@ -335,6 +403,7 @@ export class QemuSource {
       source: o.sourceName, target: o.targetName, nonzeroBytes: dom.stats().touchedBytes,
       guestBlackoutMs: Math.round(blackout),
       hypervisorDowntimeMs: qres.downtimeMs,
+      pausedMs: this.pause.ms,
     });
   }
 
@@ -347,6 +416,8 @@ export class QemuSource {
       try { s.call.write(encodeFrame(frames.abort(e.message.slice(0, 500)))); s.call.end(); } catch { /* stream gone */ }
     }
     s.finished = true;
+    // A stop before the failure (QEMU resumes its own VM when its migration fails before completion).
+    if (!s.migrated) { this.notePause(); this.pause.end(); }
     // Refused at Start (e.g. the target runs another hypervisor): release the reservation now.
     if (!this.wasAccepted) await o.conn.abort(o.reservation.migrationId, o.reservation.token);
     o.log?.({ msg: 'qemu migration failed', migration: o.migrationId, lastStatus: this.lastSample?.status, error: e.message });

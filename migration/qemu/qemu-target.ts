@@ -4,7 +4,10 @@
  * by PrepareIncoming) gets `migrate-incoming unix:<socket in its own directory>`, this module
  * connects to that socket and pumps StreamData both ways (qemu-tunnel.ts). On Complete it waits
  * until QEMU has loaded the stream and runs the guest, and the guest's heartbeat grows, then
- * answers Verified + Activated. Any failure goes to `onError`; the agent then kills this QEMU.
+ * answers Verified + Activated (the agent then records the ownership and sends Owned, as for a
+ * page stream: services/node-agent/switchover.ts). Any failure goes to `onError`; the agent then
+ * kills this QEMU. A failure to run after Complete is refused as ABORTED (an explicit refusal:
+ * the source resumes its QEMU).
  */
 import * as net from 'node:net';
 import { DroverError, failedPrecondition } from '../../lib/errors';
@@ -79,7 +82,11 @@ export class QemuTunnelTarget {
         return [];
       case 'complete':
         if (this.m.state !== 'tunnel') throw failedPrecondition(`migration ${this.m.migrationId}: Complete frame not allowed in state ${this.m.state}`);
-        return this.finish(f.pausedAtMs);
+        return this.finish(f.pausedAtMs).catch((err: unknown) => {
+          // An explicit refusal (ABORTED, in REFUSAL_CODES): the agent kills this QEMU, so the source may resume its own.
+          const e = DroverError.from(err);
+          throw e.code === 'ABORTED' ? e : new DroverError('ABORTED', `target QEMU of ${this.dom.spec.name} did not run: ${e.message}; target discards it`, { cause: e });
+        });
       case 'abort':
         throw new DroverError('ABORTED', `source aborted migration ${this.m.migrationId}: ${f.reason}`);
       default:

@@ -17,7 +17,7 @@ export const PAGE_STREAM_DEADLINE_MS = 10 * 60_000;
  * What an outgoing migration needs, whichever engine runs it: the stream engine's options (less
  * the stream, which the capability gives), plus the switchover's fence and outcome resolver.
  */
-export type OutgoingOptions = Omit<QemuSourceOptions, 'stream' | 'log'> & {
+export type OutgoingOptions = Omit<QemuSourceOptions, 'stream' | 'log' | 'fence' | 'resolveOutcome'> & {
   /** The switchover's fenced intent (cluster mode), sent to the target in Start. */
   fence?: Fence;
   /** After Complete with a broken stream: does the target own the VM (precopy-source.ts)? */
@@ -31,6 +31,8 @@ export interface OutgoingEngine {
   readonly currentPhase: MigrationPhase;
   /** Runs it; resolves when the VM runs on the target. */
   run(): Promise<MigrationResult>;
+  /** How long the source VM has been paused in it, ms (MigrationResult.pausedMs; read after a failure too). */
+  readonly pausedMs: number;
 }
 
 /** The engine for `o.domain`'s migration capability. */
@@ -45,7 +47,7 @@ export function outgoingEngine(o: OutgoingOptions): OutgoingEngine {
     case 'stream':
       return new QemuSource({
         migrationId: o.migrationId, domain: o.domain, stream: m.stream, conn: o.conn, reservation: o.reservation, policy: o.policy,
-        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, log: o.log,
+        sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, log: o.log, fence: o.fence, resolveOutcome: o.resolveOutcome,
       });
   }
 }

@@ -27,6 +27,9 @@
  * | target killed after Complete                      | gone                                    | lease expiry (TTL) and no record => resumes | migrator: node=from (no record for this attempt) |
  * | migrator killed during the migration              | unaffected (needs no migrator)          | unaffected                              | takeover folds from owned/ or restores from |
  * | source killed after Complete                      | owns (record) and runs the VM           | gone                                    | folded: node=to      |
+ * | QEMU tunnel: target QEMU does not run / no beats  | kills its QEMU, refuses ABORTED         | `cont` if still postmigrate and no post-copy | node=from       |
+ * | QEMU tunnel: fence CAS fails / lease deadline     | kills its resumed QEMU, refuses "fenced" | `cont` as above (post-copy started: DATA_LOSS) | node=from      |
+ * | QEMU tunnel: stream breaks after Complete         | as for a page stream (owns or fenced)   | stays paused (postmigrate), resolves from etcd as above | as above |
  *
  * A target never keeps a resumed VM it could not record before its lease could expire, and a
  * source resumes only on an explicit refusal or once the target's lease is gone with no record:
@@ -84,13 +87,15 @@
  *                       <------------------------ BatchAck(0, bytes taken by the target QEMU)
  *                                                 (credit: <= window_bytes unacknowledged)
  *  StreamData(eof) when the source QEMU closes    (either side may half-close with eof)
- *  Complete(activate=true, no digest) ----------> after source QEMU reports "completed": wait until
- *                                                 the target QEMU runs and its guest heartbeat grows
+ *  Complete(activate=true, no digest, fence in Start) -> after source QEMU reports "completed": wait
+ *                                                 until the target QEMU runs and its guest heartbeat grows
  *                       <------------------------ Verified(empty digest), Activated(first beat)
- *  source destroys its (postmigrate) QEMU
+ *                                                 etcd txn: intent unchanged => owned/<me>/<vm> (switchover.ts)
+ *                       <------------------------ Owned(at)  (or a refusal: target QEMU killed)
+ *  source destroys its (postmigrate) QEMU; on a refusal it resumes it (`cont`)
  * ```
  *
- * Tunnel receiver states: Prepared --Start(tunnel)--> Tunnel --Complete--> Verified --> Active;
+ * Tunnel receiver states: Prepared --Start(tunnel)--> Tunnel --Complete--> Verified --> Active --(recorded)--> Owned;
  * any failure before Active (stream error, bad frame, source gone, QEMU failed) -> Aborted: the
  * target kills its QEMU; the source QEMU keeps running (migrate_cancel / failed stream). Once
  * post-copy has started the target owns the VM: cancel is refused, and a broken stream then is

@@ -267,6 +267,8 @@ export interface MigrationResult {
   hypervisorDowntimeMs: number;
   /** auto-converge throttle pre-copy needed (0 = none) */
   throttlePercent: number;
+  /** how long the source VM was paused (failed migrations too); 0 = never paused */
+  pausedMs: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */

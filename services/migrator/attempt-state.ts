@@ -15,7 +15,7 @@ import type { MigrationResult } from '../../migration/types';
 export type AttemptState =
   | { kind: 'migrating' }
   | { kind: 'committing'; awaitingAt: number }
-  | { kind: 'committed'; awaitingAt: number; commitMs?: number }
+  | { kind: 'committed'; awaitingAt: number }
   | { kind: 'cancelling'; reason: string; byUser: boolean; commitStarted: boolean };
 
 /** What the migrator does with an attempt once the engine returned. */
@@ -23,7 +23,7 @@ export type AttemptOutcome =
   /** Another replica owns the job now: stop, it finishes the job. */
   | { kind: 'abandoned' }
   /** The VM runs on the target; `ownerRecorded` false when the engine activated without our commit. */
-  | { kind: 'succeeded'; result: MigrationResult; ownerRecorded: boolean; commitMs?: number }
+  | { kind: 'succeeded'; result: MigrationResult; ownerRecorded: boolean }
   /** The owner flipped but the engine did not report success: complete it as a takeover does. */
   | { kind: 'committed' }
   /** Cancelled before the flip (the VM runs on the source). */
@@ -73,12 +73,6 @@ export class AttemptTracker {
     this.s = { kind: 'committed', awaitingAt: this.s.awaitingAt };
   }
 
-  /** Records when the source acknowledged the commit, ms after awaiting-commit. */
-  acknowledged(now: number): void {
-    if (this.s.kind !== 'committed') throw this.illegal('acknowledge a commit');
-    this.s = { ...this.s, commitMs: now - this.s.awaitingAt };
-  }
-
   /** migrating|committing → cancelling. False (nothing changes) once cancelling or committed. */
   cancel(reason: string, byUser: boolean): boolean {
     if (this.s.kind === 'cancelling' || this.s.kind === 'committed') return false;
@@ -96,7 +90,7 @@ export class AttemptTracker {
     if (this.lostJob) return { kind: 'abandoned' };
     const s = this.s;
     if (result && result.outcome === 'succeeded') {
-      return { kind: 'succeeded', result, ownerRecorded: s.kind === 'committed', commitMs: s.kind === 'committed' ? s.commitMs : undefined };
+      return { kind: 'succeeded', result, ownerRecorded: s.kind === 'committed' };
     }
     if (s.kind === 'committed') return { kind: 'committed' };
     if (s.kind === 'cancelling') return { kind: 'cancelled', reason: s.reason, byUser: s.byUser, result };

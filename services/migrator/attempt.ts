@@ -15,6 +15,7 @@ import type { MigrationResult } from '../../migration/types';
 import { AttemptTracker, type AttemptOutcome } from './attempt-state';
 import { Abandoned, type JobHandle, type JobStore } from './job-store';
 import { Watchdog, WATCHDOG_PERIOD_MS } from './watchdog';
+import { attemptRecord } from './attempt-record';
 
 /** Phases the engine reports while a job is under way (written onto the job as they change). */
 export const ENGINE_PHASES = new Set<JobPhase>(['reserving', 'precopy', 'stopcopy', 'verifying', 'activating', 'awaiting-commit']);
@@ -49,6 +50,8 @@ export class MigrationAttempt {
   private queue: Promise<unknown> = Promise.resolve();
   private lastPhase: JobPhase = 'reserving';
   private lastWrite = 0;
+  /** The last result the source agent sent (a failed attempt's too: its pausedMs). */
+  private lastResult: MigrationResult | undefined;
 
   constructor(private readonly a: AttemptStart) {
     this.job = a.run.job;
@@ -73,7 +76,27 @@ export class MigrationAttempt {
     }
     await this.queue;
     this.source.close();
+    await this.recordAttempt(result ?? this.lastResult, error);
     return this.tracker.outcome(result, error);
+  }
+
+  /**
+   * Writes this attempt's downtime figures onto the job (after the switchover: nothing in the
+   * pause). The sim engine does not measure the guest's blackout: the target's largest heartbeat
+   * gap stands for it (what bench/switchover-compare.ts reads).
+   */
+  private async recordAttempt(result: MigrationResult | undefined, error: DroverError | undefined): Promise<void> {
+    let gap: number | undefined;
+    if (result?.outcome === 'succeeded' && result.guestBlackoutMs === undefined) {
+      const target = new AgentClient(this.a.toAddr, agentCredentials(this.job.to));
+      try { gap = (await target.getVm(this.job.vm)).heartbeatMaxGapMs; } catch (e) { this.a.log('blackout not measured', { job: this.job.id, error: (e as Error).message }); }
+      target.close();
+    }
+    const rec = attemptRecord(this.job.attempts, result, error, gap);
+    this.enqueue(() => this.a.store.patch(this.a.run, (j) => ({
+      attemptLog: [...(j.attemptLog ?? []).filter((r) => r.attempt !== rec.attempt), rec], guestBlackoutMs: rec.guestBlackoutMs, pausedMs: rec.pausedMs,
+    })));
+    await this.queue;
   }
 
   private enqueue(f: () => Promise<unknown>): void {
@@ -100,6 +123,7 @@ export class MigrationAttempt {
   }
 
   private onEvent(ev: MigrationEventInfo): void {
+    if (ev.result) this.lastResult = ev.result;
     this.watchdog.progress(ev.sentBytes);
     const progress = {
       round: ev.round, remainingBytes: ev.remainingBytes, sentBytes: ev.sentBytes, dirtyRateBytesPerSec: ev.dirtyRateBytesPerSec,

@@ -9,10 +9,12 @@
  * | drover_migrator_jobs_inflight | gauge | – | jobs this replica drives |
  * | drover_migrator_admitted_jobs | gauge | – | jobs admitted cluster-wide (the admission window) |
  * | drover_migrator_limit | gauge | limit=concurrent\|outbound_per_node\|inbound_per_node | configured limits |
- * | drover_migrator_commit_seconds | histogram | – | control-plane share of downtime: awaiting-commit → commit acknowledged |
+ *
+ * The source VM's pause per migration is the agents' `drover_vm_paused_seconds` (agent-metrics.ts): an
+ * agent sees every pause, direct migrations and rollbacks included; protocol 2 has no commit in the pause.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { DOWNTIME_BUCKETS, registry } from '../../lib/metrics';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { registry } from '../../lib/metrics';
 import type { ClusterConfig, Admission, JobRecord } from '../../cluster/keyspace';
 
 /** Metrics of a migrator replica. */
@@ -22,7 +24,6 @@ export class MigratorMetrics {
   readonly retries: Counter<'trigger'>;
   readonly admitted: Gauge<string>;
   readonly limit: Gauge<'limit'>;
-  readonly commit: Histogram<string>;
   private readonly migrators = new Set<{ activeJobs(): string[] }>();
 
   constructor(reg: Registry) {
@@ -37,7 +38,6 @@ export class MigratorMetrics {
     });
     this.admitted = new Gauge({ name: 'drover_migrator_admitted_jobs', help: 'Jobs admitted cluster-wide under the concurrency limits.', registers });
     this.limit = new Gauge({ name: 'drover_migrator_limit', help: 'Configured migration limits.', labelNames: ['limit'], registers });
-    this.commit = new Histogram({ name: 'drover_migrator_commit_seconds', help: 'Control-plane share of downtime: awaiting-commit to commit acknowledged.', buckets: DOWNTIME_BUCKETS, registers });
   }
 
   /** Reports this migrator's in-flight jobs at scrape time. */
@@ -56,9 +56,8 @@ export class MigratorMetrics {
   /** A transient failure of the job, retried with backoff. */
   jobRetried(job: Pick<JobRecord, 'reason'>): void { this.retries.inc({ trigger: job.reason || 'manual' }); }
   /** The job finished (moved to the history). */
-  jobFinished(job: Pick<JobRecord, 'reason' | 'result' | 'phase' | 'commitMs'>): void {
+  jobFinished(job: Pick<JobRecord, 'reason' | 'result' | 'phase'>): void {
     this.jobsFinished.inc({ result: job.result || job.phase, trigger: job.reason || 'manual' });
-    if (job.result === 'succeeded' && typeof job.commitMs === 'number') this.commit.observe(job.commitMs / 1000);
   }
 }
 

@@ -6,6 +6,7 @@
  * |---|---|---|---|
  * | drover_migration_downtime_seconds | histogram | – | source pause → target resume; buckets 0.5 ms .. 5 s |
  * | drover_migration_duration_seconds | histogram | – | start → target resume; buckets 0.25 s .. 10 min |
+ * | drover_vm_paused_seconds | histogram | result=succeeded\|failed\|cancelled | how long the source VM was paused per migration (MigrationResult.pausedMs), also a pause that ended in a rollback; buckets 0.5 ms .. 60 s |
  * | drover_migration_rounds | histogram | – | pre-copy rounds per successful migration |
  * | drover_migration_transferred_bytes | histogram | – | bytes on the wire per successful migration |
  * | drover_migration_sent_bytes_total | counter | kind=pages\|zero_pages\|device_state | page payload, RAM covered by zero-page flags (4 KiB each, not on the wire), vCPU/device state |
@@ -33,6 +34,9 @@ import type { MigrationResult } from '../../migration/types';
 
 const STOP_REASONS = new Set(['converged', 'stalled', 'max_rounds', 'max_bytes', 'timeout', 'forced']);
 const GRPC_CODES = new Set(Object.keys(grpc.status).filter((k) => Number.isNaN(Number(k))).map((k) => k.toLowerCase()));
+
+/** Paused-VM buckets: the downtime's, then the long pauses of a switchover resolved from etcd (lease TTL) or a hung target. */
+const PAUSED_BUCKETS = [...DOWNTIME_BUCKETS, 10, 30, 60];
 
 /** The bounded `reason` label of a finished migration. */
 export function finishReason(r: Pick<MigrationResult, 'outcome' | 'stopReason' | 'errorCode'>): string {
@@ -69,6 +73,7 @@ export class AgentMetrics {
   readonly rate: Gauge<'node' | 'migration' | 'vm'>;
   readonly round: Gauge<'node' | 'migration' | 'vm'>;
   readonly blackout: Histogram;
+  readonly paused: Histogram<'result'>;
   readonly throttled: Counter;
   readonly grpcHandled: Counter<'service' | 'method' | 'type' | 'code'>;
   readonly grpcSeconds: Histogram<'service' | 'method' | 'type' | 'code'>;
@@ -82,6 +87,7 @@ export class AgentMetrics {
     this.downtime = new Histogram({ name: 'drover_migration_downtime_seconds', help: 'Migration downtime: source pause to target resume.', buckets: DOWNTIME_BUCKETS, registers });
     this.duration = new Histogram({ name: 'drover_migration_duration_seconds', help: 'Total migration time: start to target resume.', buckets: DURATION_BUCKETS, registers });
     this.rounds = new Histogram({ name: 'drover_migration_rounds', help: 'Pre-copy rounds per successful migration.', buckets: ROUND_BUCKETS, registers });
+    this.paused = new Histogram({ name: 'drover_vm_paused_seconds', help: 'How long the source VM was paused per migration, a pause that ended in a rollback included.', labelNames: ['result'], buckets: PAUSED_BUCKETS, registers });
     this.blackout = new Histogram({ name: 'drover_migration_guest_blackout_seconds', help: "Guest-observed blackout: the source's last heartbeat to the target's first (hypervisors that measure it: qemu).", buckets: DOWNTIME_BUCKETS, registers });
     this.throttled = new Counter({ name: 'drover_migrations_throttled_total', help: 'Successful migrations whose pre-copy converged only with the guest throttled (auto-converge).', registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
@@ -152,6 +158,7 @@ export class AgentMetrics {
     this.sentBytes.inc({ kind: 'pages' }, r.pageBytes || 0);
     this.sentBytes.inc({ kind: 'zero_pages' }, (r.zeroPages || 0) * 4096);
     this.sentBytes.inc({ kind: 'device_state' }, r.deviceBytes || 0);
+    if (r.pausedMs) this.paused.observe({ result: r.outcome }, r.pausedMs / 1000);
     if (r.outcome !== 'succeeded') return;
     this.downtime.observe(r.downtimeMs / 1000);
     this.duration.observe(r.totalMs / 1000);

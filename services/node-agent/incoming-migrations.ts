@@ -228,8 +228,8 @@ class TransferCall {
       if (m.state === 'active' && !this.owned) {
         this.owned = true;
         this.owner.adopt(m);
-        // Protocol 2: record the ownership, then Owned (QEMU tunnels: not yet, see protocol.ts).
-        if (!m.isTunnel) this.call.write(encodeAck(await this.owner.own(m)));
+        // Protocol 2: record the ownership, then Owned (page streams and QEMU tunnels alike).
+        this.call.write(encodeAck(await this.owner.own(m)));
       }
     } catch (err) {
       this.fail(err);

@@ -85,9 +85,11 @@ export class OutgoingMigrations {
       call.end();
     } catch (err) {
       const e = DroverError.from(err);
+      const out = vm?.outgoing;
+      const pausedMs = out?.stage === 'running' ? Math.round(out.engine.pausedMs * 10) / 10 : undefined;
       if (vm) vm.outgoing = undefined;
-      this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message });
-      const failed = failedResult({ migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, totalMs: performance.now() - t0, source: this.nodeId, target: req.target }, e);
+      this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message, pausedMs });
+      const failed = failedResult({ migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, totalMs: performance.now() - t0, source: this.nodeId, target: req.target, ...(pausedMs ? { pausedMs } : {}) }, e);
       send({ migrationId: id, phase: e.code === 'CANCELLED' ? 'cancelled' : 'failed', round: 0, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: performance.now() - t0, result: failed });
       call.emit('error', toServiceError(e));
     } finally {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { startAgents, stopAgents, sleep, waitFor, codeOf } from '../support/agents';
 import type { MigrationEventInfo } from '../../services/node-agent/client/agent-codec';
 import type { AgentClient } from '../../services/node-agent/client/agent-client';
+import type { MigrationResult } from '../../migration/types';
 
 const MiB = 2 ** 20;
 /** A cap that keeps round 1 of a 64 MiB fill running for several seconds. */
@@ -98,11 +99,15 @@ test('a target that refuses after Complete (it resumed, then fenced itself): the
     // 1. A fence the target cannot honour (it runs without etcd): it verifies, resumes, cannot
     // record its ownership, destroys its copy and refuses; the source must resume.
     const phases: string[] = [];
-    const fenced = a.client.migrateVm('r1', b.address, { verify: true }, (e) => phases.push(e.phase), '', 'n2', { vmRevision: '12345', job: 'job-x', attempt: 1 });
+    let failed: MigrationResult | undefined;
+    const fenced = a.client.migrateVm('r1', b.address, { verify: true }, (e) => { phases.push(e.phase); if (e.result) failed = e.result; }, '', 'n2', { vmRevision: '12345', job: 'job-x', attempt: 1 });
     const err = await codeOf(fenced);
     assert.equal(err.code, 'FAILED_PRECONDITION', err.message);
     assert.match(err.message, /fenced/);
     assert.ok(phases.includes('verifying'), `the source sent Complete (phases ${phases.join(',')})`);
+    // The pause that ended in the rollback is downtime too: the failed result reports it.
+    assert.equal(failed?.outcome, 'failed');
+    assert.ok((failed?.pausedMs ?? 0) > 0, `pausedMs ${failed?.pausedMs} of a pause that ended in a resume`);
     assert.equal((await a.client.getVm('r1')).state, 'running', 'the source resumed');
     assert.equal((await a.client.verifyVm('r1')).ok, true);
     assert.deepEqual(await b.client.listVms(), [], 'nothing runs on the target');

@@ -2,7 +2,7 @@
 import type { Etcd3 } from 'etcd3';
 import { UsageError, str, type OptionSpec, type Parsed } from '../../args';
 import { connectEtcd, type ClusterSnapshot } from '../../../cluster/etcd';
-import type { JobRecord, NodeState } from '../../../cluster/keyspace';
+import type { AttemptRecord, JobRecord, NodeState } from '../../../cluster/keyspace';
 import { DroverError } from '../../../lib/errors';
 import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../../../lib/pki/tls-files';
 import { useAgentIdentity } from '../../tls-flags';
@@ -116,8 +116,12 @@ export interface MigrationJson {
   etcdWrites: number;
   sentBytes: number;
   remainingBytes: number;
-  /** Control-plane share of the downtime (owner flip in etcd + commit call), ms. */
-  commitMs: number;
+  /** The last attempt's guest-observed blackout, ms; -1 = not measured. */
+  guestBlackoutMs: number;
+  /** The last attempt's source pause (a pause that ended in a rollback included), ms. */
+  pausedMs: number;
+  /** Per attempt: downtimeMs, guestBlackoutMs, pausedMs (cluster/keyspace.ts AttemptRecord). */
+  attemptLog: AttemptRecord[];
 }
 
 /** The `migrations list` view of a job. */
@@ -127,6 +131,7 @@ export function jobJson(j: JobRecord): MigrationJson {
     downtimeMs: j.engine?.downtimeMs ?? j.downtimeMs ?? 0, totalMs: j.engine?.totalMs ?? 0, rounds: j.engine?.rounds ?? j.progress?.round ?? 0,
     bytesSent: j.engine?.bytesSent ?? j.progress?.sentBytes ?? 0, attempts: j.attempts, error: j.error,
     createdAt: j.createdAt, admittedAt: j.admittedAt, finishedAt: j.finishedAt, etcdWrites: j.etcdWrites,
-    sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0, commitMs: j.commitMs ?? 0,
+    sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0,
+    guestBlackoutMs: j.guestBlackoutMs ?? -1, pausedMs: j.pausedMs ?? 0, attemptLog: j.attemptLog ?? [],
   };
 }

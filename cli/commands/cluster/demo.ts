@@ -130,8 +130,10 @@ async function rebalance(etcd: Etcd3, url: string, agg: number, interrupted: () 
 async function summary(etcd: Etcd3): Promise<void> {
   step('Every migration');
   const hist = (await readHistory(etcd)).map(jobJson);
-  say(table(['VM', 'FROM', 'TO', 'WHY', 'RESULT', 'DOWNTIME', 'OF WHICH COMMIT', 'TOTAL', 'ROUNDS', 'BYTES SENT'],
-    hist.map((j) => [j.vm, j.from, j.to, j.reason, j.result, `${j.downtimeMs.toFixed(2)} ms`, `${j.commitMs} ms`, `${j.totalMs.toFixed(0)} ms`, j.rounds, `${(j.bytesSent / MiB).toFixed(1)} MiB`])));
+  const blackout = (v: number) => (v >= 0 ? `${v.toFixed(1)} ms` : '-');
+  say(table(['VM', 'FROM', 'TO', 'WHY', 'RESULT', 'DOWNTIME', 'GUEST BLACKOUT', 'PAUSED', 'TOTAL', 'ROUNDS', 'BYTES SENT'],
+    hist.map((j) => [j.vm, j.from, j.to, j.reason, j.result, `${j.downtimeMs.toFixed(2)} ms`, blackout(j.guestBlackoutMs), `${j.pausedMs.toFixed(1)} ms`,
+      `${j.totalMs.toFixed(0)} ms`, j.rounds, `${(j.bytesSent / MiB).toFixed(1)} MiB`])));
   const ok = hist.filter((j) => j.result === 'succeeded');
   if (ok.length) {
     const d = ok.map((j) => j.downtimeMs).sort((a, b) => a - b);

@@ -22,8 +22,9 @@ async function list(etcd: Etcd3, p: Parsed): Promise<number> {
   noExtra(p, 0, 'drover migrations list [--json] [--active]');
   const all = await listMigrations(etcd, flag(p, 'active'));
   if (flag(p, 'json')) { console.log(JSON.stringify(all.map(jobJson))); return 0; }
-  console.log(table(['ID', 'VM', 'FROM', 'TO', 'REASON', 'PHASE', 'RESULT', 'DOWNTIME', 'TOTAL', 'ROUNDS', 'SENT'],
+  console.log(table(['ID', 'VM', 'FROM', 'TO', 'REASON', 'PHASE', 'RESULT', 'DOWNTIME', 'BLACKOUT', 'PAUSED', 'TOTAL', 'ROUNDS', 'SENT'],
     all.map(jobJson).map((j) => [j.id, j.vm, j.from, j.to, j.reason, j.phase, j.result || '-', j.result === 'succeeded' ? `${j.downtimeMs.toFixed(2)} ms` : '-',
+      j.guestBlackoutMs >= 0 ? `${j.guestBlackoutMs.toFixed(1)} ms` : '-', j.pausedMs ? `${j.pausedMs.toFixed(1)} ms` : '-',
       j.totalMs ? `${j.totalMs.toFixed(0)} ms` : '-', j.rounds, `${(j.bytesSent / MiB).toFixed(0)} MiB`])));
   return 0;
 }

@@ -134,6 +134,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       guestBlackoutMs: measured(r.guestBlackoutMs),
       hypervisorDowntimeMs: measured(r.hypervisorDowntimeMs),
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
+      ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
     };
   }
   return ev;

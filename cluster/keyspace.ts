@@ -66,6 +66,11 @@ export interface OwnershipClaim {
   at: number;
 }
 
+/** True when `c` is the ownership record of attempt `attempt` of job `job`. */
+export function isClaimOf(c: OwnershipClaim | undefined, job: string, attempt: number): c is OwnershipClaim {
+  return !!c && c.job === job && c.attempt === attempt;
+}
+
 /** The last path segment of a key (the id or name). */
 export function idOf(key: string): string {
   return key.slice(key.lastIndexOf('/') + 1);

@@ -7,14 +7,14 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { getJson } from '../../cluster/etcd';
-import { keys, type JobRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
+import { keys, isClaimOf, type JobRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
 
 /** Where the VM of a finished attempt runs, as recorded: on the target, on the source, or the record changed under us. */
 export type Folded = 'target' | 'source' | 'changed';
 
 /** True when `c` is the ownership record of `job`'s current attempt. */
 export function claimOfAttempt(c: OwnershipClaim | undefined, job: JobRecord): boolean {
-  return !!c && c.job === job.id && c.attempt === job.attempts;
+  return isClaimOf(c, job.id, job.attempts);
 }
 
 /** Reads the target's ownership record of `job`'s VM (any attempt), undefined when absent. */

@@ -44,7 +44,7 @@ export interface Registration {
    * The lease's deadline and the etcd client: the node's lease cannot expire before
    * `deadlineMs` (last successful grant or keepalive + TTL, Date.now() clock; 0 = no lease).
    */
-  lease(): { deadlineMs: number; etcd: Etcd3 | undefined };
+  lease(): { deadlineMs: number; ttlMs: number; etcd: Etcd3 | undefined };
 }
 
 /** The heartbeat value of a node. */
@@ -122,7 +122,7 @@ export function startRegistration(opts: RegistrationOptions): Registration {
 
   return {
     ready,
-    lease: () => ({ deadlineMs: lease && lastKeepalive ? lastKeepalive + ttl * 1000 : 0, etcd }),
+    lease: () => ({ deadlineMs: lease && lastKeepalive ? lastKeepalive + ttl * 1000 : 0, ttlMs: ttl * 1000, etcd }),
     async stop() {
       stopped = true;
       if (timer) clearInterval(timer);

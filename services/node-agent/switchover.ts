@@ -7,23 +7,19 @@
 import type { Etcd3 } from 'etcd3';
 import { failedPrecondition } from '../../lib/errors';
 import { getJson, withTimeout } from '../../cluster/etcd';
-import { keys, type OwnershipClaim } from '../../cluster/keyspace';
+import { keys, isClaimOf, type OwnershipClaim } from '../../cluster/keyspace';
 import type { Fence } from '../../migration/wire/protocol';
 import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
 
 /** What the agent has of the cluster once registered (registration.ts `lease()`). */
 export interface ClusterLink {
-  lease(): { deadlineMs: number; etcd: Etcd3 | undefined };
+  lease(): { deadlineMs: number; ttlMs: number; etcd: Etcd3 | undefined };
 }
 
 /** The target stops trying to record this long before its lease could expire, ms. */
 export const LEASE_MARGIN_MS = 500;
 /** How often a source re-reads etcd while resolving an outcome, ms. */
 const RESOLVE_POLL_MS = 200;
-/** Node lease TTL the source assumes for its target (registration.ts default, DROVER_NODE_TTL_SEC). */
-function nodeTtlMs(): number {
-  return (Number(process.env.DROVER_NODE_TTL_SEC) || 5) * 1000;
-}
 
 /**
  * Target: one txn `if mod_revision(vms/<vm>) == fence.vmRevision then put owned/<node>/<vm>`,
@@ -50,7 +46,7 @@ export async function recordOwnership(link: ClusterLink, nodeId: string, vm: str
 
 /** True when `c` is the record of this fence's job and attempt. */
 export function claimMatches(c: OwnershipClaim | undefined, fence: Fence): boolean {
-  return !!c && c.job === fence.job && c.attempt === fence.attempt && c.vmRevision === fence.vmRevision;
+  return isClaimOf(c, fence.job, fence.attempt) && c.vmRevision === fence.vmRevision;
 }
 
 /**
@@ -60,7 +56,9 @@ export function claimMatches(c: OwnershipClaim | undefined, fence: Fence): boole
  * died: resume). etcd unreachable past that bound: 'unknown' (stay paused). `log` names each try.
  */
 export async function resolveOutcome(link: ClusterLink, target: string, vm: string, fence: Fence, log: (e: Record<string, unknown>) => void): Promise<SwitchoverOutcome> {
-  const bound = Date.now() + nodeTtlMs() + 2 * LEASE_MARGIN_MS;
+  // The cluster's node TTL (registration.ts) is the target's too: one DROVER_NODE_TTL_SEC per cluster.
+  const ttlMs = link.lease().ttlMs;
+  const bound = Date.now() + ttlMs + 2 * LEASE_MARGIN_MS;
   for (;;) {
     const etcd = link.lease().etcd;
     try {
@@ -75,7 +73,7 @@ export async function resolveOutcome(link: ClusterLink, target: string, vm: stri
       }
     } catch (e) {
       log({ msg: 'switchover outcome: etcd unreachable, VM stays paused', vm, target, error: (e as Error).message });
-      if (Date.now() > bound + nodeTtlMs()) return 'unknown';
+      if (Date.now() > bound + ttlMs) return 'unknown';
     }
     await new Promise((r) => setTimeout(r, RESOLVE_POLL_MS));
   }

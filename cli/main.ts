@@ -13,7 +13,7 @@ node and VM commands (talk to one agent; TLS: --ca FILE --cert FILE --key FILE, 
   agent --listen HOST:PORT --node-id ID       run a node agent
   vm create|list|show|destroy|verify --agent ADDR ...
   migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit] [--json]
-  analyze VM --agent ADDR [--bandwidth 1Gbit] [--max-downtime 5ms] [--window 5s] [--json]
+  analyze VM --agent ADDR [--bandwidth 1Gbit] [--max-downtime 5ms] [--window 5s] [--json]   (without --agent: through the cluster, DROVER_ETCD)
   bench [--profile all|idle|web|db|mmuncher] [--mem 1GiB] [--warmup 2s] [--json] [--baselines] [--tls]
 
 cluster commands (etcd: --etcd URL or DROVER_ETCD):

@@ -17,6 +17,7 @@
  * | `election/scheduler` | etcd3 Election keys of the scheduler replicas | under each replica's lease |
  * | `scheduler/status` | SchedulerStatus: leader, last plan | persistent |
  * | `config` | ClusterConfig: limits and aggressiveness | persistent |
+ * | `links/<from>/<to>` | LinkRecord: measured migration rate from node `<from>` to `<to>` (EWMA, written by the migrator) | persistent |
  *
  * Fencing: ownership of a VM (`VmRecord.node`) changes only in a transaction that compares the
  * `vms/<name>` mod revision the writer read, so two writers can never both succeed.
@@ -54,7 +55,37 @@ export const keys = {
   electionPrefix: () => `${PREFIX}election/`,
   schedulerStatus: () => `${PREFIX}scheduler/status`,
   config: () => `${PREFIX}config`,
+  // The cost model's records (issue 15): measured migration rates between node pairs.
+  /** The measured rate of migrations from node `from` to node `to` (LinkRecord). */
+  link: (from: string, to: string) => `${PREFIX}links/${from}/${to}`,
+  /** Every link record. */
+  links: () => `${PREFIX}links/`,
 };
+
+/** `links/<from>/<to>`: what finished migrations measured on one node pair (the cost model learns the links). */
+export interface LinkRecord {
+  /** EWMA of the migrations' throughput (bytes on the wire / time spent sending), bytes/s. */
+  bytesPerSec: number;
+  /** Migrations folded into the average. */
+  samples: number;
+  /** Date.now() of the last sample. */
+  at: number;
+}
+
+/** The cost model's prediction of a migration, stored in its job when the migrator starts it. */
+export interface JobPrediction {
+  totalMs: number;
+  bytes: number;
+  downtimeMs: number;
+  converges: boolean;
+  policy: 'precopy' | 'throttle' | 'postcopy';
+  /** The link rate the prediction assumed, bytes/s. */
+  linkBytesPerSec: number;
+  /** Where the link rate came from: the pair's measured rate, the caller's, or the default. */
+  link: 'measured' | 'given' | 'default';
+  /** What the guest's dirtying came from: an observation (AnalyzeVm), the heartbeat's write rate, or the VM's spec. */
+  from: 'observed' | 'heartbeat' | 'spec';
+}
 
 /** `owned/<node>/<vm>`: the target agent resumed the VM for this fenced intent (protocol.ts, switchover). */
 export interface OwnershipClaim {
@@ -95,6 +126,10 @@ export interface HeartbeatVm {
   state: string;
   dirtyRateBytesPerSec: number;
   cpu: number;
+  /** Guest RAM written at least once (what round 1 sends), bytes; absent from older agents. */
+  touchedBytes?: number;
+  /** The VM's last observation (AnalyzeVm) when recent: page dirty rate and WSS curve. */
+  observed?: { dirtyRateBytesPerSec: number; nonzeroBytes: number; wss: { windowMs: number; bytes: number }[]; at: number };
 }
 
 /** A node's heartbeat: exists only while the node's lease lives. */
@@ -208,6 +243,8 @@ export interface JobRecord {
   pausedMs?: number;
   /** etcd writes this job has caused so far (for the bench's writes-per-move figure). */
   etcdWrites: number;
+  /** The cost model's prediction, written when the migrator started the job. */
+  prediction?: JobPrediction;
 }
 
 /** What one attempt of a job measured: its downtime figures, in the job's history and `migrations list --json`. */

@@ -9,7 +9,9 @@ import { DroverError } from '../../lib/errors';
 import { getJson, type Versioned } from '../../cluster/etcd';
 import type { Logger } from '../../cluster/log';
 import { migratorMetrics } from './migrator-metrics';
-import { keys, type ClusterConfig, type JobRecord, type VmRecord } from '../../cluster/keyspace';
+import { keys, type ClusterConfig, type JobPrediction, type JobRecord, type NodeHeartbeat, type VmRecord } from '../../cluster/keyspace';
+import type { MigrationResult } from '../../migration/types';
+import { dirtyingOf, jobPrediction, linkRate, predictMove, readLink, recordLink } from '../scheduler/move-cost';
 import { completionTimeoutMs, resolvePolicy } from '../../migration/types';
 import type { AttemptOutcome } from './attempt-state';
 import { ENGINE_PHASES, MigrationAttempt } from './attempt';
@@ -21,6 +23,8 @@ import { foldToTarget, settleFailed } from './fold';
 interface Endpoints {
   fromAddr: string;
   toAddr: string;
+  /** The source node's heartbeat (the VM's dirtying, for the prediction). */
+  fromHeartbeat: NodeHeartbeat;
 }
 
 /** One claimed job on this replica. */
@@ -46,7 +50,8 @@ export class JobRun {
     const ends = await this.preflight(vm);
     if (!vm || !ends) return;
     const vmRec: VmRecord = { ...vm.value, state: 'migrating' };
-    const vmRev = await this.begin(vm, vmRec);
+    const prediction = await this.predict(vm.value, ends.fromHeartbeat);
+    const vmRev = await this.begin(vm, vmRec, prediction);
     if (vmRev === undefined) return;
     migratorMetrics().jobStarted(job);
     const timeoutMs = completionTimeoutMs(resolvePolicy({}), vm.value.spec.memBytes);
@@ -62,14 +67,41 @@ export class JobRun {
     if (vm.value.node !== job.from) { await store.fail(run, `VM "${job.vm}" is on ${vm.value.node}, not ${job.from}`); return undefined; }
     if (vm.value.state !== 'running' && vm.value.state !== 'migrating') return this.notNow(`VM "${job.vm}" is ${vm.value.state}`);
     const [fromAlive, toAlive, toMark] = await Promise.all([
-      getJson(store.etcd, keys.alive(job.from)), getJson(store.etcd, keys.alive(job.to)), getJson<{ state: string }>(store.etcd, keys.mark(job.to)),
+      getJson<NodeHeartbeat>(store.etcd, keys.alive(job.from)), getJson(store.etcd, keys.alive(job.to)), getJson<{ state: string }>(store.etcd, keys.mark(job.to)),
     ]);
     if (!fromAlive) return this.notNow(`source node ${job.from} is not alive`);
     if (!toAlive) return this.notNow(`target node ${job.to} is not alive`);
     if (toMark) { await store.fail(run, `target node ${job.to} is ${toMark.value.state}`); return undefined; }
     const fromAddr = await store.nodeAddress(job.from);
     const toAddr = await store.nodeAddress(job.to);
-    return { fromAddr, toAddr };
+    return { fromAddr, toAddr, fromHeartbeat: fromAlive.value };
+  }
+
+  /**
+   * The cost model's prediction of this move (move-cost.ts: the VM's dirtying from the source's
+   * heartbeat, the pair's measured link rate); undefined when it cannot be made (never fails the job).
+   */
+  private async predict(vm: VmRecord, hb: NodeHeartbeat): Promise<JobPrediction | undefined> {
+    const job = this.run.job;
+    try {
+      const d = dirtyingOf(vm.spec, hb.vms?.find((v) => v.name === vm.name));
+      const link = linkRate(await readLink(this.store.etcd, job.from, job.to));
+      return jobPrediction(predictMove(d, link.bytesPerSec), d, link);
+    } catch (e) {
+      this.log('no prediction for the job', { job: job.id, error: (e as Error).message });
+      return undefined;
+    }
+  }
+
+  /** After a success: the pair's link rate learns the migration's throughput, the metric its prediction error. */
+  private async learn(r: MigrationResult): Promise<void> {
+    const job = this.run.job;
+    if (job.prediction) migratorMetrics().observePrediction(job.prediction, r);
+    try {
+      await recordLink(this.store.etcd, job.from, job.to, r.bytesSent, r.throughputBytesPerSec);
+    } catch (e) {
+      this.log('link rate not recorded', { job: job.id, error: (e as Error).message });
+    }
   }
 
   /** A transient reason not to start now: retry later (the try counts). */
@@ -79,10 +111,10 @@ export class JobRun {
   }
 
   /** VM migrating + job reserving, one transaction fenced on the VM record; its revision, or undefined. */
-  private async begin(vm: Versioned<VmRecord>, vmRec: VmRecord): Promise<string | undefined> {
+  private async begin(vm: Versioned<VmRecord>, vmRec: VmRecord, prediction: JobPrediction | undefined): Promise<string | undefined> {
     const { store, run } = this;
     try {
-      return await store.patch(run, (j) => ({ phase: 'reserving', attempts: j.attempts + 1, migrator: store.replicaId, admittedAt: j.admittedAt || Date.now(), error: '' }),
+      return await store.patch(run, (j) => ({ phase: 'reserving', attempts: j.attempts + 1, migrator: store.replicaId, admittedAt: j.admittedAt || Date.now(), error: '', ...(prediction ? { prediction } : {}) }),
         [{ key: keys.vm(run.job.vm), rev: vm.modRevision, value: vmRec }]);
     } catch (e) {
       if (e instanceof Abandoned) throw e;
@@ -101,6 +133,7 @@ export class JobRun {
       case 'succeeded':
         // Protocol 2: the target recorded owned/<to>/<vm>; fold it into vms/<vm> (fold.ts).
         if (!(await foldToTarget(store.etcd, job))) this.log('fold of the ownership record failed; finishing on the target', { job: job.id });
+        await this.learn(o.result);
         return store.finish(run, { phase: 'done', result: 'succeeded', engine: o.result, downtimeMs: o.result.downtimeMs, error: '', committed: true }, { state: 'running', node: job.to });
       case 'committed':
         return completeCommitted(store, this.log, run);

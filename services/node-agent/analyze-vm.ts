@@ -14,6 +14,27 @@ import type { VmHost } from './vm-host';
 
 /** Longest observation, ms. */
 export const MAX_WINDOW_MS = 60_000;
+/** How long an observation stays in the node's heartbeat (the scheduler's and migrator's cost model use it): a workload changes over minutes. */
+export const OBSERVATION_TTL_MS = 10 * 60_000;
+
+/** The last observation of a VM, as the heartbeat carries it. */
+export interface RecentObservation {
+  dirtyRateBytesPerSec: number;
+  nonzeroBytes: number;
+  wss: { windowMs: number; bytes: number }[];
+  at: number;
+}
+
+/** Last observation per `node/vm` (several agents may share a process in tests). */
+const recent = new Map<string, RecentObservation>();
+
+/** The last observation of VM `vm` on node `nodeId`, if younger than OBSERVATION_TTL_MS. */
+export function recentObservation(nodeId: string, vm: string, now = Date.now()): RecentObservation | undefined {
+  const k = `${nodeId}/${vm}`;
+  const o = recent.get(k);
+  if (o && now - o.at > OBSERVATION_TTL_MS) recent.delete(k);
+  return o && now - o.at <= OBSERVATION_TTL_MS ? o : undefined;
+}
 
 /** Runs one analysis. */
 export async function analyzeVm(host: VmHost, hypervisorKind: string, req: wire.AnalyzeVmRequest): Promise<Input<wire.AnalyzeVmResponse>> {
@@ -32,9 +53,11 @@ export async function analyzeVm(host: VmHost, hypervisorKind: string, req: wire.
     return v.outgoing || pages.dirtyLogging ? failedPrecondition(`AnalyzeVm ${name}: the VM is migrating${v.outgoing ? ` (${v.outgoing.id})` : ''}; analyze it before or after`) : undefined;
   };
   const o = await observeDirtyPages(m.pages, windowMs, busy);
+  const wss = o.wss.map((p) => ({ windowMs: p.windowMs, bytes: Math.round(p.bytes) }));
+  recent.set(`${host.nodeInfo().nodeId}/${name}`, { dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, nonzeroBytes: o.nonzeroBytes, wss, at: Date.now() });
   return {
     name, memBytes: v.domain.spec.memBytes, nonzeroBytes: o.nonzeroBytes, dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
-    wss: o.wss.map((p) => ({ windowMs: p.windowMs, bytes: Math.round(p.bytes) })),
+    wss,
     observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.cpuMs,
     guestWriteRateBytesPerSec: v.domain.stats?.().dirtyRateBytesPerSec ?? 0,
   };

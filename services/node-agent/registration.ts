@@ -1,7 +1,7 @@
 /**
  * Registers a node agent in etcd: a persistent `nodes/<id>` record (address, capacity) and a
  * heartbeat `alive/<id>` under a lease, refreshed every second with load and the VM list (per-VM
- * dirty rate and CPU). When the agent stops or hangs, the lease expires, the heartbeat vanishes and
+ * dirty rate, CPU, touched RAM, and the last AnalyzeVm observation while recent: the cost model's input). When the agent stops or hangs, the lease expires, the heartbeat vanishes and
  * the scheduler marks the node's VMs unknown (it never restarts them elsewhere on its own).
  *
  * Tuning for tests: DROVER_NODE_TTL_SEC (lease TTL, default 5), DROVER_HEARTBEAT_MS (default 1000).
@@ -12,6 +12,7 @@ import { keys, type NodeHeartbeat, type NodeRecord } from '../../cluster/keyspac
 import { makeLogger, type Logger } from '../../cluster/log';
 import type { NodeInfo } from './client/agent-codec';
 import type { TlsFilePaths } from '../../lib/pki/tls-files';
+import { recentObservation } from './analyze-vm';
 
 /** The part of a pino logger registration uses (methods, so any pino logger fits). */
 export interface PinoLike {
@@ -52,10 +53,14 @@ export function heartbeatOf(nodeId: string, address: string, info: NodeInfo): No
   return {
     id: nodeId, address, memTotalBytes: info.memTotalBytes, memUsedBytes: info.memUsedBytes,
     vcpusTotal: info.vcpusTotal, vcpusUsed: info.vcpusUsed, at: Date.now(),
-    vms: info.vms.map((v) => ({
-      name: v.spec.name, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus, state: v.state,
-      dirtyRateBytesPerSec: v.dirtyRateBytesPerSec, cpu: v.cpu,
-    })),
+    vms: info.vms.map((v) => {
+      const observed = recentObservation(nodeId, v.spec.name);
+      return {
+        name: v.spec.name, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus, state: v.state,
+        dirtyRateBytesPerSec: v.dirtyRateBytesPerSec, cpu: v.cpu, touchedBytes: v.touchedBytes,
+        ...(observed ? { observed } : {}),
+      };
+    }),
   };
 }
 

@@ -5,7 +5,9 @@
  */
 import type { ClusterSnapshot } from '../../cluster/etcd';
 import { nodeUsage } from '../../cluster/usage';
+import type { HeartbeatVm } from '../../cluster/keyspace';
 import type { PlanNode, PlanVm } from './planner';
+import { vmMoveCost, type LinkRates } from './move-cost';
 
 /** The planner's view of the cluster: its nodes and its placed VMs. */
 export interface PlanModel {
@@ -13,11 +15,14 @@ export interface PlanModel {
   vms: PlanVm[];
 }
 
-/** The planner's view of `snap` at time `now`. */
-export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
+/**
+ * The planner's view of `snap` at time `now`; each placed VM's move cost by the cost model
+ * (move-cost.ts: its heartbeat's dirtying, its node's measured outbound link from `links`).
+ */
+export function planModel(snap: ClusterSnapshot, now = Date.now(), links: LinkRates = new Map()): PlanModel {
   const cpu = new Map<string, number>();
-  const hbVm = new Map<string, { cpu: number; dirty: number }>();
-  for (const n of snap.nodes.values()) for (const v of n.heartbeat?.vms ?? []) hbVm.set(v.name, { cpu: v.cpu, dirty: v.dirtyRateBytesPerSec });
+  const hbVm = new Map<string, HeartbeatVm & { dirty: number }>();
+  for (const n of snap.nodes.values()) for (const v of n.heartbeat?.vms ?? []) hbVm.set(v.name, { ...v, dirty: v.dirtyRateBytesPerSec });
   const vms: PlanVm[] = [];
   for (const { value: v } of snap.vms.values()) {
     if (!v.node) continue;
@@ -27,6 +32,7 @@ export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
       name: v.name, node: v.node, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus, cpu: hb?.cpu ?? 0,
       dirtyRateBytesPerSec: hb?.dirty ?? v.spec.dirtyRateBytesPerSec ?? 0,
       movable: v.state === 'running' && !v.job && now - (v.lastMovedAt || 0) >= snap.config.cooldownMs,
+      cost: costOf(v.spec, v.node, hb, links),
     });
   }
   const usage = nodeUsage(snap);
@@ -40,4 +46,14 @@ export function planModel(snap: ClusterSnapshot, now = Date.now()): PlanModel {
     vcpusAllocated: u.used.vcpus,
   }));
   return { nodes, vms };
+}
+
+/** The model's move cost, without the job-record form; undefined for a spec the model cannot read (the planner then falls back). */
+function costOf(spec: Parameters<typeof vmMoveCost>[0], node: string, hb: HeartbeatVm | undefined, links: LinkRates): PlanVm['cost'] {
+  try {
+    const { bytes, ms, downtimeMs, converges } = vmMoveCost(spec, node, hb, links);
+    return { bytes, ms, downtimeMs, converges };
+  } catch {
+    return undefined;
+  }
 }

@@ -10,10 +10,26 @@
  * aggressiveness level 1..5 sets the threshold above which the rebalancer acts; it then plans
  * moves until the imbalance is below half the threshold (hysteresis: a cluster just under the
  * threshold is left alone, and a finished plan leaves room before the next one triggers).
- * Each move is the one that cuts the imbalance most per predicted migration cost (bytes on the
- * wire, from the VM's size and dirty rate). A VM moves at most once per plan, and VMs still in
- * their cool-down are not candidates (no ping-pong).
+ * Each move is the one that cuts the imbalance most per predicted migration cost: bytes on the
+ * wire by the cost model (migration/policy/cost-model.ts), from the VM's observed dirtying and the
+ * link when the caller knows them (PlanVm.cost, services/scheduler/move-cost.ts), else from its
+ * size and dirty rate. VMs the model predicts not to converge are not rebalanced (a drain still
+ * moves them). A VM moves at most once per plan, and VMs still in their cool-down are not
+ * candidates (no ping-pong).
  */
+import { predictMigration } from '../../migration/policy/cost-model';
+import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
+
+/** The cost model's figures for moving one VM. */
+export interface MoveCost {
+  /** Bytes on the wire. */
+  bytes: number;
+  /** Start to resume on the target, ms. */
+  ms: number;
+  downtimeMs: number;
+  /** Pre-copy converges within the downtime target without throttling or post-copy. */
+  converges: boolean;
+}
 
 /** A node as the planner sees it. */
 export interface PlanNode {
@@ -41,6 +57,8 @@ export interface PlanVm {
   dirtyRateBytesPerSec: number;
   /** False when the VM must not move now (cool-down, in a job, unknown state). */
   movable: boolean;
+  /** The model's cost of moving it (planModel fills it from heartbeats and measured links); absent: from size and dirty rate. */
+  cost?: MoveCost;
 }
 
 /** One planned migration. */
@@ -53,8 +71,14 @@ export interface PlannedMove {
   predictedBytes: number;
   /** Predicted total time at the assumed bandwidth, ms. */
   predictedMs: number;
+  /** Predicted downtime (the stop-and-copy), ms. */
+  predictedDowntimeMs: number;
+  /** The model predicts pre-copy converges. */
+  converges: boolean;
   /** Imbalance after this move (and the ones before it). */
   imbalanceAfter: number;
+  /** Why this move was picked, in words. */
+  why: string;
 }
 
 /** A rebalancing plan. */
@@ -67,6 +91,8 @@ export interface RebalancePlan {
   moves: PlannedMove[];
   predictedBytes: number;
   predictedMs: number;
+  /** Movable VMs left out because the model predicts they would not converge. */
+  skippedNotConverging: string[];
   /** Why planning stopped. */
   stop: 'balanced' | 'below-threshold' | 'no-improving-move' | 'max-moves' | 'disabled';
 }
@@ -100,7 +126,18 @@ export function thresholdOf(aggressiveness: number): number {
 const DEFAULT_BANDWIDTH = 1e9;
 
 /**
- * Predicted bytes on the wire to migrate a VM by pre-copy: round 1 sends the RAM, each later
+ * The cost model's figures for `v` over `bw`: `v.cost` when the caller computed them, else the
+ * model from its size (every byte non-zero) and dirty rate (no WSS curve: dirtied bytes grow
+ * linearly with the round's time, capped at RAM).
+ */
+export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' | 'cost'>, bw = DEFAULT_BANDWIDTH): MoveCost {
+  if (v.cost) return v.cost;
+  const p = predictMigration({ memBytes: v.memBytes, nonzeroBytes: v.memBytes, dirtyRateBytesPerSec: Math.max(0, v.dirtyRateBytesPerSec), wss: [], linkBytesPerSec: bw, maxDowntimeMs: DEFAULT_MAX_DOWNTIME_MS });
+  return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges };
+}
+
+/**
+ * The planner's former rule, kept for comparison: predicted bytes on the wire to migrate a VM by pre-copy: round 1 sends the RAM, each later
  * round what was dirtied meanwhile (a geometric series of ratio dirty/bandwidth), capped at
  * 3x RAM where pre-copy would not converge (the engine then stops or goes post-copy).
  */
@@ -169,6 +206,8 @@ interface RebalanceState {
   vmCpu: Float64Array;
   vmVcpus: Float64Array;
   vmCost: Float64Array;
+  /** The model's figures per VM. */
+  costs: MoveCost[];
   freeMem: Float64Array;
   freeVcpu: Float64Array;
   /** Memory weight / RAM, per node (a byte's share of the load). */
@@ -189,6 +228,10 @@ interface MoveChoice {
   k: number;
   ds: number;
   dt: number;
+  /** The cut in imbalance. */
+  gain: number;
+  /** Candidate moves that would improve the balance (this one among them). */
+  improving: number;
 }
 
 /** Standard deviation of `n` loads from their sum and sum of squares. */
@@ -197,24 +240,31 @@ function stdOf(n: number, s: number, s2: number): number {
 }
 
 /** Copies the schedulable nodes and indexes the movable VMs on them. */
-function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: LoadWeights): RebalanceState {
+function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: LoadWeights, skipped: string[]): RebalanceState {
   const nodes = nodesIn.filter((n) => n.schedulable).map((n) => ({ ...n }));
   const idx = new Map(nodes.map((n, i) => [n.id, i]));
   const load = nodes.map((n) => loadOf(n, w));
   const sum = load.reduce((a, b) => a + b, 0);
   const sum2 = load.reduce((a, b) => a + b * b, 0);
   const vmList: PlanVm[] = [];
+  const costs: MoveCost[] = [];
   const onNode: number[][] = nodes.map(() => []);
   for (const vm of vmsIn) {
     const i = idx.get(vm.node);
-    if (i !== undefined && vm.movable) { onNode[i].push(vmList.length); vmList.push(vm); }
+    if (i === undefined || !vm.movable) continue;
+    const c = moveCostOf(vm, bw);
+    if (!c.converges) { skipped.push(vm.name); continue; }
+    onNode[i].push(vmList.length);
+    vmList.push(vm);
+    costs.push(c);
   }
   return {
     nodes, load, sum, sum2, cur: stdOf(nodes.length, sum, sum2), vmList, onNode,
     vmMem: Float64Array.from(vmList, (v) => v.memBytes),
     vmCpu: Float64Array.from(vmList, (v) => v.cpu),
     vmVcpus: Float64Array.from(vmList, (v) => v.vcpus),
-    vmCost: Float64Array.from(vmList, (v) => predictMigrationBytes(v.memBytes, v.dirtyRateBytesPerSec, bw)),
+    vmCost: Float64Array.from(costs, (c) => Math.max(1, c.bytes)),
+    costs,
     freeMem: Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes),
     freeVcpu: Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated)),
     halfInvMem: Float64Array.from(nodes, (n) => (n.memTotalBytes > 0 ? w.memory / n.memTotalBytes : 0)),
@@ -251,6 +301,7 @@ function bestMove(st: RebalanceState): MoveChoice | undefined {
   const N = load.length;
   let bestScore = -1;
   let best: MoveChoice | undefined;
+  let improving = 0;
   for (let si = 0; si < top.length; si++) {
     const s = top[si];
     const list = onNode[s];
@@ -272,11 +323,13 @@ function bestMove(st: RebalanceState): MoveChoice | undefined {
         const a = ls - ds, b = lt + dt;
         const gain = cur - stdOf(N, sum - ds + dt, base2 + a * a + b * b);
         if (gain <= MIN_GAIN) continue;
+        improving++;
         const score = gain / vmCost[v];
-        if (score > bestScore) { bestScore = score; best = { s, t, k, ds, dt }; }
+        if (score > bestScore) { bestScore = score; best = { s, t, k, ds, dt, gain, improving: 0 }; }
       }
     }
   }
+  if (best) best.improving = improving;
   return best;
 }
 
@@ -314,11 +367,12 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   const maxMoves = opts.maxMoves ?? Infinity;
   const K = opts.candidates ?? 4;
 
-  const st = rebalanceState(nodesIn, vmsIn, bw, normaliseWeights(opts.weights));
+  const skipped: string[] = [];
+  const st = rebalanceState(nodesIn, vmsIn, bw, normaliseWeights(opts.weights), skipped);
   const before = st.cur;
   const plan: RebalancePlan = {
     aggressiveness, threshold, target, imbalanceBefore: before, imbalanceAfter: before, moves: [],
-    predictedBytes: 0, predictedMs: 0, stop: 'below-threshold',
+    predictedBytes: 0, predictedMs: 0, skippedNotConverging: skipped, stop: 'below-threshold',
   };
   if (!Number.isFinite(threshold)) { plan.stop = 'disabled'; return plan; }
   if (before <= (opts.continuing ? target : threshold)) return plan;
@@ -328,15 +382,18 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
     pickExtremes(st, K);
     const m = bestMove(st);
     if (!m) { plan.stop = 'no-improving-move'; break; }
+    const ls = st.load[m.s], lt = st.load[m.t], cur = st.cur;
     const v = applyMove(st, m);
     const vm = st.vmList[v];
-    const bytes = st.vmCost[v];
+    const c = st.costs[v];
+    const why = `${st.nodes[m.s].id} load ${ls.toFixed(3)} -> ${st.nodes[m.t].id} ${lt.toFixed(3)}: imbalance ${cur.toFixed(3)} -> ${st.cur.toFixed(3)}; `
+      + `the largest cut per predicted byte (${(m.gain / (c.bytes / 2 ** 30)).toFixed(4)}/GiB) of ${m.improving} improving move(s); converges in ${c.downtimeMs.toFixed(1)} ms downtime`;
     plan.moves.push({
       vm: vm.name, from: st.nodes[m.s].id, to: st.nodes[m.t].id, memBytes: vm.memBytes,
-      predictedBytes: bytes, predictedMs: (bytes / bw) * 1000, imbalanceAfter: st.cur,
+      predictedBytes: c.bytes, predictedMs: c.ms, predictedDowntimeMs: c.downtimeMs, converges: c.converges, imbalanceAfter: st.cur, why,
     });
-    plan.predictedBytes += bytes;
-    plan.predictedMs += (bytes / bw) * 1000;
+    plan.predictedBytes += c.bytes;
+    plan.predictedMs += c.ms;
   }
   if (st.cur <= target) plan.stop = 'balanced';
   plan.imbalanceAfter = st.cur;
@@ -374,8 +431,11 @@ export function planEvacuation(nodesIn: PlanNode[], vms: PlanVm[], nodeId: strin
     t.memUsedBytes += vm.memBytes;
     t.cpuUsed += vm.cpu;
     if (t.vcpusAllocated !== undefined) t.vcpusAllocated += vm.vcpus;
-    const bytes = predictMigrationBytes(vm.memBytes, vm.dirtyRateBytesPerSec);
-    moves.push({ vm: vm.name, from: nodeId, to: t.id, memBytes: vm.memBytes, predictedBytes: bytes, predictedMs: (bytes / DEFAULT_BANDWIDTH) * 1000, imbalanceAfter: imbalance(nodes) });
+    const c = moveCostOf(vm);
+    moves.push({
+      vm: vm.name, from: nodeId, to: t.id, memBytes: vm.memBytes, predictedBytes: c.bytes, predictedMs: c.ms, predictedDowntimeMs: c.downtimeMs,
+      converges: c.converges, imbalanceAfter: imbalance(nodes), why: `evacuating ${nodeId}: ${t.id} has room and ends least loaded`,
+    });
   }
   return { moves, unplaced };
 }

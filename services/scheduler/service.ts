@@ -24,8 +24,9 @@ import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../clus
 import { requestMigration } from '../../cluster/ops/migrations';
 import { capacityShortfall } from '../../cluster/capacity';
 import { makeLogger, type Logger } from '../../cluster/log';
-import { keys, type NodeMark, type SchedulerStatus, type VmRecord } from '../../cluster/keyspace';
+import { keys, type NodeMark, type SchedulerStatus, type VmRecord, type LinkRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
+import { readLinks } from './move-cost';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
 import { LostVmTracker } from './lost-vms';
@@ -315,7 +316,8 @@ export class Scheduler {
     const active = [...snap.jobs.values()].filter((j) => j.value.reason === 'rebalance');
     if (active.length > 0) { this.lastRebalanceActivity = Date.now(); return; }
     if (!cfg.autoRebalance || Date.now() - this.lastRebalanceActivity < (this.opts.settleMs ?? 3000)) return;
-    const model = planModel(snap);
+    const links = await readLinks(this.etcd).catch(() => new Map<string, LinkRecord>());
+    const model = planModel(snap, Date.now(), links);
     const plan = planRebalance(model.nodes, model.vms, { aggressiveness: cfg.aggressiveness, maxMoves: cfg.maxConcurrent, continuing: this.rebalancing, weights: cfg.loadWeights });
     this.rebalancing = plan.moves.length > 0 && plan.stop !== 'balanced';
     const status: SchedulerStatus = { leader: this.id, since: 0, lastPlanAt: Date.now(), imbalance: imbalance(model.nodes, cfg.loadWeights), threshold: thresholdOf(cfg.aggressiveness) };

@@ -2,7 +2,7 @@
 import type { Etcd3 } from 'etcd3';
 import { UsageError, str, type OptionSpec, type Parsed } from '../../args';
 import { connectEtcd, type ClusterSnapshot } from '../../../cluster/etcd';
-import type { AttemptRecord, JobRecord, NodeState } from '../../../cluster/keyspace';
+import type { AttemptRecord, JobPrediction, JobRecord, NodeState } from '../../../cluster/keyspace';
 import { DroverError } from '../../../lib/errors';
 import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../../../lib/pki/tls-files';
 import { useAgentIdentity } from '../../tls-flags';
@@ -122,6 +122,8 @@ export interface MigrationJson {
   pausedMs: number;
   /** Per attempt: downtimeMs, guestBlackoutMs, pausedMs (cluster/keyspace.ts AttemptRecord). */
   attemptLog: AttemptRecord[];
+  /** The cost model's prediction made when the job started (totalMs, bytes, downtimeMs, converges, policy), beside the actual figures above; absent for a job not started. */
+  prediction?: JobPrediction;
 }
 
 /** The `migrations list` view of a job. */
@@ -133,5 +135,6 @@ export function jobJson(j: JobRecord): MigrationJson {
     createdAt: j.createdAt, admittedAt: j.admittedAt, finishedAt: j.finishedAt, etcdWrites: j.etcdWrites,
     sentBytes: j.progress?.sentBytes ?? 0, remainingBytes: j.progress?.remainingBytes ?? 0,
     guestBlackoutMs: j.guestBlackoutMs ?? -1, pausedMs: j.pausedMs ?? 0, attemptLog: j.attemptLog ?? [],
+    ...(j.prediction ? { prediction: j.prediction } : {}),
   };
 }

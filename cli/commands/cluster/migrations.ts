@@ -22,10 +22,12 @@ async function list(etcd: Etcd3, p: Parsed): Promise<number> {
   noExtra(p, 0, 'drover migrations list [--json] [--active]');
   const all = await listMigrations(etcd, flag(p, 'active'));
   if (flag(p, 'json')) { console.log(JSON.stringify(all.map(jobJson))); return 0; }
-  console.log(table(['ID', 'VM', 'FROM', 'TO', 'REASON', 'PHASE', 'RESULT', 'DOWNTIME', 'BLACKOUT', 'PAUSED', 'TOTAL', 'ROUNDS', 'SENT'],
+  // PREDICTED: the cost model's total time / bytes / downtime when the job started (see `drover analyze`).
+  console.log(table(['ID', 'VM', 'FROM', 'TO', 'REASON', 'PHASE', 'RESULT', 'DOWNTIME', 'BLACKOUT', 'PAUSED', 'TOTAL', 'ROUNDS', 'SENT', 'PREDICTED'],
     all.map(jobJson).map((j) => [j.id, j.vm, j.from, j.to, j.reason, j.phase, j.result || '-', j.result === 'succeeded' ? `${j.downtimeMs.toFixed(2)} ms` : '-',
       j.guestBlackoutMs >= 0 ? `${j.guestBlackoutMs.toFixed(1)} ms` : '-', j.pausedMs ? `${j.pausedMs.toFixed(1)} ms` : '-',
-      j.totalMs ? `${j.totalMs.toFixed(0)} ms` : '-', j.rounds, `${(j.bytesSent / MiB).toFixed(0)} MiB`])));
+      j.totalMs ? `${j.totalMs.toFixed(0)} ms` : '-', j.rounds, `${(j.bytesSent / MiB).toFixed(0)} MiB`,
+      j.prediction ? `${j.prediction.totalMs.toFixed(0)} ms ${(j.prediction.bytes / MiB).toFixed(0)} MiB ${j.prediction.downtimeMs.toFixed(1)} ms${j.prediction.converges ? '' : ` (${j.prediction.policy})`}` : '-'])));
   return 0;
 }
 

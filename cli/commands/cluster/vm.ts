@@ -4,6 +4,9 @@ import { PROFILE_NAMES, type ProfileName, type VmSpec } from '../../../hyperviso
 import { AgentClient } from '../../../services/node-agent/client/agent-client';
 import { createVmRecord, destroyVm, getVm, listVms, waitPlaced } from '../../../cluster/ops';
 import { ETCD, MiB, noExtra, table, withEtcd } from './common';
+import { readSnapshot } from '../../../cluster/etcd';
+import type { JobPrediction } from '../../../cluster/keyspace';
+import { readLinks, vmMoveCost } from '../../../services/scheduler/move-cost';
 
 /** Smallest VM, bytes. */
 const MIN_VM_MEM = 16 * MiB;
@@ -71,13 +74,37 @@ async function vmCreate(p: Parsed): Promise<number> {
   });
 }
 
+/**
+ * The cost model's prediction of moving each placed VM off its node (services/scheduler/move-cost.ts:
+ * its heartbeat's dirtying, the node's measured outbound link), by VM name.
+ */
+async function movePredictions(etcd: Parameters<typeof listVms>[0]): Promise<Map<string, JobPrediction>> {
+  const [snap, links] = await Promise.all([readSnapshot(etcd), readLinks(etcd)]);
+  const out = new Map<string, JobPrediction>();
+  for (const n of snap.nodes.values()) {
+    for (const hb of n.heartbeat?.vms ?? []) {
+      const rec = snap.vms.get(hb.name)?.value;
+      if (rec && rec.node === n.id) out.set(hb.name, vmMoveCost(rec.spec, n.id, hb, links).prediction);
+    }
+  }
+  return out;
+}
+
 async function vmList(p: Parsed): Promise<number> {
   return withEtcd(p, 'vm list', async (etcd) => {
     const rows = await listVms(etcd);
-    if (flag(p, 'json')) { console.log(JSON.stringify(rows)); return 0; }
+    const pred = await movePredictions(etcd);
+    const withPred = rows.map((r) => (pred.has(r.name) ? { ...r, predictedMove: pred.get(r.name) } : r));
+    if (flag(p, 'json')) { console.log(JSON.stringify(withPred)); return 0; }
     // NOTE: why a VM is not running (e.g. `lost: node node-3 is alive but has not reported this VM since ...`)
-    console.log(table(['NAME', 'NODE', 'STATE', 'MEM', 'PROFILE', 'DIRTY', 'JOB', 'NOTE'],
-      rows.map((r) => [r.name, r.node || '-', r.state, `${(r.memBytes / MiB).toFixed(0)} MiB`, r.profile, `${(r.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s`, r.job || '-', r.state === 'running' ? '-' : r.error || '-'])));
+    // MOVE: the model's predicted time, bytes and verdict for moving the VM off its node (see `drover analyze`).
+    console.log(table(['NAME', 'NODE', 'STATE', 'MEM', 'PROFILE', 'DIRTY', 'MOVE TIME', 'MOVE BYTES', 'CONVERGES', 'JOB', 'NOTE'],
+      rows.map((r) => {
+        const m = pred.get(r.name);
+        return [r.name, r.node || '-', r.state, `${(r.memBytes / MiB).toFixed(0)} MiB`, r.profile, `${(r.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s`,
+          m ? `${m.totalMs.toFixed(0)} ms` : '-', m ? `${(m.bytes / MiB).toFixed(0)} MiB` : '-', m ? (m.converges ? 'yes' : `no (${m.policy})`) : '-',
+          r.job || '-', r.state === 'running' ? '-' : r.error || '-'];
+      })));
     return 0;
   });
 }

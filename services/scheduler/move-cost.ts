@@ -1,0 +1,122 @@
+/**
+ * The cost of moving one VM, by the cost model (migration/policy/cost-model.ts), from what the
+ * control plane knows: the VM's last observation (AnalyzeVm, carried by its node's heartbeat
+ * while recent) or else the heartbeat's write rate bounded by the spec's working set, and the
+ * measured rate of past migrations between the two nodes (`links/<from>/<to>`) or a default.
+ * Shared by the migrator (the prediction stored in each job), the scheduler's planner,
+ * `drover rebalance`, `drover vm list` and `drover analyze`.
+ */
+import type { Etcd3 } from 'etcd3';
+import { getAllJson, getJson, updateJson } from '../../cluster/etcd';
+import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
+import type { VmSpec } from '../../hypervisor/types';
+import { resolveProfile } from '../../hypervisor/sim/profiles';
+import { predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
+import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
+import type { MoveCost } from './planner';
+
+/** Link rate assumed where no migration has measured the pair: 1 GB/s (loopback-class, as the planner always assumed). */
+export const DEFAULT_LINK_BYTES_PER_SEC = 1e9;
+/** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */
+export const LINK_EWMA_ALPHA = 0.3;
+/** Smallest migration (bytes sent) whose throughput counts as a link sample: smaller ones measure set-up, not the link. */
+export const MIN_LINK_SAMPLE_BYTES = 4 * 2 ** 20;
+/** Window of the spec-derived WSS prior's first point, ms (the observation's finest window). */
+const PRIOR_FIRST_WINDOW_MS = 10;
+
+/** What is known about a VM's dirtying, for the model. */
+export interface VmDirtying {
+  memBytes: number;
+  nonzeroBytes: number;
+  dirtyRateBytesPerSec: number;
+  wss: WssPoint[];
+  from: JobPrediction['from'];
+}
+
+/**
+ * The dirtying of a VM: its heartbeat's recent observation when there is one; else the heartbeat's
+ * write rate (or the spec's) with a WSS curve that grows at that rate up to the spec's working
+ * set (the sim profile's, hypervisor/sim/profiles.ts) and stays flat.
+ */
+export function dirtyingOf(spec: VmSpec, hb?: HeartbeatVm): VmDirtying {
+  const o = hb?.observed;
+  if (o && o.wss.length > 0) {
+    return { memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss: o.wss, from: 'observed' };
+  }
+  const prof = resolveProfile(spec);
+  const rate = hb && hb.dirtyRateBytesPerSec > 0 ? hb.dirtyRateBytesPerSec : Number.isFinite(prof.dirtyRateBytesPerSec) ? prof.dirtyRateBytesPerSec : spec.memBytes;
+  const wssCap = Math.max(prof.wssBytes, 4096);
+  const first = Math.min(wssCap, (rate * PRIOR_FIRST_WINDOW_MS) / 1000);
+  const satMs = Math.max(PRIOR_FIRST_WINDOW_MS * 2, (wssCap / rate) * 1000);
+  const touched = hb?.touchedBytes && hb.touchedBytes > 0 ? hb.touchedBytes : Math.max(prof.fillBytes, prof.wssBytes);
+  return {
+    memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, touched), dirtyRateBytesPerSec: rate,
+    wss: [{ windowMs: PRIOR_FIRST_WINDOW_MS, bytes: first }, { windowMs: satMs, bytes: wssCap }, { windowMs: satMs * 2, bytes: wssCap }],
+    from: hb && hb.dirtyRateBytesPerSec > 0 ? 'heartbeat' : 'spec',
+  };
+}
+
+/** The measured links, by `from/to`. */
+export type LinkRates = ReadonlyMap<string, LinkRecord>;
+
+/** Reads every link record. */
+export async function readLinks(etcd: Etcd3): Promise<Map<string, LinkRecord>> {
+  const all = await getAllJson<LinkRecord>(etcd, keys.links());
+  const out = new Map<string, LinkRecord>();
+  for (const [k, v] of all) out.set(k.slice(keys.links().length), v.value);
+  return out;
+}
+
+/** The link record of one pair, if a migration measured it. */
+export async function readLink(etcd: Etcd3, from: string, to: string): Promise<LinkRecord | undefined> {
+  return (await getJson<LinkRecord>(etcd, keys.link(from, to)))?.value;
+}
+
+/** The link rate of a pair: `given` when set, else the pair's measured rate (`rec`), else the default. */
+export function linkRate(rec: LinkRecord | undefined, given?: number): { bytesPerSec: number; link: JobPrediction['link'] } {
+  if (given !== undefined) return { bytesPerSec: given, link: 'given' };
+  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured' } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default' };
+}
+
+/** The mean measured rate of migrations out of `node` (any target), or undefined when none was measured. */
+export function outboundRate(links: LinkRates, node: string): LinkRecord | undefined {
+  const mine = [...links].filter(([k]) => k.startsWith(`${node}/`)).map(([, r]) => r).filter((r) => r.bytesPerSec > 0);
+  if (mine.length === 0) return undefined;
+  return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
+}
+
+/** The model's cost of moving a VM out of its node (planner and `vm list`): its dirtying, the node's outbound link. */
+export function vmMoveCost(spec: VmSpec, node: string, hb: HeartbeatVm | undefined, links: LinkRates): MoveCost & { prediction: JobPrediction } {
+  const d = dirtyingOf(spec, hb);
+  const link = linkRate(outboundRate(links, node));
+  const p = predictMove(d, link.bytesPerSec);
+  return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, prediction: jobPrediction(p, d, link) };
+}
+
+/** The key of a pair in LinkRates. */
+export function pairKey(from: string, to: string): string {
+  return `${from}/${to}`;
+}
+
+/** Folds one finished migration's throughput into the pair's moving average (skipped for tiny moves). */
+export async function recordLink(etcd: Etcd3, from: string, to: string, bytesSent: number, throughputBytesPerSec: number): Promise<LinkRecord | undefined> {
+  if (!(bytesSent >= MIN_LINK_SAMPLE_BYTES && throughputBytesPerSec > 0 && Number.isFinite(throughputBytesPerSec))) return undefined;
+  return updateJson<LinkRecord>(etcd, keys.link(from, to), (cur) => ({
+    bytesPerSec: cur && cur.bytesPerSec > 0 ? cur.bytesPerSec + LINK_EWMA_ALPHA * (throughputBytesPerSec - cur.bytesPerSec) : throughputBytesPerSec,
+    samples: (cur?.samples ?? 0) + 1,
+    at: Date.now(),
+  }));
+}
+
+/** The model's prediction for moving a VM with dirtying `d` over `linkBytesPerSec`. */
+export function predictMove(d: VmDirtying, linkBytesPerSec: number, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
+  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec, maxDowntimeMs });
+}
+
+/** The job record's form of a prediction. */
+export function jobPrediction(p: CostPrediction, d: VmDirtying, link: { bytesPerSec: number; link: JobPrediction['link'] }): JobPrediction {
+  return {
+    totalMs: p.predictedTotalMs, bytes: p.predictedBytes, downtimeMs: p.predictedDowntimeMs, converges: p.converges, policy: p.policy,
+    linkBytesPerSec: link.bytesPerSec, link: link.link, from: d.from,
+  };
+}

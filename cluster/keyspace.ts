@@ -66,6 +66,8 @@ export const keys = {
 export interface LinkRecord {
   /** EWMA of the migrations' throughput (bytes on the wire / time spent sending), bytes/s. */
   bytesPerSec: number;
+  /** EWMA of the migrations' time outside sending and downtime (reservation, set-up, verification), ms; absent in older records. */
+  setupMs?: number;
   /** Migrations folded into the average. */
   samples: number;
   /** Date.now() of the last sample. */
@@ -81,6 +83,8 @@ export interface JobPrediction {
   policy: 'precopy' | 'throttle' | 'postcopy';
   /** The link rate the prediction assumed, bytes/s. */
   linkBytesPerSec: number;
+  /** The fixed set-up time the prediction assumed (the link's measured one), ms. */
+  setupMs?: number;
   /** Where the link rate came from: the pair's measured rate, the caller's, or the default. */
   link: 'measured' | 'given' | 'default';
   /** What the guest's dirtying came from: an observation (AnalyzeVm), the heartbeat's write rate, or the VM's spec. */

@@ -33,6 +33,8 @@ interface Ask {
   link: number;
   /** Where the link rate came from, in words ('' = --bandwidth). */
   linkNote: string;
+  /** Fixed set-up time of a migration on the link (measured), ms. */
+  setupMs: number;
   maxDowntimeMs: number;
   windowMs: number;
   json: boolean;
@@ -58,7 +60,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const agent = address(agentFlag, '--agent');
   const client = new AgentClient(agent, agentChannelCredentials(tlsFromFlags(p, 'analyze')));
   const link = given ?? DEFAULT_LINK_BYTES_PER_SEC;
-  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', maxDowntimeMs, windowMs, json });
+  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, maxDowntimeMs, windowMs, json });
 }
 
 /** The cluster form: the VM's node from etcd, the link from --bandwidth or the node's measured links. */
@@ -75,18 +77,20 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
     if (to !== undefined && !snap.nodes.has(to)) throw new UsageError(`analyze: --to ${to} is not a node of the cluster`);
     let link = a.given ?? 0;
     let linkNote = '';
+    let setupMs = 0;
     if (a.given === undefined) {
       const mine = [...(await readLinks(etcd))].filter(([k]) => k.startsWith(`${rec.node}/`) && (to === undefined || k === `${rec.node}/${to}`));
       if (mine.length > 0) {
         link = mine.reduce((s, [, r]) => s + r.bytesPerSec, 0) / mine.length;
-        linkNote = `measured: ${mine.map(([k, r]) => `${k} ${formatRate(r.bytesPerSec)} over ${r.samples} migration(s)`).join(', ')}`;
+        setupMs = mine.reduce((s, [, r]) => s + (r.setupMs ?? 0), 0) / mine.length;
+        linkNote = `measured: ${mine.map(([k, r]) => `${k} ${formatRate(r.bytesPerSec)}, set-up ${formatMs(r.setupMs ?? 0)}, over ${r.samples} migration(s)`).join('; ')}`;
       } else {
         link = DEFAULT_LINK_BYTES_PER_SEC;
         linkNote = `assumed: no migration from ${rec.node}${to ? ` to ${to}` : ''} measured yet and no --bandwidth given`;
       }
     }
     const client = new AgentClient(node.record.address, agentCredentials(rec.node));
-    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, json: a.json });
+    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, json: a.json });
   });
 }
 
@@ -98,12 +102,12 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
     const o = await client.analyzeVm(vm, windowMs);
     const wss = (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) }));
     const pr = predictMigration({
-      memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs,
+      memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs, setupMs: a.setupMs,
     });
     const out = {
       vm, agent, memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
       guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
-      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, maxDowntimeMs,
+      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
       converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason,
     };

@@ -43,6 +43,8 @@ export interface CostInput {
   maxBytesFactor?: number;
   /** The target accepts post-copy (default false: the page engine has none). */
   postcopyAvailable?: boolean;
+  /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
+  setupMs?: number;
 }
 
 /** One predicted round. */
@@ -130,7 +132,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   }
   const downtime = predictDowntimeMs(send, link);
   const converges = stop === 'converged';
-  const totalMs = rounds.reduce((s, r) => s + r.ms, 0) + downtime;
+  const totalMs = rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
   return {
     rounds: rounds.length,
     roundsDetail: rounds,

@@ -86,7 +86,7 @@ export class JobRun {
     try {
       const d = dirtyingOf(vm.spec, hb.vms?.find((v) => v.name === vm.name));
       const link = linkRate(await readLink(this.store.etcd, job.from, job.to));
-      return jobPrediction(predictMove(d, link.bytesPerSec), d, link);
+      return jobPrediction(predictMove(d, link), d, link);
     } catch (e) {
       this.log('no prediction for the job', { job: job.id, error: (e as Error).message });
       return undefined;
@@ -98,7 +98,7 @@ export class JobRun {
     const job = this.run.job;
     if (job.prediction) migratorMetrics().observePrediction(job.prediction, r);
     try {
-      await recordLink(this.store.etcd, job.from, job.to, r.bytesSent, r.throughputBytesPerSec);
+      await recordLink(this.store.etcd, job.from, job.to, r);
     } catch (e) {
       this.log('link rate not recorded', { job: job.id, error: (e as Error).message });
     }

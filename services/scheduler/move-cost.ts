@@ -7,12 +7,12 @@
  * `drover rebalance`, `drover vm list` and `drover analyze`.
  */
 import type { Etcd3 } from 'etcd3';
-import { getAllJson, getJson, updateJson } from '../../cluster/etcd';
+import { getJson, updateJson } from '../../cluster/etcd';
 import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
 import { predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
-import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
+import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
 import type { MoveCost } from './planner';
 
 /** Link rate assumed where no migration has measured the pair: 1 GB/s (loopback-class, as the planner always assumed). */
@@ -61,9 +61,9 @@ export type LinkRates = ReadonlyMap<string, LinkRecord>;
 
 /** Reads every link record. */
 export async function readLinks(etcd: Etcd3): Promise<Map<string, LinkRecord>> {
-  const all = await getAllJson<LinkRecord>(etcd, keys.links());
+  const res = await etcd.getAll().prefix(keys.links()).exec();
   const out = new Map<string, LinkRecord>();
-  for (const [k, v] of all) out.set(k.slice(keys.links().length), v.value);
+  for (const kv of res.kvs) out.set(kv.key.toString().slice(keys.links().length), JSON.parse(kv.value.toString()) as LinkRecord);
   return out;
 }
 
@@ -73,23 +73,32 @@ export async function readLink(etcd: Etcd3, from: string, to: string): Promise<L
 }
 
 /** The link rate of a pair: `given` when set, else the pair's measured rate (`rec`), else the default. */
-export function linkRate(rec: LinkRecord | undefined, given?: number): { bytesPerSec: number; link: JobPrediction['link'] } {
-  if (given !== undefined) return { bytesPerSec: given, link: 'given' };
-  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured' } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default' };
+export function linkRate(rec: LinkRecord | undefined, given?: number): LinkChoice {
+  const setupMs = rec?.setupMs ?? 0;
+  if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs };
+  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: 0 };
+}
+
+/** A link as a prediction assumes it. */
+export interface LinkChoice {
+  bytesPerSec: number;
+  link: JobPrediction['link'];
+  /** Fixed time outside the rounds, ms (the pair's measured one, else 0). */
+  setupMs: number;
 }
 
 /** The mean measured rate of migrations out of `node` (any target), or undefined when none was measured. */
 export function outboundRate(links: LinkRates, node: string): LinkRecord | undefined {
   const mine = [...links].filter(([k]) => k.startsWith(`${node}/`)).map(([, r]) => r).filter((r) => r.bytesPerSec > 0);
   if (mine.length === 0) return undefined;
-  return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
+  return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, setupMs: mine.reduce((a, r) => a + (r.setupMs ?? 0), 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
 }
 
 /** The model's cost of moving a VM out of its node (planner and `vm list`): its dirtying, the node's outbound link. */
 export function vmMoveCost(spec: VmSpec, node: string, hb: HeartbeatVm | undefined, links: LinkRates): MoveCost & { prediction: JobPrediction } {
   const d = dirtyingOf(spec, hb);
   const link = linkRate(outboundRate(links, node));
-  const p = predictMove(d, link.bytesPerSec);
+  const p = predictMove(d, link);
   return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, prediction: jobPrediction(p, d, link) };
 }
 
@@ -98,25 +107,32 @@ export function pairKey(from: string, to: string): string {
   return `${from}/${to}`;
 }
 
-/** Folds one finished migration's throughput into the pair's moving average (skipped for tiny moves). */
-export async function recordLink(etcd: Etcd3, from: string, to: string, bytesSent: number, throughputBytesPerSec: number): Promise<LinkRecord | undefined> {
-  if (!(bytesSent >= MIN_LINK_SAMPLE_BYTES && throughputBytesPerSec > 0 && Number.isFinite(throughputBytesPerSec))) return undefined;
+/**
+ * Folds one finished migration into the pair's moving averages (skipped for tiny moves): its
+ * throughput, and its time outside sending and the downtime (the fixed set-up).
+ */
+export async function recordLink(etcd: Etcd3, from: string, to: string, r: Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs'>): Promise<LinkRecord | undefined> {
+  const rate = r.throughputBytesPerSec;
+  if (!(r.bytesSent >= MIN_LINK_SAMPLE_BYTES && rate > 0 && Number.isFinite(rate))) return undefined;
+  const setup = Math.max(0, r.totalMs - (r.bytesSent / rate) * 1000 - r.downtimeMs);
+  const ewma = (cur: number | undefined, x: number) => (cur !== undefined && cur >= 0 ? cur + LINK_EWMA_ALPHA * (x - cur) : x);
   return updateJson<LinkRecord>(etcd, keys.link(from, to), (cur) => ({
-    bytesPerSec: cur && cur.bytesPerSec > 0 ? cur.bytesPerSec + LINK_EWMA_ALPHA * (throughputBytesPerSec - cur.bytesPerSec) : throughputBytesPerSec,
+    bytesPerSec: ewma(cur && cur.bytesPerSec > 0 ? cur.bytesPerSec : undefined, rate),
+    setupMs: ewma(cur?.setupMs, setup),
     samples: (cur?.samples ?? 0) + 1,
     at: Date.now(),
   }));
 }
 
-/** The model's prediction for moving a VM with dirtying `d` over `linkBytesPerSec`. */
-export function predictMove(d: VmDirtying, linkBytesPerSec: number, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
-  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec, maxDowntimeMs });
+/** The model's prediction for moving a VM with dirtying `d` over `link`. */
+export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
+  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs });
 }
 
 /** The job record's form of a prediction. */
-export function jobPrediction(p: CostPrediction, d: VmDirtying, link: { bytesPerSec: number; link: JobPrediction['link'] }): JobPrediction {
+export function jobPrediction(p: CostPrediction, d: VmDirtying, link: LinkChoice): JobPrediction {
   return {
     totalMs: p.predictedTotalMs, bytes: p.predictedBytes, downtimeMs: p.predictedDowntimeMs, converges: p.converges, policy: p.policy,
-    linkBytesPerSec: link.bytesPerSec, link: link.link, from: d.from,
+    linkBytesPerSec: link.bytesPerSec, setupMs: link.setupMs, link: link.link, from: d.from,
   };
 }

@@ -32,12 +32,43 @@ test('a web guest on a fast link converges: shrinking rounds, remainder within t
 
 test('a guest dirtying faster than the link does not converge: throttle, or post-copy when offered', () => {
   const hot: CostInput = { ...web, dirtyRateBytesPerSec: 4000 * MiB, wss: curve(64 * MiB, 4000 * MiB) };
+  const alone = predictMigration({ ...hot, autoConverge: false });
+  assert.equal(alone.converges, false);
+  assert.equal(alone.policy, 'throttle');
+  assert.match(alone.policyReason, /dirty rate .* of the link/);
+  assert.ok(alone.predictedDowntimeMs > 5);
+  assert.equal(alone.throttlePercent, 0);
+  // The engine's auto-converge: throttle steps until the remainder fits; more rounds, more bytes, less downtime.
   const p = predictMigration(hot);
   assert.equal(p.converges, false);
   assert.equal(p.policy, 'throttle');
-  assert.match(p.policyReason, /dirty rate .* of the link/);
-  assert.ok(p.predictedDowntimeMs > 5);
+  assert.ok(p.throttlePercent >= 20, `throttle ${p.throttlePercent}`);
+  assert.ok(p.predictedBytes > alone.predictedBytes && p.predictedDowntimeMs < alone.predictedDowntimeMs);
   assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'postcopy');
+});
+
+test('throttling term: a paced guest is slowed only past 1 - rate / its CPU-bound speed (web on a link below its dirty rate)', () => {
+  // web: 100 MiB/s paced writes over 16 MiB; a CPU-bound write speed of 2000 MiB/s: throttles below 95% change nothing.
+  const near: CostInput = { ...web, linkBytesPerSec: 60 * MiB, guestMaxWriteBytesPerSec: 2000 * MiB };
+  const p = predictMigration(near);
+  assert.equal(p.converges, false);
+  assert.equal(p.convergesThrottled, true, p.policyReason);
+  assert.ok(p.throttlePercent >= 95, `throttle ${p.throttlePercent}`);
+  assert.ok(p.predictedDowntimeMs <= 5);
+  // A CPU-bound guest of the same rate is slowed by the first step already: fewer rounds.
+  const cpuBound = predictMigration({ ...near, guestMaxWriteBytesPerSec: 100 * MiB });
+  assert.ok(cpuBound.throttlePercent < p.throttlePercent && cpuBound.rounds < p.rounds, `${cpuBound.throttlePercent}% ${cpuBound.rounds} rounds vs ${p.throttlePercent}% ${p.rounds}`);
+});
+
+test('under a bandwidth cap the rounds follow Xen\'s rate rule: round 1 at 100 Mbit/s', () => {
+  const idle: CostInput = { memBytes: 256 * MiB, nonzeroBytes: 32 * MiB, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), linkBytesPerSec: 125e6, maxDowntimeMs: 5 };
+  const capped = predictMigration({ ...idle, capBytesPerSec: 125e6 });
+  const free = predictMigration(idle);
+  // Round 1 sends the 32 MiB less the few pages dirtied again before their turn (to_skip).
+  const r1 = (32 * MiB / 12.5e6) * 1000;
+  assert.ok(capped.roundsDetail[0].ms <= r1 && capped.roundsDetail[0].ms > 0.97 * r1, `round 1 ${capped.roundsDetail[0].ms} ms`);
+  assert.ok(capped.predictedTotalMs > 8 * free.predictedTotalMs);
+  assert.equal(capped.converges, true);
 });
 
 test('a working set too large for the target stops when rounds stop shrinking', () => {
@@ -49,10 +80,10 @@ test('a working set too large for the target stops when rounds stop shrinking', 
   assert.match(p.policyReason, /stop shrinking/);
 });
 
-test('more bandwidth never costs more time; downtime falls until it converges, bytes once it does', () => {
-  let prev = predictMigration({ ...web, linkBytesPerSec: 50 * MiB });
+test('pre-copy alone: more bandwidth never costs more time; downtime falls until it converges, bytes once it does', () => {
+  let prev = predictMigration({ ...web, linkBytesPerSec: 50 * MiB, autoConverge: false });
   for (const r of [100, 200, 500, 1000, 2000, 5000]) {
-    const p = predictMigration({ ...web, linkBytesPerSec: r * MiB });
+    const p = predictMigration({ ...web, linkBytesPerSec: r * MiB, autoConverge: false });
     assert.ok(p.predictedTotalMs <= prev.predictedTotalMs + 1e-9, `total at ${r} MiB/s`);
     // Once it converges pre-copy stops as soon as the remainder fits: any downtime within the target.
     if (p.converges) assert.ok(p.predictedDowntimeMs <= web.maxDowntimeMs, `downtime at ${r} MiB/s`);

@@ -7,15 +7,29 @@
  * round n-1 ran, i.e. WWS(t_{n-1}) read off the measured curve (distinct pages dirtied within a
  * window of that length). Pre-copy stops when the remainder fits the downtime target at the
  * link rate (stop-conditions.ts predictDowntimeMs: the same rule, the same switchover overhead),
- * or when rounds stop shrinking (a round not below NOT_SHRINKING_RATIO of the one before, or the
- * dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link, as convergence.ts), or at the round / bytes limits.
+ * or when rounds stall (the engine's shouldStop: STALL_ROUNDS rounds without progress, or Xen's
+ * rule; labelled dirty-rate-near-link when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link),
+ * or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
+ * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
  *
  * Policy: 'precopy' when it converges; else 'postcopy' when the target offers it; else
  * 'throttle' (auto-converge, stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
+ *
+ * Throttling term (the engine's auto-converge, precopy-source.ts autoConverge): when pre-copy
+ * alone does not converge, the engine notices the stall (above), then takes one nextThrottle
+ * step per round that still does not fit (20%, 60%, 80%,
+ * ... 99%). A throttle t slows the guest to (1 − t) of its CPU time; a guest paced below its
+ * CPU-bound write speed (`guestMaxWriteBytesPerSec`) slows only once (1 − t) × that speed is
+ * below its rate. Round n then dirties WWS(speed × t_{n-1}). The predicted figures include
+ * every throttled round; `converges` stays "without throttling".
  */
-import { DIRTY_RATE_NEAR_LINK, NOT_SHRINKING_RATIO } from './convergence';
-import { predictDowntimeMs, SWITCHOVER_OVERHEAD_MS } from './stop-conditions';
+import { DIRTY_RATE_NEAR_LINK } from './convergence';
+import { nextThrottle, predictDowntimeMs, STALL_ROUNDS, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
+import { roundRate } from './rate-control';
 import { DEFAULT_MAX_BYTES_FACTOR, DEFAULT_MAX_ROUNDS } from '../types';
+
+/** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
+const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
 
 /** One point of a writable-working-set curve: distinct bytes dirtied within a window of `windowMs`. */
 export interface WssPoint {
@@ -43,6 +57,12 @@ export interface CostInput {
   maxBytesFactor?: number;
   /** The target accepts post-copy (default false: the page engine has none). */
   postcopyAvailable?: boolean;
+  /** The migration's bandwidth cap (`--bandwidth`), bytes/s; rounds then follow rate-control.ts roundRate (Xen's rule); 0/absent = uncapped. */
+  capBytesPerSec?: number;
+  /** Model the engine's auto-converge when pre-copy alone stalls (default true: the sim engine throttles; false = stop-and-copy at the stall). */
+  autoConverge?: boolean;
+  /** The guest's CPU-bound write speed, bytes/s (default DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC): how far a throttle slows a paced guest. */
+  guestMaxWriteBytesPerSec?: number;
   /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
   setupMs?: number;
 }
@@ -68,9 +88,19 @@ export interface CostPrediction {
   converges: boolean;
   policy: 'precopy' | 'throttle' | 'postcopy';
   policyReason: string;
-  /** Why pre-copy stopped iterating in the model. */
+  /** Why pre-copy alone stopped iterating in the model. */
   stop: 'converged' | 'not-shrinking' | 'dirty-rate-near-link' | 'max-rounds' | 'max-bytes';
+  /** The throttle auto-converge reached, % of vCPU time taken (0 = none). */
+  throttlePercent: number;
+  /** After throttling: the remainder fits the target (false also when no throttling was modelled). */
+  convergesThrottled: boolean;
 }
+
+/**
+ * A sim guest's CPU-bound write speed on this machine class (mmuncher, one vCPU: ~2 GB/s). A paced
+ * guest (web at 100 MiB/s) is slowed by a throttle only beyond 1 − rate / this.
+ */
+export const DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC = 2e9;
 
 /** Throws naming the first bad input. */
 function check(i: CostInput): void {
@@ -106,46 +136,126 @@ export function wssAt(curve: readonly WssPoint[], t: number, dirtyRate: number, 
   return Math.min(memBytes, prev.bytes + slope * (t - prev.windowMs));
 }
 
-/** Predicts a pre-copy migration (see the file comment). */
+/** Steps of the to_skip integration over one round (the curve is smooth: more change nothing visible). */
+const SKIP_STEPS = 16;
+
+/** The rounds as the engine would run them: each round's rate (rate-control.ts under a cap) and what it leaves dirty. */
+class RoundRunner {
+  readonly rounds: PredictedRound[] = [];
+  total = 0;
+  private prevDirtyRate = 0;
+  private timedRate = 0;
+  constructor(private readonly i: CostInput) {}
+
+  /** Rate of the stop-and-copy: the cap (or the link when it is slower). */
+  get finalRate(): number {
+    const cap = this.i.capBytesPerSec ?? 0;
+    return cap > 0 ? Math.min(this.i.linkBytesPerSec, cap) : this.i.linkBytesPerSec;
+  }
+
+  /** Sends `bytes` as the next round with the guest at `speed` of its pace; returns what it left dirty. */
+  round(bytes: number, speed = 1): number {
+    const cap = this.i.capBytesPerSec ?? 0;
+    const r = cap > 0 ? Math.min(this.i.linkBytesPerSec, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : this.i.linkBytesPerSec;
+    const sent = this.unskipped(bytes, r, speed);
+    const ms = (sent / r) * 1000;
+    this.rounds.push({ bytes: sent, ms });
+    this.total += sent;
+    if (sent >= MIN_TIMED_ROUND_BYTES) this.timedRate = r;
+    const next = wssAt(this.i.wss, ms * speed, this.i.dirtyRateBytesPerSec * speed, this.i.memBytes);
+    this.prevDirtyRate = ms > 0 ? (next * 1000) / ms : 0;
+    return next;
+  }
+
+  /**
+   * Xen's to_skip: of a round's `bytes` dirty set, a page dirtied again before its turn is left
+   * for the next round. At τ into the round a page is skipped with probability
+   * WSS(τ) / max(set, working set); the sent bytes are integrated over the round in SKIP_STEPS.
+   */
+  private unskipped(bytes: number, rate: number, speed: number): number {
+    const pts = this.i.wss;
+    const wcap = pts.length ? Math.max(...pts.map((p) => p.bytes)) : this.i.memBytes;
+    const denom = Math.max(bytes, wcap, 1);
+    const dx = bytes / SKIP_STEPS;
+    let sent = 0;
+    for (let k = 0; k < SKIP_STEPS; k++) {
+      const tauMs = (sent / rate) * 1000;
+      const pSkip = Math.min(1, wssAt(pts, tauMs * speed, this.i.dirtyRateBytesPerSec * speed, this.i.memBytes) / denom);
+      sent += dx * (1 - pSkip);
+    }
+    return sent;
+  }
+
+  /** The engine's stop rule: the remainder fits the target at the rate it predicts by (the latest timed round's). */
+  fits(remainder: number): boolean {
+    return predictDowntimeMs(remainder, this.timedRate || this.finalRate) <= this.i.maxDowntimeMs;
+  }
+}
+
+/** A dirty set at least this fraction of the one before counts as "no progress" (the engine compares ≥ on noisy rounds; the model's rounds are exact). */
+const NO_PROGRESS_RATIO = 0.99;
+
+/**
+ * Predicts a pre-copy migration (see the file comment): the engine's rounds and stop rule
+ * (stop-conditions.ts shouldStop: fits the target, round / bytes limits, stalled after
+ * STALL_ROUNDS rounds without progress or Xen's rule), and its auto-converge on a stall.
+ */
 export function predictMigration(i: CostInput): CostPrediction {
   check(i);
-  const link = i.linkBytesPerSec;
   const maxRounds = i.maxRounds ?? DEFAULT_MAX_ROUNDS;
   const maxBytes = (i.maxBytesFactor ?? DEFAULT_MAX_BYTES_FACTOR) * i.memBytes;
-  const msOf = (b: number) => (b / link) * 1000;
-  const rounds: PredictedRound[] = [];
+  const rate = Math.max(1, i.dirtyRateBytesPerSec);
+  const maxWrite = i.guestMaxWriteBytesPerSec ?? DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC;
+  const speedAt = (t: number) => (t <= 0 ? 1 : Math.min(1, ((1 - t) * maxWrite) / rate));
+  const throttles = i.autoConverge !== false && !i.postcopyAvailable;
+  const run = new RoundRunner(i);
   let send = Math.min(i.nonzeroBytes, i.memBytes);
-  let total = 0;
-  let stop: CostPrediction['stop'];
+  let throttle = 0;
+  let stalled = 0;
+  let lastDirty = Infinity;
+  let prevSent = NaN;
+  let firstStall: CostPrediction['stop'] | undefined;
+  let end: 'fits' | 'max-rounds' | 'max-bytes' | 'stalled';
   for (;;) {
-    const ms = msOf(send);
-    rounds.push({ bytes: send, ms });
-    total += send;
-    const next = wssAt(i.wss, ms, i.dirtyRateBytesPerSec, i.memBytes);
-    const prevSend = send;
-    send = next;
-    if (predictDowntimeMs(next, link) <= i.maxDowntimeMs) { stop = 'converged'; break; }
-    if (i.dirtyRateBytesPerSec >= DIRTY_RATE_NEAR_LINK * link) { stop = 'dirty-rate-near-link'; break; }
-    if (rounds.length > 1 && next >= NOT_SHRINKING_RATIO * prevSend) { stop = 'not-shrinking'; break; }
-    if (rounds.length >= maxRounds) { stop = 'max-rounds'; break; }
-    if (total + next >= maxBytes) { stop = 'max-bytes'; break; }
+    const before = run.total;
+    send = run.round(send, speedAt(throttle));
+    const sentThis = run.total - before;
+    stalled = send >= NO_PROGRESS_RATIO * lastDirty ? stalled + 1 : 0;
+    lastDirty = send;
+    let reason: typeof end | undefined;
+    if (run.fits(send)) reason = 'fits';
+    else if (run.rounds.length >= maxRounds) reason = 'max-rounds';
+    else if (run.total >= maxBytes) reason = 'max-bytes';
+    else if (stalled >= STALL_ROUNDS || (run.rounds.length > 2 && sentThis > prevSent && stalled >= 1)) reason = 'stalled';
+    prevSent = sentThis;
+    if (reason === 'stalled') firstStall ??= i.dirtyRateBytesPerSec >= DIRTY_RATE_NEAR_LINK * run.finalRate ? 'dirty-rate-near-link' : 'not-shrinking';
+    if (throttles && (reason === 'stalled' || (throttle > 0 && reason === undefined)) && throttle < THROTTLE_MAX) {
+      throttle = nextThrottle(throttle);
+      stalled = 0;
+      continue;
+    }
+    if (reason) { end = reason; break; }
   }
-  const downtime = predictDowntimeMs(send, link);
+  const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' ? 'not-shrinking' : end);
   const converges = stop === 'converged';
-  const totalMs = rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
+  const downtime = predictDowntimeMs(send, run.finalRate);
+  const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
+  const convergesThrottled = throttle > 0 && end === 'fits';
   return {
-    rounds: rounds.length,
-    roundsDetail: rounds,
-    predictedBytes: total + send,
+    rounds: run.rounds.length,
+    roundsDetail: run.rounds,
+    predictedBytes: run.total + send,
     predictedTotalMs: totalMs,
     predictedDowntimeMs: downtime,
     converges,
     stop,
-    ...choosePolicy(i, stop, send, downtime),
+    throttlePercent: Math.round(throttle * 100),
+    convergesThrottled,
+    ...choosePolicy(i, stop, send, downtime, throttle, convergesThrottled),
   };
 }
 
-function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: number, downtimeMs: number): Pick<CostPrediction, 'policy' | 'policyReason'> {
+function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: number, downtimeMs: number, throttle: number, throttledOk: boolean): Pick<CostPrediction, 'policy' | 'policyReason'> {
   const mb = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
   if (stop === 'converged') {
     return { policy: 'precopy', policyReason: `pre-copy converges: the last ${mb(remainder)} fit the ${i.maxDowntimeMs} ms target at ${mb(i.linkBytesPerSec)}/s (${downtimeMs.toFixed(1)} ms incl. ${SWITCHOVER_OVERHEAD_MS} ms switchover)` };
@@ -156,5 +266,11 @@ function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: num
       ? `rounds stop shrinking at ${mb(remainder)} (the writable working set), ${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms`
       : `${stop} reached with ${mb(remainder)} left (${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms)`;
   if (i.postcopyAvailable) return { policy: 'postcopy', policyReason: `${why}; the target offers post-copy: switch after the first pass` };
+  if (throttle > 0) {
+    return {
+      policy: 'throttle',
+      policyReason: `${why}; auto-converge: throttle the guest's vCPUs (up to ${Math.round(throttle * 100)}%) ${throttledOk ? 'until the remainder fits' : `but the last ${mb(remainder)} still take ${downtimeMs.toFixed(1)} ms`} (the guest runs slower during the migration)`,
+    };
+  }
   return { policy: 'throttle', policyReason: `${why}; auto-converge: throttle the guest's vCPUs until the remainder fits (the guest runs slower during the migration)` };
 }

@@ -1,0 +1,93 @@
+/**
+ * Cost-model bench: for each profile (idle, web, db, mmuncher) at two link rates (uncapped
+ * loopback and a 1 Gbit/s cap), the prediction of `drover analyze` (the agent's AnalyzeVm
+ * observation, then migration/policy/cost-model.ts) against a real migration between two agent
+ * processes: total time, bytes and downtime, with the error. The uncapped link is learned as the
+ * cluster learns it (services/scheduler/move-cost.ts recordLink): one calibration migration of an
+ * idle VM gives the throughput and the fixed set-up time.
+ *
+ *   node dist/bench/analyze-bench.js [--mem 256MiB] [--window 2s] [--profiles idle,web] [--json]
+ */
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
+import { predictMigration, type CostPrediction } from '../migration/policy/cost-model';
+import { parseDuration, parseSize } from '../lib/units';
+import type { MigrationResult } from '../migration/types';
+import type { ProfileName } from '../hypervisor/types';
+
+const MiB = 2 ** 20;
+/** The capped link of the table: 1 Gbit/s. */
+const CAP_BYTES_PER_SEC = 1e9 / 8;
+/** Time a new VM runs before it is observed: its boot fill is done and its working set warm. */
+const WARMUP_MS = 1500;
+
+/** One row of the table. */
+interface Row {
+  profile: string;
+  link: string;
+  predicted: { totalMs: number; bytes: number; downtimeMs: number; converges: boolean; policy: string; throttlePercent: number; rounds: number };
+  actual: { totalMs: number; bytes: number; downtimeMs: number; converged: boolean; throttlePercent: number; stopReason: string; rounds: number };
+  errorTotal: number;
+  errorBytes: number;
+}
+
+const rel = (a: number, p: number) => (p > 0 ? (a - p) / p : NaN);
+
+async function once(a: LocalAgent, b: LocalAgent, name: string, profile: ProfileName, mem: number, windowMs: number, link: { bytesPerSec: number; setupMs: number }, cap: number): Promise<{ p: CostPrediction; r: MigrationResult }> {
+  await a.client.createVm({ name, memBytes: mem, vcpus: 1, profile });
+  await sleep(WARMUP_MS);
+  const o = await a.client.analyzeVm(name, windowMs);
+  const p = predictMigration({
+    memBytes: mem, nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
+    wss: (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) })),
+    linkBytesPerSec: cap > 0 ? Math.min(cap, link.bytesPerSec) : link.bytesPerSec, capBytesPerSec: cap, maxDowntimeMs: 5, setupMs: link.setupMs,
+  });
+  const r = await a.client.migrateVm(name, b.address, cap > 0 ? { bandwidthBytesPerSec: cap } : {});
+  await b.client.destroyVm(name).catch(() => {});
+  await a.client.destroyVm(name).catch(() => {});
+  if (r.outcome !== 'succeeded') throw new Error(`${name}: migration ${r.outcome}: ${r.error}`);
+  return { p, r };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { mem: { type: 'string' }, window: { type: 'string' }, profiles: { type: 'string' }, json: { type: 'boolean' } } });
+  const mem = parseSize(values.mem ?? '256MiB', '--mem');
+  const windowMs = parseDuration(values.window ?? '2s', '--window');
+  const profiles = (values.profiles ?? 'idle,web,db,mmuncher').split(',') as ProfileName[];
+  const agents = await startAgents(2, 'ab');
+  const rows: Row[] = [];
+  try {
+    const [a, b] = agents;
+    // Calibration: the link as the migrator learns it (throughput, and the time outside sending and downtime).
+    const cal = (await once(a, b, 'cal', 'idle', mem, 200, { bytesPerSec: 1e9, setupMs: 0 }, 0)).r;
+    const link = { bytesPerSec: cal.throughputBytesPerSec, setupMs: Math.max(0, cal.totalMs - (cal.bytesSent / cal.throughputBytesPerSec) * 1000 - cal.downtimeMs) };
+    if (!values.json) console.log(`  learned link: ${(link.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${link.setupMs.toFixed(0)} ms (one idle ${mem / MiB} MiB migration)`);
+    for (const [label, cap] of [['loopback', 0], ['1Gbit', CAP_BYTES_PER_SEC]] as const) {
+      for (const profile of profiles) {
+        const { p, r } = await once(a, b, `${profile}-${label.toLowerCase()}`, profile, mem, windowMs, link, cap);
+        const row: Row = {
+          profile, link: label,
+          predicted: { totalMs: p.predictedTotalMs, bytes: p.predictedBytes, downtimeMs: p.predictedDowntimeMs, converges: p.converges, policy: p.policy, throttlePercent: p.throttlePercent, rounds: p.rounds },
+          actual: { totalMs: r.totalMs, bytes: r.bytesSent, downtimeMs: r.downtimeMs, converged: !r.throttlePercent && r.stopReason === 'converged', throttlePercent: r.throttlePercent ?? 0, stopReason: r.stopReason, rounds: r.rounds },
+          errorTotal: rel(r.totalMs, p.predictedTotalMs), errorBytes: rel(r.bytesSent, p.predictedBytes),
+        };
+        rows.push(row);
+        if (values.json) console.log(JSON.stringify(row));
+      }
+    }
+  } finally {
+    await stopAgents(agents);
+  }
+  if (values.json) return;
+  const pct = (x: number) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(0)}%`;
+  console.log(`  ${'profile'.padEnd(9)}${'link'.padEnd(9)}${'total pred/actual (err)'.padEnd(28)}${'MiB pred/actual (err)'.padEnd(26)}${'downtime ms pred/actual'.padEnd(25)}verdict pred/actual`);
+  for (const x of rows) {
+    const verdict = (c: boolean, t: number) => (c ? 'converges' : `throttle ${t}%`);
+    console.log(`  ${x.profile.padEnd(9)}${x.link.padEnd(9)}${`${x.predicted.totalMs.toFixed(0)}/${x.actual.totalMs.toFixed(0)} ms (${pct(x.errorTotal)})`.padEnd(28)}`
+      + `${`${(x.predicted.bytes / MiB).toFixed(1)}/${(x.actual.bytes / MiB).toFixed(1)} (${pct(x.errorBytes)})`.padEnd(26)}`
+      + `${`${x.predicted.downtimeMs.toFixed(2)}/${x.actual.downtimeMs.toFixed(2)}`.padEnd(25)}${verdict(x.predicted.converges, x.predicted.throttlePercent)} / ${verdict(x.actual.converged, x.actual.throttlePercent)} (${x.actual.stopReason}; rounds ${x.predicted.rounds}/${x.actual.rounds})`);
+  }
+}
+
+main().catch((e) => { console.error(`analyze-bench: ${(e as Error).message}`); process.exitCode = 1; });

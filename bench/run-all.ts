@@ -42,6 +42,7 @@ async function main(): Promise<void> {
 
   for (const [title, file, extra] of [
     ['rebalance planner, 1,000 nodes and 20,000 VMs', 'planner-bench.js', []],
+    ['cost model: predicted vs actual per profile, uncapped and at 1 Gbit/s', 'analyze-bench.js', quick ? ['--mem', '128MiB'] : []],
     ['NBD client vs qemu-img bench, same export', 'nbd-bench.js', []],
     ...(qemu ? [['QEMU: through Drover vs QEMU direct TCP', 'qemu-bench.js', []]] : []),
   ] as [string, string, string[]][]) {

@@ -112,3 +112,22 @@ test('load weights are normalised; a negative or all-zero weight is refused', ()
   assert.throws(() => planRebalance([n], [], { weights: { memory: -1 } }), /load weight memory must be ≥ 0/);
   assert.throws(() => planRebalance([n], [], { weights: { memory: 0, vcpus: 0, cpu: 0 } }), /must not all be 0/);
 });
+
+test('issue 15: the move cost is the cost model\'s; VMs predicted not to converge are left out; each move says why', () => {
+  const nodes = [node('a', 6), node('b')];
+  const cost = (bytes: number, converges: boolean) => ({ bytes, ms: bytes / 1e6, downtimeMs: converges ? 2 : 400, converges });
+  const vms: PlanVm[] = [
+    { ...vm('hot', 'a', 2), cost: cost(0.5 * GiB, false) },
+    { ...vm('big', 'a', 2), cost: cost(6 * GiB, true) },
+    { ...vm('cheap', 'a', 2), cost: cost(2.1 * GiB, true) },
+  ];
+  const plan = planRebalance(nodes, vms, { aggressiveness: 5, maxMoves: 1 });
+  assert.deepEqual(plan.skippedNotConverging, ['hot']);
+  assert.equal(plan.moves[0].vm, 'cheap', 'the cheapest converging move by the model');
+  assert.equal(plan.moves[0].predictedBytes, 2.1 * GiB);
+  assert.equal(plan.moves[0].predictedDowntimeMs, 2);
+  assert.match(plan.moves[0].why, /^a load 0\.\d+ -> b 0\.\d+: imbalance 0\.\d+ -> 0\.\d+; the largest cut per predicted byte .* of 2 improving move\(s\)/);
+  // Without a cost the model runs from size and dirty rate: a guest dirtying near the link is left out.
+  const fallback = planRebalance(nodes, [vm('x', 'a', 2, 9.5e8), vm('y', 'a', 2, 0)], { aggressiveness: 5 });
+  assert.deepEqual(fallback.skippedNotConverging, ['x']);
+});

@@ -55,7 +55,8 @@ test('every Grafana query names metrics lib/metrics.ts exports', async () => {
   assert.ok(queries >= 20, `${queries} queries`);
   // The panels the dashboard promises.
   for (const n of ['drover_migration_downtime_seconds_bucket', 'drover_migrations_finished_total', 'drover_migration_transferred_bytes_sum', 'drover_migration_rounds_sum',
-    'drover_migration_remaining_bytes', 'drover_migration_transfer_rate_bytes_per_second', 'drover_node_load_ratio', 'drover_node_vms', 'drover_drain_progress_ratio']) {
+    'drover_migration_remaining_bytes', 'drover_migration_transfer_rate_bytes_per_second', 'drover_node_load_ratio', 'drover_node_vms', 'drover_drain_progress_ratio',
+    'drover_migration_prediction_error_ratio_bucket']) {
     assert.ok(used.has(n), `the dashboard shows ${n}`);
   }
 });

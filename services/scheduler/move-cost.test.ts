@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dirtyingOf, linkRate, outboundRate, vmMoveCost, DEFAULT_LINK_BYTES_PER_SEC } from './move-cost';
+import { dirtyingOf, linkRate, outboundRate, vmMoveCost, DEFAULT_LINK_BYTES_PER_SEC, DEFAULT_SETUP_MS } from './move-cost';
 import type { HeartbeatVm, LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 
@@ -26,7 +26,7 @@ test('links: the given rate, else the measured one with its set-up, else the def
   const rec: LinkRecord = { bytesPerSec: 300 * MiB, setupMs: 40, samples: 3, at: 1 };
   assert.deepEqual(linkRate(rec, 50 * MiB), { bytesPerSec: 50 * MiB, link: 'given', setupMs: 40 });
   assert.deepEqual(linkRate(rec), { bytesPerSec: 300 * MiB, link: 'measured', setupMs: 40 });
-  assert.deepEqual(linkRate(undefined), { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: 0 });
+  assert.deepEqual(linkRate(undefined), { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS });
   const links = new Map<string, LinkRecord>([['a/b', rec], ['a/c', { bytesPerSec: 100 * MiB, setupMs: 20, samples: 1, at: 2 }], ['b/a', { bytesPerSec: 1, samples: 1, at: 3 }]]);
   const out = outboundRate(links, 'a')!;
   assert.deepEqual([out.bytesPerSec, out.setupMs, out.samples, out.at], [200 * MiB, 30, 4, 2]);

@@ -17,6 +17,8 @@ import type { MoveCost } from './planner';
 
 /** Link rate assumed where no migration has measured the pair: 1 GB/s (loopback-class, as the planner always assumed). */
 export const DEFAULT_LINK_BYTES_PER_SEC = 1e9;
+/** Fixed set-up time assumed where no migration has measured the pair (reservation, dirty-log start, verification): the 20-120 ms local clusters measured on this machine class. */
+export const DEFAULT_SETUP_MS = 50;
 /** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */
 export const LINK_EWMA_ALPHA = 0.3;
 /** Smallest migration (bytes sent) whose throughput counts as a link sample: smaller ones measure set-up, not the link. */
@@ -76,14 +78,14 @@ export async function readLink(etcd: Etcd3, from: string, to: string): Promise<L
 export function linkRate(rec: LinkRecord | undefined, given?: number): LinkChoice {
   const setupMs = rec?.setupMs ?? 0;
   if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs };
-  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: 0 };
+  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS };
 }
 
 /** A link as a prediction assumes it. */
 export interface LinkChoice {
   bytesPerSec: number;
   link: JobPrediction['link'];
-  /** Fixed time outside the rounds, ms (the pair's measured one, else 0). */
+  /** Fixed time outside the rounds, ms (the pair's measured one, else DEFAULT_SETUP_MS). */
   setupMs: number;
 }
 

@@ -70,11 +70,17 @@ export interface OwnershipClaim {
    * this attempt absent (the target's record requires this one absent: the two exclude each other).
    */
   sourceResumed?: boolean;
+  /**
+   * True on a target's tombstone `owned/<target>/<vm>` (vmRevision ''): the target could not learn
+   * whether its record landed, paused its copy and gave this attempt up; its record txn requires
+   * no tombstone of the attempt, so the record can never land after it. Not a claim.
+   */
+  fenced?: boolean;
 }
 
-/** True when `c` is the ownership record of attempt `attempt` of job `job`. */
+/** True when `c` is the ownership record of attempt `attempt` of job `job` (a tombstone is none). */
 export function isClaimOf(c: OwnershipClaim | undefined, job: string, attempt: number): c is OwnershipClaim {
-  return !!c && c.job === job && c.attempt === attempt;
+  return !!c && !c.fenced && c.job === job && c.attempt === attempt;
 }
 
 /** The last path segment of a key (the id or name). */

@@ -10,7 +10,7 @@ import { startLocalEtcd, type LocalEtcd } from '../../cluster/local-etcd';
 import { getJson } from '../../cluster/etcd';
 import { keys, newJob, type JobRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
 import { foldToTarget, settleFailed } from '../migrator/fold';
-import { faultOwnershipDelayMs, LEASE_MARGIN_MS, recordOwnership, resolveOutcome, type ClusterLink } from './switchover';
+import { faultOwnershipDelayMs, LEASE_MARGIN_MS, recordOwnership, resolveOutcome, settleUnknownRecord, type ClusterLink } from './switchover';
 import type { Fence } from '../../migration/wire/protocol';
 
 /** A short node TTL keeps the source's bound (TTL + 2 margins) at ~1.6 s. */
@@ -122,6 +122,29 @@ test('the record folded onto the target before the source resolves: owned, never
   assert.equal(await claim('tgt', 'e'), undefined, 'folded away');
   assert.equal(await resolveOutcome(link, 'src', 'tgt', 'e', fence, quiet), 'owned');
   assert.equal(await claim('src', 'e'), undefined);
+});
+
+test('a target that does not know whether its record landed: it landed => owned; it did not => a tombstone that fences the record and frees the source at once', async () => {
+  const landed = await intent('f');
+  await recordOwnership(link, 'tgt', 'f', landed);
+  assert.equal(await settleUnknownRecord(link, 'tgt', 'f', landed, quiet), 'owned');
+  const lost = await intent('g');
+  assert.equal(await settleUnknownRecord(link, 'tgt', 'g', lost, quiet), 'fenced');
+  assert.equal((await claim('tgt', 'g'))?.fenced, true, 'the tombstone');
+  await assert.rejects(recordOwnership(link, 'tgt', 'g', lost), /fenced: node tgt gave this attempt up/);
+  const lease = etcd.lease(10);
+  await lease.put(keys.alive('tgt')).value('{}').exec();
+  try {
+    const t0 = Date.now();
+    assert.equal(await resolveOutcome(link, 'src', 'tgt', 'g', lost, quiet), 'refused');
+    assert.ok(Date.now() - t0 < TTL_MS, `the tombstone frees the source before its bound (${Date.now() - t0} ms)`);
+  } finally {
+    await lease.revoke();
+  }
+  // The migrator's settle drops the tombstone and the resume record: the VM stays on the source.
+  assert.equal(await settleFailed(etcd, jobOf('g', lost)), 'source');
+  assert.equal(await claim('tgt', 'g'), undefined);
+  assert.equal(await claim('src', 'g'), undefined);
 });
 
 test('the ownership-delay fault knob is refused without the fault-injection switch', () => {

@@ -106,7 +106,7 @@ async function agentLink(target: string): Promise<{ address: string; cut(): void
 /** The fault-injection delay of the target's ownership record: well past the source's bound (TTL + 2 margins = 3 s). */
 const RECORD_DELAY_MS = 5000;
 
-test('the agent link cut after Complete, the target on etcd but its record late: the source resumes by its record, the target fences itself', async () => {
+test('the agent link cut after Complete, the target on etcd but its record late: the target pauses and fences itself, the source resumes by its record', async () => {
   const c = await startCluster({
     nodes: 2, migrators: 0, schedulers: 0, supervise: false, config: { autoRebalance: false },
     env: { DROVER_NODE_TTL_SEC: String(TTL_SEC), DROVER_FAULT_INJECTION: '1', DROVER_FAULT_OWNERSHIP_DELAY_MS: String(RECORD_DELAY_MS) },
@@ -134,10 +134,16 @@ test('the agent link cut after Complete, the target on etcd but its record late:
     assert.ok(resumedMs < TTL_SEC * 1000 + 2 * LEASE_MARGIN_MS + 1500, `the source resumed ${resumedMs} ms after the cut (bound: TTL + 2 margins + 1.5 s)`);
     const mine = (await getJson<OwnershipClaim>(c.etcd!, keys.ownership('node-1', 'late')))?.value;
     assert.ok(mine?.sourceResumed && mine.job === 'job-late' && mine.attempt === 1, `the source's resume record: ${JSON.stringify(mine)}`);
-    // The target, still on etcd, tries its record after the delay: the resume record fences it.
+    // The target's record did not answer by its fence deadline (one TTL after it resumed, minus
+    // a margin): it paused its copy, wrote its tombstone and destroyed the copy, before the source resumed.
     await waitFor('the target to give its copy up', async () => !(await target.listVms()).some((v) => v.spec.name === 'late'), RECORD_DELAY_MS + 5000, 50);
     const fencedMs = Date.now() - cutAt;
-    assert.equal((await getJson<OwnershipClaim>(c.etcd!, keys.ownership('node-2', 'late'))), undefined, 'no target record after the source resumed');
+    const theirs = (await getJson<OwnershipClaim>(c.etcd!, keys.ownership('node-2', 'late')))?.value;
+    assert.ok(!theirs || theirs.fenced, `no target ownership record after the source resumed (a tombstone at most): ${JSON.stringify(theirs)}`);
+    // The delayed txn comes later and must not land (it compares the tombstone and the resume record).
+    await new Promise((r) => setTimeout(r, Math.max(0, RECORD_DELAY_MS + 500 - (Date.now() - cutAt))));
+    const late = (await getJson<OwnershipClaim>(c.etcd!, keys.ownership('node-2', 'late')))?.value;
+    assert.ok(!late || late.fenced, `the late txn did not land: ${JSON.stringify(late)}`);
     assert.deepEqual((await runningWhere(c)).get('late'), ['node-1'], 'running exactly once, on the source');
     // The migrator's settle: node=from, running, both records gone.
     const job: JobRecord = { ...newJob({ id: 'job-late', vm: 'late', from: 'node-1', to: 'node-2', reason: 'manual' }), attempts: 1 };
@@ -146,7 +152,7 @@ test('the agent link cut after Complete, the target on etcd but its record late:
     assert.equal(vm.node, 'node-1');
     assert.equal(vm.state, 'running');
     assert.equal((await getAllJson(c.etcd!, keys.allOwnerships())).size, 0, 'both switchover records deleted');
-    console.log(`link cut after Complete, record delayed ${RECORD_DELAY_MS} ms: source resumed ${resumedMs} ms after the cut, target fenced by ${fencedMs} ms`);
+    console.log(`link cut after Complete, record delayed ${RECORD_DELAY_MS} ms: source resumed ${resumedMs} ms after the cut, target gave its copy up by ${fencedMs} ms`);
   } finally {
     await link.close();
     source.close();

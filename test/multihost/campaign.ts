@@ -25,6 +25,8 @@ export interface CampaignOptions {
   vms: number;
   /** VMs created directly on agents (outside etcd) and moved with direct migrations. */
   directVms: number;
+  /** A manual-move action queues this many moves of distinct VMs at once (1 = one move). */
+  batch: number;
 }
 
 /** The final JSON line. */
@@ -174,10 +176,14 @@ export class Campaign {
       const r = await drover(['node', 'drain', n], this.env);
       return `drain ${n}: ${(r.stdout || r.stderr).trim()}`;
     }
-    const vm = this.rnd.pick(vms);
-    const to = this.rnd.pick(alive.filter((n) => n !== vm.node).length ? alive.filter((n) => n !== vm.node) : alive);
-    const r = await drover(['migrate', vm.name, '--to', to, '--json'], this.env);
-    return `migrate ${vm.name} ${vm.node} -> ${to}: ${r.code === 0 ? 'queued' : r.stderr.trim()}`;
+    const lines: string[] = [];
+    for (let i = 0; i < this.o.batch && vms.length; i++) {
+      const vm = vms.splice(this.rnd.int(0, vms.length - 1), 1)[0];
+      const to = this.rnd.pick(alive.filter((n) => n !== vm.node).length ? alive.filter((n) => n !== vm.node) : alive);
+      const r = await drover(['migrate', vm.name, '--to', to, '--json'], this.env);
+      lines.push(`migrate ${vm.name} ${vm.node} -> ${to}: ${r.code === 0 ? 'queued' : r.stderr.trim()}`);
+    }
+    return lines.join('; ');
   }
 
   /** Waits until no job is active and no direct migration runs (or `ms` passed). */

@@ -12,7 +12,7 @@
  * | `jobs/<id>` | JobRecord: an active migration job (spec, phase, progress) | until finished |
  * | `history/<id>` | JobRecord of a finished job (result, timings) | until pruned: the newest `historyMaxJobs`, none older than `historyMaxAgeMs` (cluster/history.ts) |
  * | `claims/<id>` | the migrator that runs job `<id>` | under that migrator's lease |
- * | `owned/<node>/<vm>` | OwnershipClaim: node `<node>` resumed `<vm>` for a migration's fenced intent (the switchover's record, written by the target agent itself) | until the controller folds it into `vms/<vm>` |
+ * | `owned/<node>/<vm>` | OwnershipClaim: node `<node>` resumed `<vm>` for a migration's fenced intent (the switchover's record, written by the target agent itself; or, with `sourceResumed`, the source's resume record after an unresolved switchover) | until the controller folds it into `vms/<vm>` |
  * | `admission` | Admission: the jobs currently admitted (limits are checked on it) | persistent, CAS |
  * | `election/scheduler` | etcd3 Election keys of the scheduler replicas | under each replica's lease |
  * | `scheduler/status` | SchedulerStatus: leader, last plan | persistent |
@@ -99,11 +99,23 @@ export interface OwnershipClaim {
   vmRevision: string;
   /** Date.now() of the record. */
   at: number;
+  /**
+   * True on the source's resume record (`owned/<source>/<vm>`): the source could not learn the
+   * switchover's outcome and resumed the VM itself, in a txn that required the target's record of
+   * this attempt absent (the target's record requires this one absent: the two exclude each other).
+   */
+  sourceResumed?: boolean;
+  /**
+   * True on a target's tombstone `owned/<target>/<vm>` (vmRevision ''): the target could not learn
+   * whether its record landed, paused its copy and gave this attempt up; its record txn requires
+   * no tombstone of the attempt, so the record can never land after it. Not a claim.
+   */
+  fenced?: boolean;
 }
 
-/** True when `c` is the ownership record of attempt `attempt` of job `job`. */
+/** True when `c` is the ownership record of attempt `attempt` of job `job` (a tombstone is none). */
 export function isClaimOf(c: OwnershipClaim | undefined, job: string, attempt: number): c is OwnershipClaim {
-  return !!c && c.job === job && c.attempt === attempt;
+  return !!c && !c.fenced && c.job === job && c.attempt === attempt;
 }
 
 /** The last path segment of a key (the id or name). */

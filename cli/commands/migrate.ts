@@ -45,6 +45,11 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     } finally {
       line.done();
     }
+    if (result.outcome === 'succeeded' && !(result.guestBlackoutMs !== undefined && result.guestBlackoutMs >= 0)) {
+      // The sim engine does not measure the guest's blackout: the target's largest heartbeat gap
+      // stands for it, as the migrator records it for cluster jobs (services/migrator/attempt.ts).
+      try { result = { ...result, guestBlackoutMs: (await dst.getVm(vm)).heartbeatMaxGapMs }; } catch { /* not measured: stays -1 */ }
+    }
     if (json) console.log(JSON.stringify(result));
     else printResult(result);
     return 0;

@@ -9,10 +9,18 @@
  * -> Start -> target. Every migration (cluster and direct) sends Complete(activate=true): the
  * target verifies, resumes at once and replies Verified + Activated; no etcd and no migrator in
  * the pause (downtime = source pause -> Activated). Then the target records ownership itself in
- * one etcd txn `if mod_revision(vms/<vm>) == fence.vmRevision then put owned/<target>/<vm> =
- * {job, attempt, vmRevision, at}` and sends Owned (direct mode, no etcd: Owned right after
- * Activated). The migrator folds the record: one txn CAS on vms/<vm> (== intent revision)
- * node=to, state running, delete owned/<to>/<vm>.
+ * one etcd txn `if mod_revision(vms/<vm>) == fence.vmRevision and owned/<source>/<vm> holds no
+ * resume record of this attempt then put owned/<target>/<vm> = {job, attempt, vmRevision, at}`
+ * and sends Owned (direct mode, no etcd: Owned right after Activated). The migrator folds the
+ * record: one txn CAS on vms/<vm> (== intent revision) node=to, state running, delete
+ * owned/<to>/<vm> (and any stale owned/<from>/<vm>).
+ *
+ * Two records decide, and etcd makes them exclude each other (services/node-agent/switchover.ts):
+ * a source that cannot learn the outcome resumes only after its own txn `if mod_revision(vms/<vm>)
+ * == fence.vmRevision and owned/<target>/<vm> holds no record of this attempt then put
+ * owned/<source>/<vm> = {..., sourceResumed: true}` (the resume record). Whichever lands first
+ * runs the VM; the other side gives its copy up. The migrator's settle (VM stays node=from,
+ * running) deletes the resume record in the same txn that puts vms/<vm> back.
  *
  * Fault table (after Complete is sent; before it every failure rolls back: the source resumes):
  *
@@ -22,9 +30,14 @@
  * | intent changed (fence CAS fails)                  | destroys its copy, refuses FAILED_PRECONDITION "fenced" | explicit refusal: resumes | node=from (whoever changed it) |
  * | target cannot record before its lease deadline    | destroys its copy, refuses "fenced"     | resumes                                 | node=from            |
  * |   (last keepalive + TTL - margin; etcd unreachable)  |                                         |                                         |                      |
- * | stream breaks, Owned not seen, cluster mode       | owns (record written) or fenced itself  | stays paused; polls owned/<to>/<vm>: this job/attempt => destroys; alive/<to> gone and no record => resumes | folded by migrator |
+ * | stream breaks, Owned not seen, cluster mode       | owns (record written) or fenced itself  | stays paused; polls etcd: target's record of this attempt, or vms/<vm> folded to <to> => destroys; alive/<to> gone, or TTL + 2 margins passed => resume txn (below) | folded by migrator |
+ * | agent link cut after Complete, target still on    | its record txn fails on the resume      | resume txn lands: resumes (a lost txn:   | node=from; settle deletes |
+ * |   etcd but its record late (past the source bound)  | record: destroys its copy, "fenced"     |   re-read, the target's record => 'owned') | the resume record    |
+ * | source's resume txn and target's record race      | exactly one txn lands (each compares the other's key): that side runs the VM, the other gives it up | | the winner's record |
+ * | etcd unreachable for the source after Complete    | as above                                | stays paused, retries within TTL beyond its bound, then 'unknown' (paused) | whichever landed |
+ * | intent changed while the source resolves          | its txn cannot land (fence)             | vms/<vm> node=<to> => 'owned'; else resumes without a record | the migrator's write |
  * | stream breaks, direct mode, target unreachable    | unknown                                 | stays PAUSED, logs "switchover outcome unknown" (operator decides: the VM may run on the target) | n/a |
- * | target killed after Complete                      | gone                                    | lease expiry (TTL) and no record => resumes | migrator: node=from (no record for this attempt) |
+ * | target killed after Complete                      | gone                                    | lease expiry (TTL): resume txn => resumes | migrator: node=from (resume record deleted) |
  * | migrator killed during the migration              | unaffected (needs no migrator)          | unaffected                              | takeover folds from owned/ or restores from |
  * | source killed after Complete                      | owns (record) and runs the VM           | gone                                    | folded: node=to      |
  * | QEMU tunnel: target QEMU does not run / no beats  | kills its QEMU, refuses ABORTED         | `cont` if still postmigrate and no post-copy | node=from       |
@@ -32,8 +45,8 @@
  * | QEMU tunnel: stream breaks after Complete         | as for a page stream (owns or fenced)   | stays paused (postmigrate), resolves from etcd as above | as above |
  *
  * A target never keeps a resumed VM it could not record before its lease could expire, and a
- * source resumes only on an explicit refusal or once the target's lease is gone with no record:
- * the VM runs on exactly one node, the one etcd will record.
+ * source resumes only on an explicit refusal or once its resume record landed, which excludes the
+ * target's record: the VM runs on exactly one node, the one etcd will record.
  *
  * ```text
  *  source agent                                   target agent

@@ -4,6 +4,9 @@
  * target runs the VM (fold, done); otherwise the attempt is rolled back (cancel on the source,
  * wait until the VM runs on one node) and the VM is put back on the source in a txn that
  * compares the record's absence (a target still trying to record is fenced by it), then retried.
+ * A source resume record of the attempt (the source resumed after an unresolved switchover; it
+ * excludes the target's record) means the VM runs on the source: settle there (both records
+ * deleted), then retry.
  */
 import { DroverError } from '../../lib/errors';
 import { AgentClient } from '../node-agent/client/agent-client';
@@ -11,7 +14,7 @@ import { getJson } from '../../cluster/etcd';
 import { sleep, type Logger } from '../../cluster/log';
 import { keys, type VmRecord } from '../../cluster/keyspace';
 import type { JobHandle, JobStore } from './job-store';
-import { claimOfAttempt, foldToTarget, ownershipOf, settleFailed } from './fold';
+import { claimOfAttempt, foldToTarget, ownershipOf, resumeRecordOf, settleFailed } from './fold';
 
 /** Polls of the agents while waiting for a VM to settle on one node after a takeover. */
 const SETTLE_POLLS = 60;
@@ -62,6 +65,11 @@ export async function recover(store: JobStore, log: Logger, run: JobHandle): Pro
     log('takeover: the target owns the VM (ownership record); folding', { job: job.id });
     await foldToTarget(store.etcd, job);
     return store.finish(run, { phase: 'done', result: 'succeeded', committed: true, error: '' }, { state: 'running', node: job.to });
+  }
+  if (claimOfAttempt(await resumeRecordOf(store.etcd, job), job) && (await settleFailed(store.etcd, job)) === 'source') {
+    log('takeover: the source resumed the VM (its resume record); settled on the source', { job: job.id });
+    if (run.job.cancelRequested) return store.finish(run, { phase: 'cancelled', result: 'cancelled', error: 'cancelled by user' }, { state: 'running' });
+    return store.retryOrFail(run, new DroverError('ABORTED', 'the source resumed the VM after an unresolved switchover'), { state: 'running' });
   }
   await store.patch(run, { phase: 'recovering' });
   const source = new AgentClient(await store.nodeAddress(job.from));

@@ -22,7 +22,7 @@ import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
 import { peerIdentity, type CallWithAuthContext } from '../../lib/pki/grpc-credentials';
 import { ReservationGuard } from './incoming-auth';
-import { recordOwnership, type ClusterLink } from './switchover';
+import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
 
 /** The incoming migrations of one node. */
@@ -120,7 +120,8 @@ export class IncomingMigrations {
   /**
    * After the VM resumed here: records the ownership (cluster mode with a fence) and returns the
    * Owned ack. When the record fails (intent changed, lease deadline) the target fences itself:
-   * it destroys the VM it resumed and throws the refusal, so the source resumes.
+   * it destroys the VM it resumed and throws the refusal, so the source resumes. When the record's
+   * fate is unknown it pauses the VM until etcd tells (switchover.ts settleUnknownRecord).
    */
   async own(m: IncomingSession): Promise<Ack> {
     const fence = m.fence;
@@ -128,7 +129,17 @@ export class IncomingMigrations {
     const vm = m.domain.spec.name;
     try {
       if (!this.cluster) throw failedPrecondition(`fenced: node ${this.nodeId} has no etcd (started without --etcd) but migration ${m.migrationId} carries a fence`);
-      await recordOwnership(this.cluster, this.nodeId, vm, fence);
+      try {
+        await recordOwnership(this.cluster, this.nodeId, vm, fence);
+      } catch (err) {
+        if (!(err instanceof RecordOutcomeUnknown)) throw err;
+        this.log({ msg: 'incoming: ownership record outcome unknown; the resumed copy pauses until etcd tells', migration: m.migrationId, vm, error: err.message });
+        await m.domain.pause();
+        if ((await settleUnknownRecord(this.cluster, this.nodeId, vm, fence, (e) => this.log({ migration: m.migrationId, ...e }))) !== 'owned') {
+          throw failedPrecondition(`fenced: node ${this.nodeId} gave VM ${vm} up (its record did not land; tombstone written): ${err.message}`, err);
+        }
+        await m.domain.resume();
+      }
     } catch (err) {
       const e = DroverError.from(err);
       this.log({ msg: 'incoming fenced: destroying the resumed copy', migration: m.migrationId, vm, error: e.message });

@@ -132,7 +132,7 @@ export class OutgoingMigrations {
       this.log({ msg: 'switchover outcome unknown: no etcd or no fence (direct migration); the VM stays PAUSED on this node, it may run on the target', vm: req.vm, target: req.target });
       return 'unknown';
     }
-    const outcome = await resolveOutcome(this.cluster, req.targetNode, req.vm, fence, (e) => this.log(e));
+    const outcome = await resolveOutcome(this.cluster, this.nodeId, req.targetNode, req.vm, fence, (e) => this.log(e));
     this.log({ msg: 'switchover outcome resolved', vm: req.vm, target: req.targetNode, outcome });
     return outcome;
   }

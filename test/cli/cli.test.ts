@@ -61,6 +61,7 @@ test('an unknown VM exits 2; create, migrate --json and list work end to end', (
   const result = JSON.parse(m.out.trim());
   for (const k of ['profile', 'memBytes', 'mode', 'verified', 'downtimeMs', 'totalMs', 'rounds', 'bytesSent', 'throughputBytesPerSec']) assert.ok(k in result, `result has ${k}`);
   assert.equal(result.verified, true);
+  assert.ok(typeof result.guestBlackoutMs === 'number' && result.guestBlackoutMs >= 0, `the direct result carries the guest-observed blackout: ${result.guestBlackoutMs}`);
   assert.equal(result.vm, 'c1');
   const list = JSON.parse(drover('vm', 'list', '--agent', b.address, '--json').out);
   assert.deepEqual(list.map((v: { name: string; node: string }) => [v.name, v.node]), [['c1', 'cli-1']]);

@@ -11,14 +11,14 @@ import { checkPrivileges, createTopology, destroyNamespaces, removeLeftovers, ru
 import { parseKinds } from './faults';
 import { Campaign, type CampaignOptions } from './campaign';
 
-const USAGE = 'usage: npm run chaos -- --migrations N --faults F --seed S [--hosts 3-5] [--kinds k1,k2] [--stuck-ms 90000] [--max-paused-ms 5000] [--settle-ms 40000] [--vms 6] [--agent-restart-min-ms 1000] [--json]';
+const USAGE = 'usage: npm run chaos -- --migrations N --faults F --seed S [--hosts 3-5] [--kinds k1,k2] [--stuck-ms 90000] [--max-paused-ms 5000] [--settle-ms 40000] [--vms 6] [--direct-vms 2] [--batch 1] [--agent-restart-min-ms 1000] [--json]';
 
 /** Parses the flags; throws with a one-line message on bad input. */
 export function parseFlags(argv: string[]): CampaignOptions & { hosts: number } {
   const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: {
     migrations: { type: 'string' }, faults: { type: 'string' }, seed: { type: 'string' }, hosts: { type: 'string' },
     kinds: { type: 'string' }, json: { type: 'boolean' }, 'stuck-ms': { type: 'string' }, 'max-paused-ms': { type: 'string' },
-    'settle-ms': { type: 'string' }, vms: { type: 'string' }, 'agent-restart-min-ms': { type: 'string' }, inside: { type: 'boolean' },
+    'settle-ms': { type: 'string' }, vms: { type: 'string' }, 'agent-restart-min-ms': { type: 'string' }, 'direct-vms': { type: 'string' }, batch: { type: 'string' }, inside: { type: 'boolean' },
   } });
   const num = (k: keyof typeof values, def: number | undefined, lo: number, hi: number): number => {
     const v = values[k];
@@ -30,7 +30,7 @@ export function parseFlags(argv: string[]): CampaignOptions & { hosts: number } 
     migrations: num('migrations', undefined, 1, 10_000), faults: num('faults', undefined, 0, 10_000), seed: num('seed', 1, 0, 2 ** 32 - 1),
     hosts: num('hosts', 3, 3, 5), kinds: parseKinds(values.kinds as string | undefined), json: values.json === true,
     stuckMs: num('stuck-ms', 90_000, 1000, 3_600_000), maxPausedMs: num('max-paused-ms', 5000, 1, 3_600_000),
-    settleMs: num('settle-ms', 40_000, 0, 3_600_000), dir: '', vms: num('vms', 6, 1, 40),
+    settleMs: num('settle-ms', 40_000, 0, 3_600_000), dir: '', vms: num('vms', 6, 1, 40), directVms: num('direct-vms', 2, 0, 20), batch: num('batch', 1, 1, 10),
     agentRestartMinMs: num('agent-restart-min-ms', 1000, 0, 600_000),
   };
 }
@@ -39,7 +39,7 @@ export function parseFlags(argv: string[]): CampaignOptions & { hosts: number } 
 async function inside(opts: CampaignOptions, topo: Topology): Promise<number> {
   const c = new Campaign(topo, opts);
   const s = await c.run();
-  const bad = c.violated();
+  const bad = c.violated() || s.directLost > s.directLostExplained;
   if (!opts.json) {
     process.stdout.write(`chaos: ${s.migrations} migrations (${s.migrationsFailed} failed), ${s.faults} faults, seed ${s.seed}: ${bad ? 'INVARIANTS VIOLATED' : 'all invariants held'}\n`);
     for (const v of s.violations) process.stdout.write(`  ${v}\n`);

@@ -12,7 +12,7 @@ const PREFIX = process.env.DROVER_ETCD_PREFIX || '/drover/v1/';
 /** The fields of a VM record the checks read. */
 export interface VmRec { name: string; node: string; state: string; job: string; error: string; spec: { profile: string } }
 /** The fields of a job record the checks read. */
-export interface JobRec { id: string; vm: string; from: string; to: string; reason: string; phase: string; result: string; error: string; createdAt: number; finishedAt: number; downtimeMs: number; migrator: string }
+export interface JobRec { id: string; vm: string; from: string; to: string; reason: string; phase: string; result: string; error: string; createdAt: number; finishedAt: number; downtimeMs: number; migrator: string; guestBlackoutMs?: number }
 /** A VM as one agent lists it. */
 export interface AgentVm { name: string; node: string; state: string }
 /** `vm verify --json` output. */

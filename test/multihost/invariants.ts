@@ -7,6 +7,7 @@
 import { agentVms, verifyVm, type AgentVm, type EtcdView } from './cluster-view';
 import type { Fault } from './faults';
 import type { HostNet } from './topology';
+import { DIRECT_PREFIX } from './recovery';
 
 /** The campaign's figures (the keys of the final JSON line). */
 export interface Figures {
@@ -72,7 +73,8 @@ export class Invariants {
     await Promise.all([...where].flatMap(([name, places]) => places.map((p) => this.verifyOne(name, p))));
     for (const [name, rec] of vms) this.checkRecord(name, rec, where.get(name) ?? [], jobs, unreachable, final, next);
     for (const [name, places] of where) {
-      if (!vms.has(name)) this.confirm(next, final, this.orphaned, `orphan:${name}`, `ORPHAN: ${name} runs on ${places.map((p) => p.node).join(',')} but etcd has no record of it`);
+      // Direct (`dx-`) VMs live outside etcd: run twice, guest check and pause apply, not the record.
+      if (!vms.has(name) && !name.startsWith(DIRECT_PREFIX)) this.confirm(next, final, this.orphaned, `orphan:${name}`, `ORPHAN: ${name} runs on ${places.map((p) => p.node).join(',')} but etcd has no record of it`);
     }
     this.checkJobs(jobs);
     this.suspects.clear();

@@ -111,6 +111,19 @@ export class BatchBuilder {
 }
 
 /**
+ * The sequence number of a batch frame BatchBuilder built (read from its trailer, no decode);
+ * undefined for any other bytes. The multi-stream channel routes and acknowledges by it.
+ */
+export function batchSeqOf(frame: Buffer): number | undefined {
+  if (frame.length < BATCH_HEADER_BYTES + 2 || frame[0] !== 0x1a || frame[6] !== 0x0a) return undefined;
+  const len = getVarint(frame, 7);
+  if (!len || len[1] !== BATCH_HEADER_BYTES) return undefined;
+  const at = BATCH_HEADER_BYTES + len[0];
+  if (frame[at] !== 0x10) return undefined;
+  return getVarint(frame, at + 1)?.[0];
+}
+
+/**
  * Encodes a StreamData (QEMU tunnel bytes) as a frame (`ack` false) or an ack (`ack` true),
  * gathering `chunks` straight into the one buffer grpc-js sends: one copy, no protobufjs Writer.
  */
@@ -257,5 +270,6 @@ export function decodeAck(bytes: Buffer): Ack {
   if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
   const body = obj[kind] as Record<string, unknown>;
   if (kind === 'accepted' && !body.postcopy) delete body.postcopy; // QEMU tunnel only
+  if (kind === 'accepted' && !body.joinToken) delete body.joinToken; // multi-stream stream 0 only
   return { kind, ...body } as Ack;
 }

@@ -2,7 +2,7 @@
  * One migration over N Transfer streams, seen by the engine as one FrameChannel (protocol.ts
  * "Parallel streams"). Stream 0 carries Start, Round, Complete, Abort and the engine's other
  * control frames; page batches go to the least-loaded stream (fewest unacknowledged bytes,
- * ties rotating). Acks of every stream are merged into the cumulative form the engine's
+ * ties to the lowest index). Acks of every stream are merged into the cumulative form the engine's
  * BatchWindow expects: "every batch up to seq landed" is said only once each batch up to seq was
  * acknowledged on the stream that carried it. Any stream failing fails the whole channel.
  *
@@ -43,7 +43,6 @@ export class MultiStreamChannel implements FrameChannel {
   private low = 0;
   private readonly above = new Set<number>();
   private appliedBytes = 0;
-  private turn = 0;
 
   constructor(private readonly open: (index: number) => TransferStream, readonly count: number, private readonly label: string) {
     this.addLane(0);
@@ -168,17 +167,19 @@ export class MultiStreamChannel implements FrameChannel {
     if (this.low > before) this.onAckHandler({ kind: 'batch', seq: this.low, bytes: this.appliedBytes });
   }
 
-  /** The stream with the fewest unacknowledged bytes among those with room (ties rotate). */
+  /**
+   * The stream with the fewest unacknowledged bytes among those with room; ties go to the lowest
+   * index. So an idle pipeline (the paused final round's few batches) uses stream 0, where
+   * Complete follows them in order and the target's wait for them costs nothing, while a bulk
+   * round, which keeps every stream loaded, spreads over all of them.
+   */
   private pick(): Lane {
-    const n = this.lanes.length;
-    let best: Lane | undefined;
-    for (let k = 0; k < n; k++) {
-      const l = this.lanes[(this.turn + k) % n];
-      if (l.call.writableNeedDrain && best && !best.call.writableNeedDrain) continue;
-      if (!best || (best.call.writableNeedDrain && !l.call.writableNeedDrain) || l.unacked < best.unacked) best = l;
+    let best = this.lanes[0];
+    for (const l of this.lanes) {
+      const room = !l.call.writableNeedDrain, bestRoom = !best.call.writableNeedDrain;
+      if ((room && !bestRoom) || (room === bestRoom && l.unacked < best.unacked)) best = l;
     }
-    this.turn = (this.turn + 1) % n;
-    return best!;
+    return best;
   }
 
   private hasRoom(): boolean {

@@ -34,7 +34,7 @@ export interface MigrationPolicy {
   timeoutMs: number;
   /** After activation, compare the paused source's memory with the target's image digest. */
   verify: boolean;
-  /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = one (wire/protocol.ts). */
+  /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
   streams?: number;
 }
 

@@ -35,14 +35,17 @@ export type ReceiverCredentials = (targetNode: string) => grpc.ChannelCredential
 /** The outgoing migrations of one node. */
 export class OutgoingMigrations {
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink,
-    private readonly receiverCredentials?: ReceiverCredentials) {}
+    private readonly receiverCredentials?: ReceiverCredentials, private readonly defaultStreams = 1) {}
 
   /** Cluster mode (the agent registered in etcd): a broken switchover is resolved from etcd. */
   cluster: ClusterLink | undefined;
 
-  /** The data-plane channel to the target: with TLS only to the node the request names; over the policy's streams (auto: from this node's cores). */
+  /**
+   * The data-plane channel to the target: with TLS only to the node the request names; over the
+   * policy's streams (0 = this agent's --streams; auto: from this node's cores).
+   */
   private dialTarget(req: wire.MigrateVmRequest): ReceiverClientConn {
-    const streams = autoStreams(req.policy?.streams, availableParallelism());
+    const streams = autoStreams(req.policy?.streams || this.defaultStreams, availableParallelism());
     if (!this.receiverCredentials) return new ReceiverClientConn(req.target, undefined, streams);
     if (!req.targetNode) throw invalidArgument(`MigrateVm: target_node is required with TLS (the node name the target ${req.target} must prove with its certificate)`);
     return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode), streams);

@@ -9,6 +9,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
@@ -119,5 +121,19 @@ test('a secondary stream cut mid-migration rolls back: the VM runs on the source
     proxy.close();
     await b.client.destroyVm('cut1').catch(() => undefined);
     await a.client.destroyVm('cut1').catch(() => undefined);
+  }
+});
+
+test('a bad --streams value is one usage line naming the flag, exit 2', () => {
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
+  for (const [args, re] of [
+    [['migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure', '--streams', '9'], /--streams "9" is not a stream count \(expected 1\.\.8 or auto\)/],
+    [['bench', '--streams', '1,two'], /--streams "two" is not a stream count/],
+  ] as [string[], RegExp][]) {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], re);
   }
 });

@@ -106,7 +106,11 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
       const c = b.cpuSecondsPerGB;
       lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}${c ? `  (CPU s/GB sender ${c.sender.toFixed(2)}, receiver ${c.receiver.toFixed(2)})` : ''}`);
     }
-    if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
+    const sock = baselines.find((b) => b.name.includes('node socket'));
+    for (const r of results) {
+      const label = `${r.profile}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}`;
+      if (h2) lines.push(`  page stream / HTTP/2 stream (${label}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}${sock ? `, / node socket: ${(r.throughputBytesPerSec / sock.bytesPerSec).toFixed(2)}` : ''}`);
+    }
   }
   const extra = diskExtraDowntime(results);
   if (extra.length) {

@@ -140,6 +140,7 @@ export class MultiStreamChannel implements FrameChannel {
       throw new DroverError('FAILED_PRECONDITION', `target ${this.label} accepted the migration without a join token: it does not take ${this.count} parallel streams (run with --streams 1)`);
     }
     this.heldAccepted = ack;
+    if (this.ended) return; // the engine gave up (cancel, failure) before the target answered
     for (let i = 1; i < this.count; i++) {
       const lane = this.addLane(i);
       lane.call.write({ ...start, streamIndex: i, streamCount: this.count, token: ack.joinToken });

@@ -36,6 +36,8 @@ async function main(): Promise<void> {
   section('live migration, sim hypervisor, two agent processes on loopback, with baselines');
   const mem = quick ? '256MiB' : '1GiB';
   failed += run([BIN, 'bench', '--profile', 'all', '--mem', mem, '--warmup', '2s', '--baselines', ...(json ? ['--json'] : [])], { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' }) === 0 ? 0 : 1;
+  section('data plane: sim 1 GiB idle VM, 900 MiB filled, mutual TLS, over 1, 2 and 4 streams, with baselines');
+  failed += run([BIN, 'bench', '--profile', 'idle', '--mem', mem, '--fill', quick ? '230MiB' : '900MiB', '--warmup', '1s', '--tls-only', '--streams', '1,2,4', '--baselines', ...(json ? ['--json'] : [])], { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' }) === 0 ? 0 : 1;
   const ft = firstTouch();
   if (json) console.log(JSON.stringify({ baseline: 'first-touch write of fresh memory', bytesPerSec: ft }));
   else console.log(`  first-touch write of fresh memory  ${(ft / 1e9).toFixed(2)} GB/s  (bounds how fast an empty target can take pages)`);

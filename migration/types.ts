@@ -34,6 +34,8 @@ export interface MigrationPolicy {
   timeoutMs: number;
   /** After activation, compare the paused source's memory with the target's image digest. */
   verify: boolean;
+  /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
+  streams?: number;
 }
 
 /** Default downtime target: the project's aim is millisecond downtime. */

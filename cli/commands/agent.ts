@@ -9,16 +9,17 @@ import { exitWithParent, isTuned, runTuned } from '../../services/node-agent/pro
 import { TLS_OPTIONS, TLS_USAGE, tlsFilesOf, tlsFromFlags } from '../tls-flags';
 import { CertificateReloader } from '../../lib/pki/tls-files';
 import type { Logger } from 'pino';
+import { parseStreams } from './migrate';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... [--streams N|auto] ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, storage: { type: 'string', multiple: true }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -37,11 +38,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const log = createLogger('agent').child({ node: nodeId });
   // Storage endpoints a VM's disk may name (absent: DROVER_STORAGE, else loopback only).
   const storage = ((p.values.storage as string[] | undefined) ?? []).map((s) => address(s, '--storage'));
+  // Data streams of an outgoing migration whose request leaves the count open (cluster migrations).
+  const streams = str(p, 'streams') !== undefined ? parseStreams(str(p, 'streams')!) : undefined;
   const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, ...(storage.length ? { storage } : {}), log: (e) => {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  }, tls: tls.mode === 'tls' ? tls.source : undefined });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}) });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen);
   // Tests and `drover up` read this line to learn the port.

@@ -90,6 +90,8 @@ export interface TransportCost {
   throughputBytesPerSec: number;
   bytesSent: number;
   cpuSeconds?: { source: number; target: number };
+  /** Parallel data streams of the migration (1 when absent). */
+  streams?: number;
 }
 
 /** CPU seconds per GB on the wire. */
@@ -103,7 +105,8 @@ export function tlsComparison(results: TransportCost[]): string[] {
   for (const r of results) {
     if (!r.transport || !r.cpuSeconds) continue;
     const c = r.cpuSeconds;
-    lines.push(`  ${r.profile.padEnd(9)} ${r.transport.padEnd(5)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
+    const transport = `${r.transport}${r.streams && r.streams !== 1 ? ` x${r.streams === 0xffff ? 'auto' : r.streams}` : ''}`;
+    lines.push(`  ${r.profile.padEnd(9)} ${transport.padEnd(9)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
   }
   return lines.length ? ['', 'transport: plain text vs mutual TLS, same run (CPU = agent process utime+stime during MigrateVm / GB on the wire)', ...lines] : [];
 }

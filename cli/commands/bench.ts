@@ -16,6 +16,8 @@ import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseStreams } from './migrate';
+import { STREAMS_AUTO } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
 export interface BenchResult extends MigrationResult {
@@ -35,12 +37,14 @@ export interface BenchResult extends MigrationResult {
   cpuSeconds?: { source: number; target: number };
   /** cpuSeconds per GB (10^9 bytes) on the wire, each side. */
   cpuSecondsPerGB?: { source: number; target: number };
+  /** Parallel data streams asked for (STREAMS_AUTO = the source picked). */
+  streams: number;
 }
 
 
 /** Runs one migration of a fresh VM of `profile` from a to b. */
 export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: {
-  warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine;
+  warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine; streams?: number;
   /** The target's node name (needed with TLS). */
   targetNode?: string;
   /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
@@ -50,7 +54,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1 }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
     const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
@@ -60,7 +64,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
     const running = check.heartbeatBeats > beatsAt;
     const memoryVerified = r.verified;
     return {
-      ...r, memoryVerified, guestCheckOk: check.ok && running,
+      ...r, memoryVerified, streams: opts.streams ?? 1, guestCheckOk: check.ok && running,
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
@@ -78,6 +82,11 @@ function cpuCell(r: BenchResult): string {
   return c && Number.isFinite(c.source) && Number.isFinite(c.target) ? `${c.source.toFixed(2)}/${c.target.toFixed(2)}` : '-';
 }
 
+/** A stream count as printed ("auto" for STREAMS_AUTO). */
+function streamsText(n: number): string {
+  return n === STREAMS_AUTO ? 'auto' : String(n);
+}
+
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
   const lines = [
@@ -85,7 +94,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
   ];
   for (const r of results) {
     lines.push([
-      `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
+      `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
       formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
     ].join(' '));
@@ -97,7 +106,11 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
       const c = b.cpuSecondsPerGB;
       lines.push(`  ${b.name.padEnd(32)} ${formatRate(b.bytesPerSec)}${c ? `  (CPU s/GB sender ${c.sender.toFixed(2)}, receiver ${c.receiver.toFixed(2)})` : ''}`);
     }
-    if (h2) for (const r of results) lines.push(`  page stream / HTTP/2 stream (${r.profile}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}`);
+    const sock = baselines.find((b) => b.name.includes('node socket'));
+    for (const r of results) {
+      const label = `${r.profile}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}`;
+      if (h2) lines.push(`  page stream / HTTP/2 stream (${label}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}${sock ? `, / node socket: ${(r.throughputBytesPerSec / sock.bytesPerSec).toFixed(2)}` : ''}`);
+    }
   }
   const extra = diskExtraDowntime(results);
   if (extra.length) {
@@ -158,8 +171,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
-    repeat: { type: 'string' }, tls: { type: 'boolean' },
+    repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' },
   }, 'bench');
+  // --streams 1,2,4: each VM migrates once per stream count (N or auto), same agents, same run.
+  const streamCounts = (str(p, 'streams') ?? '1').split(',').map((x) => parseStreams(x.trim()));
   if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
   const hv = str(p, 'hypervisor', 'sim')!;
   if (hv !== 'sim' && hv !== 'qemu') throw new UsageError(`bench: unknown hypervisor "${hv}" (expected sim or qemu)`);
@@ -189,19 +204,22 @@ export async function benchCommand(argv: string[]): Promise<number> {
     }
     const diskUri = nbd ? nbd.uri() : diskArg;
     // --tls: the same VMs also migrate between mutual-TLS agents, in this run (bench-tls.ts).
-    pairs.push(await startBenchPair(hv, 'plain'));
-    if (flag(p, 'tls')) pairs.push(await startBenchPair(hv, 'tls'));
+    // --tls-only: only the mutual-TLS pair (the production setting), without the plain-text comparison.
+    if (!flag(p, 'tls-only')) pairs.push(await startBenchPair(hv, 'plain'));
+    if (flag(p, 'tls') || flag(p, 'tls-only')) pairs.push(await startBenchPair(hv, 'tls'));
     for (const base of specs) {
       const variants = diskUri ? [{ ...base, disk: undefined }, { ...base, disk: diskUri }] : [base];
       for (let i = 0; i < repeat; i++) {
         for (const spec of variants) {
           for (const pair of pairs) {
-            const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}${pairs.length > 1 ? `/${pair.transport}` : ''}`;
-            const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
-            const meter = () => cpuMeter(pair);
-            const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter });
-            results.push(pairs.length > 1 ? { ...r, transport: pair.transport } : r);
-            if (json) console.log(JSON.stringify(results[results.length - 1]));
+            for (const streams of streamCounts) {
+              const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}/${pair.transport}/x${streamsText(streams)}`;
+              const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
+              const meter = () => cpuMeter(pair);
+              const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams });
+              results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
+              if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
+            }
           }
         }
       }

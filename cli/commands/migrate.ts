@@ -5,9 +5,21 @@ import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import type { MigrationResult } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
+import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
+
+/**
+ * A `--streams N|auto` value: 1..MAX_STREAMS parallel data streams, or STREAMS_AUTO (the source
+ * agent picks from its cores). A UsageError naming the flag otherwise.
+ */
+export function parseStreams(text: string, flagName = '--streams'): number {
+  if (text === 'auto') return STREAMS_AUTO;
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= MAX_STREAMS)) throw new UsageError(`${flagName} "${text}" is not a stream count (expected 1..${MAX_STREAMS} or auto)`);
+  return n;
+}
 
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--verify] [--json] ${TLS_USAGE}`;
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--verify] [--json] ${TLS_USAGE}`;
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
@@ -19,7 +31,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const p = parse(argv, {
     from: { type: 'string' }, to: { type: 'string' }, 'max-downtime': { type: 'string' }, bandwidth: { type: 'string' },
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
-    'to-node': { type: 'string' }, ...TLS_OPTIONS,
+    'to-node': { type: 'string' }, streams: { type: 'string' }, ...TLS_OPTIONS,
   }, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
   const vm = p.positionals[0];
@@ -27,6 +39,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const to = address(required(p, 'to', 'migrate'), '--to');
   const policy = {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
+    ...(str(p, 'streams') !== undefined ? { streams: parseStreams(str(p, 'streams')!) } : {}),
   };
   const json = flag(p, 'json');
   const tls = tlsFromFlags(p, 'migrate');

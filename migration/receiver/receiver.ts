@@ -7,13 +7,14 @@
  * The state is a discriminated union (`ReceiverPhase`) that only `enter` changes, along
  * RECEIVER_TRANSITIONS; the agent and the QEMU tunnel move it through methods.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
 import { copyBytes } from '../wire/frame-codec';
-import { acks, checkRangeTable, validateBatch, versionMismatch, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
+import { acks, checkRangeTable, validateBatch, versionMismatch, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
+import { AppliedSeqs } from './applied-seqs';
 
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
 export const MAX_PEER_TEXT_BYTES = 256;
@@ -51,6 +52,12 @@ export class IncomingMigration {
   private phase: ReceiverPhase = { state: 'prepared' };
   private readonly digest: ImageDigest;
   private lastSeq = 0;
+  /** Parallel streams: which batch seqs were applied, from any stream (protocol.ts "Parallel streams"). */
+  private readonly seqs = new AppliedSeqs();
+  /** Streams of this migration (Start.stream_count), and the secondaries that joined. */
+  private streamCount = 1;
+  private readonly joined = new Set<number>();
+  private joinToken = '';
   private rounds = 0;
   private applied = 0;
   private prefaulted = false;
@@ -86,6 +93,7 @@ export class IncomingMigration {
 
   /** The copy is thrown away (the agent destroys the domain). Safe to repeat, from any state. */
   markAborted(): void {
+    this.seqs.abort(new DroverError('ABORTED', `migration ${this.migrationId} was discarded while Complete waited for its batches`));
     const pausedAtMs = this.pausedAtMs;
     this.enter(Number.isNaN(pausedAtMs) ? { state: 'aborted' } : { state: 'aborted', pausedAtMs });
   }
@@ -123,11 +131,40 @@ export class IncomingMigration {
     if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) {
       throw invalidArgument(`geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
     }
-    if (f.streamCount > 1 || f.streamIndex !== 0) throw new DroverError('UNIMPLEMENTED', `parallel streams (${f.streamCount}) are not supported by protocol ${PROTOCOL_VERSION} targets yet`);
+    const count = f.streamCount || 1;
+    if (f.streamIndex !== 0) throw failedPrecondition(`migration ${this.migrationId}: stream ${f.streamIndex} must join with its join token, after stream 0 started`);
+    if (count > MAX_STREAMS) throw invalidArgument(`migration ${this.migrationId}: ${count} streams, more than the limit of ${MAX_STREAMS}`);
     const kind = (t: string) => (t ? `a ${t} tunnel` : 'drover page stream');
     if ((f.tunnel ?? '') !== this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: source sends ${kind(f.tunnel ?? '')}, this target expects ${kind(this.tunnel)} (hypervisors differ)`);
+    if (count > 1 && this.tunnel) throw invalidArgument(`migration ${this.migrationId}: a ${this.tunnel} tunnel runs over one stream, not ${count}`);
     if (f.fence?.vmRevision) this.fence = { vmRevision: f.fence.vmRevision, job: f.fence.job, attempt: f.fence.attempt };
     this.enter({ state: this.tunnel ? 'tunnel' : 'receiving' }); // tunnel: qemu-target.ts takes the frames from here
+    this.streamCount = count;
+    if (count > 1) this.joinToken = randomBytes(24).toString('base64url');
+    return acks.accepted(undefined, this.joinToken);
+  }
+
+  /** Streams this migration runs over (Start.stream_count of stream 0). */
+  get streams(): number {
+    return this.streamCount;
+  }
+
+  /**
+   * A secondary stream's Start: the migration runs (stream 0 started it with stream_count > 1),
+   * the index is in range and unused, and the join token matches (constant time). The caller
+   * has checked the source identity (incoming-auth.ts). A refusal leaves the migration alone.
+   */
+  join(f: Extract<Frame, { kind: 'start' }>): Ack {
+    if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
+    if (this.state !== 'receiving' || this.streamCount === 1) throw failedPrecondition(`migration ${this.migrationId}: stream ${f.streamIndex} cannot join in state ${this.state} (${this.streamCount} stream(s) started)`);
+    if (f.streamCount !== this.streamCount || f.streamIndex < 1 || f.streamIndex >= this.streamCount) {
+      throw invalidArgument(`migration ${this.migrationId}: stream ${f.streamIndex} of ${f.streamCount} does not fit the ${this.streamCount} streams stream 0 started`);
+    }
+    const a = Buffer.from(f.token), b = Buffer.from(this.joinToken);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new DroverError('PERMISSION_DENIED', `wrong join token for stream ${f.streamIndex} of migration ${this.migrationId}`);
+    if (this.joined.has(f.streamIndex)) throw failedPrecondition(`migration ${this.migrationId}: stream ${f.streamIndex} already joined`);
+    if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) throw invalidArgument(`stream ${f.streamIndex}: geometry mismatch (source has ${f.pageCount} pages of ${f.pageSize} bytes)`);
+    this.joined.add(f.streamIndex);
     return acks.accepted();
   }
 
@@ -155,6 +192,11 @@ export class IncomingMigration {
         this.expect('receiving', 'PageBatch');
         return [this.applyBatch(f)];
       case 'complete': {
+        // Every batch up to the last seq must be applied first, whichever stream carries it.
+        if (this.state === 'receiving' && this.streamCount > 1) {
+          await this.seqs.untilAll(f.batches);
+          this.expect('receiving', 'Complete');
+        }
         if (f.device && f.device.state.length > 0) {
           this.expect('receiving', 'Complete with device state');
           this.loadDevice(f.device.state, f.device.checksum);
@@ -203,7 +245,8 @@ export class IncomingMigration {
 
   private applyBatch(f: Extract<Frame, { kind: 'batch' }>): Ack {
     const d = this.domain;
-    if (f.seq !== this.lastSeq + 1) throw invalidArgument(`batch ${f.seq} out of order (expected ${this.lastSeq + 1})`);
+    if (this.streamCount > 1) this.seqs.check(f.seq);
+    else if (f.seq !== this.lastSeq + 1) throw invalidArgument(`batch ${f.seq} out of order (expected ${this.lastSeq + 1})`);
     validateBatch(f, d.pageCount, d.slotPages, PAGE_SIZE);
     let off = 0;
     let checksum = 0;
@@ -230,7 +273,8 @@ export class IncomingMigration {
         }
       }
     }
-    this.lastSeq = f.seq;
+    this.lastSeq = Math.max(this.lastSeq, f.seq);
+    if (this.streamCount > 1) this.seqs.add(f.seq);
     this.applied += f.payload.length;
     return acks.batch(f.seq, this.applied);
   }

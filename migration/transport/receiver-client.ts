@@ -13,6 +13,7 @@ import { CHANNEL_OPTIONS } from '../../lib/grpc-channel';
 import type { FrameChannel } from '../precopy/precopy-source';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
 import { PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
+import { MultiStreamChannel } from './multi-stream';
 
 /** The Transfer method's codecs: raw frames in on the server (decoded by the handler, so a bad
  * frame gets INVALID_ARGUMENT rather than grpc-js' INTERNAL), encoded acks out. */
@@ -32,6 +33,9 @@ type ReceiverStub = Omit<ServiceClient<'MigrationReceiver'>, 'Transfer'> & {
 
 const ReceiverClient = clientConstructor<'MigrationReceiver', ReceiverStub>('MigrationReceiver', TRANSFER_CODECS);
 
+/** The receiver channel's options: batches under 8 MiB; the SNI every node certificate carries (agent-client.ts TLS_SERVER_NAME). */
+const RECEIVER_CHANNEL_OPTIONS: grpc.ChannelOptions = { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024, 'grpc.ssl_target_name_override': 'drover' };
+
 /** A reservation on the target. */
 export interface Reservation {
   migrationId: string;
@@ -43,10 +47,15 @@ export interface Reservation {
 /** Client of one target agent's MigrationReceiver. */
 export class ReceiverClientConn {
   private readonly client: ReceiverStub;
+  /** Clients of streams 1..streams-1, each its own connection (made when a multi-stream channel opens). */
+  private readonly extra: ReceiverStub[] = [];
 
-  /** `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by default. */
-  constructor(readonly address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.client = new ReceiverClient(address, credentials, { ...CHANNEL_OPTIONS, 'grpc.max_send_message_length': 8 * 1024 * 1024, 'grpc.ssl_target_name_override': 'drover' }); // SNI: see agent-client.ts TLS_SERVER_NAME
+  /**
+   * `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by
+   * default. `streams`: how many Transfer streams `open` runs the page stream over.
+   */
+  constructor(readonly address: string, private readonly credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), readonly streams = 1) {
+    this.client = new ReceiverClient(address, credentials, RECEIVER_CHANNEL_OPTIONS);
   }
 
   /** Reserves the target (PrepareIncoming). */
@@ -85,8 +94,15 @@ export class ReceiverClientConn {
     return this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
   }
 
-  /** Opens the Transfer stream as a FrameChannel. `deadlineMs` bounds the whole stream. */
+  /**
+   * Opens the Transfer stream as a FrameChannel, over `streams` Transfer calls when more than
+   * one (multi-stream.ts; each secondary its own connection). `deadlineMs` bounds the whole stream.
+   */
   open(deadlineMs: number): FrameChannel & { cancel(): void } {
+    if (this.streams > 1) {
+      const deadline = deadlineIn(deadlineMs);
+      return new MultiStreamChannel((i) => this.streamClient(i).Transfer({ deadline }), this.streams, this.address);
+    }
     const call: grpc.ClientDuplexStream<Frame | Buffer, Buffer> = this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
     let onAck: (a: Ack) => void = () => {};
     let onError: (e: DroverError) => void = () => {};
@@ -115,9 +131,19 @@ export class ReceiverClientConn {
     };
   }
 
-  /** Closes the channel. */
+  /** The client of stream `i`: stream 0 uses the reservation's connection, the others one each. */
+  private streamClient(i: number): ReceiverStub {
+    if (i === 0) return this.client;
+    // A local subchannel pool keeps grpc-js from sharing one connection among the clients.
+    const c = new ReceiverClient(this.address, this.credentials, { ...RECEIVER_CHANNEL_OPTIONS, 'grpc.use_local_subchannel_pool': 1 });
+    this.extra.push(c);
+    return c;
+  }
+
+  /** Closes the channel (and every secondary stream's). */
   close(): void {
     this.client.close();
+    for (const c of this.extra.splice(0)) c.close();
   }
 }
 

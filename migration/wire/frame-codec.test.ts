@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchBuilder, copyBytes, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
+import { BatchBuilder, batchSeqOf, copyBytes, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
+import { messageType, TO_OBJECT } from '../../proto/load';
 import { frames, acks, validateBatch, MAX_FRAME_BYTES } from './protocol';
 import { DroverError } from '../../lib/errors';
 
@@ -100,4 +101,38 @@ test('copyBytes copies exactly the range, into and out of shared memory, from un
   copyBytes(frame, 0, target, 0, 0); // nothing to copy
   assert.throws(() => copyBytes(frame, 17, target, 3 * 4096, 2 * 4096), RangeError);
   assert.throws(() => copyBytes(frame, frame.length - 10, target, 0, 4096), RangeError);
+});
+
+test('the batch and batch-ack fast paths read and write what protobufjs does', () => {
+  const FrameType = messageType('MigrationFrame');
+  const AckType = messageType('MigrationAck');
+  const b = new BatchBuilder(2 * 4096, 8);
+  b.payloadView().fill(3, 0, 8192);
+  const built = b.finish(77, [1, 2], [9, 1, 20, 3], 0x12345678, 8192);
+  assert.equal(batchSeqOf(built), 77);
+  const slow = FrameType.toObject(FrameType.decode(built), TO_OBJECT).batch as Record<string, unknown>;
+  const fast = decodeFrame(built);
+  assert.equal(fast.kind, 'batch');
+  if (fast.kind !== 'batch') return;
+  assert.deepEqual({ seq: fast.seq, ranges: fast.ranges, zeroRanges: fast.zeroRanges, checksum: fast.checksum }, { seq: slow.seq, ranges: slow.ranges, zeroRanges: slow.zeroRanges, checksum: slow.checksum });
+  assert.ok(fast.payload.equals(slow.payload as Buffer));
+  // protobufjs' own field order (payload first, encoding written) decodes the same way.
+  const other = encodeFrame({ kind: 'batch', seq: 5, ranges: [3, 1], zeroRanges: [], checksum: 1, payload: Buffer.alloc(4096, 1), encoding: 0 });
+  const o = decodeFrame(other);
+  assert.equal(o.kind === 'batch' && o.seq, 5);
+  // An unknown field inside a batch is still refused (the fast path hands it to protobufjs).
+  const small = new BatchBuilder(4096, 4).finish(2, [], [4, 1], 0, 0);
+  const inner = Buffer.concat([small.subarray(6), Buffer.from([0x38, 1])]);
+  const bad = Buffer.concat([Buffer.from([0x1a, inner.length]), inner]);
+  assert.throws(() => decodeFrame(bad), /unknown field 7/);
+  const twice = Buffer.concat([small.subarray(6), Buffer.from([0x10, 3])]);
+  const dup = decodeFrame(Buffer.concat([Buffer.from([0x1a, twice.length]), twice]));
+  assert.equal(dup.kind === 'batch' && dup.seq, 3, 'a field given twice: protobufjs semantics (last wins)');
+  assert.equal(batchSeqOf(Buffer.from('not a batch')), undefined);
+  for (const [seq, bytes] of [[0, 0], [1, 4096], [0xffffffff, 2 ** 40 + 3]]) {
+    const enc = encodeAck(acks.batch(seq, bytes));
+    assert.deepEqual(AckType.toObject(AckType.decode(enc), TO_OBJECT).batch, { seq, bytes });
+    assert.deepEqual(decodeAck(enc), { kind: 'batch', seq, bytes });
+    assert.deepEqual(decodeAck(Buffer.from(AckType.encode(AckType.fromObject({ batch: { seq, bytes } })).finish())), { kind: 'batch', seq, bytes });
+  }
 });

@@ -111,6 +111,19 @@ export class BatchBuilder {
 }
 
 /**
+ * The sequence number of a batch frame BatchBuilder built (read from its trailer, no decode);
+ * undefined for any other bytes. The multi-stream channel routes and acknowledges by it.
+ */
+export function batchSeqOf(frame: Buffer): number | undefined {
+  if (frame.length < BATCH_HEADER_BYTES + 2 || frame[0] !== 0x1a || frame[6] !== 0x0a) return undefined;
+  const len = getVarint(frame, 7);
+  if (!len || len[1] !== BATCH_HEADER_BYTES) return undefined;
+  const at = BATCH_HEADER_BYTES + len[0];
+  if (frame[at] !== 0x10) return undefined;
+  return getVarint(frame, at + 1)?.[0];
+}
+
+/**
  * Encodes a StreamData (QEMU tunnel bytes) as a frame (`ack` false) or an ack (`ack` true),
  * gathering `chunks` straight into the one buffer grpc-js sends: one copy, no protobufjs Writer.
  */
@@ -204,6 +217,100 @@ function skipLongVarint(b: Buffer, at: number): [number, number] {
   throw invalidArgument('malformed varint');
 }
 
+/** Outer tags: MigrationFrame.batch = 3, MigrationAck.batch = 2 (wire type 2). */
+const BATCH_FRAME_TAG = 0x1a;
+const BATCH_ACK_TAG = 0x12;
+
+/** Writes a varint of up to 2^53 (BatchAck.bytes is a uint64) at `at`; returns the next offset. */
+function putVarint53(buf: Buffer, at: number, v: number): number {
+  while (v > 0x7f) { buf[at++] = (v % 128) | 0x80; v = Math.floor(v / 128); }
+  buf[at++] = v;
+  return at;
+}
+
+/**
+ * Fast path for a BatchAck (one per batch applied, the target's most frequent message): the
+ * bytes protobufjs would write, without its Writer and object walk.
+ */
+function encodeBatchAck(seq: number, bytes: number): Buffer {
+  const b = Buffer.allocUnsafe(24);
+  b[0] = BATCH_ACK_TAG;
+  b[2] = 0x08;
+  let at = putVarint53(b, 3, seq);
+  b[at++] = 0x10;
+  at = putVarint53(b, at, bytes);
+  b[1] = at - 2;
+  return b.subarray(0, at);
+}
+
+/** Fast path for a BatchAck with exactly fields 1 and 2 (or fewer); undefined sends the caller to protobufjs. */
+function decodeBatchAck(b: Buffer): Extract<Ack, { kind: 'batch' }> | undefined {
+  if (b[0] !== BATCH_ACK_TAG || b.length < 2 || b[1] !== b.length - 2) return undefined;
+  let at = 2, seq = 0, bytes = 0;
+  while (at < b.length) {
+    const t = b[at++];
+    const v = getVarint(b, at);
+    if (!v || (t !== 0x08 && t !== 0x10)) return undefined;
+    if (t === 0x08) seq = v[0]; else bytes = v[0];
+    at = v[1];
+  }
+  return seq <= 0xffffffff ? { kind: 'batch', seq, bytes } : undefined;
+}
+
+/** Reads a packed uint32 field's values from `b[at, end)`; undefined when malformed or over 32 bits. */
+function getPacked(b: Buffer, at: number, end: number): number[] | undefined {
+  const out: number[] = [];
+  while (at < end) {
+    const v = getVarint(b, at);
+    if (!v || v[0] > 0xffffffff || v[1] > end) return undefined;
+    out.push(v[0]);
+    at = v[1];
+  }
+  return out;
+}
+
+/**
+ * Fast path for a PageBatch frame (the target's per-MiB message): fields 1-6 once each, in any
+ * order, ranges packed, read straight off the bytes with the payload as a view. Anything else
+ * (a field twice, unpacked ranges, an unknown field) returns undefined and goes to protobufjs,
+ * which decodes it or refuses it as before.
+ */
+function decodeBatchFrame(bytes: Buffer): Extract<Frame, { kind: 'batch' }> | undefined {
+  if (bytes[0] !== BATCH_FRAME_TAG) return undefined;
+  const len = getVarint(bytes, 1);
+  if (!len || len[1] + len[0] !== bytes.length) return undefined;
+  const f: Extract<Frame, { kind: 'batch' }> = { kind: 'batch', seq: 0, ranges: [], zeroRanges: [], checksum: 0, payload: Buffer.alloc(0), encoding: 0 };
+  let at = len[1], seen = 0;
+  while (at < bytes.length) {
+    const t = bytes[at++];
+    const id = t >> 3;
+    if (id < 1 || id > 6 || seen & (1 << id)) return undefined;
+    seen |= 1 << id;
+    if (t === 0x2d) {
+      if (at + 4 > bytes.length) return undefined;
+      f.checksum = bytes.readUInt32LE(at);
+      at += 4;
+      continue;
+    }
+    const v = getVarint(bytes, at);
+    if (!v) return undefined;
+    at = v[1];
+    if (t === 0x10) { if (v[0] > 0xffffffff) return undefined; f.seq = v[0]; continue; }
+    if (t === 0x30) { f.encoding = v[0]; continue; }
+    if (t !== 0x0a && t !== 0x1a && t !== 0x22) return undefined;
+    const end = at + v[0];
+    if (end > bytes.length) return undefined;
+    if (t === 0x0a) f.payload = bytes.subarray(at, end);
+    else {
+      const values = getPacked(bytes, at, end);
+      if (!values) return undefined;
+      if (t === 0x1a) f.ranges = values; else f.zeroRanges = values;
+    }
+    at = end;
+  }
+  return f;
+}
+
 /** Encodes a frame. Batch frames built by BatchBuilder are passed through as Buffers. */
 export function encodeFrame(frame: Frame | Buffer): Buffer {
   if (Buffer.isBuffer(frame)) return frame;
@@ -216,7 +323,7 @@ export function encodeFrame(frame: Frame | Buffer): Buffer {
 /** Decodes and checks a frame; INVALID_ARGUMENT for oversized, malformed or kind-less frames. */
 export function decodeFrame(bytes: Buffer): Frame {
   if (bytes.length > MAX_FRAME_BYTES) throw invalidArgument(`frame of ${bytes.length} bytes exceeds the limit of ${MAX_FRAME_BYTES} bytes`);
-  const fast = decodeStream(bytes, STREAM_FRAME_TAG);
+  const fast = decodeStream(bytes, STREAM_FRAME_TAG) ?? decodeBatchFrame(bytes);
   if (fast) return fast;
   let obj: Record<string, unknown>;
   try {
@@ -237,6 +344,7 @@ export function decodeFrame(bytes: Buffer): Frame {
 /** Encodes an ack. */
 export function encodeAck(ack: Ack): Buffer {
   if (ack.kind === 'stream') return encodeStream([ack.data], ack.channel, ack.eof, true);
+  if (ack.kind === 'batch' && Number.isSafeInteger(ack.seq) && ack.seq >= 0 && ack.seq <= 0xffffffff && Number.isSafeInteger(ack.bytes) && ack.bytes >= 0) return encodeBatchAck(ack.seq, ack.bytes);
   const { kind, ...body } = ack;
   const w = AckType.encode(AckType.fromObject({ [kind]: body })).finish();
   return Buffer.from(w.buffer, w.byteOffset, w.byteLength);
@@ -244,7 +352,7 @@ export function encodeAck(ack: Ack): Buffer {
 
 /** Decodes an ack; an ack of no known kind is an error. */
 export function decodeAck(bytes: Buffer): Ack {
-  const fast = decodeStream(bytes, STREAM_ACK_TAG);
+  const fast = decodeStream(bytes, STREAM_ACK_TAG) ?? decodeBatchAck(bytes);
   if (fast) return fast;
   let obj: Record<string, unknown>;
   try {
@@ -257,5 +365,6 @@ export function decodeAck(bytes: Buffer): Ack {
   if (!kind || !ACK_KINDS.has(kind)) throw invalidArgument('ack has no known kind');
   const body = obj[kind] as Record<string, unknown>;
   if (kind === 'accepted' && !body.postcopy) delete body.postcopy; // QEMU tunnel only
+  if (kind === 'accepted' && !body.joinToken) delete body.joinToken; // multi-stream stream 0 only
   return { kind, ...body } as Ack;
 }

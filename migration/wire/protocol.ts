@@ -115,6 +115,28 @@
  * DATA_LOSS (QEMU's postcopy-paused), not a silent rollback. PageBatch frames are
  * refused in a tunnel, StreamData frames outside one.
  *
+ * Parallel streams (Start.stream_count = N > 1, page streams only): stream 0 carries Start,
+ * Round, Complete, Abort and every ack but batch acks of the other streams; streams 1..N-1 carry
+ * only PageBatch. Each stream is its own connection with its own HTTP/2 flow-control window.
+ *
+ * ```text
+ *  stream 0:  Start(index 0, count N, token) ---> token consumed; join token minted
+ *                       <------------------------ Accepted(window, join_token)
+ *  stream i:  Start(index i, count N, join_token) -> same source identity (TLS) as the reservation,
+ *             (i = 1..N-1, each once)             join token matches, index unused, state Receiving
+ *                       <------------------------ Accepted(window)          (on stream i)
+ *  any stream: PageBatch(seq) ...   (distinct seqs; a stream's own seqs increase)
+ *                       <------------------------ BatchAck(seq) on the stream that carried seq
+ *                                                 (cumulative per stream, not across streams)
+ *  stream 0:  Complete(batches = last seq) -----> waits until every batch 1..last seq was applied,
+ *                                                 from whichever stream, then verifies as above
+ * ```
+ *
+ * A page is never in flight on two streams: a round's pages are distinct and a round ends only
+ * when every batch of it was acknowledged, so batches of one round may land in any order. Any
+ * stream failing (closed, cancelled, a bad frame, a frame other than PageBatch on a secondary)
+ * fails the whole migration on both sides: the target discards, the source rolls back.
+ *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
  * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
@@ -140,6 +162,23 @@ export const RESERVATION_TTL_MS = 60_000;
 export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
 /** Most range-table entries a Round frame announces (beyond that it announces none). */
 export const MAX_ROUND_RANGES = 131072;
+
+/** Most streams one migration may use (Start.stream_count); more would only add per-stream overhead on any host we know. */
+export const MAX_STREAMS = 8;
+/** The policy's `streams` value asking the source agent to pick the count itself (from its cores; see autoStreams). */
+export const STREAMS_AUTO = 0xffff;
+/** Cores one stream's packing and TLS keep busy; auto uses one stream per so many cores, at least one. */
+const CORES_PER_STREAM = 1;
+/** The most streams auto picks: beyond 4 a loopback or 10 GbE link gains nothing more on hosts we measured. */
+const AUTO_MAX_STREAMS = 4;
+
+/** The stream count `requested` means on a host with `cores` cores: STREAMS_AUTO picks from the cores; 0 means one. */
+export function autoStreams(requested: number | undefined, cores: number): number {
+  if (requested === STREAMS_AUTO) return Math.max(1, Math.min(AUTO_MAX_STREAMS, Math.floor(cores / CORES_PER_STREAM)));
+  if (!requested) return 1;
+  if (!Number.isInteger(requested) || requested < 1 || requested > MAX_STREAMS) throw invalidArgument(`streams must be 1..${MAX_STREAMS} or auto, got ${requested}`);
+  return requested;
+}
 
 /** Start.tunnel value of the QEMU tunnel ("" = drover's page stream). */
 export const TUNNEL_QEMU = 'qemu';
@@ -174,7 +213,7 @@ export type Frame =
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
@@ -198,7 +237,8 @@ export const frames = {
 
 /** Named constructors for each ack. */
 export const acks = {
-  accepted: (windowBytes = DEFAULT_WINDOW_BYTES): Ack => ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes }),
+  accepted: (windowBytes = DEFAULT_WINDOW_BYTES, joinToken = ''): Ack =>
+    ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes, ...(joinToken ? { joinToken } : {}) }),
   batch: (seq: number, bytes: number): Ack => ({ kind: 'batch', seq, bytes }),
   verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
   activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),

@@ -427,9 +427,9 @@ export interface Start {
   pageSize: number;
   /** pageCount = 5. */
   pageCount: number;
-  /** reserved for parallel streams (0 today) */
+  /** Parallel streams (protocol.ts "Parallel streams"): stream 0 is the control stream; a secondary stream (index 1..count-1) joins with the join token stream 0's Accepted returned. */
   streamIndex: number;
-  /** reserved (1 today) */
+  /** 0 or 1 = one stream */
   streamCount: number;
   /** "" = drover's page stream (PageBatch...); "qemu" = tunnel of QEMU's own migration stream (StreamData frames). The target refuses a tunnel its hypervisor does not speak. */
   tunnel: string;
@@ -519,7 +519,7 @@ export interface MigrationAck {
   kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned';
 }
 
-/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). */
+/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). */
 export interface Accepted {
   /** protocolVersion = 1. */
   protocolVersion: number;
@@ -529,6 +529,8 @@ export interface Accepted {
   windowBytes: number;
   /** postcopy = 4. */
   postcopy: boolean;
+  /** joinToken = 5. */
+  joinToken: string;
 }
 
 /** Batches up to `seq` are applied (flow control: the sender keeps a bounded window). */

@@ -47,6 +47,8 @@ export interface AgentOptions {
    * must be `spiffe://drover/node/<nodeId>`. Absent: plain text, no authorization (--insecure).
    */
   tls?: TlsSource;
+  /** Data streams of an outgoing migration whose request leaves the count open (1..MAX_STREAMS or STREAMS_AUTO; default 1). */
+  streams?: number;
 }
 
 /** The identity of a TLS source's certificate. */
@@ -91,7 +93,7 @@ export class NodeAgentServer {
     this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity, o.storage ? new StoragePolicy(o.storage) : StoragePolicy.fromEnv());
     const log = (e: Record<string, unknown>) => this.log(e);
     const receiverCreds = tls && ((targetNode: string) => clientCredentials(tls, { role: 'node', name: targetNode }));
-    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined);
+    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined, o.streams);
     const guard = new ReservationGuard(!!tls, (r) => this.refused(r.method, r.code, r.identity, '', r.message));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log, guard);
     addService(this.server, 'NodeAgent', this.nodeAgentHandlers());

@@ -34,6 +34,30 @@ export class IncomingMigrations {
   /** Cluster mode (the agent registered in etcd): a resumed VM is recorded as owned here (switchover.ts). */
   cluster: ClusterLink | undefined;
 
+  /** The Transfer calls (streams) of each started migration: one failing fails them all. */
+  private readonly streams = new Map<string, Set<TransferCall>>();
+
+  /** Records `call` as a stream of migration `id`. */
+  addStream(id: string, call: TransferCall): void {
+    let group = this.streams.get(id);
+    if (!group) this.streams.set(id, group = new Set());
+    group.add(call);
+  }
+
+  /** Forgets `call` (it ended). */
+  removeStream(id: string, call: TransferCall): void {
+    const group = this.streams.get(id);
+    group?.delete(call);
+    if (group?.size === 0) this.streams.delete(id);
+  }
+
+  /** One stream of migration `id` failed: every other stream of it fails too (protocol.ts "Parallel streams"). */
+  failStreams(id: string, err: DroverError, from: TransferCall): void {
+    for (const c of [...(this.streams.get(id) ?? [])]) {
+      if (c !== from) c.fail(new DroverError(err.code, `stream ${from.streamIndex} of migration ${id} failed: ${err.message}`, { cause: err }));
+    }
+  }
+
   /** PrepareIncoming: checks version and spec, reserves capacity, creates the empty domain. `call`: the caller (its TLS identity). */
   async prepare(req: wire.PrepareIncomingRequest, call: CallWithAuthContext = {}): Promise<Input<wire.PrepareIncomingResponse>> {
     const source = this.guard.sourceOf(req.sourceNode, peerIdentity(call));
@@ -181,9 +205,15 @@ export class IncomingMigrations {
   }
 }
 
-/** One Transfer call: frames in order, acks out, an idle timeout, and the failure/cancel paths. */
+/**
+ * One Transfer call: frames in order, acks out, an idle timeout, and the failure/cancel paths.
+ * Stream 0 of a migration carries everything; a secondary stream (joined with stream 0's join
+ * token) carries page batches only.
+ */
 class TransferCall {
   private m: IncomingSession | undefined;
+  /** Start.stream_index of this call (0 = the control stream). */
+  streamIndex = 0;
   private done = false;
   private owned = false;
   private queue = Promise.resolve();
@@ -210,10 +240,11 @@ class TransferCall {
     call.on('cancelled', () => {
       void this.queue.then(() => {
         const m = this.m;
-        if (m && m.state !== 'active') {
+        if (m && m.state !== 'active' && !this.done) {
           m.closeTunnel();
-          this.owner.logger({ msg: 'incoming cancelled', migration: m.migrationId });
+          this.owner.logger({ msg: 'incoming cancelled', migration: m.migrationId, stream: this.streamIndex });
           void this.owner.discard(m, 'source went away');
+          this.owner.failStreams(m.migrationId, new DroverError('CANCELLED', 'the source cancelled the stream'), this);
         }
         this.finish();
       });
@@ -227,15 +258,26 @@ class TransferCall {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
         this.owner.checkStarter(session.migrationId, this.call);
+        if (frame.streamIndex > 0) {
+          this.call.write(encodeAck(session.receiver.join(frame)));
+          this.streamIndex = frame.streamIndex;
+          if (this.idle) clearTimeout(this.idle); // stream 0's idle timeout covers the migration
+          this.m = session;
+          this.owner.addStream(session.migrationId, this);
+          return;
+        }
         const ack = this.owner.startSession(session, frame);
         this.m = session;
+        this.owner.addStream(session.migrationId, this);
         // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).
         const accepted = await session.openTunnel(this.call, (e) => this.fail(e));
         this.call.write(encodeAck(accepted ?? ack));
         return;
       }
       const m = this.m;
-      for (const a of await m.apply(decodeFrame(bytes))) this.call.write(encodeAck(a));
+      const frame = decodeFrame(bytes);
+      if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
+      for (const a of await m.apply(frame)) this.call.write(encodeAck(a));
       if (m.state === 'active' && !this.owned) {
         this.owned = true;
         this.owner.adopt(m);
@@ -248,6 +290,7 @@ class TransferCall {
   }
 
   private armIdle(): void {
+    if (this.streamIndex > 0) return;
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => this.fail(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);
   }
@@ -255,16 +298,21 @@ class TransferCall {
   private finish(): void {
     this.done = true;
     if (this.idle) clearTimeout(this.idle);
+    if (this.m) this.owner.removeStream(this.m.migrationId, this);
   }
 
-  private fail(err: unknown): void {
+  /** Fails this stream (and, before activation, the migration with every other stream of it). */
+  fail(err: unknown): void {
     if (this.done) return;
     this.finish();
     const e = DroverError.from(err);
     const m = this.m;
-    this.owner.logger({ msg: 'incoming failed', migration: m?.migrationId, code: e.code, error: e.message });
+    this.owner.logger({ msg: 'incoming failed', migration: m?.migrationId, stream: this.streamIndex, code: e.code, error: e.message });
     m?.closeTunnel();
-    if (m && m.state !== 'active') void this.owner.discard(m, e.message);
+    if (m && m.state !== 'active') {
+      void this.owner.discard(m, e.message);
+      this.owner.failStreams(m.migrationId, e, this);
+    }
     this.call.emit('error', toServiceError(e));
   }
 }

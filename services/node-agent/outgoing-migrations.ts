@@ -7,6 +7,7 @@
 import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
 import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
 import { failedResult } from '../../migration/result';
@@ -17,7 +18,7 @@ import { ReceiverClientConn } from '../../migration/transport/receiver-client';
 import { type MigrationEventInfo, policyFromWire, eventToWire } from './client/agent-codec';
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
-import type { Fence } from '../../migration/wire/protocol';
+import { autoStreams, type Fence } from '../../migration/wire/protocol';
 
 /** A log sink (one JSON object per event). */
 export type AgentLog = (event: Record<string, unknown>) => void;
@@ -34,16 +35,20 @@ export type ReceiverCredentials = (targetNode: string) => grpc.ChannelCredential
 /** The outgoing migrations of one node. */
 export class OutgoingMigrations {
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink,
-    private readonly receiverCredentials?: ReceiverCredentials) {}
+    private readonly receiverCredentials?: ReceiverCredentials, private readonly defaultStreams = 1) {}
 
   /** Cluster mode (the agent registered in etcd): a broken switchover is resolved from etcd. */
   cluster: ClusterLink | undefined;
 
-  /** The data-plane channel to the target: with TLS only to the node the request names. */
+  /**
+   * The data-plane channel to the target: with TLS only to the node the request names; over the
+   * policy's streams (0 = this agent's --streams; auto: from this node's cores).
+   */
   private dialTarget(req: wire.MigrateVmRequest): ReceiverClientConn {
-    if (!this.receiverCredentials) return new ReceiverClientConn(req.target);
+    const streams = autoStreams(req.policy?.streams || this.defaultStreams, availableParallelism());
+    if (!this.receiverCredentials) return new ReceiverClientConn(req.target, undefined, streams);
     if (!req.targetNode) throw invalidArgument(`MigrateVm: target_node is required with TLS (the node name the target ${req.target} must prove with its certificate)`);
-    return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode));
+    return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode), streams);
   }
 
   /** CancelMigration: aborts a migration that has not switched over; returns the phase it was in. */
@@ -116,7 +121,7 @@ export class OutgoingMigrations {
       resolveOutcome: (cause) => this.resolve(req, fence, cause),
     });
     vm.outgoing = { id, abort, stage: 'running', engine };
-    this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target });
+    this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target, streams: conn.streams });
     const result = await engine.run();
     result.migrationId = id;
     // Owned: the VM runs on the target, which recorded it. The source discards its copy.

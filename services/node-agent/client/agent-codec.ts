@@ -90,7 +90,7 @@ export function nodeInfoFromWire(w: wire.NodeInfo): NodeInfo {
 export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy {
   return {
     maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
-    maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: 1, verify: p.verify ?? false,
+    maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: p.streams ?? 0, verify: p.verify ?? false,
     externalCommit: false, // deprecated since protocol 2 (the target decides)
   };
 }

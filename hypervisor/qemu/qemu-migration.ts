@@ -18,7 +18,6 @@ import type { QemuProcess } from './qemu-process';
 import { linkCredentials, type QemuNativeConfig } from './migration-tls';
 import type { VmSpec } from '../types';
 import type { QmpClient } from './qmp-client';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 /** What the QMP migration mechanics need of a QEMU domain (qemu-domain.ts implements it; an interface keeps the two files acyclic). */
 export interface MigratableQemuDomain {
@@ -317,11 +316,23 @@ class OutgoingRun {
     this.started = Date.now();
     if (this.policy.signal?.aborted) throw new DroverError('CANCELLED', `migration of ${this.dom.spec.name} cancelled before start`);
     const tcp = this.target.tcp;
-    await this.qmp.execute('migrate', { uri: tcp ? `tcp:${uriHost(tcp.host)}:${tcp.port}` : `unix:${this.target.socketPath}` });
-    for (;;) {
-      await sleep(this.policy.pollMs ?? DEFAULT_POLL_MS);
-      const done = await this.step();
-      if (done) return done;
+    // A MIGRATION event (status change: completed, failed, postcopy-active...) ends the poll's
+    // wait at once: the switchover after completion does not wait out the poll period.
+    let wake: (() => void) | undefined;
+    const onEvent = (e: { event: string }) => { if (e.event === 'MIGRATION') wake?.(); };
+    this.qmp.on('event', onEvent);
+    try {
+      await this.qmp.execute('migrate', { uri: tcp ? `tcp:${uriHost(tcp.host)}:${tcp.port}` : `unix:${this.target.socketPath}` });
+      for (;;) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.policy.pollMs ?? DEFAULT_POLL_MS);
+          wake = () => { clearTimeout(t); wake = undefined; resolve(); };
+        });
+        const done = await this.step();
+        if (done) return done;
+      }
+    } finally {
+      this.qmp.off('event', onEvent);
     }
   }
 

@@ -147,6 +147,8 @@ class SourceStream {
   finished = false;
   /** Set once QEMU reported the migration completed (a socket error after that is not logged). */
   migrated = false;
+  /** Native: called once when the stream breaks (the source cancels its QEMU's migration at once). */
+  onBroken: (() => void) | undefined;
   private onAck: ((a: Ack) => void) | undefined;
   private onFail: ((e: DroverError) => void) | undefined;
   private readonly early: Ack[] = [];
@@ -181,6 +183,7 @@ class SourceStream {
     this.error = e;
     this.tunnel?.destroy();
     this.server?.close();
+    this.onBroken?.();
     this.onFail?.(e);
   }
 
@@ -246,6 +249,8 @@ export class QemuSource {
       if (accepted.qemuListen) {
         this.transport = accepted.qemuTransport ?? '';
         target = { socketPath: '', postcopy, multifdChannels: 0, tcp: { ...this.nativeAddress(accepted.qemuListen), tls: this.transport === 'tls' } };
+        // QEMU's bytes do not depend on the control stream: a broken one cancels QEMU's migration (before post-copy)
+        s.onBroken = () => { if (!s.migrated && !o.stream.inPostcopy) o.stream.cancel().catch(() => undefined); };
       } else {
         target = { socketPath: path.join(dir, 'out.sock'), postcopy, multifdChannels: 0 };
         await this.listen(s, target.socketPath, accepted.windowBytes);
@@ -325,12 +330,12 @@ export class QemuSource {
     } catch (err) {
       // The tunnel's failure is the cause when QEMU only saw a broken socket.
       const e = DroverError.from(err);
-      if (s.error && e.code === 'ABORTED') throw new DroverError('ABORTED', `${s.error.message}; ${e.message}`, { cause: err });
+      // (native: the broken stream cancelled QEMU's migration, so CANCELLED here is that too)
+      if (s.error && (e.code === 'ABORTED' || (e.code === 'CANCELLED' && this.transport && !o.signal.aborted))) throw new DroverError('ABORTED', `${s.error.message}; ${e.message}`, { cause: err });
       throw e;
     } finally {
       clearInterval(keepalive);
     }
-    if (s.error) throw s.error; // native: the control stream broke while QEMU migrated
     s.migrated = true;
     return qres;
   }
@@ -358,8 +363,12 @@ export class QemuSource {
     // QEMU closes the socket when done.
     if (s.tunnel) await Promise.race([s.tunnel.socketEnded, new Promise((r) => setTimeout(r, SOCKET_END_WAIT_MS))]);
     this.notePause();
-    if (s.error) throw s.error;
     const pausedAtMs = dom.heartbeat().lastBeatMs;
+    // Native: QEMU completed although the control stream broke (the target QEMU may have started
+    // the guest until its agent discards it): the switchover's fault row for a stream broken after
+    // Complete applies (resolve; resume only on a known refusal; else stay paused).
+    if (s.error && !s.tunnel && this.transport) return { activated: await this.afterComplete(s.error, undefined), pausedAtMs };
+    if (s.error) throw s.error;
     trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
     s.call.write(encodeFrame(frames.complete(Buffer.alloc(0), 0, qres.rounds, pausedAtMs, true, 0)));
     let activated: Extract<Ack, { kind: 'activated' }> | undefined;

@@ -6,10 +6,12 @@
  * makes the same Start fall back to the tunnel. At the driver: the target QEMU's tls-authz lets
  * in only the source node's certificate DN (another node's certificate from the same CA is
  * refused, its VM keeps running), and the right source then migrates to the same listener.
+ * Faults of the native path: cancel, and the target agent killed mid-migration (its QEMU may
+ * outlive it): the source VM keeps running.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgents, stopAgents, waitFor, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, waitFor, codeOf, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import { QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
 import { certificateDn } from '../../hypervisor/qemu/migration-tls';
@@ -91,4 +93,38 @@ test("driver: the target QEMU's tls-authz refuses another node's certificate; th
   } finally {
     await Promise.all([ht.close(), hg.close(), he.close()]);
   }
+});
+
+/** The VM runs on `x`: state running and the heartbeat grows. */
+async function runsOn(x: TestAgent, name: string): Promise<void> {
+  const v = await x.client.getVm(name);
+  assert.equal(v.state, 'running');
+  await waitFor(`${name} beats on ${x.proc.nodeId}`, async () => (await x.client.getVm(name)).heartbeatBeats > v.heartbeatBeats + 50, 5000, 20);
+}
+
+test('native TLS: cancel during pre-copy, then the target agent killed mid-migration: the source VM keeps running', async () => {
+  const spec: VmSpec = { name: 'qn-fault', memBytes: 128 * MiB, vcpus: 1, profile: 'idle', fillBytes: 96 * MiB };
+  await a.client.createVm(spec);
+  let asked = false;
+  const cancelled = await codeOf(a.client.migrateVm(spec.name, b.address, { bandwidthBytesPerSec: 16 * MiB }, (e) => {
+    if (!asked && e.phase === 'precopy' && e.sentBytes > 8 * MiB) {
+      asked = true;
+      void a.client.cancelMigration(e.migrationId);
+    }
+  }, '', 'qn-1'));
+  assert.ok(asked, 'cancel was asked during pre-copy');
+  assert.equal(cancelled.code, 'CANCELLED', cancelled.message);
+  await runsOn(a, spec.name);
+  await waitFor('the target released its reservation', async () => (await b.client.nodeInfo()).memUsedBytes === 0, 10_000);
+  let killed = false;
+  const err = await codeOf(a.client.migrateVm(spec.name, b.address, { bandwidthBytesPerSec: 16 * MiB }, (e) => {
+    if (!killed && e.phase === 'precopy' && e.sentBytes > 8 * MiB) {
+      killed = true;
+      b.proc.kill();
+    }
+  }, '', 'qn-1'));
+  assert.ok(killed, 'the target agent was killed during pre-copy');
+  assert.match(err.code, /ABORTED|UNAVAILABLE/, err.message);
+  await runsOn(a, spec.name);
+  await a.client.destroyVm(spec.name);
 });

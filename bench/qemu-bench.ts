@@ -9,16 +9,32 @@
  *   tcp-5ms-unl   downtime-limit 5 ms, max-bandwidth unlimited, cancelled after 30 s
  *   drover-direct the driver's policy at 5 ms, source straight to the target's unix socket
  *   drover-pipe   unix socket → Node pipe → unix socket, driver policy at 5 ms (post-copy/throttle)
- *   agents        through the agents: two `drover agent --hypervisor qemu` processes, QEMU's
- *                 stream tunnelled over their gRPC Transfer stream, engine policy at 5 ms
- *                 (MigrateVm; downtime = QEMU's, bytes = the tunnel's StreamData frames)
+ *   agents        through the agents: two `drover agent --hypervisor qemu --insecure` processes,
+ *                 QEMU's stream tunnelled over their plain-text gRPC Transfer stream, engine policy
+ *                 at 5 ms (MigrateVm; downtime = QEMU's, bytes = the tunnel's StreamData frames)
+ *   tcp-tls       the encrypted baseline: QEMU direct, downtime-limit 5 ms, uncapped, with
+ *                 tls-creds-x509 on both QEMUs (verify-peer, tls-authz on the source's DN,
+ *                 tls-hostname), node certificates from a throw-away CA
+ *   agents-tls    TLS agents (node certificates from the same CA): the agents set up QEMU's
+ *                 native TLS migration between the QEMUs and keep the control (protocol.ts
+ *                 "QEMU native"); engine policy at 5 ms
+ *   agents-tunnel TLS agents, the target configured `--qemu-migration tunnel`: QEMU's stream
+ *                 through the agents' mutual-TLS gRPC Transfer stream (the fallback)
+ * The encrypted rows print their total and downtime as a ratio to tcp-tls of the same run, and
+ * the CPU seconds both agent processes spent per GB QEMU sent (0 for the direct paths).
  * Measures the downtime (source QEMU's STOP event to the target QEMU's RESUME event, QEMU's own
  * timestamps), QEMU's own downtime figure (the source's view: without a return path it ends at the
  * last byte written, with one it also waits for the target to close it), total time, bytes sent,
  * and the guest-observed blackout (gap between the source's last heartbeat and the target's first).
  *
  *   node dist/bench/qemu-bench.js [--json] [--mem MiB] [--only slow|fast] [--paths a,b] [--deadline ms]
+ *   node dist/bench/qemu-bench.js --only slow --paths tcp-tls,agents-tls,agents-tunnel   (the TLS comparison)
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pkiFixture, type PkiFixture } from '../lib/pki/pki-fixture';
+import { certificateDn, linkCredentials } from '../hypervisor/qemu/migration-tls';
+import type { TlsFiles } from '../lib/pki/tls-files';
 import { freePort } from '../lib/free-port';
 import type { VmSpec } from '../hypervisor/types';
 import { QemuHypervisor, stopToResumeMs, type QemuDomain } from '../hypervisor/qemu/qemu-hypervisor';
@@ -29,10 +45,18 @@ import { resolvePolicy } from '../migration/types';
 
 const MiB = 1024 * 1024;
 
-export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe' | 'agents';
+export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe' | 'agents' | 'tcp-tls' | 'agents-tls' | 'agents-tunnel' | 'tcp-tls-multifd';
 
 /** Every path, in the order a run measures them. */
-export const QEMU_BENCH_PATHS: QemuBenchPath[] = ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe', 'agents'];
+export const QEMU_BENCH_PATHS: QemuBenchPath[] = ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe', 'agents', 'tcp-tls', 'agents-tls', 'agents-tunnel', 'tcp-tls-multifd'];
+/** multifd channels of the tcp-tls-multifd row (QEMU direct, TLS on each channel). */
+const BENCH_MULTIFD_CHANNELS = 4;
+/** The encrypted baseline the TLS rows are compared with. */
+const TLS_BASELINE: QemuBenchPath = 'tcp-tls';
+/** Paths through TLS agents (the agents' processes are started once per run). */
+const TLS_AGENT_PATHS: ReadonlySet<QemuBenchPath> = new Set(['agents-tls', 'agents-tunnel']);
+/** Direct QEMU paths with TLS. */
+const TLS_DIRECT_PATHS: ReadonlySet<QemuBenchPath> = new Set(['tcp-tls', 'tcp-tls-multifd']);
 
 export interface QemuBenchOptions {
   /** Guest RAM in MiB; default 1024. */
@@ -66,6 +90,12 @@ export interface QemuBenchRow {
   rounds: number;
   /** Policy action on the drover path. */
   action?: string;
+  /** Encrypted rows: total time / the tcp-tls row's of the same workload and run. */
+  totalVsBaseline?: number;
+  /** Encrypted rows: downtime / the tcp-tls row's. */
+  downtimeVsBaseline?: number;
+  /** Agent paths: CPU seconds (user + system) of both agent processes per GB QEMU sent. */
+  agentCpuSecondsPerGB?: number;
   detail?: string;
 }
 
@@ -87,8 +117,15 @@ interface QueryMigrate {
 }
 
 /** QEMU's native path: target `migrate-incoming tcp:`, source `migrate tcp:`, raw QMP. */
-async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string, unknown>, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
+async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string, unknown>, deadlineMs: number, tls?: BenchTls): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
   const port = await freePort();
+  if (tls) {
+    await src.proc.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', endpoint: 'client', 'verify-peer': true, dir: linkCredentials(path.join(src.proc.dir, 'tls'), 'client', tls.src.paths) });
+    await dst.proc.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', endpoint: 'server', 'verify-peer': true, dir: linkCredentials(path.join(dst.proc.dir, 'tls'), 'server', tls.dst.paths) });
+    await dst.proc.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: certificateDn(tls.src.cert) });
+    await dst.proc.qmp.execute('migrate-set-parameters', { 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
+    params = { ...params, 'tls-creds': 'tls0', 'tls-hostname': '127.0.0.1' };
+  }
   await dst.proc.qmp.execute('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   if (Object.keys(params).length) await src.proc.qmp.execute('migrate-set-parameters', params);
   const t0 = Date.now();
@@ -111,18 +148,38 @@ async function nativeTcp(src: QemuDomain, dst: QemuDomain, params: Record<string
   }
 }
 
+/** Certificates of the direct TLS baseline: the source's (client) and the target's (server). */
+interface BenchTls { src: TlsFiles; dst: TlsFiles }
+
+/** CPU seconds (user + system) a process has used so far (/proc/<pid>/stat, clock ticks at 100 Hz). */
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SEC;
+  } catch {
+    return 0;
+  }
+}
+/** USER_HZ on Linux (sysconf(_SC_CLK_TCK)): /proc's CPU times are in these ticks. */
+const CLOCK_TICKS_PER_SEC = 100;
+
 /** The agents path: create on a, migrate to b over gRPC (MigrateVm, engine policy at 5 ms), check b runs it. */
 async function throughAgents(a: LocalAgent, b: LocalAgent, s: VmSpec, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
   await a.client.createVm(s);
   try {
     await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace
     const t0 = Date.now();
-    const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true });
+    const cpu0 = cpuSeconds(a.proc.child.pid) + cpuSeconds(b.proc.child.pid);
+    const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true }, undefined, '', b.proc.nodeId);
+    const cpu = cpuSeconds(a.proc.child.pid) + cpuSeconds(b.proc.child.pid) - cpu0;
     const on = await b.client.getVm(s.name);
     return {
+      agentCpuSecondsPerGB: m.pageBytes > 0 ? Math.round((cpu / (m.pageBytes / 1e9)) * 100) / 100 : undefined,
       status: 'completed', downtimeMs: Math.round(m.downtimeMs * 10) / 10, qemuDowntimeMs: m.hypervisorDowntimeMs, blackoutMs: m.guestBlackoutMs, totalTimeMs: Math.round(m.totalMs), transferredBytes: m.bytesSent, rounds: m.rounds,
       action: m.mode === 'postcopy' ? 'postcopy' : m.stopReason === 'stalled' ? 'throttle' : 'none',
-      detail: `QEMU sent ${m.pageBytes} B; tunnel ${(m.throughputBytesPerSec / 1e9).toFixed(2)} GB/s; MigrateVm ${Date.now() - t0} ms; target beats ${on.heartbeatBeats}`,
+      detail: `QEMU sent ${m.pageBytes} B; ${(m.throughputBytesPerSec / 1e9).toFixed(2)} GB/s; MigrateVm ${Date.now() - t0} ms; target beats ${on.heartbeatBeats}`,
     };
   } catch (err) {
     return { status: 'failed', totalTimeMs: 0, transferredBytes: 0, rounds: 0, detail: (err as Error).message };
@@ -141,13 +198,27 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
   const rows: QemuBenchRow[] = [];
   const paths = opts.paths ?? QEMU_BENCH_PATHS;
   // Two agent processes for the `agents` path (each hosts its own QEMUs), started once per run.
-  const agents = paths.includes('agents') ? await startAgents(2, 'qbench', ['--hypervisor', 'qemu', ...(opts.binary ? ['--qemu-binary', opts.binary] : [])]) : [];
+  const qemuArgs = ['--hypervisor', 'qemu', ...(opts.binary ? ['--qemu-binary', opts.binary] : [])];
+  const agents = paths.includes('agents') ? await startAgents(2, 'qbench', qemuArgs) : [];
+  // TLS rows: one throw-away CA; agents qbt-0 -> qbt-1 (native TLS) and qbt-0 -> qbu-0 (tunnel only)
+  const needTls = paths.some((p) => TLS_DIRECT_PATHS.has(p) || TLS_AGENT_PATHS.has(p));
+  const pki: PkiFixture | undefined = needTls ? await pkiFixture('drover-qbench-') : undefined;
+  const tlsAgents: LocalAgent[] = [];
+  let benchTls: BenchTls | undefined;
   try {
+    if (pki) {
+      benchTls = { src: await pki.identity({ role: 'node', name: 'qsrc', hosts: ['127.0.0.1'] }), dst: await pki.identity({ role: 'node', name: 'qdst', hosts: ['127.0.0.1'] }) };
+      if (paths.some((p) => TLS_AGENT_PATHS.has(p))) {
+        const tls = { dir: pki.dir, client: await pki.identity({ role: 'controller', name: 'qbench' }) };
+        tlsAgents.push(...await startAgents(2, 'qbt', qemuArgs, { tls }), ...await startAgents(1, 'qbu', [...qemuArgs, '--qemu-migration', 'tunnel'], { tls }));
+      }
+    }
     for (const workload of opts.workloads ?? ['slow', 'fast']) {
       for (const path of paths) {
         const s = spec(workload, memMiB);
-        if (path === 'agents') {
-          const row: QemuBenchRow = { workload, path, accel, memMiB, ...(await throughAgents(agents[0], agents[1], s, deadlineMs)) };
+        if (path === 'agents' || TLS_AGENT_PATHS.has(path)) {
+          const [from, to] = path === 'agents' ? agents : path === 'agents-tls' ? [tlsAgents[0], tlsAgents[1]] : [tlsAgents[0], tlsAgents[2]];
+          const row: QemuBenchRow = { workload, path, accel, memMiB, ...(await throughAgents(from, to, s, deadlineMs)) };
           rows.push(row);
           opts.onRow?.(row);
           continue;
@@ -173,7 +244,13 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
           } else {
             const params: Record<string, unknown> =
               path === 'tcp-default' ? {} : path === 'tcp-5ms' ? { 'downtime-limit': 5 } : { 'downtime-limit': 5, 'max-bandwidth': 1e12 };
-            r = await nativeTcp(src, dst, params, deadlineMs);
+            if (path === 'tcp-tls-multifd') {
+              for (const d of [src, dst]) {
+                await d.proc.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+                await d.proc.qmp.execute('migrate-set-parameters', { 'multifd-channels': BENCH_MULTIFD_CHANNELS });
+              }
+            }
+            r = await nativeTcp(src, dst, params, deadlineMs, TLS_DIRECT_PATHS.has(path) ? benchTls : undefined);
           }
           if (r.status === 'completed') {
             // a target that never beats is a finding of this row, not the end of the run
@@ -197,20 +274,34 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
     }
   } finally {
     await hv.close();
-    await stopAgents(agents);
+    await stopAgents([...agents, ...tlsAgents]);
+    pki?.cleanup();
   }
+  compareWithBaseline(rows);
   return rows;
+}
+
+/** Sets the TLS rows' ratios to the tcp-tls row of the same workload (when both completed). */
+function compareWithBaseline(rows: QemuBenchRow[]): void {
+  for (const r of rows) {
+    const base = rows.find((b) => b.workload === r.workload && b.path === TLS_BASELINE && b.status === 'completed');
+    if (!base || r.status !== 'completed' || !(TLS_DIRECT_PATHS.has(r.path) || TLS_AGENT_PATHS.has(r.path))) continue;
+    r.totalVsBaseline = Math.round((r.totalTimeMs / base.totalTimeMs) * 100) / 100;
+    if (r.downtimeMs !== undefined && base.downtimeMs) r.downtimeVsBaseline = Math.round((r.downtimeMs / base.downtimeMs) * 100) / 100;
+  }
 }
 
 /** Formats rows as a table. */
 export function formatQemuBench(rows: QemuBenchRow[]): string {
-  const head = ['workload', 'path', 'status', 'downtime', 'QEMU says', 'blackout', 'total', 'sent', 'rounds', 'action'];
+  const head = ['workload', 'path', 'status', 'downtime', 'QEMU says', 'blackout', 'total', 'sent', 'rounds', 'action', 'total/tcp-tls', 'downtime/tcp-tls', 'agent CPU s/GB'];
   const body = rows.map((r) => [
     `${r.memMiB} MiB ${r.workload}`, r.path, r.status,
     r.downtimeMs !== undefined ? `${r.downtimeMs} ms` : '-',
     r.qemuDowntimeMs !== undefined ? `${r.qemuDowntimeMs} ms` : '-',
     r.blackoutMs !== undefined ? `${r.blackoutMs} ms` : '-',
     `${(r.totalTimeMs / 1000).toFixed(2)} s`, `${(r.transferredBytes / 1e9).toFixed(2)} GB`, String(r.rounds), r.action ?? '-',
+    r.totalVsBaseline !== undefined ? `${r.totalVsBaseline}x` : '-', r.downtimeVsBaseline !== undefined ? `${r.downtimeVsBaseline}x` : '-',
+    r.agentCpuSecondsPerGB !== undefined ? String(r.agentCpuSecondsPerGB) : '-',
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join('  ');

@@ -20,6 +20,20 @@ export interface IncomingEndpoint {
   postcopy: boolean;
   /** multifd channels the target expects (0 = off). */
   multifdChannels: number;
+  /**
+   * Native migration: the target listens on TCP here instead of `socketPath`; with `tls` the
+   * source presents its own certificate and checks the target's for `host`.
+   */
+  tcp?: { host: string; port: number; tls: boolean };
+}
+
+/** How a driver migrates natively (hypervisor to hypervisor, no agent in the byte path); '' = it does not. */
+export type NativeTransport = '' | 'tls' | 'tcp';
+
+/** Target side of a native migration: listen on the driver's host, ephemeral port, TLS when the driver has certificates. */
+export interface NativeListen {
+  /** TLS: the only client certificate DN (RFC 4514 order as QEMU prints it, e.g. "CN=node.a,O=drover,OU=node") let in. */
+  authzIdentity?: string;
 }
 
 /** Target-side options of startIncoming. */
@@ -28,6 +42,8 @@ export interface IncomingOptions {
   postcopy?: boolean;
   /** Parallel channels (multifd); 0/1/absent = one stream. */
   multifdChannels?: number;
+  /** Native migration: listen on TCP (with TLS) instead of a unix socket. */
+  listen?: NativeListen;
 }
 
 /** One progress sample of an outgoing stream migration (QEMU: query-migrate). */
@@ -141,6 +157,8 @@ export interface HypervisorEventSource {
 export interface StreamMigration {
   /** Stream format name carried in Start (protocol.ts tunnel kind), e.g. "qemu". */
   readonly tunnelKind: string;
+  /** The native transport this driver is configured for ('' = the agents' tunnel only). */
+  readonly nativeTransport: NativeTransport;
   /** Makes this (incoming) domain listen for the stream. */
   startIncoming(opts?: IncomingOptions): Promise<IncomingEndpoint>;
   /** Migrates this domain to the target at `target`; resolves on completion (source paused). */

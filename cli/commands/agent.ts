@@ -10,16 +10,17 @@ import { TLS_OPTIONS, TLS_USAGE, tlsFilesOf, tlsFromFlags } from '../tls-flags';
 import { CertificateReloader } from '../../lib/pki/tls-files';
 import type { Logger } from 'pino';
 import { parseStreams } from './migrate';
+import { nativeConfig } from '../../hypervisor/qemu/migration-tls';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... [--streams N|auto] ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -32,10 +33,18 @@ export async function agentCommand(argv: string[]): Promise<number> {
   // Certificates are required; plain text only with an explicit --insecure (and the warning line).
   const tls = tlsFromFlags(p, 'agent', { reloadable: true });
   const files = tlsFilesOf(tls);
-  const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary') });
+  const log = createLogger('agent').child({ node: nodeId });
+  // QEMU: native TLS migration between the QEMUs with this node's certificate (auto, with
+  // certificates); the tunnel through the agents otherwise. Plain-text native only with --insecure.
+  const qmode = str(p, 'qemu-migration', 'auto')!;
+  if (!['auto', 'native', 'tunnel'].includes(qmode)) throw new UsageError(`--qemu-migration "${qmode}" is invalid (expected auto, native or tunnel)`);
+  const secure = tls.mode === 'tls';
+  const want = qmode === 'tunnel' || (qmode === 'auto' && !secure) ? '' : secure ? 'tls' : 'tcp';
+  const qemuMigration = nativeConfig(want, listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, ''), files?.paths);
+  if (qemuMigration.fallbackReason) log.warn({ reason: qemuMigration.fallbackReason }, 'QEMU native migration off: the tunnel carries it');
+  const hypervisor = createHypervisor(str(p, 'hypervisor', 'sim')!, { qemuBinary: str(p, 'qemu-binary'), qemuMigration: qemuMigration.config });
   const memBytes = size(p, 'mem-capacity', Math.floor(os.totalmem() * 0.75))!;
   const vcpus = int(p, 'vcpus', 64)!;
-  const log = createLogger('agent').child({ node: nodeId });
   // Storage endpoints a VM's disk may name (absent: DROVER_STORAGE, else loopback only).
   const storage = ((p.values.storage as string[] | undefined) ?? []).map((s) => address(s, '--storage'));
   // Data streams of an outgoing migration whose request leaves the count open (cluster migrations).

@@ -9,6 +9,7 @@ import type { Accel } from './accel';
 import { guestParams } from './guest-params';
 import { QemuStreamMigration } from './qemu-migration';
 import type { QemuProcess } from './qemu-process';
+import type { QemuNativeConfig } from './migration-tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Default wait for the guest's fill to finish, ms. */
@@ -19,6 +20,9 @@ const BEAT_POLL_MS = 5;
 const CHECK_BEATS = 9;
 /** ... within this many ms. */
 const CHECK_WINDOW_MS = 2000;
+
+/** No native transport: QEMU's stream goes through the agents' tunnel. */
+const TUNNEL_ONLY: QemuNativeConfig = { transport: '', host: '127.0.0.1' };
 
 /** A QEMU-backed domain. */
 export class QemuDomain implements Domain {
@@ -35,7 +39,10 @@ export class QemuDomain implements Domain {
   /** QEMU's wall-clock time (ms) of the last RESUME event: the vCPUs run again (0 = never). */
   resumedAtMs = 0;
 
-  constructor(readonly spec: VmSpec, readonly proc: QemuProcess, incoming: boolean, readonly accel: Accel) {
+  /**
+   * @param native the node's native migration settings (qemu-hypervisor.ts options; default: tunnel only)
+   */
+  constructor(readonly spec: VmSpec, readonly proc: QemuProcess, incoming: boolean, readonly accel: Accel, readonly native: QemuNativeConfig = TUNNEL_ONLY) {
     this.pageCount = spec.memBytes / PAGE_SIZE;
     this.lastKnown = incoming ? 'incoming' : 'paused';
     this.stream = new QemuStreamMigration(this);

@@ -19,10 +19,12 @@ import { ensureGuest } from './guest-image';
 import { diskArgs, guestCmdline, validateQemuSpec } from './guest-params';
 import { QemuDomain } from './qemu-domain';
 import { QemuProcess } from './qemu-process';
+import type { QemuNativeConfig } from './migration-tls';
 
 export { QemuDomain } from './qemu-domain';
 export { guestParams, guestCmdline, diskArgs, type GuestParams } from './guest-params';
 export { stopToResumeMs, type IncomingEndpoint } from '../stream-migration';
+export { nativeConfig, type QemuNativeConfig } from './migration-tls';
 
 const MiB = 1024 * 1024;
 /** Default wait for boot (and fill), ms. */
@@ -40,6 +42,8 @@ export interface QemuHypervisorOptions {
   waitReady?: boolean;
   /** Milliseconds to wait for boot (and fill); default 120000. */
   bootTimeoutMs?: number;
+  /** Native migration between the QEMUs (migration-tls.ts nativeConfig); absent = the agents' tunnel only. */
+  migration?: QemuNativeConfig;
 }
 
 /** The qemu driver. */
@@ -71,7 +75,7 @@ export class QemuHypervisor implements Hypervisor {
       name: spec.name,
       startTimeoutMs: START_TIMEOUT_MS,
     });
-    const dom = new QemuDomain(spec, proc, incoming, accel);
+    const dom = new QemuDomain(spec, proc, incoming, accel, this.opts.migration);
     this.domains.add(dom);
     proc.exited.then(() => this.domains.delete(dom));
     return dom;

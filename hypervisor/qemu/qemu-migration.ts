@@ -15,9 +15,9 @@ import type {
   StreamMigrationPolicy, StreamMigrationProgress, StreamMigrationResult,
 } from '../stream-migration';
 import type { QemuProcess } from './qemu-process';
+import { linkCredentials, type QemuNativeConfig } from './migration-tls';
 import type { VmSpec } from '../types';
 import type { QmpClient } from './qmp-client';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 /** What the QMP migration mechanics need of a QEMU domain (qemu-domain.ts implements it; an interface keeps the two files acyclic). */
 export interface MigratableQemuDomain {
@@ -31,6 +31,8 @@ export interface MigratableQemuDomain {
   status(): Promise<string>;
   exitError(what: string): DroverError;
   live(what: string): void;
+  /** The node's native migration settings (transport '' = tunnel only). */
+  readonly native: QemuNativeConfig;
 }
 
 /** bytes/s: QEMU has no "0 = unlimited", this is far above any link. */
@@ -45,6 +47,24 @@ const MAX_CPU_THROTTLE = 99;
 const MAX_WIDENED_DOWNTIME_MS = 1000;
 /** Stream format name of QEMU's migration (protocol.ts TUNNEL_QEMU). */
 const QEMU_TUNNEL_KIND = 'qemu';
+/** QOM ids of the migration's TLS credentials and authorization objects. */
+const TLS_CREDS_ID = 'drover-mig-tls';
+const TLS_AUTHZ_ID = 'drover-mig-authz';
+
+/** A host as it goes into a QEMU tcp: URI (IPv6 in brackets). */
+function uriHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/** Adds a QOM object, replacing one of the same id a previous migration of this QEMU left. */
+async function replaceObject(qmp: QmpClient, args: Record<string, unknown>): Promise<void> {
+  await qmp.execute('object-del', { id: args.id }).catch(() => undefined);
+  try {
+    await qmp.execute('object-add', args);
+  } catch (err) {
+    throw new DroverError('FAILED_PRECONDITION', `QEMU cannot create its migration ${String(args['qom-type'])}: ${DroverError.from(err).message}`, { cause: err });
+  }
+}
 
 /** query-migrate's answer (the fields used here). */
 interface QueryMigrate {
@@ -88,12 +108,16 @@ function toProgress(q: QueryMigrate, started: number): StreamMigrationProgress {
 export class QemuStreamMigration implements StreamMigration {
   readonly tunnelKind = QEMU_TUNNEL_KIND;
   private postcopyStarted = false;
+  /** Set once this QEMU's migration parameters name TLS credentials (a later tunnel migration clears them). */
+  tlsConfigured = false;
   private migrating: { cancel: () => Promise<void> } | undefined;
 
   constructor(private readonly dom: MigratableQemuDomain) {}
 
   /** True once post-copy has started for the current/last migration. */
   get inPostcopy(): boolean { return this.postcopyStarted; }
+  /** The native transport this node is configured for ('' = tunnel only). */
+  get nativeTransport(): QemuNativeConfig['transport'] { return this.dom.native.transport; }
   /** QEMU's time of the last STOP event, ms. */
   get stoppedAtMs(): number { return this.dom.stoppedAtMs; }
   /** QEMU's time of the last RESUME event, ms. */
@@ -155,9 +179,37 @@ export class QemuStreamMigration implements StreamMigration {
       await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
       await qmp.execute('migrate-set-parameters', { 'multifd-channels': channels });
     }
+    if (opts.listen) return { socketPath: '', postcopy, multifdChannels: channels, tcp: await this.listenTcp(opts.listen.authzIdentity) };
+    if (this.tlsConfigured) await qmp.execute('migrate-set-parameters', { 'tls-creds': '', 'tls-authz': '' }); // a native attempt's
     const socketPath = path.join(dom.proc.dir, 'migrate.sock');
     await qmp.execute('migrate-incoming', { uri: `unix:${socketPath}` });
     return { socketPath, postcopy, multifdChannels: channels };
+  }
+
+  /**
+   * Native target: TLS credentials (endpoint=server, verify-peer) and an authz-simple letting
+   * in only `authzIdentity`, then `migrate-incoming tcp:HOST:0`; returns the port QEMU bound.
+   */
+  private async listenTcp(authzIdentity: string | undefined): Promise<{ host: string; port: number; tls: boolean }> {
+    const dom = this.dom;
+    const qmp = dom.proc.qmp;
+    const cfg = dom.native;
+    if (!cfg.transport) throw failedPrecondition(`native migration of ${dom.spec.name}: this node is not configured for it (tunnel only)`);
+    const tls = cfg.transport === 'tls';
+    if (tls) {
+      if (!cfg.tls) throw failedPrecondition(`native TLS migration of ${dom.spec.name}: no node certificate`);
+      if (!authzIdentity) throw failedPrecondition(`native TLS migration of ${dom.spec.name}: no source certificate DN to authorize`);
+      const dir = linkCredentials(path.join(dom.proc.dir, 'tls-in'), 'server', cfg.tls);
+      await replaceObject(qmp, { 'qom-type': 'tls-creds-x509', id: TLS_CREDS_ID, dir, endpoint: 'server', 'verify-peer': true });
+      await replaceObject(qmp, { 'qom-type': 'authz-simple', id: TLS_AUTHZ_ID, identity: authzIdentity });
+      await qmp.execute('migrate-set-parameters', { 'tls-creds': TLS_CREDS_ID, 'tls-authz': TLS_AUTHZ_ID });
+      this.tlsConfigured = true;
+    }
+    await qmp.execute('migrate-incoming', { uri: `tcp:${uriHost(cfg.host)}:0` });
+    const q = await qmp.execute<{ 'socket-address'?: Array<{ port?: string | number }> }>('query-migrate');
+    const port = Number(q['socket-address']?.[0]?.port);
+    if (!Number.isInteger(port) || port <= 0) throw new DroverError('INTERNAL', `target QEMU of ${dom.spec.name} listens but reports no port (query-migrate: ${JSON.stringify(q)})`);
+    return { host: cfg.host, port, tls };
   }
 
   /**
@@ -241,18 +293,46 @@ class OutgoingRun {
     if (policy.maxBandwidthBytesPerSec === undefined || policy.maxBandwidthBytesPerSec === 0) {
       params['max-postcopy-bandwidth'] = 0; // 0 = unlimited for post-copy in QEMU
     }
+    Object.assign(params, await this.tlsParams());
     await this.qmp.execute('migrate-set-parameters', params);
+  }
+
+  /** Source TLS (native TLS target): client credentials, tls-hostname = the host dialled; else TLS off if a previous run set it. */
+  private async tlsParams(): Promise<Record<string, unknown>> {
+    const tcp = this.target.tcp;
+    const cfg = this.dom.native;
+    if (tcp?.tls) {
+      if (!cfg.tls) throw failedPrecondition(`native TLS migration of ${this.dom.spec.name}: this node has no certificate`);
+      const dir = linkCredentials(path.join(this.dom.proc.dir, 'tls-out'), 'client', cfg.tls);
+      await replaceObject(this.qmp, { 'qom-type': 'tls-creds-x509', id: TLS_CREDS_ID, dir, endpoint: 'client', 'verify-peer': true });
+      this.stream.tlsConfigured = true;
+      return { 'tls-creds': TLS_CREDS_ID, 'tls-hostname': tcp.host.replace(/^\[|\]$/g, '') };
+    }
+    return this.stream.tlsConfigured ? { 'tls-creds': '', 'tls-hostname': '' } : {};
   }
 
   async run(): Promise<StreamMigrationResult> {
     await this.configure();
     this.started = Date.now();
     if (this.policy.signal?.aborted) throw new DroverError('CANCELLED', `migration of ${this.dom.spec.name} cancelled before start`);
-    await this.qmp.execute('migrate', { uri: `unix:${this.target.socketPath}` });
-    for (;;) {
-      await sleep(this.policy.pollMs ?? DEFAULT_POLL_MS);
-      const done = await this.step();
-      if (done) return done;
+    const tcp = this.target.tcp;
+    // A MIGRATION event (status change: completed, failed, postcopy-active...) ends the poll's
+    // wait at once: the switchover after completion does not wait out the poll period.
+    let wake: (() => void) | undefined;
+    const onEvent = (e: { event: string }) => { if (e.event === 'MIGRATION') wake?.(); };
+    this.qmp.on('event', onEvent);
+    try {
+      await this.qmp.execute('migrate', { uri: tcp ? `tcp:${uriHost(tcp.host)}:${tcp.port}` : `unix:${this.target.socketPath}` });
+      for (;;) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.policy.pollMs ?? DEFAULT_POLL_MS);
+          wake = () => { clearTimeout(t); wake = undefined; resolve(); };
+        });
+        const done = await this.step();
+        if (done) return done;
+      }
+    } finally {
+      this.qmp.off('event', onEvent);
     }
   }
 

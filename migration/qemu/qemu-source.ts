@@ -14,6 +14,13 @@
  *     Owned (protocol 2: the target recorded owned/<target>/<vm> fenced on the intent, or at once
  *     in a direct migration). Only then does the caller destroy the source QEMU.
  *
+ * Native transport (protocol.ts "QEMU native"): Start asks for the transport this node's driver
+ * is configured for (stream.nativeTransport: "tls" with the agent's certificate); when Accepted
+ * names qemu_listen, step 2 is skipped and the source QEMU migrates straight to that HOST:PORT
+ * (TLS: its own node certificate, tls-hostname = HOST), with the same policy, progress, cancel
+ * and post-copy decision; the Transfer stream carries a keepalive every NATIVE_KEEPALIVE_MS and
+ * the same switchover (step 3 on). Accepted without qemu_listen: the tunnel, as above.
+ *
  * Failure before completion: the tunnel socket is broken (QEMU: migration failed, the source VM
  * keeps running) or migrate_cancel (cancel, deadline); the target discards its QEMU when the
  * stream ends with an error. After Complete (protocol.ts fault table, tunnel row): an explicit
@@ -41,6 +48,8 @@ import { frames, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire
 import type { SwitchoverOutcome } from '../precopy/precopy-source';
 import type { ReceiverClientConn, Reservation } from '../transport/receiver-client';
 import { SocketTunnel, trace, traceQmp } from './qemu-tunnel';
+import type { IncomingEndpoint } from '../../hypervisor/stream-migration';
+import { isWildcardHost } from '../../hypervisor/qemu/migration-tls';
 
 /** What a QEMU source migration needs. */
 export interface QemuSourceOptions {
@@ -94,6 +103,8 @@ const ACTIVATE_WAIT_MS = 40_000;
 const OWNED_WAIT_MS = 30_000;
 /** Run states of a source QEMU that completed its migration and may still be resumed. */
 const RESUMABLE_STATES: ReadonlySet<string> = new Set(['postmigrate', 'paused', 'finish-migrate']);
+/** Native: an empty StreamData this often keeps the target's idle timer (RECEIVE_IDLE_TIMEOUT_MS) from firing, ms. */
+export const NATIVE_KEEPALIVE_MS = 5000;
 /** How long to wait for QEMU to close the tunnel socket after completion, ms. */
 const SOCKET_END_WAIT_MS = 5000;
 
@@ -136,6 +147,8 @@ class SourceStream {
   finished = false;
   /** Set once QEMU reported the migration completed (a socket error after that is not logged). */
   migrated = false;
+  /** Native: called once when the stream breaks (the source cancels its QEMU's migration at once). */
+  onBroken: (() => void) | undefined;
   private onAck: ((a: Ack) => void) | undefined;
   private onFail: ((e: DroverError) => void) | undefined;
   private readonly early: Ack[] = [];
@@ -170,6 +183,7 @@ class SourceStream {
     this.error = e;
     this.tunnel?.destroy();
     this.server?.close();
+    this.onBroken?.();
     this.onFail?.(e);
   }
 
@@ -199,6 +213,8 @@ export class QemuSource {
   private lastSample: StreamMigrationProgress | undefined;
   private wasAccepted = false;
   private t0 = 0;
+  /** The transport in use: '' = the tunnel, else the native one the target accepted. */
+  private transport = '';
   private readonly pause = new PauseClock();
 
   constructor(private readonly o: QemuSourceOptions) {}
@@ -228,9 +244,18 @@ export class QemuSource {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drover-tunnel-'));
     try {
       const accepted = await this.start(s);
-      const sockPath = path.join(dir, 'out.sock');
-      await this.listen(s, sockPath, accepted.windowBytes);
-      const qres = await this.migrate(s, sockPath, !!accepted.postcopy);
+      const postcopy = !!accepted.postcopy;
+      let target: IncomingEndpoint;
+      if (accepted.qemuListen) {
+        this.transport = accepted.qemuTransport ?? '';
+        target = { socketPath: '', postcopy, multifdChannels: 0, tcp: { ...this.nativeAddress(accepted.qemuListen), tls: this.transport === 'tls' } };
+        // QEMU's bytes do not depend on the control stream: a broken one cancels QEMU's migration (before post-copy)
+        s.onBroken = () => { if (!s.migrated && !o.stream.inPostcopy) o.stream.cancel().catch(() => undefined); };
+      } else {
+        target = { socketPath: path.join(dir, 'out.sock'), postcopy, multifdChannels: 0 };
+        await this.listen(s, target.socketPath, accepted.windowBytes);
+      }
+      const qres = await this.migrate(s, target);
       this.phase = 'verifying';
       const { activated, pausedAtMs } = await this.complete(s, qres);
       s.finished = true;
@@ -251,12 +276,26 @@ export class QemuSource {
   private async start(s: SourceStream): Promise<Extract<Ack, { kind: 'accepted' }>> {
     const o = this.o;
     const pageCount = o.domain.spec.memBytes / PAGE_SIZE;
-    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount, o.fence)));
+    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount, o.fence, o.stream.nativeTransport)));
     const accepted = await s.nextAck('Accepted', ACCEPT_WAIT_MS);
     if (accepted.kind !== 'accepted') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Start with ${accepted.kind}`);
     this.wasAccepted = true;
+    if (accepted.qemuListen && accepted.qemuTransport !== o.stream.nativeTransport) {
+      throw new DroverError('FAILED_PRECONDITION', `target ${o.conn.address} answered a ${o.stream.nativeTransport || 'tunnel'} Start with native transport "${accepted.qemuTransport}"`);
+    }
     if (o.signal.aborted) throw new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase reserving`);
     return accepted;
+  }
+
+  /** Native: the target QEMU's HOST:PORT from Accepted (a wildcard host: the host this agent dialled). */
+  private nativeAddress(listen: string): { host: string; port: number } {
+    const at = listen.lastIndexOf(':');
+    const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
+    const port = Number(listen.slice(at + 1));
+    if (at <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) throw new DroverError('INVALID_ARGUMENT', `target ${this.o.conn.address}: Accepted.qemu_listen "${listen}" is not HOST:PORT`);
+    if (!isWildcardHost(host)) return { host, port };
+    const a = this.o.conn.address;
+    return { host: a.slice(0, a.lastIndexOf(':')).replace(/^\[|\]$/g, ''), port };
   }
 
   /** 2. The socket the source QEMU migrates into; its one connection is the tunnel. */
@@ -275,7 +314,7 @@ export class QemuSource {
   }
 
   /** 3. QEMU migrates with the engine's policy; progress flows as the sim path's does. */
-  private async migrate(s: SourceStream, sockPath: string, postcopy: boolean): Promise<StreamMigrationResult> {
+  private async migrate(s: SourceStream, target: IncomingEndpoint): Promise<StreamMigrationResult> {
     const o = this.o;
     this.phase = 'precopy';
     const qp: StreamMigrationPolicy = {
@@ -284,13 +323,18 @@ export class QemuSource {
       beforeSwitchover: () => s.tunnel?.drainTo(SWITCHOVER_BACKLOG_BYTES, SWITCHOVER_DRAIN_MS) ?? Promise.resolve(),
     };
     let qres: StreamMigrationResult;
+    // native: the Transfer stream idles while QEMU migrates; a keepalive shows the target the source is there
+    const keepalive = target.tcp ? setInterval(() => { if (!s.error) s.call.write(encodeFrame(frames.keepalive())); }, NATIVE_KEEPALIVE_MS) : undefined;
     try {
-      qres = await o.stream.migrateOut({ socketPath: sockPath, postcopy, multifdChannels: 0 }, qp, (p) => this.onSample(p));
+      qres = await o.stream.migrateOut(target, qp, (p) => this.onSample(p));
     } catch (err) {
       // The tunnel's failure is the cause when QEMU only saw a broken socket.
       const e = DroverError.from(err);
-      if (s.error && e.code === 'ABORTED') throw new DroverError('ABORTED', `${s.error.message}; ${e.message}`, { cause: err });
+      // (native: the broken stream cancelled QEMU's migration, so CANCELLED here is that too)
+      if (s.error && (e.code === 'ABORTED' || (e.code === 'CANCELLED' && this.transport && !o.signal.aborted))) throw new DroverError('ABORTED', `${s.error.message}; ${e.message}`, { cause: err });
       throw e;
+    } finally {
+      clearInterval(keepalive);
     }
     s.migrated = true;
     return qres;
@@ -319,8 +363,12 @@ export class QemuSource {
     // QEMU closes the socket when done.
     if (s.tunnel) await Promise.race([s.tunnel.socketEnded, new Promise((r) => setTimeout(r, SOCKET_END_WAIT_MS))]);
     this.notePause();
-    if (s.error) throw s.error;
     const pausedAtMs = dom.heartbeat().lastBeatMs;
+    // Native: QEMU completed although the control stream broke (the target QEMU may have started
+    // the guest until its agent discards it): the switchover's fault row for a stream broken after
+    // Complete applies (resolve; resume only on a known refusal; else stay paused).
+    if (s.error && !s.tunnel && this.transport) return { activated: await this.afterComplete(s.error, undefined), pausedAtMs };
+    if (s.error) throw s.error;
     trace(`source completed; last source beat ${pausedAtMs.toFixed(1)}`);
     s.call.write(encodeFrame(frames.complete(Buffer.alloc(0), 0, qres.rounds, pausedAtMs, true, 0)));
     let activated: Extract<Ack, { kind: 'activated' }> | undefined;
@@ -384,13 +432,14 @@ export class QemuSource {
     const o = this.o;
     const dom = o.domain;
     const totalMs = performance.now() - this.t0;
-    const stats = s.tunnel?.stats ?? { outWireBytes: 0, outBytes: 0, outMessages: 0, inBytes: 0 };
+    // native: QEMU's own count of what it sent (no agent in the byte path)
+    const stats = s.tunnel?.stats ?? { outWireBytes: qres.transferredBytes, outBytes: qres.transferredBytes, outMessages: 0, inBytes: 0 };
     // Downtime as the engine defines it: source vCPUs stop -> target vCPUs run (QEMU's STOP and
     // RESUME events). QEMU's own figure is the source's view: it stops at the last byte written
     // without a return path, and with one it also waits for the target to close it.
     const downtimeMs = stopToResumeMs(o.stream, activated.resumedAtMs, performance.timeOrigin + this.t0) ?? qres.downtimeMs;
     const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
-    o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
+    o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, transport: this.transport || 'tunnel', downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
     return succeededResult({
       migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
       mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',

@@ -8,6 +8,13 @@
  * page stream: services/node-agent/switchover.ts). Any failure goes to `onError`; the agent then
  * kills this QEMU. A failure to run after Complete is refused as ABORTED (an explicit refusal:
  * the source resumes its QEMU).
+ *
+ * Native transport (protocol.ts "QEMU native"): when Start asks for the transport this node is
+ * configured for, the target QEMU listens on TCP itself (TLS: authorizing only the DN of the
+ * certificate the source agent presented on this Transfer call) and Accepted names its
+ * HOST:PORT; no bytes pass through here, the Transfer stream keeps the control (keepalives,
+ * Complete, Verified/Activated, Owned). If the target QEMU cannot listen so (no TLS in QEMU,
+ * ...), the tunnel is used instead: Accepted without qemu_listen.
  */
 import * as net from 'node:net';
 import { DroverError, failedPrecondition } from '../../lib/errors';
@@ -16,6 +23,7 @@ import type { StreamMigration } from '../../hypervisor/stream-migration';
 import { SocketTunnel, trace, traceQmp, type MessageStream } from './qemu-tunnel';
 import type { IncomingMigration } from '../receiver/receiver';
 import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from '../wire/protocol';
+import { certificateDn } from '../../hypervisor/qemu/migration-tls';
 import { encodeAck } from '../wire/frame-codec';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -47,19 +55,25 @@ export class QemuTunnelTarget {
     private readonly m: IncomingMigration,
     private readonly dom: Domain,
     private readonly stream: StreamMigration,
-    private readonly tunnel: SocketTunnel,
+    /** The tunnel's socket pump; undefined in a native migration (QEMU to QEMU). */
+    private readonly tunnel: SocketTunnel | undefined,
   ) {}
 
+  /** The transport in use: '' = the tunnel, else the native one ('tls', 'tcp'). */
+  get transport(): string {
+    return this.tunnel ? '' : this.dom.migration.kind === 'stream' ? this.dom.migration.stream.nativeTransport : '';
+  }
+
   /**
-   * Makes the target QEMU listen and connects to it. Returns the Accepted ack to send (with
-   * `postcopy`: whether this target enabled postcopy-ram; the source's capability must match).
+   * Makes the target QEMU listen: natively when Start asked for `requested` and this node is
+   * configured for it, else on its unix socket, which this connects to (the tunnel). Returns the
+   * Accepted ack to send (with `postcopy`: whether this target enabled postcopy-ram; the
+   * source's capability must match; native: qemu_transport and qemu_listen).
    */
-  static async open(m: IncomingMigration, dom: Domain, stream: MessageStream, onError: (e: DroverError) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
+  static async open(m: IncomingMigration, dom: Domain, stream: MessageStream, onError: (e: DroverError) => void, requested = '', log?: (e: Record<string, unknown>) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
     if (dom.migration.kind !== 'stream') throw failedPrecondition(`QEMU tunnel: ${dom.spec.name} on this target migrates page by page (its hypervisor sends no stream of its own)`);
     const qs = dom.migration.stream;
     traceQmp(qs.events, 'target');
-    const ep = await qs.startIncoming({ multifdChannels: 0 }); // one stream: the tunnel has one channel
-    const socket = await connectUnix(ep.socketPath);
     let failed = false;
     const report = (why: string) => {
       if (failed || m.state === 'active' || m.state === 'aborted') return;
@@ -67,9 +81,24 @@ export class QemuTunnelTarget {
       const exit = qs.alive ? '' : `; ${qs.exitError('incoming migration').message}`;
       onError(new DroverError('ABORTED', `target QEMU of ${dom.spec.name}: ${why}${exit}`));
     };
+    void qs.exited.then(() => report('QEMU exited during the migration'));
+    if (requested && requested === qs.nativeTransport) {
+      try {
+        const authzIdentity = requested === 'tls' ? peerDn(stream) : undefined;
+        const ep = await qs.startIncoming({ multifdChannels: 0, listen: { authzIdentity } });
+        const tcp = ep.tcp!;
+        const accepted: Ack = { ...acks.accepted(0), postcopy: ep.postcopy, qemuTransport: requested, qemuListen: `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}` } as Ack;
+        log?.({ msg: 'qemu native migration listening', migration: m.migrationId, transport: requested, listen: (accepted as { qemuListen: string }).qemuListen, authz: authzIdentity });
+        return { target: new QemuTunnelTarget(m, dom, qs, undefined), accepted };
+      } catch (err) {
+        if (!qs.alive) throw err;
+        log?.({ msg: 'qemu native migration unavailable: tunnel', migration: m.migrationId, error: DroverError.from(err).message });
+      }
+    }
+    const ep = await qs.startIncoming({ multifdChannels: 0 }); // one stream: the tunnel has one channel
+    const socket = await connectUnix(ep.socketPath);
     const tunnel = new SocketTunnel(socket, stream, true, (err) => report(`migration socket: ${err.message}`));
     tunnel.onCredit = (bytes) => stream.write(encodeAck(acks.batch(0, bytes))); // the source's window
-    void qs.exited.then(() => report('QEMU exited during the migration'));
     return { target: new QemuTunnelTarget(m, dom, qs, tunnel), accepted: { ...acks.accepted(TUNNEL_WINDOW_BYTES), postcopy: ep.postcopy } as Ack };
   }
 
@@ -77,6 +106,11 @@ export class QemuTunnelTarget {
   async onFrame(f: Frame): Promise<Ack[]> {
     switch (f.kind) {
       case 'stream':
+        if (!this.tunnel) {
+          // native: the source's keepalive (empty StreamData); QEMU's bytes never come this way
+          if (f.data.length || f.eof || f.channel !== 0) throw failedPrecondition(`QEMU native migration ${this.m.migrationId}: StreamData with bytes on the control stream`);
+          return [];
+        }
         if (f.channel !== 0) throw failedPrecondition(`QEMU tunnel: channel ${f.channel} is not open (one channel; multifd is not tunnelled)`);
         this.tunnel.deliver(f.data, f.eof);
         return [];
@@ -119,11 +153,22 @@ export class QemuTunnelTarget {
 
   /** Bytes the target QEMU received through the tunnel. */
   get bytesIn(): number {
-    return this.tunnel.stats.inBytes;
+    return this.tunnel?.stats.inBytes ?? 0;
   }
 
   /** Breaks the socket (failure; the agent also kills the QEMU). */
   close(): void {
-    this.tunnel.destroy();
+    this.tunnel?.destroy();
   }
+}
+
+/**
+ * The DN of the certificate the source agent presented on the Transfer call (the gRPC server
+ * call's auth context): the only client the target QEMU's tls-authz lets in. PERMISSION_DENIED
+ * when the call has none (a native TLS Start over a plain-text call).
+ */
+function peerDn(stream: MessageStream): string {
+  const raw = stream.getAuthContext?.()?.sslPeerCertificate?.raw;
+  if (!raw) throw new DroverError('PERMISSION_DENIED', 'QEMU native TLS migration: the source presented no certificate on the Transfer call');
+  return certificateDn(raw);
 }

@@ -47,6 +47,8 @@ export interface MessageStream {
   once(ev: 'drain', cb: () => void): unknown;
   pause(): unknown;
   resume(): unknown;
+  /** A gRPC server call's TLS context: the peer's verified certificate (target side, native TLS authz). */
+  getAuthContext?(): { sslPeerCertificate?: { raw?: Buffer } } | null;
 }
 
 /** Counters of one tunnel. */

@@ -39,6 +39,8 @@ export class IncomingSession {
   /** The receiver: Start checks (token, version, geometry, stream kind) and the page stream. */
   readonly receiver: IncomingMigration;
   private tunnel: QemuTunnelTarget | undefined;
+  /** Start's qemu_transport: the native transport the source asked for ('' = the tunnel). */
+  private requestedTransport = '';
 
   constructor(id: string, token: string, readonly domain: Domain) {
     const m = domain.migration;
@@ -66,7 +68,9 @@ export class IncomingSession {
 
   /** Handles Start: the receiver's checks (token, version, geometry, stream kind). Returns the ack to send unless a tunnel opens. */
   start(frame: Extract<Frame, { kind: 'start' }>): Ack {
-    return this.receiver.start(frame);
+    const ack = this.receiver.start(frame);
+    this.requestedTransport = frame.qemuTransport ?? '';
+    return ack;
   }
 
   /**
@@ -75,7 +79,7 @@ export class IncomingSession {
    */
   async openTunnel(stream: MessageStream, onError: (e: DroverError) => void): Promise<Ack | undefined> {
     if (this.receiver.state !== 'tunnel') return undefined;
-    const t = await QemuTunnelTarget.open(this.receiver, this.domain, stream, onError);
+    const t = await QemuTunnelTarget.open(this.receiver, this.domain, stream, onError, this.requestedTransport);
     this.tunnel = t.target;
     return t.accepted;
   }

@@ -336,6 +336,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (!kind || !FRAME_KINDS.has(kind)) throw invalidArgument('frame has no known kind (expected start, round, batch, complete, activate, abort or stream)');
   const body = obj[kind] as Record<string, unknown>;
   if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
+  if (kind === 'start' && !body.qemuTransport) delete body.qemuTransport; // "" = QEMU tunnel
   if (kind === 'start' && !(body.fence as { vmRevision?: string } | undefined)?.vmRevision) delete body.fence; // direct migration
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;
   return { kind, ...body } as Frame;
@@ -366,5 +367,6 @@ export function decodeAck(bytes: Buffer): Ack {
   const body = obj[kind] as Record<string, unknown>;
   if (kind === 'accepted' && !body.postcopy) delete body.postcopy; // QEMU tunnel only
   if (kind === 'accepted' && !body.joinToken) delete body.joinToken; // multi-stream stream 0 only
+  if (kind === 'accepted' && !body.qemuListen) { delete body.qemuListen; delete body.qemuTransport; } // QEMU native only
   return { kind, ...body } as Ack;
 }

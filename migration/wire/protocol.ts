@@ -108,6 +108,18 @@
  *  source destroys its (postmigrate) QEMU; on a refusal it resumes it (`cont`)
  * ```
  *
+ * QEMU native (Start.qemu_transport = "tls"; "tcp" only between --insecure agents): the same
+ * Start/Accepted/Complete/Verified/Activated/Owned exchange on the Transfer stream, but QEMU's
+ * bytes go straight from QEMU to QEMU. The target agent makes its QEMU listen on its advertised
+ * host, port 0 (`migrate-incoming tcp:HOST:0`) with tls-creds-x509 (endpoint=server,
+ * verify-peer=on) from its node certificate and a tls-authz accepting only the DN of the
+ * certificate the source agent presented on this Transfer call; Accepted(qemu_transport="tls",
+ * qemu_listen="HOST:PORT"). The source QEMU migrates to tcp:HOST:PORT with its own node
+ * certificate (endpoint=client) and tls-hostname=HOST. While QEMU migrates the source sends an
+ * empty StreamData every few seconds (keepalive: a stream that breaks still discards the
+ * target). A target that cannot listen (not configured, QEMU without TLS, its certificate not
+ * valid for HOST) answers Accepted without qemu_listen: the tunnel, on this same stream.
+ *
  * Tunnel receiver states: Prepared --Start(tunnel)--> Tunnel --Complete--> Verified --> Active --(recorded)--> Owned;
  * any failure before Active (stream error, bad frame, source gone, QEMU failed) -> Aborted: the
  * target kills its QEMU; the source QEMU keeps running (migrate_cancel / failed stream). Once
@@ -182,6 +194,10 @@ export function autoStreams(requested: number | undefined, cores: number): numbe
 
 /** Start.tunnel value of the QEMU tunnel ("" = drover's page stream). */
 export const TUNNEL_QEMU = 'qemu';
+/** Start.qemu_transport values: QEMU's native migration between the QEMUs, TLS or (--insecure only) plain text; "" = the tunnel. */
+export const QEMU_NATIVE_TLS = 'tls';
+/** Start.qemu_transport of a native plain-text QEMU migration (agents run --insecure). */
+export const QEMU_NATIVE_TCP = 'tcp';
 /** StreamData chunk the tunnel aims for: big enough to amortise per-frame costs, < MAX_FRAME_BYTES. */
 export const STREAM_CHUNK_BYTES = 1024 * 1024;
 /**
@@ -203,7 +219,7 @@ export interface Fence {
 
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null }
@@ -213,7 +229,7 @@ export type Frame =
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
@@ -230,9 +246,11 @@ export const frames = {
   activate: (): Frame => ({ kind: 'activate' }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
-  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence): Frame =>
-    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU, ...(fence?.vmRevision ? { fence } : {}) }),
+  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence, qemuTransport = ''): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU, ...(fence?.vmRevision ? { fence } : {}), ...(qemuTransport ? { qemuTransport } : {}) }),
   streamEof: (channel = 0): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel, eof: true }),
+  /** QEMU native: an empty StreamData on the control stream while the QEMUs migrate (the target's idle timer). */
+  keepalive: (): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel: 0, eof: false }),
 };
 
 /** Named constructors for each ack. */

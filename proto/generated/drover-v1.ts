@@ -435,6 +435,8 @@ export interface Start {
   tunnel: string;
   /** Protocol 2: the intent the target must find unchanged in etcd before it records itself as the owner (cluster mode); absent or empty = direct migration. */
   fence: Fence | null;
+  /** QEMU (tunnel "qemu"): the transport the source asks for. "" = QEMU's stream through this Transfer stream (StreamData); "tls" = QEMU's native TLS migration straight between the two QEMUs (tls-creds-x509 from both agents' node certificates, the target authorizing only the caller's certificate DN); "tcp" = native plain text (agents run --insecure). The target answers in Accepted.qemu_transport; it may fall back to "". */
+  qemuTransport: string;
 }
 
 /** A new pre-copy round begins (informational; the target counts rounds). A new pre-copy round begins. `ranges` (optional) is a range table of the pages the round will send, so the target can fault them in ahead of the stream (round 1 into an empty domain). */
@@ -519,7 +521,7 @@ export interface MigrationAck {
   kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned';
 }
 
-/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). */
+/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". */
 export interface Accepted {
   /** protocolVersion = 1. */
   protocolVersion: number;
@@ -531,6 +533,10 @@ export interface Accepted {
   postcopy: boolean;
   /** joinToken = 5. */
   joinToken: string;
+  /** qemuListen = 9. */
+  qemuListen: string;
+  /** qemuTransport = 10. */
+  qemuTransport: string;
 }
 
 /** Batches up to `seq` are applied (flow control: the sender keeps a bounded window). */

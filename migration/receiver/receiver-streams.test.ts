@@ -6,31 +6,19 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SimHypervisor } from '../../hypervisor/sim/sim-hypervisor';
 import type { VmSpec } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import { checksumBytes, foldChecksum, hashPage, ImageDigest } from '../wire/page-hash';
 import { BatchBuilder, decodeFrame } from '../wire/frame-codec';
 import { frames, TUNNEL_QEMU, type Frame } from '../wire/protocol';
-import { IncomingMigration } from './receiver';
+import { withIncoming as incoming } from './receiver-fixture';
 
 const spec: VmSpec = { name: 'rs', memBytes: 16 * 2 ** 20, vcpus: 1, profile: 'idle', seed: 3 };
 const PAGES = spec.memBytes / 4096;
 type Start = Extract<Frame, { kind: 'start' }>;
 
-async function withIncoming(body: (m: IncomingMigration, device: Buffer) => Promise<void>, tunnel = ''): Promise<void> {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain(spec);
-    await src.pause();
-    const device = Buffer.from(src.saveDeviceState());
-    const m = new IncomingMigration('m-s', 'tok', await hv.createIncoming({ ...spec, name: 'rs-in' }));
-    m.tunnel = tunnel;
-    await body(m, device);
-  } finally {
-    await hv.close();
-  }
-}
+/** Runs `body` with a fresh incoming migration of `spec` (receiver-fixture.ts). */
+const withIncoming = (body: Parameters<typeof incoming>[2], tunnel = ''): Promise<void> => incoming(spec, 'm-s', body, tunnel);
 
 const startOf = (index: number, count: number, token: string): Start => ({ ...(frames.start('m-s', token, 4096, PAGES) as Start), streamIndex: index, streamCount: count });
 

@@ -4,30 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SimHypervisor } from '../../hypervisor/sim/sim-hypervisor';
 import type { VmSpec } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import { checksumBytes, ImageDigest } from '../wire/page-hash';
 import { frames, TUNNEL_QEMU, type Frame } from '../wire/protocol';
-import { IncomingMigration } from './receiver';
+import { withIncoming as incoming } from './receiver-fixture';
 
 const spec: VmSpec = { name: 'r1', memBytes: 16 * 2 ** 20, vcpus: 1, profile: 'idle', seed: 3 };
 const PAGES = spec.memBytes / 4096;
 
-/** Runs `body` with a fresh incoming migration (and a paused source domain for device state). */
-async function withIncoming(body: (m: IncomingMigration, deviceState: Buffer) => Promise<void>, tunnel = ''): Promise<void> {
-  const hv = new SimHypervisor();
-  try {
-    const src = await hv.createDomain(spec);
-    await src.pause();
-    const device = Buffer.from(src.saveDeviceState());
-    const m = new IncomingMigration('m-r', 'tok', await hv.createIncoming({ ...spec, name: 'r1-in' }));
-    m.tunnel = tunnel;
-    await body(m, device);
-  } finally {
-    await hv.close();
-  }
-}
+/** Runs `body` with a fresh incoming migration of `spec` (receiver-fixture.ts). */
+const withIncoming = (body: Parameters<typeof incoming>[2], tunnel = ''): Promise<void> => incoming(spec, 'm-r', body, tunnel);
 
 const start = (token = 'tok'): Extract<Frame, { kind: 'start' }> => frames.start('m-r', token, 4096, PAGES) as Extract<Frame, { kind: 'start' }>;
 

@@ -8,7 +8,7 @@ import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../lib/pki/tls
 import {
   keys, idOf, DEFAULT_CONFIG, PREFIX,
   type NodeRecord, type NodeHeartbeat, type NodeMark, type VmRecord, type JobRecord,
-  type Admission, type ClusterConfig, type NodeState,
+  type Admission, type ClusterConfig, type NodeState, type OwnershipClaim,
 } from './keyspace';
 
 /** A value read from etcd with the mod revision a fenced write compares against. */
@@ -109,6 +109,14 @@ export async function casJson(etcd: Etcd3, key: string, modRevision: string, val
   return r.succeeded;
 }
 
+/** Every JSON value under `prefix` by its full key (where the key names more than one id, as `owned/<node>/<vm>`). */
+export async function getAllJsonByKey<T>(etcd: Etcd3, prefix: string): Promise<Map<string, Versioned<T>>> {
+  const res = await etcd.getAll().prefix(prefix).exec();
+  const out = new Map<string, Versioned<T>>();
+  for (const kv of res.kvs) out.set(kv.key.toString(), { value: JSON.parse(kv.value.toString()), modRevision: String(kv.mod_revision) });
+  return out;
+}
+
 /** Read-modify-write with retries on conflict; `f` returns the new value or undefined to stop. */
 export async function updateJson<T>(etcd: Etcd3, key: string, f: (cur: T | undefined) => T | undefined, tries = 20): Promise<T | undefined> {
   for (let i = 0; i < tries; i++) {
@@ -136,6 +144,8 @@ export interface ClusterSnapshot {
   jobs: Map<string, Versioned<JobRecord>>;
   admission: Versioned<Admission>;
   config: ClusterConfig;
+  /** The switchover records `owned/<node>/<vm>`, by their full key (withOwnership, lost-VM detection). */
+  ownerships: Map<string, Versioned<OwnershipClaim>>;
 }
 
 /** Node state from its liveness and mark. */
@@ -157,6 +167,7 @@ export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
   const marks = new Map<string, NodeMark>();
   const vms = new Map<string, Versioned<VmRecord>>();
   const jobs = new Map<string, Versioned<JobRecord>>();
+  const ownerships = new Map<string, Versioned<OwnershipClaim>>();
   let admission: Versioned<Admission> = { value: { jobs: [] }, modRevision: '0' };
   let config = { ...DEFAULT_CONFIG };
   const recs = new Map<string, NodeRecord>();
@@ -169,6 +180,7 @@ export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
     else if (k.startsWith(keys.marks())) marks.set(idOf(k), v());
     else if (k.startsWith(keys.vms())) vms.set(idOf(k), { value: v(), modRevision: rev });
     else if (k.startsWith(keys.jobs())) jobs.set(idOf(k), { value: v(), modRevision: rev });
+    else if (k.startsWith(keys.allOwnerships())) ownerships.set(k, { value: v(), modRevision: rev });
     else if (k === keys.admission()) admission = { value: v(), modRevision: rev };
     else if (k === keys.config()) config = { ...config, ...v() };
   }
@@ -177,7 +189,7 @@ export async function readSnapshot(etcd: Etcd3): Promise<ClusterSnapshot> {
     const mark = marks.get(id);
     nodes.set(id, { id, record, heartbeat, mark, state: nodeState(heartbeat, mark) });
   }
-  return { nodes, vms, jobs, admission, config };
+  return { nodes, vms, jobs, admission, config, ownerships };
 }
 
 /** The end of the key range of a prefix (the prefix with its last byte incremented). */

@@ -158,6 +158,13 @@ export interface NodeHeartbeat {
   vcpusUsed: number;
   vms: HeartbeatVm[];
   at: number;
+  /**
+   * The etcd revision of this agent process's `nodes/<id>` write at start (its registration).
+   * The VMs listed are all the process holds; a VM placed on the node before this revision and
+   * not listed is lost (the agent restarted without it: services/scheduler/restarted-agents.ts).
+   * Absent from older agents.
+   */
+  registrationRev?: string;
 }
 
 /** Maintenance mark of a node. */

@@ -24,7 +24,7 @@ function snapshot(nodes: NodeView[], vms: VmRecord[], jobs: ReturnType<typeof ne
     nodes: new Map(nodes.map((n) => [n.id, n])),
     vms: new Map(vms.map((v) => [v.name, { value: v, modRevision: '1' }])),
     jobs: new Map(jobs.map((j) => [j.id, { value: j, modRevision: '1' }])),
-    admission: { value: { jobs: [] }, modRevision: '0' },
+    admission: { value: { jobs: [] }, modRevision: '0' }, ownerships: new Map(),
     config: DEFAULT_CONFIG,
   };
 }

@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
 import type { VmSpec } from '../../hypervisor/types';
 import { capacityShortfall, formatMiB } from '../capacity';
-import { casJson, getAllJson, getJson, readSnapshot, updateJson } from '../etcd';
+import { casJson, getAllJsonByKey, getJson, readSnapshot, updateJson } from '../etcd';
 import { keys, type OwnershipClaim, type VmRecord } from '../keyspace';
 import { sleep } from '../log';
 import { nodeUsage, type NodeUsage } from '../usage';
@@ -90,19 +90,20 @@ export async function waitPlaced(etcd: Etcd3, name: string, timeoutMs: number): 
 export async function getVm(etcd: Etcd3, name: string): Promise<VmRecord> {
   const v = await getJson<VmRecord>(etcd, keys.vm(name));
   if (!v) throw notFound(`no VM named "${name}"`);
-  return withOwnership(v.value, v.modRevision, await getAllJson<OwnershipClaim>(etcd, keys.allOwnerships()));
+  return withOwnership(v.value, v.modRevision, await getAllJsonByKey<OwnershipClaim>(etcd, keys.allOwnerships()));
 }
 
 /**
  * Where a VM runs, honouring protocol 2's switchover record: while the record says `migrating`,
  * a target's `owned/<node>/<vm>` fenced on this very revision means the VM runs on that node
- * (its migrator has not folded the record yet, or died before it).
+ * (its migrator has not folded the record yet, or died before it). `owned` is keyed by the full
+ * key (`.../owned/<node>/<vm>`): the node is in the key only.
  */
 export function withOwnership(vm: VmRecord, modRevision: string, owned: Map<string, { value: OwnershipClaim }>): VmRecord {
   if (vm.state !== 'migrating') return vm;
   for (const [key, c] of owned) {
-    const parts = key.split('/');
-    if (parts[parts.length - 1] === vm.name && c.value.vmRevision === modRevision) return { ...vm, node: parts[parts.length - 2] };
+    const [node, name] = key.slice(keys.allOwnerships().length).split('/');
+    if (key.startsWith(keys.allOwnerships()) && name === vm.name && node && !c.value.fenced && c.value.vmRevision === modRevision) return { ...vm, node };
   }
   return vm;
 }
@@ -110,8 +111,7 @@ export function withOwnership(vm: VmRecord, modRevision: string, owned: Map<stri
 /** Every VM with its measured dirty rate and CPU (from its node's heartbeat), sorted by name. */
 export async function listVms(etcd: Etcd3): Promise<VmRow[]> {
   const snap = await readSnapshot(etcd);
-  const owned = await getAllJson<OwnershipClaim>(etcd, keys.allOwnerships());
-  const vms = [...snap.vms.values()].map((v) => withOwnership(v.value, v.modRevision, owned)).sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+  const vms = [...snap.vms.values()].map((v) => withOwnership(v.value, v.modRevision, snap.ownerships)).sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
   const hb = new Map<string, { dirty: number; cpu: number }>();
   for (const n of snap.nodes.values()) for (const v of n.heartbeat?.vms ?? []) if (v.name) hb.set(`${n.id}/${v.name}`, { dirty: v.dirtyRateBytesPerSec, cpu: v.cpu });
   return vms.map((v) => ({

@@ -41,6 +41,11 @@ export class IncomingSession {
   private tunnel: QemuTunnelTarget | undefined;
   /** Start's qemu_transport: the native transport the source asked for ('' = the tunnel). */
   private requestedTransport = '';
+  /**
+   * Date.now() when Complete arrived (its bytes reached the agent; 0 = not yet): the target's copy
+   * may run from then on, so its record window counts from it (services/node-agent/switchover-timing.ts).
+   */
+  completeArrivedAtMs = 0;
 
   constructor(id: string, token: string, readonly domain: Domain) {
     const m = domain.migration;

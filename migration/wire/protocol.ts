@@ -28,8 +28,8 @@
  * |---------------------------------------------------|-----------------------------------------|-----------------------------------------|----------------------|
  * | digest mismatch / device state refused            | discards, refuses (stream error)        | explicit refusal: resumes               | node=from            |
  * | intent changed (fence CAS fails)                  | destroys its copy, refuses FAILED_PRECONDITION "fenced" | explicit refusal: resumes | node=from (whoever changed it) |
- * | target cannot record before its lease deadline    | destroys its copy, refuses "fenced"     | resumes                                 | node=from            |
- * |   (last keepalive + TTL - margin; etcd unreachable)  |                                         |                                         |                      |
+ * | target cannot record within its record window     | destroys its copy, refuses "fenced"     | resumes                                 | node=from            |
+ * |   (sooner of last keepalive + TTL and Complete's arrival + TTL, minus a margin: services/node-agent/switchover-timing.ts; etcd unreachable) | | |     |
  * | stream breaks, Owned not seen, cluster mode       | owns (record written) or fenced itself  | stays paused; polls etcd: target's record of this attempt, or vms/<vm> folded to <to> => destroys; alive/<to> gone, or TTL + 2 margins passed => resume txn (below) | folded by migrator |
  * | agent link cut after Complete, target still on    | its record txn fails on the resume      | resume txn lands: resumes (a lost txn:   | node=from; settle deletes |
  * |   etcd but its record late (past the source bound)  | record: destroys its copy, "fenced"     |   re-read, the target's record => 'owned') | the resume record    |

@@ -154,7 +154,7 @@ export class IncomingMigrations {
     try {
       if (!this.cluster) throw failedPrecondition(`fenced: node ${this.nodeId} has no etcd (started without --etcd) but migration ${m.migrationId} carries a fence`);
       try {
-        await recordOwnership(this.cluster, this.nodeId, vm, fence);
+        await recordOwnership(this.cluster, this.nodeId, vm, fence, m.completeArrivedAtMs);
       } catch (err) {
         if (!(err instanceof RecordOutcomeUnknown)) throw err;
         this.log({ msg: 'incoming: ownership record outcome unknown; the resumed copy pauses until etcd tells', migration: m.migrationId, vm, error: err.message });
@@ -226,8 +226,9 @@ class TransferCall {
     widenReceiveWindow(call);
     this.armIdle();
     call.on('data', (bytes: Buffer) => {
+      const at = Date.now();
       this.armIdle();
-      this.queue = this.queue.then(() => this.onFrame(bytes));
+      this.queue = this.queue.then(() => this.onFrame(bytes, at));
     });
     call.on('end', () => {
       void this.queue.then(() => {
@@ -252,7 +253,8 @@ class TransferCall {
     call.on('error', () => { /* reported through 'cancelled' or 'end' */ });
   }
 
-  private async onFrame(bytes: Buffer): Promise<void> {
+  /** One frame, received at `at` (Date.now() of its arrival, before any queueing here). */
+  private async onFrame(bytes: Buffer, at: number): Promise<void> {
     if (this.done) return;
     try {
       if (!this.m) {
@@ -277,6 +279,7 @@ class TransferCall {
       const m = this.m;
       const frame = decodeFrame(bytes);
       if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
+      if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
       for (const a of await m.apply(frame)) this.call.write(encodeAck(a));
       if (m.state === 'active' && !this.owned) {
         this.owned = true;

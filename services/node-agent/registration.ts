@@ -4,6 +4,10 @@
  * dirty rate, CPU, touched RAM, and the last AnalyzeVm observation while recent: the cost model's input). When the agent stops or hangs, the lease expires, the heartbeat vanishes and
  * the scheduler marks the node's VMs unknown (it never restarts them elsewhere on its own).
  *
+ * Each heartbeat carries the revision of this process's `nodes/<id>` write (`registrationRev`): a
+ * restarted agent is a new registration, and the scheduler reports at once the VMs placed on the
+ * node before it that the new process does not hold.
+ *
  * Tuning for tests: DROVER_NODE_TTL_SEC (lease TTL, default 5), DROVER_HEARTBEAT_MS (default 1000).
  */
 import type { Etcd3, Lease } from 'etcd3';
@@ -49,10 +53,10 @@ export interface Registration {
 }
 
 /** The heartbeat value of a node. */
-export function heartbeatOf(nodeId: string, address: string, info: NodeInfo): NodeHeartbeat {
+export function heartbeatOf(nodeId: string, address: string, info: NodeInfo, registrationRev?: string): NodeHeartbeat {
   return {
     id: nodeId, address, memTotalBytes: info.memTotalBytes, memUsedBytes: info.memUsedBytes,
-    vcpusTotal: info.vcpusTotal, vcpusUsed: info.vcpusUsed, at: Date.now(),
+    vcpusTotal: info.vcpusTotal, vcpusUsed: info.vcpusUsed, at: Date.now(), ...(registrationRev ? { registrationRev } : {}),
     vms: info.vms.map((v) => {
       const observed = recentObservation(nodeId, v.spec.name);
       return {
@@ -78,6 +82,8 @@ export function startRegistration(opts: RegistrationOptions): Registration {
   let stopped = false;
   let beating = false;
   let lastKeepalive = 0;
+  /** The revision of this process's `nodes/<id>` write (every heartbeat carries it). */
+  let registrationRev = '';
 
   const newLease = async () => {
     const l = etcd!.lease(ttl);
@@ -102,7 +108,7 @@ export function startRegistration(opts: RegistrationOptions): Registration {
     beating = true;
     try {
       const info = await opts.info();
-      await lease.put(keys.alive(opts.nodeId)).value(JSON.stringify(heartbeatOf(opts.nodeId, opts.address, info)));
+      await lease.put(keys.alive(opts.nodeId)).value(JSON.stringify(heartbeatOf(opts.nodeId, opts.address, info, registrationRev)));
     } catch (e) {
       log('heartbeat failed', { error: (e as Error).message });
     } finally {
@@ -117,7 +123,8 @@ export function startRegistration(opts: RegistrationOptions): Registration {
       id: opts.nodeId, address: opts.address, hypervisor: info.hypervisor, memTotalBytes: info.memTotalBytes,
       vcpusTotal: info.vcpusTotal, registeredAt: Date.now(),
     };
-    await etcd.put(keys.node(opts.nodeId)).value(JSON.stringify(record));
+    registrationRev = String((await etcd.put(keys.node(opts.nodeId)).value(JSON.stringify(record))).header.revision);
+    // The first heartbeat lists the VMs read after that write: a VM placed before it and not listed is not here.
     await newLease();
     await beat();
     timer = setInterval(() => void beat(), every);

@@ -45,7 +45,7 @@ const claim = async (node: string, vm: string) => (await getJson<OwnershipClaim>
 
 test('the target records first: the source resolves owned and writes no resume record', async () => {
   const fence = await intent('a');
-  await recordOwnership(link, 'tgt', 'a', fence);
+  await recordOwnership(link, 'tgt', 'a', fence, Date.now());
   assert.equal(await resolveOutcome(link, 'src', 'tgt', 'a', fence, quiet), 'owned');
   assert.equal(await claim('src', 'a'), undefined);
   assert.equal((await claim('tgt', 'a'))?.job, fence.job);
@@ -57,7 +57,7 @@ test('the source resumes first (target lease gone): its resume record lands and 
   const mine = await claim('src', 'b');
   assert.equal(mine?.sourceResumed, true);
   assert.equal(mine?.attempt, 1);
-  await assert.rejects(recordOwnership(link, 'tgt', 'b', fence), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /fenced: the source src resumed/.test(e.message));
+  await assert.rejects(recordOwnership(link, 'tgt', 'b', fence, Date.now()), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /fenced: the source src resumed/.test(e.message));
   assert.equal(await claim('tgt', 'b'), undefined, 'no target record after the source resumed');
   // The migrator's settle: the VM stays on the source, running; both records deleted.
   assert.equal(await settleFailed(etcd, jobOf('b', fence)), 'source');
@@ -77,7 +77,7 @@ test('a target alive but silent past the source\'s bound: the source resumes wit
     assert.equal(await resolveOutcome(link, 'src', 'tgt', 'c', fence, quiet), 'refused');
     const waited = Date.now() - t0;
     assert.ok(waited >= TTL_MS + 2 * LEASE_MARGIN_MS && waited < TTL_MS + 2 * LEASE_MARGIN_MS + 1000, `the source waited its bound: ${waited} ms`);
-    await assert.rejects(recordOwnership(link, 'tgt', 'c', fence), /fenced: the source src resumed/);
+    await assert.rejects(recordOwnership(link, 'tgt', 'c', fence, Date.now()), /fenced: the source src resumed/);
     assert.equal(await claim('tgt', 'c'), undefined);
   } finally {
     await lease.revoke();
@@ -91,7 +91,7 @@ test('source and target race: exactly one record lands, and each side\'s answer 
     const fence = await intent(vm);
     const [outcome, recorded] = await Promise.all([
       resolveOutcome(link, 'src', 'tgt', vm, fence, quiet),
-      recordOwnership(link, 'tgt', vm, fence).then(() => true, () => false),
+      recordOwnership(link, 'tgt', vm, fence, Date.now()).then(() => true, () => false),
     ]);
     const [mine, theirs] = [await claim('src', vm), await claim('tgt', vm)];
     assert.ok(!!mine !== !!theirs, `${vm}: exactly one record (source ${!!mine}, target ${!!theirs})`);
@@ -106,7 +106,7 @@ test('a stale resume record of an earlier attempt does not block the target', as
   const fence = await intent('d', 2);
   const stale: OwnershipClaim = { job: fence.job, attempt: 1, vmRevision: '1', at: Date.now(), sourceResumed: true };
   await etcd.put(keys.ownership('src', 'd')).value(JSON.stringify(stale)).exec();
-  await recordOwnership(link, 'tgt', 'd', fence);
+  await recordOwnership(link, 'tgt', 'd', fence, Date.now());
   assert.equal((await claim('tgt', 'd'))?.attempt, 2);
   assert.equal(await resolveOutcome(link, 'src', 'tgt', 'd', fence, quiet), 'owned');
   // The fold onto the target deletes the stale record too.
@@ -117,7 +117,7 @@ test('a stale resume record of an earlier attempt does not block the target', as
 
 test('the record folded onto the target before the source resolves: owned, never a resume', async () => {
   const fence = await intent('e');
-  await recordOwnership(link, 'tgt', 'e', fence);
+  await recordOwnership(link, 'tgt', 'e', fence, Date.now());
   assert.equal(await foldToTarget(etcd, jobOf('e', fence)), true);
   assert.equal(await claim('tgt', 'e'), undefined, 'folded away');
   assert.equal(await resolveOutcome(link, 'src', 'tgt', 'e', fence, quiet), 'owned');
@@ -126,12 +126,12 @@ test('the record folded onto the target before the source resolves: owned, never
 
 test('a target that does not know whether its record landed: it landed => owned; it did not => a tombstone that fences the record and frees the source at once', async () => {
   const landed = await intent('f');
-  await recordOwnership(link, 'tgt', 'f', landed);
+  await recordOwnership(link, 'tgt', 'f', landed, Date.now());
   assert.equal(await settleUnknownRecord(link, 'tgt', 'f', landed, quiet), 'owned');
   const lost = await intent('g');
   assert.equal(await settleUnknownRecord(link, 'tgt', 'g', lost, quiet), 'fenced');
   assert.equal((await claim('tgt', 'g'))?.fenced, true, 'the tombstone');
-  await assert.rejects(recordOwnership(link, 'tgt', 'g', lost), /fenced: node tgt gave this attempt up/);
+  await assert.rejects(recordOwnership(link, 'tgt', 'g', lost, Date.now()), /fenced: node tgt gave this attempt up/);
   const lease = etcd.lease(10);
   await lease.put(keys.alive('tgt')).value('{}').exec();
   try {
@@ -152,4 +152,11 @@ test('the ownership-delay fault knob is refused without the fault-injection swit
   assert.throws(() => faultOwnershipDelayMs({ DROVER_FAULT_OWNERSHIP_DELAY_MS: '100' }), /refused unless DROVER_FAULT_INJECTION=1/);
   assert.throws(() => faultOwnershipDelayMs({ DROVER_FAULT_OWNERSHIP_DELAY_MS: 'x', DROVER_FAULT_INJECTION: '1' }), /whole number/);
   assert.equal(faultOwnershipDelayMs({ DROVER_FAULT_OWNERSHIP_DELAY_MS: '250', DROVER_FAULT_INJECTION: '1' }), 250);
+});
+
+test('the record window counts from Complete arrival: a target that resumed a TTL after Complete is fenced and writes nothing', async () => {
+  const fence = await intent('h');
+  await assert.rejects(recordOwnership(link, 'tgt', 'h', fence, Date.now() - TTL_MS),
+    (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION' && /fenced: .* within its record window \(.*\d+ ms since Complete arrived/.test(e.message));
+  assert.equal(await claim('tgt', 'h'), undefined, 'no record');
 });

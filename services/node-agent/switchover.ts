@@ -19,16 +19,14 @@ import { ETCD_CALL_DEADLINE_MS, getJson, withTimeout, type Versioned } from '../
 import { keys, isClaimOf, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
 import type { Fence } from '../../migration/wire/protocol';
 import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
+import { RESOLVE_POLL_MS, sourceResolveBound, targetRecordDeadline } from './switchover-timing';
 
 /** What the agent has of the cluster once registered (registration.ts `lease()`). */
 export interface ClusterLink {
   lease(): { deadlineMs: number; ttlMs: number; etcd: Etcd3 | undefined };
 }
 
-/** The target stops trying to record this long before its lease could expire, ms. */
-export const LEASE_MARGIN_MS = 500;
-/** How often a source re-reads etcd while resolving an outcome, ms. */
-const RESOLVE_POLL_MS = 200;
+export { LEASE_MARGIN_MS } from './switchover-timing';
 
 /** Fault injection only: the target waits this many ms after resuming before it records its ownership. */
 export const FAULT_OWNERSHIP_DELAY_ENV = 'DROVER_FAULT_OWNERSHIP_DELAY_MS';
@@ -74,16 +72,17 @@ export class RecordOutcomeUnknown extends DroverError {
 /**
  * Target: one txn `if mod_revision(vms/<vm>) == fence.vmRevision and the source's record and its
  * own key are as read (no resume record, no tombstone of this attempt) then put
- * owned/<node>/<vm>`, bounded by the fence deadline: the sooner of its lease deadline and one TTL
- * after it resumed (the source waits TTL + 2 margins after Complete), minus LEASE_MARGIN_MS.
+ * owned/<node>/<vm>`, bounded by the fence deadline (switchover-timing.ts targetRecordDeadline:
+ * the sooner of its lease deadline and one TTL after Complete arrived, `completeArrivedAtMs`,
+ * minus a margin; the source waits TTL + 2 margins after it sent Complete).
  * FAILED_PRECONDITION "fenced" when the intent changed, the source resumed the VM (its resume
  * record) or no etcd/deadline passed before trying (the caller destroys its copy and refuses);
  * RecordOutcomeUnknown when the txn did not answer in time (the caller pauses, then settles).
  */
-export async function recordOwnership(link: ClusterLink, nodeId: string, vm: string, fence: Fence): Promise<void> {
+export async function recordOwnership(link: ClusterLink, nodeId: string, vm: string, fence: Fence, completeArrivedAtMs: number): Promise<void> {
   const { deadlineMs, ttlMs, etcd } = link.lease();
-  const budget = Math.min(deadlineMs, Date.now() + ttlMs) - LEASE_MARGIN_MS - Date.now();
-  if (!etcd || budget <= 0) throw failedPrecondition(`fenced: node ${nodeId} cannot record VM ${vm} before its lease could expire (no lease or deadline passed)`);
+  const budget = targetRecordDeadline({ completeArrivedAtMs, leaseDeadlineMs: deadlineMs, ttlMs }) - Date.now();
+  if (!etcd || budget <= 0) throw failedPrecondition(`fenced: node ${nodeId} cannot record VM ${vm} within its record window (no lease, or ${completeArrivedAtMs ? `${Date.now() - completeArrivedAtMs} ms since Complete arrived` : 'no Complete seen'}, or its lease deadline passed)`);
   const claim: OwnershipClaim = { job: fence.job, attempt: fence.attempt, vmRevision: fence.vmRevision, at: Date.now() };
   let refusal = '';
   try {
@@ -185,7 +184,7 @@ export function decided(view: SwitchoverView, target: string, fence: Fence): Swi
 export async function resolveOutcome(link: ClusterLink, self: string, target: string, vm: string, fence: Fence, log: (e: Record<string, unknown>) => void): Promise<SwitchoverOutcome> {
   // The cluster's node TTL (registration.ts) is the target's too: one DROVER_NODE_TTL_SEC per cluster.
   const ttlMs = link.lease().ttlMs;
-  const bound = Date.now() + ttlMs + 2 * LEASE_MARGIN_MS;
+  const bound = sourceResolveBound(Date.now(), ttlMs);
   for (;;) {
     const etcd = link.lease().etcd;
     try {

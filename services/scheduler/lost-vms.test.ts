@@ -22,7 +22,7 @@ function vm(name: string, p: Partial<VmRecord> = {}): VmRecord {
 function snap(nodes: NodeView[], vms: VmRecord[]): ClusterSnapshot {
   return {
     nodes: new Map(nodes.map((n) => [n.id, n])), vms: new Map(vms.map((v) => [v.name, { value: v, modRevision: '7' }])),
-    jobs: new Map(), admission: { value: { jobs: [] }, modRevision: '0' }, config: DEFAULT_CONFIG,
+    jobs: new Map(), admission: { value: { jobs: [] }, modRevision: '0' }, ownerships: new Map(), config: DEFAULT_CONFIG,
   };
 }
 

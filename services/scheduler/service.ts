@@ -7,7 +7,9 @@
  * 1. reconciles liveness: VMs of a node whose heartbeat lease expired become `unknown` (never
  *    started elsewhere: the node may still run them); they return to `running` when it reports them;
  *    a VM its live node has not reported for LOST_VM_GRACE_MS (an agent restarted within its
- *    lease comes back empty) becomes `unknown` too, with a `lost: ...` reason (lost-vms.ts);
+ *    lease comes back empty) becomes `unknown` too, with a `lost: ...` reason (lost-vms.ts); at
+ *    once when the node's agent registered anew after the VM was placed there (restarted-agents.ts:
+ *    a heartbeat of a new registration starts a round);
  * 2. places pending VMs (capacity-aware, spread), creating them on the chosen agent;
  * 3. continues drains: a rolling window of evacuation jobs from each draining node (targets chosen
  *    now, with the memory reserved by jobs in flight), then marks the node drained; the state lives
@@ -24,12 +26,13 @@ import { casJson, getJson, readSnapshot, type ClusterSnapshot } from '../../clus
 import { requestMigration } from '../../cluster/ops/migrations';
 import { capacityShortfall } from '../../cluster/capacity';
 import { makeLogger, type Logger } from '../../cluster/log';
-import { keys, type NodeMark, type SchedulerStatus, type VmRecord, type LinkRecord } from '../../cluster/keyspace';
+import { keys, type NodeHeartbeat, type NodeMark, type SchedulerStatus, type VmRecord, type LinkRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
 import { readLinks } from './move-cost';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
-import { LostVmTracker } from './lost-vms';
+import { LostVmTracker, type LostVm } from './lost-vms';
+import { missingFromRegistration, placedBefore } from './restarted-agents';
 import { pruneHistory } from '../../cluster/history';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
@@ -63,6 +66,11 @@ export class Scheduler {
   private readonly creating = new Set<string>();
   private readonly lost = new LostVmTracker();
   private lastPruneAt = 0;
+  /** A round was asked for while one ran: run another right after it. */
+  private again = false;
+  /** The registration revision last seen in each node's heartbeat (a new one starts a round). */
+  private readonly registrations = new Map<string, string>();
+  private watcher?: Awaited<ReturnType<ReturnType<Etcd3['watch']>['create']>>;
 
   constructor(private readonly etcd: Etcd3, private readonly opts: SchedulerOptions = {}) {
     this.id = opts.id ?? `scheduler-${process.pid}`;
@@ -79,7 +87,25 @@ export class Scheduler {
   async start(): Promise<void> {
     this.campaignOnce();
     this.timer = setInterval(() => void this.round(), this.opts.roundMs ?? 1000);
+    // Without the watch (etcd down at start) the periodic round still finds them, a round later.
+    await this.watchRegistrations().catch((e) => this.log('heartbeat watch not started', { error: (e as Error).message }));
     this.log('started; campaigning');
+  }
+
+  /** Starts a round as soon as a node's heartbeat comes from a new registration (a restarted agent). */
+  private async watchRegistrations(): Promise<void> {
+    const w = await this.etcd.watch().prefix(keys.alives()).create();
+    this.watcher = w;
+    w.on('put', (kv) => {
+      let rev: string | undefined;
+      try { rev = (JSON.parse(kv.value.toString()) as NodeHeartbeat).registrationRev; } catch { return; }
+      const node = kv.key.toString().slice(keys.alives().length);
+      if (!rev || this.registrations.get(node) === rev) return;
+      const known = this.registrations.has(node);
+      this.registrations.set(node, rev);
+      if (known && this.leading) { this.log('node registered anew: checking its VMs now', { node, registrationRev: rev }); void this.round(); }
+    });
+    w.on('error', (e) => this.log('heartbeat watch error', { error: (e as Error).message }));
   }
 
   private campaignOnce(): void {
@@ -115,6 +141,7 @@ export class Scheduler {
     this.stopped = true;
     this.leading = false;
     if (this.timer) clearInterval(this.timer);
+    await this.watcher?.cancel().catch(() => {});
     await this.campaign?.resign().catch(() => {});
   }
 
@@ -127,8 +154,10 @@ export class Scheduler {
 
   /** One scheduling round (exported for tests through `runRound`). */
   async round(): Promise<void> {
-    if (this.busy || this.stopped) return;
+    if (this.stopped) return;
+    if (this.busy) { this.again = true; return; }
     this.busy = true;
+    this.again = false;
     try {
       if (!(await this.stillLeader())) return;
       let snap = await readSnapshot(this.etcd);
@@ -148,6 +177,7 @@ export class Scheduler {
       controlMetrics().loopError('scheduler');
     } finally {
       this.busy = false;
+      if (this.again) void this.round();
     }
   }
 
@@ -191,14 +221,24 @@ export class Scheduler {
     await this.markLost(snap);
   }
 
-  /** VMs their live node stopped reporting → unknown, with the lost reason (fenced on the record's revision). */
+  /**
+   * VMs their live node does not run → unknown, with the lost reason (fenced on the record's
+   * revision): at once when placed before the node's current registration, else after the grace period.
+   */
   private async markLost(snap: ClusterSnapshot): Promise<void> {
-    for (const l of this.lost.check(snap)) {
-      this.lost.forget(l.name);
-      if (!(await this.putVm(l.name, l.modRevision, { ...l.vm, state: 'unknown', error: l.reason }))) continue;
-      schedulerMetrics().vmLost();
-      this.log('VM lost: its node is alive but does not run it (not restarted elsewhere)', { vm: l.name, node: l.vm.node, reason: l.reason });
-    }
+    const { sure, unsure } = missingFromRegistration(snap);
+    for (const u of unsure) if (await placedBefore(this.etcd, u)) sure.push(u);
+    const marked = new Set<string>();
+    for (const l of sure) if (await this.markOneLost(l)) marked.add(l.name);
+    for (const l of this.lost.check(snap)) if (!marked.has(l.name)) await this.markOneLost(l);
+  }
+
+  private async markOneLost(l: LostVm): Promise<boolean> {
+    this.lost.forget(l.name);
+    if (!(await this.putVm(l.name, l.modRevision, { ...l.vm, state: 'unknown', error: l.reason }))) return false;
+    schedulerMetrics().vmLost();
+    this.log('VM lost: its node is alive but does not run it (not restarted elsewhere)', { vm: l.name, node: l.vm.node, reason: l.reason });
+    return true;
   }
 
   /** Places and creates pending VMs. */

@@ -1,6 +1,7 @@
 /**
  * An agent killed (kill -9) and restarted on the same node id within its lease TTL registers
- * again with no VMs: the node never looks dead. Its VMs must still be reported lost (state
+ * again with no VMs: the node never looks dead. Its VMs must still be reported lost, within 2 s
+ * of the new registration (state
  * `unknown`, a reason naming the node and since when), never started elsewhere, and no job may be
  * created for them (a drain of that node leaves the lost one alone). The restart is the local
  * cluster's supervisor's, as systemd's Restart=on-failure would do it on a host. Real etcd,
@@ -20,10 +21,12 @@ after(async () => { for (const c of clusters) await c.stopAll(); });
 
 /** Lease TTL of the agents here: long enough that the restarted agent is back well inside it. */
 const TTL_SEC = 15;
-/** The bound a user may rely on: lost VMs show within the grace period plus a few rounds. */
-const LOST_BOUND_MS = LOST_VM_GRACE_MS + 10_000;
+/** What the issue promises: a VM the restarted agent does not hold is reported lost within 2 s of its registration. */
+const LOST_AFTER_REGISTRATION_MS = 2000;
+/** How long the test waits at most (the grace rule's bound plus a few rounds: a failure shows the real figure). */
+const WAIT_MS = LOST_VM_GRACE_MS + 10_000;
 
-test('an agent restarted within its lease: its VMs are reported lost with the reason, not moved, no job for them', async () => {
+test('an agent restarted within its lease: its VMs are reported lost within 2 s with the reason, not moved, no job for them', async () => {
   const c = await startCluster({ nodes: 2, env: { DROVER_NODE_TTL_SEC: String(TTL_SEC) }, config: { autoRebalance: false } });
   clusters.push(c);
   for (const [n, node] of [['gone', 'node-1'], ['stays', 'node-2']]) {
@@ -39,13 +42,18 @@ test('an agent restarted within its lease: its VMs are reported lost with the re
   const vm = await waitFor('gone reported lost', async () => {
     const v = (await readSnapshot(c.etcd!)).vms.get('gone')!.value;
     return v.state === 'unknown' ? v : undefined;
-  }, LOST_BOUND_MS, 200);
+  }, WAIT_MS, 50);
+  const registeredAt = (await readSnapshot(c.etcd!)).nodes.get('node-1')!.record.registeredAt;
+  const took = Date.now() - registeredAt;
+  assert.ok(took <= LOST_AFTER_REGISTRATION_MS, `reported lost ${took} ms after the restarted agent registered (at most ${LOST_AFTER_REGISTRATION_MS})`);
   assert.equal(vm.node, 'node-1');
-  assert.match(vm.error, /^lost: node node-1 is alive but has not reported this VM since \d{4}-\d\d-\d\dT/);
+  assert.match(vm.error, /^lost: node node-1 restarted at \d{4}-\d\d-\d\dT\S+ \(registration revision \d+\) without this VM/);
+  const heartbeats = [...(await readSnapshot(c.etcd!)).nodes.values()].map((n) => n.heartbeat?.vms.map((v) => v.name) ?? []);
+  assert.ok(heartbeats.every((names) => !names.includes('gone')), 'no node reports it');
   assert.equal((await readSnapshot(c.etcd!)).nodes.get('node-1')!.state, 'ready', 'the node itself is fine');
   const list = JSON.parse((await cli(c.etcdUrl, ['vm', 'list', '--json'])).stdout) as { name: string; state: string; error: string }[];
   assert.deepEqual(list.map((v) => `${v.name}:${v.state}`), ['gone:unknown', 'stays:running']);
-  assert.match(list[0].error, /lost: node node-1/);
+  assert.match(list[0].error, /lost: node node-1 restarted/);
   const table = (await cli(c.etcdUrl, ['vm', 'list'])).stdout;
   assert.match(table, /gone +node-1 +unknown .*lost: node node-1/);
   const m = await cli(c.etcdUrl, ['migrate', 'gone', '--to', 'node-2']);

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import type { Etcd3 } from 'etcd3';
 import { startLocalEtcd, type LocalEtcd } from '../../cluster/local-etcd';
 import { connectEtcd, casJson, getJson, readSnapshot } from '../../cluster/etcd';
-import { keys, type NodeMark, type VmRecord } from '../../cluster/keyspace';
+import { keys, type NodeMark, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
+import { cli } from './support';
 import {
   cancelMigration, cordonNode, createVmRecord, drainNode, getConfig, listVms, requestMigration, setConfig, uncordonNode,
 } from '../../cluster/ops';
@@ -76,4 +77,31 @@ test('ops: a migration not started yet is cancelled at once and releases its VM'
   const snap = await readSnapshot(etcd);
   assert.equal(snap.jobs.size, 0);
   assert.equal(snap.vms.get('ok-1')!.value.job, '');
+});
+
+test('ops: while a VM is migrating, vm list and vm show name the node whose switchover record is fenced on its revision', async () => {
+  const rec = await createVmRecord(etcd, { name: 'moving', memBytes: 64 * MiB, vcpus: 1, profile: 'idle' }, 'n1');
+  const put = await etcd.put(keys.vm('moving')).value(JSON.stringify({ ...rec, node: 'n1', state: 'migrating', job: 'j-1' } satisfies VmRecord)).exec();
+  const intentRev = String(put.header.revision);
+  const claim = (p: Partial<OwnershipClaim>): string => JSON.stringify({ job: 'j-1', attempt: 1, vmRevision: intentRev, at: Date.now(), ...p } satisfies OwnershipClaim);
+  const where = async () => {
+    const list = await cli(etcdProc.url, ['vm', 'list', '--json']);
+    assert.equal(list.code, 0, list.stderr);
+    const show = await cli(etcdProc.url, ['vm', 'show', 'moving']);
+    assert.equal(show.code, 0, show.stderr);
+    const row = (JSON.parse(list.stdout) as { name: string; node: string; state: string }[]).find((r) => r.name === 'moving')!;
+    return { list: `${row.node}:${row.state}`, show: (JSON.parse(show.stdout) as VmRecord).node };
+  };
+  assert.deepEqual(await where(), { list: 'n1:migrating', show: 'n1' }, 'no record: the source');
+  await etcd.put(keys.ownership('n2', 'moving')).value(claim({ vmRevision: '1' }));
+  assert.deepEqual(await where(), { list: 'n1:migrating', show: 'n1' }, 'a record of an older intent does not count');
+  await etcd.put(keys.ownership('n2', 'moving')).value(claim({}));
+  assert.deepEqual(await where(), { list: 'n2:migrating', show: 'n2' }, "the target's record: it runs there");
+  await etcd.delete().key(keys.ownership('n2', 'moving'));
+  await etcd.put(keys.ownership('n2', 'moving')).value(claim({ vmRevision: '', fenced: true }));
+  assert.deepEqual(await where(), { list: 'n1:migrating', show: 'n1' }, 'a tombstone is no claim');
+  await etcd.put(keys.ownership('n1', 'moving')).value(claim({ sourceResumed: true }));
+  assert.deepEqual(await where(), { list: 'n1:migrating', show: 'n1' }, "the source's resume record: it runs on the source");
+  await etcd.delete().prefix(keys.allOwnerships());
+  await etcd.delete().key(keys.vm('moving'));
 });

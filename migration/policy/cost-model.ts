@@ -28,6 +28,15 @@ import { nextThrottle, predictDowntimeMs, STALL_ROUNDS, SWITCHOVER_OVERHEAD_MS, 
 import { roundRate } from './rate-control';
 import { DEFAULT_MAX_BYTES_FACTOR, DEFAULT_MAX_ROUNDS } from '../types';
 
+/**
+ * Link rate every prediction assumes where no rate was given and no migration has measured the
+ * pair (analyze, the migrator's job prediction, the planner, `vm list`): 1 Gbit/s, the slowest
+ * link a migration network commonly has. Assuming it under-promises on a faster link (the first
+ * finished migration replaces it with the measured rate) instead of promising loopback speeds
+ * that a real network between two hosts does not give.
+ */
+export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
+
 /** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
 const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
 

@@ -11,12 +11,10 @@ import { getJson, updateJson } from '../../cluster/etcd';
 import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
-import { predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
+import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
 import type { MoveCost } from './planner';
 
-/** Link rate assumed where no migration has measured the pair: 1 GB/s (loopback-class, as the planner always assumed). */
-export const DEFAULT_LINK_BYTES_PER_SEC = 1e9;
 /** Fixed set-up time assumed where no migration has measured the pair (reservation, dirty-log start, verification): the 20-120 ms local clusters measured on this machine class. */
 export const DEFAULT_SETUP_MS = 50;
 /** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */

@@ -17,7 +17,7 @@
  * moves them). A VM moves at most once per plan, and VMs still in their cool-down are not
  * candidates (no ping-pong).
  */
-import { predictMigration } from '../../migration/policy/cost-model';
+import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
 
 /** The cost model's figures for moving one VM. */
@@ -102,7 +102,7 @@ export interface RebalanceOptions {
   aggressiveness?: number;
   /** Most moves in one plan (the scheduler takes a few per round; the bench takes all). */
   maxMoves?: number;
-  /** Assumed migration bandwidth, bytes/s (default 1 GB/s, loopback-class). */
+  /** Assumed migration bandwidth, bytes/s (default DEFAULT_LINK_BYTES_PER_SEC, 1 Gbit/s). */
   bandwidthBytesPerSec?: number;
   /** Sources and targets considered per move (most and least loaded nodes). */
   candidates?: number;
@@ -123,14 +123,12 @@ export function thresholdOf(aggressiveness: number): number {
   return THRESHOLDS[Math.min(5, Math.max(1, Math.round(aggressiveness)))];
 }
 
-const DEFAULT_BANDWIDTH = 1e9;
-
 /**
  * The cost model's figures for `v` over `bw`: `v.cost` when the caller computed them, else the
  * model from its size (every byte non-zero) and dirty rate (no WSS curve: dirtied bytes grow
  * linearly with the round's time, capped at RAM).
  */
-export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' | 'cost'>, bw = DEFAULT_BANDWIDTH): MoveCost {
+export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' | 'cost'>, bw = DEFAULT_LINK_BYTES_PER_SEC): MoveCost {
   if (v.cost) return v.cost;
   const p = predictMigration({ memBytes: v.memBytes, nonzeroBytes: v.memBytes, dirtyRateBytesPerSec: Math.max(0, v.dirtyRateBytesPerSec), wss: [], linkBytesPerSec: bw, maxDowntimeMs: DEFAULT_MAX_DOWNTIME_MS });
   return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges };
@@ -141,7 +139,7 @@ export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' |
  * round what was dirtied meanwhile (a geometric series of ratio dirty/bandwidth), capped at
  * 3x RAM where pre-copy would not converge (the engine then stops or goes post-copy).
  */
-export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: number, bandwidthBytesPerSec = DEFAULT_BANDWIDTH): number {
+export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: number, bandwidthBytesPerSec = DEFAULT_LINK_BYTES_PER_SEC): number {
   const r = Math.max(0, dirtyRateBytesPerSec) / bandwidthBytesPerSec;
   if (r >= 0.67) return 3 * memBytes;
   return memBytes / (1 - r);
@@ -363,7 +361,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   const aggressiveness = opts.aggressiveness ?? 3;
   const threshold = thresholdOf(aggressiveness);
   const target = threshold / 2;
-  const bw = opts.bandwidthBytesPerSec ?? DEFAULT_BANDWIDTH;
+  const bw = opts.bandwidthBytesPerSec ?? DEFAULT_LINK_BYTES_PER_SEC;
   const maxMoves = opts.maxMoves ?? Infinity;
   const K = opts.candidates ?? 4;
 

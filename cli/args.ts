@@ -28,11 +28,13 @@ export interface Parsed {
  * flag given twice (unless it is `multiple`): `--mem A --mem B` is a mistake, not "B".
  */
 export function parse(argv: string[], options: OptionSpec, command: string): Parsed {
+  rejectDashValues(argv, options, command);
   let r;
   try {
     r = parseArgs({ args: argv, options: options as ParseArgsConfig['options'], allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
-    const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/, '');
+    // node's messages may run over several lines; the first one names the problem
+    const msg = (err as Error).message.split('\n')[0].replace(/\. To specify a positional argument.*$/, '');
     throw new UsageError(`${command}: ${msg}`);
   }
   const seen = new Set<string>();
@@ -42,6 +44,25 @@ export function parse(argv: string[], options: OptionSpec, command: string): Par
     seen.add(t.name);
   }
   return { values: r.values as Parsed['values'], positionals: r.positionals };
+}
+
+/**
+ * A flag that takes a value, followed by a word that begins with a dash (`--bandwidth -1Gbit`):
+ * a UsageError naming the flag, in one line (node's own message takes three). Like node, a lone
+ * `-` is a value, and `--flag=-1Gbit` passes the value on to be checked.
+ */
+function rejectDashValues(argv: string[], options: OptionSpec, command: string): void {
+  for (let i = 0; i + 1 < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') return;
+    const long = /^--([^=]+)$/.exec(a)?.[1];
+    const short = /^-([^-])$/.exec(a)?.[1];
+    const name = long ?? Object.keys(options).find((k) => short !== undefined && options[k].short === short);
+    const next = argv[i + 1];
+    if (name === undefined || options[name]?.type !== 'string' || !(next.length > 1 && next.startsWith('-'))) continue;
+    if (next.startsWith('--')) throw new UsageError(`${command}: --${name} needs a value (got the flag ${next})`);
+    throw new UsageError(`${command}: --${name} needs a value and "${next}" begins with a dash (for such a value write --${name}=${next})`);
+  }
 }
 
 /** Inclusive bounds of a numeric flag's value (sizes in bytes, durations in ms, rates in bytes/s). */

@@ -14,15 +14,13 @@ import { readSnapshot } from '../../cluster/etcd';
 import { readLinks } from '../../services/scheduler/move-cost';
 import { ETCD, withEtcd } from './cluster/common';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { predictMigration } from '../../migration/policy/cost-model';
+import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
 import { DroverError } from '../../lib/errors';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 
 /** Usage of the command. */
 export const ANALYZE_USAGE = `drover analyze VM (--agent ADDR ${TLS_USAGE} | [--etcd URL] [--to NODE]) [--bandwidth RATE] [--max-downtime D] [--window 5s] [--json]`;
-/** Link rate assumed without --bandwidth: 1 Gbit/s. */
-export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
 const DEFAULT_WINDOW_MS = 5000;
 const MIN_WINDOW_MS = 50;
 

@@ -7,9 +7,9 @@
  * round n-1 ran, i.e. WWS(t_{n-1}) read off the measured curve (distinct pages dirtied within a
  * window of that length). Pre-copy stops when the remainder fits the downtime target at the
  * link rate (stop-conditions.ts predictDowntimeMs: the same rule, the same switchover overhead),
- * or when rounds stall (the engine's shouldStop: STALL_ROUNDS rounds without progress, or Xen's
- * rule; labelled dirty-rate-near-link when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link),
- * or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
+ * or when rounds stall (the engine's decideStop: one more round predicted not to shrink the
+ * remainder, STALL_ROUNDS rounds without progress, or Xen's rule; labelled dirty-rate-near-link
+ * when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link), or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
  * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
  *
  * Policy: 'precopy' when it converges; else 'postcopy' when the target offers it; else
@@ -24,18 +24,24 @@
  * every throttled round; `converges` stays "without throttling".
  */
 import { DIRTY_RATE_NEAR_LINK } from './convergence';
-import { nextThrottle, predictDowntimeMs, STALL_ROUNDS, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
+import { decideStop, nextThrottle, NO_PROGRESS_RATIO, predictDowntimeMs, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
 import { roundRate } from './rate-control';
+import { wssAt, type WssPoint } from './wss-curve';
+
+export { wssAt, type WssPoint } from './wss-curve';
 import { DEFAULT_MAX_BYTES_FACTOR, DEFAULT_MAX_ROUNDS } from '../types';
+
+/**
+ * Link rate every prediction assumes where no rate was given and no migration has measured the
+ * pair (analyze, the migrator's job prediction, the planner, `vm list`): 1 Gbit/s, the slowest
+ * link a migration network commonly has. Assuming it under-promises on a faster link (the first
+ * finished migration replaces it with the measured rate) instead of promising loopback speeds
+ * that a real network between two hosts does not give.
+ */
+export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
 
 /** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
 const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
-
-/** One point of a writable-working-set curve: distinct bytes dirtied within a window of `windowMs`. */
-export interface WssPoint {
-  windowMs: number;
-  bytes: number;
-}
 
 /** What the model needs. */
 export interface CostInput {
@@ -117,25 +123,6 @@ function check(i: CostInput): void {
   }
 }
 
-/**
- * WWS(t): linear between the measured points, from (0, 0); beyond the longest window it grows
- * at the last segment's slope (flat for a bounded working set), capped at `memBytes`. Without a
- * curve: dirty rate × t, capped at RAM.
- */
-export function wssAt(curve: readonly WssPoint[], t: number, dirtyRate: number, memBytes: number): number {
-  const pts = [...curve].sort((a, b) => a.windowMs - b.windowMs);
-  if (t <= 0) return 0;
-  if (pts.length === 0) return Math.min(memBytes, (dirtyRate * t) / 1000);
-  let prev: WssPoint = { windowMs: 0, bytes: 0 };
-  for (const p of pts) {
-    if (t <= p.windowMs) return Math.min(memBytes, prev.bytes + ((p.bytes - prev.bytes) * (t - prev.windowMs)) / (p.windowMs - prev.windowMs || 1));
-    prev = p;
-  }
-  const before = pts.length > 1 ? pts[pts.length - 2] : { windowMs: 0, bytes: 0 };
-  const slope = Math.max(0, (prev.bytes - before.bytes) / (prev.windowMs - before.windowMs || 1));
-  return Math.min(memBytes, prev.bytes + slope * (t - prev.windowMs));
-}
-
 /** Steps of the to_skip integration over one round (the curve is smooth: more change nothing visible). */
 const SKIP_STEPS = 16;
 
@@ -143,7 +130,8 @@ const SKIP_STEPS = 16;
 class RoundRunner {
   readonly rounds: PredictedRound[] = [];
   total = 0;
-  private prevDirtyRate = 0;
+  /** Dirty rate of the latest round, bytes/s (Xen's round-rate rule). */
+  prevDirtyRate = 0;
   private timedRate = 0;
   constructor(private readonly i: CostInput) {}
 
@@ -186,19 +174,16 @@ class RoundRunner {
     return sent;
   }
 
-  /** The engine's stop rule: the remainder fits the target at the rate it predicts by (the latest timed round's). */
-  fits(remainder: number): boolean {
-    return predictDowntimeMs(remainder, this.timedRate || this.finalRate) <= this.i.maxDowntimeMs;
+  /** The rate the engine predicts by (the latest timed round's). */
+  get predictionRate(): number {
+    return this.timedRate || this.finalRate;
   }
 }
 
-/** A dirty set at least this fraction of the one before counts as "no progress" (the engine compares ≥ on noisy rounds; the model's rounds are exact). */
-const NO_PROGRESS_RATIO = 0.99;
-
 /**
- * Predicts a pre-copy migration (see the file comment): the engine's rounds and stop rule
- * (stop-conditions.ts shouldStop: fits the target, round / bytes limits, stalled after
- * STALL_ROUNDS rounds without progress or Xen's rule), and its auto-converge on a stall.
+ * Predicts a pre-copy migration (see the file comment): the engine's rounds and its stop rule
+ * (stop-conditions.ts decideStop, fed the input curve at the guest's throttled speed), and its
+ * auto-converge on a stall.
  */
 export function predictMigration(i: CostInput): CostPrediction {
   check(i);
@@ -208,6 +193,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const maxWrite = i.guestMaxWriteBytesPerSec ?? DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC;
   const speedAt = (t: number) => (t <= 0 ? 1 : Math.min(1, ((1 - t) * maxWrite) / rate));
   const throttles = i.autoConverge !== false && !i.postcopyAvailable;
+  const policy = { maxDowntimeMs: i.maxDowntimeMs, bandwidthBytesPerSec: i.capBytesPerSec ?? 0, maxRounds, maxBytesFactor: maxBytes / i.memBytes, timeoutMs: 0, verify: false };
   const run = new RoundRunner(i);
   let send = Math.min(i.nonzeroBytes, i.memBytes);
   let throttle = 0;
@@ -222,11 +208,13 @@ export function predictMigration(i: CostInput): CostPrediction {
     const sentThis = run.total - before;
     stalled = send >= NO_PROGRESS_RATIO * lastDirty ? stalled + 1 : 0;
     lastDirty = send;
-    let reason: typeof end | undefined;
-    if (run.fits(send)) reason = 'fits';
-    else if (run.rounds.length >= maxRounds) reason = 'max-rounds';
-    else if (run.total >= maxBytes) reason = 'max-bytes';
-    else if (stalled >= STALL_ROUNDS || (run.rounds.length > 2 && sentThis > prevSent && stalled >= 1)) reason = 'stalled';
+    const speed = speedAt(throttle);
+    const decided = decideStop({
+      round: run.rounds.length, dirtyBytes: send, sentThisRound: sentThis, sentPreviousRound: prevSent, sentTotal: run.total,
+      throughputBytesPerSec: run.predictionRate, memBytes: i.memBytes, elapsedMs: 0, roundsWithoutProgress: stalled,
+      wss: i.wss.map((p) => ({ windowMs: p.windowMs / speed, bytes: p.bytes })), dirtyRateBytesPerSec: run.prevDirtyRate,
+    }, policy, 0);
+    const reason: typeof end | undefined = decided === 'converged' ? 'fits' : decided === 'max-rounds' || decided === 'max-bytes' || decided === 'stalled' ? decided : undefined;
     prevSent = sentThis;
     if (reason === 'stalled') firstStall ??= i.dirtyRateBytesPerSec >= DIRTY_RATE_NEAR_LINK * run.finalRate ? 'dirty-rate-near-link' : 'not-shrinking';
     if (throttles && (reason === 'stalled' || (throttle > 0 && reason === undefined)) && throttle < THROTTLE_MAX) {

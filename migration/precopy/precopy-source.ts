@@ -25,7 +25,7 @@ import { frames, MAX_ROUND_RANGES, REFUSAL_CODES, type Ack, type Fence, type Fra
 import { checksumBytes, ImageDigest } from '../wire/page-hash';
 import { popcount, rangeTable } from '../wire/range-table';
 import { Pacer, roundRate } from '../policy/rate-control';
-import { nextThrottle, THROTTLE_MAX, shouldStop } from '../policy/stop-conditions';
+import { decideStop, nextThrottle, RoundCurve, THROTTLE_MAX } from '../policy/stop-conditions';
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
 import { PauseClock, succeededResult } from '../result';
 import { BATCH_PAGES, BatchWindow } from './batch-window';
@@ -117,6 +117,8 @@ export class PrecopySource {
   /** Auto-converge throttle applied to the source's vCPUs (0 = none). */
   private throttle = 0;
   private stopReason: StopReason | '' = '';
+  /** The guest's WSS as the rounds measure it (the stop rule's model input). */
+  private readonly curve = new RoundCurve();
   private readonly pause = new PauseClock();
 
   constructor(private readonly o: PrecopySourceOptions) {
@@ -231,9 +233,11 @@ export class PrecopySource {
       bitmap = r.dirty;
       stalled = r.dirtyBytes >= lastDirty ? stalled + 1 : 0;
       lastDirty = r.dirtyBytes;
-      const reason = shouldStop({
+      this.curve.observe(r.ms, r.dirtyBytes, this.throttle);
+      const reason = decideStop({
         round: s.round, dirtyBytes: r.dirtyBytes, sentThisRound: r.sent, sentPreviousRound: previousSent, sentTotal: s.pageBytes,
         throughputBytesPerSec: s.predictionRate(), memBytes: d.spec.memBytes, elapsedMs: s.elapsedMs(), roundsWithoutProgress: stalled,
+        wss: this.curve.at(this.throttle), dirtyRateBytesPerSec: s.dirtyRate,
       }, this.o.policy, timeoutMs);
       previousSent = r.sent;
       if (this.autoConverge(reason)) { stalled = 0; continue; }
@@ -242,7 +246,7 @@ export class PrecopySource {
   }
 
   /** One pre-copy round of `bitmap`, until the target applied it; returns what it sent and left dirty. */
-  private async precopyRound(bitmap: Uint32Array): Promise<{ sent: number; dirty: Uint32Array; dirtyBytes: number }> {
+  private async precopyRound(bitmap: Uint32Array): Promise<{ sent: number; dirty: Uint32Array; dirtyBytes: number; ms: number }> {
     const s = this.stats;
     s.round++;
     const before = s.pageBytes;
@@ -258,7 +262,7 @@ export class PrecopySource {
     this.roundBitmap = dirty;
     const dirtyBytes = popcount(dirty) * PAGE_SIZE;
     s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes);
-    return { sent: s.pageBytes - before, dirty, dirtyBytes };
+    return { sent: s.pageBytes - before, dirty, dirtyBytes, ms: roundMs };
   }
 
   /**

@@ -7,7 +7,7 @@ import type { ClusterSnapshot } from '../../cluster/etcd';
 import { nodeUsage } from '../../cluster/usage';
 import type { HeartbeatVm } from '../../cluster/keyspace';
 import type { PlanNode, PlanVm } from './planner';
-import { vmMoveCost, type LinkRates } from './move-cost';
+import { vmMoveCost, vmMoveCostByTarget, type LinkRates } from './move-cost';
 
 /** The planner's view of the cluster: its nodes and its placed VMs. */
 export interface PlanModel {
@@ -17,7 +17,8 @@ export interface PlanModel {
 
 /**
  * The planner's view of `snap` at time `now`; each placed VM's move cost by the cost model
- * (move-cost.ts: its heartbeat's dirtying, its node's measured outbound link from `links`).
+ * (move-cost.ts: its heartbeat's dirtying; per target over the pair's measured link from `links`,
+ * else over its node's mean measured outbound link or the default).
  */
 export function planModel(snap: ClusterSnapshot, now = Date.now(), links: LinkRates = new Map()): PlanModel {
   const cpu = new Map<string, number>();
@@ -32,7 +33,7 @@ export function planModel(snap: ClusterSnapshot, now = Date.now(), links: LinkRa
       name: v.name, node: v.node, memBytes: v.spec.memBytes, vcpus: v.spec.vcpus, cpu: hb?.cpu ?? 0,
       dirtyRateBytesPerSec: hb?.dirty ?? v.spec.dirtyRateBytesPerSec ?? 0,
       movable: v.state === 'running' && !v.job && now - (v.lastMovedAt || 0) >= snap.config.cooldownMs,
-      cost: costOf(v.spec, v.node, hb, links),
+      ...costsOf(v.spec, v.node, hb, links),
     });
   }
   const usage = nodeUsage(snap);
@@ -48,12 +49,13 @@ export function planModel(snap: ClusterSnapshot, now = Date.now(), links: LinkRa
   return { nodes, vms };
 }
 
-/** The model's move cost, without the job-record form; undefined for a spec the model cannot read (the planner then falls back). */
-function costOf(spec: Parameters<typeof vmMoveCost>[0], node: string, hb: HeartbeatVm | undefined, links: LinkRates): PlanVm['cost'] {
+/** The model's move costs (fallback and per measured target); none for a spec the model cannot read (the planner then falls back). */
+function costsOf(spec: Parameters<typeof vmMoveCost>[0], node: string, hb: HeartbeatVm | undefined, links: LinkRates): Pick<PlanVm, 'cost' | 'costTo'> {
   try {
     const { bytes, ms, downtimeMs, converges } = vmMoveCost(spec, node, hb, links);
-    return { bytes, ms, downtimeMs, converges };
+    const costTo = vmMoveCostByTarget(spec, node, hb, links);
+    return { cost: { bytes, ms, downtimeMs, converges }, ...(costTo.size > 0 ? { costTo } : {}) };
   } catch {
-    return undefined;
+    return {};
   }
 }

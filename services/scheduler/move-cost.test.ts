@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dirtyingOf, linkRate, outboundRate, vmMoveCost, DEFAULT_LINK_BYTES_PER_SEC, DEFAULT_SETUP_MS } from './move-cost';
+import { dirtyingOf, linkRate, outboundRate, vmMoveCost, DEFAULT_SETUP_MS } from './move-cost';
+import { DEFAULT_LINK_BYTES_PER_SEC } from '../../migration/policy/cost-model';
 import type { HeartbeatVm, LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 
@@ -35,7 +36,7 @@ test('links: the given rate, else the measured one with its set-up, else the def
 
 test('a move over a slow measured link costs more time than over the default; a muncher does not converge', () => {
   const fast = vmMoveCost(web, 'a', hb(), new Map());
-  const slow = vmMoveCost(web, 'a', hb(), new Map([['a/b', { bytesPerSec: 200 * MiB, setupMs: 100, samples: 1, at: 1 }]]));
+  const slow = vmMoveCost(web, 'a', hb(), new Map([['a/b', { bytesPerSec: 40 * MiB, setupMs: 100, samples: 1, at: 1 }]]));
   assert.equal(fast.prediction.link, 'default');
   assert.equal(slow.prediction.link, 'measured');
   assert.ok(slow.ms > fast.ms + 100, `${slow.ms} vs ${fast.ms}`);

@@ -11,12 +11,10 @@ import { getJson, updateJson } from '../../cluster/etcd';
 import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
-import { predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
+import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
 import type { MoveCost } from './planner';
 
-/** Link rate assumed where no migration has measured the pair: 1 GB/s (loopback-class, as the planner always assumed). */
-export const DEFAULT_LINK_BYTES_PER_SEC = 1e9;
 /** Fixed set-up time assumed where no migration has measured the pair (reservation, dirty-log start, verification): the 20-120 ms local clusters measured on this machine class. */
 export const DEFAULT_SETUP_MS = 50;
 /** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */
@@ -96,12 +94,29 @@ export function outboundRate(links: LinkRates, node: string): LinkRecord | undef
   return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, setupMs: mine.reduce((a, r) => a + (r.setupMs ?? 0), 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
 }
 
-/** The model's cost of moving a VM out of its node (planner and `vm list`): its dirtying, the node's outbound link. */
+/** The model's cost of moving a VM out of its node to a target not yet known (`vm list`; the planner's fallback): its dirtying, the node's mean outbound link. */
 export function vmMoveCost(spec: VmSpec, node: string, hb: HeartbeatVm | undefined, links: LinkRates): MoveCost & { prediction: JobPrediction } {
   const d = dirtyingOf(spec, hb);
   const link = linkRate(outboundRate(links, node));
   const p = predictMove(d, link);
   return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, prediction: jobPrediction(p, d, link) };
+}
+
+/**
+ * The model's cost of moving a VM out of `node` to each target whose link was measured
+ * (`links/<node>/<to>`), by target (planner: PlanVm.costTo). Targets without a record are absent.
+ */
+export function vmMoveCostByTarget(spec: VmSpec, node: string, hb: HeartbeatVm | undefined, links: LinkRates): Map<string, MoveCost> {
+  const out = new Map<string, MoveCost>();
+  const prefix = `${node}/`;
+  let d: VmDirtying | undefined;
+  for (const [k, rec] of links) {
+    if (!k.startsWith(prefix) || !(rec.bytesPerSec > 0)) continue;
+    d ??= dirtyingOf(spec, hb);
+    const p = predictMove(d, linkRate(rec));
+    out.set(k.slice(prefix.length), { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges });
+  }
+  return out;
 }
 
 /** The key of a pair in LinkRates. */

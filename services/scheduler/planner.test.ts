@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { planRebalance, placeVm, planEvacuation, imbalance, predictMigrationBytes, thresholdOf, type PlanNode, type PlanVm } from './planner';
+import { vmMoveCost, vmMoveCostByTarget } from './move-cost';
+import type { HeartbeatVm, LinkRecord } from '../../cluster/keyspace';
+import type { VmSpec } from '../../hypervisor/types';
 
 const GiB = 2 ** 30;
 const node = (id: string, usedGiB = 0, schedulable = true): PlanNode => ({ id, memTotalBytes: 16 * GiB, memUsedBytes: usedGiB * GiB, vcpusTotal: 8, cpuUsed: 0, schedulable });
@@ -126,8 +129,34 @@ test('issue 15: the move cost is the cost model\'s; VMs predicted not to converg
   assert.equal(plan.moves[0].vm, 'cheap', 'the cheapest converging move by the model');
   assert.equal(plan.moves[0].predictedBytes, 2.1 * GiB);
   assert.equal(plan.moves[0].predictedDowntimeMs, 2);
-  assert.match(plan.moves[0].why, /^a load 0\.\d+ -> b 0\.\d+: imbalance 0\.\d+ -> 0\.\d+; the largest cut per predicted byte .* of 2 improving move\(s\)/);
+  assert.match(plan.moves[0].why, /^a load 0\.\d+ -> b 0\.\d+: imbalance 0\.\d+ -> 0\.\d+; the largest cut per predicted second .* of 2 improving move\(s\)/);
   // Without a cost the model runs from size and dirty rate: a guest dirtying near the link is left out.
   const fallback = planRebalance(nodes, [vm('x', 'a', 2, 9.5e8), vm('y', 'a', 2, 0)], { aggressiveness: 5 });
   assert.deepEqual(fallback.skippedNotConverging, ['x']);
+});
+
+test('issue 15: per-pair links: of two equally loaded targets the one with the faster learned link is picked; a pair that would not converge is avoided', () => {
+  const MiB = 2 ** 20;
+  const spec: VmSpec = { name: 'w', memBytes: 2 * GiB, vcpus: 1, profile: 'web' };
+  const hb: HeartbeatVm = { name: 'w', memBytes: 2 * GiB, vcpus: 1, state: 'running', dirtyRateBytesPerSec: 100 * MiB, cpu: 0.1, touchedBytes: GiB };
+  const link = (mibPerSec: number): LinkRecord => ({ bytesPerSec: mibPerSec * MiB, setupMs: 50, samples: 3, at: 1 });
+  const plan = (links: Map<string, LinkRecord>) => {
+    const v: PlanVm = { ...vm('w', 'a', 2), cost: vmMoveCost(spec, 'a', hb, links), costTo: vmMoveCostByTarget(spec, 'a', hb, links) };
+    return planRebalance([node('a', 8), node('b'), node('c')], [v], { aggressiveness: 5, maxMoves: 1 });
+  };
+  // a -> b learned at 20 MiB/s, a -> c at 800 MiB/s (and the other way round): the target's own link decides
+  const toC = plan(new Map([['a/b', link(20)], ['a/c', link(800)]]));
+  assert.equal(toC.moves[0]?.to, 'c', JSON.stringify(toC.moves));
+  const toB = plan(new Map([['a/b', link(800)], ['a/c', link(20)]]));
+  assert.equal(toB.moves[0]?.to, 'b', JSON.stringify(toB.moves));
+  // the move's figures are that pair's: 1 GiB at 800 MiB/s takes seconds, at 20 MiB/s nearly a minute
+  const slow = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(20)]])).get('b')!;
+  assert.ok(toB.moves[0].predictedMs < slow.ms / 10, `${toB.moves[0].predictedMs} vs ${slow.ms}`);
+  // a pair whose link is below the dirty rate does not converge: never picked, even when it is the only emptier node
+  const stuck = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(50)]]));
+  assert.equal(stuck.get('b')?.converges, false);
+  const v: PlanVm = { ...vm('w', 'a', 2), cost: vmMoveCost(spec, 'a', hb, new Map()), costTo: stuck };
+  const none = planRebalance([node('a', 8), node('b')], [v], { aggressiveness: 5 });
+  assert.equal(none.moves.length, 0, JSON.stringify(none.moves));
+  assert.equal(none.stop, 'no-improving-move');
 });

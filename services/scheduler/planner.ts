@@ -10,14 +10,16 @@
  * aggressiveness level 1..5 sets the threshold above which the rebalancer acts; it then plans
  * moves until the imbalance is below half the threshold (hysteresis: a cluster just under the
  * threshold is left alone, and a finished plan leaves room before the next one triggers).
- * Each move is the one that cuts the imbalance most per predicted migration cost: bytes on the
- * wire by the cost model (migration/policy/cost-model.ts), from the VM's observed dirtying and the
- * link when the caller knows them (PlanVm.cost, services/scheduler/move-cost.ts), else from its
- * size and dirty rate. VMs the model predicts not to converge are not rebalanced (a drain still
- * moves them). A VM moves at most once per plan, and VMs still in their cool-down are not
+ * Each move is the one that cuts the imbalance most per predicted migration time (start to
+ * resume on the target: what a move holds the link and the VM's migration slot for, and where a
+ * slow link shows even when the bytes are the same) by the cost model
+ * (migration/policy/cost-model.ts), from the VM's observed dirtying and the link of the pair when
+ * the caller knows them (PlanVm.costTo per target, else PlanVm.cost; services/scheduler/move-cost.ts),
+ * else from its size and dirty rate. A move the model predicts not to converge is not planned
+ * (a drain still moves such VMs). A VM moves at most once per plan, and VMs still in their cool-down are not
  * candidates (no ping-pong).
  */
-import { predictMigration } from '../../migration/policy/cost-model';
+import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
 
 /** The cost model's figures for moving one VM. */
@@ -59,6 +61,8 @@ export interface PlanVm {
   movable: boolean;
   /** The model's cost of moving it (planModel fills it from heartbeats and measured links); absent: from size and dirty rate. */
   cost?: MoveCost;
+  /** The model's cost of moving it to each target whose link was measured, by node id; other targets take `cost`. */
+  costTo?: ReadonlyMap<string, MoveCost>;
 }
 
 /** One planned migration. */
@@ -102,7 +106,7 @@ export interface RebalanceOptions {
   aggressiveness?: number;
   /** Most moves in one plan (the scheduler takes a few per round; the bench takes all). */
   maxMoves?: number;
-  /** Assumed migration bandwidth, bytes/s (default 1 GB/s, loopback-class). */
+  /** Assumed migration bandwidth, bytes/s (default DEFAULT_LINK_BYTES_PER_SEC, 1 Gbit/s). */
   bandwidthBytesPerSec?: number;
   /** Sources and targets considered per move (most and least loaded nodes). */
   candidates?: number;
@@ -123,14 +127,12 @@ export function thresholdOf(aggressiveness: number): number {
   return THRESHOLDS[Math.min(5, Math.max(1, Math.round(aggressiveness)))];
 }
 
-const DEFAULT_BANDWIDTH = 1e9;
-
 /**
  * The cost model's figures for `v` over `bw`: `v.cost` when the caller computed them, else the
  * model from its size (every byte non-zero) and dirty rate (no WSS curve: dirtied bytes grow
  * linearly with the round's time, capped at RAM).
  */
-export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' | 'cost'>, bw = DEFAULT_BANDWIDTH): MoveCost {
+export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' | 'cost'>, bw = DEFAULT_LINK_BYTES_PER_SEC): MoveCost {
   if (v.cost) return v.cost;
   const p = predictMigration({ memBytes: v.memBytes, nonzeroBytes: v.memBytes, dirtyRateBytesPerSec: Math.max(0, v.dirtyRateBytesPerSec), wss: [], linkBytesPerSec: bw, maxDowntimeMs: DEFAULT_MAX_DOWNTIME_MS });
   return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges };
@@ -141,7 +143,7 @@ export function moveCostOf(v: Pick<PlanVm, 'memBytes' | 'dirtyRateBytesPerSec' |
  * round what was dirtied meanwhile (a geometric series of ratio dirty/bandwidth), capped at
  * 3x RAM where pre-copy would not converge (the engine then stops or goes post-copy).
  */
-export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: number, bandwidthBytesPerSec = DEFAULT_BANDWIDTH): number {
+export function predictMigrationBytes(memBytes: number, dirtyRateBytesPerSec: number, bandwidthBytesPerSec = DEFAULT_LINK_BYTES_PER_SEC): number {
   const r = Math.max(0, dirtyRateBytesPerSec) / bandwidthBytesPerSec;
   if (r >= 0.67) return 3 * memBytes;
   return memBytes / (1 - r);
@@ -205,7 +207,10 @@ interface RebalanceState {
   vmMem: Float64Array;
   vmCpu: Float64Array;
   vmVcpus: Float64Array;
+  /** Predicted ms per VM for targets without their own cost (Infinity: does not converge). */
   vmCost: Float64Array;
+  /** Predicted ms per VM and target node index, for VMs with PlanVm.costTo (NaN: take vmCost; Infinity: does not converge). */
+  vmCostTo: (Float64Array | undefined)[];
   /** The model's figures per VM. */
   costs: MoveCost[];
   freeMem: Float64Array;
@@ -248,22 +253,26 @@ function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: Loa
   const sum2 = load.reduce((a, b) => a + b * b, 0);
   const vmList: PlanVm[] = [];
   const costs: MoveCost[] = [];
+  const vmCostTo: (Float64Array | undefined)[] = [];
   const onNode: number[][] = nodes.map(() => []);
   for (const vm of vmsIn) {
     const i = idx.get(vm.node);
     if (i === undefined || !vm.movable) continue;
     const c = moveCostOf(vm, bw);
-    if (!c.converges) { skipped.push(vm.name); continue; }
+    const row = costRow(vm, idx, nodes.length);
+    if (!c.converges && !(row && row.some((x) => x < Infinity))) { skipped.push(vm.name); continue; }
     onNode[i].push(vmList.length);
     vmList.push(vm);
     costs.push(c);
+    vmCostTo.push(row);
   }
   return {
     nodes, load, sum, sum2, cur: stdOf(nodes.length, sum, sum2), vmList, onNode,
     vmMem: Float64Array.from(vmList, (v) => v.memBytes),
     vmCpu: Float64Array.from(vmList, (v) => v.cpu),
     vmVcpus: Float64Array.from(vmList, (v) => v.vcpus),
-    vmCost: Float64Array.from(costs, (c) => Math.max(1, c.bytes)),
+    vmCost: Float64Array.from(costs, costMs),
+    vmCostTo,
     costs,
     freeMem: Float64Array.from(nodes, (n) => n.memTotalBytes - n.memUsedBytes),
     freeVcpu: Float64Array.from(nodes, (n) => (n.vcpusAllocated === undefined ? Infinity : n.vcpusTotal - n.vcpusAllocated)),
@@ -273,6 +282,27 @@ function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: Loa
     top: [],
     bottom: [],
   };
+}
+
+/** A cost as the search weighs it: predicted ms (at least 1), Infinity when the move does not converge. */
+function costMs(c: MoveCost): number {
+  return c.converges ? Math.max(1, c.ms) : Infinity;
+}
+
+/** `vm.costTo` by node index (NaN where a target has none), or undefined without one. */
+function costRow(vm: PlanVm, idx: ReadonlyMap<string, number>, n: number): Float64Array | undefined {
+  if (!vm.costTo || vm.costTo.size === 0) return undefined;
+  const row = new Float64Array(n).fill(NaN);
+  for (const [id, c] of vm.costTo) {
+    const t = idx.get(id);
+    if (t !== undefined) row[t] = costMs(c);
+  }
+  return row;
+}
+
+/** The model's figures for moving VM `v` of the working set to node index `t`. */
+function costFor(st: RebalanceState, v: number, t: number): MoveCost {
+  return st.vmList[v].costTo?.get(st.nodes[t].id) ?? st.costs[v];
 }
 
 /** Fills `top` (sources: most loaded with movable VMs) and `bottom` (targets: least loaded), K each, by one linear scan. */
@@ -295,9 +325,9 @@ function pickExtremes(st: RebalanceState, K: number): void {
   }
 }
 
-/** The move between the extremes that cuts the imbalance most per predicted byte, if any improves it. */
+/** The move between the extremes that cuts the imbalance most per predicted ms (the target's own cost when known), if any improves it. */
 function bestMove(st: RebalanceState): MoveChoice | undefined {
-  const { load, onNode, top, bottom, freeMem, freeVcpu, halfInvMem, halfInvCpu, invAlloc, vmMem, vmCpu, vmVcpus, vmCost, sum, sum2, cur } = st;
+  const { load, onNode, top, bottom, freeMem, freeVcpu, halfInvMem, halfInvCpu, invAlloc, vmMem, vmCpu, vmVcpus, vmCost, vmCostTo, sum, sum2, cur } = st;
   const N = load.length;
   let bestScore = -1;
   let best: MoveChoice | undefined;
@@ -318,13 +348,16 @@ function bestMove(st: RebalanceState): MoveChoice | undefined {
         const v = list[k];
         const mem = vmMem[v];
         if (free < mem || freeCpu < vmVcpus[v]) continue;
+        const own = vmCostTo[v]?.[t];
+        const cost = own === undefined || Number.isNaN(own) ? vmCost[v] : own;
+        if (cost === Infinity) continue; // predicted not to converge to this target
         const ds = mem * hms + vmCpu[v] * hcs + vmVcpus[v] * has;
         const dt = mem * hmt + vmCpu[v] * hct + vmVcpus[v] * hat;
         const a = ls - ds, b = lt + dt;
         const gain = cur - stdOf(N, sum - ds + dt, base2 + a * a + b * b);
         if (gain <= MIN_GAIN) continue;
         improving++;
-        const score = gain / vmCost[v];
+        const score = gain / cost;
         if (score > bestScore) { bestScore = score; best = { s, t, k, ds, dt, gain, improving: 0 }; }
       }
     }
@@ -363,7 +396,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
   const aggressiveness = opts.aggressiveness ?? 3;
   const threshold = thresholdOf(aggressiveness);
   const target = threshold / 2;
-  const bw = opts.bandwidthBytesPerSec ?? DEFAULT_BANDWIDTH;
+  const bw = opts.bandwidthBytesPerSec ?? DEFAULT_LINK_BYTES_PER_SEC;
   const maxMoves = opts.maxMoves ?? Infinity;
   const K = opts.candidates ?? 4;
 
@@ -385,9 +418,9 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
     const ls = st.load[m.s], lt = st.load[m.t], cur = st.cur;
     const v = applyMove(st, m);
     const vm = st.vmList[v];
-    const c = st.costs[v];
+    const c = costFor(st, v, m.t);
     const why = `${st.nodes[m.s].id} load ${ls.toFixed(3)} -> ${st.nodes[m.t].id} ${lt.toFixed(3)}: imbalance ${cur.toFixed(3)} -> ${st.cur.toFixed(3)}; `
-      + `the largest cut per predicted byte (${(m.gain / (c.bytes / 2 ** 30)).toFixed(4)}/GiB) of ${m.improving} improving move(s); converges in ${c.downtimeMs.toFixed(1)} ms downtime`;
+      + `the largest cut per predicted second (${(m.gain / (Math.max(1, c.ms) / 1000)).toFixed(4)}/s) of ${m.improving} improving move(s); converges in ${c.downtimeMs.toFixed(1)} ms downtime`;
     plan.moves.push({
       vm: vm.name, from: st.nodes[m.s].id, to: st.nodes[m.t].id, memBytes: vm.memBytes,
       predictedBytes: c.bytes, predictedMs: c.ms, predictedDowntimeMs: c.downtimeMs, converges: c.converges, imbalanceAfter: st.cur, why,
@@ -431,7 +464,7 @@ export function planEvacuation(nodesIn: PlanNode[], vms: PlanVm[], nodeId: strin
     t.memUsedBytes += vm.memBytes;
     t.cpuUsed += vm.cpu;
     if (t.vcpusAllocated !== undefined) t.vcpusAllocated += vm.vcpus;
-    const c = moveCostOf(vm);
+    const c = vm.costTo?.get(t.id) ?? moveCostOf(vm);
     moves.push({
       vm: vm.name, from: nodeId, to: t.id, memBytes: vm.memBytes, predictedBytes: c.bytes, predictedMs: c.ms, predictedDowntimeMs: c.downtimeMs,
       converges: c.converges, imbalanceAfter: imbalance(nodes), why: `evacuating ${nodeId}: ${t.id} has room and ends least loaded`,

@@ -27,6 +27,7 @@ test('out-of-bounds and repeated flags exit 2 with one line naming the flag', ()
     [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '65GiB', '--profile', 'web'], /--mem "65GiB" is too large \(at most 64GiB\)/],
     [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '1GiB', '--vcpus', '0', '--profile', 'web'], /--vcpus "0" is too small \(at least 1\)/],
     [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '1GiB', '--vcpus', '99999999999999999999', '--profile', 'web'], /--vcpus .* is too large/],
+    [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--compress', 'zstd'], /--compress "zstd" is not a compression mode \(expected never, auto, always\)/],
   ];
   for (const [args, want] of cases) {
     const r = drover(...args);

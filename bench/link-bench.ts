@@ -34,7 +34,7 @@ function droverIn(ns: string, args: string[], timeoutMs = 300_000): Promise<stri
 
 /** Starts an agent inside host `h`'s namespace; resolves once it answers. */
 async function startAgent(h: HostNet): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', h.ns, ...droverArgv(['agent', '--listen', `${h.ip}:${AGENT_PORT}`, '--node-id', h.name, '--insecure'])], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', h.ns, ...droverArgv(['agent', '--listen', `${h.ip}:${AGENT_PORT}`, '--node-id', h.name, '--insecure'])], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     try { await droverIn(h.ns, ['vm', 'list', '--agent', `${h.ip}:${AGENT_PORT}`], 10_000); return child; } catch { await sleep(200); }
   }

@@ -13,8 +13,8 @@ import { lz4Encode } from '../wire/payload-codec';
 
 /** An encoded batch larger than this share of its pages is sent raw: the decode would cost more than the bytes saved. */
 export const MAX_USEFUL_RATIO = 0.9;
-/** Batches per measured span: 8 MiB, enough acknowledgements to time a rate, few enough to probe early in round 1. */
-export const SPAN_BATCHES = 8;
+/** Batches per measured span: 4 MiB, three acknowledgement intervals to time a rate, few enough to decide early in round 1. */
+export const SPAN_BATCHES = 4;
 /** Measured spans of each kind before auto decides (one alone may catch a hiccup). */
 export const MIN_SPANS = 2;
 /** Encoding must beat raw by this factor to be chosen: it costs both CPUs, so a tie goes to raw. */

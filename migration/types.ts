@@ -36,7 +36,14 @@ export interface MigrationPolicy {
   verify: boolean;
   /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
   streams?: number;
+  /** Page-batch compression (precopy/batch-compressor.ts); absent = auto. */
+  compress?: CompressionMode;
 }
+
+/** How page batches are compressed: never, always (when it shrinks them), or auto (when it pays on the measured path). */
+export type CompressionMode = 'never' | 'auto' | 'always';
+/** The compression modes, for parsing and messages. */
+export const COMPRESSION_MODES: readonly CompressionMode[] = ['never', 'auto', 'always'];
 
 /** Default downtime target: the project's aim is millisecond downtime. */
 export const DEFAULT_MAX_DOWNTIME_MS = 5;
@@ -58,6 +65,7 @@ export function resolvePolicy(p: Partial<MigrationPolicy> = {}): MigrationPolicy
     maxBytesFactor: p.maxBytesFactor && p.maxBytesFactor > 0 ? p.maxBytesFactor : DEFAULT_MAX_BYTES_FACTOR,
     timeoutMs: p.timeoutMs && p.timeoutMs > 0 ? p.timeoutMs : 0,
     verify: p.verify ?? false,
+    compress: p.compress ?? 'auto',
   };
 }
 
@@ -124,6 +132,10 @@ export interface MigrationResult {
    * source (Owned, or a resume after a rollback or refusal: a failed migration reports it too), ms.
    */
   pausedMs?: number;
+  /** Page batches sent LZ4-encoded, the page bytes they held and their encoded size (absent when none was). */
+  compressedBatches?: number;
+  compressedPageBytes?: number;
+  compressedBytes?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

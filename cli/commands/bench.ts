@@ -11,12 +11,12 @@ import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from '
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
-import type { MigrationResult } from '../../migration/types';
+import type { CompressionMode, MigrationResult } from '../../migration/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseStreams } from './migrate';
+import { parseCompress, parseStreams } from './migrate';
 import { STREAMS_AUTO } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
@@ -39,12 +39,16 @@ export interface BenchResult extends MigrationResult {
   cpuSecondsPerGB?: { source: number; target: number };
   /** Parallel data streams asked for (STREAMS_AUTO = the source picked). */
   streams: number;
+  /** The compression mode asked for with --compress (absent = the engine's default, auto). */
+  compress?: CompressionMode;
 }
 
 
 /** Runs one migration of a fresh VM of `profile` from a to b. */
 export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: {
   warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine; streams?: number;
+  /** Page-batch compression (absent = the engine's default). */
+  compress?: CompressionMode;
   /** The target's node name (needed with TLS). */
   targetNode?: string;
   /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
@@ -54,7 +58,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1 }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
     const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
@@ -64,7 +68,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
     const running = check.heartbeatBeats > beatsAt;
     const memoryVerified = r.verified;
     return {
-      ...r, memoryVerified, streams: opts.streams ?? 1, guestCheckOk: check.ok && running,
+      ...r, memoryVerified, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}), guestCheckOk: check.ok && running,
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
@@ -87,16 +91,27 @@ function streamsText(n: number): string {
   return n === STREAMS_AUTO ? 'auto' : String(n);
 }
 
+/** A result's row label: profile, +disk, /transport, /xN streams, /lz4-MODE when --compress was given. */
+function benchLabel(r: Pick<BenchResult, 'profile' | 'disk' | 'transport' | 'streams' | 'compress'>): string {
+  return `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}${r.compress ? `/lz4-${r.compress}` : ''}`;
+}
+
+/** "12 (0.51)": batches sent LZ4-encoded and their encoded/page ratio, or "-". */
+function lz4Cell(r: BenchResult): string {
+  return r.compressedBatches ? `${r.compressedBatches} (${((r.compressedBytes ?? 0) / (r.compressedPageBytes || 1)).toFixed(2)})` : '-';
+}
+
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
+  const w = Math.max(10, ...results.map((r) => benchLabel(r).length + 1));
   const lines = [
-    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  stop                      verified',
+    `${'profile'.padEnd(w)} mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  lz4 (ratio)  stop                      verified`,
   ];
   for (const r of results) {
     lines.push([
-      `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
+      benchLabel(r).padEnd(w), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
-      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
+      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), lz4Cell(r).padEnd(12), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
     ].join(' '));
   }
   if (baselines.length) {
@@ -108,7 +123,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
     }
     const sock = baselines.find((b) => b.name.includes('node socket'));
     for (const r of results) {
-      const label = `${r.profile}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}`;
+      const label = `${r.profile}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}${r.compress ? `, lz4 ${r.compress}` : ''}`;
       if (h2) lines.push(`  page stream / HTTP/2 stream (${label}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}${sock ? `, / node socket: ${(r.throughputBytesPerSec / sock.bytesPerSec).toFixed(2)}` : ''}`);
     }
   }
@@ -172,7 +187,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
     repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' },
+    compress: { type: 'string' },
   }, 'bench');
+  // --compress never,auto: each VM migrates once per mode, same agents, same run (absent: the engine's default only).
+  const compressModes = str(p, 'compress') === undefined ? [undefined] : str(p, 'compress')!.split(',').map((x) => parseCompress(x.trim()));
   // --streams 1,2,4: each VM migrates once per stream count (N or auto), same agents, same run.
   const streamCounts = (str(p, 'streams') ?? '1').split(',').map((x) => parseStreams(x.trim()));
   if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
@@ -213,12 +231,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
         for (const spec of variants) {
           for (const pair of pairs) {
             for (const streams of streamCounts) {
-              const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}/${pair.transport}/x${streamsText(streams)}`;
-              const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
-              const meter = () => cpuMeter(pair);
-              const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams });
-              results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
-              if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
+              for (const compress of compressModes) {
+                const label = benchLabel({ profile: spec.profile, disk: spec.disk ?? '', transport: pair.transport, streams, compress });
+                const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
+                const meter = () => cpuMeter(pair);
+                const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, compress });
+                results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
+                if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
+              }
             }
           }
         }

@@ -3,7 +3,7 @@ import { parse, required, str, flag, duration, rate, int, address, UsageError } 
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import type { MigrationResult } from '../../migration/types';
+import { COMPRESSION_MODES, type CompressionMode, type MigrationResult } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
 
@@ -18,12 +18,24 @@ export function parseStreams(text: string, flagName = '--streams'): number {
   return n;
 }
 
+/** A `--compress never|auto|always` value (page-batch compression); a usage error naming the flag otherwise. */
+export function parseCompress(text: string, flagName = '--compress'): CompressionMode {
+  if (!(COMPRESSION_MODES as readonly string[]).includes(text)) throw new UsageError(`${flagName} "${text}" is not a compression mode (expected ${COMPRESSION_MODES.join(', ')})`);
+  return text as CompressionMode;
+}
+
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--verify] [--json] ${TLS_USAGE}`;
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--verify] [--json] ${TLS_USAGE}`;
+
+/** ", LZ4 on 12 batches (48 MiB as 24 MiB)" when some batches went compressed, else "". */
+function compressedText(r: MigrationResult): string {
+  if (!r.compressedBatches) return '';
+  return `, LZ4 on ${r.compressedBatches} batches (${formatBytes(r.compressedPageBytes ?? 0)} as ${formatBytes(r.compressedBytes ?? 0)})`;
+}
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
-  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${r.verified ? ', verified' : ''}`);
+  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}`);
 }
 
 /** Runs the direct migrate form. */
@@ -31,7 +43,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const p = parse(argv, {
     from: { type: 'string' }, to: { type: 'string' }, 'max-downtime': { type: 'string' }, bandwidth: { type: 'string' },
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
-    'to-node': { type: 'string' }, streams: { type: 'string' }, ...TLS_OPTIONS,
+    'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, ...TLS_OPTIONS,
   }, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
   const vm = p.positionals[0];
@@ -40,6 +52,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const policy = {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
     ...(str(p, 'streams') !== undefined ? { streams: parseStreams(str(p, 'streams')!) } : {}),
+    ...(str(p, 'compress') !== undefined ? { compress: parseCompress(str(p, 'compress')!) } : {}),
   };
   const json = flag(p, 'json');
   const tls = tlsFromFlags(p, 'migrate');

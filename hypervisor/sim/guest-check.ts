@@ -3,7 +3,7 @@
  * records (magic, pfn, version, then a fill derived from both); a page never written is zero.
  */
 import { PAGE_SIZE, type GuestCheckResult } from '../types';
-import { GUEST_MAGIC, H32, PAGE_MAGIC, PAGE_WORDS, SLOT_MASK, SLOT_SHIFT, mix } from './layout';
+import { GUEST_MAGIC, H32, PAGE_MAGIC, PAGE_WORDS, SLOT_MASK, SLOT_SHIFT, fillPage } from './layout';
 
 /** Failures listed in the detail (the count covers all). */
 const MAX_LISTED = 5;
@@ -43,10 +43,7 @@ export function checkGuestMemory(g: GuestMemory): GuestCheckResult {
       if (!g.isZero(pfn)) note(`pfn ${pfn}: index says never written (version 0) but page is not zero`);
       continue;
     }
-    expect.fill(mix(pfn, v), 3);
-    expect[0] = PAGE_MAGIC;
-    expect[1] = pfn;
-    expect[2] = v;
+    fillPage(expect, 0, pfn, v);
     const off = (pfn & SLOT_MASK) * PAGE_SIZE;
     const buf = g.slotBufs[pfn >>> SLOT_SHIFT];
     if (buf.compare(expectBuf, 0, PAGE_SIZE, off, off + PAGE_SIZE) !== 0) {

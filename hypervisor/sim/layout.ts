@@ -148,6 +148,55 @@ export function mix(pfn: number, v: number): number {
   return h >>> 0;
 }
 
+/**
+ * Words of each written page that come from the entropy pool; the rest repeat the fill word.
+ * Real guest RAM compresses about 2:1 with LZ4 (QEMU's multifd-compression figures); a page of
+ * one repeated word would compress ~250:1 and make every compression figure a lie. Half a page
+ * of pseudo-random words puts the sim's pages at LZ4 ratio ~0.5.
+ */
+export const PAGE_ENTROPY_WORDS = 512;
+/** Entropy pool size, words (1 MiB): far more distinct page contents than LZ4's 64 KiB window sees. */
+const ENTROPY_POOL_WORDS = 1 << 18;
+/** Seed of the entropy pool: fixed, so every process (driver, vCPUs, guest check, target) agrees. */
+const ENTROPY_SEED = 0x5eed_d0e5;
+let pool: Uint32Array | undefined;
+let poolBytes: Buffer | undefined;
+
+/** The shared pseudo-random pool page contents draw from (the same in every process). */
+export function entropyPool(): Uint32Array {
+  if (pool) return pool;
+  const p = new Uint32Array(ENTROPY_POOL_WORDS);
+  const st = new Uint32Array(4);
+  seedPrng(st, ENTROPY_SEED, 0);
+  for (let i = 0; i < p.length; i++) p[i] = xoshiro128ss(st);
+  poolBytes = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+  return (pool = p);
+}
+
+/** Byte views of the buffers pages are written into (Buffer#fill with a Buffer is one memcpy, also into shared memory). */
+const byteViews = new WeakMap<ArrayBufferLike, Buffer>();
+
+/**
+ * Writes the content of page `pfn` at version `v` into words [base, base + PAGE_WORDS) of `m`:
+ * magic, pfn, version, PAGE_ENTROPY_WORDS words of the pool at an offset the (pfn, v) mix picks,
+ * then the mix word repeated. A function of (pfn, v) only, so the guest check recomputes it.
+ */
+export function fillPage(m: Uint32Array, base: number, pfn: number, v: number): void {
+  const h = mix(pfn, v);
+  const off = (h % (ENTROPY_POOL_WORDS - PAGE_ENTROPY_WORDS)) * 4;
+  entropyPool();
+  let bytes = byteViews.get(m.buffer);
+  if (!bytes) byteViews.set(m.buffer, bytes = Buffer.from(m.buffer));
+  // TypedArray#set into a SharedArrayBuffer copies word by word; Buffer#fill with a value exactly
+  // as long as the range is a memcpy (see receiver.ts copyBytes).
+  const at = m.byteOffset + (base + 3) * 4;
+  bytes.fill(poolBytes!.subarray(off, off + PAGE_ENTROPY_WORDS * 4), at, at + PAGE_ENTROPY_WORDS * 4);
+  m.fill(h, base + 3 + PAGE_ENTROPY_WORDS, base + PAGE_WORDS);
+  m[base] = PAGE_MAGIC;
+  m[base + 1] = pfn;
+  m[base + 2] = v;
+}
+
 /** splitmix32 step, used to seed xoshiro128** state. */
 export function splitmix32(x: number): number {
   let z = (x + 0x9e3779b9) >>> 0;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { PAGE_SIZE, VmSpec } from '../types';
-import { PAGE_MAGIC, SLOT_PAGES, guestLayout, mix, seedPrng, xoshiro128ss, zipfRank } from './layout';
+import { SLOT_PAGES, fillPage, guestLayout, seedPrng, xoshiro128ss, zipfRank } from './layout';
 import { PROFILES, resolveProfile } from './profiles';
 import { DEVICE_STATE_HEADER_BYTES, SimDomain, SimHypervisor } from './sim-hypervisor';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -199,10 +199,7 @@ describe('sim domain', () => {
     assert.equal(versionOf(p3), 0);
     assert.ok(d.isZeroPage(p3));
     const v3 = new Uint32Array(d.pageView(p3, 1).buffer, d.pageView(p3, 1).byteOffset, 1024);
-    v3[0] = PAGE_MAGIC;
-    v3[1] = p3;
-    v3[2] = 1;
-    v3.fill(mix(p3, 1), 3);
+    fillPage(v3, 0, p3, 1);
     assert.equal(d.isZeroPage(p3), false);
     r = await d.guestCheck();
     assert.equal(r.badPages, 1);

@@ -14,12 +14,11 @@ import {
   CMD_RUN,
   CTL,
   H64,
-  PAGE_MAGIC,
   PAGE_WORDS,
   REG,
   SLOT_MASK,
   SLOT_SHIFT,
-  mix,
+  fillPage,
   uniformIndex,
   xoshiro128ss,
   zipfRank,
@@ -169,10 +168,7 @@ class Vcpu {
     if (v === 0) v = 1;
     const m = this.mem[pfn >>> SLOT_SHIFT];
     const base = (pfn & SLOT_MASK) * PAGE_WORDS;
-    m.fill(mix(pfn, v), base + 3, base + PAGE_WORDS);
-    m[base] = PAGE_MAGIC;
-    m[base + 1] = pfn;
-    m[base + 2] = v;
+    fillPage(m, base, pfn, v);
     const ip = this.indexStart + (pfn >>> 10);
     if (old === 0) {
       setBit(this.populated, pfn);

@@ -43,6 +43,10 @@ export class BatchWindow {
   owned = false;
   /** When the latest ack arrived (performance.now()). */
   lastAckAt = performance.now();
+  /** The payload encodings the target decodes (Accepted.encodings; 0 = raw only). */
+  peerEncodings = 0;
+  /** Called for each batch the target acknowledged, with the ack's arrival (performance.now()). */
+  onDelivered: ((seq: number, atMs: number) => void) | undefined;
 
   /** The first failure, if the migration failed. */
   get failure(): DroverError | undefined {
@@ -87,6 +91,7 @@ export class BatchWindow {
       case 'accepted':
         this.accepted = true;
         if (ack.windowBytes > 0) this.windowBytes = ack.windowBytes;
+        this.peerEncodings = ack.encodings ?? 0;
         break;
       case 'batch':
         // Acks are cumulative: every batch up to `seq` landed.
@@ -94,6 +99,7 @@ export class BatchWindow {
           const f = this.inflight.shift()!;
           this.inflightBytes -= f.bytes;
           this.pool.push(f.builder);
+          this.onDelivered?.(f.seq, this.lastAckAt);
         }
         break;
       case 'verified':

@@ -21,7 +21,7 @@
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import type { BatchBuilder } from '../wire/frame-codec';
-import { frames, MAX_ROUND_RANGES, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire/protocol';
+import { encodingBit, frames, MAX_ROUND_RANGES, PAYLOAD_LZ4, REFUSAL_CODES, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { checksumBytes, ImageDigest } from '../wire/page-hash';
 import { popcount, rangeTable } from '../wire/range-table';
 import { Pacer, roundRate } from '../policy/rate-control';
@@ -29,6 +29,7 @@ import { decideStop, nextThrottle, RoundCurve, THROTTLE_MAX } from '../policy/st
 import { completionTimeoutMs, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationPolicy, type MigrationProgress, type MigrationResult, type StopReason } from '../types';
 import { PauseClock, succeededResult } from '../result';
 import { BATCH_PAGES, BatchWindow } from './batch-window';
+import { BatchCompressor } from './batch-compressor';
 import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
 import { SourceStats } from './source-stats';
 import { isCommitted, SOURCE_TRANSITIONS, switchoverOf, type SourcePhase, type Switchover } from './source-phase';
@@ -120,6 +121,8 @@ export class PrecopySource {
   /** The guest's WSS as the rounds measure it (the stop rule's model input). */
   private readonly curve = new RoundCurve();
   private readonly pause = new PauseClock();
+  /** Page-batch compression, once the target said which encodings it decodes. */
+  private compressor = new BatchCompressor('never', false);
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
@@ -214,6 +217,9 @@ export class PrecopySource {
     const d = this.o.domain;
     this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount, this.o.fence));
     await this.window.until(() => this.window.accepted);
+    const lz4 = (this.window.peerEncodings & encodingBit(PAYLOAD_LZ4)) !== 0;
+    this.compressor = new BatchCompressor(this.o.policy.compress ?? 'auto', lz4);
+    this.window.onDelivered = (seq, at) => this.compressor.delivered(seq, at);
     d.startDirtyLog();
     this.enter({ kind: 'precopy' });
   }
@@ -257,6 +263,7 @@ export class PrecopySource {
     // A round ends when the target has applied it: the rate that predicts the last round's
     // length is the rate pages land at, not the rate they fill local buffers at.
     await this.window.untilDrained();
+    this.compressor.roundEnded();
     const roundMs = performance.now() - roundStart;
     const dirty = this.o.domain.getAndClearDirtyLog();
     this.roundBitmap = dirty;
@@ -312,7 +319,7 @@ export class PrecopySource {
     for (const batch of packRound(bitmap, d, this.digest, sink, PACK_LIMITS)) {
       this.stats.settle(batch.settled);
       if (!hasContent(batch)) continue; // the round's last batch came out empty
-      await this.flush(builder, batch);
+      await this.flush(builder, batch, final);
       builder = this.window.takeBuilder();
       writeInto(sink, builder);
       batches++;
@@ -322,11 +329,16 @@ export class PrecopySource {
     this.stats.roundRemaining = 0;
   }
 
-  /** Sends one packed batch, then waits for room in the window. */
-  private async flush(builder: BatchBuilder, b: PackedBatch): Promise<void> {
+  /** Sends one packed batch (LZ4-encoded when the compressor says so), then waits for room in the window. */
+  private async flush(builder: BatchBuilder, b: PackedBatch, final: boolean): Promise<void> {
     const s = this.stats;
     const seq = this.window.nextSeq();
-    const frame = builder.finish(seq, b.ranges, b.zeroRanges, b.checksum, b.payloadBytes);
+    const payload = builder.payloadView();
+    const encoded = this.compressor.encode(seq, payload.subarray(0, b.payloadBytes), final);
+    if (encoded) encoded.copy(payload, 0);
+    const frame = encoded
+      ? builder.finish(seq, b.ranges, b.zeroRanges, b.checksum, encoded.length, PAYLOAD_LZ4)
+      : builder.finish(seq, b.ranges, b.zeroRanges, b.checksum, b.payloadBytes);
     this.window.push(seq, builder, frame.length);
     s.pageBytes += b.payloadBytes;
     s.zeroPages += b.zeroPages;
@@ -427,6 +439,7 @@ export class PrecopySource {
       source: this.o.sourceName, target: this.o.targetName, nonzeroBytes: s.nonzeroBytes,
       downtimeBreakdown: sw.breakdown, pausedMs: this.pause.ms,
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
+      compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
     });
     this.enter({ kind: 'done', result });
     return result;

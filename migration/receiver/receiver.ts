@@ -12,6 +12,7 @@ import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
+import { decodePayload } from '../wire/payload-codec';
 import { copyBytes } from '../wire/frame-codec';
 import { acks, checkRangeTable, validateBatch, versionMismatch, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { AppliedSeqs } from './applied-seqs';
@@ -247,14 +248,15 @@ export class IncomingMigration {
     const d = this.domain;
     if (this.streamCount > 1) this.seqs.check(f.seq);
     else if (f.seq !== this.lastSeq + 1) throw invalidArgument(`batch ${f.seq} out of order (expected ${this.lastSeq + 1})`);
-    validateBatch(f, d.pageCount, d.slotPages, PAGE_SIZE);
+    const pageBytes = validateBatch(f, d.pageCount, d.slotPages, PAGE_SIZE) * PAGE_SIZE;
+    const payload = decodePayload(f.seq, f.encoding, f.payload, pageBytes);
     let off = 0;
     let checksum = 0;
     for (let i = 0; i < f.ranges.length; i += 2) {
       const first = f.ranges[i], count = f.ranges[i + 1];
       const view = d.pageView(first, count);
       // copyBytes is a memcpy; Buffer#copy (TypedArray#set) into a SharedArrayBuffer is not.
-      copyBytes(f.payload, off, Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, count * PAGE_SIZE);
+      copyBytes(payload, off, Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, count * PAGE_SIZE);
       off += count * PAGE_SIZE;
       const words = new Int32Array(view.buffer, view.byteOffset, (count * PAGE_SIZE) >> 2);
       for (let p = 0; p < count; p++) {
@@ -275,7 +277,7 @@ export class IncomingMigration {
     }
     this.lastSeq = Math.max(this.lastSeq, f.seq);
     if (this.streamCount > 1) this.seqs.add(f.seq);
-    this.applied += f.payload.length;
+    this.applied += pageBytes;
     return acks.batch(f.seq, this.applied);
   }
 }

@@ -13,7 +13,10 @@
 import { Type, Writer } from 'protobufjs';
 import { messageType, TO_OBJECT } from '../../proto/load';
 import { invalidArgument } from '../../lib/errors';
-import { MAX_FRAME_BYTES, type Ack, type Frame } from './protocol';
+import { MAX_FRAME_BYTES, PAYLOAD_LZ4, PAYLOAD_RAW, type Ack, type Frame } from './protocol';
+
+/** PayloadEncoding names protobufjs may decode to, and their values (an unknown one is -1: rejected). */
+const ENCODING_VALUES: Record<string, number> = { PAYLOAD_RAW, PAYLOAD_LZ4 };
 
 const FrameType = messageType('MigrationFrame');
 const AckType = messageType('MigrationAck');
@@ -27,7 +30,7 @@ const STREAM_ACK_TAG = 0x32;
 export const BATCH_HEADER_BYTES = 12;
 /** Upper bound of bytes after the payload for `maxRanges` range pairs. */
 function trailerBound(maxRanges: number): number {
-  return 6 /* seq */ + 2 * (6 + maxRanges * 2 * 5) + 5 /* checksum */;
+  return 6 /* seq */ + 2 * (6 + maxRanges * 2 * 5) + 5 /* checksum */ + 2 /* encoding */;
 }
 
 function putPaddedVarint(buf: Buffer, at: number, v: number): void {
@@ -90,8 +93,11 @@ export class BatchBuilder {
     return this.buffer.subarray(BATCH_HEADER_BYTES, BATCH_HEADER_BYTES + this.maxPayload);
   }
 
-  /** Writes the header and trailer around `payloadBytes` bytes of payload; returns the frame. */
-  finish(seq: number, ranges: number[], zeroRanges: number[], checksum: number, payloadBytes: number): Buffer {
+  /**
+   * Writes the header and trailer around `payloadBytes` bytes of payload; returns the frame.
+   * A non-RAW `encoding` (protocol.ts PayloadEncoding, < 128) is written into the trailer.
+   */
+  finish(seq: number, ranges: number[], zeroRanges: number[], checksum: number, payloadBytes: number, encoding = 0): Buffer {
     if (ranges.length + zeroRanges.length > this.maxRanges * 2) throw new RangeError('too many ranges for this builder');
     const b = this.buffer;
     let at = BATCH_HEADER_BYTES + payloadBytes;
@@ -102,6 +108,7 @@ export class BatchBuilder {
     b[at++] = 0x2d;
     b.writeUInt32LE(checksum >>> 0, at);
     at += 4;
+    if (encoding) { b[at++] = 0x30; b[at++] = encoding & 0x7f; }
     b[0] = 0x1a;
     putPaddedVarint(b, 1, at - 6);
     b[6] = 0x0a;
@@ -338,7 +345,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
   if (kind === 'start' && !body.qemuTransport) delete body.qemuTransport; // "" = QEMU tunnel
   if (kind === 'start' && !(body.fence as { vmRevision?: string } | undefined)?.vmRevision) delete body.fence; // direct migration
-  if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (body.encoding === 'PAYLOAD_RAW' ? 0 : -1) : body.encoding;
+  if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (ENCODING_VALUES[body.encoding] ?? -1) : body.encoding;
   return { kind, ...body } as Frame;
 }
 

@@ -149,6 +149,11 @@
  * stream failing (closed, cancelled, a bad frame, a frame other than PageBatch on a secondary)
  * fails the whole migration on both sides: the target discards, the source rolls back.
  *
+ * Compression: the target's Accepted lists the payload encodings it decodes (`encodings`, a bit
+ * per PayloadEncoding); the source may then send any batch LZ4-encoded (PAYLOAD_LZ4) and decides
+ * per batch whether to (precopy/batch-compressor.ts: only where it pays on the measured link).
+ * A batch's checksum is over its decoded pages, so an encoded batch verifies exactly as a raw one.
+ *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
  * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
@@ -207,8 +212,21 @@ export const STREAM_CHUNK_BYTES = 1024 * 1024;
  */
 export const TUNNEL_WINDOW_BYTES = Number(process.env.DROVER_TUNNEL_WINDOW) || 2 * 1024 * 1024;
 
-/** Encodings a batch payload may use. Only RAW exists in version 1. */
+/** Batch payload encoding: the pages' bytes as they are. */
 export const PAYLOAD_RAW = 0;
+/**
+ * Batch payload encoding: one LZ4 block of the pages' bytes, prefixed by their length (u32 LE).
+ * The receiver checks the prefix against the range table before it decodes anything, so no
+ * frame makes it allocate more than the batch's pages. Sent only to a target whose Accepted
+ * listed it (Accepted.encodings); zero pages stay flags (zero_ranges) either way.
+ */
+export const PAYLOAD_LZ4 = 3;
+/** Accepted.encodings bit of an encoding. */
+export function encodingBit(encoding: number): number {
+  return 1 << encoding;
+}
+/** The encodings this build decodes, as Accepted.encodings announces them (RAW is always decodable). */
+export const DECODABLE_ENCODINGS = encodingBit(PAYLOAD_RAW) | encodingBit(PAYLOAD_LZ4);
 
 /** The switchover's fenced intent (empty vmRevision = direct migration, nothing recorded in etcd). */
 export interface Fence {
@@ -229,7 +247,7 @@ export type Frame =
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string; encodings?: number }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
@@ -255,8 +273,8 @@ export const frames = {
 
 /** Named constructors for each ack. */
 export const acks = {
-  accepted: (windowBytes = DEFAULT_WINDOW_BYTES, joinToken = ''): Ack =>
-    ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes, ...(joinToken ? { joinToken } : {}) }),
+  accepted: (windowBytes = DEFAULT_WINDOW_BYTES, joinToken = '', encodings = DECODABLE_ENCODINGS): Ack =>
+    ({ kind: 'accepted', protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES, windowBytes, encodings, ...(joinToken ? { joinToken } : {}) }),
   batch: (seq: number, bytes: number): Ack => ({ kind: 'batch', seq, bytes }),
   verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
   activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),
@@ -302,14 +320,16 @@ export function checkRangeTable(ranges: ArrayLike<number>, pageCount: number, sl
 
 /**
  * Validates a batch's range tables against the domain geometry: pairs, non-empty, in bounds,
- * not crossing a slot, payload length = 4 KiB x data pages. Throws INVALID_ARGUMENT naming
- * the first offending range.
+ * not crossing a slot, payload length = 4 KiB x data pages (for an encoded payload: the length
+ * its prefix declares, checked by payload-codec.ts before decoding). Throws INVALID_ARGUMENT
+ * naming the first offending range, or an encoding this build does not decode.
  */
 export function validateBatch(f: Extract<Frame, { kind: 'batch' }>, pageCount: number, slotPages: number, pageSize: number): number {
-  if (f.encoding !== PAYLOAD_RAW) throw invalidArgument(`batch ${f.seq}: unknown payload encoding ${f.encoding}`);
+  if (!Number.isInteger(f.encoding) || f.encoding < 0 || f.encoding > 30 || (DECODABLE_ENCODINGS & encodingBit(f.encoding)) === 0) throw invalidArgument(`batch ${f.seq}: unknown payload encoding ${f.encoding}`);
   const check = (ranges: number[], what: string): number => checkRangeTable(ranges, pageCount, slotPages, `batch ${f.seq}: ${what}`);
   const dataPages = check(f.ranges, 'range table');
   check(f.zeroRanges, 'zero range table');
+  if (f.encoding !== PAYLOAD_RAW) return dataPages;
   if (f.payload.length !== dataPages * pageSize) {
     throw invalidArgument(`batch ${f.seq}: payload is ${f.payload.length} bytes but its ranges name ${dataPages} pages of ${pageSize} bytes (misaligned)`);
   }

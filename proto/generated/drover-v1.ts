@@ -7,7 +7,7 @@
  */
 
 /** Encoding of a batch payload. Unknown values are rejected. */
-export type PayloadEncoding = 'PAYLOAD_RAW';
+export type PayloadEncoding = 'PAYLOAD_RAW' | 'PAYLOAD_LZ4';
 
 /** What a VM is: enough for a target node to build an empty domain of the same shape. */
 export interface VmSpec {
@@ -173,6 +173,8 @@ export interface MigrationPolicy {
   verify: boolean;
   /** deprecated, ignored since protocol 2 (the target decides) */
   externalCommit: boolean;
+  /** page-batch compression: never | auto | always ("" = auto) */
+  compress: string;
 }
 
 /** drover.v1.MigrateVmRequest. */
@@ -269,6 +271,12 @@ export interface MigrationResult {
   throttlePercent: number;
   /** how long the source VM was paused (failed migrations too); 0 = never paused */
   pausedMs: number;
+  /** page batches sent LZ4-encoded */
+  compressedBatches: number;
+  /** page bytes those batches held */
+  compressedPageBytes: number;
+  /** their encoded size on the wire */
+  compressedBytes: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */
@@ -521,7 +529,7 @@ export interface MigrationAck {
   kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned';
 }
 
-/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". */
+/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". `encodings`: the payload encodings the target decodes, bit (1 << PayloadEncoding) each; RAW always. */
 export interface Accepted {
   /** protocolVersion = 1. */
   protocolVersion: number;
@@ -537,6 +545,8 @@ export interface Accepted {
   qemuListen: string;
   /** qemuTransport = 10. */
   qemuTransport: string;
+  /** encodings = 11. */
+  encodings: number;
 }
 
 /** Batches up to `seq` are applied (flow control: the sender keeps a bounded window). */

@@ -32,6 +32,7 @@ test('out-of-bounds, repeated and dash-led values exit 2 with one line naming th
     [['analyze', 'x', '--agent', NOWHERE, '--bandwidth=-1Gbit'], /--bandwidth "-1Gbit" is not a number with a unit/],
     [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--max-downtime', '-5ms'], /migrate: --max-downtime needs a value and "-5ms" begins with a dash/],
     [['vm', 'create', 'x', '--agent', NOWHERE, '--mem', '--profile', 'web'], /vm create: --mem needs a value \(got the flag --profile\)/],
+    [['migrate', 'x', '--from', NOWHERE, '--to', NOWHERE, '--compress', 'zstd'], /--compress "zstd" is not a compression mode \(expected never, auto, always\)/],
   ];
   for (const [args, want] of cases) {
     const r = drover(...args);

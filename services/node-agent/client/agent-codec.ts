@@ -7,7 +7,8 @@ import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 
 /** The VmSpec codec (migration/wire/spec-codec.ts), re-exported for the agent's users. */
 export { specToWire, specFromWire };
-import type { MigrationPolicy, MigrationProgress, MigrationResult, MigrationPhase } from '../../../migration/types';
+import { COMPRESSION_MODES, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase } from '../../../migration/types';
+import { invalidArgument } from '../../../lib/errors';
 import type * as wire from '../../../proto/generated/drover-v1';
 import type { Input } from '../../../proto/load';
 
@@ -92,7 +93,15 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
     maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: p.streams ?? 0, verify: p.verify ?? false,
     externalCommit: false, // deprecated since protocol 2 (the target decides)
+    compress: p.compress ?? '',
   };
+}
+
+/** A wire compression mode ("" = engine default); INVALID_ARGUMENT naming an unknown one. */
+function compressFromWire(v: string | undefined): CompressionMode | undefined {
+  if (!v) return undefined;
+  if (!(COMPRESSION_MODES as readonly string[]).includes(v)) throw invalidArgument(`policy.compress must be one of ${COMPRESSION_MODES.join(', ')}, got "${v}"`);
+  return v as CompressionMode;
 }
 
 /** Wire → partial policy (zero values mean "engine default"). */
@@ -100,7 +109,7 @@ export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Part
   return {
     maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
-    verify: !!w?.verify,
+    verify: !!w?.verify, compress: compressFromWire(w?.compress),
   };
 }
 
@@ -135,6 +144,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       hypervisorDowntimeMs: measured(r.hypervisorDowntimeMs),
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
       ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
+      ...(r.compressedBatches ? { compressedBatches: r.compressedBatches, compressedPageBytes: Number(r.compressedPageBytes), compressedBytes: Number(r.compressedBytes) } : {}),
     };
   }
   return ev;

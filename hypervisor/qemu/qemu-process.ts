@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DroverError } from '../../lib/errors';
 import { QmpClient } from './qmp-client';
+import { withoutAgentTuning } from '../../lib/malloc-tuning';
 
 /** How to start QEMU. */
 export interface QemuProcessOptions {
@@ -172,7 +173,7 @@ export class QemuProcess {
     const args = QemuProcess.buildArgs(o, dir);
     const commandLine = [bin, ...args].map(shellQuote).join(' ');
     let stderr = '';
-    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: withoutAgentTuning() });
     track(child);
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => { stderr = (stderr + d).slice(-8192); });

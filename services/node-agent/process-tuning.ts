@@ -7,16 +7,12 @@
 import { spawn } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { BULK_MALLOC_TUNABLES, TUNED_ENV } from '../../lib/malloc-tuning';
 
 /** The compiled CLI entry (dist/cli/main.js). */
 export const CLI_MAIN = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
 
-/**
- * glibc malloc settings for data-plane processes: keep freed bulk buffers (1 MiB frames) in
- * the heap instead of returning them to the kernel, so they are not faulted in again on every
- * use (first-touch faults cost ~4 us per 4 KiB page on this class of machine).
- */
-export const BULK_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912';
+export { BULK_MALLOC_TUNABLES } from '../../lib/malloc-tuning';
 
 /**
  * V8 flags of an agent. A migration allocates ~3 buffers per MiB moved (socket read, frame,
@@ -29,8 +25,6 @@ export const BULK_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.
  */
 export const DATA_PLANE_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
 
-/** Set in the environment of a tuned agent (so it never re-executes twice). */
-const TUNED_ENV = 'DROVER_AGENT_TUNED';
 
 /** Node arguments that run `drover ARGS` with the data-plane flags. */
 export function tunedNodeArgs(args: string[]): string[] {

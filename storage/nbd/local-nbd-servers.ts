@@ -20,6 +20,7 @@ import * as net from 'node:net';
 import { freePort } from '../../lib/free-port';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { withoutAgentTuning } from '../../lib/malloc-tuning';
 
 /** One export to serve. */
 export interface LocalExportSpec {
@@ -196,7 +197,7 @@ class Server implements LocalNbdServer {
     if (this.alive()) return;
     this.output = '';
     if (this.pidFile) fs.rmSync(this.pidFile, { force: true });
-    const c = spawn(this.cmd, this.args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const c = spawn(this.cmd, this.args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: withoutAgentTuning() });
     this.child = c;
     const collect = (d: Buffer) => { this.output = (this.output + d.toString()).slice(-4000); };
     c.stdout!.on('data', collect);

@@ -202,6 +202,13 @@ export interface VmRecord {
   /** The active migration job of this VM ('' = none): a VM is in at most one job. */
   job: string;
   createdAt: number;
+  /**
+   * Where and when a migration placed it: the revision of node `node`'s switchover record
+   * (`owned/<node>/<vm>`), set by the migrator's fold. A restarted agent of that node registered
+   * after it cannot hold the VM unless it moved again (services/scheduler/restarted-agents.ts).
+   * Counts only while `node` is the record's node.
+   */
+  placed?: { node: string; rev: string };
 }
 
 /** Why a job exists. */

@@ -32,14 +32,16 @@ export async function resumeRecordOf(etcd: Etcd3, job: JobRecord): Promise<Owner
 }
 
 /**
- * Folds the target's record: vms/<vm> node=to, state running (CAS on its revision), owned/<to>/<vm>
- * deleted, and owned/<from>/<vm> too (a stale record; one of this attempt cannot coexist with the target's).
+ * Folds the target's record: vms/<vm> node=to, state running, placed at the record's revision (CAS
+ * on its revision), owned/<to>/<vm> deleted, and owned/<from>/<vm> too (a stale record; one of this attempt cannot coexist with the target's).
  */
 export async function foldToTarget(etcd: Etcd3, job: JobRecord): Promise<boolean> {
   for (let i = 0; i < 5; i++) {
-    const v = await getJson<VmRecord>(etcd, keys.vm(job.vm));
+    const [v, claim] = await Promise.all([getJson<VmRecord>(etcd, keys.vm(job.vm)), getJson<OwnershipClaim>(etcd, keys.ownership(job.to, job.vm))]);
     if (!v) return false;
-    const next: VmRecord = { ...v.value, node: job.to, state: 'running', lastMovedAt: Date.now(), lastFrom: job.from };
+    // The placement's revision: the target's record of this job (what a restarted target is compared with).
+    const placed = claim && isClaimOf(claim.value, job.id, claim.value.attempt) ? { node: job.to, rev: claim.modRevision } : undefined;
+    const next: VmRecord = { ...v.value, node: job.to, state: 'running', lastMovedAt: Date.now(), lastFrom: job.from, placed };
     const r = await etcd.if(keys.vm(job.vm), 'Mod', '==', v.modRevision)
       .then(etcd.put(keys.vm(job.vm)).value(JSON.stringify(next)), etcd.delete().key(keys.ownership(job.to, job.vm)), etcd.delete().key(keys.ownership(job.from, job.vm))).commit();
     if (r.succeeded) return true;

@@ -118,8 +118,11 @@ test('a stale resume record of an earlier attempt does not block the target', as
 test('the record folded onto the target before the source resolves: owned, never a resume', async () => {
   const fence = await intent('e');
   await recordOwnership(link, 'tgt', 'e', fence, Date.now());
+  const recordRev = (await getJson<OwnershipClaim>(etcd, keys.ownership('tgt', 'e')))!.modRevision;
   assert.equal(await foldToTarget(etcd, jobOf('e', fence)), true);
   assert.equal(await claim('tgt', 'e'), undefined, 'folded away');
+  const folded = (await getJson<VmRecord>(etcd, keys.vm('e')))!.value;
+  assert.deepEqual([folded.node, folded.placed], ['tgt', { node: 'tgt', rev: recordRev }], 'placed at the revision of the target\'s record');
   assert.equal(await resolveOutcome(link, 'src', 'tgt', 'e', fence, quiet), 'owned');
   assert.equal(await claim('src', 'e'), undefined);
 });

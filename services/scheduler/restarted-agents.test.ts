@@ -8,7 +8,7 @@ import { Etcd3 } from 'etcd3';
 import { startLocalEtcd, type LocalEtcd } from '../../cluster/local-etcd';
 import { readSnapshot, type ClusterSnapshot, type NodeView } from '../../cluster/etcd';
 import { DEFAULT_CONFIG, keys, type VmRecord } from '../../cluster/keyspace';
-import { missingFromRegistration, placedBefore } from './restarted-agents';
+import { missingFromRegistration, placedBeforeThen } from './restarted-agents';
 import { isLostReason } from './lost-vms';
 
 function node(id: string, reported: string[], registrationRev?: string): NodeView {
@@ -62,6 +62,16 @@ test('restarted agent: a heartbeat without a registration revision (an older age
   assert.deepEqual(unsure.map((u) => [u.name, u.registrationRev]), [['a', '100']]);
 });
 
+test('restarted agent: a VM a migration placed on the node before the registration (folded later) is lost at once; a placement on another node does not count', () => {
+  const { sure, unsure } = missingFromRegistration(snap([node('n1', [], '100')], [
+    [vm('folded-late', { placed: { node: 'n1', rev: '90' }, lastMovedAt: 5 }), '120'],
+    [vm('placed-after', { placed: { node: 'n1', rev: '110' }, lastMovedAt: 5 }), '120'],
+    [vm('placed-elsewhere', { placed: { node: 'n2', rev: '90' } }), '120'],
+  ]));
+  assert.deepEqual(sure.map((l) => l.name), ['folded-late']);
+  assert.deepEqual(unsure.map((u) => u.name), ['placed-after', 'placed-elsewhere']);
+});
+
 let etcdProc: LocalEtcd;
 let etcd: Etcd3;
 before(async () => { etcdProc = await startLocalEtcd(); etcd = new Etcd3({ hosts: etcdProc.url }); });
@@ -81,6 +91,6 @@ test('restarted agent: a record written after the registration counts as placed 
   s.nodes.set('n1', node('n1', [], reg));
   const { sure, unsure } = missingFromRegistration(s);
   assert.deepEqual(sure, []);
-  const verdict = Object.fromEntries(await Promise.all(unsure.map(async (u) => [u.name, await placedBefore(etcd, u)])));
+  const verdict = Object.fromEntries(await Promise.all(unsure.map(async (u) => [u.name, await placedBeforeThen(etcd, u)])));
   assert.deepEqual(verdict, { old: true, moved: false, creating: false, new: false });
 });

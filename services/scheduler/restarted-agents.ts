@@ -5,9 +5,12 @@
  * that the heartbeat does not list lived in an earlier process: it is lost, and waiting proves
  * nothing more (lost-vms.ts's grace period is for VMs whose placement may be newer than the list).
  *
- * "Placed before R" is certain when the VM record is older than R. A record written after R (say
- * its job was cleared, or it was marked unknown in the meantime) was placed before R when the
- * record as of revision R has the same node, creation and last move (one historical read).
+ * "Placed before R" is certain when the VM record is older than R, or when a migration placed it
+ * there before R (`placed`: the revision of the target's switchover record, which an agent can
+ * write only once registered; a target killed after recording and folded onto later). Another
+ * record written after R (say its job was cleared, or it was marked unknown in the meantime) was
+ * placed before R when the record as of revision R has the same node, creation and last move (one
+ * historical read).
  *
  * Never reported here: a VM in a job or `migrating`, or with any switchover record
  * `owned/<node>/<vm>` (a target's claim or a source's resume record: the migrator decides where it
@@ -41,9 +44,15 @@ function candidate(vm: VmRecord): boolean {
   return !vm.job && (vm.state === 'running' || (vm.state === 'unknown' && !isLostReason(vm.error)));
 }
 
+/** True when the record itself proves `vm` was placed on its node before `registrationRev`. */
+function placedBefore(vm: VmRecord, modRevision: string, registrationRev: string): boolean {
+  const reg = BigInt(registrationRev);
+  return BigInt(modRevision) < reg || (vm.placed?.node === vm.node && BigInt(vm.placed.rev) < reg);
+}
+
 /**
  * The VMs of `snap` that their node's current registration does not hold: `sure` were placed
- * before it (record older than the registration), `unsure` need `placedBefore`.
+ * before it (record older than the registration), `unsure` need `placedBeforeThen`.
  */
 export function missingFromRegistration(snap: ClusterSnapshot): { sure: LostVm[]; unsure: Unsure[] } {
   const sure: LostVm[] = [];
@@ -54,7 +63,7 @@ export function missingFromRegistration(snap: ClusterSnapshot): { sure: LostVm[]
     const hb = n?.heartbeat;
     if (!n || !hb?.registrationRev || !candidate(vm) || switching.has(name) || hb.vms.some((v) => v.name === name)) continue;
     const lost: LostVm = { name, modRevision, vm, reason: restartLostReason(vm.node, hb, n.record.registeredAt) };
-    if (BigInt(modRevision) < BigInt(hb.registrationRev)) sure.push(lost);
+    if (placedBefore(vm, modRevision, hb.registrationRev)) sure.push(lost);
     else unsure.push({ ...lost, registrationRev: hb.registrationRev });
   }
   return { sure, unsure };
@@ -65,7 +74,7 @@ export function missingFromRegistration(snap: ClusterSnapshot): { sure: LostVm[]
  * creation and last move, not being created): the restarted agent should hold it. False when it
  * was placed later, or the revision is compacted (the grace rule then decides).
  */
-export async function placedBefore(etcd: Etcd3, u: Unsure): Promise<boolean> {
+export async function placedBeforeThen(etcd: Etcd3, u: Unsure): Promise<boolean> {
   const r = await etcd.get(keys.vm(u.name)).revision(u.registrationRev).exec().catch(() => undefined);
   const kv = r?.kvs[0];
   if (!kv) return false;

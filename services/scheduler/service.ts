@@ -32,7 +32,7 @@ import { readLinks } from './move-cost';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
 import { LostVmTracker, type LostVm } from './lost-vms';
-import { missingFromRegistration, placedBefore } from './restarted-agents';
+import { missingFromRegistration, placedBeforeThen } from './restarted-agents';
 import { pruneHistory } from '../../cluster/history';
 import { imbalance, placeVm, planEvacuation, planRebalance, thresholdOf } from './planner';
 
@@ -66,7 +66,7 @@ export class Scheduler {
   private readonly creating = new Set<string>();
   private readonly lost = new LostVmTracker();
   private lastPruneAt = 0;
-  /** A round was asked for while one ran: run another right after it. */
+  /** An urgent round (a new registration) was asked for while one ran: run another right after it. */
   private again = false;
   /** The registration revision last seen in each node's heartbeat (a new one starts a round). */
   private readonly registrations = new Map<string, string>();
@@ -103,7 +103,7 @@ export class Scheduler {
       if (!rev || this.registrations.get(node) === rev) return;
       const known = this.registrations.has(node);
       this.registrations.set(node, rev);
-      if (known && this.leading) { this.log('node registered anew: checking its VMs now', { node, registrationRev: rev }); void this.round(); }
+      if (known && this.leading) { this.log('node registered anew: checking its VMs now', { node, registrationRev: rev }); void this.round(true); }
     });
     w.on('error', (e) => this.log('heartbeat watch error', { error: (e as Error).message }));
   }
@@ -152,10 +152,10 @@ export class Scheduler {
     return true;
   }
 
-  /** One scheduling round (exported for tests through `runRound`). */
-  async round(): Promise<void> {
+  /** One scheduling round (exported for tests through `runRound`); `urgent`: run again right after one in progress. */
+  async round(urgent = false): Promise<void> {
     if (this.stopped) return;
-    if (this.busy) { this.again = true; return; }
+    if (this.busy) { if (urgent) this.again = true; return; }
     this.busy = true;
     this.again = false;
     try {
@@ -177,7 +177,7 @@ export class Scheduler {
       controlMetrics().loopError('scheduler');
     } finally {
       this.busy = false;
-      if (this.again) void this.round();
+      if (this.again) void this.round(true);
     }
   }
 
@@ -227,7 +227,7 @@ export class Scheduler {
    */
   private async markLost(snap: ClusterSnapshot): Promise<void> {
     const { sure, unsure } = missingFromRegistration(snap);
-    for (const u of unsure) if (await placedBefore(this.etcd, u)) sure.push(u);
+    for (const u of unsure) if (await placedBeforeThen(this.etcd, u)) sure.push(u);
     const marked = new Set<string>();
     for (const l of sure) if (await this.markOneLost(l)) marked.add(l.name);
     for (const l of this.lost.check(snap)) if (!marked.has(l.name)) await this.markOneLost(l);

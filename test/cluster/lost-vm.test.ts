@@ -12,6 +12,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startCluster, cli, waitFor, runningWhere, readSnapshot, readHistory } from './support';
+import { getJson, updateJson } from '../../cluster/etcd';
+import { keys, newJob, type NodeRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
+import { foldToTarget } from '../../services/migrator/fold';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { LOST_VM_GRACE_MS } from '../../services/scheduler/lost-vms';
 import type { LocalCluster } from '../../services/local-cluster';
 
@@ -76,6 +80,49 @@ test('an agent restarted within its lease: its VMs are reported lost within 2 s 
   const rm = await cli(c.etcdUrl, ['vm', 'destroy', 'gone']);
   assert.equal(rm.code, 0, rm.stderr);
   assert.equal((await readSnapshot(c.etcd!)).vms.has('gone'), false);
+  await c.stopAll();
+  clusters.pop();
+});
+
+test('a target killed after its switchover record, restarted empty, then folded onto: not lost while migrating, lost within 2 s of the fold', async () => {
+  // No migrator: the test plays its part (intent, fence, then the real fold, late) against the real agents and scheduler.
+  const c = await startCluster({ nodes: 2, migrators: 0, env: { DROVER_NODE_TTL_SEC: String(TTL_SEC) }, config: { autoRebalance: false } });
+  clusters.push(c);
+  assert.equal((await cli(c.etcdUrl, ['vm', 'create', 'mv', '--mem', '64MiB', '--profile', 'idle', '--node', 'node-1'])).code, 0);
+  const addr = async (n: string) => (await getJson<NodeRecord>(c.etcd!, keys.node(n)))!.value.address;
+  const cur = (await getJson<VmRecord>(c.etcd!, keys.vm('mv')))!;
+  const put = await c.etcd!.if(keys.vm('mv'), 'Mod', '==', cur.modRevision)
+    .then(c.etcd!.put(keys.vm('mv')).value(JSON.stringify({ ...cur.value, state: 'migrating', job: 'job-mv' } satisfies VmRecord))).commit();
+  assert.ok(put.succeeded);
+  const fence = { vmRevision: String(put.header.revision), job: 'job-mv', attempt: 1 };
+  const source = new AgentClient(await addr('node-1'));
+  try {
+    const r = await source.migrateVm('mv', await addr('node-2'), {}, () => undefined, 'job-mv.1', 'node-2', fence);
+    assert.equal(r.outcome, 'succeeded');
+  } finally { source.close(); }
+  assert.equal((await getJson<OwnershipClaim>(c.etcd!, keys.ownership('node-2', 'mv')))?.value.job, 'job-mv', "the target's record");
+  // Mid-migration (job set, record not folded): node-1 no longer runs it, and that is no loss.
+  await new Promise((res) => setTimeout(res, LOST_VM_GRACE_MS + 2000));
+  const mid = (await readSnapshot(c.etcd!)).vms.get('mv')!.value;
+  assert.deepEqual([mid.node, mid.state, mid.error], ['node-1', 'migrating', ''], 'not reported lost while migrating');
+  const before = (await readSnapshot(c.etcd!)).nodes.get('node-2')!.record.registeredAt;
+  await c.kill('node-2', 'SIGKILL'); // restarted empty by the cluster's supervisor
+  await waitFor('node-2 registered again', async () => (await readSnapshot(c.etcd!)).nodes.get('node-2')!.heartbeat && (await readSnapshot(c.etcd!)).nodes.get('node-2')!.record.registeredAt > before, 30_000);
+  await new Promise((res) => setTimeout(res, 2000));
+  assert.equal((await readSnapshot(c.etcd!)).vms.get('mv')!.value.state, 'migrating', 'still in its job: not reported');
+  // The migrator comes back and folds the record of the target's earlier process; then finishes the job.
+  assert.equal(await foldToTarget(c.etcd!, { ...newJob({ id: 'job-mv', vm: 'mv', from: 'node-1', to: 'node-2', reason: 'manual' }), attempts: 1 }), true);
+  await updateJson<VmRecord>(c.etcd!, keys.vm('mv'), (v) => v && { ...v, job: '' });
+  const finishedAt = Date.now();
+  const vm = await waitFor('mv reported lost', async () => {
+    const v = (await readSnapshot(c.etcd!)).vms.get('mv')!.value;
+    return v.state === 'unknown' ? v : undefined;
+  }, WAIT_MS, 50);
+  const took = Date.now() - finishedAt;
+  assert.ok(took <= LOST_AFTER_REGISTRATION_MS, `reported lost ${took} ms after the fold (at most ${LOST_AFTER_REGISTRATION_MS})`);
+  assert.equal(vm.node, 'node-2');
+  assert.match(vm.error, /^lost: node node-2 restarted at .* without this VM/);
+  assert.equal((await runningWhere(c)).get('mv'), undefined, 'no agent runs it');
   await c.stopAll();
   clusters.pop();
 });

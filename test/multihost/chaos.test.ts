@@ -50,7 +50,7 @@ test('chaos campaign (3 hosts, 6 migrations with a direct one, 3 faults): invari
   // Small on purpose (about 2 min on a loaded 2-core machine): 3 cluster VMs, 1 direct VM.
   const r = await runHarness(['--migrations', '6', '--faults', '3', '--seed', '12', '--vms', '3', '--direct-vms', '1', '--settle-ms', '10000', '--json',
     // a killed agent restarted after 1 s, inside its 3 s lease, comes back empty: its VMs must be reported lost
-    // (the scheduler marks a VM its live node stopped reporting `unknown`, services/scheduler/lost-vms.ts)
+    // (the scheduler marks a VM the agent's new registration does not hold `unknown` at once, services/scheduler/restarted-agents.ts)
     '--agent-restart-min-ms', '1000',
     '--kinds', 'kill-target,kill-scheduler,stop-target'], { timeoutMs: 320_000 });
   const lines = r.stdout.trim().split('\n').filter(Boolean);

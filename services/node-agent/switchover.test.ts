@@ -13,8 +13,12 @@ import { foldToTarget, settleFailed } from '../migrator/fold';
 import { faultOwnershipDelayMs, LEASE_MARGIN_MS, recordOwnership, resolveOutcome, settleUnknownRecord, type ClusterLink } from './switchover';
 import type { Fence } from '../../migration/wire/protocol';
 
-/** A short node TTL keeps the source's bound (TTL + 2 margins) at ~1.6 s. */
-const TTL_MS = 600;
+/**
+ * A short node TTL keeps the source's bound (TTL + 2 margins) at 2.5 s, and leaves the target a
+ * record window (TTL - one margin) of 1 s, which a loaded host's etcd txn fits in (at 600 ms the
+ * 100 ms window was missed under load).
+ */
+const TTL_MS = 1500;
 let etcdProc: LocalEtcd;
 let etcd: Etcd3;
 const link: ClusterLink = { lease: () => ({ deadlineMs: Date.now() + TTL_MS, ttlMs: TTL_MS, etcd }) };

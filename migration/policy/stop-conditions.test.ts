@@ -90,6 +90,11 @@ test("predictNextRound: under a cap the next round runs at Xen's rate (dirty rat
   const next = predictNextRound(o, capped);
   assert.ok(Math.abs(next.ms - (20e6 / rate) * 1000) < 1e-9, `${next.ms}`);
   assert.equal(decideStop(o, capped, 0), null, 'paced above the dirty rate, the rounds shrink');
+  // measured at 1 Gbit/s: round 2 ran at its pace (13.2 MiB/s) while the guest dirtied 18.7 MiB/s;
+  // round 3 runs at 18.7 MiB/s + 50 Mbit/s, so it shrinks the 14 MiB left (at 13.2 MiB/s it would not)
+  const web = after(14.04 * MiB, [{ windowMs: 5011, bytes: 16.02 * MiB }, { windowMs: 751, bytes: 14.04 * MiB }], { round: 2, throughputBytesPerSec: 13.2 * MiB, dirtyRateBytesPerSec: 18.7 * MiB });
+  assert.equal(decideStop(web, capped, 0), null);
+  assert.ok(predictNextRound(web, capped).remainder < 0.8 * 14.04 * MiB);
 });
 
 test('RoundCurve keeps each round\'s point by the throttle it ran under', () => {

@@ -162,6 +162,26 @@ export interface PageAccess {
    * dirties memory faster than the link moves it lets pre-copy converge. 0 = full speed.
    */
   setThrottle?(fraction: number): void;
+  /** Post-copy (optional; the sim driver): which pages are on this node yet. */
+  readonly postcopy?: PostcopyPageAccess;
+}
+
+/** Post-copy page access: the target's missing pages and its vCPUs' waits; the source's hot pages. */
+export interface PostcopyPageAccess {
+  /** Leading pages a post-copy switch always sends while paused (every guest write touches them). */
+  readonly hotPages: number;
+  /** Pages still missing. */
+  readonly missingPages: number;
+  /** Marks the pages of a range table (first, count pairs) missing; before the vCPUs resume. */
+  markMissing(ranges: ArrayLike<number>): void;
+  /** Pages [first, first + count) arrived: wakes the vCPUs waiting for them. */
+  markPresent(first: number, count: number): void;
+  /** True when page `pfn` is missing. */
+  isMissing(pfn: number): boolean;
+  /** Called with each page a vCPU waits for (once per page). */
+  onFault: ((pfn: number) => void) | undefined;
+  /** How long each vCPU page wait lasted, ms. */
+  readonly waitsMs: number[];
 }
 
 /** A domain whose memory the engine copies page by page: life cycle, guest probe and page access. */

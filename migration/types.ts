@@ -34,6 +34,8 @@ export interface MigrationPolicy {
   timeoutMs: number;
   /** After activation, compare the paused source's memory with the target's image digest. */
   verify: boolean;
+  /** Post-copy (sim driver): 'never' (absent), 'auto' (when pre-copy cannot converge), 'always' (after the first pass). */
+  postcopy?: PostcopyMode;
   /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
   streams?: number;
   /** Page-batch compression (precopy/batch-compressor.ts); absent = auto. */
@@ -44,6 +46,10 @@ export interface MigrationPolicy {
 export type CompressionMode = 'never' | 'auto' | 'always';
 /** The compression modes, for parsing and messages. */
 export const COMPRESSION_MODES: readonly CompressionMode[] = ['never', 'auto', 'always'];
+/** When a migration may switch to post-copy (`--postcopy`). */
+export type PostcopyMode = 'never' | 'auto' | 'always';
+/** The values `--postcopy` and MigrationPolicy.postcopy take. */
+export const POSTCOPY_MODES: readonly PostcopyMode[] = ['never', 'auto', 'always'];
 
 /** Default downtime target: the project's aim is millisecond downtime. */
 export const DEFAULT_MAX_DOWNTIME_MS = 5;
@@ -66,6 +72,7 @@ export function resolvePolicy(p: Partial<MigrationPolicy> = {}): MigrationPolicy
     timeoutMs: p.timeoutMs && p.timeoutMs > 0 ? p.timeoutMs : 0,
     verify: p.verify ?? false,
     compress: p.compress ?? 'auto',
+    ...(p.postcopy && p.postcopy !== 'never' ? { postcopy: p.postcopy } : {}),
   };
 }
 
@@ -136,6 +143,14 @@ export interface MigrationResult {
   compressedBatches?: number;
   compressedPageBytes?: number;
   compressedBytes?: number;
+  /** Post-copy: vCPU waits for a missing page on the target (absent without post-copy). */
+  pageWaits?: number;
+  /** Post-copy: median page wait, ms. */
+  pageWaitP50Ms?: number;
+  /** Post-copy: 99th percentile page wait, ms. */
+  pageWaitP99Ms?: number;
+  /** Post-copy: the target's resume until every page was present, ms. */
+  allPresentMs?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

@@ -1,9 +1,9 @@
 /** `drover migrate VM --from ADDR --to ADDR`: one live migration between two agents. */
-import { parse, required, str, flag, duration, rate, int, address, UsageError } from '../args';
+import { parse, required, str, flag, duration, rate, int, address, UsageError, type Parsed } from '../args';
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { COMPRESSION_MODES, type CompressionMode, type MigrationResult } from '../../migration/types';
+import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationResult, type PostcopyMode } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
 
@@ -24,8 +24,26 @@ export function parseCompress(text: string, flagName = '--compress'): Compressio
   return text as CompressionMode;
 }
 
+/** The post-copy flags every migrating command takes. */
+export const POSTCOPY_OPTIONS = { postcopy: { type: 'string' }, 'no-postcopy': { type: 'boolean' } } as const;
+
+/**
+ * `--postcopy never|auto|always` or `--no-postcopy` (= never): the policy's post-copy mode, or
+ * undefined when neither is given. A UsageError naming the flag for anything else.
+ */
+export function postcopyFlag(p: Parsed, command: string): PostcopyMode | undefined {
+  const v = str(p, 'postcopy');
+  if (flag(p, 'no-postcopy')) {
+    if (v !== undefined) throw new UsageError(`${command}: --no-postcopy and --postcopy ${v} contradict each other`);
+    return 'never';
+  }
+  if (v === undefined) return undefined;
+  if (!(POSTCOPY_MODES as readonly string[]).includes(v)) throw new UsageError(`${command}: --postcopy "${v}" is not a post-copy mode (expected ${POSTCOPY_MODES.join(', ')})`);
+  return v as PostcopyMode;
+}
+
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--verify] [--json] ${TLS_USAGE}`;
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--postcopy never|auto|always | --no-postcopy] [--verify] [--json] ${TLS_USAGE}`;
 
 /** ", LZ4 on 12 batches (48 MiB as 24 MiB)" when some batches went compressed, else "". */
 function compressedText(r: MigrationResult): string {
@@ -35,7 +53,8 @@ function compressedText(r: MigrationResult): string {
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
-  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}`);
+  const pc = r.mode === 'postcopy' ? `, post-copy: ${r.pageWaits ?? 0} page waits (p99 ${formatMs(r.pageWaitP99Ms ?? 0)}), all pages in ${formatMs(r.allPresentMs ?? 0)}` : '';
+  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}${pc}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}`);
 }
 
 /** Runs the direct migrate form. */
@@ -43,8 +62,9 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const p = parse(argv, {
     from: { type: 'string' }, to: { type: 'string' }, 'max-downtime': { type: 'string' }, bandwidth: { type: 'string' },
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
-    'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, ...TLS_OPTIONS,
+    'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, ...POSTCOPY_OPTIONS, ...TLS_OPTIONS,
   }, 'migrate');
+  const postcopy = postcopyFlag(p, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
   const vm = p.positionals[0];
   const from = address(required(p, 'from', 'migrate'), '--from');
@@ -53,6 +73,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
     ...(str(p, 'streams') !== undefined ? { streams: parseStreams(str(p, 'streams')!) } : {}),
     ...(str(p, 'compress') !== undefined ? { compress: parseCompress(str(p, 'compress')!) } : {}),
+    ...(postcopy ? { postcopy } : {}),
   };
   const json = flag(p, 'json');
   const tls = tlsFromFlags(p, 'migrate');

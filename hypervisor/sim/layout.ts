@@ -98,6 +98,8 @@ export const CTL = {
   EXITED: 3,
   /** Throttle in per mille: vCPUs sleep this share of the time (auto-converge); 0 = full speed. */
   THROTTLE: 4,
+  /** Post-copy: guest pages not on this node yet (postcopy-pages.ts); 0 = every page is here. */
+  MISSING: 5,
   /** Size of the block in int32 words. */
   SIZE: 16,
 } as const;

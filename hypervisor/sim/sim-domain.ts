@@ -50,6 +50,7 @@ import type { DiskDeviceOptions, SimDiskDevice } from './disk-device';
 import { decodeDeviceState, encodeDeviceState } from './device-state';
 import { checkGuestMemory } from './guest-check';
 import type { VcpuInit } from './vcpu-worker';
+import { PostcopyPages, type PageWaitMessage } from './postcopy-pages';
 
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** Highest throttle: the guest still runs 1% of the time (its stalls stay ~10 ms, see vcpu-worker.ts). */
@@ -110,6 +111,8 @@ export class SimDomain implements Domain, PagedDomain {
   private destroying: Promise<void> | undefined;
   private readonly opts: Required<SimHypervisorOptions>;
   private readonly onGone: (d: SimDomain) => void;
+  /** Post-copy: which pages are on this node yet (postcopy-pages.ts); the hot pages are the header and index. */
+  readonly postcopy: PostcopyPages;
   /** The guest's disk (spec.disk), driven from this thread; see disk-device.ts. */
   disk: SimDiskDevice | undefined;
 
@@ -138,6 +141,7 @@ export class SimDomain implements Domain, PagedDomain {
     this.hdr32 = new Uint32Array(this.slots[0], 0, PAGE_WORDS);
     this.hdr64 = new Float64Array(this.slots[0], 0, PAGE_WORDS / 2);
     this.index = new Uint32Array(this.slots[0], this.layout.indexStart * PAGE_SIZE, this.pageCount);
+    this.postcopy = new PostcopyPages(this.pageCount, this.ctl, this.layout.dataStart);
 
     const seed = (spec.seed ?? hashString(spec.name)) >>> 0;
     for (let i = 0; i < spec.vcpus; i++) {
@@ -183,6 +187,7 @@ export class SimDomain implements Domain, PagedDomain {
         dirty: this.dirtySab,
         populated: this.populatedSab,
         regs: this.regSabs[i],
+        pages: this.postcopy.sab,
         pageCount: this.pageCount,
         indexStart: this.layout.indexStart,
         dataStart: this.layout.dataStart,
@@ -193,6 +198,7 @@ export class SimDomain implements Domain, PagedDomain {
         heartbeatMs: this.opts.heartbeatMs,
       };
       const w = new Worker(file, { workerData: init, name: `vcpu${i}-${this.spec.name}` });
+      w.on('message', (m: PageWaitMessage) => this.postcopy.handle(m));
       w.on('error', (e) => {
         if (!this.crash) this.crash = new Error(`vCPU ${i} of '${this.spec.name}' crashed: ${e.message}`);
       });

@@ -24,6 +24,7 @@ import {
   zipfRank,
 } from './layout';
 import type { WritePattern } from './profiles';
+import { waitForPage, type PageWaitMessage } from './postcopy-pages';
 
 /** What the driver hands a vCPU thread. */
 export interface VcpuInit {
@@ -34,6 +35,8 @@ export interface VcpuInit {
   dirty: SharedArrayBuffer;
   populated: SharedArrayBuffer;
   regs: SharedArrayBuffer;
+  /** Post-copy page words (postcopy-pages.ts): a page not here yet is waited for before a write. */
+  pages: SharedArrayBuffer;
   pageCount: number;
   indexStart: number;
   dataStart: number;
@@ -79,6 +82,7 @@ class Vcpu {
   private readonly ctl: Int32Array;
   private readonly dirty: Int32Array;
   private readonly populated: Int32Array;
+  private readonly pages: Int32Array;
   private readonly R: Float64Array;
   private readonly S: Uint32Array;
   private readonly mem: Uint32Array[];
@@ -109,6 +113,7 @@ class Vcpu {
     this.ctl = new Int32Array(init.ctl);
     this.dirty = new Int32Array(init.dirty);
     this.populated = new Int32Array(init.populated);
+    this.pages = new Int32Array(init.pages);
     this.R = new Float64Array(init.regs);
     this.S = new Uint32Array(init.regs, 0, 4);
     this.mem = init.slots.map((s) => new Uint32Array(s));
@@ -153,11 +158,23 @@ class Vcpu {
         continue;
       }
       if (!this.mayWrite(t)) continue;
-      this.writePage(this.dataStart + this.nextLocal() * this.vcpus + this.id);
+      const pfn = this.dataStart + this.nextLocal() * this.vcpus + this.id;
+      if (!this.present(pfn)) continue;
+      this.writePage(pfn);
       R[REG.BYTES] += PAGE_BYTES;
     }
     Atomics.add(ctl, CTL.EXITED, 1);
     Atomics.notify(ctl, CTL.PARKED);
+  }
+
+  /**
+   * Post-copy: true once page `pfn` and its index page are on this node (it may wait for them);
+   * false when a pause or exit came first. The header page is always here (a switch sends it).
+   */
+  private present(pfn: number): boolean {
+    if (Atomics.load(this.ctl, CTL.MISSING) === 0) return true;
+    const post = (m: PageWaitMessage) => parentPort?.postMessage(m);
+    return waitForPage(this.pages, this.ctl, this.indexStart + (pfn >>> 10), post) && waitForPage(this.pages, this.ctl, pfn, post);
   }
 
   /** One guest page write: version bump, content (pfn, v), index update, dirty bits. */
@@ -245,6 +262,7 @@ class Vcpu {
   /** One page of the boot fill. */
   private bootWrite(t: number): void {
     const k = this.R[REG.BOOT_NEXT];
+    if (!this.present(this.dataStart + k * this.vcpus + this.id)) return;
     this.writePage(this.dataStart + k * this.vcpus + this.id);
     this.R[REG.BOOT_NEXT] = k + 1;
     if (k + 1 >= this.localFill) this.checkBooted();

@@ -41,6 +41,12 @@ export class BatchWindow {
   activatedAt: number | undefined;
   /** The target recorded its ownership (protocol 2's Owned). */
   owned = false;
+  /** Post-copy: the target offered it (Accepted.postcopy). */
+  postcopyOffered = false;
+  /** Post-copy: pages the target's vCPUs wait for, a range table of requests not taken yet. */
+  pageRequests: number[] = [];
+  /** Post-copy: the target's PostcopyDone (every page there, its guest's waits), once it came. */
+  postcopyDone: Extract<Ack, { kind: 'postcopyDone' }> | undefined;
   /** When the latest ack arrived (performance.now()). */
   lastAckAt = performance.now();
   /** The payload encodings the target decodes (Accepted.encodings; 0 = raw only). */
@@ -92,6 +98,13 @@ export class BatchWindow {
         this.accepted = true;
         if (ack.windowBytes > 0) this.windowBytes = ack.windowBytes;
         this.peerEncodings = ack.encodings ?? 0;
+        this.postcopyOffered = !!ack.postcopy;
+        break;
+      case 'pageRequest':
+        this.pageRequests.push(...ack.ranges);
+        break;
+      case 'postcopyDone':
+        this.postcopyDone = ack;
         break;
       case 'batch':
         // Acks are cumulative: every batch up to `seq` landed.
@@ -135,6 +148,16 @@ export class BatchWindow {
       await new Promise<void>((r) => this.waiters.push(r));
     }
     this.check();
+  }
+
+  /** Lowers the window to `bytes` (post-copy: requested pages must not queue behind a long push). */
+  limitWindow(bytes: number): void {
+    this.windowBytes = Math.min(this.windowBytes, bytes);
+  }
+
+  /** Bytes sent and not yet acknowledged. */
+  get bytesInFlight(): number {
+    return this.inflightBytes;
   }
 
   /** Waits until the bytes in flight fit the window again. */

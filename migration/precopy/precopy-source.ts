@@ -32,6 +32,8 @@ import { BATCH_PAGES, BatchWindow } from './batch-window';
 import { BatchCompressor } from './batch-compressor';
 import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
 import { SourceStats } from './source-stats';
+import { runPostcopy, type PostcopyEngine } from '../postcopy/postcopy-source';
+import { choosePostcopy } from '../postcopy/postcopy-choice';
 import { isCommitted, SOURCE_TRANSITIONS, switchoverOf, type SourcePhase, type Switchover } from './source-phase';
 
 export { BATCH_PAGES } from './batch-window';
@@ -58,6 +60,8 @@ export interface FrameChannel {
   end(): void;
   /** Registers the handler of acks, and of the stream's failure. */
   onAck(handler: (ack: Ack) => void, onError: (err: DroverError) => void): void;
+  /** Parallel streams: every batch goes on stream 0 from now on (post-copy). */
+  pinToFirstStream?(): void;
 }
 
 /** Everything one source-side migration needs. */
@@ -123,6 +127,11 @@ export class PrecopySource {
   private readonly pause = new PauseClock();
   /** Page-batch compression, once the target said which encodings it decodes. */
   private compressor = new BatchCompressor('never', false);
+  /** Post-copy: chosen at the end of pre-copy; `lost` once it failed after the switch (the source never resumes). */
+  private postcopyChosen = false;
+  private lost = false;
+  /** Post-copy's figures for the result. */
+  private extra: Partial<MigrationResult> = {};
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
@@ -138,6 +147,11 @@ export class PrecopySource {
     return this.pause.ms;
   }
 
+  /** True once post-copy failed after the switch: the VM is lost (the source must discard its stale copy, never resume it). */
+  get vmLost(): boolean {
+    return this.lost;
+  }
+
   /** The current phase (read by cancel to refuse after switchover). */
   get currentPhase(): MigrationPhase {
     return this.phase.kind;
@@ -150,10 +164,12 @@ export class PrecopySource {
     try {
       await this.handshake();
       const bitmap = await this.precopyRounds(timeoutMs);
+      if (this.postcopyChosen) return await this.postcopy(bitmap);
       await this.stopAndCopy(bitmap);
       return await this.finish();
     } catch (err) {
       const e = this.window.failure ?? DroverError.from(err);
+      if (this.lost) throw err;
       if (!isCommitted(this.phase)) await this.rollback(e);
       else return await this.afterComplete(e);
       throw e;
@@ -246,6 +262,11 @@ export class PrecopySource {
         wss: this.curve.at(this.throttle), dirtyRateBytesPerSec: s.dirtyRate,
       }, this.o.policy, timeoutMs);
       previousSent = r.sent;
+      if (choosePostcopy(this.o.policy, reason, !!(this.window.postcopyOffered && d.postcopy))) {
+        this.postcopyChosen = true;
+        this.stopReason = reason ?? 'forced';
+        return bitmap;
+      }
       if (this.autoConverge(reason)) { stalled = 0; continue; }
       if (reason) { this.stopReason = reason; return bitmap; }
     }
@@ -384,6 +405,30 @@ export class PrecopySource {
     b.commitMs = performance.now() - mark;
   }
 
+  /**
+   * Post-copy from `bitmap` (postcopy-source.ts). A failure after the switch is DATA_LOSS: the
+   * source never resumes (the target ran the guest). Before Owned, a target's explicit refusal
+   * still resumes the source as in pre-copy (the target destroyed its copy).
+   */
+  private async postcopy(bitmap: Uint32Array): Promise<MigrationResult> {
+    this.pacer.setRate(this.o.policy.bandwidthBytesPerSec);
+    const engine: PostcopyEngine = {
+      migrationId: this.o.migrationId, domain: this.o.domain, channel: this.o.channel, window: this.window, stats: this.stats, digest: this.digest,
+      pauseSource: (t) => this.pauseSource(t), sendPages: (b) => this.sendRound(b, false, true), send: (f) => this.send(f), enter: (p, r) => this.enter(p, r),
+    };
+    try {
+      const out = await runPostcopy(engine, bitmap);
+      this.extra = { mode: 'postcopy', pageWaits: out.pageWaits, pageWaitP50Ms: out.pageWaitP50Ms, pageWaitP99Ms: out.pageWaitP99Ms, allPresentMs: out.allPresentMs };
+      return await this.finish();
+    } catch (err) {
+      const e = this.window.failure ?? DroverError.from(err);
+      if (!isCommitted(this.phase) || (!this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
+      this.lost = true;
+      try { this.o.channel.end(); } catch { /* stream gone */ }
+      throw new DroverError('DATA_LOSS', `migration ${this.o.migrationId}: post-copy failed after the switch (${e.code}: ${e.message}); VM ${this.o.domain.spec.name} is LOST: the target lacks pages and the source never resumes after the switch`, { cause: e });
+    }
+  }
+
   /** Pauses the source (stop-and-copy began at `t`): the switchover clock starts. */
   private async pauseSource(t: number): Promise<Switchover> {
     const d = this.o.domain;
@@ -431,7 +476,7 @@ export class PrecopySource {
     const verified = this.o.policy.verify ? await this.memoryMatches() : false;
     d.stopDirtyLog();
     this.pause.end(); // Owned: the source's pause ends with its copy
-    const result = succeededResult({
+    const result: MigrationResult = succeededResult({
       migrationId: this.o.migrationId, vm: d.spec.name, profile: d.spec.profile, memBytes: d.spec.memBytes, mode: 'precopy',
       verified, downtimeMs: activatedAt - sw.pausedWall, totalMs: activatedAt - (performance.timeOrigin + s.t0), rounds: s.round, bytesSent: s.bytesSent,
       pageBytes: s.pageBytes, zeroPages: s.zeroPages, deviceBytes: s.deviceBytes,
@@ -441,6 +486,7 @@ export class PrecopySource {
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
       compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
     });
+    Object.assign(result, this.extra); // post-copy: mode and the guest's page waits
     this.enter({ kind: 'done', result });
     return result;
   }

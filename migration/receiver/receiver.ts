@@ -16,12 +16,13 @@ import { decodePayload } from '../wire/payload-codec';
 import { copyBytes } from '../wire/frame-codec';
 import { acks, checkRangeTable, validateBatch, versionMismatch, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { AppliedSeqs } from './applied-seqs';
+import { PostcopyTarget } from '../postcopy/postcopy-target';
 
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
 export const MAX_PEER_TEXT_BYTES = 256;
 
 /** States of an incoming migration (protocol.ts has the diagram). */
-export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'verified' | 'active' | 'aborted';
+export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'postcopy' | 'verified' | 'active' | 'aborted';
 
 /** One state of an incoming migration, with its own data. */
 export type ReceiverPhase =
@@ -31,6 +32,8 @@ export type ReceiverPhase =
   /** Start accepted for a QEMU tunnel: qemu-target.ts takes the frames. */
   | { state: 'tunnel' }
   | { state: 'device-loaded' }
+  /** Post-copy: the VM runs here while pages still come from the source (a failure loses it). */
+  | { state: 'postcopy'; pausedAtMs: number }
   /** Complete accepted; `pausedAtMs` is the source's pause, wall clock. */
   | { state: 'verified'; pausedAtMs: number }
   | { state: 'active'; pausedAtMs: number }
@@ -42,7 +45,8 @@ export const RECEIVER_TRANSITIONS: { readonly [K in ReceiverState]: readonly Rec
   prepared: ['receiving', 'tunnel', 'aborted'],
   receiving: ['device-loaded', 'aborted'],
   tunnel: ['verified', 'aborted'],
-  'device-loaded': ['verified', 'aborted'],
+  'device-loaded': ['verified', 'postcopy', 'aborted'],
+  postcopy: ['verified', 'aborted'],
   verified: ['active', 'aborted'],
   active: ['aborted'],
   aborted: ['aborted'],
@@ -66,6 +70,10 @@ export class IncomingMigration {
   tunnel = '';
   /** The switchover's fenced intent from Start (cluster mode); undefined = direct migration. */
   fence: Fence | undefined;
+  /** Post-copy once switched (postcopy-target.ts). */
+  private postcopy: PostcopyTarget | undefined;
+  /** Sends an ack on stream 0 outside the frame order (post-copy's PageRequest); set by the agent. */
+  onAck: ((a: Ack) => void) | undefined;
 
   constructor(
     readonly migrationId: string,
@@ -94,6 +102,7 @@ export class IncomingMigration {
 
   /** The copy is thrown away (the agent destroys the domain). Safe to repeat, from any state. */
   markAborted(): void {
+    this.postcopy?.close();
     this.seqs.abort(new DroverError('ABORTED', `migration ${this.migrationId} was discarded while Complete waited for its batches`));
     const pausedAtMs = this.pausedAtMs;
     this.enter(Number.isNaN(pausedAtMs) ? { state: 'aborted' } : { state: 'aborted', pausedAtMs });
@@ -142,7 +151,9 @@ export class IncomingMigration {
     this.enter({ state: this.tunnel ? 'tunnel' : 'receiving' }); // tunnel: qemu-target.ts takes the frames from here
     this.streamCount = count;
     if (count > 1) this.joinToken = randomBytes(24).toString('base64url');
-    return acks.accepted(undefined, this.joinToken);
+    const accepted = acks.accepted(undefined, this.joinToken);
+    // The post-copy offer sits beside the join token (page streams whose domain can wait for pages).
+    return this.domain.postcopy && !this.tunnel ? { ...accepted, postcopy: true } as Ack : accepted;
   }
 
   /** Streams this migration runs over (Start.stream_count of stream 0). */
@@ -190,6 +201,7 @@ export class IncomingMigration {
         }
         return [];
       case 'batch':
+        if (this.postcopy && this.state === 'postcopy') return [this.applyPostcopyBatch(f)];
         this.expect('receiving', 'PageBatch');
         return [this.applyBatch(f)];
       case 'complete': {
@@ -198,6 +210,8 @@ export class IncomingMigration {
           await this.seqs.untilAll(f.batches);
           this.expect('receiving', 'Complete');
         }
+        if (f.postcopy) return this.postcopySwitch(f);
+        if (this.state === 'postcopy') return this.postcopyFinish(f);
         if (f.device && f.device.state.length > 0) {
           this.expect('receiving', 'Complete with device state');
           this.loadDevice(f.device.state, f.device.checksum);
@@ -220,6 +234,64 @@ export class IncomingMigration {
       case 'stream':
         throw failedPrecondition(`migration ${this.migrationId}: StreamData frame not allowed in state ${this.state} (not a tunnel)`);
     }
+  }
+
+  /** True while the VM runs here with pages still to come (post-copy): a failure now loses it. */
+  get inPostcopy(): boolean {
+    return this.state === 'postcopy';
+  }
+
+  /**
+   * Post-copy's switch: loads the device state, marks the missing pages, resumes at once and
+   * answers Activated (the digest is checked at the final Complete, once every page came).
+   */
+  private async postcopySwitch(f: Extract<Frame, { kind: 'complete' }>): Promise<Ack[]> {
+    const d = this.domain;
+    this.expect('receiving', 'Complete(postcopy)');
+    if (!d.postcopy || this.tunnel) throw failedPrecondition(`migration ${this.migrationId}: this target offered no post-copy`);
+    if (!f.device || f.device.state.length === 0) throw invalidArgument(`migration ${this.migrationId}: the post-copy switch carries no device state`);
+    const missing = f.missing ?? [];
+    checkRangeTable(missing, d.pageCount, d.slotPages, 'post-copy missing pages');
+    for (let i = 0; i < missing.length; i += 2) {
+      if (missing[i] < d.postcopy.hotPages) throw invalidArgument(`post-copy missing pages: range [${missing[i]}, +${missing[i + 1]}) holds a hot page (below ${d.postcopy.hotPages}, sent before the switch)`);
+    }
+    this.loadDevice(f.device.state, f.device.checksum);
+    d.postcopy.markMissing(missing);
+    this.postcopy = new PostcopyTarget(d.postcopy, this.migrationId, (a) => this.onAck?.(a));
+    this.enter({ state: 'postcopy', pausedAtMs: f.pausedAtMs });
+    await d.resume();
+    return [acks.activated(performance.timeOrigin + performance.now())];
+  }
+
+  /** Post-copy's final Complete: every page is here and the image digest matches. */
+  private postcopyFinish(f: Extract<Frame, { kind: 'complete' }>): Ack[] {
+    const pc = this.postcopy!;
+    pc.checkComplete();
+    const mine = this.digest.digest();
+    if (!mine.equals(f.imageDigest)) {
+      throw new DroverError('DATA_LOSS', `post-copy image digest mismatch: source says ${f.imageDigest.toString('hex')}, target holds ${mine.toString('hex')}`);
+    }
+    pc.close();
+    const pausedAtMs = this.pausedAtMs;
+    this.enter({ state: 'verified', pausedAtMs });
+    this.enter({ state: 'active', pausedAtMs });
+    const w = pc.figures();
+    return [acks.verified(mine, this.domain.pageCount), acks.postcopyDone(w.pageWaits, w.pageWaitP50Ms, w.pageWaitP99Ms, w.allPresentMs)];
+  }
+
+  /** A post-copy batch: only missing pages, applied as in pre-copy, then marked present. */
+  private applyPostcopyBatch(f: Extract<Frame, { kind: 'batch' }>): Ack {
+    const pc = this.postcopy!;
+    validateBatch(f, this.domain.pageCount, this.domain.slotPages, PAGE_SIZE);
+    pc.checkBatch(f);
+    const ack = this.applyBatch(f);
+    pc.applied(f);
+    return ack;
+  }
+
+  /** The guest's page waits so far (post-copy), or undefined. */
+  get pageWaits(): ReturnType<PostcopyTarget['figures']> | undefined {
+    return this.postcopy?.figures();
   }
 
   /** Checks and loads the vCPU/device state into the paused domain. */

@@ -33,6 +33,8 @@ export interface OutgoingEngine {
   run(): Promise<MigrationResult>;
   /** How long the source VM has been paused in it, ms (MigrationResult.pausedMs; read after a failure too). */
   readonly pausedMs: number;
+  /** Post-copy failed after the switch: the VM is lost and the source's stale copy must go (page streams only). */
+  readonly vmLost?: boolean;
 }
 
 /** The engine for `o.domain`'s migration capability. */

@@ -43,6 +43,8 @@ export class MultiStreamChannel implements FrameChannel {
   private low = 0;
   private readonly above = new Set<number>();
   private appliedBytes = 0;
+  /** Post-copy: every batch goes on stream 0 from now on. */
+  private pinned = false;
 
   constructor(private readonly open: (index: number) => TransferStream, readonly count: number, private readonly label: string) {
     this.addLane(0);
@@ -83,6 +85,11 @@ export class MultiStreamChannel implements FrameChannel {
       const done = () => { for (const l of this.lanes) l.call.off('drain', done); resolve(); };
       for (const l of this.lanes) l.call.on('drain', done);
     });
+  }
+
+  /** Post-copy runs on stream 0 only: batches go there from now on (its acks keep their order). */
+  pinToFirstStream(): void {
+    this.pinned = true;
   }
 
   /** Ends every stream. */
@@ -176,6 +183,7 @@ export class MultiStreamChannel implements FrameChannel {
    */
   private pick(): Lane {
     let best = this.lanes[0];
+    if (this.pinned) return best;
     for (const l of this.lanes) {
       const room = !l.call.writableNeedDrain, bestRoom = !best.call.writableNeedDrain;
       if ((room && !bestRoom) || (room === bestRoom && l.unacked < best.unacked)) best = l;

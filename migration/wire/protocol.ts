@@ -153,6 +153,26 @@
  * per PayloadEncoding); the source may then send any batch LZ4-encoded (PAYLOAD_LZ4) and decides
  * per batch whether to (precopy/batch-compressor.ts: only where it pays on the measured link).
  * A batch's checksum is over its decoded pages, so an encoded batch verifies exactly as a raw one.
+ * Post-copy (sim page streams, stream 0 only; the target offers it with Accepted.postcopy, which
+ * keeps any join_token beside it). The source pauses, stops its dirty log and sends the hot pages
+ * (the guest's header and index) and then the switch; the rest of the final dirty set stays
+ * behind, named in the switch. Protocol 2's switchover (Activated, the fenced ownership record,
+ * Owned) is unchanged; after the switch cancel is refused and any failure is DATA_LOSS: the source
+ * never resumes, the VM is reported lost on both sides.
+ *
+ * ```text
+ *  -- source pauses, stops its dirty log --
+ *  PageBatch ... (hot pages)
+ *  Complete(postcopy=true, missing=range table, device state) -> load state, mark missing, resume
+ *                       <------------------------ Activated, then Owned (as above)
+ *  (a target vCPU touching a missing page waits on its page word)
+ *                       <------------------------ PageRequest(ranges)   (answered ahead of the push)
+ *  PageBatch ... (requested pages first, the rest in the background; each page once, a few MiB
+ *                 unacknowledged at most)
+ *  Complete(postcopy=false, image digest) ------> every missing page came; compare the digest
+ *                       <------------------------ Verified(digest), PostcopyDone(page waits)
+ *  source discards its copy
+ * ```
  *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
@@ -240,7 +260,7 @@ export type Frame =
   | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
-  | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null }
+  | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null; postcopy?: boolean; missing?: number[] }
   | { kind: 'activate' }
   | { kind: 'abort'; reason: string }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
@@ -252,6 +272,8 @@ export type Ack =
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
   | { kind: 'owned'; atMs: number; recorded: boolean }
+  | { kind: 'pageRequest'; ranges: number[] }
+  | { kind: 'postcopyDone'; pageWaits: number; pageWaitP50Ms: number; pageWaitP99Ms: number; allPresentMs: number }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Named constructors for each frame (the only way the engine builds them). */
@@ -262,6 +284,9 @@ export const frames = {
   complete: (imageDigest: Buffer, batches: number, rounds: number, pausedAtMs: number, activate: boolean, pagesSent: number, device?: { state: Buffer; checksum: number }): Frame =>
     ({ kind: 'complete', imageDigest, batches, rounds, pausedAtMs, activate, pagesSent, ...(device ? { device } : {}) }),
   activate: (): Frame => ({ kind: 'activate' }),
+  /** Post-copy's switch: device state and the pages the target still lacks; the target resumes at once. */
+  postcopySwitch: (batches: number, rounds: number, pausedAtMs: number, missing: number[], device: { state: Buffer; checksum: number }): Frame =>
+    ({ kind: 'complete', imageDigest: Buffer.alloc(0), batches, rounds, pausedAtMs, activate: true, pagesSent: 0, device, postcopy: true, missing }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
   startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence, qemuTransport = ''): Frame =>
@@ -279,6 +304,9 @@ export const acks = {
   verified: (imageDigest: Buffer, pages: number): Ack => ({ kind: 'verified', imageDigest, pages }),
   activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),
   owned: (recorded: boolean): Ack => ({ kind: 'owned', atMs: Date.now(), recorded }),
+  pageRequest: (ranges: number[]): Ack => ({ kind: 'pageRequest', ranges }),
+  postcopyDone: (pageWaits: number, pageWaitP50Ms: number, pageWaitP99Ms: number, allPresentMs: number): Ack =>
+    ({ kind: 'postcopyDone', pageWaits, pageWaitP50Ms, pageWaitP99Ms, allPresentMs }),
 };
 
 /**

@@ -175,6 +175,8 @@ export interface MigrationPolicy {
   externalCommit: boolean;
   /** page-batch compression: never | auto | always ("" = auto) */
   compress: string;
+  /** Post-copy (sim driver): "never" (or "") = pre-copy only, "auto" = when pre-copy cannot converge and the target offers it, "always" = after the first pass. Other values: INVALID_ARGUMENT. */
+  postcopy: string;
 }
 
 /** drover.v1.MigrateVmRequest. */
@@ -277,6 +279,14 @@ export interface MigrationResult {
   compressedPageBytes: number;
   /** their encoded size on the wire */
   compressedBytes: number;
+  /** The guest's bill beyond the blackout. Post-copy: page waits on the target (count, p50/p99 ms) and the target's resume until every page was present; -1 = no post-copy. */
+  pageWaits: number;
+  /** pageWaitP50Ms = 28. */
+  pageWaitP50Ms: number;
+  /** pageWaitP99Ms = 29. */
+  pageWaitP99Ms: number;
+  /** allPresentMs = 30. */
+  allPresentMs: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */
@@ -497,6 +507,10 @@ export interface Complete {
   pagesSent: number;
   /** device state folded in (one frame less in the downtime); */
   device: DeviceState | null;
+  /** absent when a DeviceState frame came before Post-copy (protocol.ts "Post-copy"): the switch. The target loads the device state, marks the pages of `missing` (a range table) absent, resumes at once and answers Activated; the digest is checked by a second Complete (postcopy false) once every missing page came. */
+  postcopy: boolean;
+  /** missing = 9. */
+  missing: number[];
 }
 
 /** The source (or the control plane through it) committed: the target resumes. */
@@ -519,14 +533,16 @@ export interface MigrationAck {
   verified?: Verified;
   /** activated = 4. */
   activated?: Activated;
-  /** reserved for post-copy (never sent today) */
+  /** post-copy: pages a target vCPU waits for (a range table) */
   pageRequest?: PageRequest;
   /** QEMU tunnel: the return path, target QEMU -> source QEMU */
   stream?: StreamData;
   /** protocol 2: the target recorded itself as the owner */
   owned?: Owned;
+  /** post-copy: every page is present and the digest verified */
+  postcopyDone?: PostcopyDone;
   /** Which member of oneof `kind` is set (absent when none is). */
-  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned';
+  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned' | 'postcopyDone';
 }
 
 /** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". `encodings`: the payload encodings the target decodes, bit (1 << PayloadEncoding) each; RAW always. */
@@ -577,6 +593,18 @@ export interface Activated {
 export interface PageRequest {
   /** ranges = 1. */
   ranges: number[];
+}
+
+/** Post-copy ended: every page arrived. The guest's page waits on the target (count, p50/p99) and the time from the target's resume until every page was present. */
+export interface PostcopyDone {
+  /** pageWaits = 1. */
+  pageWaits: number;
+  /** pageWaitP50Ms = 2. */
+  pageWaitP50Ms: number;
+  /** pageWaitP99Ms = 3. */
+  pageWaitP99Ms: number;
+  /** allPresentMs = 4. */
+  allPresentMs: number;
 }
 
 /** Protocol 2: after Activated, the target recorded its ownership (cluster mode: the etcd txn fenced on the intent's revision succeeded; direct mode: at once). The source may destroy its copy. */
@@ -633,6 +661,7 @@ export interface Messages {
   Verified: Verified;
   Activated: Activated;
   PageRequest: PageRequest;
+  PostcopyDone: PostcopyDone;
   Owned: Owned;
 }
 

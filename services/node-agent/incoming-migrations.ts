@@ -177,6 +177,27 @@ export class IncomingMigrations {
     return acks.owned(true);
   }
 
+  /** VMs lost in post-copy on this node (the stream failed while pages were missing). */
+  lostVms = 0;
+
+  /**
+   * Post-copy failed after the switch (the source is gone, the stream broke, a bad frame): the VM
+   * ran here without all its pages and can never get them, so it is lost. Said loudly, counted,
+   * and the copy is destroyed: nothing claims the VM runs.
+   */
+  async lose(m: IncomingSession, e: DroverError): Promise<void> {
+    const vm = m.domain.spec.name;
+    this.lostVms++;
+    this.log({ msg: 'VM LOST in post-copy: the stream failed while pages were still on the source; the copy here is destroyed', migration: m.migrationId, vm, code: e.code, error: e.message, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
+    this.host.removeIncoming(m.migrationId);
+    this.guard.forget(m.migrationId);
+    m.markAborted();
+    if (this.host.hasVm(vm, false)) {
+      try { this.host.remove(vm); } catch { /* already gone */ }
+    }
+    await m.domain.destroy().catch(() => undefined);
+  }
+
   /** Throws away an incoming copy (before commit). Safe to repeat. */
   async discard(m: IncomingSession, why: string): Promise<void> {
     if (!this.host.removeIncoming(m.migrationId)) return;
@@ -241,6 +262,7 @@ class TransferCall {
     call.on('cancelled', () => {
       void this.queue.then(() => {
         const m = this.m;
+        if (m && m.state === 'postcopy' && !this.done) this.fail(new DroverError('DATA_LOSS', `the source cancelled the stream of migration ${m.migrationId} during post-copy`));
         if (m && m.state !== 'active' && !this.done) {
           m.closeTunnel();
           this.owner.logger({ msg: 'incoming cancelled', migration: m.migrationId, stream: this.streamIndex });
@@ -269,6 +291,7 @@ class TransferCall {
           return;
         }
         const ack = this.owner.startSession(session, frame);
+        session.receiver.onAck = (a) => { if (!this.done && !this.call.destroyed) this.call.write(encodeAck(a)); };
         this.m = session;
         this.owner.addStream(session.migrationId, this);
         // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).
@@ -281,7 +304,7 @@ class TransferCall {
       if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
       if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
       for (const a of await m.apply(frame)) this.call.write(encodeAck(a));
-      if (m.state === 'active' && !this.owned) {
+      if ((m.state === 'active' || m.state === 'postcopy') && !this.owned) {
         this.owned = true;
         this.owner.adopt(m);
         // Protocol 2: record the ownership, then Owned (page streams and QEMU tunnels alike).
@@ -312,7 +335,10 @@ class TransferCall {
     const m = this.m;
     this.owner.logger({ msg: 'incoming failed', migration: m?.migrationId, stream: this.streamIndex, code: e.code, error: e.message });
     m?.closeTunnel();
-    if (m && m.state !== 'active') {
+    if (m && m.state === 'postcopy') {
+      void this.owner.lose(m, e);
+      this.owner.failStreams(m.migrationId, e, this);
+    } else if (m && m.state !== 'active') {
       void this.owner.discard(m, e.message);
       this.owner.failStreams(m.migrationId, e, this);
     }

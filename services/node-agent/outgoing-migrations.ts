@@ -93,6 +93,7 @@ export class OutgoingMigrations {
       const out = vm?.outgoing;
       const pausedMs = out?.stage === 'running' ? Math.round(out.engine.pausedMs * 10) / 10 : undefined;
       if (vm) vm.outgoing = undefined;
+      if (vm && out?.stage === 'running' && out.engine.vmLost) await this.discardLost(vm, id, e);
       this.log({ msg: 'migration failed', migration: id, vm: req.vm, code: e.code, error: e.message, pausedMs });
       const failed = failedResult({ migrationId: id, vm: req.vm, profile: vm?.domain.spec.profile ?? '', memBytes: vm?.domain.spec.memBytes ?? 0, totalMs: performance.now() - t0, source: this.nodeId, target: req.target, ...(pausedMs ? { pausedMs } : {}) }, e);
       send({ migrationId: id, phase: e.code === 'CANCELLED' ? 'cancelled' : 'failed', round: 0, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: NaN, elapsedMs: performance.now() - t0, result: failed });
@@ -130,7 +131,18 @@ export class OutgoingMigrations {
     return result;
   }
 
-  /** After Complete with a broken stream: cluster mode asks etcd; direct mode cannot tell (stays paused). */
+  /**
+   * Post-copy failed after the switch: the paused copy here is stale (the guest ran on the target)
+   * and must never resume, so it is destroyed; the VM is lost, said loudly.
+   */
+  private async discardLost(vm: HostedVm, id: string, e: DroverError): Promise<void> {
+    const name = vm.domain.spec.name;
+    this.log({ msg: 'VM LOST in post-copy: the source never resumes after the switch; its stale copy is destroyed', migration: id, vm: name, code: e.code, error: e.message });
+    try { this.host.remove(name); } catch { /* already gone */ }
+    await vm.domain.destroy().catch(() => undefined);
+  }
+
+    /** After Complete with a broken stream: cluster mode asks etcd; direct mode cannot tell (stays paused). */
   private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError): Promise<'owned' | 'refused' | 'unknown'> {
     this.log({ msg: 'switchover outcome unknown after Complete; resolving, VM stays paused', vm: req.vm, target: req.targetNode || req.target, error: cause.message });
     if (!this.cluster || !fence || !req.targetNode) {

@@ -7,7 +7,7 @@ import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 
 /** The VmSpec codec (migration/wire/spec-codec.ts), re-exported for the agent's users. */
 export { specToWire, specFromWire };
-import { COMPRESSION_MODES, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase } from '../../../migration/types';
+import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase, type PostcopyMode } from '../../../migration/types';
 import { invalidArgument } from '../../../lib/errors';
 import type * as wire from '../../../proto/generated/drover-v1';
 import type { Input } from '../../../proto/load';
@@ -94,6 +94,7 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: p.streams ?? 0, verify: p.verify ?? false,
     externalCommit: false, // deprecated since protocol 2 (the target decides)
     compress: p.compress ?? '',
+    postcopy: p.postcopy ?? '',
   };
 }
 
@@ -110,12 +111,20 @@ export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Part
     maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
     verify: !!w?.verify, compress: compressFromWire(w?.compress),
+    ...(w?.postcopy ? { postcopy: postcopyModeOf(w.postcopy) } : {}),
   };
+}
+
+/** A wire post-copy mode; INVALID_ARGUMENT naming the value for anything else. */
+export function postcopyModeOf(v: string): PostcopyMode {
+  if ((POSTCOPY_MODES as readonly string[]).includes(v)) return v as PostcopyMode;
+  throw invalidArgument(`policy.postcopy must be one of ${POSTCOPY_MODES.join(', ')}, got '${v}'`);
 }
 
 /** MigrationEventInfo → wire. */
 export function eventToWire(e: MigrationEventInfo): Input<wire.MigrationEvent> {
-  const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1 } : undefined;
+  const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1,
+    pageWaits: e.result.pageWaits ?? 0, pageWaitP50Ms: e.result.pageWaitP50Ms ?? -1, pageWaitP99Ms: e.result.pageWaitP99Ms ?? -1, allPresentMs: e.result.allPresentMs ?? -1 } : undefined;
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
 
@@ -145,6 +154,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
       ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
       ...(r.compressedBatches ? { compressedBatches: r.compressedBatches, compressedPageBytes: Number(r.compressedPageBytes), compressedBytes: Number(r.compressedBytes) } : {}),
+      ...(r.pageWaitP50Ms >= 0 && r.allPresentMs >= 0 && r.mode === 'postcopy' ? { pageWaits: r.pageWaits, pageWaitP50Ms: r.pageWaitP50Ms, pageWaitP99Ms: r.pageWaitP99Ms, allPresentMs: r.allPresentMs } : {}),
     };
   }
   return ev;

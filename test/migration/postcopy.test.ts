@@ -1,0 +1,139 @@
+/**
+ * Post-copy between mutual-TLS agents (real `drover agent` processes): a guest that dirties
+ * memory faster than the link moves it (mmuncher, and a `db` guest at a very high dirty rate)
+ * switches to post-copy after the first pass, resumes on the target at once and verifies there
+ * (the target's image digest equals the paused source's memory, the guest's own check passes);
+ * the result carries the guest's page waits. Cancel after the switch is refused, saying why.
+ * `--postcopy never` keeps such a guest on pre-copy, which ends by throttling it. Killing the
+ * source agent after the switch loses the VM: the target says so in its log and destroys its
+ * copy, and no node claims the VM runs. Bad post-copy flags are one usage line, exit 2.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { startAgents, stopAgents, sleep, waitFor, codeOf, type TestAgent } from '../support/agents';
+import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
+import type { VmSpec } from '../../hypervisor/types';
+import type { MigrationResult } from '../../migration/types';
+
+const MiB = 2 ** 20;
+
+let pki: PkiFixture;
+let agents: TestAgent[] = [];
+let client: Awaited<ReturnType<PkiFixture['identity']>>;
+
+before(async () => {
+  pki = await pkiFixture();
+  client = await pki.identity({ role: 'controller', name: 'ctl' });
+  agents = await startAgents(2, 'pc', [], { tls: { dir: pki.dir, client } });
+});
+after(async () => {
+  await stopAgents(agents);
+  pki.cleanup();
+});
+
+/** Checks a post-copy result verified, and that the guest runs and passes its check on b only. */
+async function verifiedOnTarget(vm: string, r: MigrationResult): Promise<void> {
+  const [a, b] = agents;
+  assert.equal(r.outcome, 'succeeded', r.error);
+  assert.equal(r.mode, 'postcopy');
+  assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
+  assert.ok(typeof r.pageWaits === 'number' && r.pageWaits >= 0, 'the result counts the page waits');
+  assert.ok(typeof r.allPresentMs === 'number' && r.allPresentMs >= 0, 'the result says when every page was present');
+  const v = await b.client.getVm(vm);
+  await sleep(200);
+  const check = await b.client.verifyVm(vm);
+  assert.equal(check.ok, true, check.detail);
+  assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
+  assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+}
+
+for (const spec of [
+  { name: 'pc-mm', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', seed: 3 },
+  { name: 'pc-db', memBytes: 128 * MiB, vcpus: 2, profile: 'db', dirtyRateBytesPerSec: 4096 * MiB, seed: 4 },
+] as VmSpec[]) {
+  test(`${spec.profile} at a dirty rate beyond the link migrates through post-copy and verifies`, async () => {
+    const [a, b] = agents;
+    await a.client.createVm(spec);
+    try {
+      const r = await a.client.migrateVm(spec.name, b.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 256 * MiB }, undefined, '', 'pc-1');
+      await verifiedOnTarget(spec.name, r);
+    } finally {
+      await b.client.destroyVm(spec.name).catch(() => undefined);
+      await a.client.destroyVm(spec.name).catch(() => undefined);
+    }
+  });
+}
+
+test('cancel after the switch to post-copy is refused, saying why; the migration still verifies', async () => {
+  const [a, b] = agents;
+  const spec: VmSpec = { name: 'pc-cancel', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 5 };
+  await a.client.createVm(spec);
+  try {
+    let id = '';
+    let refusal: Error | undefined;
+    const run = a.client.migrateVm(spec.name, b.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 48 * MiB }, (e) => {
+      id = e.migrationId;
+      if (e.phase === 'activating' && !refusal) refusal = new Error('pending');
+    }, '', 'pc-1');
+    await waitFor('the switch to post-copy', () => refusal !== undefined, 60_000, 20);
+    refusal = await a.client.cancelMigration(id).then(() => new Error('cancel was accepted'), (err: Error) => err);
+    assert.match(refusal.message, /past switchover.*runs on the target/);
+    await verifiedOnTarget(spec.name, await run);
+  } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
+});
+
+test('--postcopy never: a guest beyond the link stays on pre-copy, which converges by throttling it, and verifies', async () => {
+  const [a, b] = agents;
+  const spec: VmSpec = { name: 'pc-never', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', seed: 6 };
+  await a.client.createVm(spec);
+  try {
+    const r = await a.client.migrateVm(spec.name, b.address, { verify: true, postcopy: 'never', bandwidthBytesPerSec: 256 * MiB }, undefined, '', 'pc-1');
+    assert.equal(r.outcome, 'succeeded', r.error);
+    assert.equal(r.mode, 'precopy');
+    assert.ok((r.throttlePercent ?? 0) > 0, `the guest was throttled: ${JSON.stringify(r)}`);
+    assert.equal(r.pageWaits, undefined, 'no post-copy, no page waits');
+    assert.equal(r.verified, true);
+    assert.equal((await b.client.verifyVm(spec.name)).ok, true);
+  } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
+});
+
+test('the source agent killed after the switch: the VM is reported lost, and no node claims it runs', async () => {
+  const [a, b] = await startAgents(2, 'pck', [], { tls: { dir: pki.dir, client } });
+  try {
+    const spec: VmSpec = { name: 'pc-kill', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 8 };
+    await a.client.createVm(spec);
+    let switched = false;
+    const run = codeOf(a.client.migrateVm(spec.name, b.address, { postcopy: 'always', bandwidthBytesPerSec: 16 * MiB }, (e) => {
+      if (e.phase === 'activating' && !switched) { switched = true; a.proc.kill(); }
+    }, '', 'pck-1'));
+    const err = await run;
+    assert.ok(switched, `the migration reached the switch (${err.code}: ${err.message})`);
+    await waitFor('the target to report the VM lost', () => /VM LOST in post-copy/.test(b.proc.stderrTail()), 30_000);
+    assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not claim the VM runs');
+    await waitFor('the target to release the memory', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+  } finally {
+    await stopAgents([a, b]);
+  }
+});
+
+test('bad post-copy flags are one usage line naming the flag, exit 2', () => {
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
+  for (const [args, re] of [
+    [['--postcopy', 'sometimes'], /--postcopy "sometimes" is not a post-copy mode \(expected never, auto, always\)/],
+    [['--postcopy', 'always', '--no-postcopy'], /--no-postcopy and --postcopy always contradict each other/],
+  ] as [string[], RegExp][]) {
+    const r = spawnSync(process.execPath, [bin, 'migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], re);
+  }
+});

@@ -18,6 +18,8 @@
  *   agents-tls    TLS agents (node certificates from the same CA): the agents set up QEMU's
  *                 native TLS migration between the QEMUs and keep the control (protocol.ts
  *                 "QEMU native"); engine policy at 5 ms
+ *   agents-tls-multifd  as agents-tls with --streams 4: the agents set up 4 multifd TLS channels
+ *                 between the QEMUs (compare with tcp-tls-multifd)
  *   agents-tunnel TLS agents, the target configured `--qemu-migration tunnel`: QEMU's stream
  *                 through the agents' mutual-TLS gRPC Transfer stream (the fallback)
  * The encrypted rows print their total and downtime as a ratio to tcp-tls of the same run, and
@@ -45,16 +47,16 @@ import { resolvePolicy } from '../migration/types';
 
 const MiB = 1024 * 1024;
 
-export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe' | 'agents' | 'tcp-tls' | 'agents-tls' | 'agents-tunnel' | 'tcp-tls-multifd';
+export type QemuBenchPath = 'tcp-default' | 'tcp-5ms' | 'tcp-5ms-unl' | 'drover-direct' | 'drover-pipe' | 'agents' | 'tcp-tls' | 'agents-tls' | 'agents-tunnel' | 'tcp-tls-multifd' | 'agents-tls-multifd';
 
 /** Every path, in the order a run measures them. */
-export const QEMU_BENCH_PATHS: QemuBenchPath[] = ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe', 'agents', 'tcp-tls', 'agents-tls', 'agents-tunnel', 'tcp-tls-multifd'];
+export const QEMU_BENCH_PATHS: QemuBenchPath[] = ['tcp-default', 'tcp-5ms', 'tcp-5ms-unl', 'drover-direct', 'drover-pipe', 'agents', 'tcp-tls', 'agents-tls', 'agents-tunnel', 'tcp-tls-multifd', 'agents-tls-multifd'];
 /** multifd channels of the tcp-tls-multifd row (QEMU direct, TLS on each channel). */
 const BENCH_MULTIFD_CHANNELS = 4;
 /** The encrypted baseline the TLS rows are compared with. */
 const TLS_BASELINE: QemuBenchPath = 'tcp-tls';
 /** Paths through TLS agents (the agents' processes are started once per run). */
-const TLS_AGENT_PATHS: ReadonlySet<QemuBenchPath> = new Set(['agents-tls', 'agents-tunnel']);
+const TLS_AGENT_PATHS: ReadonlySet<QemuBenchPath> = new Set(['agents-tls', 'agents-tunnel', 'agents-tls-multifd']);
 /** Direct QEMU paths with TLS. */
 const TLS_DIRECT_PATHS: ReadonlySet<QemuBenchPath> = new Set(['tcp-tls', 'tcp-tls-multifd']);
 
@@ -166,13 +168,13 @@ function cpuSeconds(pid: number | undefined): number {
 const CLOCK_TICKS_PER_SEC = 100;
 
 /** The agents path: create on a, migrate to b over gRPC (MigrateVm, engine policy at 5 ms), check b runs it. */
-async function throughAgents(a: LocalAgent, b: LocalAgent, s: VmSpec, deadlineMs: number): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
+async function throughAgents(a: LocalAgent, b: LocalAgent, s: VmSpec, deadlineMs: number, streams = 1): Promise<Omit<QemuBenchRow, 'workload' | 'path' | 'accel' | 'memMiB'>> {
   await a.client.createVm(s);
   try {
     await new Promise((r) => setTimeout(r, 500)); // let the working set settle into its pace
     const t0 = Date.now();
     const cpu0 = cpuSeconds(a.proc.child.pid) + cpuSeconds(b.proc.child.pid);
-    const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true }, undefined, '', b.proc.nodeId);
+    const m = await a.client.migrateVm(s.name, b.address, { maxDowntimeMs: 5, timeoutMs: deadlineMs, verify: true, streams }, undefined, '', b.proc.nodeId);
     const cpu = cpuSeconds(a.proc.child.pid) + cpuSeconds(b.proc.child.pid) - cpu0;
     const on = await b.client.getVm(s.name);
     return {
@@ -217,8 +219,9 @@ export async function runQemuBench(opts: QemuBenchOptions = {}): Promise<QemuBen
       for (const path of paths) {
         const s = spec(workload, memMiB);
         if (path === 'agents' || TLS_AGENT_PATHS.has(path)) {
-          const [from, to] = path === 'agents' ? agents : path === 'agents-tls' ? [tlsAgents[0], tlsAgents[1]] : [tlsAgents[0], tlsAgents[2]];
-          const row: QemuBenchRow = { workload, path, accel, memMiB, ...(await throughAgents(from, to, s, deadlineMs)) };
+          const [from, to] = path === 'agents' ? agents : path === 'agents-tls' || path === 'agents-tls-multifd' ? [tlsAgents[0], tlsAgents[1]] : [tlsAgents[0], tlsAgents[2]];
+          const streams = path === 'agents-tls-multifd' ? BENCH_MULTIFD_CHANNELS : 1;
+          const row: QemuBenchRow = { workload, path, accel, memMiB, ...(await throughAgents(from, to, s, deadlineMs, streams)) };
           rows.push(row);
           opts.onRow?.(row);
           continue;

@@ -215,6 +215,8 @@ export class QemuSource {
   private t0 = 0;
   /** The transport in use: '' = the tunnel, else the native one the target accepted. */
   private transport = '';
+  /** Native: QEMU's multifd channels in use (0 = one stream). */
+  private multifd = 0;
   private readonly pause = new PauseClock();
 
   constructor(private readonly o: QemuSourceOptions) {}
@@ -248,7 +250,8 @@ export class QemuSource {
       let target: IncomingEndpoint;
       if (accepted.qemuListen) {
         this.transport = accepted.qemuTransport ?? '';
-        target = { socketPath: '', postcopy, multifdChannels: 0, tcp: { ...this.nativeAddress(accepted.qemuListen), tls: this.transport === 'tls' } };
+        this.multifd = this.multifdOf(accepted);
+        target = { socketPath: '', postcopy, multifdChannels: this.multifd, tcp: { ...this.nativeAddress(accepted.qemuListen), tls: this.transport === 'tls' } };
         // QEMU's bytes do not depend on the control stream: a broken one cancels QEMU's migration (before post-copy)
         s.onBroken = () => { if (!s.migrated && !o.stream.inPostcopy) o.stream.cancel().catch(() => undefined); };
       } else {
@@ -276,7 +279,7 @@ export class QemuSource {
   private async start(s: SourceStream): Promise<Extract<Ack, { kind: 'accepted' }>> {
     const o = this.o;
     const pageCount = o.domain.spec.memBytes / PAGE_SIZE;
-    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount, o.fence, o.stream.nativeTransport)));
+    s.call.write(encodeFrame(frames.startTunnel(o.reservation.migrationId, o.reservation.token, PAGE_SIZE, pageCount, o.fence, o.stream.nativeTransport, o.conn.streams)));
     const accepted = await s.nextAck('Accepted', ACCEPT_WAIT_MS);
     if (accepted.kind !== 'accepted') throw new DroverError('INTERNAL', `target ${o.conn.address} answered Start with ${accepted.kind}`);
     this.wasAccepted = true;
@@ -285,6 +288,16 @@ export class QemuSource {
     }
     if (o.signal.aborted) throw new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase reserving`);
     return accepted;
+  }
+
+  /**
+   * Native: the multifd channels the target QEMU listens with (Accepted.qemu_multifd_channels),
+   * which the source QEMU must use too; more than this source asked for (its --streams) is refused.
+   */
+  private multifdOf(accepted: Extract<Ack, { kind: 'accepted' }>): number {
+    const n = accepted.qemuMultifdChannels ?? 0;
+    if (n > 1 && n > this.o.conn.streams) throw new DroverError('FAILED_PRECONDITION', `target ${this.o.conn.address} answered with ${n} multifd channels; this source asked for ${this.o.conn.streams}`);
+    return n > 1 ? n : 0;
   }
 
   /** Native: the target QEMU's HOST:PORT from Accepted (a wildcard host: the host this agent dialled). */
@@ -439,7 +452,7 @@ export class QemuSource {
     // without a return path, and with one it also waits for the target to close it.
     const downtimeMs = stopToResumeMs(o.stream, activated.resumedAtMs, performance.timeOrigin + this.t0) ?? qres.downtimeMs;
     const blackout = (activated.firstBeatMs ?? activated.resumedAtMs) - pausedAtMs;
-    o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, transport: this.transport || 'tunnel', downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
+    o.log?.({ msg: 'qemu migration completed', migration: o.migrationId, transport: this.transport || 'tunnel', multifdChannels: this.multifd, downtimeMs: Math.round(downtimeMs * 10) / 10, qemuDowntimeMs: qres.downtimeMs, guestBlackoutMs: Math.round(blackout), action: qres.action, reason: qres.reason, tunnelMessages: stats.outMessages, tunnelBytes: stats.outBytes });
     return succeededResult({
       migrationId: o.migrationId, vm: dom.spec.name, profile: dom.spec.profile, memBytes: dom.spec.memBytes,
       mode: qres.action === 'postcopy' ? 'postcopy' : 'precopy',

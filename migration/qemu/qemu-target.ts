@@ -22,7 +22,7 @@ import type { Domain } from '../../hypervisor/types';
 import type { StreamMigration } from '../../hypervisor/stream-migration';
 import { SocketTunnel, trace, traceQmp, type MessageStream } from './qemu-tunnel';
 import type { IncomingMigration } from '../receiver/receiver';
-import { acks, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from '../wire/protocol';
+import { acks, MAX_STREAMS, TUNNEL_WINDOW_BYTES, type Ack, type Frame } from '../wire/protocol';
 import { certificateDn } from '../../hypervisor/qemu/migration-tls';
 import { encodeAck } from '../wire/frame-codec';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -70,7 +70,7 @@ export class QemuTunnelTarget {
    * Accepted ack to send (with `postcopy`: whether this target enabled postcopy-ram; the
    * source's capability must match; native: qemu_transport and qemu_listen).
    */
-  static async open(m: IncomingMigration, dom: Domain, stream: MessageStream, onError: (e: DroverError) => void, requested = '', log?: (e: Record<string, unknown>) => void): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
+  static async open(m: IncomingMigration, dom: Domain, stream: MessageStream, onError: (e: DroverError) => void, requested = '', log?: (e: Record<string, unknown>) => void, multifdChannels = 0): Promise<{ target: QemuTunnelTarget; accepted: Ack }> {
     if (dom.migration.kind !== 'stream') throw failedPrecondition(`QEMU tunnel: ${dom.spec.name} on this target migrates page by page (its hypervisor sends no stream of its own)`);
     const qs = dom.migration.stream;
     traceQmp(qs.events, 'target');
@@ -85,10 +85,15 @@ export class QemuTunnelTarget {
     if (requested && requested === qs.nativeTransport) {
       try {
         const authzIdentity = requested === 'tls' ? peerDn(stream) : undefined;
-        const ep = await qs.startIncoming({ multifdChannels: 0, listen: { authzIdentity } });
+        // multifd: one TLS connection per channel between the QEMUs (QEMU 7.2: no post-copy with it).
+        const channels = Math.min(MAX_STREAMS, multifdChannels > 1 ? multifdChannels : 0);
+        const ep = await qs.startIncoming({ multifdChannels: channels, listen: { authzIdentity } });
         const tcp = ep.tcp!;
-        const accepted: Ack = { ...acks.accepted(0), postcopy: ep.postcopy, qemuTransport: requested, qemuListen: `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}` } as Ack;
-        log?.({ msg: 'qemu native migration listening', migration: m.migrationId, transport: requested, listen: (accepted as { qemuListen: string }).qemuListen, authz: authzIdentity });
+        const accepted: Ack = {
+          ...acks.accepted(0), postcopy: ep.postcopy, qemuTransport: requested, qemuListen: `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`,
+          ...(ep.multifdChannels > 1 ? { qemuMultifdChannels: ep.multifdChannels } : {}),
+        } as Ack;
+        log?.({ msg: 'qemu native migration listening', migration: m.migrationId, transport: requested, listen: (accepted as { qemuListen: string }).qemuListen, authz: authzIdentity, multifdChannels: ep.multifdChannels });
         return { target: new QemuTunnelTarget(m, dom, qs, undefined), accepted };
       } catch (err) {
         if (!qs.alive) throw err;

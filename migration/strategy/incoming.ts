@@ -41,6 +41,8 @@ export class IncomingSession {
   private tunnel: QemuTunnelTarget | undefined;
   /** Start's qemu_transport: the native transport the source asked for ('' = the tunnel). */
   private requestedTransport = '';
+  /** Start's qemu_multifd_channels (QEMU native only; 0 = one stream). */
+  private requestedMultifd = 0;
   /**
    * Date.now() when Complete arrived (its bytes reached the agent; 0 = not yet): the target's copy
    * may run from then on, so its record window counts from it (services/node-agent/switchover-timing.ts).
@@ -75,6 +77,7 @@ export class IncomingSession {
   start(frame: Extract<Frame, { kind: 'start' }>): Ack {
     const ack = this.receiver.start(frame);
     this.requestedTransport = frame.qemuTransport ?? '';
+    this.requestedMultifd = frame.qemuMultifdChannels ?? 0;
     return ack;
   }
 
@@ -84,7 +87,7 @@ export class IncomingSession {
    */
   async openTunnel(stream: MessageStream, onError: (e: DroverError) => void): Promise<Ack | undefined> {
     if (this.receiver.state !== 'tunnel') return undefined;
-    const t = await QemuTunnelTarget.open(this.receiver, this.domain, stream, onError, this.requestedTransport);
+    const t = await QemuTunnelTarget.open(this.receiver, this.domain, stream, onError, this.requestedTransport, undefined, this.requestedMultifd);
     this.tunnel = t.target;
     return t.accepted;
   }

@@ -257,7 +257,7 @@ export interface Fence {
 
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string; qemuMultifdChannels?: number }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null; postcopy?: boolean; missing?: number[] }
@@ -267,7 +267,7 @@ export type Frame =
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string; encodings?: number }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string; encodings?: number; qemuMultifdChannels?: number }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
@@ -289,8 +289,8 @@ export const frames = {
     ({ kind: 'complete', imageDigest: Buffer.alloc(0), batches, rounds, pausedAtMs, activate: true, pagesSent: 0, device, postcopy: true, missing }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
-  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence, qemuTransport = ''): Frame =>
-    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU, ...(fence?.vmRevision ? { fence } : {}), ...(qemuTransport ? { qemuTransport } : {}) }),
+  startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence, qemuTransport = '', qemuMultifdChannels = 0): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, tunnel: TUNNEL_QEMU, ...(fence?.vmRevision ? { fence } : {}), ...(qemuTransport ? { qemuTransport } : {}), ...(qemuTransport && qemuMultifdChannels > 1 ? { qemuMultifdChannels } : {}) }),
   streamEof: (channel = 0): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel, eof: true }),
   /** QEMU native: an empty StreamData on the control stream while the QEMUs migrate (the target's idle timer). */
   keepalive: (): Frame => ({ kind: 'stream', data: Buffer.alloc(0), channel: 0, eof: false }),

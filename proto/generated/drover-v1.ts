@@ -455,6 +455,8 @@ export interface Start {
   fence: Fence | null;
   /** QEMU (tunnel "qemu"): the transport the source asks for. "" = QEMU's stream through this Transfer stream (StreamData); "tls" = QEMU's native TLS migration straight between the two QEMUs (tls-creds-x509 from both agents' node certificates, the target authorizing only the caller's certificate DN); "tcp" = native plain text (agents run --insecure). The target answers in Accepted.qemu_transport; it may fall back to "". */
   qemuTransport: string;
+  /** QEMU native transport only: the multifd channels the source asks for (0 or 1 = QEMU's one stream). QEMU 7.2 cannot combine multifd with post-copy: a target that sets multifd up answers Accepted.postcopy = false. */
+  qemuMultifdChannels: number;
 }
 
 /** A new pre-copy round begins (informational; the target counts rounds). A new pre-copy round begins. `ranges` (optional) is a range table of the pages the round will send, so the target can fault them in ahead of the stream (round 1 into an empty domain). */
@@ -545,7 +547,7 @@ export interface MigrationAck {
   kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned' | 'postcopyDone';
 }
 
-/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". `encodings`: the payload encodings the target decodes, bit (1 << PayloadEncoding) each; RAW always. */
+/** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". `encodings`: the payload encodings the target decodes, bit (1 << PayloadEncoding) each; RAW always. `qemu_multifd_channels`: QEMU native only: the multifd channels the target QEMU listens with (at most what Start asked for and MAX_STREAMS; 0 = one stream); the source QEMU must match. */
 export interface Accepted {
   /** protocolVersion = 1. */
   protocolVersion: number;
@@ -563,6 +565,8 @@ export interface Accepted {
   qemuTransport: string;
   /** encodings = 11. */
   encodings: number;
+  /** qemuMultifdChannels = 12. */
+  qemuMultifdChannels: number;
 }
 
 /** Batches up to `seq` are applied (flow control: the sender keeps a bounded window). */

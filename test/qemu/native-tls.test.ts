@@ -33,15 +33,20 @@ after(async () => {
   pki.cleanup();
 });
 
+/** The last completed QEMU migration in `agent`'s log: its transport ('tls', 'tunnel') and multifd channels. */
+function lastCompleted(agent: TestAgent): { transport?: string; multifdChannels?: number } | undefined {
+  const lines = agent.proc.stderrTail().split('\n').filter((l) => l.includes('"qemu migration completed"'));
+  return lines.length ? (JSON.parse(lines.at(-1)!) as { transport?: string; multifdChannels?: number }) : undefined;
+}
+
 /** The transport of the last completed QEMU migration in `agent`'s log ('tls', 'tunnel'). */
 function lastTransport(agent: TestAgent): string | undefined {
-  const lines = agent.proc.stderrTail().split('\n').filter((l) => l.includes('"qemu migration completed"'));
-  return lines.length ? (JSON.parse(lines.at(-1)!) as { transport?: string }).transport : undefined;
+  return lastCompleted(agent)?.transport;
 }
 
 /** Migrates `name` from `from` to `to` (node `toNode`), checks it arrived and beats; returns the result. */
-async function migrate(name: string, from: TestAgent, to: TestAgent, toNode: string) {
-  const r = await from.client.migrateVm(name, to.address, { verify: true }, undefined, '', toNode);
+async function migrate(name: string, from: TestAgent, to: TestAgent, toNode: string, streams = 1) {
+  const r = await from.client.migrateVm(name, to.address, { verify: true, streams }, undefined, '', toNode);
   assert.equal(r.outcome, 'succeeded');
   assert.ok(r.downtimeMs > 0 && r.downtimeMs < 1000, `downtime ${r.downtimeMs} ms`);
   assert.ok(r.hypervisorDowntimeMs !== undefined && r.hypervisorDowntimeMs >= 0);
@@ -63,6 +68,20 @@ test('TLS agents: QEMU migrates natively over TLS between the QEMUs; a tunnel-on
   await migrate(spec.name, b, c, 'qt-0');
   assert.equal(lastTransport(b), 'tunnel', 'the tunnel carried it');
   await c.client.destroyVm(spec.name);
+});
+
+test('TLS agents, --streams 3: the QEMUs migrate natively over 3 multifd TLS channels; the guest runs on the target', async () => {
+  const spec: VmSpec = { name: 'qn-mfd', memBytes: 128 * MiB, vcpus: 1, profile: 'web', fillBytes: 48 * MiB };
+  await a.client.createVm(spec);
+  try {
+    const r = await migrate(spec.name, a, b, 'qn-1', 3);
+    // The count is the target's answer (Accepted.qemu_multifd_channels); QEMU fails a migration whose two sides disagree on it.
+    assert.deepEqual({ transport: lastCompleted(a)?.transport, channels: lastCompleted(a)?.multifdChannels }, { transport: 'tls', channels: 3 });
+    assert.equal(r.mode, 'precopy', 'multifd excludes post-copy (QEMU 7.2)');
+  } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
 });
 
 test("driver: the target QEMU's tls-authz refuses another node's certificate; the source node's gets in", async () => {

@@ -11,12 +11,12 @@ import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from '
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
-import type { MigrationResult } from '../../migration/types';
+import type { MigrationPolicy, MigrationResult } from '../../migration/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseStreams } from './migrate';
+import { convergenceFlags, parseStreams, POSTCOPY_OPTIONS } from './migrate';
 import { STREAMS_AUTO } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
@@ -45,6 +45,8 @@ export interface BenchResult extends MigrationResult {
 /** Runs one migration of a fresh VM of `profile` from a to b. */
 export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<typeof specFromFlags>, opts: {
   warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine; streams?: number;
+  /** Post-copy and auto-converge choices (convergenceFlags); absent = pre-copy only. */
+  convergence?: Pick<MigrationPolicy, 'postcopy' | 'autoConverge'>;
   /** The target's node name (needed with TLS). */
   targetNode?: string;
   /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
@@ -54,7 +56,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1 }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...opts.convergence }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
     const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
@@ -171,8 +173,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
-    repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' },
+    repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' }, ...POSTCOPY_OPTIONS,
   }, 'bench');
+  const convergence = convergenceFlags(p, 'bench');
   // --streams 1,2,4: each VM migrates once per stream count (N or auto), same agents, same run.
   const streamCounts = (str(p, 'streams') ?? '1').split(',').map((x) => parseStreams(x.trim()));
   if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
@@ -216,7 +219,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
               const label = `${spec.disk ? `${spec.profile}+disk` : spec.profile}/${pair.transport}/x${streamsText(streams)}`;
               const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
               const meter = () => cpuMeter(pair);
-              const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams });
+              const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, convergence });
               results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
               if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
             }

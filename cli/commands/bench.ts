@@ -89,16 +89,23 @@ function streamsText(n: number): string {
   return n === STREAMS_AUTO ? 'auto' : String(n);
 }
 
+/** What the engine chose and what the guest paid beyond the blackout: throttled time, or post-copy's page waits. */
+function policyCell(r: BenchResult): string {
+  if (r.mode === 'postcopy') return `postcopy, ${r.pageWaits ?? 0} waits p99 ${formatMs(r.pageWaitP99Ms ?? 0)}, all in ${formatMs(r.allPresentMs ?? 0)}`;
+  if (r.throttlePercent) return `throttle ${r.throttlePercent}% for ${formatMs(r.throttledMs ?? 0)} (${r.stopReason})`;
+  return `precopy (${r.stopReason})`;
+}
+
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
   const lines = [
-    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  stop                      verified',
+    'profile    mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  policy (guest\'s bill)                     verified',
   ];
   for (const r of results) {
     lines.push([
       `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}`.padEnd(10), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
-      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
+      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), policyCell(r).padEnd(41), r.verified ? 'yes' : 'NO',
     ].join(' '));
   }
   if (baselines.length) {

@@ -36,6 +36,8 @@ export interface MigrationPolicy {
   verify: boolean;
   /** Post-copy (sim driver): 'never' (absent), 'auto' (when pre-copy cannot converge), 'always' (after the first pass). */
   postcopy?: PostcopyMode;
+  /** Auto-converge (throttling a guest that outruns the link): 'auto' (absent) or 'never'. */
+  autoConverge?: 'never' | 'auto';
   /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
   streams?: number;
   /** Page-batch compression (precopy/batch-compressor.ts); absent = auto. */
@@ -73,6 +75,7 @@ export function resolvePolicy(p: Partial<MigrationPolicy> = {}): MigrationPolicy
     verify: p.verify ?? false,
     compress: p.compress ?? 'auto',
     ...(p.postcopy && p.postcopy !== 'never' ? { postcopy: p.postcopy } : {}),
+    ...(p.autoConverge === 'never' ? { autoConverge: 'never' as const } : {}),
   };
 }
 
@@ -143,6 +146,12 @@ export interface MigrationResult {
   compressedBatches?: number;
   compressedPageBytes?: number;
   compressedBytes?: number;
+  /** What the engine chose: pre-copy alone, pre-copy with throttling, or post-copy (absent from drivers that do not say). */
+  policy?: 'precopy' | 'throttle' | 'postcopy';
+  /** Why, in words (the measured rates behind the choice). */
+  policyReason?: string;
+  /** How long the guest ran throttled before the pause, ms (0 = never). */
+  throttledMs?: number;
   /** Post-copy: vCPU waits for a missing page on the target (absent without post-copy). */
   pageWaits?: number;
   /** Post-copy: median page wait, ms. */

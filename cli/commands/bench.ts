@@ -11,12 +11,12 @@ import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from '
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
-import type { CompressionMode, MigrationResult } from '../../migration/types';
+import type { CompressionMode, MigrationPolicy, MigrationResult } from '../../migration/types';
 import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseCompress, parseStreams } from './migrate';
+import { convergenceFlags, parseCompress, parseStreams, POSTCOPY_OPTIONS } from './migrate';
 import { STREAMS_AUTO } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
@@ -49,6 +49,8 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine; streams?: number;
   /** Page-batch compression (absent = the engine's default). */
   compress?: CompressionMode;
+  /** Post-copy and auto-converge choices (convergenceFlags); absent = pre-copy only. */
+  convergence?: Pick<MigrationPolicy, 'postcopy' | 'autoConverge'>;
   /** The target's node name (needed with TLS). */
   targetNode?: string;
   /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
@@ -58,7 +60,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...opts.convergence, ...(opts.compress ? { compress: opts.compress } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
     const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
@@ -101,17 +103,24 @@ function lz4Cell(r: BenchResult): string {
   return r.compressedBatches ? `${r.compressedBatches} (${((r.compressedBytes ?? 0) / (r.compressedPageBytes || 1)).toFixed(2)})` : '-';
 }
 
+/** What the engine chose and what the guest paid beyond the blackout: throttled time, or post-copy's page waits. */
+function policyCell(r: BenchResult): string {
+  if (r.mode === 'postcopy') return `postcopy, ${r.pageWaits ?? 0} waits p99 ${formatMs(r.pageWaitP99Ms ?? 0)}, all in ${formatMs(r.allPresentMs ?? 0)}`;
+  if (r.throttlePercent) return `throttle ${r.throttlePercent}% for ${formatMs(r.throttledMs ?? 0)} (${r.stopReason})`;
+  return `precopy (${r.stopReason})`;
+}
+
 /** Formats bench results and baselines as a table. */
 export function benchTable(results: BenchResult[], baselines: Baseline[]): string {
   const w = Math.max(10, ...results.map((r) => benchLabel(r).length + 1));
   const lines = [
-    `${'profile'.padEnd(w)} mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  lz4 (ratio)  stop                      verified`,
+    `${'profile'.padEnd(w)} mem       downtime  guest-dt  total     rounds  sent       sent/nonzero  throughput   cpu s/GB src/tgt  lz4 (ratio)  policy (guest's bill)                     verified`,
   ];
   for (const r of results) {
     lines.push([
       benchLabel(r).padEnd(w), formatBytes(r.memBytes).padEnd(9), formatMs(r.downtimeMs).padEnd(9), formatMs(r.guestDowntimeMs).padEnd(9),
       formatMs(r.totalMs).padEnd(9), String(r.rounds).padEnd(7), formatBytes(r.bytesSent).padEnd(10), r.sentOverNonzero.toFixed(2).padEnd(13),
-      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), lz4Cell(r).padEnd(12), (r.throttlePercent ? `${r.stopReason}, throttle ${r.throttlePercent}%` : r.stopReason).padEnd(25), r.verified ? 'yes' : 'NO',
+      formatRate(r.throughputBytesPerSec).padEnd(12), cpuCell(r).padEnd(17), lz4Cell(r).padEnd(12), policyCell(r).padEnd(41), r.verified ? 'yes' : 'NO',
     ].join(' '));
   }
   if (baselines.length) {
@@ -186,11 +195,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
-    repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' },
+    repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' }, ...POSTCOPY_OPTIONS,
     compress: { type: 'string' },
   }, 'bench');
   // --compress never,auto: each VM migrates once per mode, same agents, same run (absent: the engine's default only).
   const compressModes = str(p, 'compress') === undefined ? [undefined] : str(p, 'compress')!.split(',').map((x) => parseCompress(x.trim()));
+  const convergence = convergenceFlags(p, 'bench');
   // --streams 1,2,4: each VM migrates once per stream count (N or auto), same agents, same run.
   const streamCounts = (str(p, 'streams') ?? '1').split(',').map((x) => parseStreams(x.trim()));
   if (p.positionals.length) throw new UsageError(`bench: unexpected argument "${p.positionals[0]}"`);
@@ -235,7 +245,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
                 const label = benchLabel({ profile: spec.profile, disk: spec.disk ?? '', transport: pair.transport, streams, compress });
                 const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
                 const meter = () => cpuMeter(pair);
-                const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, compress });
+                const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, compress, convergence });
                 results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
                 if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
               }

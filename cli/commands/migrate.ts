@@ -3,7 +3,7 @@ import { parse, required, str, flag, duration, rate, int, address, UsageError, t
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationResult, type PostcopyMode } from '../../migration/types';
+import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationResult, type PostcopyMode } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
 
@@ -24,8 +24,18 @@ export function parseCompress(text: string, flagName = '--compress'): Compressio
   return text as CompressionMode;
 }
 
-/** The post-copy flags every migrating command takes. */
-export const POSTCOPY_OPTIONS = { postcopy: { type: 'string' }, 'no-postcopy': { type: 'boolean' } } as const;
+/** The convergence flags every migrating command takes (post-copy and auto-converge). */
+export const POSTCOPY_OPTIONS = { postcopy: { type: 'string' }, 'no-postcopy': { type: 'boolean' }, 'auto-converge': { type: 'string' } } as const;
+
+/**
+ * The policy's convergence choices from the command line. Without flags the engine decides
+ * (post-copy 'auto', throttling allowed); the flags override. A UsageError naming the flag on a bad value.
+ */
+export function convergenceFlags(p: Parsed, command: string): Pick<MigrationPolicy, 'postcopy' | 'autoConverge'> {
+  const ac = str(p, 'auto-converge');
+  if (ac !== undefined && ac !== 'never' && ac !== 'auto') throw new UsageError(`${command}: --auto-converge "${ac}" is not an auto-converge mode (expected never, auto)`);
+  return { postcopy: postcopyFlag(p, command) ?? 'auto', ...(ac === 'never' ? { autoConverge: 'never' as const } : {}) };
+}
 
 /**
  * `--postcopy never|auto|always` or `--no-postcopy` (= never): the policy's post-copy mode, or
@@ -43,7 +53,7 @@ export function postcopyFlag(p: Parsed, command: string): PostcopyMode | undefin
 }
 
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--postcopy never|auto|always | --no-postcopy] [--verify] [--json] ${TLS_USAGE}`;
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--postcopy never|auto|always | --no-postcopy] [--auto-converge never|auto] [--verify] [--json] ${TLS_USAGE}`;
 
 /** ", LZ4 on 12 batches (48 MiB as 24 MiB)" when some batches went compressed, else "". */
 function compressedText(r: MigrationResult): string {
@@ -53,8 +63,9 @@ function compressedText(r: MigrationResult): string {
 
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
+  const why = r.policyReason ? `\n  policy ${r.policy}: ${r.policyReason}${r.throttledMs ? `; throttled for ${formatMs(r.throttledMs)}` : ''}` : '';
   const pc = r.mode === 'postcopy' ? `, post-copy: ${r.pageWaits ?? 0} page waits (p99 ${formatMs(r.pageWaitP99Ms ?? 0)}), all pages in ${formatMs(r.allPresentMs ?? 0)}` : '';
-  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}${pc}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}`);
+  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}${pc}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}${why}`);
 }
 
 /** Runs the direct migrate form. */
@@ -64,7 +75,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
     'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, ...POSTCOPY_OPTIONS, ...TLS_OPTIONS,
   }, 'migrate');
-  const postcopy = postcopyFlag(p, 'migrate');
+  const convergence = convergenceFlags(p, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
   const vm = p.positionals[0];
   const from = address(required(p, 'from', 'migrate'), '--from');
@@ -73,7 +84,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
     ...(str(p, 'streams') !== undefined ? { streams: parseStreams(str(p, 'streams')!) } : {}),
     ...(str(p, 'compress') !== undefined ? { compress: parseCompress(str(p, 'compress')!) } : {}),
-    ...(postcopy ? { postcopy } : {}),
+    ...convergence,
   };
   const json = flag(p, 'json');
   const tls = tlsFromFlags(p, 'migrate');

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ConvergenceSample, StreamMigrationProgress } from '../../hypervisor/stream-migration';
-import { convergenceDecider, convergencePolicy, decideConvergence, notConverging, DEFAULT_PRECOPY_LIMITS } from './convergence';
+import { convergenceDecider, convergencePolicy, decideConvergence, decidePageRound, notConverging, DEFAULT_PRECOPY_LIMITS, type PageRoundSample } from './convergence';
 import { resolvePolicy } from '../types';
 
 const MiB = 1024 * 1024;
@@ -64,4 +64,22 @@ test('decision: continue while converging; post-copy when the target offers it, 
   // the round limit from the policy reaches the decision
   const few = convergencePolicy(resolvePolicy({ maxRounds: 3 }));
   assert.equal(decideConvergence(s, few).action, 'postcopy');
+});
+
+test('the page engine: post-copy after the first pass for a guest beyond 2x the link, throttling on a stall within it', () => {
+  const base: PageRoundSample = { round: 1, stop: null, dirtyRateBytesPerSec: 3e9, linkRateBytesPerSec: 1e9, postcopyAvailable: true, canThrottle: true, throttling: false };
+  const auto = { postcopy: 'auto' as const };
+  const fast = decidePageRound(base, auto);
+  assert.equal(fast.action, 'postcopy');
+  assert.match(fast.action === 'postcopy' ? fast.reason : '', /dirties 3\.00 GB\/s, the link moves 1\.00 GB\/s \(more than 2x\)/);
+  assert.deepEqual(decidePageRound(base, {}), { action: 'continue' }, 'absent = never: pre-copy, no throttle before a stall');
+  assert.deepEqual(decidePageRound({ ...base, postcopyAvailable: false }, auto), { action: 'continue' }, 'no offer, no post-copy');
+  const within: PageRoundSample = { ...base, round: 3, stop: 'stalled', dirtyRateBytesPerSec: 1.5e9 };
+  assert.equal(decidePageRound(within, auto).action, 'throttle');
+  assert.equal(decidePageRound({ ...within, canThrottle: false }, auto).action, 'postcopy', 'may not be throttled: post-copy');
+  assert.equal(decidePageRound({ ...within, dirtyRateBytesPerSec: 5e9 }, auto).action, 'postcopy', 'beyond 2x on a stall: post-copy');
+  assert.equal(decidePageRound({ ...within, dirtyRateBytesPerSec: 5e9 }, { postcopy: 'never' }).action, 'throttle', '--postcopy never: throttling');
+  assert.deepEqual(decidePageRound({ ...within, canThrottle: false }, { postcopy: 'never' }), { action: 'continue' }, 'neither allowed: pre-copy stops as it stops');
+  assert.equal(decidePageRound({ ...within, stop: null, throttling: true }, auto).action, 'throttle', 'once throttling, each round that does not fit takes a step');
+  assert.equal(decidePageRound({ ...base, dirtyRateBytesPerSec: 1e6 }, { postcopy: 'always' }).action, 'postcopy', 'always: after the first pass');
 });

@@ -6,7 +6,7 @@
  * mechanics. The page engine's counterpart is stop-conditions.ts (same round/bytes limits).
  */
 import type { ConvergenceDecider, ConvergenceDecision, ConvergenceSample, StreamMigrationProgress } from '../../hypervisor/stream-migration';
-import { DEFAULT_MAX_BYTES_FACTOR, DEFAULT_MAX_ROUNDS, type MigrationPolicy } from '../types';
+import { DEFAULT_MAX_BYTES_FACTOR, DEFAULT_MAX_ROUNDS, type MigrationPolicy, type StopReason } from '../types';
 
 /** A dirty rate at this fraction of the transfer rate means every round resends about as much as the last. */
 export const DIRTY_RATE_NEAR_LINK = 0.8;
@@ -99,4 +99,47 @@ function fmtBytes(b: number): string {
 
 function fmtRate(b: number): string {
   return `${fmtBytes(b)}/s`;
+}
+
+/** A guest dirtying more than this multiple of what the link moves cannot be caught by pre-copy, and throttling it enough would cost it more than post-copy's page waits. */
+export const POSTCOPY_DIRTY_FACTOR = 2;
+
+/** What the page engine (precopy-source.ts) knows after a pre-copy round. */
+export interface PageRoundSample {
+  /** Rounds done (1 = the first pass). */
+  round: number;
+  /** The round's stop condition (stop-conditions.ts), or null to go on. */
+  stop: StopReason | null;
+  dirtyRateBytesPerSec: number;
+  linkRateBytesPerSec: number;
+  /** The target offered post-copy and the domain can wait for pages. */
+  postcopyAvailable: boolean;
+  /** The domain can be throttled further and the policy allows it (`--auto-converge`). */
+  canThrottle: boolean;
+  /** The guest is throttled already. */
+  throttling: boolean;
+}
+
+/** The page engine's next step: go on, take a throttle step, or switch to post-copy; with the reason. */
+export type PageRoundAction = { action: 'continue' } | { action: 'throttle' | 'postcopy'; reason: string };
+
+/**
+ * One policy for the page engine, the same rule as the stream drivers': pre-copy while it
+ * converges. A guest writing more than POSTCOPY_DIRTY_FACTOR x what the link moves goes to
+ * post-copy after the first pass. On a stall: throttling when the guest writes at most that
+ * factor x the link and may be throttled; post-copy otherwise. `postcopy` 'never' (or absent)
+ * and `autoConverge` 'never' take those options away; 'always' switches after the first pass.
+ */
+export function decidePageRound(s: PageRoundSample, p: Pick<MigrationPolicy, 'postcopy'>): PageRoundAction {
+  const mode = p.postcopy ?? 'never';
+  const pc = mode !== 'never' && s.postcopyAvailable;
+  const rates = `the guest dirties ${fmtRate(s.dirtyRateBytesPerSec)}, the link moves ${fmtRate(s.linkRateBytesPerSec)}`;
+  if (pc && mode === 'always') return { action: 'postcopy', reason: 'post-copy requested (--postcopy always): switch after the first pass' };
+  const fast = s.linkRateBytesPerSec > 0 && s.dirtyRateBytesPerSec > POSTCOPY_DIRTY_FACTOR * s.linkRateBytesPerSec;
+  if (pc && s.round === 1 && fast) return { action: 'postcopy', reason: `${rates} (more than ${POSTCOPY_DIRTY_FACTOR}x): pre-copy cannot converge, switch after the first pass` };
+  const stalled = s.stop === 'stalled' || (s.throttling && s.stop === null);
+  if (!stalled) return { action: 'continue' };
+  if (s.canThrottle && !(pc && fast)) return { action: 'throttle', reason: `pre-copy stalled; ${rates} (at most ${POSTCOPY_DIRTY_FACTOR}x${pc ? '' : ', or no post-copy'}): throttle the guest` };
+  if (pc) return { action: 'postcopy', reason: `pre-copy stalled; ${rates}${s.canThrottle ? ` (more than ${POSTCOPY_DIRTY_FACTOR}x)` : ', throttling not allowed or at its limit'}: switch to post-copy` };
+  return { action: 'continue' };
 }

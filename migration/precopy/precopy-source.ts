@@ -33,7 +33,7 @@ import { BatchCompressor } from './batch-compressor';
 import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
 import { SourceStats } from './source-stats';
 import { runPostcopy, type PostcopyEngine } from '../postcopy/postcopy-source';
-import { choosePostcopy } from '../postcopy/postcopy-choice';
+import { decidePageRound, type PageRoundAction } from '../policy/convergence';
 import { isCommitted, SOURCE_TRANSITIONS, switchoverOf, type SourcePhase, type Switchover } from './source-phase';
 
 export { BATCH_PAGES } from './batch-window';
@@ -130,6 +130,9 @@ export class PrecopySource {
   /** Post-copy: chosen at the end of pre-copy; `lost` once it failed after the switch (the source never resumes). */
   private postcopyChosen = false;
   private lost = false;
+  /** Why the policy chose what it chose (the result's policyReason); when throttling began (performance.now()). */
+  private policyReason = '';
+  private throttleSince = 0;
   /** Post-copy's figures for the result. */
   private extra: Partial<MigrationResult> = {};
 
@@ -262,12 +265,14 @@ export class PrecopySource {
         wss: this.curve.at(this.throttle), dirtyRateBytesPerSec: s.dirtyRate,
       }, this.o.policy, timeoutMs);
       previousSent = r.sent;
-      if (choosePostcopy(this.o.policy, reason, !!(this.window.postcopyOffered && d.postcopy))) {
+      const next = this.nextStep(reason);
+      if (next.action === 'postcopy') {
         this.postcopyChosen = true;
+        this.policyReason = next.reason;
         this.stopReason = reason ?? 'forced';
         return bitmap;
       }
-      if (this.autoConverge(reason)) { stalled = 0; continue; }
+      if (next.action === 'throttle') { this.throttleStep(next.reason); stalled = 0; continue; }
       if (reason) { this.stopReason = reason; return bitmap; }
     }
   }
@@ -293,19 +298,25 @@ export class PrecopySource {
     return { sent: s.pageBytes - before, dirty, dirtyBytes, ms: roundMs };
   }
 
+  /** The policy's next step after a round with stop condition `reason` (convergence.ts decidePageRound). */
+  private nextStep(reason: StopReason | null): PageRoundAction {
+    const d = this.o.domain, s = this.stats;
+    return decidePageRound({
+      round: s.round, stop: reason, dirtyRateBytesPerSec: s.dirtyRate, linkRateBytesPerSec: s.predictionRate(),
+      postcopyAvailable: this.window.postcopyOffered && !!d.postcopy,
+      canThrottle: this.o.policy.autoConverge !== 'never' && !!d.setThrottle && this.throttle < THROTTLE_MAX, throttling: this.throttle > 0,
+    }, this.o.policy);
+  }
+
   /**
    * Auto-converge (QEMU's, vMotion's SDPS): a guest that dirties faster than the link moves
    * pages is slowed step by step instead of being stopped with a large last round. Once
-   * throttling, every round that still does not fit the target takes another step. True when
-   * it took a step (pre-copy goes on).
+   * throttling, every round that still does not fit the target takes another step.
    */
-  private autoConverge(reason: StopReason | null): boolean {
-    const d = this.o.domain;
-    const slowDown = reason === 'stalled' || (this.throttle > 0 && reason === null);
-    if (!slowDown || !d.setThrottle || this.throttle >= THROTTLE_MAX) return false;
+  private throttleStep(reason: string): void {
+    if (this.throttle === 0) { this.throttleSince = performance.now(); this.policyReason = reason; }
     this.throttle = nextThrottle(this.throttle);
-    d.setThrottle(this.throttle);
-    return true;
+    this.o.domain.setThrottle?.(this.throttle);
   }
 
   private async send(frame: Frame | Buffer): Promise<void> {
@@ -486,9 +497,16 @@ export class PrecopySource {
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
       compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
     });
-    Object.assign(result, this.extra); // post-copy: mode and the guest's page waits
+    Object.assign(result, this.extra, this.policyOf(sw.pausedAt)); // post-copy: mode and the guest's page waits
     this.enter({ kind: 'done', result });
     return result;
+  }
+
+  /** The policy the migration ended with, why, and how long the guest ran throttled before the pause at `pausedAt`. */
+  private policyOf(pausedAt: number): Pick<MigrationResult, 'policy' | 'policyReason' | 'throttledMs'> {
+    const policy = this.postcopyChosen ? 'postcopy' : this.throttle > 0 ? 'throttle' : 'precopy';
+    const throttledMs = this.throttleSince > 0 ? Math.round((pausedAt - this.throttleSince) * 10) / 10 : 0;
+    return { policy, policyReason: this.policyReason || `pre-copy: ${this.stopReason || 'converged'}`, throttledMs };
   }
 
   /** Before commit (or on the target's refusal after it): tell the target to discard, fold unsent pages back, resume the source. */

@@ -114,8 +114,9 @@ export function qemuPolicy(p: MigrationPolicy, memBytes: number, signal?: AbortS
     downtimeLimitMs: qemuDowntimeLimitMs(p.maxDowntimeMs),
     maxBandwidthBytesPerSec: p.bandwidthBytesPerSec || undefined,
     deadlineMs: completionTimeoutMs(p, memBytes),
-    postcopy: 'auto',
-    throttle: true,
+    // --postcopy never keeps QEMU on pre-copy; auto and always (absent too) let its convergence decider switch.
+    postcopy: p.postcopy === 'never' ? 'never' : 'auto',
+    throttle: p.autoConverge !== 'never',
     multifdChannels: 0,
     signal,
     converge: convergenceDecider(convergencePolicy(p)),

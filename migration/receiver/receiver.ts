@@ -289,6 +289,11 @@ export class IncomingMigration {
     return ack;
   }
 
+  /** Each vCPU page wait of this post-copy so far, ms (empty without post-copy). */
+  get pageWaitsMs(): readonly number[] {
+    return this.postcopy ? this.domain.postcopy?.waitsMs ?? [] : [];
+  }
+
   /** The guest's page waits so far (post-copy), or undefined. */
   get pageWaits(): ReturnType<PostcopyTarget['figures']> | undefined {
     return this.postcopy?.figures();

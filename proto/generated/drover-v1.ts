@@ -177,6 +177,8 @@ export interface MigrationPolicy {
   compress: string;
   /** Post-copy (sim driver): "never" (or "") = pre-copy only, "auto" = when pre-copy cannot converge and the target offers it, "always" = after the first pass. Other values: INVALID_ARGUMENT. */
   postcopy: string;
+  /** Auto-converge: "auto" (or "") = throttle a guest that outruns the link when the policy says so, "never" = never throttle. Other values: INVALID_ARGUMENT. */
+  autoConverge: string;
 }
 
 /** drover.v1.MigrateVmRequest. */
@@ -287,6 +289,12 @@ export interface MigrationResult {
   pageWaitP99Ms: number;
   /** allPresentMs = 30. */
   allPresentMs: number;
+  /** precopy | throttle | postcopy ("" = the driver does not say) */
+  policy: string;
+  /** why, with the measured rates */
+  policyReason: string;
+  /** how long the guest ran throttled before the pause */
+  throttledMs: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */

@@ -53,3 +53,21 @@ test('a migration: in-flight gauges while it runs, histograms and counters when 
   assert.equal(await valueOf(reg, 'drover_migrations_finished_total', { result: 'failed', reason: 'resource_exhausted' }), 1);
   assert.match(await reg.metrics(), /drover_migration_downtime_seconds_count 2\n/);
 });
+
+test("the guest's bill: migrations by policy, time throttled, post-copy page waits, lost VMs", async () => {
+  const reg = new Registry();
+  const m = new AgentMetrics(reg);
+  const ev = { migrationId: 'm-1', phase: 'done' as const, round: 2, remainingBytes: 0, dirtyRateBytesPerSec: 0, rateBytesPerSec: 0, sentBytes: 0, etaMs: 0, elapsedMs: 5 };
+  m.migrationEvent('a', 'mm', 'm-1', { ...ev, result: result({ mode: 'postcopy', policy: 'postcopy', policyReason: 'fast', pageWaits: 3 }) });
+  m.migrationEvent('a', 'mm2', 'm-2', { ...ev, migrationId: 'm-2', result: result({ migrationId: 'm-2', policy: 'throttle', throttlePercent: 90, throttledMs: 1500 }) });
+  assert.equal(await valueOf(reg, 'drover_migrations_by_policy_total', { policy: 'postcopy' }), 1);
+  assert.equal(await valueOf(reg, 'drover_migrations_by_policy_total', { policy: 'throttle' }), 1);
+  m.postcopyDone([0.2, 3, 700], 1200);
+  m.lost.inc({ side: 'target' });
+  const text = await reg.metrics();
+  assert.match(text, /drover_migration_throttled_seconds_sum 1\.5\n/);
+  assert.match(text, /drover_migration_postcopy_page_wait_seconds_count 3\n/);
+  assert.match(text, /drover_migration_postcopy_page_wait_seconds_bucket\{le="0.005"\} 2\n/);
+  assert.match(text, /drover_migration_postcopy_all_present_seconds_sum 1\.2\n/);
+  assert.equal(await valueOf(reg, 'drover_vms_lost_total', { side: 'target' }), 1);
+});

@@ -8,6 +8,11 @@
  * | drover_migration_duration_seconds | histogram | – | start → target resume; buckets 0.25 s .. 10 min |
  * | drover_vm_paused_seconds | histogram | result=succeeded\|failed\|cancelled | how long the source VM was paused per migration (MigrationResult.pausedMs), also a pause that ended in a rollback; buckets 0.5 ms .. 60 s |
  * | drover_migration_rounds | histogram | – | pre-copy rounds per successful migration |
+ * | drover_migrations_by_policy_total | counter | policy=precopy\|throttle\|postcopy | successful migrations by what the engine chose (MigrationResult.policy) |
+ * | drover_migration_throttled_seconds | histogram | – | how long the guest ran throttled before the pause, per migration that throttled; buckets 0.5 ms .. 10 min |
+ * | drover_migration_postcopy_page_wait_seconds | histogram | – | target side: each wait of a guest vCPU for a page still on the source; buckets 0.5 ms .. 5 s |
+ * | drover_migration_postcopy_all_present_seconds | histogram | – | target side: the resume until every page was present, per post-copy; buckets 0.25 s .. 10 min |
+ * | drover_vms_lost_total | counter | side=source\|target | VMs lost because post-copy failed after the switch (logged as "VM LOST") |
  * | drover_migration_transferred_bytes | histogram | – | bytes on the wire per successful migration |
  * | drover_migration_sent_bytes_total | counter | kind=pages\|zero_pages\|device_state | page payload, RAM covered by zero-page flags (4 KiB each, not on the wire), vCPU/device state |
  * | drover_migration_wire_bytes_total | counter | – | encoded frames on the wire (every migration, also failed ones) |
@@ -75,6 +80,11 @@ export class AgentMetrics {
   readonly blackout: Histogram;
   readonly paused: Histogram<'result'>;
   readonly throttled: Counter;
+  readonly byPolicy: Counter<'policy'>;
+  readonly throttledSeconds: Histogram;
+  readonly pageWait: Histogram;
+  readonly allPresent: Histogram;
+  readonly lost: Counter<'side'>;
   readonly grpcHandled: Counter<'service' | 'method' | 'type' | 'code'>;
   readonly grpcSeconds: Histogram<'service' | 'method' | 'type' | 'code'>;
   readonly authzRefusals: Counter<'method' | 'code' | 'role'>;
@@ -90,6 +100,11 @@ export class AgentMetrics {
     this.paused = new Histogram({ name: 'drover_vm_paused_seconds', help: 'How long the source VM was paused per migration, a pause that ended in a rollback included.', labelNames: ['result'], buckets: PAUSED_BUCKETS, registers });
     this.blackout = new Histogram({ name: 'drover_migration_guest_blackout_seconds', help: "Guest-observed blackout: the source's last heartbeat to the target's first (hypervisors that measure it: qemu).", buckets: DOWNTIME_BUCKETS, registers });
     this.throttled = new Counter({ name: 'drover_migrations_throttled_total', help: 'Successful migrations whose pre-copy converged only with the guest throttled (auto-converge).', registers });
+    this.byPolicy = new Counter({ name: 'drover_migrations_by_policy_total', help: 'Successful migrations by the policy the engine chose (precopy, throttle, postcopy).', labelNames: ['policy'], registers });
+    this.throttledSeconds = new Histogram({ name: 'drover_migration_throttled_seconds', help: 'How long the guest ran throttled before the pause, per migration that throttled.', buckets: [...DOWNTIME_BUCKETS, ...DURATION_BUCKETS.filter((b) => b > 5)], registers });
+    this.pageWait = new Histogram({ name: 'drover_migration_postcopy_page_wait_seconds', help: 'Target side: each wait of a guest vCPU for a page still on the source (post-copy).', buckets: DOWNTIME_BUCKETS, registers });
+    this.allPresent = new Histogram({ name: 'drover_migration_postcopy_all_present_seconds', help: 'Target side: the resume until every page was present, per post-copy.', buckets: DURATION_BUCKETS, registers });
+    this.lost = new Counter({ name: 'drover_vms_lost_total', help: 'VMs lost because post-copy failed after the switch, by the side that reports it.', labelNames: ['side'], registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
     this.sentBytes = new Counter({ name: 'drover_migration_sent_bytes_total', help: 'Migration data by kind: pages (payload), zero_pages (guest RAM covered by zero-page flags, not on the wire), device_state.', labelNames: ['kind'], registers });
     this.wireBytes = new Counter({ name: 'drover_migration_wire_bytes_total', help: 'Encoded migration frames sent on the wire.', registers });
@@ -166,6 +181,14 @@ export class AgentMetrics {
     this.transferred.observe(r.bytesSent);
     if (typeof r.guestBlackoutMs === 'number') this.blackout.observe(r.guestBlackoutMs / 1000);
     if (r.throttlePercent) this.throttled.inc();
+    if (r.policy) this.byPolicy.inc({ policy: r.policy });
+    if (r.throttledMs) this.throttledSeconds.observe(r.throttledMs / 1000);
+  }
+
+  /** Target side: one post-copy ended with every page present; `waitsMs` are its vCPUs' page waits. */
+  postcopyDone(waitsMs: readonly number[], allPresentMs: number): void {
+    for (const w of waitsMs) this.pageWait.observe(w / 1000);
+    this.allPresent.observe(allPresentMs / 1000);
   }
 
   /** Counts one refused call (`method` a full name, `role` the caller's or undefined). */

@@ -24,6 +24,7 @@ import { peerIdentity, type CallWithAuthContext } from '../../lib/pki/grpc-crede
 import { ReservationGuard } from './incoming-auth';
 import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
+import { agentMetrics } from './agent-metrics';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
@@ -188,6 +189,7 @@ export class IncomingMigrations {
   async lose(m: IncomingSession, e: DroverError): Promise<void> {
     const vm = m.domain.spec.name;
     this.lostVms++;
+    agentMetrics().lost.inc({ side: 'target' });
     this.log({ msg: 'VM LOST in post-copy: the stream failed while pages were still on the source; the copy here is destroyed', migration: m.migrationId, vm, code: e.code, error: e.message, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
     this.host.removeIncoming(m.migrationId);
     this.guard.forget(m.migrationId);
@@ -303,7 +305,10 @@ class TransferCall {
       const frame = decodeFrame(bytes);
       if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
       if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
-      for (const a of await m.apply(frame)) this.call.write(encodeAck(a));
+      for (const a of await m.apply(frame)) {
+        this.call.write(encodeAck(a));
+        if (a.kind === 'postcopyDone') agentMetrics().postcopyDone(m.receiver.pageWaitsMs, a.allPresentMs);
+      }
       if ((m.state === 'active' || m.state === 'postcopy') && !this.owned) {
         this.owned = true;
         this.owner.adopt(m);

@@ -19,6 +19,7 @@ import { type MigrationEventInfo, policyFromWire, eventToWire } from './client/a
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
 import { autoStreams, type Fence } from '../../migration/wire/protocol';
+import { agentMetrics } from './agent-metrics';
 
 /** A log sink (one JSON object per event). */
 export type AgentLog = (event: Record<string, unknown>) => void;
@@ -137,6 +138,7 @@ export class OutgoingMigrations {
    */
   private async discardLost(vm: HostedVm, id: string, e: DroverError): Promise<void> {
     const name = vm.domain.spec.name;
+    agentMetrics().lost.inc({ side: 'source' });
     this.log({ msg: 'VM LOST in post-copy: the source never resumes after the switch; its stale copy is destroyed', migration: id, vm: name, code: e.code, error: e.message });
     try { this.host.remove(name); } catch { /* already gone */ }
     await vm.domain.destroy().catch(() => undefined);

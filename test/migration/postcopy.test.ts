@@ -66,6 +66,23 @@ for (const spec of [
   });
 }
 
+test('--postcopy auto (the CLI default): a guest beyond 2x the link goes to post-copy after the first pass, and the result says why', async () => {
+  const [a, b] = agents;
+  const spec: VmSpec = { name: 'pc-auto', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', seed: 9 };
+  await a.client.createVm(spec);
+  try {
+    const r = await a.client.migrateVm(spec.name, b.address, { verify: true, postcopy: 'auto', bandwidthBytesPerSec: 128 * MiB }, undefined, '', 'pc-1');
+    await verifiedOnTarget(spec.name, r);
+    assert.equal(r.policy, 'postcopy');
+    assert.equal(r.rounds, 2, 'the first pass, then the switch');
+    assert.match(r.policyReason ?? '', /the guest dirties .*, the link moves .* \(more than 2x\): pre-copy cannot converge/);
+    assert.equal(r.throttlePercent, undefined, 'no throttling');
+  } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
+});
+
 test('cancel after the switch to post-copy is refused, saying why; the migration still verifies', async () => {
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pc-cancel', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 5 };
@@ -96,6 +113,9 @@ test('--postcopy never: a guest beyond the link stays on pre-copy, which converg
     assert.equal(r.outcome, 'succeeded', r.error);
     assert.equal(r.mode, 'precopy');
     assert.ok((r.throttlePercent ?? 0) > 0, `the guest was throttled: ${JSON.stringify(r)}`);
+    assert.equal(r.policy, 'throttle');
+    assert.match(r.policyReason ?? '', /pre-copy stalled; the guest dirties .* throttle the guest/);
+    assert.ok((r.throttledMs ?? 0) > 0, 'the result says how long the guest ran throttled');
     assert.equal(r.pageWaits, undefined, 'no post-copy, no page waits');
     assert.equal(r.verified, true);
     assert.equal((await b.client.verifyVm(spec.name)).ok, true);
@@ -129,11 +149,15 @@ test('bad post-copy flags are one usage line naming the flag, exit 2', () => {
   for (const [args, re] of [
     [['--postcopy', 'sometimes'], /--postcopy "sometimes" is not a post-copy mode \(expected never, auto, always\)/],
     [['--postcopy', 'always', '--no-postcopy'], /--no-postcopy and --postcopy always contradict each other/],
+    [['--auto-converge', 'maybe'], /--auto-converge "maybe" is not an auto-converge mode \(expected never, auto\)/],
   ] as [string[], RegExp][]) {
-    const r = spawnSync(process.execPath, [bin, 'migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure', ...args], { encoding: 'utf8' });
-    assert.equal(r.status, 2, r.stderr);
-    const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
-    assert.equal(lines.length, 1, r.stderr);
-    assert.match(lines[0], re);
+    for (const cmd of [['migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure'], ['bench']]) {
+      const r = spawnSync(process.execPath, [bin, ...cmd, ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 2, r.stderr);
+      const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0], re);
+      assert.match(lines[0], new RegExp(`${cmd[0]}: `), 'names the command');
+    }
   }
 });

@@ -94,7 +94,7 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: p.streams ?? 0, verify: p.verify ?? false,
     externalCommit: false, // deprecated since protocol 2 (the target decides)
     compress: p.compress ?? '',
-    postcopy: p.postcopy ?? '',
+    postcopy: p.postcopy ?? '', autoConverge: p.autoConverge ?? '',
   };
 }
 
@@ -112,6 +112,7 @@ export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Part
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
     verify: !!w?.verify, compress: compressFromWire(w?.compress),
     ...(w?.postcopy ? { postcopy: postcopyModeOf(w.postcopy) } : {}),
+    ...(w?.autoConverge ? { autoConverge: autoConvergeOf(w.autoConverge) } : {}),
   };
 }
 
@@ -121,9 +122,16 @@ export function postcopyModeOf(v: string): PostcopyMode {
   throw invalidArgument(`policy.postcopy must be one of ${POSTCOPY_MODES.join(', ')}, got '${v}'`);
 }
 
+/** A wire auto-converge mode; INVALID_ARGUMENT naming the value for anything else. */
+export function autoConvergeOf(v: string): 'never' | 'auto' {
+  if (v === 'never' || v === 'auto') return v;
+  throw invalidArgument(`policy.auto_converge must be never or auto, got '${v}'`);
+}
+
 /** MigrationEventInfo → wire. */
 export function eventToWire(e: MigrationEventInfo): Input<wire.MigrationEvent> {
   const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1,
+    policy: e.result.policy ?? '', policyReason: e.result.policyReason ?? '', throttledMs: e.result.throttledMs ?? 0,
     pageWaits: e.result.pageWaits ?? 0, pageWaitP50Ms: e.result.pageWaitP50Ms ?? -1, pageWaitP99Ms: e.result.pageWaitP99Ms ?? -1, allPresentMs: e.result.allPresentMs ?? -1 } : undefined;
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
@@ -154,6 +162,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
       ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
       ...(r.compressedBatches ? { compressedBatches: r.compressedBatches, compressedPageBytes: Number(r.compressedPageBytes), compressedBytes: Number(r.compressedBytes) } : {}),
+      ...(r.policy ? { policy: r.policy as MigrationResult['policy'], policyReason: r.policyReason, throttledMs: r.throttledMs } : {}),
       ...(r.pageWaitP50Ms >= 0 && r.allPresentMs >= 0 && r.mode === 'postcopy' ? { pageWaits: r.pageWaits, pageWaitP50Ms: r.pageWaitP50Ms, pageWaitP99Ms: r.pageWaitP99Ms, allPresentMs: r.allPresentMs } : {}),
     };
   }

@@ -61,13 +61,16 @@ export class PostcopyPages {
     return Atomics.load(this.ctl, CTL.MISSING);
   }
 
-  /** Marks the pages of range table `ranges` (first, count pairs) missing; before the vCPUs run. */
+  /**
+   * Marks the pages of range table `ranges` (first, count pairs, disjoint) missing; once, before
+   * the vCPUs run (a native fill per range: this is in the switch's blackout).
+   */
   markMissing(ranges: ArrayLike<number>): void {
+    if (this.missingPages > 0) throw new Error('post-copy pages: markMissing while pages are still missing');
     let n = 0;
     for (let i = 0; i < ranges.length; i += 2) {
-      for (let p = ranges[i]; p < ranges[i] + ranges[i + 1]; p++) {
-        if (Atomics.exchange(this.words, p, PAGE_MISSING) === PAGE_PRESENT) n++;
-      }
+      this.words.fill(PAGE_MISSING, ranges[i], ranges[i] + ranges[i + 1]);
+      n += ranges[i + 1];
     }
     Atomics.add(this.ctl, CTL.MISSING, n);
   }

@@ -139,7 +139,7 @@ export function decidePageRound(s: PageRoundSample, p: Pick<MigrationPolicy, 'po
   if (pc && s.round === 1 && fast) return { action: 'postcopy', reason: `${rates} (more than ${POSTCOPY_DIRTY_FACTOR}x): pre-copy cannot converge, switch after the first pass` };
   const stalled = s.stop === 'stalled' || (s.throttling && s.stop === null);
   if (!stalled) return { action: 'continue' };
-  if (s.canThrottle && !(pc && fast)) return { action: 'throttle', reason: `pre-copy stalled; ${rates} (at most ${POSTCOPY_DIRTY_FACTOR}x${pc ? '' : ', or no post-copy'}): throttle the guest` };
+  if (s.canThrottle && !(pc && fast)) return { action: 'throttle', reason: `pre-copy stalled; ${rates} (${pc ? `at most ${POSTCOPY_DIRTY_FACTOR}x` : 'post-copy not allowed or not offered'}): throttle the guest` };
   if (pc) return { action: 'postcopy', reason: `pre-copy stalled; ${rates}${s.canThrottle ? ` (more than ${POSTCOPY_DIRTY_FACTOR}x)` : ', throttling not allowed or at its limit'}: switch to post-copy` };
   return { action: 'continue' };
 }

@@ -68,8 +68,6 @@ export async function runPostcopy(e: PostcopyEngine, bitmap: Uint32Array): Promi
     if (testBit(bitmap, p)) { hot[p >>> 5] |= 1 << (p & 31); bitmap[p >>> 5] &= ~(1 << (p & 31)); }
   }
   const missing = missingTable(bitmap, d.pageCount, d.slotPages, MAX_ROUND_RANGES);
-  const pending = pagesOfTable(missing, bitmap.length);
-  unsettle(e.digest, pending);
   sw.breakdown.finalPages = popcount(hot);
   e.stats.round++;
   e.channel.pinToFirstStream?.();
@@ -82,6 +80,9 @@ export async function runPostcopy(e: PostcopyEngine, bitmap: Uint32Array): Promi
   await e.send(frames.postcopySwitch(w.lastSeq, e.stats.round, sw.pausedWall, missing, { state, checksum: checksumBytes(state) }));
   e.enter({ kind: 'verifying', switchover: sw, commitSent: true });
   e.enter({ kind: 'activating', switchover: sw });
+  // Out of the blackout: the pages to push (the table's, which may be coarser than the dirty set).
+  const pending = pagesOfTable(missing, bitmap.length);
+  unsettle(e.digest, pending);
   await w.until(() => w.activatedAt !== undefined);
   w.limitWindow(POSTCOPY_WINDOW_BYTES);
   await servePages(e, pending);

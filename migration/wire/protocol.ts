@@ -78,6 +78,9 @@
  *     |                 |  ^ Round/PageBatch          |                         |
  *     +-----------------+--+--------------------------+-------------------------+--> Aborted
  *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
+ *
+ *  post-copy: DeviceLoaded --Complete(postcopy)--> Postcopy (running, pages missing) --Complete(digest)--> Verified -> Active
+ *             Postcopy --(any failure)--> Aborted: the VM is lost (logged "VM LOST", drover_migration_postcopy_vms_lost_total)
  * ```
  *
  * QEMU tunnel (hypervisor `qemu`): QEMU tracks and sends pages itself, so the agents carry its

@@ -69,5 +69,5 @@ test("the guest's bill: migrations by policy, time throttled, post-copy page wai
   assert.match(text, /drover_migration_postcopy_page_wait_seconds_count 3\n/);
   assert.match(text, /drover_migration_postcopy_page_wait_seconds_bucket\{le="0.005"\} 2\n/);
   assert.match(text, /drover_migration_postcopy_all_present_seconds_sum 1\.2\n/);
-  assert.equal(await valueOf(reg, 'drover_vms_lost_total', { side: 'target' }), 1);
+  assert.equal(await valueOf(reg, 'drover_migration_postcopy_vms_lost_total', { side: 'target' }), 1);
 });

@@ -12,7 +12,7 @@
  * | drover_migration_throttled_seconds | histogram | – | how long the guest ran throttled before the pause, per migration that throttled; buckets 0.5 ms .. 10 min |
  * | drover_migration_postcopy_page_wait_seconds | histogram | – | target side: each wait of a guest vCPU for a page still on the source; buckets 0.5 ms .. 5 s |
  * | drover_migration_postcopy_all_present_seconds | histogram | – | target side: the resume until every page was present, per post-copy; buckets 0.25 s .. 10 min |
- * | drover_vms_lost_total | counter | side=source\|target | VMs lost because post-copy failed after the switch (logged as "VM LOST") |
+ * | drover_migration_postcopy_vms_lost_total | counter | side=source\|target | VMs lost because post-copy failed after the switch (logged as "VM LOST") |
  * | drover_migration_transferred_bytes | histogram | – | bytes on the wire per successful migration |
  * | drover_migration_sent_bytes_total | counter | kind=pages\|zero_pages\|device_state | page payload, RAM covered by zero-page flags (4 KiB each, not on the wire), vCPU/device state |
  * | drover_migration_wire_bytes_total | counter | – | encoded frames on the wire (every migration, also failed ones) |
@@ -104,7 +104,7 @@ export class AgentMetrics {
     this.throttledSeconds = new Histogram({ name: 'drover_migration_throttled_seconds', help: 'How long the guest ran throttled before the pause, per migration that throttled.', buckets: [...DOWNTIME_BUCKETS, ...DURATION_BUCKETS.filter((b) => b > 5)], registers });
     this.pageWait = new Histogram({ name: 'drover_migration_postcopy_page_wait_seconds', help: 'Target side: each wait of a guest vCPU for a page still on the source (post-copy).', buckets: DOWNTIME_BUCKETS, registers });
     this.allPresent = new Histogram({ name: 'drover_migration_postcopy_all_present_seconds', help: 'Target side: the resume until every page was present, per post-copy.', buckets: DURATION_BUCKETS, registers });
-    this.lost = new Counter({ name: 'drover_vms_lost_total', help: 'VMs lost because post-copy failed after the switch, by the side that reports it.', labelNames: ['side'], registers });
+    this.lost = new Counter({ name: 'drover_migration_postcopy_vms_lost_total', help: 'VMs lost because post-copy failed after the switch, by the side that reports it.', labelNames: ['side'], registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
     this.sentBytes = new Counter({ name: 'drover_migration_sent_bytes_total', help: 'Migration data by kind: pages (payload), zero_pages (guest RAM covered by zero-page flags, not on the wire), device_state.', labelNames: ['kind'], registers });
     this.wireBytes = new Counter({ name: 'drover_migration_wire_bytes_total', help: 'Encoded migration frames sent on the wire.', registers });

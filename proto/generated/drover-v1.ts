@@ -307,6 +307,8 @@ export interface DowntimeBreakdown {
   commitMs: number;
   /** activateMs = 7. */
   activateMs: number;
+  /** Complete sent -> the target resumed (both wall clocks): the part of verify_ms inside the downtime; 0 = not measured */
+  resumeMs: number;
 }
 
 /** drover.v1.CancelMigrationRequest. */

@@ -3,7 +3,7 @@
  * agents with etcd, a migrator and a scheduler (`drover up --insecure`-style), plus two
  * standalone agents without etcd. N migrations of 256 MiB idle, web and db VMs each way on
  * both paths; prints median/p99/max of downtimeMs (source pause -> target Activated) and the
- * guest-observed blackout (largest heartbeat gap the guest saw on the target).
+ * guest-observed blackout (the source's last heartbeat to the target's first, agent-codec.ts guestBlackoutMs).
  *
  *   node dist/bench/switchover-compare.js [--repeat 10] [--json]
  */
@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LocalCluster } from '../services/local-cluster';
 import { AgentClient } from '../services/node-agent/client/agent-client';
+import { guestBlackoutMs } from '../services/node-agent/client/agent-codec';
 import { createVmRecord, requestMigration, waitPlaced } from '../cluster/ops';
 import { getJson } from '../cluster/etcd';
 import { keys, type JobRecord, type NodeRecord } from '../cluster/keyspace';
@@ -55,7 +56,7 @@ async function clusterRuns(c: LocalCluster, repeat: number, out: Sample[]): Prom
       const a = new AgentClient(await addr(to));
       const vm = await a.getVm(name);
       a.close();
-      out.push({ path: 'cluster', profile, downtimeMs: h.downtimeMs, blackoutMs: vm.heartbeatMaxGapMs });
+      out.push({ path: 'cluster', profile, downtimeMs: h.downtimeMs, blackoutMs: guestBlackoutMs(vm) });
     }
   }
 }
@@ -70,7 +71,7 @@ async function directRuns(a: AgentClient, b: AgentClient, repeat: number, out: S
       await new Promise((r) => setTimeout(r, 300));
       const r = await from.migrateVm(name, addrOf(to), {});
       const vm = await to.getVm(name);
-      out.push({ path: 'direct', profile, downtimeMs: r.downtimeMs, blackoutMs: vm.heartbeatMaxGapMs });
+      out.push({ path: 'direct', profile, downtimeMs: r.downtimeMs, blackoutMs: guestBlackoutMs(vm) });
     }
   }
 }

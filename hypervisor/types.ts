@@ -77,6 +77,11 @@ export interface HeartbeatReading {
   maxGapMs: number;
   /** Heartbeats so far (proves the guest is running when it grows). */
   beats: number;
+  /**
+   * Gap of the first heartbeat after the latest resume: for a migrated VM, the source's last beat
+   * to the target's first (the guest-observed blackout). Absent when the driver does not measure it.
+   */
+  resumeGapMs?: number;
 }
 
 /** Runtime statistics of a domain, published in node heartbeats and metrics. */

@@ -168,7 +168,14 @@ export interface DowntimeBreakdown {
   finalRoundMs: number;
   finalPages: number;
   deviceMs: number;
+  /** Complete handed to the transport -> the target's Verified ack back: includes resumeMs and the ack's trip back (after the downtime). */
   verifyMs: number;
+  /**
+   * Complete handed to the transport -> the target resumed (its Activated.resumedAtMs): the trip
+   * there, the target's last batches, device load, digest check and resume; the part of verifyMs
+   * inside the downtime. Wall clocks of both nodes (their offset counts across hosts); 0 = not measured.
+   */
+  resumeMs?: number;
   /** Protocol 2: Activated -> Owned (the target's fenced ownership record; after the downtime, the source still paused). */
   commitMs: number;
   activateMs: number;

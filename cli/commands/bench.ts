@@ -7,6 +7,7 @@
 import { parse, str, flag, duration, rate, UsageError } from '../args';
 import { SPEC_OPTIONS, specFromFlags } from './vm';
 import type { AgentClient } from '../../services/node-agent/client/agent-client';
+import { guestBlackoutMs } from '../../services/node-agent/client/agent-codec';
 import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from './bench-tls';
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
@@ -21,7 +22,10 @@ import { STREAMS_AUTO } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
 export interface BenchResult extends MigrationResult {
+  /** The guest-observed blackout: the source's last heartbeat to the target's first (agent-codec.ts guestBlackoutMs). */
   guestDowntimeMs: number;
+  /** The target guest's largest heartbeat gap from the pause until right after the migration (also counts stalls after the resume). */
+  guestMaxGapMs: number;
   guestCheckOk: boolean;
   memoryVerified: boolean;
   sentOverNonzero: number;
@@ -72,7 +76,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
     return {
       ...r, memoryVerified, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}), guestCheckOk: check.ok && running,
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
-      guestDowntimeMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
+      guestDowntimeMs: guestBlackoutMs(after), guestMaxGapMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
       ...(cpuSeconds ? { cpuSeconds, cpuSecondsPerGB: { source: perGb(cpuSeconds.source, r.bytesSent), target: perGb(cpuSeconds.target, r.bytesSent) } } : {}),
     };

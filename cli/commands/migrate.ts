@@ -1,6 +1,7 @@
 /** `drover migrate VM --from ADDR --to ADDR`: one live migration between two agents. */
 import { parse, required, str, flag, duration, rate, int, address, UsageError, type Parsed } from '../args';
 import { AgentClient } from '../../services/node-agent/client/agent-client';
+import { guestBlackoutMs } from '../../services/node-agent/client/agent-codec';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationResult, type PostcopyMode } from '../../migration/types';
@@ -104,9 +105,9 @@ export async function migrateDirect(argv: string[]): Promise<number> {
       line.done();
     }
     if (result.outcome === 'succeeded' && !(result.guestBlackoutMs !== undefined && result.guestBlackoutMs >= 0)) {
-      // The sim engine does not measure the guest's blackout: the target's largest heartbeat gap
-      // stands for it, as the migrator records it for cluster jobs (services/migrator/attempt.ts).
-      try { result = { ...result, guestBlackoutMs: (await dst.getVm(vm)).heartbeatMaxGapMs }; } catch { /* not measured: stays -1 */ }
+      // The sim engine does not measure the guest's blackout: the target's guest does (its first
+      // beat's gap after the resume), as the migrator records it for cluster jobs (services/migrator/attempt.ts).
+      try { result = { ...result, guestBlackoutMs: guestBlackoutMs(await dst.getVm(vm)) }; } catch { /* not measured: stays -1 */ }
     }
     if (json) console.log(JSON.stringify(result));
     else printResult(result);

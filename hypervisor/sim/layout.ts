@@ -56,6 +56,8 @@ export const H64 = {
   HB_MAX_GAP: 17,
   /** Number of beats. */
   HB_BEATS: 18,
+  /** Gap of the first beat after the latest resume, ms: the blackout the guest saw across a pause (or a migration). */
+  HB_RESUME_GAP: 19,
 } as const;
 
 /** Pfn of the first index page. */

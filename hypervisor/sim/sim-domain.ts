@@ -482,6 +482,7 @@ export class SimDomain implements Domain, PagedDomain {
       lastBeatMs: this.hdr64[H64.HB_LAST],
       maxGapMs: this.hdr64[H64.HB_MAX_GAP],
       beats: this.hdr64[H64.HB_BEATS],
+      resumeGapMs: this.hdr64[H64.HB_RESUME_GAP],
     };
   }
 

@@ -135,6 +135,7 @@ describe('sim domain', () => {
     const state = src.saveDeviceState();
     const srcBytes = src.bytesWritten();
     const srcBeats = src.heartbeat().beats;
+    const srcLastBeat = src.heartbeat().lastBeatMs;
     const srcCheck = await src.guestCheck();
     assert.ok(srcCheck.ok, srcCheck.detail);
     await src.destroy();
@@ -146,11 +147,16 @@ describe('sim domain', () => {
     assert.equal(dst.bytesWritten(), srcBytes, 'dirty counter continues');
     assert.equal(dst.heartbeat().beats, srcBeats);
     await sleep(15);
+    const resumeCalledAt = performance.timeOrigin + performance.now();
     await dst.resume();
     await sleep(100);
     const hb = dst.heartbeat();
     assert.ok(hb.beats > srcBeats + 10, `target beats (${hb.beats} vs ${srcBeats})`);
     assert.ok(hb.maxGapMs >= 15, `guest saw the blackout (maxGap ${hb.maxGapMs} ms)`);
+    // The resume gap is the blackout itself: the source's last beat to the target's first, which came after the resume.
+    const gap = hb.resumeGapMs ?? NaN;
+    assert.ok(srcLastBeat + gap >= resumeCalledAt, `resume gap ${gap} ms ends after the resume (${resumeCalledAt - srcLastBeat} ms after the source's last beat)`);
+    assert.ok(gap <= hb.maxGapMs, `resume gap ${gap} ms within the largest gap ${hb.maxGapMs} ms`);
     assert.ok(hb.lastBeatMs > pausedAt);
     assert.ok(dst.bytesWritten() > srcBytes, 'target guest writes');
     const post = await dst.guestCheck();

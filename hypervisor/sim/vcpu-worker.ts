@@ -90,6 +90,8 @@ class Vcpu {
   private readonly index: Uint32Array;
   private readonly heartbeat: boolean;
   private readonly hbMs: number;
+  /** True from a resume until the next beat records its gap (HB_RESUME_GAP). */
+  private resumed = false;
   private readonly localFill: number;
   private readonly localWss: number;
   private readonly pattern: WritePattern;
@@ -140,6 +142,7 @@ class Vcpu {
       if (cmd !== CMD_RUN) {
         R[REG.BUSY_MS] += clock() - this.seg;
         if (cmd === CMD_EXIT || this.park() === CMD_EXIT) break;
+        this.resumed = true;
         this.seg = this.lastPace = this.sliceStart = clock(); // no credit accrues while parked
         this.mustCheckBoot = true;
         continue;
@@ -203,7 +206,9 @@ class Vcpu {
     if (hdr[H64.HB_BEATS] > 0) {
       const gap = t - hdr[H64.HB_LAST];
       if (gap > hdr[H64.HB_MAX_GAP]) hdr[H64.HB_MAX_GAP] = gap;
+      if (this.resumed) hdr[H64.HB_RESUME_GAP] = gap;
     }
+    this.resumed = false;
     hdr[H64.HB_LAST] = t;
     hdr[H64.HB_BEATS] += 1;
     setBit(this.dirty, 0);

@@ -74,6 +74,9 @@ test('pre-copy into an in-process target: the image verifies and the guest runs 
   assert.equal(target.state, 'active');
   assert.equal(dst.state(), 'running');
   assert.ok(r.nonzeroBytes > 0 && r.pageBytes >= r.nonzeroBytes);
+  // The breakdown places the target's resume between Complete and the Verified ack (one clock here).
+  const b = r.downtimeBreakdown!;
+  assert.ok(b.resumeMs! > 0 && b.resumeMs! <= b.verifyMs, `resumeMs ${b.resumeMs} within verifyMs ${b.verifyMs}`);
   const check = await dst.guestCheck();
   assert.equal(check.ok, true, check.detail);
 }));

@@ -399,6 +399,7 @@ export class PrecopySource {
     const device = { state, checksum: checksumBytes(state) };
     b.deviceMs = performance.now() - mark;
     mark = performance.now();
+    const completeWall = performance.timeOrigin + mark;
     // Sending Complete (always with activate) is the commit point: the target resumes once verified.
     this.enter({ kind: 'stopcopy', switchover: sw, commitSent: true }, false);
     await this.send(frames.complete(this.digest.digest(), this.window.lastSeq, this.stats.round, sw.pausedWall, true, 0, device));
@@ -410,6 +411,7 @@ export class PrecopySource {
     mark = performance.now();
     await this.window.until(() => this.window.activatedAt !== undefined);
     b.activateMs = performance.now() - mark;
+    b.resumeMs = Math.max(0, (this.window.activatedAt ?? completeWall) - completeWall);
     // Downtime ended; the target now records its ownership (cluster mode) and says Owned.
     mark = performance.now();
     await this.window.until(() => this.window.owned);

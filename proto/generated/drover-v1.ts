@@ -55,6 +55,8 @@ export interface Vm {
   heartbeatLastMs: number;
   /** largest gap the guest saw between heartbeats (since the last migration's pause) */
   heartbeatMaxGapMs: number;
+  /** gap of the guest's first beat after its latest resume (a migrated VM: the source's last beat to the target's first); -1 = not measured */
+  heartbeatResumeGapMs: number;
 }
 
 /** The switchover's fenced intent (protocol 2): the VM record's etcd mod revision when the migrator wrote state `migrating`, and the job and attempt it belongs to. Empty vm_revision = no control plane (a direct migration): the target records nothing in etcd. */
@@ -313,6 +315,8 @@ export interface DowntimeBreakdown {
   commitMs: number;
   /** activateMs = 7. */
   activateMs: number;
+  /** Complete sent -> the target resumed (both wall clocks): the part of verify_ms inside the downtime; 0 = not measured */
+  resumeMs: number;
 }
 
 /** drover.v1.CancelMigrationRequest. */

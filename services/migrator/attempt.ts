@@ -7,7 +7,7 @@
  */
 import { DroverError } from '../../lib/errors';
 import { AgentClient, agentCredentials } from '../node-agent/client/agent-client';
-import type { MigrationEventInfo } from '../node-agent/client/agent-codec';
+import { guestBlackoutMs, type MigrationEventInfo } from '../node-agent/client/agent-codec';
 import { getJson } from '../../cluster/etcd';
 import type { Logger } from '../../cluster/log';
 import { keys, type ClusterConfig, type JobPhase, type JobRecord, type VmRecord } from '../../cluster/keyspace';
@@ -82,14 +82,14 @@ export class MigrationAttempt {
 
   /**
    * Writes this attempt's downtime figures onto the job (after the switchover: nothing in the
-   * pause). The sim engine does not measure the guest's blackout: the target's largest heartbeat
-   * gap stands for it (what bench/switchover-compare.ts reads).
+   * pause). The sim engine does not measure the guest's blackout: the target's guest does, as the
+   * gap of its first heartbeat after the resume (agent-codec.ts guestBlackoutMs).
    */
   private async recordAttempt(result: MigrationResult | undefined, error: DroverError | undefined): Promise<void> {
     let gap: number | undefined;
     if (result?.outcome === 'succeeded' && result.guestBlackoutMs === undefined) {
       const target = new AgentClient(this.a.toAddr, agentCredentials(this.job.to));
-      try { gap = (await target.getVm(this.job.vm)).heartbeatMaxGapMs; } catch (e) { this.a.log('blackout not measured', { job: this.job.id, error: (e as Error).message }); }
+      try { gap = guestBlackoutMs(await target.getVm(this.job.vm)); } catch (e) { this.a.log('blackout not measured', { job: this.job.id, error: (e as Error).message }); }
       target.close();
     }
     const rec = attemptRecord(this.job.attempts, result, error, gap);

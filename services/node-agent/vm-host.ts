@@ -202,6 +202,7 @@ export class VmHost {
       spec: v.domain.spec, state: v.outgoing ? 'migrating' : v.domain.state(), nodeId: this.nodeId,
       dirtyRateBytesPerSec: st.dirtyRateBytesPerSec, touchedBytes: st.touchedBytes, cpu: st.cpu,
       heartbeatBeats: hb.beats, heartbeatLastMs: hb.lastBeatMs, heartbeatMaxGapMs: hb.maxGapMs,
+      heartbeatResumeGapMs: hb.resumeGapMs ?? -1,
     };
   }
 

@@ -17,7 +17,7 @@ after(async () => { etcd?.close(); await etcdProc?.stop(); });
 const MiB = 2 ** 20;
 const info = (vms: string[] = []) => async (): Promise<NodeInfo> => ({
   nodeId: 'x', hypervisor: 'sim', memTotalBytes: 1024 * MiB, memUsedBytes: vms.length * 64 * MiB, vcpusTotal: 8, vcpusUsed: vms.length, protocolVersion: 1,
-  vms: vms.map((name) => ({ spec: { name, memBytes: 64 * MiB, vcpus: 1, profile: 'idle' as const }, state: 'running', nodeId: 'x', dirtyRateBytesPerSec: 5, touchedBytes: 0, cpu: 0.1, heartbeatBeats: 0, heartbeatLastMs: 0, heartbeatMaxGapMs: 0 })),
+  vms: vms.map((name) => ({ spec: { name, memBytes: 64 * MiB, vcpus: 1, profile: 'idle' as const }, state: 'running', nodeId: 'x', dirtyRateBytesPerSec: 5, touchedBytes: 0, cpu: 0.1, heartbeatBeats: 0, heartbeatLastMs: 0, heartbeatMaxGapMs: 0, heartbeatResumeGapMs: -1 })),
 });
 
 function vmRec(name: string, node: string): VmRecord {

@@ -13,7 +13,7 @@ function roundTrip<T>(name: string, value: object): T {
 test('NodeInfo survives the wire, its VMs and their specs included', () => {
   const n: NodeInfo = {
     nodeId: 'a', hypervisor: 'sim', memTotalBytes: 2 ** 34, memUsedBytes: 2 ** 30, vcpusTotal: 8, vcpusUsed: 2, protocolVersion: 1,
-    vms: [{ spec: { name: 'web1', memBytes: 2 ** 30, vcpus: 2, profile: 'web', seed: 7 }, state: 'running', nodeId: 'a', dirtyRateBytesPerSec: 5, touchedBytes: 9, cpu: 0.5, heartbeatBeats: 3, heartbeatLastMs: 1, heartbeatMaxGapMs: 2 }],
+    vms: [{ spec: { name: 'web1', memBytes: 2 ** 30, vcpus: 2, profile: 'web', seed: 7 }, state: 'running', nodeId: 'a', dirtyRateBytesPerSec: 5, touchedBytes: 9, cpu: 0.5, heartbeatBeats: 3, heartbeatLastMs: 1, heartbeatMaxGapMs: 2, heartbeatResumeGapMs: 1.5 }],
   };
   assert.deepEqual(nodeInfoFromWire(roundTrip<wire.NodeInfo>('NodeInfo', nodeInfoToWire(n))), n);
 });

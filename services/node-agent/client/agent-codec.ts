@@ -23,6 +23,17 @@ export interface VmInfo {
   heartbeatBeats: number;
   heartbeatLastMs: number;
   heartbeatMaxGapMs: number;
+  /** Gap of the guest's first beat after its latest resume (HeartbeatReading.resumeGapMs); -1 = not measured. */
+  heartbeatResumeGapMs: number;
+}
+
+/**
+ * The guest-observed blackout of a VM that just migrated here: the source's last heartbeat to the
+ * target's first (the resume gap), or the largest gap since the pause when the driver does not
+ * measure the resume gap (the largest gap also counts stalls after the resume).
+ */
+export function guestBlackoutMs(v: VmInfo): number {
+  return v.heartbeatResumeGapMs >= 0 ? v.heartbeatResumeGapMs : v.heartbeatMaxGapMs;
 }
 
 /** What an agent says about its node. */
@@ -71,6 +82,7 @@ export function vmFromWire(w: wire.Vm): VmInfo {
     spec: specFromWire(w.spec ?? ({} as wire.VmSpec)), state: w.state, nodeId: w.nodeId,
     dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, touchedBytes: Number(w.touchedBytes), cpu: w.cpu,
     heartbeatBeats: Number(w.heartbeatBeats), heartbeatLastMs: w.heartbeatLastMs, heartbeatMaxGapMs: w.heartbeatMaxGapMs,
+    heartbeatResumeGapMs: w.heartbeatResumeGapMs,
   };
 }
 

@@ -45,6 +45,7 @@ async function main(): Promise<void> {
   for (const [title, file, extra] of [
     ['rebalance planner, 1,000 nodes and 20,000 VMs', 'planner-bench.js', []],
     ['cost model: predicted vs actual per profile, uncapped and at 1 Gbit/s', 'analyze-bench.js', quick ? ['--mem', '128MiB'] : []],
+    ['convergence: post-copy (the policy) vs pre-copy only, mmuncher loopback and at 1 Gbit/s, db at 200 MiB/s, with the aims', 'postcopy-bench.js', quick ? ['--quick'] : []],
     ['NBD client vs qemu-img bench, same export', 'nbd-bench.js', []],
     // Namespaces need root; elsewhere the section is left out (and says so).
     ...(process.getuid?.() === 0 ? [['compression on a 1 Gbit/s link (two network-namespace hosts, tc tbf): never / auto / always', 'link-bench.js', quick ? ['--mem', '256MiB', '--fill', '200MiB'] : []]] : []),

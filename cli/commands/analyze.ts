@@ -124,13 +124,14 @@ function qemuFigure(o: { qemuDirtyRateBytesPerSec: number; qemuDirtyRateMethod: 
   return { qemuDirtyRateBytesPerSec: o.qemuDirtyRateBytesPerSec, qemuDirtyRateMethod: o.qemuDirtyRateMethod, qemuDirtyRateNote: o.qemuDirtyRateNote };
 }
 
-function printHuman(o: { qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string;  vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string }): void {
+function printHuman(o: { guestWriteRateBytesPerSec: number; qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string;  vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string }): void {
   const row = (k: string, v: string) => console.log(`  ${k.padEnd(20)} ${v}`);
   console.log(`${o.vm}: observed ${formatMs(o.observedMs)} (agent CPU ${formatMs(o.observationCpuMs)}), nothing sent`);
   row('memory', `${formatBytes(o.memBytes)} (${formatBytes(o.nonzeroBytes)} non-zero)`);
   row('dirty rate', formatRate(o.dirtyRateBytesPerSec));
   if (o.qemuDirtyRateMethod) row('QEMU dirty rate', `${formatRate(o.qemuDirtyRateBytesPerSec ?? 0)} (calc-dirty-rate ${o.qemuDirtyRateMethod}: ${o.qemuDirtyRateNote})`);
   else if (o.qemuDirtyRateNote) row('QEMU dirty rate', `none: ${o.qemuDirtyRateNote}`);
+  if (o.qemuDirtyRateNote) row('guest writes', `${formatRate(o.guestWriteRateBytesPerSec)} (the guest's own counter, repeated writes included)`);
   row('WSS curve', o.wss.map((w) => `${formatMs(w.windowMs)}:${formatBytes(w.bytes)}`).join('  '));
   row('link', `${formatRate(o.linkBytesPerSec)}${o.linkNote ? ` (${o.linkNote})` : ''}, target downtime ${formatMs(o.maxDowntimeMs)}`);
   row('predicted rounds', String(o.predictedRounds));

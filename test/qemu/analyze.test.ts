@@ -79,6 +79,7 @@ test('QEMU calc-dirty-rate: a dirtying guest within a factor of the sim observat
   const human = await drover('analyze', 'qa-dirty', '--agent', q.address, '--window', '1s', '--bandwidth', '1Gbit');
   assert.equal(human.code, 0, human.err);
   assert.match(human.out, /QEMU dirty rate +\d.* \(calc-dirty-rate (page-sampling|dirty-bitmap): /);
+  assert.match(human.out, /guest writes +\d.*the guest's own counter/);
 });
 
 test('QEMU refuses a second calc-dirty-rate while one measures: the output says so, analyze answers, the VM keeps running', async () => {

@@ -12,12 +12,14 @@ import { promisify } from 'node:util';
 import * as path from 'node:path';
 import { startAgents, stopAgents, type TestAgent } from '../support/agents';
 import type { VmSpec } from '../../hypervisor/types';
+import { wssAt } from '../../migration/policy/cost-model';
 
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 /**
- * QEMU's figure within this factor of the sim observation and of the guest's counter, either way:
+ * QEMU's figure within this factor of the sim observation over the same window (distinct bytes
+ * dirtied in it per second, from the sim's WSS curve) and of the guest's counter, either way:
  * page-sampling hashes ~256 sampled pages of the working set and reports whole MiB/s, and a
  * TCG guest on a loaded 2-core host may fall behind its rate.
  */
@@ -65,12 +67,15 @@ test('QEMU calc-dirty-rate: a dirtying guest within a factor of the sim observat
   assert.equal(sim.qemuDirtyRateMethod, undefined, 'a sim VM has no QEMU figure');
   const dirty = await analyze(q, 'qa-dirty');
   const idle = await analyze(q, 'qa-idle');
-  console.log(`qa-dirty: QEMU ${((dirty.qemuDirtyRateBytesPerSec ?? 0) / MiB).toFixed(1)} MiB/s (${dirty.qemuDirtyRateMethod}: ${dirty.qemuDirtyRateNote}), guest counter ${(dirty.guestWriteRateBytesPerSec / MiB).toFixed(1)} MiB/s, sim observation ${(sim.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s; qa-idle: QEMU ${((idle.qemuDirtyRateBytesPerSec ?? 0) / MiB).toFixed(1)} MiB/s`);
   assert.match(dirty.qemuDirtyRateMethod ?? '', /^(page-sampling|dirty-bitmap)$/, dirty.qemuDirtyRateNote);
   const qr = dirty.qemuDirtyRateBytesPerSec ?? 0;
+  const qWindowMs = dirty.wss[0]?.windowMs ?? 0;
+  const simSame = (wssAt(sim.wss, qWindowMs, sim.dirtyRateBytesPerSec, DIRTY.memBytes) * 1000) / qWindowMs;
+  console.log(`qa-dirty: QEMU ${((dirty.qemuDirtyRateBytesPerSec ?? 0) / MiB).toFixed(1)} MiB/s (${dirty.qemuDirtyRateMethod}: ${dirty.qemuDirtyRateNote}), guest counter ${(dirty.guestWriteRateBytesPerSec / MiB).toFixed(1)} MiB/s, sim observation ${(sim.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s at 10 ms, ${(simSame / MiB).toFixed(1)} MiB/s over QEMU's ${qWindowMs} ms; qa-idle: QEMU ${((idle.qemuDirtyRateBytesPerSec ?? 0) / MiB).toFixed(1)} MiB/s`);
   assert.ok(qr > 0, `QEMU measured no dirtying: ${dirty.qemuDirtyRateNote}`);
   assert.equal(dirty.dirtyRateBytesPerSec, qr, 'the prediction uses QEMU\'s figure');
-  assert.ok(qr < sim.dirtyRateBytesPerSec * FACTOR && qr > sim.dirtyRateBytesPerSec / FACTOR, `QEMU ${qr} vs sim ${sim.dirtyRateBytesPerSec}`);
+  assert.equal(qWindowMs, 2000, 'QEMU measured the 2 s window');
+  assert.ok(qr < simSame * FACTOR && qr > simSame / FACTOR, `QEMU ${qr} vs sim over the same window ${simSame}`);
   assert.ok(qr < dirty.guestWriteRateBytesPerSec * FACTOR && qr > dirty.guestWriteRateBytesPerSec / FACTOR, `QEMU ${qr} vs the guest's counter ${dirty.guestWriteRateBytesPerSec}`);
   assert.equal(dirty.wss.length, 1);
   assert.equal(idle.qemuDirtyRateMethod, dirty.qemuDirtyRateMethod);

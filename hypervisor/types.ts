@@ -197,10 +197,24 @@ export type MigrationCapability =
   | { readonly kind: 'pages'; readonly pages: PagedDomain }
   | { readonly kind: 'stream'; readonly stream: StreamMigration };
 
+/** A hypervisor's own measurement of how fast the guest dirties memory. */
+export interface DirtyRateMeasurement {
+  /** Distinct bytes dirtied per second over the window. */
+  bytesPerSec: number;
+  /** How the hypervisor measured it (QEMU: its calc-dirty-rate mode, e.g. 'page-sampling'). */
+  method: string;
+  /** The window the hypervisor actually measured, ms (QEMU rounds to whole seconds). */
+  windowMs: number;
+  /** The method's precision in words (sample size; why a method was not used). */
+  note: string;
+}
+
 /** One VM on one node, as a driver hosts it: life cycle, guest probe and how it migrates. */
 export interface Domain extends DomainLifecycle, GuestProbe {
   /** The domain's migration capability (pages: the same domain seen with page access). */
   readonly migration: MigrationCapability;
+  /** Optional: the hypervisor's own dirty-rate measurement over about `windowMs` (QEMU's calc-dirty-rate). */
+  measureDirtyRate?(windowMs: number): Promise<DirtyRateMeasurement>;
 }
 
 /** A hypervisor driver: creates domains on this node. */

@@ -108,6 +108,7 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
       linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
       converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason,
+      ...qemuFigure(o),
     };
     if (a.json) console.log(JSON.stringify(out));
     else printHuman(out);
@@ -117,11 +118,20 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
   }
 }
 
-function printHuman(o: { vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string }): void {
+/** QEMU's own measurement, when the agent's driver made one (or says why it could not): absent for a sim VM. */
+function qemuFigure(o: { qemuDirtyRateBytesPerSec: number; qemuDirtyRateMethod: string; qemuDirtyRateNote: string }): { qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string } {
+  if (!o.qemuDirtyRateMethod && !o.qemuDirtyRateNote) return {};
+  return { qemuDirtyRateBytesPerSec: o.qemuDirtyRateBytesPerSec, qemuDirtyRateMethod: o.qemuDirtyRateMethod, qemuDirtyRateNote: o.qemuDirtyRateNote };
+}
+
+function printHuman(o: { guestWriteRateBytesPerSec: number; qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string;  vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string }): void {
   const row = (k: string, v: string) => console.log(`  ${k.padEnd(20)} ${v}`);
   console.log(`${o.vm}: observed ${formatMs(o.observedMs)} (agent CPU ${formatMs(o.observationCpuMs)}), nothing sent`);
   row('memory', `${formatBytes(o.memBytes)} (${formatBytes(o.nonzeroBytes)} non-zero)`);
   row('dirty rate', formatRate(o.dirtyRateBytesPerSec));
+  if (o.qemuDirtyRateMethod) row('QEMU dirty rate', `${formatRate(o.qemuDirtyRateBytesPerSec ?? 0)} (calc-dirty-rate ${o.qemuDirtyRateMethod}: ${o.qemuDirtyRateNote})`);
+  else if (o.qemuDirtyRateNote) row('QEMU dirty rate', `none: ${o.qemuDirtyRateNote}`);
+  if (o.qemuDirtyRateNote) row('guest writes', `${formatRate(o.guestWriteRateBytesPerSec)} (the guest's own counter, repeated writes included)`);
   row('WSS curve', o.wss.map((w) => `${formatMs(w.windowMs)}:${formatBytes(w.bytes)}`).join('  '));
   row('link', `${formatRate(o.linkBytesPerSec)}${o.linkNote ? ` (${o.linkNote})` : ''}, target downtime ${formatMs(o.maxDowntimeMs)}`);
   row('predicted rounds', String(o.predictedRounds));

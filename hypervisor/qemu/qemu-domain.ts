@@ -4,10 +4,11 @@
  * migrates through QEMU's own stream (qemu-migration.ts), so it offers no page access.
  */
 import { DroverError, failedPrecondition } from '../../lib/errors';
-import { PAGE_SIZE, type Domain, type DomainState, type DomainStats, type GuestCheckResult, type HeartbeatReading, type VmSpec } from '../types';
+import { PAGE_SIZE, type DirtyRateMeasurement, type Domain, type DomainState, type DomainStats, type GuestCheckResult, type HeartbeatReading, type VmSpec } from '../types';
 import type { Accel } from './accel';
 import { guestParams } from './guest-params';
 import { QemuStreamMigration } from './qemu-migration';
+import { measureQemuDirtyRate } from './qemu-dirty-rate';
 import type { QemuProcess } from './qemu-process';
 import type { QemuNativeConfig } from './migration-tls';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -162,6 +163,13 @@ export class QemuDomain implements Domain {
       return { ok: false, pagesChecked: 0, badPages: 0, detail: `qemu: heartbeat not growing: ${(err as Error).message}` };
     }
     return { ok: true, pagesChecked: 0, badPages: 0, detail: `qemu: memory verification N/A; heartbeat continues (${this.proc.console.beats} beats)` };
+  }
+
+  /** QEMU's calc-dirty-rate over about `windowMs` (qemu-dirty-rate.ts picks the mode for the accelerator). */
+  async measureDirtyRate(windowMs: number): Promise<DirtyRateMeasurement> {
+    this.live('measureDirtyRate');
+    if (this.state() !== 'running') throw failedPrecondition(`measureDirtyRate: domain ${this.spec.name} is ${this.state()}, not running`);
+    return measureQemuDirtyRate(this.proc.qmp, this.accel, windowMs);
   }
 
   /** True once post-copy has started for the current/last migration. */

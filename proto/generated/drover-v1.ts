@@ -377,6 +377,12 @@ export interface AnalyzeVmResponse {
   observationCpuMs: number;
   /** the guest's own write counter over the window */
   guestWriteRateBytesPerSec: number;
+  /** The hypervisor's own measurement (QEMU's calc-dirty-rate), beside the agent's observation. */
+  qemuDirtyRateBytesPerSec: number;
+  /** its calc-dirty-rate mode ('page-sampling', 'dirty-bitmap'); '' = not measured */
+  qemuDirtyRateMethod: string;
+  /** the method's precision, or why QEMU gave no figure */
+  qemuDirtyRateNote: string;
 }
 
 /** drover.v1.PrepareIncomingRequest. */

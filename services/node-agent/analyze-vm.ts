@@ -2,7 +2,10 @@
  * AnalyzeVm: observes a hosted VM's dirty pages for a window without sending anything
  * (hypervisor/sim/observe.ts) and returns the dirty rate and the WSS curve; the cost model
  * (migration/policy/cost-model.ts) turns them into a prediction on the caller's side.
- * FAILED_PRECONDITION while the VM migrates; UNIMPLEMENTED for a driver without page access.
+ * A domain without page access (QEMU) is measured by its hypervisor instead (Domain.measureDirtyRate:
+ * QEMU's calc-dirty-rate), beside the guest's own write counter; a QEMU that refuses leaves the
+ * figure out and says why in `qemuDirtyRateNote`, the rest of the answer stands.
+ * FAILED_PRECONDITION while the VM migrates; UNIMPLEMENTED for a driver with neither.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type * as wire from '../../proto/generated/drover-v1';
@@ -11,6 +14,7 @@ import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { MIN_WINDOW_MS, observeDirtyPages } from '../../hypervisor/sim/observe';
 import type { VmHost } from './vm-host';
+import type { DirtyRateMeasurement, Domain } from '../../hypervisor/types';
 
 /** Longest observation, ms. */
 export const MAX_WINDOW_MS = 60_000;
@@ -46,7 +50,9 @@ export async function analyzeVm(host: VmHost, hypervisorKind: string, req: wire.
   const v = host.get(name);
   const m = v.domain.migration;
   if (m.kind !== 'pages') {
-    throw new DroverError('UNIMPLEMENTED', `AnalyzeVm ${name}: the ${hypervisorKind} driver migrates by its own stream and offers no dirty log to observe (QEMU calc-dirty-rate is not wired yet)`);
+    if (!v.domain.measureDirtyRate) throw new DroverError('UNIMPLEMENTED', `AnalyzeVm ${name}: the ${hypervisorKind} driver offers neither a dirty log to observe nor a dirty-rate measurement`);
+    if (v.outgoing) throw failedPrecondition(`AnalyzeVm ${name}: the VM is migrating (${v.outgoing.id}); analyze it before or after`);
+    return analyzeByHypervisor(host, v.domain as Domain & { measureDirtyRate(windowMs: number): Promise<DirtyRateMeasurement> }, windowMs);
   }
   const busy = () => {
     const pages = m.pages as { dirtyLogging?: boolean };
@@ -60,6 +66,32 @@ export async function analyzeVm(host: VmHost, hypervisorKind: string, req: wire.
     wss,
     observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.cpuMs,
     guestWriteRateBytesPerSec: v.domain.stats?.().dirtyRateBytesPerSec ?? 0,
+  };
+}
+
+/** The analysis of a domain its hypervisor measures (QEMU): its figure, or why there is none, and the guest's counter. */
+async function analyzeByHypervisor(host: VmHost, d: Domain & { measureDirtyRate(windowMs: number): Promise<DirtyRateMeasurement> }, windowMs: number): Promise<Input<wire.AnalyzeVmResponse>> {
+  const name = d.spec.name;
+  const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
+  let q: DirtyRateMeasurement | undefined;
+  let refused = '';
+  try {
+    q = await d.measureDirtyRate(windowMs);
+  } catch (err) {
+    if (d.state() === 'destroyed') throw err;
+    refused = `QEMU gave no dirty rate (calc-dirty-rate: ${(err as Error).message.split('\n')[0]}); the dirty rate is the guest's own write counter`;
+  }
+  const cpu = process.cpuUsage(cpu0);
+  const s = d.stats();
+  const rate = q ? q.bytesPerSec : s.dirtyRateBytesPerSec;
+  const wss = q ? [{ windowMs: q.windowMs, bytes: Math.round(Math.min(d.spec.memBytes, (q.bytesPerSec * q.windowMs) / 1000)) }] : [];
+  recent.set(`${host.nodeInfo().nodeId}/${name}`, { dirtyRateBytesPerSec: rate, nonzeroBytes: s.touchedBytes, wss, at: Date.now() });
+  return {
+    name, memBytes: d.spec.memBytes, nonzeroBytes: s.touchedBytes, dirtyRateBytesPerSec: rate, wss,
+    observedMs: performance.now() - t0, snapshots: 0, observationCpuMs: (cpu.user + cpu.system) / 1000,
+    guestWriteRateBytesPerSec: s.dirtyRateBytesPerSec,
+    qemuDirtyRateBytesPerSec: q?.bytesPerSec ?? 0, qemuDirtyRateMethod: q?.method ?? '', qemuDirtyRateNote: q ? q.note : refused,
   };
 }
 

@@ -4,27 +4,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import * as path from 'node:path';
 import { startAgents, stopAgents, type TestAgent } from '../support/agents';
+import { droverInsecure } from '../support/cli';
 import { predictMigration } from '../../migration/policy/cost-model';
 
-const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 /** Measured bytes on the wire within this factor of the prediction (either way). */
 const BYTES_TOLERANCE = 1.5;
 
-async function drover(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args, '--insecure'], { encoding: 'utf8', timeout: 120_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof x.code === 'number' ? x.code : -1, out: x.stdout ?? '', err: x.stderr ?? '' };
-  }
-}
+const drover = droverInsecure;
 
 interface Analysis { dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; nonzeroBytes: number; memBytes: number; converges: boolean; policy: string; policyReason: string; predictedBytes: number; predictedTotalMs: number; predictedDowntimeMs: number; observationCpuMs: number }
 

@@ -7,15 +7,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import * as path from 'node:path';
 import { startAgents, stopAgents, type TestAgent } from '../support/agents';
+import { droverInsecure } from '../support/cli';
 import type { VmSpec } from '../../hypervisor/types';
 import { wssAt } from '../../migration/policy/cost-model';
 
-const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 /**
  * QEMU's figure within this factor of the sim observation over the same window (distinct bytes
@@ -35,15 +31,7 @@ interface Analysis {
   qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string; converges: boolean;
 }
 
-async function drover(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [BIN, ...args, '--insecure'], { encoding: 'utf8', timeout: 120_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof x.code === 'number' ? x.code : -1, out: x.stdout ?? '', err: x.stderr ?? '' };
-  }
-}
+const drover = droverInsecure;
 
 /** `drover analyze VM --json` against `agent`; asserts exit 0. */
 async function analyze(agent: TestAgent, vm: string, window = '2s'): Promise<Analysis> {

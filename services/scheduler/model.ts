@@ -52,9 +52,9 @@ export function planModel(snap: ClusterSnapshot, now = Date.now(), links: LinkRa
 /** The model's move costs (fallback and per measured target); none for a spec the model cannot read (the planner then falls back). */
 function costsOf(spec: Parameters<typeof vmMoveCost>[0], node: string, hb: HeartbeatVm | undefined, links: LinkRates): Pick<PlanVm, 'cost' | 'costTo'> {
   try {
-    const { bytes, ms, downtimeMs, converges } = vmMoveCost(spec, node, hb, links);
+    const { bytes, ms, downtimeMs, converges, convergesThrottled } = vmMoveCost(spec, node, hb, links);
     const costTo = vmMoveCostByTarget(spec, node, hb, links);
-    return { cost: { bytes, ms, downtimeMs, converges }, ...(costTo.size > 0 ? { costTo } : {}) };
+    return { cost: { bytes, ms, downtimeMs, converges, convergesThrottled }, ...(costTo.size > 0 ? { costTo } : {}) };
   } catch {
     return {};
   }

@@ -99,7 +99,7 @@ export function vmMoveCost(spec: VmSpec, node: string, hb: HeartbeatVm | undefin
   const d = dirtyingOf(spec, hb);
   const link = linkRate(outboundRate(links, node));
   const p = predictMove(d, link);
-  return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, prediction: jobPrediction(p, d, link) };
+  return { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, convergesThrottled: p.convergesThrottled, prediction: jobPrediction(p, d, link) };
 }
 
 /**
@@ -114,7 +114,7 @@ export function vmMoveCostByTarget(spec: VmSpec, node: string, hb: HeartbeatVm |
     if (!k.startsWith(prefix) || !(rec.bytesPerSec > 0)) continue;
     d ??= dirtyingOf(spec, hb);
     const p = predictMove(d, linkRate(rec));
-    out.set(k.slice(prefix.length), { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges });
+    out.set(k.slice(prefix.length), { bytes: p.predictedBytes, ms: p.predictedTotalMs, downtimeMs: p.predictedDowntimeMs, converges: p.converges, convergesThrottled: p.convergesThrottled });
   }
   return out;
 }

@@ -135,7 +135,7 @@ test('issue 15: the move cost is the cost model\'s; VMs predicted not to converg
   assert.deepEqual(fallback.skippedNotConverging, ['x']);
 });
 
-test('issue 15: per-pair links: of two equally loaded targets the one with the faster learned link is picked; a pair that would not converge is avoided', () => {
+test('issue 15: per-pair links: of two equally loaded targets the one with the faster learned link is picked; a pair that converges only throttled is planned at its cost; one that converges neither way is avoided', () => {
   const MiB = 2 ** 20;
   const spec: VmSpec = { name: 'w', memBytes: 2 * GiB, vcpus: 1, profile: 'web' };
   const hb: HeartbeatVm = { name: 'w', memBytes: 2 * GiB, vcpus: 1, state: 'running', dirtyRateBytesPerSec: 100 * MiB, cpu: 0.1, touchedBytes: GiB };
@@ -152,9 +152,15 @@ test('issue 15: per-pair links: of two equally loaded targets the one with the f
   // the move's figures are that pair's: 1 GiB at 800 MiB/s takes seconds, at 20 MiB/s nearly a minute
   const slow = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(20)]])).get('b')!;
   assert.ok(toB.moves[0].predictedMs < slow.ms / 10, `${toB.moves[0].predictedMs} vs ${slow.ms}`);
-  // a pair whose link is below the dirty rate does not converge: never picked, even when it is the only emptier node
-  const stuck = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(50)]]));
-  assert.equal(stuck.get('b')?.converges, false);
+  // a pair whose link is below the dirty rate converges only once auto-converge throttles the guest: still planned, at that cost
+  const throttled = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(50)]]));
+  assert.deepEqual([throttled.get('b')?.converges, throttled.get('b')?.convergesThrottled], [false, true]);
+  const once = planRebalance([node('a', 8), node('b')], [{ ...vm('w', 'a', 2), cost: vmMoveCost(spec, 'a', hb, new Map()), costTo: throttled }], { aggressiveness: 5 });
+  assert.equal(once.moves[0]?.to, 'b', JSON.stringify(once.moves));
+  assert.match(once.moves[0].why, /converges once throttled/);
+  // a pair that converges neither way (10 MiB/s against 100 MiB/s of dirtying): never picked, even when it is the only emptier node
+  const stuck = vmMoveCostByTarget(spec, 'a', hb, new Map([['a/b', link(10)]]));
+  assert.deepEqual([stuck.get('b')?.converges, stuck.get('b')?.convergesThrottled], [false, false]);
   const v: PlanVm = { ...vm('w', 'a', 2), cost: vmMoveCost(spec, 'a', hb, new Map()), costTo: stuck };
   const none = planRebalance([node('a', 8), node('b')], [v], { aggressiveness: 5 });
   assert.equal(none.moves.length, 0, JSON.stringify(none.moves));

@@ -31,6 +31,17 @@ export interface MoveCost {
   downtimeMs: number;
   /** Pre-copy converges within the downtime target without throttling or post-copy. */
   converges: boolean;
+  /**
+   * Pre-copy converges once auto-converge throttles the guest (the engine does that on its own):
+   * the planner moves such a VM too, at its predicted cost; only one that converges neither way is
+   * left out (a drain still moves it).
+   */
+  convergesThrottled?: boolean;
+}
+
+/** Whether the engine is predicted to finish the move by pre-copy, throttled or not. */
+function finishes(c: MoveCost): boolean {
+  return c.converges || c.convergesThrottled === true;
 }
 
 /** A node as the planner sees it. */
@@ -260,7 +271,7 @@ function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: Loa
     if (i === undefined || !vm.movable) continue;
     const c = moveCostOf(vm, bw);
     const row = costRow(vm, idx, nodes.length);
-    if (!c.converges && !(row && row.some((x) => x < Infinity))) { skipped.push(vm.name); continue; }
+    if (!finishes(c) && !(row && row.some((x) => x < Infinity))) { skipped.push(vm.name); continue; }
     onNode[i].push(vmList.length);
     vmList.push(vm);
     costs.push(c);
@@ -284,9 +295,9 @@ function rebalanceState(nodesIn: PlanNode[], vmsIn: PlanVm[], bw: number, w: Loa
   };
 }
 
-/** A cost as the search weighs it: predicted ms (at least 1), Infinity when the move does not converge. */
+/** A cost as the search weighs it: predicted ms (at least 1), Infinity when the move does not converge (even throttled). */
 function costMs(c: MoveCost): number {
-  return c.converges ? Math.max(1, c.ms) : Infinity;
+  return finishes(c) ? Math.max(1, c.ms) : Infinity;
 }
 
 /** `vm.costTo` by node index (NaN where a target has none), or undefined without one. */
@@ -420,7 +431,7 @@ export function planRebalance(nodesIn: PlanNode[], vmsIn: PlanVm[], opts: Rebala
     const vm = st.vmList[v];
     const c = costFor(st, v, m.t);
     const why = `${st.nodes[m.s].id} load ${ls.toFixed(3)} -> ${st.nodes[m.t].id} ${lt.toFixed(3)}: imbalance ${cur.toFixed(3)} -> ${st.cur.toFixed(3)}; `
-      + `the largest cut per predicted second (${(m.gain / (Math.max(1, c.ms) / 1000)).toFixed(4)}/s) of ${m.improving} improving move(s); converges in ${c.downtimeMs.toFixed(1)} ms downtime`;
+      + `the largest cut per predicted second (${(m.gain / (Math.max(1, c.ms) / 1000)).toFixed(4)}/s) of ${m.improving} improving move(s); ${c.converges ? 'converges' : 'converges once throttled'} in ${c.downtimeMs.toFixed(1)} ms downtime`;
     plan.moves.push({
       vm: vm.name, from: st.nodes[m.s].id, to: st.nodes[m.t].id, memBytes: vm.memBytes,
       predictedBytes: c.bytes, predictedMs: c.ms, predictedDowntimeMs: c.downtimeMs, converges: c.converges, imbalanceAfter: st.cur, why,

@@ -1,15 +1,15 @@
 /**
  * The compressor's choice: never and always as asked (always still sends raw what does not
- * shrink), nothing for a target that does not decode LZ4, and auto from the measured rates: on
- * a path where the bytes on the wire are the bottleneck it settles on LZ4, on one where encoding
- * is the bottleneck it settles on raw, and it re-tries the loser now and then. The rates are
- * simulated (acknowledgement times from a model of the path), so the test does not depend on
- * this machine's speed.
+ * shrink), nothing for a target that does not decode LZ4, and auto from its model of measured
+ * rates: where the link is the bottleneck (1 Gbit/s, the source's CPU a third busy) it settles on
+ * LZ4, where the source's CPU is (loopback) on raw; it rechecks with raw runs while encoding.
+ * The path is simulated (acknowledgement times, the CPU clock and LZ4's timing come from a
+ * model), so the test does not depend on this machine's speed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { BatchCompressor, MIN_SPANS, SPAN_BATCHES } from './batch-compressor';
+import { BatchCompressor, RAW_RUN_BATCHES, RECHECK_BATCHES, SAMPLE_EVERY_DECIDED } from './batch-compressor';
 import { fillPage } from '../../hypervisor/sim/layout';
 
 const MiB = 2 ** 20;
@@ -22,24 +22,35 @@ function simBatch(seed: number): Buffer {
   return b;
 }
 
-/**
- * Sends `batches` batches through `c` over a simulated path: the link moves `linkMBps` of wire
- * bytes, encoding costs 1/`encodeMBps` per page byte; a batch is acknowledged when both are done
- * (a pipeline of the two). Returns how many batches went encoded.
- */
-function run(c: BatchCompressor, batches: number, linkMBps: number, encodeMBps: number): number {
-  const raw = simBatch(1);
-  let cpuFree = 0, linkFree = 0, encoded = 0;
-  for (let seq = 1; seq <= batches; seq++) {
-    const out = c.encode(seq, raw);
-    const cpuDone = cpuFree + (out ? raw.length / (encodeMBps * 1e3) : 0);
-    cpuFree = cpuDone;
-    const wire = out ? out.length : raw.length;
-    linkFree = Math.max(linkFree, cpuDone) + wire / (linkMBps * 1e3);
-    c.delivered(seq, linkFree);
-    if (out) encoded++;
+/** A simulated path: the link moves `linkMBps` of wire bytes; the source spends `rawCpuMs` per batch, plus `encodeMs` to encode one. */
+class Path {
+  wall = 0;
+  cpu = 0;
+  private linkFree = 0;
+  private calls = 0;
+  private readonly raw = simBatch(1);
+  readonly c: BatchCompressor;
+
+  constructor(mode: 'auto' | 'always', readonly linkMBps: number, readonly rawCpuMs: number, readonly encodeMs: number) {
+    // LZ4's timing: encode() reads the clock before and after; the second read is encodeMs later.
+    this.c = new BatchCompressor(mode, true, () => this.cpu, () => (this.calls++ % 2 === 0 ? this.wall : this.wall + this.encodeMs));
   }
-  return encoded;
+
+  /** Sends `batches` batches; returns how many went encoded. */
+  send(batches: number, firstSeq = 1): number {
+    let encoded = 0;
+    for (let seq = firstSeq; seq < firstSeq + batches; seq++) {
+      const out = this.c.encode(seq, this.raw);
+      const busy = this.rawCpuMs + (out ? this.encodeMs : 0);
+      this.wall += busy;
+      this.cpu += busy;
+      this.linkFree = Math.max(this.linkFree, this.wall) + (out ? out.length : this.raw.length) / (this.linkMBps * 1e3);
+      this.c.delivered(seq, this.linkFree);
+      if (this.linkFree > this.wall) this.wall = this.linkFree - 8; // the window keeps ~8 ms in flight: the source waits for the link
+      if (out) encoded++;
+    }
+    return encoded;
+  }
 }
 
 test('never encodes nothing; always encodes what shrinks and sends the rest raw', () => {
@@ -57,29 +68,32 @@ test('a target that does not decode LZ4 gets raw batches whatever the mode', () 
   for (const mode of ['always', 'auto'] as const) assert.equal(new BatchCompressor(mode, false).encode(1, simBatch(1)), undefined);
 });
 
-test('auto settles on LZ4 where the link is the bottleneck (1 Gbit/s, encoding at 300 MB/s)', () => {
-  const c = new BatchCompressor('auto', true);
-  run(c, 4 * MIN_SPANS * SPAN_BATCHES, 125, 300);
-  assert.equal(c.decision, 'lz4');
-  const encoded = run(c, 20 * SPAN_BATCHES, 125, 300);
-  assert.ok(encoded >= 16 * SPAN_BATCHES, `mostly encoded once decided (${encoded} of ${20 * SPAN_BATCHES})`);
-  assert.ok(encoded < 20 * SPAN_BATCHES, 'raw is re-tried now and then');
+test('auto settles on LZ4 where the link is the bottleneck (1 Gbit/s; the source a third busy; LZ4 at 270 MB/s)', () => {
+  const p = new Path('auto', 125, 2.7, 3.9);
+  p.send(4 * RAW_RUN_BATCHES);
+  assert.equal(p.c.decision, 'lz4', JSON.stringify(p.c.estimate));
+  assert.ok(p.c.estimate!.cpuShare < 0.6, `the source is not CPU-bound (${p.c.estimate!.cpuShare})`);
+  const n = 2 * RECHECK_BATCHES;
+  const encoded = p.send(n, 1000);
+  assert.ok(encoded >= n * 0.7 && encoded < n, `mostly encoded, with raw rechecks (${encoded} of ${n})`);
+  assert.equal(p.c.decision, 'lz4', 'the rechecks confirm it');
 });
 
-test('auto settles on raw where encoding is the bottleneck (loopback 2 GB/s, encoding at 300 MB/s)', () => {
-  const c = new BatchCompressor('auto', true);
-  run(c, 4 * MIN_SPANS * SPAN_BATCHES, 2000, 300);
-  assert.equal(c.decision, 'raw');
-  const encoded = run(c, 40 * SPAN_BATCHES, 2000, 300);
-  assert.ok(encoded <= 8 * SPAN_BATCHES, `mostly raw once decided (${encoded} of ${40 * SPAN_BATCHES} encoded)`);
-  assert.ok(encoded > 0, 'LZ4 is re-tried now and then');
+test('auto settles on raw where the source CPU is the bottleneck (loopback 2 GB/s; 5 ms of CPU per raw MiB)', () => {
+  const p = new Path('auto', 2000, 5, 3.9);
+  p.send(4 * RAW_RUN_BATCHES);
+  assert.equal(p.c.decision, 'raw', JSON.stringify(p.c.estimate));
+  assert.ok(p.c.estimate!.cpuShare > 0.9, `CPU-bound (${p.c.estimate!.cpuShare})`);
+  const n = 10 * SAMPLE_EVERY_DECIDED;
+  const encoded = p.send(n, 1000);
+  assert.ok(encoded <= n / SAMPLE_EVERY_DECIDED + 1, `only the (rarer) samples go encoded (${encoded} of ${n})`);
 });
 
-test('a round ending drops the spans it cut short (nothing measured across a drained window)', () => {
-  const c = new BatchCompressor('auto', true);
-  run(c, SPAN_BATCHES / 2, 125, 300);
-  c.roundEnded();
-  assert.equal(c.decision, undefined);
-  run(c, 4 * MIN_SPANS * SPAN_BATCHES, 125, 300);
-  assert.equal(c.decision, 'lz4');
+test('a round ending drops the raw run it cut short', () => {
+  const p = new Path('auto', 125, 2.7, 3.9);
+  p.send(RAW_RUN_BATCHES / 2);
+  p.c.roundEnded();
+  assert.equal(p.c.decision, undefined);
+  p.send(4 * RAW_RUN_BATCHES, 500);
+  assert.equal(p.c.decision, 'lz4');
 });

@@ -1,29 +1,60 @@
 /**
  * Whether the source LZ4-encodes a page batch (QEMU's multifd-zstd idea: compress where the link
  * is the bottleneck, not where the CPU is). `always` encodes every batch that shrinks enough,
- * `never` none; `auto` measures instead of guessing, per migration: it sends spans of batches
- * raw and encoded in turn and compares the rate the target acknowledges page bytes at for each
- * (acknowledgements come at the bottleneck's pace, whether that is the link, the source's CPU or
- * the target's), then keeps the faster one and re-tries the other now and then, less often each
- * time it loses again (the link or the guest's data may change). A span crossing a round's end is
- * not measured (the window drains there, which says nothing about either encoding).
+ * `never` none. `auto` decides per migration from measured rates, as a model: while it sends raw
+ * it measures the rate the target acknowledges page bytes at (R) and the share of one CPU the
+ * source agent spends meanwhile (u); one batch in SAMPLE_EVERY goes LZ4-encoded, which measures
+ * LZ4's own CPU cost per byte (c) and its ratio (r). Encoding every batch would then run at
+ * min(1 / ((u / R)(1 - w + w r) + c), R / r): of the source's CPU per page byte (u / R) the share
+ * w that goes with the wire bytes (WIRE_CPU_SHARE) shrinks by r, LZ4 adds c, and the link carries
+ * r of the bytes (when the source was not CPU-bound; when it was, the link's limit is unknown
+ * and only the CPU term counts). It pays when that beats R by PAYS_FACTOR. A/B timing of raw and encoded spans
+ * was tried first and dropped: acknowledgements come in bursts and an encoded span sent between
+ * raw ones shares their backlog, which made the comparison noise. Encoding is re-checked with a
+ * raw run every RECHECK_BATCHES; a round's end (the window drains) restarts the raw run.
  */
 import type { CompressionMode } from '../types';
 import { lz4Encode } from '../wire/payload-codec';
 
 /** An encoded batch larger than this share of its pages is sent raw: the decode would cost more than the bytes saved. */
 export const MAX_USEFUL_RATIO = 0.9;
-/** Batches per measured span: 4 MiB, three acknowledgement intervals to time a rate, few enough to decide early in round 1. */
-export const SPAN_BATCHES = 4;
-/** Measured spans of each kind before auto decides (one alone may catch a hiccup). */
-export const MIN_SPANS = 2;
-/** Encoding must beat raw by this factor to be chosen: it costs both CPUs, so a tie goes to raw. */
-export const PAYS_FACTOR = 1.1;
-/** Spans between re-tries of the losing kind, at first and at most (doubling each time it loses again). */
-export const REPROBE_SPANS_FIRST = 8;
-const REPROBE_SPANS_MAX = 256;
-/** Weight of the newest span in a kind's rate (EWMA). */
-const RATE_WEIGHT = 0.5;
+/** While sending raw, one batch in this many goes encoded (LZ4's cost and ratio on this guest's pages) until auto first decides... */
+export const SAMPLE_EVERY = 8;
+/** ...and one in this many after it decided raw (each sample costs a CPU-bound source its encoding). */
+export const SAMPLE_EVERY_DECIDED = 32;
+/** Raw acknowledgements a measurement of R and u spans: 16 MiB, long enough that bursts of acknowledgements average out. */
+export const RAW_RUN_BATCHES = 16;
+/** Encoding must be predicted to beat raw by this factor: it costs both CPUs, so a near tie goes to raw. */
+export const PAYS_FACTOR = 1.2;
+/**
+ * Share of the source's CPU per page byte that scales with the bytes on the wire (gRPC framing,
+ * TLS, socket writes, copies of the frame) rather than with the pages (packing, hashing): a CPU
+ * profile of the source put packing at about a third of its time. Encoding shrinks that share by r.
+ */
+export const WIRE_CPU_SHARE = 0.65;
+/** A source using at least this share of a CPU is CPU-bound: the link's own limit is not known then. */
+export const CPU_BOUND_SHARE = 0.85;
+/** While encoding, a raw run re-measures R and u every this many batches (the link or the load may change). */
+export const RECHECK_BATCHES = 64;
+
+/** The process's CPU time (all threads), ms. */
+function processCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** What auto measured and predicted at its latest decision (for tests and logs). */
+export interface CompressionEstimate {
+  /** Page bytes per ms acknowledged while sending raw. */
+  rawRate: number;
+  /** The source's CPU share meanwhile (1 = one core busy). */
+  cpuShare: number;
+  /** LZ4 CPU ms per page byte, and encoded / page bytes. */
+  encodeMsPerByte: number;
+  ratio: number;
+  /** Page bytes per ms predicted with every batch encoded. */
+  lz4Rate: number;
+}
 
 /** Counters of what the compressor did (MigrationResult.compressed*). */
 export interface CompressionStats {
@@ -35,23 +66,31 @@ export interface CompressionStats {
   encodedBytes: number;
 }
 
-/** One span being measured: its kind and the acknowledgements seen. */
-interface Span { encoded: boolean; sent: number; acked: number; bytes: number; firstAt: number; lastAt: number; measurable: boolean }
-
 /** The per-batch choice of one migration (see the module doc). */
 export class BatchCompressor {
   readonly stats: CompressionStats = { batches: 0, pageBytes: 0, encodedBytes: 0 };
-  /** Page bytes per ms of each kind, once measured (EWMA), and how many spans measured it. */
-  private readonly rate = { raw: 0, lz4: 0 };
-  private readonly spansMeasured = { raw: 0, lz4: 0 };
-  private readonly spans: Span[] = [];
-  private readonly pending = new Map<number, { span: Span; pageBytes: number }>();
+  /** The latest decision's figures (auto only). */
+  estimate: CompressionEstimate | undefined;
   private choice: 'raw' | 'lz4' | undefined;
-  private sinceProbe = 0;
-  private reprobeEvery = REPROBE_SPANS_FIRST;
+  /** Sampled encodings: page bytes in, bytes out, ms spent. */
+  private sampledIn = 0;
+  private sampledOut = 0;
+  private sampledMs = 0;
+  /** Batches sent since the last one encoded as a sample, and since the latest recheck. */
+  private sinceSample = 0;
+  private sinceCheck = 0;
+  /** Raw batches in flight that a raw run will count, by seq. */
+  private readonly pending = new Map<number, number>();
+  /** The raw run being measured: its first acknowledgement, bytes after it, the CPU clock then. */
+  private run: { startAt: number; startCpu: number; bytes: number; acks: number } | undefined;
+  /** Raw runs still to skip: the first one of a migration measures its start (the target faulting memory in, windows opening), not the path. */
+  private warmupRuns = 1;
+  /** A raw run is being sent (while encoding: a recheck). */
+  private rawRunLeft = RAW_RUN_BATCHES + 1;
 
-  /** `mode` from the policy; `peerDecodes`: the target's Accepted listed LZ4. */
-  constructor(private readonly mode: CompressionMode, private readonly peerDecodes: boolean) {}
+  /** `mode` from the policy; `peerDecodes`: the target's Accepted listed LZ4; the clocks can be replaced in tests. */
+  constructor(private readonly mode: CompressionMode, private readonly peerDecodes: boolean,
+    private readonly cpuMs: () => number = processCpuMs, private readonly nowMs: () => number = () => performance.now()) {}
 
   /** Whether any batch may be encoded in this migration. */
   get active(): boolean {
@@ -70,81 +109,67 @@ export class BatchCompressor {
    */
   encode(seq: number, raw: Buffer, final = false): Buffer | undefined {
     if (!this.active || raw.length === 0) return undefined;
-    const encoded = this.mode === 'always' || (final ? this.choice === 'lz4' : this.nextKind() === 'lz4');
-    const span = final ? undefined : this.spanFor(encoded);
-    let out: Buffer | undefined;
-    if (encoded) {
-      const e = lz4Encode(raw);
-      if (e.length <= raw.length * MAX_USEFUL_RATIO) out = e;
+    const encode = this.mode === 'always' || (final ? this.choice === 'lz4' : this.nextIsEncoded());
+    if (!encode) {
+      if (!final && this.mode === 'auto') this.pending.set(seq, raw.length);
+      return undefined;
     }
-    if (out) {
-      this.stats.batches++;
-      this.stats.pageBytes += raw.length;
-      this.stats.encodedBytes += out.length;
-    }
-    if (span) { span.sent++; this.pending.set(seq, { span, pageBytes: raw.length }); }
-    return out;
+    const t0 = this.nowMs();
+    const e = lz4Encode(raw);
+    this.sampledMs += this.nowMs() - t0;
+    this.sampledIn += raw.length;
+    this.sampledOut += e.length;
+    if (e.length > raw.length * MAX_USEFUL_RATIO) return undefined;
+    this.stats.batches++;
+    this.stats.pageBytes += raw.length;
+    this.stats.encodedBytes += e.length;
+    return e;
   }
 
   /** Batch `seq` was acknowledged at `atMs` (performance.now()). */
   delivered(seq: number, atMs: number): void {
-    const p = this.pending.get(seq);
-    if (!p) return;
+    const bytes = this.pending.get(seq);
+    if (bytes === undefined) return;
     this.pending.delete(seq);
-    const s = p.span;
-    if (s.acked === 0) s.firstAt = atMs; else s.bytes += p.pageBytes; // the first ack opens the clock
-    s.lastAt = atMs;
-    s.acked++;
-    if (s.acked === SPAN_BATCHES) this.measured(s);
+    if (!this.run) { this.run = { startAt: atMs, startCpu: this.cpuMs(), bytes: 0, acks: 0 }; return; }
+    this.run.bytes += bytes;
+    this.run.acks++;
+    if (this.run.acks >= RAW_RUN_BATCHES) this.decide(atMs);
   }
 
-  /** A round ended (the window drained): the spans still open are not measured. */
+  /** A round ended (the window drained): the raw run in progress is not measured. */
   roundEnded(): void {
-    for (const s of this.spans) s.measurable = false;
-    this.spans.length = 0;
+    this.run = undefined;
     this.pending.clear();
   }
 
-  /** Auto's kind for the next batch: alternate spans until both kinds are measured, then the faster, re-trying the other. */
-  private nextKind(): 'raw' | 'lz4' {
-    const open = this.spans[this.spans.length - 1];
-    if (open && open.sent < SPAN_BATCHES) return open.encoded ? 'lz4' : 'raw';
-    if (this.choice === undefined) {
-      // Measuring: raw first, then the kind with fewer spans sent so far.
-      const sent = { raw: 0, lz4: 0 };
-      for (const s of this.spans) sent[s.encoded ? 'lz4' : 'raw']++;
-      return this.spansMeasured.raw + sent.raw <= this.spansMeasured.lz4 + sent.lz4 ? 'raw' : 'lz4';
+  /** Auto: whether the next batch goes encoded (a sample while raw; all while LZ4 won, but for a recheck's raw run). */
+  private nextIsEncoded(): boolean {
+    if (this.choice === 'lz4') {
+      if (this.rawRunLeft > 0) { this.rawRunLeft--; return false; }
+      if (++this.sinceCheck >= RECHECK_BATCHES) { this.sinceCheck = 0; this.rawRunLeft = RAW_RUN_BATCHES + 1; this.run = undefined; }
+      return true;
     }
-    if (++this.sinceProbe >= this.reprobeEvery) {
-      this.sinceProbe = 0;
-      return this.choice === 'lz4' ? 'raw' : 'lz4';
-    }
-    return this.choice;
+    if (++this.sinceSample >= (this.choice === undefined ? SAMPLE_EVERY : SAMPLE_EVERY_DECIDED)) { this.sinceSample = 0; return true; }
+    return false;
   }
 
-  /** The span batch of kind `encoded` belongs to (a new one when the last is full or of the other kind). */
-  private spanFor(encoded: boolean): Span {
-    const open = this.spans[this.spans.length - 1];
-    if (open && open.encoded === encoded && open.sent < SPAN_BATCHES) return open;
-    const s: Span = { encoded, sent: 0, acked: 0, bytes: 0, firstAt: 0, lastAt: 0, measurable: true };
-    this.spans.push(s);
-    return s;
-  }
-
-  /** A full span was acknowledged: fold its rate in and decide. */
-  private measured(s: Span): void {
-    const i = this.spans.indexOf(s);
-    if (i >= 0) this.spans.splice(i, 1);
-    if (!s.measurable || s.lastAt <= s.firstAt) return;
-    const kind = s.encoded ? 'lz4' : 'raw';
-    const r = s.bytes / (s.lastAt - s.firstAt);
-    this.rate[kind] = this.spansMeasured[kind] === 0 ? r : RATE_WEIGHT * r + (1 - RATE_WEIGHT) * this.rate[kind];
-    this.spansMeasured[kind]++;
-    if (this.spansMeasured.raw < MIN_SPANS || this.spansMeasured.lz4 < MIN_SPANS) return;
-    const next = this.rate.lz4 > this.rate.raw * PAYS_FACTOR ? 'lz4' : 'raw';
-    if (this.choice !== undefined && next === this.choice && kind !== this.choice) {
-      this.reprobeEvery = Math.min(REPROBE_SPANS_MAX, this.reprobeEvery * 2); // the re-try lost again
-    } else if (next !== this.choice) this.reprobeEvery = REPROBE_SPANS_FIRST;
-    this.choice = next;
+  /** A raw run was acknowledged: R and u from it, c and r from the samples; the model decides. */
+  private decide(atMs: number): void {
+    const run = this.run!;
+    this.run = undefined;
+    const wall = atMs - run.startAt;
+    if (this.warmupRuns > 0) { this.warmupRuns--; return; }
+    if (!(wall > 0) || this.sampledIn === 0) return;
+    const rawRate = run.bytes / wall;
+    const cpuShare = Math.min(1, Math.max(0, (this.cpuMs() - run.startCpu) / wall));
+    const encodeMsPerByte = this.sampledMs / this.sampledIn;
+    const ratio = this.sampledOut / this.sampledIn;
+    const cpuLimited = 1 / ((cpuShare / rawRate) * (1 - WIRE_CPU_SHARE + WIRE_CPU_SHARE * ratio) + encodeMsPerByte);
+    const linkLimited = cpuShare >= CPU_BOUND_SHARE ? Infinity : rawRate / Math.max(ratio, 0.01);
+    const lz4Rate = Math.min(cpuLimited, linkLimited);
+    this.estimate = { rawRate, cpuShare, encodeMsPerByte, ratio, lz4Rate };
+    this.choice = ratio <= MAX_USEFUL_RATIO && lz4Rate > rawRate * PAYS_FACTOR ? 'lz4' : 'raw';
+    if (this.choice === 'lz4') this.rawRunLeft = 0;
   }
 }

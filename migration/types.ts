@@ -37,7 +37,7 @@ export interface MigrationPolicy {
   /** Post-copy (sim driver): 'never' (absent), 'auto' (when pre-copy cannot converge), 'always' (after the first pass). */
   postcopy?: PostcopyMode;
   /** Auto-converge (throttling a guest that outruns the link): 'auto' (absent) or 'never'. */
-  autoConverge?: 'never' | 'auto';
+  autoConverge?: AutoConvergeMode;
   /** Parallel data streams: 1..MAX_STREAMS, or STREAMS_AUTO (the source agent picks); absent = the source agent's --streams (default one; wire/protocol.ts). */
   streams?: number;
   /** Page-batch compression (precopy/batch-compressor.ts); absent = auto. */
@@ -52,6 +52,15 @@ export const COMPRESSION_MODES: readonly CompressionMode[] = ['never', 'auto', '
 export type PostcopyMode = 'never' | 'auto' | 'always';
 /** The values `--postcopy` and MigrationPolicy.postcopy take. */
 export const POSTCOPY_MODES: readonly PostcopyMode[] = ['never', 'auto', 'always'];
+/** Whether pre-copy may throttle a guest that does not converge (`--auto-converge`). */
+export type AutoConvergeMode = 'never' | 'auto';
+/** The values `--auto-converge` and MigrationPolicy.autoConverge take. */
+export const AUTO_CONVERGE_MODES: readonly AutoConvergeMode[] = ['never', 'auto'];
+
+/** `text` as one of `modes`, or undefined when it is none of them (each caller raises its own error kind). */
+export function modeOf<T extends string>(modes: readonly T[], text: string): T | undefined {
+  return (modes as readonly string[]).includes(text) ? (text as T) : undefined;
+}
 
 /** Default downtime target: the project's aim is millisecond downtime. */
 export const DEFAULT_MAX_DOWNTIME_MS = 5;

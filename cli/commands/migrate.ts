@@ -4,7 +4,7 @@ import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { guestBlackoutMs } from '../../services/node-agent/client/agent-codec';
 import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationResult, type PostcopyMode } from '../../migration/types';
+import { AUTO_CONVERGE_MODES, COMPRESSION_MODES, modeOf, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationResult, type PostcopyMode } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
 
@@ -21,8 +21,14 @@ export function parseStreams(text: string, flagName = '--streams'): number {
 
 /** A `--compress never|auto|always` value (page-batch compression); a usage error naming the flag otherwise. */
 export function parseCompress(text: string, flagName = '--compress'): CompressionMode {
-  if (!(COMPRESSION_MODES as readonly string[]).includes(text)) throw new UsageError(`${flagName} "${text}" is not a compression mode (expected ${COMPRESSION_MODES.join(', ')})`);
-  return text as CompressionMode;
+  return flagMode(COMPRESSION_MODES, text, flagName, 'compression mode');
+}
+
+/** `text` given to flag `label` as one of `modes`; a UsageError naming the flag, the value and the modes otherwise. */
+function flagMode<T extends string>(modes: readonly T[], text: string, label: string, what: string): T {
+  const mode = modeOf(modes, text);
+  if (mode === undefined) throw new UsageError(`${label} "${text}" is not ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} (expected ${modes.join(', ')})`);
+  return mode;
 }
 
 /** The convergence flags every migrating command takes (post-copy and auto-converge). */
@@ -33,8 +39,8 @@ export const POSTCOPY_OPTIONS = { postcopy: { type: 'string' }, 'no-postcopy': {
  * (post-copy 'auto', throttling allowed); the flags override. A UsageError naming the flag on a bad value.
  */
 export function convergenceFlags(p: Parsed, command: string): Pick<MigrationPolicy, 'postcopy' | 'autoConverge'> {
-  const ac = str(p, 'auto-converge');
-  if (ac !== undefined && ac !== 'never' && ac !== 'auto') throw new UsageError(`${command}: --auto-converge "${ac}" is not an auto-converge mode (expected never, auto)`);
+  const text = str(p, 'auto-converge');
+  const ac = text === undefined ? undefined : flagMode(AUTO_CONVERGE_MODES, text, `${command}: --auto-converge`, 'auto-converge mode');
   return { postcopy: postcopyFlag(p, command) ?? 'auto', ...(ac === 'never' ? { autoConverge: 'never' as const } : {}) };
 }
 
@@ -49,8 +55,7 @@ export function postcopyFlag(p: Parsed, command: string): PostcopyMode | undefin
     return 'never';
   }
   if (v === undefined) return undefined;
-  if (!(POSTCOPY_MODES as readonly string[]).includes(v)) throw new UsageError(`${command}: --postcopy "${v}" is not a post-copy mode (expected ${POSTCOPY_MODES.join(', ')})`);
-  return v as PostcopyMode;
+  return flagMode(POSTCOPY_MODES, v, `${command}: --postcopy`, 'post-copy mode');
 }
 
 /** Usage of the direct form. */

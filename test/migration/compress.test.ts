@@ -70,7 +70,7 @@ test('an unknown compression mode over gRPC is INVALID_ARGUMENT naming it', asyn
   try {
     const err = await codeOf(a.client.migrateVm('cz-bad', b.address, { compress: 'zstd' as CompressionMode }, undefined, '', 'cz-1'));
     assert.equal(err.code, 'INVALID_ARGUMENT');
-    assert.match(err.message, /policy\.compress must be one of never, auto, always, got "zstd"/);
+    assert.match(err.message, /policy\.compress must be one of never, auto, always, got 'zstd'/);
     assert.equal((await a.client.getVm('cz-bad')).state, 'running', 'the VM keeps running on the source');
   } finally {
     await a.client.destroyVm('cz-bad').catch(() => undefined);

@@ -7,7 +7,7 @@ import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 
 /** The VmSpec codec (migration/wire/spec-codec.ts), re-exported for the agent's users. */
 export { specToWire, specFromWire };
-import { COMPRESSION_MODES, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase, type PostcopyMode } from '../../../migration/types';
+import { AUTO_CONVERGE_MODES, COMPRESSION_MODES, modeOf, POSTCOPY_MODES, type AutoConvergeMode, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase, type PostcopyMode } from '../../../migration/types';
 import { invalidArgument } from '../../../lib/errors';
 import type * as wire from '../../../proto/generated/drover-v1';
 import type { Input } from '../../../proto/load';
@@ -112,9 +112,14 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
 
 /** A wire compression mode ("" = engine default); INVALID_ARGUMENT naming an unknown one. */
 function compressFromWire(v: string | undefined): CompressionMode | undefined {
-  if (!v) return undefined;
-  if (!(COMPRESSION_MODES as readonly string[]).includes(v)) throw invalidArgument(`policy.compress must be one of ${COMPRESSION_MODES.join(', ')}, got "${v}"`);
-  return v as CompressionMode;
+  return v ? wireMode(COMPRESSION_MODES, 'policy.compress', v) : undefined;
+}
+
+/** A wire policy mode `v` of field `field`; INVALID_ARGUMENT naming the field and the value for anything else. */
+function wireMode<T extends string>(modes: readonly T[], field: string, v: string): T {
+  const mode = modeOf(modes, v);
+  if (mode === undefined) throw invalidArgument(`${field} must be one of ${modes.join(', ')}, got '${v}'`);
+  return mode;
 }
 
 /** Wire → partial policy (zero values mean "engine default"). */
@@ -130,14 +135,12 @@ export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Part
 
 /** A wire post-copy mode; INVALID_ARGUMENT naming the value for anything else. */
 export function postcopyModeOf(v: string): PostcopyMode {
-  if ((POSTCOPY_MODES as readonly string[]).includes(v)) return v as PostcopyMode;
-  throw invalidArgument(`policy.postcopy must be one of ${POSTCOPY_MODES.join(', ')}, got '${v}'`);
+  return wireMode(POSTCOPY_MODES, 'policy.postcopy', v);
 }
 
 /** A wire auto-converge mode; INVALID_ARGUMENT naming the value for anything else. */
-export function autoConvergeOf(v: string): 'never' | 'auto' {
-  if (v === 'never' || v === 'auto') return v;
-  throw invalidArgument(`policy.auto_converge must be never or auto, got '${v}'`);
+export function autoConvergeOf(v: string): AutoConvergeMode {
+  return wireMode(AUTO_CONVERGE_MODES, 'policy.auto_converge', v);
 }
 
 /** MigrationEventInfo → wire. */

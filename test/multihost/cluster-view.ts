@@ -4,6 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { Etcd3 } from 'etcd3';
+import * as grpc from '@grpc/grpc-js';
+import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { droverArgv } from './processes';
 
 /** The key prefix Drover uses. */
@@ -32,16 +34,23 @@ export function drover(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 20_00
   });
 }
 
-/** Read-only view of etcd. */
+/** How long one read waits for the fastest member (a member cut off by a fault never answers). */
+const READ_DEADLINE_MS = 4000;
+
+/**
+ * Read-only view of etcd. Each read goes to every member at once and takes the first answer
+ * (linearizable, so a member cut off from the quorum cannot answer with stale data): one client
+ * bound to a partitioned member would otherwise stall every check until its deadline.
+ */
 export class EtcdView {
-  readonly client: Etcd3;
+  private readonly clients: Etcd3[];
 
   constructor(readonly urls: string) {
-    this.client = new Etcd3({ hosts: urls.split(','), dialTimeout: 2000 });
+    this.clients = urls.split(',').map((u) => new Etcd3({ hosts: [u], dialTimeout: 2000 }));
   }
 
   private async all<T>(sub: string): Promise<Map<string, T>> {
-    const kvs = await withDeadline(this.client.getAll().prefix(PREFIX + sub).strings(), 4000);
+    const kvs = await withDeadline(Promise.any(this.clients.map((c) => c.getAll().prefix(PREFIX + sub).strings())), READ_DEADLINE_MS);
     const out = new Map<string, T>();
     for (const [k, v] of Object.entries(kvs)) out.set(k.slice(k.lastIndexOf('/') + 1), JSON.parse(v) as T);
     return out;
@@ -59,7 +68,7 @@ export class EtcdView {
   marks(): Promise<Map<string, { state: string }>> { return this.all<{ state: string }>('marks/'); }
 
   /** Closes the client. */
-  close(): void { this.client.close(); }
+  close(): void { for (const c of this.clients) c.close(); }
 }
 
 /** Rejects when `p` takes longer than `ms`. */
@@ -101,4 +110,24 @@ export async function verifyVm(addr: string, name: string): Promise<VerifyOut | 
     try { return JSON.parse(line) as VerifyOut; } catch { /* fall through */ }
   }
   return (r.stderr.trim() || `exit ${r.code}`).slice(0, 300);
+}
+
+/** How long a recovery poll waits for one agent's list: a cut-off host must not hold the poll up. */
+const POLL_LIST_DEADLINE_MS = 750;
+
+/**
+ * VMs one agent runs, asked in-process (a fresh connection each time, so no reconnect backoff
+ * from an earlier outage delays it), or undefined when it does not answer within
+ * POLL_LIST_DEADLINE_MS. For recovery polls, whose figure is only as fine as one poll.
+ */
+export async function agentVmsNow(addr: string): Promise<AgentVm[] | undefined> {
+  const client = new AgentClient(addr, grpc.credentials.createInsecure());
+  try {
+    const vms = await withDeadline(client.listVms(), POLL_LIST_DEADLINE_MS);
+    return vms.map((v) => ({ name: v.spec.name, node: v.nodeId, state: v.state }));
+  } catch {
+    return undefined;
+  } finally {
+    client.close();
+  }
 }

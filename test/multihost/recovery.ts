@@ -6,7 +6,7 @@
  * exactly once, on the node etcd records (VMs etcd marks unknown/failed are lost, not waited for),
  * and every direct (`dx-`) VM runs at most once. Polled, so the figure has the poll's resolution.
  */
-import { agentVms, type AgentVm, type EtcdView } from './cluster-view';
+import { agentVmsNow, type AgentVm, type EtcdView } from './cluster-view';
 import type { Fault } from './faults';
 import type { HostNet } from './topology';
 
@@ -34,7 +34,7 @@ export interface RecoverySample { kind: string; ms: number; recovered: boolean }
 
 /** Whether the cluster is consistent now (see the module comment); a reason when not. */
 export async function inconsistency(etcd: EtcdView, hosts: HostNet[], agentAddr: (h: HostNet) => string): Promise<string> {
-  const lists = await Promise.all(hosts.map((h) => agentVms(agentAddr(h))));
+  const lists = await Promise.all(hosts.map((h) => agentVmsNow(agentAddr(h))));
   const [vms, jobs] = await Promise.all([etcd.vms(), etcd.jobs()]);
   const where = new Map<string, AgentVm[]>();
   const unreachable = new Set<string>();
@@ -69,10 +69,14 @@ export class RecoveryClock {
     await new Promise((r) => setTimeout(r, Math.max(0, from - Date.now())));
     let last = '';
     while (Date.now() - from < RECOVERY_LIMIT_MS) {
+      let now: string;
       try {
-        last = await this.check();
-        if (!last) break;
-      } catch (e) { last = `check failed: ${(e as Error).message}`; }
+        now = await this.check();
+      } catch (e) { now = `check failed: ${(e as Error).message}`; }
+      // Each change of what is still inconsistent, so a slow recovery shows where it waited.
+      if (now && now !== last) log(`  +${Date.now() - from} ms after ${f.kind} became detectable: ${now}`);
+      last = now;
+      if (!last) break;
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
     const ms = Date.now() - from;

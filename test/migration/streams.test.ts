@@ -1,6 +1,6 @@
 /**
- * Migrations over several data streams between mutual-TLS agents (real `drover agent`
- * processes): over 2 and 4 streams a dirtying VM moves and verifies (the target's image digest
+ * Migrations over several gRPC Transfer streams (`transport: 'grpc'`; the bulk channel's own
+ * tests are bulk.test.ts) between mutual-TLS agents (real `drover agent` processes): over 2 and 4 streams a dirtying VM moves and verifies (the target's image digest
  * equals the paused source's memory, the guest's own check passes there). A secondary stream cut
  * mid-migration (a TCP proxy in front of the target closes the second connection) fails the whole
  * migration: the VM keeps running on the source, the target discards its copy, and a follow-up
@@ -37,7 +37,7 @@ async function migratesAndVerifies(vm: string, streams: number): Promise<void> {
   const proxy = await cuttingProxy(b.address, 0, 0);
   let r;
   try {
-    r = await a.client.migrateVm(vm, proxy.address, { verify: true, streams }, undefined, '', 'ms-1');
+    r = await a.client.migrateVm(vm, proxy.address, { verify: true, streams, transport: 'grpc' }, undefined, '', 'ms-1');
   } finally {
     proxy.close();
   }
@@ -106,7 +106,7 @@ test('a secondary stream cut mid-migration rolls back: the VM runs on the source
   // Connection 1 carries PrepareIncoming and stream 0; connection 2 is stream 1.
   const proxy = await cuttingProxy(b.address, 2, 4 * MiB);
   try {
-    const err = await codeOf(a.client.migrateVm('cut1', proxy.address, { verify: true, streams: 2, bandwidthBytesPerSec: 32 * MiB }, undefined, '', 'ms-1'));
+    const err = await codeOf(a.client.migrateVm('cut1', proxy.address, { verify: true, streams: 2, bandwidthBytesPerSec: 32 * MiB, transport: 'grpc' }, undefined, '', 'ms-1'));
     assert.ok(proxy.cut(), 'the proxy cut stream 1');
     assert.match(err.code, /UNAVAILABLE|ABORTED|CANCELLED|INTERNAL/, err.message);
     const v0 = await a.client.getVm('cut1');

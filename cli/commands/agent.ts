@@ -59,6 +59,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on' });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen);
+  if (server.bulkAddress) process.stdout.write(`drover agent ${nodeId} bulk channel on ${server.bulkAddress}\n`);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
   const metrics = metricsListen ? await startMetricsServer(metricsListen, undefined, { tls: files }) : undefined;

@@ -153,6 +153,11 @@ export class NodeAgentServer {
     });
   }
 
+  /** HOST:PORT of the bulk channel's listener once started ('' = none). */
+  get bulkAddress(): string {
+    return this.bulk ? `${this.address.slice(0, this.address.lastIndexOf(':'))}:${this.bulk.port}` : '';
+  }
+
   /** Stops serving and destroys every domain. */
   async stop(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);

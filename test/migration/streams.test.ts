@@ -8,12 +8,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
+import { cuttingProxy } from '../support/cutting-proxy';
 
 const MiB = 2 ** 20;
 
@@ -63,41 +63,6 @@ for (const streams of [2, 4]) {
       await a.client.destroyVm(`s${streams}`).catch(() => undefined);
     }
   });
-}
-
-/**
- * A TCP proxy to `target`: the `cutConnection`-th connection (1-based) is closed once it carried
- * `cutAfterBytes` from the source (0 = none is). Resolves with its address, the connections it took and a stop.
- */
-async function cuttingProxy(target: string, cutConnection: number, cutAfterBytes: number): Promise<{ address: string; cut: () => boolean; connections: () => number; close: () => void }> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
-  let n = 0;
-  let didCut = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    const nth = ++n;
-    const outbound = net.connect(port, host);
-    sockets.add(inbound).add(outbound);
-    let carried = 0;
-    inbound.on('data', (d) => {
-      carried += d.length;
-      if (nth === cutConnection && carried > cutAfterBytes) {
-        didCut = true;
-        inbound.destroy();
-        outbound.destroy();
-        return;
-      }
-      outbound.write(d);
-    });
-    outbound.on('data', (d) => inbound.write(d));
-    for (const s of [inbound, outbound]) {
-      s.on('error', () => { inbound.destroy(); outbound.destroy(); });
-      s.on('close', () => { inbound.destroy(); outbound.destroy(); sockets.delete(s); });
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const addr = server.address() as net.AddressInfo;
-  return { address: `127.0.0.1:${addr.port}`, cut: () => didCut, connections: () => n, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
 }
 
 test('a secondary stream cut mid-migration rolls back: the VM runs on the source, a follow-up migration verifies', async () => {

@@ -2,6 +2,7 @@
  * The migration engine's domain types: policy in, progress out, result at the end.
  * Protobuf types never reach here; `services/node-agent/agent-codec.ts` converts at the edge.
  */
+import type { DataTransport } from './wire/protocol';
 
 /** Phases of one migration, in order (design.md stages). */
 export type MigrationPhase =
@@ -42,6 +43,8 @@ export interface MigrationPolicy {
   streams?: number;
   /** Page-batch compression (precopy/batch-compressor.ts); absent = auto. */
   compress?: CompressionMode;
+  /** How page batches travel (wire/protocol.ts "Bulk channel"); absent = auto. */
+  transport?: DataTransport;
 }
 
 /** How page batches are compressed: never, always (when it shrinks them), or auto (when it pays on the measured path). */
@@ -155,6 +158,8 @@ export interface MigrationResult {
   compressedBatches?: number;
   compressedPageBytes?: number;
   compressedBytes?: number;
+  /** The data transport the page batches took: Transfer streams or the bulk channel (absent: no page stream, e.g. a QEMU tunnel). */
+  transport?: 'grpc' | 'bulk';
   /** What the engine chose: pre-copy alone, pre-copy with throttling, or post-copy (absent from drivers that do not say). */
   policy?: 'precopy' | 'throttle' | 'postcopy';
   /** Why, in words (the measured rates behind the choice). */

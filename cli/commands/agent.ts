@@ -13,14 +13,14 @@ import { parseStreams } from './migrate';
 import { nativeConfig } from '../../hypervisor/qemu/migration-tls';
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -49,13 +49,17 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const storage = ((p.values.storage as string[] | undefined) ?? []).map((s) => address(s, '--storage'));
   // Data streams of an outgoing migration whose request leaves the count open (cluster migrations).
   const streams = str(p, 'streams') !== undefined ? parseStreams(str(p, 'streams')!) : undefined;
+  // The bulk channel's listener (migration/wire/protocol.ts "Bulk channel"): on unless --bulk off.
+  const bulk = str(p, 'bulk', 'on')!;
+  if (bulk !== 'on' && bulk !== 'off') throw new UsageError(`--bulk "${bulk}" is invalid (expected on or off)`);
   const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, ...(storage.length ? { storage } : {}), log: (e) => {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}) });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on' });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen);
+  if (server.bulkAddress) process.stdout.write(`drover agent ${nodeId} bulk channel on ${server.bulkAddress}\n`);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
   const metrics = metricsListen ? await startMetricsServer(metricsListen, undefined, { tls: files }) : undefined;

@@ -86,7 +86,9 @@ export async function startBenchPair(hv: string, transport: 'plain' | 'tls'): Pr
 export interface TransportCost {
   profile: string;
   memBytes: number;
-  transport?: 'plain' | 'tls';
+  security?: 'plain' | 'tls';
+  /** The data transport the batches took (grpc or bulk). */
+  transport?: 'grpc' | 'bulk';
   throughputBytesPerSec: number;
   bytesSent: number;
   cpuSeconds?: { source: number; target: number };
@@ -103,10 +105,10 @@ export function perGb(cpuSeconds: number, bytes: number): number {
 export function tlsComparison(results: TransportCost[]): string[] {
   const lines: string[] = [];
   for (const r of results) {
-    if (!r.transport || !r.cpuSeconds) continue;
+    if (!r.security || !r.cpuSeconds) continue;
     const c = r.cpuSeconds;
-    const transport = `${r.transport}${r.streams && r.streams !== 1 ? ` x${r.streams === 0xffff ? 'auto' : r.streams}` : ''}`;
-    lines.push(`  ${r.profile.padEnd(9)} ${transport.padEnd(9)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
+    const transport = `${r.security}${r.transport ? `/${r.transport}` : ''}${r.streams && r.streams !== 1 ? ` x${r.streams === 0xffff ? 'auto' : r.streams}` : ''}`;
+    lines.push(`  ${r.profile.padEnd(9)} ${transport.padEnd(14)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
   }
   return lines.length ? ['', 'transport: plain text vs mutual TLS, same run (CPU = agent process utime+stime during MigrateVm / GB on the wire)', ...lines] : [];
 }

@@ -17,8 +17,8 @@ import { runBaselines, type Baseline } from '../../bench/baselines';
 import { startQemuNbd, type LocalNbdServer } from '../../storage/nbd/local-nbd-servers';
 import { measureDiskPause, type DiskPauseCost } from '../../bench/disk-pause';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { convergenceFlags, parseCompress, parseStreams, POSTCOPY_OPTIONS } from './migrate';
-import { STREAMS_AUTO } from '../../migration/wire/protocol';
+import { convergenceFlags, parseCompress, parseStreams, parseTransport, POSTCOPY_OPTIONS } from './migrate';
+import { STREAMS_AUTO, type DataTransport } from '../../migration/wire/protocol';
 
 /** One bench line: the migration result plus what the guest saw. */
 export interface BenchResult extends MigrationResult {
@@ -35,8 +35,8 @@ export interface BenchResult extends MigrationResult {
   diskVerified: boolean;
   /** Highest acknowledged WAL record on the target after the run (0 without a disk). */
   diskAckedSeq: number;
-  /** How the agents talked (plain text or mutual TLS). */
-  transport?: 'plain' | 'tls';
+  /** How the agents talked (plain text or mutual TLS); `transport` is the data transport the batches took (grpc or bulk). */
+  security?: 'plain' | 'tls';
   /** CPU seconds of each agent process during MigrateVm (utime + stime of /proc/PID/stat). */
   cpuSeconds?: { source: number; target: number };
   /** cpuSeconds per GB (10^9 bytes) on the wire, each side. */
@@ -45,6 +45,8 @@ export interface BenchResult extends MigrationResult {
   streams: number;
   /** The compression mode asked for with --compress (absent = the engine's default, auto). */
   compress?: CompressionMode;
+  /** The data transport asked for with --transport (absent = the engine's default, auto). */
+  transportAsked?: DataTransport;
 }
 
 
@@ -53,6 +55,8 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   warmupMs: number; runAfterMs: number; maxDowntimeMs?: number; bandwidth?: number; progress?: ProgressLine; streams?: number;
   /** Page-batch compression (absent = the engine's default). */
   compress?: CompressionMode;
+  /** Data transport of the page batches (absent = the engine's default). */
+  transport?: DataTransport;
   /** Post-copy and auto-converge choices (convergenceFlags); absent = pre-copy only. */
   convergence?: Pick<MigrationPolicy, 'postcopy' | 'autoConverge'>;
   /** The target's node name (needed with TLS). */
@@ -64,7 +68,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
-    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...opts.convergence, ...(opts.compress ? { compress: opts.compress } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
+    const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...opts.convergence, ...(opts.compress ? { compress: opts.compress } : {}), ...(opts.transport ? { transport: opts.transport } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
     const cpuSeconds = stop?.();
     opts.progress?.done();
     const after = await b.getVm(spec.name);
@@ -74,7 +78,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
     const running = check.heartbeatBeats > beatsAt;
     const memoryVerified = r.verified;
     return {
-      ...r, memoryVerified, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}), guestCheckOk: check.ok && running,
+      ...r, memoryVerified, streams: opts.streams ?? 1, ...(opts.compress ? { compress: opts.compress } : {}), ...(opts.transport ? { transportAsked: opts.transport } : {}), guestCheckOk: check.ok && running,
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: guestBlackoutMs(after), guestMaxGapMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
@@ -97,9 +101,10 @@ function streamsText(n: number): string {
   return n === STREAMS_AUTO ? 'auto' : String(n);
 }
 
-/** A result's row label: profile, +disk, /transport, /xN streams, /lz4-MODE when --compress was given. */
-function benchLabel(r: Pick<BenchResult, 'profile' | 'disk' | 'transport' | 'streams' | 'compress'>): string {
-  return `${r.disk ? `${r.profile}+disk` : r.profile}${r.transport ? `/${r.transport}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}${r.compress ? `/lz4-${r.compress}` : ''}`;
+/** A result's row label: profile, +disk, /plain or /tls, /grpc or /bulk (the transport taken, once known, else asked for), /xN streams, /lz4-MODE when --compress was given. */
+function benchLabel(r: Pick<BenchResult, 'profile' | 'disk' | 'security' | 'streams' | 'compress' | 'transportAsked' | 'transport'>): string {
+  const data = r.transport ?? r.transportAsked;
+  return `${r.disk ? `${r.profile}+disk` : r.profile}${r.security ? `/${r.security}` : ''}${data ? `/${data}` : ''}${r.streams !== 1 ? `/x${streamsText(r.streams)}` : ''}${r.compress ? `/lz4-${r.compress}` : ''}`;
 }
 
 /** "12 (0.51)": batches sent LZ4-encoded and their encoded/page ratio, or "-". */
@@ -136,7 +141,7 @@ export function benchTable(results: BenchResult[], baselines: Baseline[]): strin
     }
     const sock = baselines.find((b) => b.name.includes('node socket'));
     for (const r of results) {
-      const label = `${r.profile}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}${r.compress ? `, lz4 ${r.compress}` : ''}`;
+      const label = `${r.profile}${r.security ? `/${r.security}` : ''}${r.transport ? `/${r.transport}` : ''}, ${streamsText(r.streams)} stream${r.streams === 1 ? '' : 's'}${r.compress ? `, lz4 ${r.compress}` : ''}`;
       if (h2) lines.push(`  page stream / HTTP/2 stream (${label}): ${(r.throughputBytesPerSec / h2.bytesPerSec).toFixed(2)}${sock ? `, / node socket: ${(r.throughputBytesPerSec / sock.bytesPerSec).toFixed(2)}` : ''}`);
     }
   }
@@ -200,8 +205,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
     ...SPEC_OPTIONS, hypervisor: { type: 'string', default: 'sim' }, warmup: { type: 'string' }, 'run-after': { type: 'string' },
     'max-downtime': { type: 'string' }, bandwidth: { type: 'string' }, json: { type: 'boolean' }, baselines: { type: 'boolean' },
     repeat: { type: 'string' }, tls: { type: 'boolean' }, streams: { type: 'string' }, 'tls-only': { type: 'boolean' }, ...POSTCOPY_OPTIONS,
-    compress: { type: 'string' },
+    compress: { type: 'string' }, transport: { type: 'string' },
   }, 'bench');
+  // --transport grpc,bulk: each VM migrates once per data transport, same agents, same run (absent: auto only).
+  const transports = str(p, 'transport') === undefined ? [undefined] : str(p, 'transport')!.split(',').map((x) => parseTransport(x.trim()));
   // --compress never,auto: each VM migrates once per mode, same agents, same run (absent: the engine's default only).
   const compressModes = str(p, 'compress') === undefined ? [undefined] : str(p, 'compress')!.split(',').map((x) => parseCompress(x.trim()));
   const convergence = convergenceFlags(p, 'bench');
@@ -245,12 +252,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
         for (const spec of variants) {
           for (const pair of pairs) {
             for (const streams of streamCounts) {
-              for (const compress of compressModes) {
-                const label = benchLabel({ profile: spec.profile, disk: spec.disk ?? '', transport: pair.transport, streams, compress });
+              for (const [compress, transport] of compressModes.flatMap((c) => transports.map((t) => [c, t] as const))) {
+                const label = benchLabel({ profile: spec.profile, disk: spec.disk ?? '', security: pair.transport, streams, compress, transportAsked: transport });
                 const progress = json ? undefined : new ProgressLine(process.stderr, `${label.padEnd(9)} `);
                 const meter = () => cpuMeter(pair);
-                const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, compress, convergence });
-                results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, transport: pair.transport } : r);
+                const r = await benchOne(pair.a, pair.b, spec, { warmupMs, runAfterMs, maxDowntimeMs, bandwidth, progress, targetNode: pair.targetNode, meter, streams, compress, transport, convergence });
+                results.push(pairs.length > 1 || pair.transport === 'tls' ? { ...r, security: pair.transport } : r);
                 if (json) console.log(JSON.stringify({ ...results[results.length - 1], tls: pair.transport === 'tls' }));
               }
             }

@@ -6,7 +6,7 @@ import { ProgressLine } from '../progress';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { AUTO_CONVERGE_MODES, COMPRESSION_MODES, modeOf, POSTCOPY_MODES, type CompressionMode, type MigrationPolicy, type MigrationResult, type PostcopyMode } from '../../migration/types';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
-import { MAX_STREAMS, STREAMS_AUTO } from '../../migration/wire/protocol';
+import { DATA_TRANSPORTS, MAX_STREAMS, STREAMS_AUTO, type DataTransport } from '../../migration/wire/protocol';
 
 /**
  * A `--streams N|auto` value: 1..MAX_STREAMS parallel data streams, or STREAMS_AUTO (the source
@@ -29,6 +29,12 @@ function flagMode<T extends string>(modes: readonly T[], text: string, label: st
   const mode = modeOf(modes, text);
   if (mode === undefined) throw new UsageError(`${label} "${text}" is not ${/^[aeiou]/.test(what) ? 'an' : 'a'} ${what} (expected ${modes.join(', ')})`);
   return mode;
+}
+
+/** A `--transport grpc|bulk|auto` value (how page batches travel); a usage error naming the flag otherwise. */
+export function parseTransport(text: string, flagName = '--transport'): DataTransport {
+  if (!(DATA_TRANSPORTS as readonly string[]).includes(text)) throw new UsageError(`${flagName} "${text}" is not a data transport (expected ${DATA_TRANSPORTS.join(', ')})`);
+  return text as DataTransport;
 }
 
 /** The convergence flags every migrating command takes (post-copy and auto-converge). */
@@ -59,7 +65,7 @@ export function postcopyFlag(p: Parsed, command: string): PostcopyMode | undefin
 }
 
 /** Usage of the direct form. */
-export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--postcopy never|auto|always | --no-postcopy] [--auto-converge never|auto] [--verify] [--json] ${TLS_USAGE}`;
+export const MIGRATE_USAGE = `drover migrate VM --from ADDR --to ADDR [--to-node NAME] [--max-downtime 5ms] [--bandwidth 1Gbit|0] [--max-rounds N] [--streams N|auto] [--compress never|auto|always] [--transport auto|grpc|bulk] [--postcopy never|auto|always | --no-postcopy] [--auto-converge never|auto] [--verify] [--json] ${TLS_USAGE}`;
 
 /** ", LZ4 on 12 batches (48 MiB as 24 MiB)" when some batches went compressed, else "". */
 function compressedText(r: MigrationResult): string {
@@ -79,7 +85,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
   const p = parse(argv, {
     from: { type: 'string' }, to: { type: 'string' }, 'max-downtime': { type: 'string' }, bandwidth: { type: 'string' },
     'max-rounds': { type: 'string' }, verify: { type: 'boolean' }, json: { type: 'boolean' }, id: { type: 'string' },
-    'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, ...POSTCOPY_OPTIONS, ...TLS_OPTIONS,
+    'to-node': { type: 'string' }, streams: { type: 'string' }, compress: { type: 'string' }, transport: { type: 'string' }, ...POSTCOPY_OPTIONS, ...TLS_OPTIONS,
   }, 'migrate');
   const convergence = convergenceFlags(p, 'migrate');
   if (p.positionals.length !== 1) throw new UsageError(`migrate: expected one VM name (usage: ${MIGRATE_USAGE})`);
@@ -90,6 +96,7 @@ export async function migrateDirect(argv: string[]): Promise<number> {
     maxDowntimeMs: duration(p, 'max-downtime'), bandwidthBytesPerSec: rate(p, 'bandwidth'), maxRounds: int(p, 'max-rounds'), verify: flag(p, 'verify'),
     ...(str(p, 'streams') !== undefined ? { streams: parseStreams(str(p, 'streams')!) } : {}),
     ...(str(p, 'compress') !== undefined ? { compress: parseCompress(str(p, 'compress')!) } : {}),
+    ...(str(p, 'transport') !== undefined ? { transport: parseTransport(str(p, 'transport')!) } : {}),
     ...convergence,
   };
   const json = flag(p, 'json');

@@ -14,7 +14,7 @@ import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
 import { decodePayload } from '../wire/payload-codec';
 import { copyBytes } from '../wire/frame-codec';
-import { acks, checkRangeTable, validateBatch, versionMismatch, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
+import { acks, checkRangeTable, validateBatch, versionMismatch, BULK_MODES, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { AppliedSeqs } from './applied-seqs';
 import { PostcopyTarget } from '../postcopy/postcopy-target';
 
@@ -68,6 +68,8 @@ export class IncomingMigration {
   private prefaulted = false;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
+  /** The bulk channel this target offers (its listener's Start.bulk mode and port; set by the agent), undefined = none. */
+  bulk: { mode: string; port: number } | undefined;
   /** The switchover's fenced intent from Start (cluster mode); undefined = direct migration. */
   fence: Fence | undefined;
   /** Post-copy once switched (postcopy-target.ts). */
@@ -149,11 +151,19 @@ export class IncomingMigration {
     if (count > 1 && this.tunnel) throw invalidArgument(`migration ${this.migrationId}: a ${this.tunnel} tunnel runs over one stream, not ${count}`);
     if (f.fence?.vmRevision) this.fence = { vmRevision: f.fence.vmRevision, job: f.fence.job, attempt: f.fence.attempt };
     this.enter({ state: this.tunnel ? 'tunnel' : 'receiving' }); // tunnel: qemu-target.ts takes the frames from here
-    this.streamCount = count;
-    if (count > 1) this.joinToken = randomBytes(24).toString('base64url');
-    const accepted = acks.accepted(undefined, this.joinToken);
+    const bulkPort = this.bulkOffer(f.bulk ?? '');
+    // With the bulk channel stream 0 keeps the control frames and `count` sockets join as streams 1..count.
+    this.streamCount = bulkPort ? count + 1 : count;
+    if (this.streamCount > 1) this.joinToken = randomBytes(24).toString('base64url');
+    const accepted: Ack = { ...acks.accepted(undefined, this.joinToken), ...(bulkPort ? { bulkPort } : {}) };
     // The post-copy offer sits beside the join token (page streams whose domain can wait for pages).
     return this.domain.postcopy && !this.tunnel ? { ...accepted, postcopy: true } as Ack : accepted;
+  }
+
+  /** The bulk port to offer for Start.bulk `mode` (0 = none: no offer asked for or made, a tunnel, another mode); unknown modes are INVALID_ARGUMENT. */
+  private bulkOffer(mode: string): number {
+    if (!BULK_MODES.includes(mode)) throw invalidArgument(`migration ${this.migrationId}: unknown bulk channel "${capText(mode, MAX_PEER_TEXT_BYTES)}" (expected ${BULK_MODES.filter(Boolean).join(' or ')}, or none)`);
+    return mode && !this.tunnel && this.bulk?.mode === mode ? this.bulk.port : 0;
   }
 
   /** Streams this migration runs over (Start.stream_count of stream 0). */

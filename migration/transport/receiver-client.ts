@@ -12,8 +12,9 @@ import { specToWire } from '../wire/spec-codec';
 import { CHANNEL_OPTIONS } from '../../lib/grpc-channel';
 import type { FrameChannel } from '../precopy/precopy-source';
 import { decodeAck, encodeFrame } from '../wire/frame-codec';
-import { PROTOCOL_VERSION, type Ack, type Frame } from '../wire/protocol';
+import { PROTOCOL_VERSION, type Ack, type DataTransport, type Frame } from '../wire/protocol';
 import { MultiStreamChannel } from './multi-stream';
+import { hostOf, type BulkDialer } from './bulk-socket';
 
 /** The Transfer method's codecs: raw frames in on the server (decoded by the handler, so a bad
  * frame gets INVALID_ARGUMENT rather than grpc-js' INTERNAL), encoded acks out. */
@@ -49,14 +50,26 @@ export class ReceiverClientConn {
   private readonly client: ReceiverStub;
   /** Clients of streams 1..streams-1, each its own connection (made when a multi-stream channel opens). */
   private readonly extra: ReceiverStub[] = [];
+  /** The page stream's channel once opened (which transport its batches took). */
+  private channel: MultiStreamChannel | undefined;
 
   /**
    * `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by
-   * default. `streams`: how many Transfer streams `open` runs the page stream over.
+   * default. `streams`: how many data streams `open` runs the page stream over. `bulk`: how to
+   * dial the target's bulk listener and whether to (protocol.ts "Bulk channel"; absent or
+   * transport "grpc": Transfer streams only).
    */
-  constructor(readonly address: string, private readonly credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), readonly streams = 1) {
+  constructor(readonly address: string, private readonly credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), readonly streams = 1,
+    private readonly bulk?: { dialer: BulkDialer; transport: DataTransport }) {
     this.client = new ReceiverClient(address, credentials, RECEIVER_CHANNEL_OPTIONS);
   }
+
+  /** The transport the page batches took ("grpc" unless a bulk socket joined; "" before `open`). */
+  get transportUsed(): '' | 'grpc' | 'bulk' {
+    return this.channel ? this.channel.transport : this.opened ? 'grpc' : '';
+  }
+
+  private opened = false;
 
   /** Reserves the target (PrepareIncoming). */
   prepare(spec: VmSpec, sourceNode: string, migrationId: string, protocolVersion = PROTOCOL_VERSION): Promise<Reservation> {
@@ -99,9 +112,11 @@ export class ReceiverClientConn {
    * one (multi-stream.ts; each secondary its own connection). `deadlineMs` bounds the whole stream.
    */
   open(deadlineMs: number): FrameChannel & { cancel(): void } {
-    if (this.streams > 1) {
+    this.opened = true;
+    const bulk = this.bulk && this.bulk.transport !== 'grpc' ? { dialer: this.bulk.dialer, host: hostOf(this.address), transport: this.bulk.transport } : undefined;
+    if (this.streams > 1 || bulk) {
       const deadline = deadlineIn(deadlineMs);
-      return new MultiStreamChannel((i) => this.streamClient(i).Transfer({ deadline }), this.streams, this.address);
+      return this.channel = new MultiStreamChannel((i) => this.streamClient(i).Transfer({ deadline }), this.streams, this.address, bulk);
     }
     const call: grpc.ClientDuplexStream<Frame | Buffer, Buffer> = this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
     let onAck: (a: Ack) => void = () => {};

@@ -345,6 +345,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (kind === 'start' && !body.tunnel) delete body.tunnel; // "" = page stream
   if (kind === 'start' && !body.qemuTransport) delete body.qemuTransport; // "" = QEMU tunnel
   if (kind === 'start' && !body.qemuMultifdChannels) delete body.qemuMultifdChannels; // QEMU native multifd only
+  if (kind === 'start' && !body.bulk) delete body.bulk; // "" = no bulk channel
   if (kind === 'start' && !(body.fence as { vmRevision?: string } | undefined)?.vmRevision) delete body.fence; // direct migration
   if (kind === 'complete' && !body.postcopy) { delete body.postcopy; delete body.missing; } // pre-copy's Complete
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (ENCODING_VALUES[body.encoding] ?? -1) : body.encoding;
@@ -378,5 +379,6 @@ export function decodeAck(bytes: Buffer): Ack {
   if (kind === 'accepted' && !body.joinToken) delete body.joinToken; // multi-stream stream 0 only
   if (kind === 'accepted' && !body.qemuListen) { delete body.qemuListen; delete body.qemuTransport; } // QEMU native only
   if (kind === 'accepted' && !body.qemuMultifdChannels) delete body.qemuMultifdChannels; // QEMU native multifd only
+  if (kind === 'accepted' && !body.bulkPort) delete body.bulkPort; // bulk channel offered only
   return { kind, ...body } as Ack;
 }

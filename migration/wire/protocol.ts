@@ -226,6 +226,17 @@ export const TUNNEL_QEMU = 'qemu';
 export const QEMU_NATIVE_TLS = 'tls';
 /** Start.qemu_transport of a native plain-text QEMU migration (agents run --insecure). */
 export const QEMU_NATIVE_TCP = 'tcp';
+/** Start.bulk: the bulk channel over mutual TLS (node certificates, as the agents' gRPC). */
+export const BULK_TLS = 'tls';
+/** Start.bulk: the bulk channel in plain text (only between agents that run --insecure). */
+export const BULK_TCP = 'tcp';
+/** The values Start.bulk may carry ("" = no bulk channel); anything else is INVALID_ARGUMENT. */
+export const BULK_MODES: readonly string[] = ['', BULK_TLS, BULK_TCP];
+/** How page batches travel (MigrationPolicy.transport): the bulk channel when offered, Transfer streams only, or the bulk channel or fail. */
+export type DataTransport = 'auto' | 'grpc' | 'bulk';
+/** The DataTransport values, in the order usage texts list them. */
+export const DATA_TRANSPORTS: readonly DataTransport[] = ['auto', 'grpc', 'bulk'];
+
 /** StreamData chunk the tunnel aims for: big enough to amortise per-frame costs, < MAX_FRAME_BYTES. */
 export const STREAM_CHUNK_BYTES = 1024 * 1024;
 /**
@@ -260,7 +271,7 @@ export interface Fence {
 
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string; qemuMultifdChannels?: number }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string; qemuMultifdChannels?: number; bulk?: string }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null; postcopy?: boolean; missing?: number[] }
@@ -270,7 +281,7 @@ export type Frame =
 
 /** Replies from target to source. */
 export type Ack =
-  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string; encodings?: number; qemuMultifdChannels?: number }
+  | { kind: 'accepted'; protocolVersion: number; maxFrameBytes: number; windowBytes: number; postcopy?: boolean; joinToken?: string; qemuListen?: string; qemuTransport?: string; encodings?: number; qemuMultifdChannels?: number; bulkPort?: number }
   | { kind: 'batch'; seq: number; bytes: number }
   | { kind: 'verified'; imageDigest: Buffer; pages: number }
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }

@@ -181,6 +181,8 @@ export interface MigrationPolicy {
   postcopy: string;
   /** Auto-converge: "auto" (or "") = throttle a guest that outruns the link when the policy says so, "never" = never throttle. Other values: INVALID_ARGUMENT. */
   autoConverge: string;
+  /** Data transport of page batches: "auto" (or "") = the bulk channel when the target offers it, else the Transfer streams; "grpc" = Transfer streams only; "bulk" = the bulk channel or fail. Other values: INVALID_ARGUMENT. */
+  transport: string;
 }
 
 /** drover.v1.MigrateVmRequest. */
@@ -283,6 +285,8 @@ export interface MigrationResult {
   compressedPageBytes: number;
   /** their encoded size on the wire */
   compressedBytes: number;
+  /** data transport the page batches took: grpc | bulk ("" = not a page stream) */
+  transport: string;
   /** The guest's bill beyond the blackout. Post-copy: page waits on the target (count, p50/p99 ms) and the target's resume until every page was present; -1 = no post-copy. */
   pageWaits: number;
   /** pageWaitP50Ms = 28. */
@@ -475,6 +479,8 @@ export interface Start {
   qemuTransport: string;
   /** QEMU native transport only: the multifd channels the source asks for (0 or 1 = QEMU's one stream). QEMU 7.2 cannot combine multifd with post-copy: a target that sets multifd up answers Accepted.postcopy = false. */
   qemuMultifdChannels: number;
+  /** Bulk channel (protocol.ts "Bulk channel", page streams only). On stream 0: the source offers to carry page batches over raw sockets to the target's bulk listener: "tls" (mutual TLS with the node certificates) or "tcp" (plain text, agents run --insecure); "" = Transfer streams only. On a bulk socket: the same value in the Start that joins it. Other values: INVALID_ARGUMENT. */
+  bulk: string;
 }
 
 /** A new pre-copy round begins (informational; the target counts rounds). A new pre-copy round begins. `ranges` (optional) is a range table of the pages the round will send, so the target can fault them in ahead of the stream (round 1 into an empty domain). */
@@ -585,6 +591,8 @@ export interface Accepted {
   encodings: number;
   /** qemuMultifdChannels = 12. */
   qemuMultifdChannels: number;
+  /** Bulk channel: the port of the target's bulk listener (same host as this Transfer call's), 0 = not offered (the page batches stay on Transfer streams). Set with join_token, which each socket presents. */
+  bulkPort: number;
 }
 
 /** Batches up to `seq` are applied (flow control: the sender keeps a bounded window). */

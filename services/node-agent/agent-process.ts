@@ -12,6 +12,8 @@ export { BULK_MALLOC_TUNABLES, CLI_MAIN } from './process-tuning';
 export interface AgentProcess {
   nodeId: string;
   address: string;
+  /** HOST:PORT of its bulk channel listener (absent with --bulk off). */
+  bulkAddress?: string;
   child: ChildProcess;
   /** Graceful stop (SIGTERM), then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
@@ -51,8 +53,9 @@ export function startAgent(nodeId: string, extraArgs: string[] = [], env: NodeJS
       child.stdout!.off('data', onData);
       child.stdout!.resume();
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      const bulk = /bulk channel on (\S+)/.exec(out);
       resolve({
-        nodeId, address: m[1], child,
+        nodeId, address: m[1], child, ...(bulk ? { bulkAddress: bulk[1] } : {}),
         stop: async (graceMs = 5000) => {
           if (child.exitCode !== null || child.signalCode !== null) return;
           child.kill('SIGTERM');

@@ -27,7 +27,10 @@ import { ReservationGuard } from './incoming-auth';
 import { clientCredentials, serverCredentials, type TlsSource } from '../../lib/pki/grpc-credentials';
 import { authzInterceptor } from '../../lib/pki/grpc-authz-interceptor';
 import { describeIdentity, type Identity } from '../../lib/pki/identity';
-import { CertificateReloader } from '../../lib/pki/tls-files';
+import { CertificateReloader, type TlsFiles } from '../../lib/pki/tls-files';
+import { tlsClientOptions, tlsServerOptions } from '../../lib/pki/tls-options';
+import { startBulkListener, type BulkListener } from '../../migration/transport/bulk-listener';
+import type { BulkDialer } from '../../migration/transport/bulk-socket';
 
 /** Capacity this agent offers (re-exported for callers of the server). */
 export type { AgentCapacity } from './vm-host';
@@ -49,6 +52,13 @@ export interface AgentOptions {
   tls?: TlsSource;
   /** Data streams of an outgoing migration whose request leaves the count open (1..MAX_STREAMS or STREAMS_AUTO; default 1). */
   streams?: number;
+  /** Listen for the bulk channel (protocol.ts "Bulk channel") beside the gRPC server; default true. */
+  bulk?: boolean;
+}
+
+/** The files a TLS source holds now (a reloader's current set: new bulk connections use what was loaded last). */
+function filesOf(tls: TlsSource): TlsFiles {
+  return tls instanceof CertificateReloader ? tls.current() : tls;
 }
 
 /** The identity of a TLS source's certificate. */
@@ -80,6 +90,7 @@ export class NodeAgentServer {
   private readonly incoming: IncomingMigrations;
   private readonly health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   private reaper: NodeJS.Timeout | undefined;
+  private bulk: BulkListener | undefined;
   /** host:port the server listens on, once started. */
   address = '';
 
@@ -93,7 +104,9 @@ export class NodeAgentServer {
     this.host = new VmHost(o.nodeId, o.hypervisor.kind, o.capacity, o.storage ? new StoragePolicy(o.storage) : StoragePolicy.fromEnv());
     const log = (e: Record<string, unknown>) => this.log(e);
     const receiverCreds = tls && ((targetNode: string) => clientCredentials(tls, { role: 'node', name: targetNode }));
-    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined, o.streams);
+    // The bulk channel's socket: mutual TLS with the same node certificate, expecting the same target identity.
+    const bulkDialer = (targetNode: string): BulkDialer => (tls ? { mode: 'tls', tls: tlsClientOptions(filesOf(tls), { role: 'node', name: targetNode }, 'TLSv1.3') } : { mode: 'tcp' });
+    this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined, o.streams, bulkDialer);
     const guard = new ReservationGuard(!!tls, (r) => this.refused(r.method, r.code, r.identity, '', r.message));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log, guard);
     addService(this.server, 'NodeAgent', this.nodeAgentHandlers());
@@ -111,8 +124,22 @@ export class NodeAgentServer {
     this.outgoing.cluster = link;
   }
 
-  /** Binds `listen` (host:port, port 0 = any free) and starts serving. */
-  start(listen: string): Promise<string> {
+  /** Binds `listen` (host:port, port 0 = any free) and starts serving; the bulk listener on the same host, a free port. */
+  async start(listen: string): Promise<string> {
+    if (this.o.bulk !== false) {
+      const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+      this.bulk = await startBulkListener(host, 0, this.o.tls && tlsServerOptions(filesOf(this.o.tls)), (s, cert) => this.incoming.acceptBulk(s, cert, this.bulk!.mode));
+      this.incoming.bulkOffer = { mode: this.bulk.mode, port: this.bulk.port };
+    }
+    try {
+      return await this.bindGrpc(listen);
+    } catch (err) {
+      await this.bulk?.close();
+      throw err;
+    }
+  }
+
+  private bindGrpc(listen: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const creds = this.o.tls ? serverCredentials(this.o.tls) : grpc.ServerCredentials.createInsecure();
       this.server.bindAsync(listen, creds, (err, port) => {
@@ -126,10 +153,16 @@ export class NodeAgentServer {
     });
   }
 
+  /** HOST:PORT of the bulk channel's listener once started ('' = none). */
+  get bulkAddress(): string {
+    return this.bulk ? `${this.address.slice(0, this.address.lastIndexOf(':'))}:${this.bulk.port}` : '';
+  }
+
   /** Stops serving and destroys every domain. */
   async stop(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
     agentMetrics().unbindNode(this);
+    await this.bulk?.close();
     await new Promise<void>((r) => this.server.tryShutdown(() => r()));
     await this.incoming.destroyAll();
     await this.o.hypervisor.close();

@@ -5,6 +5,7 @@
  * capability (migration/strategy/incoming.ts); nothing here knows the driver.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import { toServiceError } from '../../lib/grpc-status';
 import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
@@ -21,6 +22,9 @@ import type { VmHost } from './vm-host';
 import type * as wire from '../../proto/generated/drover-v1';
 import type { Input } from '../../proto/load';
 import { peerIdentity, type CallWithAuthContext } from '../../lib/pki/grpc-credentials';
+import type { PeerCertificate } from 'node:tls';
+import type { BulkSocket } from '../../migration/transport/bulk-socket';
+import type { MessageStream } from '../../migration/qemu/qemu-tunnel';
 import { ReservationGuard } from './incoming-auth';
 import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
@@ -34,6 +38,9 @@ export class IncomingMigrations {
 
   /** Cluster mode (the agent registered in etcd): a resumed VM is recorded as owned here (switchover.ts). */
   cluster: ClusterLink | undefined;
+
+  /** The bulk channel this node offers (its listener's mode and port), set once the listener runs; undefined = none. */
+  bulkOffer: { mode: string; port: number } | undefined;
 
   /** The Transfer calls (streams) of each started migration: one failing fails them all. */
   private readonly streams = new Map<string, Set<TransferCall>>();
@@ -103,6 +110,15 @@ export class IncomingMigrations {
     new TransferCall(this, call).listen();
   }
 
+  /**
+   * A socket the bulk listener accepted: it must join a running migration as a secondary stream
+   * (its Start: the join token, the listener's mode, the reservation's source identity); then it
+   * is a stream like any Transfer call. A refusal closes the socket and leaves the migration alone.
+   */
+  acceptBulk(socket: BulkSocket, peerCertificate: PeerCertificate | undefined, mode: string): void {
+    new TransferCall(this, new BulkTransferStream(socket, peerCertificate), mode).listen();
+  }
+
   /** The migration a Start frame names, once its kind and version check out. */
   startable(bytes: Buffer): { session: IncomingSession; frame: Extract<Frame, { kind: 'start' }> } {
     const frame = decodeFrame(bytes);
@@ -126,6 +142,7 @@ export class IncomingMigrations {
    * a wrong token or an already started migration leaves it alone (it is someone else's).
    */
   startSession(session: IncomingSession, frame: Extract<Frame, { kind: 'start' }>): Ack {
+    session.receiver.bulk = this.bulkOffer;
     try {
       return session.start(frame);
     } catch (err) {
@@ -229,6 +246,63 @@ export class IncomingMigrations {
 }
 
 /**
+ * What a TransferCall needs of its stream: a gRPC Transfer call, or a bulk socket seen through
+ * BulkTransferStream ('cancelled' = the peer went away without ending; emit('error') = refuse).
+ */
+interface TransferDuplex extends MessageStream {
+  getAuthContext?(): { sslPeerCertificate?: PeerCertificate } | null;
+  on(event: 'data', listener: (b: Buffer) => void): this;
+  on(event: 'end' | 'cancelled', listener: () => void): this;
+  on(event: 'error', listener: (e: Error) => void): this;
+  write(b: Buffer): boolean;
+  end(): void;
+  readonly destroyed: boolean;
+  emit(event: 'error', err: unknown): boolean;
+}
+
+/** A bulk socket as a TransferDuplex: messages are frames, our acks go back as messages, a refusal closes the socket. */
+class BulkTransferStream extends EventEmitter implements TransferDuplex {
+  constructor(private readonly socket: BulkSocket, private readonly peerCertificate: PeerCertificate | undefined) {
+    super();
+    socket.on('data', (b: Buffer) => super.emit('data', b));
+    socket.on('end', () => super.emit('end'));
+    socket.on('error', () => super.emit('cancelled'));
+  }
+
+  write(b: Buffer): boolean {
+    return this.socket.write(b);
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  get destroyed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  /** The verified client certificate, for peerIdentity (the same check as a Transfer call's). */
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null {
+    return this.peerCertificate ? { sslPeerCertificate: this.peerCertificate } : null;
+  }
+
+  /** 'error' (the call's refusal) closes the socket: the peer learns nothing more than that. */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event !== 'error') return super.emit(event, ...args);
+    this.socket.cancel();
+    return true;
+  }
+}
+
+/**
  * One Transfer call: frames in order, acks out, an idle timeout, and the failure/cancel paths.
  * Stream 0 of a migration carries everything; a secondary stream (joined with stream 0's join
  * token) carries page batches only.
@@ -242,7 +316,8 @@ class TransferCall {
   private queue = Promise.resolve();
   private idle: NodeJS.Timeout | undefined;
 
-  constructor(private readonly owner: IncomingMigrations, private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>) {}
+  /** `bulk`: the bulk listener's mode when the call is a bulk socket ("" = a Transfer call). */
+  constructor(private readonly owner: IncomingMigrations, private readonly call: TransferDuplex, private readonly bulk = '') {}
 
   listen(): void {
     const call = this.call;
@@ -284,6 +359,9 @@ class TransferCall {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
         this.owner.checkStarter(session.migrationId, this.call);
+        if (this.bulk && (frame.streamIndex === 0 || frame.bulk !== this.bulk)) {
+          throw failedPrecondition(`migration ${session.migrationId}: a bulk socket only joins as a secondary stream in mode ${this.bulk} (got stream ${frame.streamIndex}, mode "${frame.bulk ?? ''}")`);
+        }
         if (frame.streamIndex > 0) {
           this.call.write(encodeAck(session.receiver.join(frame)));
           this.streamIndex = frame.streamIndex;

@@ -15,7 +15,9 @@ import { DroverError, failedPrecondition, invalidArgument, notFound } from '../.
 import { resolvePolicy, PHASES_AFTER_SWITCHOVER, type MigrationPhase, type MigrationResult } from '../../migration/types';
 import { outgoingEngine } from '../../migration/strategy/outgoing';
 import { ReceiverClientConn } from '../../migration/transport/receiver-client';
-import { type MigrationEventInfo, policyFromWire, eventToWire } from './client/agent-codec';
+import { type MigrationEventInfo, policyFromWire, eventToWire, transportFromWire } from './client/agent-codec';
+import type { BulkDialer } from '../../migration/transport/bulk-socket';
+import type { DataTransport } from '../../migration/wire/protocol';
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
 import { autoStreams, type Fence } from '../../migration/wire/protocol';
@@ -36,7 +38,7 @@ export type ReceiverCredentials = (targetNode: string) => grpc.ChannelCredential
 /** The outgoing migrations of one node. */
 export class OutgoingMigrations {
   constructor(private readonly host: VmHost, private readonly nodeId: string, private readonly log: AgentLog, private readonly onEvent: MigrationEventSink,
-    private readonly receiverCredentials?: ReceiverCredentials, private readonly defaultStreams = 1) {}
+    private readonly receiverCredentials?: ReceiverCredentials, private readonly defaultStreams = 1, private readonly bulkDialer?: (targetNode: string) => BulkDialer) {}
 
   /** Cluster mode (the agent registered in etcd): a broken switchover is resolved from etcd. */
   cluster: ClusterLink | undefined;
@@ -47,9 +49,16 @@ export class OutgoingMigrations {
    */
   private dialTarget(req: wire.MigrateVmRequest): ReceiverClientConn {
     const streams = autoStreams(req.policy?.streams || this.defaultStreams, availableParallelism());
-    if (!this.receiverCredentials) return new ReceiverClientConn(req.target, undefined, streams);
+    const transport = transportFromWire(req.policy?.transport) ?? 'auto';
+    if (!this.receiverCredentials) return new ReceiverClientConn(req.target, undefined, streams, this.bulkOf(req.targetNode, transport));
     if (!req.targetNode) throw invalidArgument(`MigrateVm: target_node is required with TLS (the node name the target ${req.target} must prove with its certificate)`);
-    return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode), streams);
+    return new ReceiverClientConn(req.target, this.receiverCredentials(req.targetNode), streams, this.bulkOf(req.targetNode, transport));
+  }
+
+  /** The bulk channel's dialer towards `targetNode` under `transport` (none when the agent has no dialer). */
+  private bulkOf(targetNode: string, transport: DataTransport): { dialer: BulkDialer; transport: DataTransport } | undefined {
+    if (transport === 'bulk' && !this.bulkDialer) throw failedPrecondition('--transport bulk: this agent cannot dial the bulk channel');
+    return this.bulkDialer && { dialer: this.bulkDialer(targetNode), transport };
   }
 
   /** CancelMigration: aborts a migration that has not switched over; returns the phase it was in. */
@@ -126,6 +135,7 @@ export class OutgoingMigrations {
     this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target, streams: conn.streams });
     const result = await engine.run();
     result.migrationId = id;
+    if (conn.transportUsed) result.transport = conn.transportUsed;
     // Owned: the VM runs on the target, which recorded it. The source discards its copy.
     this.host.remove(req.vm);
     await domain.destroy();

@@ -1,6 +1,6 @@
 /**
- * Migrations over several data streams between mutual-TLS agents (real `drover agent`
- * processes): over 2 and 4 streams a dirtying VM moves and verifies (the target's image digest
+ * Migrations over several gRPC Transfer streams (`transport: 'grpc'`; the bulk channel's own
+ * tests are bulk.test.ts) between mutual-TLS agents (real `drover agent` processes): over 2 and 4 streams a dirtying VM moves and verifies (the target's image digest
  * equals the paused source's memory, the guest's own check passes there). A secondary stream cut
  * mid-migration (a TCP proxy in front of the target closes the second connection) fails the whole
  * migration: the VM keeps running on the source, the target discards its copy, and a follow-up
@@ -8,12 +8,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
+import { cuttingProxy } from '../support/cutting-proxy';
 
 const MiB = 2 ** 20;
 
@@ -37,7 +37,7 @@ async function migratesAndVerifies(vm: string, streams: number): Promise<void> {
   const proxy = await cuttingProxy(b.address, 0, 0);
   let r;
   try {
-    r = await a.client.migrateVm(vm, proxy.address, { verify: true, streams }, undefined, '', 'ms-1');
+    r = await a.client.migrateVm(vm, proxy.address, { verify: true, streams, transport: 'grpc' }, undefined, '', 'ms-1');
   } finally {
     proxy.close();
   }
@@ -65,48 +65,13 @@ for (const streams of [2, 4]) {
   });
 }
 
-/**
- * A TCP proxy to `target`: the `cutConnection`-th connection (1-based) is closed once it carried
- * `cutAfterBytes` from the source (0 = none is). Resolves with its address, the connections it took and a stop.
- */
-async function cuttingProxy(target: string, cutConnection: number, cutAfterBytes: number): Promise<{ address: string; cut: () => boolean; connections: () => number; close: () => void }> {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
-  let n = 0;
-  let didCut = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    const nth = ++n;
-    const outbound = net.connect(port, host);
-    sockets.add(inbound).add(outbound);
-    let carried = 0;
-    inbound.on('data', (d) => {
-      carried += d.length;
-      if (nth === cutConnection && carried > cutAfterBytes) {
-        didCut = true;
-        inbound.destroy();
-        outbound.destroy();
-        return;
-      }
-      outbound.write(d);
-    });
-    outbound.on('data', (d) => inbound.write(d));
-    for (const s of [inbound, outbound]) {
-      s.on('error', () => { inbound.destroy(); outbound.destroy(); });
-      s.on('close', () => { inbound.destroy(); outbound.destroy(); sockets.delete(s); });
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const addr = server.address() as net.AddressInfo;
-  return { address: `127.0.0.1:${addr.port}`, cut: () => didCut, connections: () => n, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
-}
-
 test('a secondary stream cut mid-migration rolls back: the VM runs on the source, a follow-up migration verifies', async () => {
   const [a, b] = agents;
   await a.client.createVm(spec('cut1'));
   // Connection 1 carries PrepareIncoming and stream 0; connection 2 is stream 1.
   const proxy = await cuttingProxy(b.address, 2, 4 * MiB);
   try {
-    const err = await codeOf(a.client.migrateVm('cut1', proxy.address, { verify: true, streams: 2, bandwidthBytesPerSec: 32 * MiB }, undefined, '', 'ms-1'));
+    const err = await codeOf(a.client.migrateVm('cut1', proxy.address, { verify: true, streams: 2, bandwidthBytesPerSec: 32 * MiB, transport: 'grpc' }, undefined, '', 'ms-1'));
     assert.ok(proxy.cut(), 'the proxy cut stream 1');
     assert.match(err.code, /UNAVAILABLE|ABORTED|CANCELLED|INTERNAL/, err.message);
     const v0 = await a.client.getVm('cut1');

@@ -9,6 +9,7 @@ import { specToWire, specFromWire } from '../../../migration/wire/spec-codec';
 export { specToWire, specFromWire };
 import { AUTO_CONVERGE_MODES, COMPRESSION_MODES, modeOf, POSTCOPY_MODES, type AutoConvergeMode, type CompressionMode, type MigrationPolicy, type MigrationProgress, type MigrationResult, type MigrationPhase, type PostcopyMode } from '../../../migration/types';
 import { invalidArgument } from '../../../lib/errors';
+import { DATA_TRANSPORTS, type DataTransport } from '../../../migration/wire/protocol';
 import type * as wire from '../../../proto/generated/drover-v1';
 import type { Input } from '../../../proto/load';
 
@@ -105,7 +106,7 @@ export function policyToWire(p: Partial<MigrationPolicy>): wire.MigrationPolicy 
     maxDowntimeMs: p.maxDowntimeMs ?? 0, bandwidthBytesPerSec: p.bandwidthBytesPerSec ?? 0, maxRounds: p.maxRounds ?? 0,
     maxBytesFactor: p.maxBytesFactor ?? 0, timeoutMs: p.timeoutMs ?? 0, streams: p.streams ?? 0, verify: p.verify ?? false,
     externalCommit: false, // deprecated since protocol 2 (the target decides)
-    compress: p.compress ?? '',
+    compress: p.compress ?? '', transport: p.transport ?? '',
     postcopy: p.postcopy ?? '', autoConverge: p.autoConverge ?? '',
   };
 }
@@ -122,12 +123,20 @@ function wireMode<T extends string>(modes: readonly T[], field: string, v: strin
   return mode;
 }
 
+/** A wire data transport ("" = auto); INVALID_ARGUMENT naming an unknown one. */
+export function transportFromWire(v: string | undefined): DataTransport | undefined {
+  if (!v) return undefined;
+  if (!(DATA_TRANSPORTS as readonly string[]).includes(v)) throw invalidArgument(`policy.transport must be one of ${DATA_TRANSPORTS.join(', ')}, got "${v}"`);
+  return v as DataTransport;
+}
+
 /** Wire → partial policy (zero values mean "engine default"). */
 export function policyFromWire(w: wire.MigrationPolicy | null | undefined): Partial<MigrationPolicy> {
   return {
     maxDowntimeMs: w?.maxDowntimeMs || undefined, bandwidthBytesPerSec: w?.bandwidthBytesPerSec || undefined,
     maxRounds: w?.maxRounds || undefined, maxBytesFactor: w?.maxBytesFactor || undefined, timeoutMs: w?.timeoutMs || undefined,
     verify: !!w?.verify, compress: compressFromWire(w?.compress),
+    ...(w?.transport ? { transport: transportFromWire(w.transport) } : {}),
     ...(w?.postcopy ? { postcopy: postcopyModeOf(w.postcopy) } : {}),
     ...(w?.autoConverge ? { autoConverge: autoConvergeOf(w.autoConverge) } : {}),
   };
@@ -147,7 +156,7 @@ export function autoConvergeOf(v: string): AutoConvergeMode {
 export function eventToWire(e: MigrationEventInfo): Input<wire.MigrationEvent> {
   const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1,
     policy: e.result.policy ?? '', policyReason: e.result.policyReason ?? '', throttledMs: e.result.throttledMs ?? 0,
-    pageWaits: e.result.pageWaits ?? 0, pageWaitP50Ms: e.result.pageWaitP50Ms ?? -1, pageWaitP99Ms: e.result.pageWaitP99Ms ?? -1, allPresentMs: e.result.allPresentMs ?? -1 } : undefined;
+    pageWaits: e.result.pageWaits ?? 0, pageWaitP50Ms: e.result.pageWaitP50Ms ?? -1, pageWaitP99Ms: e.result.pageWaitP99Ms ?? -1, allPresentMs: e.result.allPresentMs ?? -1, transport: e.result.transport ?? '' } : undefined;
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
 
@@ -176,6 +185,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       hypervisorDowntimeMs: measured(r.hypervisorDowntimeMs),
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
       ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
+      ...(r.transport === 'grpc' || r.transport === 'bulk' ? { transport: r.transport } : {}),
       ...(r.compressedBatches ? { compressedBatches: r.compressedBatches, compressedPageBytes: Number(r.compressedPageBytes), compressedBytes: Number(r.compressedBytes) } : {}),
       ...(r.policy ? { policy: r.policy as MigrationResult['policy'], policyReason: r.policyReason, throttledMs: r.throttledMs } : {}),
       ...(r.pageWaitP50Ms >= 0 && r.allPresentMs >= 0 && r.mode === 'postcopy' ? { pageWaits: r.pageWaits, pageWaitP50Ms: r.pageWaitP50Ms, pageWaitP99Ms: r.pageWaitP99Ms, allPresentMs: r.allPresentMs } : {}),

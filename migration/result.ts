@@ -23,6 +23,7 @@ export function succeededResult(f: SucceededFields): MigrationResult {
   if (f.hypervisorDowntimeMs !== undefined) r.hypervisorDowntimeMs = f.hypervisorDowntimeMs;
   if (f.throttlePercent !== undefined) r.throttlePercent = f.throttlePercent;
   if (f.pausedMs !== undefined) r.pausedMs = f.pausedMs;
+  if (f.compressReason) r.compressReason = f.compressReason;
   if (f.compressedBatches) { r.compressedBatches = f.compressedBatches; r.compressedPageBytes = f.compressedPageBytes; r.compressedBytes = f.compressedBytes; }
   return r;
 }

@@ -158,6 +158,8 @@ export interface MigrationResult {
   compressedBatches?: number;
   compressedPageBytes?: number;
   compressedBytes?: number;
+  /** Why the batches went raw or LZ4-encoded, with the measured rates behind auto's decision (absent from drivers without page batches). */
+  compressReason?: string;
   /** The data transport the page batches took: Transfer streams or the bulk channel (absent: no page stream, e.g. a QEMU tunnel). */
   transport?: 'grpc' | 'bulk';
   /** What the engine chose: pre-copy alone, pre-copy with throttling, or post-copy (absent from drivers that do not say). */

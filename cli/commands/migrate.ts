@@ -76,8 +76,9 @@ function compressedText(r: MigrationResult): string {
 /** Prints a result as a few human lines. */
 export function printResult(r: MigrationResult): void {
   const why = r.policyReason ? `\n  policy ${r.policy}: ${r.policyReason}${r.throttledMs ? `; throttled for ${formatMs(r.throttledMs)}` : ''}` : '';
+  const compression = r.compressReason ? `\n  compression ${r.compressReason}` : '';
   const pc = r.mode === 'postcopy' ? `, post-copy: ${r.pageWaits ?? 0} page waits (p99 ${formatMs(r.pageWaitP99Ms ?? 0)}), all pages in ${formatMs(r.allPresentMs ?? 0)}` : '';
-  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}${pc}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}${why}`);
+  console.log(`${r.vm}: ${r.outcome} in ${formatMs(r.totalMs)}, downtime ${formatMs(r.downtimeMs)}, ${r.rounds} rounds (${r.stopReason}${r.throttlePercent ? `, guest throttled to ${100 - r.throttlePercent}% speed` : ''}${pc}), ${formatBytes(r.bytesSent)} sent at ${formatRate(r.throughputBytesPerSec)}${compressedText(r)}${r.verified ? ', verified' : ''}${why}${compression}`);
 }
 
 /** Runs the direct migrate form. */

@@ -65,7 +65,11 @@ test('never encodes nothing; always encodes what shrinks and sends the rest raw'
 });
 
 test('a target that does not decode LZ4 gets raw batches whatever the mode', () => {
-  for (const mode of ['always', 'auto'] as const) assert.equal(new BatchCompressor(mode, false).encode(1, simBatch(1)), undefined);
+  for (const mode of ['always', 'auto'] as const) {
+    const c = new BatchCompressor(mode, false);
+    assert.equal(c.encode(1, simBatch(1)), undefined);
+    assert.equal(c.reason, 'raw: the target does not decode LZ4');
+  }
 });
 
 test('auto settles on LZ4 where the link is the bottleneck (1 Gbit/s; the source a third busy; LZ4 at 270 MB/s)', () => {
@@ -77,12 +81,14 @@ test('auto settles on LZ4 where the link is the bottleneck (1 Gbit/s; the source
   const encoded = p.send(n, 1000);
   assert.ok(encoded >= n * 0.7 && encoded < n, `mostly encoded, with raw rechecks (${encoded} of ${n})`);
   assert.equal(p.c.decision, 'lz4', 'the rechecks confirm it');
+  assert.match(p.c.reason, /^auto: LZ4: raw pages acknowledged at \d+(\.\d)? MB\/s with the source \d+% busy; LZ4 costs [\d.]+ CPU ms\/MiB at ratio 0\.\d\d, predicted \d+(\.\d)? MB\/s encoded \(beats raw by 1.2x\)$/);
 });
 
 test('auto settles on raw where the source CPU is the bottleneck (loopback 2 GB/s; 5 ms of CPU per raw MiB)', () => {
   const p = new Path('auto', 2000, 5, 3.9);
   p.send(4 * RAW_RUN_BATCHES);
   assert.equal(p.c.decision, 'raw', JSON.stringify(p.c.estimate));
+  assert.match(p.c.reason, /^auto: raw: .* with the source (9\d|100)% busy; .*\(does not beat raw by 1.2x\)$/);
   assert.ok(p.c.estimate!.cpuShare > 0.9, `CPU-bound (${p.c.estimate!.cpuShare})`);
   const n = 10 * SAMPLE_EVERY_DECIDED;
   const encoded = p.send(n, 1000);
@@ -94,6 +100,7 @@ test('a round ending drops the raw run it cut short', () => {
   p.send(RAW_RUN_BATCHES / 2);
   p.c.roundEnded();
   assert.equal(p.c.decision, undefined);
+  assert.match(p.c.reason, /^auto: raw, undecided/);
   p.send(4 * RAW_RUN_BATCHES, 500);
   assert.equal(p.c.decision, 'lz4');
 });

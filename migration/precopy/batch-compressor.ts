@@ -102,6 +102,19 @@ export class BatchCompressor {
     return this.mode === 'auto' ? this.choice : this.active && this.mode === 'always' ? 'lz4' : 'raw';
   }
 
+  /** Why batches went raw or encoded, in words with the figures behind auto's latest decision (MigrationResult.compressReason). */
+  get reason(): string {
+    if (this.mode === 'never') return 'never: compression is off for this migration';
+    if (!this.peerDecodes) return 'raw: the target does not decode LZ4';
+    if (this.mode === 'always') return `always: every batch LZ4 shrinks below ${MAX_USEFUL_RATIO}x goes encoded`;
+    const e = this.estimate;
+    if (!this.choice || !e) return 'auto: raw, undecided (too few raw batches acknowledged to measure the path)';
+    const mbps = (perMs: number) => `${(perMs / 1000).toFixed(perMs < 10_000 ? 1 : 0)} MB/s`;
+    return `auto: ${this.choice === 'lz4' ? 'LZ4' : 'raw'}: raw pages acknowledged at ${mbps(e.rawRate)} with the source ${Math.round(e.cpuShare * 100)}% busy; ` +
+      `LZ4 costs ${(e.encodeMsPerByte * 2 ** 20).toFixed(2)} CPU ms/MiB at ratio ${e.ratio.toFixed(2)}, predicted ${mbps(e.lz4Rate)} encoded ` +
+      `(${this.choice === 'lz4' ? 'beats' : 'does not beat'} raw by ${PAYS_FACTOR}x)`;
+  }
+
   /**
    * The encoded payload of batch `seq` whose page bytes are `raw`, or undefined to send it raw.
    * `final`: the paused last round, which measures nothing (it goes the way auto chose, raw if

@@ -498,6 +498,7 @@ export class PrecopySource {
       downtimeBreakdown: sw.breakdown, pausedMs: this.pause.ms,
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
       compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
+      compressReason: this.compressor.reason,
     });
     Object.assign(result, this.extra, this.policyOf(sw.pausedAt)); // post-copy: mode and the guest's page waits
     this.enter({ kind: 'done', result });

@@ -287,6 +287,8 @@ export interface MigrationResult {
   compressedBytes: number;
   /** data transport the page batches took: grpc | bulk ("" = not a page stream) */
   transport: string;
+  /** why batches went raw or LZ4-encoded, with auto's measured rates ("" = no page batches) */
+  compressReason: string;
   /** The guest's bill beyond the blackout. Post-copy: page waits on the target (count, p50/p99 ms) and the target's resume until every page was present; -1 = no post-copy. */
   pageWaits: number;
   /** pageWaitP50Ms = 28. */

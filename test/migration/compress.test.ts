@@ -53,6 +53,7 @@ async function migrate(vm: string, compress: CompressionMode): Promise<Migration
 test('compress always: batches go LZ4-encoded, fewer bytes on the wire, the VM verifies on the target', async () => {
   const r = await migrate('cz-always', 'always');
   assert.ok((r.compressedBatches ?? 0) > 0, 'some batches were encoded');
+  assert.match(r.compressReason ?? '', /^always: /, 'the result says why (through the agent, over gRPC)');
   assert.ok((r.compressedBytes ?? 0) < (r.compressedPageBytes ?? 0) * 0.7, `encoded ${r.compressedBytes} of ${r.compressedPageBytes} page bytes`);
   assert.ok(r.bytesSent < r.pageBytes * 0.8, `wire ${r.bytesSent} < page bytes ${r.pageBytes}`);
 });
@@ -60,6 +61,7 @@ test('compress always: batches go LZ4-encoded, fewer bytes on the wire, the VM v
 test('compress never: no batch is encoded and the VM verifies', async () => {
   const r = await migrate('cz-never', 'never');
   assert.equal(r.compressedBatches, undefined);
+  assert.match(r.compressReason ?? '', /^never: /);
   assert.ok(r.bytesSent >= r.pageBytes, 'every page byte on the wire');
 });
 

@@ -186,6 +186,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       ...(r.throttlePercent ? { throttlePercent: r.throttlePercent } : {}),
       ...(r.pausedMs ? { pausedMs: r.pausedMs } : {}),
       ...(r.transport === 'grpc' || r.transport === 'bulk' ? { transport: r.transport } : {}),
+      ...(r.compressReason ? { compressReason: r.compressReason } : {}),
       ...(r.compressedBatches ? { compressedBatches: r.compressedBatches, compressedPageBytes: Number(r.compressedPageBytes), compressedBytes: Number(r.compressedBytes) } : {}),
       ...(r.policy ? { policy: r.policy as MigrationResult['policy'], policyReason: r.policyReason, throttledMs: r.throttledMs } : {}),
       ...(r.pageWaitP50Ms >= 0 && r.allPresentMs >= 0 && r.mode === 'postcopy' ? { pageWaits: r.pageWaits, pageWaitP50Ms: r.pageWaitP50Ms, pageWaitP99Ms: r.pageWaitP99Ms, allPresentMs: r.allPresentMs } : {}),

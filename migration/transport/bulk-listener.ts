@@ -18,6 +18,8 @@ export interface BulkListener {
   /** Start.bulk mode it speaks: "tls" or "tcp". */
   mode: string;
   port: number;
+  /** New TLS options (certificates reloaded): new connections use them, open sockets keep theirs. */
+  reload(tlsOptions: tls.TlsOptions): void;
   close(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ export function startBulkListener(host: string, port: number, tlsOptions: tls.Tl
       resolve({
         mode: tlsOptions ? BULK_TLS : BULK_TCP,
         port: bound,
+        reload: (o) => { if (server instanceof tls.Server) server.setSecureContext(o); },
         close: () => new Promise<void>((r) => {
           for (const s of sockets) s.destroy();
           server.close(() => r());

@@ -61,18 +61,22 @@ export class MessageReader {
         if (this.headFill < LENGTH_PREFIX_BYTES) return;
         this.body = Buffer.allocUnsafe(this.lengthOf(this.head.readUInt32BE(0)));
         this.bodyFill = 0;
+        if (this.body.length === 0) { this.complete(); continue; }
       }
       const take = Math.min(this.body.length - this.bodyFill, chunk.length - at);
       chunk.copy(this.body, this.bodyFill, at, at + take);
       this.bodyFill += take;
       at += take;
-      if (this.bodyFill === this.body.length) {
-        const m = this.body;
-        this.body = undefined;
-        this.headFill = 0;
-        this.onMessage(m);
-      }
+      if (this.bodyFill === this.body.length) this.complete();
     }
+  }
+
+  /** The message being read is whole: hand it out and start the next prefix. */
+  private complete(): void {
+    const m = this.body!;
+    this.body = undefined;
+    this.headFill = 0;
+    this.onMessage(m);
   }
 
   /** True when no message is partly read (a clean end of stream). */

@@ -152,6 +152,49 @@
  * stream failing (closed, cancelled, a bad frame, a frame other than PageBatch on a secondary)
  * fails the whole migration on both sides: the target discards, the source rolls back.
  *
+ * Bulk channel (Start.bulk = "tls" | "tcp", page streams only; libvirt's lesson: the RPC daemon's
+ * tunnel is the slow path, native TLS migration the fast one). The Transfer call stays the
+ * contract and the control stream; only page batches and their acks move to raw sockets, which
+ * carry the same encoded frames and acks, each prefixed by its length (u32 big-endian; at most
+ * MAX_FRAME_BYTES), with the socket's own backpressure (migration/transport/bulk-socket.ts).
+ * Every agent runs one bulk listener beside its gRPC server (bulk-listener.ts; `--bulk off`: none),
+ * a node:tls server with the node certificate that requires a client certificate from the
+ * cluster CA ("tcp" only between --insecure agents). The source offers it in stream 0's Start; a
+ * target that listens in the same mode answers with the port and a join token, and the migration
+ * then runs over 1 + N streams (N = the streams asked for): stream 0 on gRPC, sockets 1..N.
+ *
+ * ```text
+ *  gRPC stream 0: Start(index 0, count N, token, bulk="tls") -> token consumed; join token minted;
+ *                                                 the migration's streams: 1 + N
+ *                       <------------------------ Accepted(window, join_token, bulk_port)
+ *  socket i (i = 1..N), TLS to the host of the Transfer call, bulk_port; the source's node certificate:
+ *             Start(index i, count N+1, join_token, bulk="tls") -> same source identity (TLS) as the
+ *                                                 reservation, join token, index unused, state Receiving
+ *                       <------------------------ Accepted(window)          (on socket i)
+ *  socket i:  PageBatch(seq) ...                  (every batch of every round, the final round's too)
+ *                       <------------------------ BatchAck(seq)  on the socket that carried seq
+ *  gRPC stream 0: Round, Complete(batches = last seq), Abort ---> waits for every batch 1..last seq,
+ *                                                 verifies, resumes, as on one stream
+ *                       <------------------------ Verified, Activated, Owned, PageRequest (post-copy)
+ * ```
+ *
+ * Control stays on gRPC because the switchover's outcome must travel where its refusal codes,
+ * deadlines and the fault table above already hold; it costs the switchover nothing: the final
+ * round's few batches go over the sockets and Complete over stream 0 right behind them, and the
+ * target's wait for "every batch up to last seq" (the same as for parallel streams) costs at most
+ * one socket's delivery latency, already paid by the batch acks. Post-copy pins its batches to
+ * stream 0 (gRPC), as with parallel streams.
+ *
+ * Fallback: a target that answers without bulk_port (it runs with --bulk off, or in another TLS
+ * mode) runs the Transfer streams it was asked for, as before. An unknown Start.bulk value is
+ * INVALID_ARGUMENT (the version rule below). A socket that fails before its Accepted (no route, refused port, failed
+ * handshake, refused join) is replaced by a Transfer stream of the same index with the same join
+ * token (`--transport auto`, the default), or fails the migration (`--transport bulk`; the VM
+ * keeps running on the source). A socket that fails after it joined fails the migration on both
+ * sides like any stream: the target discards, the source rolls back with its dirty bits folded
+ * back. A socket refused at join (a wrong join token, another identity, a stream-0 Start on a
+ * socket, another mode) is closed without an answer; the migration it names is not touched.
+ *
  * Compression: the target's Accepted lists the payload encodings it decodes (`encodings`, a bit
  * per PayloadEncoding); the source may then send any batch LZ4-encoded (PAYLOAD_LZ4) and decides
  * per batch whether to (precopy/batch-compressor.ts: only where it pays on the measured link).
@@ -180,7 +223,8 @@
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
  * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
- * encodings and unknown fields' values are rejected, never ignored.
+ * encodings and unknown fields' values are rejected, never ignored (Start.bulk: "", "tls" or
+ * "tcp"; a joining Start on a bulk socket must carry the listener's mode and an index > 0).
  *
  * Invariants: page ranges are in bounds and never cross a memory slot; a batch's checksum
  * folds its pages' hashes (page-hash.ts); the image digest at Complete must equal the target's

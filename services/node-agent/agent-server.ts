@@ -130,6 +130,9 @@ export class NodeAgentServer {
       const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
       this.bulk = await startBulkListener(host, 0, this.o.tls && tlsServerOptions(filesOf(this.o.tls)), (s, cert) => this.incoming.acceptBulk(s, cert, this.bulk!.mode));
       this.incoming.bulkOffer = { mode: this.bulk.mode, port: this.bulk.port };
+      const reloader = this.o.tls instanceof CertificateReloader ? this.o.tls : undefined;
+      // After SIGHUP's reload new bulk connections present the new certificate, as new gRPC ones do.
+      reloader?.addIdentityCertificateListener(() => this.bulk?.reload(tlsServerOptions(reloader.current())));
     }
     try {
       return await this.bindGrpc(listen);

@@ -26,9 +26,18 @@ export { BULK_MALLOC_TUNABLES } from '../../lib/malloc-tuning';
 export const DATA_PLANE_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
 
 
+/**
+ * Extra node flags for data-plane processes from DROVER_NODE_FLAGS (space-separated), for
+ * profiling the agents a bench or test starts (`DROVER_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR'`:
+ * flags NODE_OPTIONS refuses).
+ */
+function extraNodeFlags(): string[] {
+  return (process.env.DROVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+}
+
 /** Node arguments that run `drover ARGS` with the data-plane flags. */
 export function tunedNodeArgs(args: string[]): string[] {
-  return [...DATA_PLANE_NODE_FLAGS, '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
+  return [...DATA_PLANE_NODE_FLAGS, ...extraNodeFlags(), '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
 }
 
 /** Environment for a tuned agent (on top of `base`). */

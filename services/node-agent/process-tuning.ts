@@ -26,9 +26,21 @@ export { BULK_MALLOC_TUNABLES } from '../../lib/malloc-tuning';
 export const DATA_PLANE_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=256'];
 
 
+/**
+ * `DROVER_CPU_PROF=DIR`: every process started with tunedNodeArgs writes a V8 CPU profile of
+ * each of its threads into DIR when it exits (node refuses --cpu-prof in NODE_OPTIONS).
+ */
+export const CPU_PROF_ENV = 'DROVER_CPU_PROF';
+
+/** Node's profiling flags when CPU_PROF_ENV names a folder, else none. */
+function profilingFlags(): string[] {
+  const dir = process.env[CPU_PROF_ENV];
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** Node arguments that run `drover ARGS` with the data-plane flags. */
 export function tunedNodeArgs(args: string[]): string[] {
-  return [...DATA_PLANE_NODE_FLAGS, '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
+  return [...DATA_PLANE_NODE_FLAGS, ...profilingFlags(), '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
 }
 
 /** Environment for a tuned agent (on top of `base`). */

@@ -25,6 +25,7 @@ import {
 } from './layout';
 import type { WritePattern } from './profiles';
 import { waitForPage, type PageWaitMessage } from './postcopy-pages';
+import { nameThisThread, VCPU_THREAD_PREFIX } from './thread-name';
 
 /** What the driver hands a vCPU thread. */
 export interface VcpuInit {
@@ -302,5 +303,6 @@ class Vcpu {
 }
 
 if (parentPort && workerData) {
+  nameThisThread(`${VCPU_THREAD_PREFIX}${(workerData as VcpuInit).id}`);
   new Vcpu(workerData as VcpuInit).run();
 }

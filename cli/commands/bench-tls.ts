@@ -29,15 +29,20 @@ export interface BenchPair {
   close(): Promise<void>;
 }
 
-/** CPU seconds a process used so far (utime + stime of /proc/PID/stat); NaN where /proc is missing. */
-export function processCpuSeconds(pid: number | undefined): number {
+/** utime + stime in seconds of a /proc stat file; NaN when it cannot be read. */
+function statCpuSeconds(file: string): number {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = fs.readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // fields 14, 15 of stat(5); USER_HZ is 100 on Linux
   } catch {
     return NaN;
   }
+}
+
+/** CPU seconds a process used so far (utime + stime of /proc/PID/stat, all its threads); NaN where /proc is missing. */
+export function processCpuSeconds(pid: number | undefined): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
 }
 
 /** CPU seconds of each thread of `pid` (utime + stime of /proc/PID/task/TID/stat), and whether it is a sim vCPU. */
@@ -47,7 +52,8 @@ function threadCpu(pid: number | undefined, into: Map<string, { vcpu: boolean; f
   for (const tid of tids) {
     try {
       const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8');
-      const s = processCpuSeconds(Number(tid));
+      const s = statCpuSeconds(`/proc/${pid}/task/${tid}/stat`); // /proc/TID/stat would sum the whole process
+      if (Number.isNaN(s)) continue;
       const seen = into.get(tid);
       if (seen) seen.last = s;
       else into.set(tid, { vcpu: comm.startsWith(VCPU_THREAD_PREFIX), first: fresh ? s : 0, last: s });

@@ -2,7 +2,7 @@
  * `drover bench --tls`: the same VMs migrate between plain-text agents and between mutual-TLS
  * agents (a throw-away CA and identities in a temp folder) in one run, and each migration's
  * CPU cost is measured on both agents: utime + stime from /proc/PID/stat around the MigrateVm
- * call, divided by the GB (10^9 bytes) on the wire.
+ * call, less the sim guest's own vCPU threads (cpuMeter), divided by the GB (10^9 bytes) on the wire.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +15,7 @@ import { issueIdentity } from '../../lib/pki/issue';
 import { loadTlsFiles } from '../../lib/pki/tls-files';
 import { clientCredentials } from '../../lib/pki/grpc-credentials';
 import { formatRate } from '../../lib/units';
+import { VCPU_THREAD_PREFIX } from '../../hypervisor/sim/thread-name';
 
 /** A pair of bench agents, their clients, and how they talk. */
 export interface BenchPair {
@@ -28,10 +29,10 @@ export interface BenchPair {
   close(): Promise<void>;
 }
 
-/** CPU seconds a process used so far (utime + stime of /proc/PID/stat); NaN where /proc is missing. */
-export function processCpuSeconds(pid: number | undefined): number {
+/** utime + stime in seconds of a /proc stat file; NaN when it cannot be read. */
+function statCpuSeconds(file: string): number {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = fs.readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // fields 14, 15 of stat(5); USER_HZ is 100 on Linux
   } catch {
@@ -39,12 +40,57 @@ export function processCpuSeconds(pid: number | undefined): number {
   }
 }
 
-/** Starts a meter on both agents; the returned function gives each side's CPU seconds since. */
-export function cpuMeter(pair: BenchPair): () => { source: number; target: number } {
-  const [pa, pb] = pair.procs.map((p) => p.child.pid);
-  const a0 = processCpuSeconds(pa);
-  const b0 = processCpuSeconds(pb);
-  return () => ({ source: processCpuSeconds(pa) - a0, target: processCpuSeconds(pb) - b0 });
+/** CPU seconds a process used so far (utime + stime of /proc/PID/stat, all its threads); NaN where /proc is missing. */
+export function processCpuSeconds(pid: number | undefined): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of each thread of `pid` (utime + stime of /proc/PID/task/TID/stat), and whether it is a sim vCPU. */
+function threadCpu(pid: number | undefined, into: Map<string, { vcpu: boolean; first: number; last: number }>, fresh: boolean): void {
+  let tids: string[];
+  try { tids = fs.readdirSync(`/proc/${pid}/task`); } catch { return; }
+  for (const tid of tids) {
+    try {
+      const comm = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8');
+      const s = statCpuSeconds(`/proc/${pid}/task/${tid}/stat`); // /proc/TID/stat would sum the whole process
+      if (Number.isNaN(s)) continue;
+      const seen = into.get(tid);
+      if (seen) seen.last = s;
+      else into.set(tid, { vcpu: comm.startsWith(VCPU_THREAD_PREFIX), first: fresh ? s : 0, last: s });
+    } catch { /* the thread ended between readdir and read */ }
+  }
+}
+
+/** How often the meter samples the agents' threads: a vCPU thread that ends (its VM destroyed) loses at most this much. */
+const THREAD_SAMPLE_MS = 100;
+
+/** What the meter measured on each side: the agent without its guests' vCPU threads, and those threads. */
+export interface CpuReading {
+  source: number;
+  target: number;
+  /** CPU seconds of the sim guests' vCPU threads (they run inside the agent process). */
+  guest: { source: number; target: number };
+}
+
+/**
+ * Starts a meter on both agents; the returned function gives each side's CPU seconds since:
+ * the whole process (/proc/PID/stat) less the CPU of its sim vCPU threads (named by
+ * hypervisor/sim/thread-name.ts, sampled every THREAD_SAMPLE_MS), which is the guest's, not
+ * the migration's. QEMU guests run in their own processes and are never counted.
+ */
+export function cpuMeter(pair: BenchPair): () => CpuReading {
+  const pids = pair.procs.map((p) => p.child.pid);
+  const p0 = pids.map((pid) => processCpuSeconds(pid));
+  const threads = pids.map(() => new Map<string, { vcpu: boolean; first: number; last: number }>());
+  pids.forEach((pid, i) => threadCpu(pid, threads[i], true));
+  const timer = setInterval(() => pids.forEach((pid, i) => threadCpu(pid, threads[i], false)), THREAD_SAMPLE_MS);
+  return () => {
+    clearInterval(timer);
+    pids.forEach((pid, i) => threadCpu(pid, threads[i], false));
+    const guest = threads.map((m) => [...m.values()].filter((t) => t.vcpu).reduce((a, t) => a + t.last - t.first, 0));
+    const total = pids.map((pid, i) => processCpuSeconds(pid) - p0[i]);
+    return { source: total[0] - guest[0], target: total[1] - guest[1], guest: { source: guest[0], target: guest[1] } };
+  };
 }
 
 /** Starts two agents (`bench-a`, `bench-b`, or `bench-a-tls`, `bench-b-tls` with TLS). */
@@ -92,6 +138,8 @@ export interface TransportCost {
   throughputBytesPerSec: number;
   bytesSent: number;
   cpuSeconds?: { source: number; target: number };
+  /** CPU seconds of the sim guest's vCPU threads, each side (not in cpuSeconds). */
+  guestCpuSeconds?: { source: number; target: number };
   /** Parallel data streams of the migration (1 when absent). */
   streams?: number;
 }
@@ -108,7 +156,7 @@ export function tlsComparison(results: TransportCost[]): string[] {
     if (!r.security || !r.cpuSeconds) continue;
     const c = r.cpuSeconds;
     const transport = `${r.security}${r.transport ? `/${r.transport}` : ''}${r.streams && r.streams !== 1 ? ` x${r.streams === 0xffff ? 'auto' : r.streams}` : ''}`;
-    lines.push(`  ${r.profile.padEnd(9)} ${transport.padEnd(14)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)`);
+    lines.push(`  ${r.profile.padEnd(9)} ${transport.padEnd(14)} ${formatRate(r.throughputBytesPerSec).padStart(12)}  CPU source ${perGb(c.source, r.bytesSent).toFixed(2)} s/GB, target ${perGb(c.target, r.bytesSent).toFixed(2)} s/GB (${(r.bytesSent / 1e9).toFixed(2)} GB on the wire)${r.guestCpuSeconds ? `; guest vCPUs ${r.guestCpuSeconds.source.toFixed(2)}/${r.guestCpuSeconds.target.toFixed(2)} s` : ''}`);
   }
-  return lines.length ? ['', 'transport: plain text vs mutual TLS, same run (CPU = agent process utime+stime during MigrateVm / GB on the wire)', ...lines] : [];
+  return lines.length ? ['', 'transport: plain text vs mutual TLS, same run (CPU = agent process utime+stime during MigrateVm, less the sim guest vCPU threads, / GB on the wire)', ...lines] : [];
 }

@@ -8,7 +8,7 @@ import { parse, str, flag, duration, rate, UsageError } from '../args';
 import { SPEC_OPTIONS, specFromFlags } from './vm';
 import type { AgentClient } from '../../services/node-agent/client/agent-client';
 import { guestBlackoutMs } from '../../services/node-agent/client/agent-codec';
-import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair } from './bench-tls';
+import { cpuMeter, perGb, startBenchPair, tlsComparison, type BenchPair, type CpuReading } from './bench-tls';
 import { PROFILE_NAMES, type ProfileName } from '../../hypervisor/types';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { ProgressLine } from '../progress';
@@ -37,8 +37,10 @@ export interface BenchResult extends MigrationResult {
   diskAckedSeq: number;
   /** How the agents talked (plain text or mutual TLS); `transport` is the data transport the batches took (grpc or bulk). */
   security?: 'plain' | 'tls';
-  /** CPU seconds of each agent process during MigrateVm (utime + stime of /proc/PID/stat). */
+  /** CPU seconds of each agent process during MigrateVm (utime + stime of /proc/PID/stat), less its sim guest's vCPU threads. */
   cpuSeconds?: { source: number; target: number };
+  /** CPU seconds of the sim guests' vCPU threads in each agent during MigrateVm (not in cpuSeconds). */
+  guestCpuSeconds?: { source: number; target: number };
   /** cpuSeconds per GB (10^9 bytes) on the wire, each side. */
   cpuSecondsPerGB?: { source: number; target: number };
   /** Parallel data streams asked for (STREAMS_AUTO = the source picked). */
@@ -62,14 +64,15 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
   /** The target's node name (needed with TLS). */
   targetNode?: string;
   /** Started just before MigrateVm; its result (CPU seconds per side) is read right after. */
-  meter?: () => () => { source: number; target: number };
+  meter?: () => () => CpuReading;
 }): Promise<BenchResult> {
   await a.createVm(spec);
   try {
     await sleep(opts.warmupMs);
     const stop = opts.meter?.();
     const r = await a.migrateVm(spec.name, b.address, { verify: true, maxDowntimeMs: opts.maxDowntimeMs, bandwidthBytesPerSec: opts.bandwidth, streams: opts.streams ?? 1, ...opts.convergence, ...(opts.compress ? { compress: opts.compress } : {}), ...(opts.transport ? { transport: opts.transport } : {}) }, (e) => opts.progress?.update(e), '', opts.targetNode ?? '');
-    const cpuSeconds = stop?.();
+    const reading = stop?.();
+    const cpuSeconds = reading ? { source: reading.source, target: reading.target } : undefined;
     opts.progress?.done();
     const after = await b.getVm(spec.name);
     const beatsAt = after.heartbeatBeats;
@@ -82,7 +85,7 @@ export async function benchOne(a: AgentClient, b: AgentClient, spec: ReturnType<
       verified: memoryVerified && check.ok && running && (!check.diskChecked || check.diskOk),
       guestDowntimeMs: guestBlackoutMs(after), guestMaxGapMs: after.heartbeatMaxGapMs, sentOverNonzero: r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN,
       disk: spec.disk ?? '', diskVerified: check.diskChecked && check.diskOk, diskAckedSeq: check.diskAckedSeq ?? 0,
-      ...(cpuSeconds ? { cpuSeconds, cpuSecondsPerGB: { source: perGb(cpuSeconds.source, r.bytesSent), target: perGb(cpuSeconds.target, r.bytesSent) } } : {}),
+      ...(cpuSeconds ? { cpuSeconds, guestCpuSeconds: reading!.guest, cpuSecondsPerGB: { source: perGb(cpuSeconds.source, r.bytesSent), target: perGb(cpuSeconds.target, r.bytesSent) } } : {}),
     };
   } finally {
     await b.destroyVm(spec.name).catch(() => undefined);

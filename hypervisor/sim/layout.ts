@@ -180,17 +180,23 @@ export function entropyPool(): Uint32Array {
 /** Byte views of the buffers pages are written into (Buffer#fill with a Buffer is one memcpy, also into shared memory). */
 const byteViews = new WeakMap<ArrayBufferLike, Buffer>();
 
+/** A byte view of the whole buffer under `m`, for fillPage's `bytes` (a writer that fills many pages keeps one per buffer). */
+export function pageBytesOf(m: Uint32Array): Buffer {
+  let bytes = byteViews.get(m.buffer);
+  if (!bytes) byteViews.set(m.buffer, bytes = Buffer.from(m.buffer));
+  return bytes;
+}
+
 /**
  * Writes the content of page `pfn` at version `v` into words [base, base + PAGE_WORDS) of `m`:
  * magic, pfn, version, PAGE_ENTROPY_WORDS words of the pool at an offset the (pfn, v) mix picks,
  * then the mix word repeated. A function of (pfn, v) only, so the guest check recomputes it.
+ * `bytes` is a byte view of m's whole buffer (pageBytesOf); the vCPU loop passes its own.
  */
-export function fillPage(m: Uint32Array, base: number, pfn: number, v: number): void {
+export function fillPage(m: Uint32Array, base: number, pfn: number, v: number, bytes: Buffer = pageBytesOf(m)): void {
   const h = mix(pfn, v);
   const off = (h % (ENTROPY_POOL_WORDS - PAGE_ENTROPY_WORDS)) * 4;
-  entropyPool();
-  let bytes = byteViews.get(m.buffer);
-  if (!bytes) byteViews.set(m.buffer, bytes = Buffer.from(m.buffer));
+  if (!poolBytes) entropyPool();
   // TypedArray#set into a SharedArrayBuffer copies word by word; Buffer#fill with a value exactly
   // as long as the range is a memcpy (see receiver.ts copyBytes).
   const at = m.byteOffset + (base + 3) * 4;

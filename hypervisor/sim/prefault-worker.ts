@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { PAGE_WORDS, SLOT_MASK, SLOT_SHIFT } from './layout';
+import { nameThisThread } from './thread-name';
 
 /** What the domain hands the worker. */
 export interface PrefaultJob {
@@ -14,6 +15,7 @@ export interface PrefaultJob {
 }
 
 if (parentPort && workerData) {
+  nameThisThread('drover-prefault');
   const job = workerData as PrefaultJob;
   const views = job.slots.map((s) => new Int32Array(s));
   let pages = 0;

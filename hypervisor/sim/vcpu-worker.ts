@@ -19,12 +19,14 @@ import {
   SLOT_MASK,
   SLOT_SHIFT,
   fillPage,
+  pageBytesOf,
   uniformIndex,
   xoshiro128ss,
   zipfRank,
 } from './layout';
 import type { WritePattern } from './profiles';
 import { waitForPage, type PageWaitMessage } from './postcopy-pages';
+import { nameThisThread, VCPU_THREAD_PREFIX } from './thread-name';
 
 /** What the driver hands a vCPU thread. */
 export interface VcpuInit {
@@ -86,6 +88,8 @@ class Vcpu {
   private readonly R: Float64Array;
   private readonly S: Uint32Array;
   private readonly mem: Uint32Array[];
+  /** One byte view per memory slot (fillPage's memcpy target), made once instead of looked up per write. */
+  private readonly memBytes: Buffer[];
   private readonly hdr: Float64Array;
   private readonly index: Uint32Array;
   private readonly heartbeat: boolean;
@@ -119,6 +123,7 @@ class Vcpu {
     this.R = new Float64Array(init.regs);
     this.S = new Uint32Array(init.regs, 0, 4);
     this.mem = init.slots.map((s) => new Uint32Array(s));
+    this.memBytes = this.mem.map((m) => pageBytesOf(m));
     this.hdr = new Float64Array(init.slots[0], 0, PAGE_WORDS / 2);
     this.index = new Uint32Array(init.slots[0], init.indexStart * PAGE_BYTES, init.pageCount);
     this.heartbeat = init.id === 0;
@@ -186,9 +191,8 @@ class Vcpu {
     const old = index[pfn];
     let v = (old + 1) >>> 0;
     if (v === 0) v = 1;
-    const m = this.mem[pfn >>> SLOT_SHIFT];
-    const base = (pfn & SLOT_MASK) * PAGE_WORDS;
-    fillPage(m, base, pfn, v);
+    const slot = pfn >>> SLOT_SHIFT;
+    fillPage(this.mem[slot], (pfn & SLOT_MASK) * PAGE_WORDS, pfn, v, this.memBytes[slot]);
     const ip = this.indexStart + (pfn >>> 10);
     if (old === 0) {
       setBit(this.populated, pfn);
@@ -302,5 +306,6 @@ class Vcpu {
 }
 
 if (parentPort && workerData) {
+  nameThisThread(`${VCPU_THREAD_PREFIX}${(workerData as VcpuInit).id}`);
   new Vcpu(workerData as VcpuInit).run();
 }

@@ -471,10 +471,10 @@ export class PrecopySource {
   private async memoryMatches(): Promise<boolean> {
     const d = this.o.domain;
     // The source is paused and frozen: its memory is exactly the memory at pause.
-    const actual = await ImageDigest.ofMemory(d.pageCount, d.populatedBitmap(), (pfn) => {
-      const v = d.pageView(pfn, 1);
-      return [new Int32Array(v.buffer, v.byteOffset, PAGE_SIZE / 4), 0];
-    });
+    const actual = await ImageDigest.ofMemory(d.pageCount, d.populatedBitmap(), (first, count) => {
+      const v = d.pageView(first, count);
+      return new Int32Array(v.buffer, v.byteOffset, v.byteLength >> 2);
+    }, d.slotPages);
     const verified = this.window.verified;
     return verified !== undefined && actual.equals(verified.imageDigest);
   }

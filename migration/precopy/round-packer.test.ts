@@ -157,3 +157,13 @@ test('zero and skipped pages inside a copied span: every payload holds exactly t
   const skipped = new Set([10, 11, 12, 50, 51, 120, 121, 122, 123, 124, 125, 126, 127, 128]);
   for (const p of nonzero) assert.equal(sent.has(p), !skipped.has(p), `page ${p} sent unless skipped`);
 });
+
+test('a batch that goes on across the end of a dirty run holds one range; a memory slot boundary still splits it', () => {
+  const all = Array.from({ length: 40 }, (_, p) => p);
+  // Runs end every 8 pages; batches hold 12: without merging, batch 1 would be [0,8, 8,4].
+  const limits: PackLimits = { maxRunPages: 8, maxRangeEntries: 64 };
+  const runs = pack(bitmapOf(40, [0, 40]), memory(40, all), new ImageDigest(40), sinkOf(12), limits).map((o) => o.batch.ranges);
+  assert.deepEqual(runs.filter((r) => r.length > 0), [[0, 12], [12, 12], [24, 12], [36, 4]]);
+  const slotted = pack(bitmapOf(40, [0, 40]), memory(40, all, 16), new ImageDigest(40), sinkOf(12), limits).map((o) => o.batch.ranges);
+  assert.deepEqual(slotted.filter((r) => r.length > 0), [[0, 12], [12, 4, 16, 8], [24, 8, 32, 4], [36, 4]]);
+});

@@ -59,6 +59,18 @@ function emptyBatch(): PackedBatch {
 }
 
 /**
+ * Appends pages [start, end) to a range table, extending its last range when that ends at
+ * `start` in the same memory slot: runs of the dirty bitmap end every maxRunPages pages, and a
+ * batch that goes on across such an end still holds one range (the target decodes an encoded
+ * batch of one range straight into guest RAM).
+ */
+function addRange(ranges: number[], start: number, end: number, slotPages: number): void {
+  const n = ranges.length;
+  if (n > 0 && ranges[n - 2] + ranges[n - 1] === start && start % slotPages !== 0) ranges[n - 1] += end - start;
+  else ranges.push(start, end - start);
+}
+
+/**
  * Packs the pages set in `bitmap` into batches, updating `digest` with every page's hash as it
  * is packed. Yields each batch when its payload is full and when its range table is full at a
  * run's end (such batches always hold something), and finally the round's last batch, which
@@ -71,6 +83,7 @@ function emptyBatch(): PackedBatch {
  */
 export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: ImageDigest, sink: PackSink, limits: PackLimits): Generator<PackedBatch, void> {
   const hashes = digest.hashes;
+  const slot = pages.slotPages;
   let b = emptyBatch();
   let payload = sink.payload;
   let words = sink.words;
@@ -84,8 +97,8 @@ export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: Image
     while (i < count) {
       if (toSkip && testBit(toSkip, first + i)) {
         const pfn = first + i;
-        if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
-        if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+        if (runStart >= 0) { addRange(b.ranges, runStart, pfn, slot); runStart = -1; }
+        if (zeroStart >= 0) { addRange(b.zeroRanges, zeroStart, pfn, slot); zeroStart = -1; }
         b.settled++;
         i++;
         continue;
@@ -102,7 +115,7 @@ export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: Image
         const r = base + (k - i) * PAGE_SIZE;
         const h = hashPage(words, r >> 2);
         if (h === 0) {
-          if (runStart >= 0) { b.ranges.push(runStart, pfn - runStart); runStart = -1; }
+          if (runStart >= 0) { addRange(b.ranges, runStart, pfn, slot); runStart = -1; }
           if (hashes[pfn] === 0) { b.settled++; continue; } // the target holds zeros already
           if (zeroStart < 0) zeroStart = pfn;
           b.zeroPages++;
@@ -110,7 +123,7 @@ export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: Image
           continue;
         }
         if (r !== w) payload.copyWithin(w, r, r + PAGE_SIZE);
-        if (zeroStart >= 0) { b.zeroRanges.push(zeroStart, pfn - zeroStart); zeroStart = -1; }
+        if (zeroStart >= 0) { addRange(b.zeroRanges, zeroStart, pfn, slot); zeroStart = -1; }
         if (runStart < 0) runStart = pfn;
         b.checksum = foldChecksum(b.checksum, pfn, h);
         digest.set(pfn, h);
@@ -121,15 +134,15 @@ export function* packRound(bitmap: Uint32Array, pages: PageSource, digest: Image
       i = j;
       if (b.payloadBytes === payload.length) {
         // Full only when every page of the span was non-zero: the run is open, no zero range is.
-        b.ranges.push(runStart, first + i - runStart);
+        addRange(b.ranges, runStart, first + i, slot);
         runStart = -1;
         yield b;
         b = emptyBatch();
         ({ payload, words, toSkip } = sink);
       }
     }
-    if (runStart >= 0) b.ranges.push(runStart, first + count - runStart);
-    if (zeroStart >= 0) b.zeroRanges.push(zeroStart, first + count - zeroStart);
+    if (runStart >= 0) addRange(b.ranges, runStart, first + count, slot);
+    if (zeroStart >= 0) addRange(b.zeroRanges, zeroStart, first + count, slot);
     if (b.ranges.length + b.zeroRanges.length >= limits.maxRangeEntries) {
       yield b;
       b = emptyBatch();

@@ -1,6 +1,7 @@
 /**
  * LZ4-encoded page batches: a batch built as the source builds it (BatchBuilder, encoding in the
- * trailer) decodes off the wire, applies and leaves the target's pages equal to the source's;
+ * trailer) decodes off the wire, applies and leaves the target's pages equal to the source's
+ * (one range: decoded straight into guest RAM; several: through a buffer);
  * the receiver refuses, naming the batch, a length prefix that disagrees with the range table
  * (before decoding: no frame makes it allocate more than its pages), a block that does not
  * decode, and an encoding it does not know.
@@ -49,11 +50,11 @@ function checksumOf(raw: Buffer): number {
 }
 
 /** Builds the batch as the engine does (BatchBuilder, LZ4 payload in place) and decodes it off the wire. */
-function lz4BatchOffTheWire(raw: Buffer): Batch {
+function lz4BatchOffTheWire(raw: Buffer, ranges = [FIRST, COUNT]): Batch {
   const b = new BatchBuilder(2 ** 20, 2 * 256);
   const encoded = lz4Encode(raw);
   encoded.copy(b.payloadView(), 0);
-  const f = decodeFrame(b.finish(1, [FIRST, COUNT], [], checksumOf(raw), encoded.length, PAYLOAD_LZ4));
+  const f = decodeFrame(b.finish(1, ranges, [], checksumOf(raw), encoded.length, PAYLOAD_LZ4));
   assert.equal(f.kind, 'batch');
   return f as Batch;
 }
@@ -74,6 +75,13 @@ test('an LZ4 batch built as the source builds it decodes, applies and equals the
   assert.ok(f.payload.length < source.length * 0.7, `sim pages compress (${f.payload.length} of ${source.length} bytes)`);
   const [ack] = await m.apply(f);
   assert.deepEqual(ack, acks.batch(1, COUNT * PAGE_SIZE), 'the ack counts page bytes, not encoded bytes');
+  for (let p = 0; p < COUNT; p++) assert.ok(target(FIRST + p).equals(source.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${FIRST + p}`);
+}));
+
+test('an LZ4 batch of two ranges (decoded into a buffer, then copied) equals the source pages too', () => withSourceAndTarget(async (source, m, target) => {
+  const half = COUNT / 2;
+  const [ack] = await m.apply(lz4BatchOffTheWire(source, [FIRST, half, FIRST + half, half]));
+  assert.deepEqual(ack, acks.batch(1, COUNT * PAGE_SIZE));
   for (let p = 0; p < COUNT; p++) assert.ok(target(FIRST + p).equals(source.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${FIRST + p}`);
 }));
 

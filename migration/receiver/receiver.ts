@@ -12,9 +12,9 @@ import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import { capText } from '../../lib/grpc-status';
 import { hashPage, foldChecksum, checksumBytes, ImageDigest } from '../wire/page-hash';
-import { decodePayload } from '../wire/payload-codec';
+import { decodePayload, decodePayloadInto } from '../wire/payload-codec';
 import { copyBytes } from '../wire/frame-codec';
-import { acks, checkRangeTable, validateBatch, versionMismatch, BULK_MODES, MAX_STREAMS, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
+import { acks, checkRangeTable, validateBatch, versionMismatch, BULK_MODES, MAX_STREAMS, PAYLOAD_RAW, PROTOCOL_VERSION, type Ack, type Fence, type Frame } from '../wire/protocol';
 import { AppliedSeqs } from './applied-seqs';
 import { PostcopyTarget } from '../postcopy/postcopy-target';
 
@@ -336,14 +336,18 @@ export class IncomingMigration {
     if (this.streamCount > 1) this.seqs.check(f.seq);
     else if (f.seq !== this.lastSeq + 1) throw invalidArgument(`batch ${f.seq} out of order (expected ${this.lastSeq + 1})`);
     const pageBytes = validateBatch(f, d.pageCount, d.slotPages, PAGE_SIZE) * PAGE_SIZE;
-    const payload = decodePayload(f.seq, f.encoding, f.payload, pageBytes);
+    // An encoded batch of one range decodes straight into the guest's pages; others decode into a buffer first.
+    const inPlace = f.encoding !== PAYLOAD_RAW && f.ranges.length === 2;
+    const payload = inPlace ? undefined : decodePayload(f.seq, f.encoding, f.payload, pageBytes);
     let off = 0;
     let checksum = 0;
     for (let i = 0; i < f.ranges.length; i += 2) {
       const first = f.ranges[i], count = f.ranges[i + 1];
       const view = d.pageView(first, count);
+      const bytes = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
       // copyBytes is a memcpy; Buffer#copy (TypedArray#set) into a SharedArrayBuffer is not.
-      copyBytes(payload, off, Buffer.from(view.buffer, view.byteOffset, view.byteLength), 0, count * PAGE_SIZE);
+      if (payload) copyBytes(payload, off, bytes, 0, count * PAGE_SIZE);
+      else decodePayloadInto(f.seq, f.encoding, f.payload, pageBytes, bytes);
       off += count * PAGE_SIZE;
       const words = new Int32Array(view.buffer, view.byteOffset, (count * PAGE_SIZE) >> 2);
       for (let p = 0; p < count; p++) {

@@ -11,10 +11,15 @@
  * against an adversary (the stream is authenticated by the migration token).
  */
 import { PAGE_SIZE } from '../../hypervisor/types';
+import { dirtyRuns } from './range-table';
 
 const WORDS = PAGE_SIZE / 4;
 const M1 = 0x9e3779b1 | 0;
 const M2 = 0x85ebca77 | 0;
+/** ofMemory reads memory in runs of at most this many pages (1 MiB): one view per run, not one per page. */
+const OF_MEMORY_RUN_PAGES = 256;
+/** ofMemory yields to the event loop after about this many pages (16 MiB). */
+const OF_MEMORY_YIELD_PAGES = 4096;
 
 /**
  * Hashes the page at word offset `wordOffset` of `words`; returns 0 exactly when the page is
@@ -104,16 +109,18 @@ export class ImageDigest {
 
   /**
    * Digest of memory as it is now: hashes every page set in `populated` (clear bits are zero
-   * pages) through `pageWords(pfn)`, yielding to the event loop every 16 MiB.
+   * pages), reading runs of populated pages (at most OF_MEMORY_RUN_PAGES, never across a
+   * multiple of `slotPages`) as one word view each from `runWords(first, count)`, and yielding
+   * to the event loop every 16 MiB.
    */
-  static async ofMemory(pageCount: number, populated: Uint32Array, pageWords: (pfn: number) => [Int32Array, number]): Promise<Buffer> {
+  static async ofMemory(pageCount: number, populated: Uint32Array, runWords: (first: number, count: number) => Int32Array, slotPages = pageCount): Promise<Buffer> {
     const d = new ImageDigest(pageCount);
     let n = 0;
-    for (let pfn = 0; pfn < pageCount; pfn++) {
-      if (((populated[pfn >>> 5] >>> (pfn & 31)) & 1) === 0) continue;
-      const [w, off] = pageWords(pfn);
-      d.set(pfn, hashPage(w, off));
-      if (++n % 4096 === 0) await new Promise((r) => setImmediate(r));
+    for (const [first, count] of dirtyRuns(populated, pageCount, OF_MEMORY_RUN_PAGES, slotPages)) {
+      const w = runWords(first, count);
+      for (let p = 0; p < count; p++) d.set(first + p, hashPage(w, p * WORDS));
+      n += count;
+      if (n >= OF_MEMORY_YIELD_PAGES) { n = 0; await new Promise((r) => setImmediate(r)); }
     }
     return d.digest();
   }

@@ -27,17 +27,20 @@ export const DATA_PLANE_NODE_FLAGS: readonly string[] = ['--initial-old-space-si
 
 
 /**
- * Extra node flags for data-plane processes from DROVER_NODE_FLAGS (space-separated), for
- * profiling the agents a bench or test starts (`DROVER_NODE_FLAGS='--cpu-prof --cpu-prof-dir=DIR'`:
- * flags NODE_OPTIONS refuses).
+ * `DROVER_CPU_PROF=DIR`: every process started with tunedNodeArgs writes a V8 CPU profile of
+ * each of its threads into DIR when it exits (node refuses --cpu-prof in NODE_OPTIONS).
  */
-function extraNodeFlags(): string[] {
-  return (process.env.DROVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+export const CPU_PROF_ENV = 'DROVER_CPU_PROF';
+
+/** Node's profiling flags when CPU_PROF_ENV names a folder, else none. */
+function profilingFlags(): string[] {
+  const dir = process.env[CPU_PROF_ENV];
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
 }
 
 /** Node arguments that run `drover ARGS` with the data-plane flags. */
 export function tunedNodeArgs(args: string[]): string[] {
-  return [...DATA_PLANE_NODE_FLAGS, ...extraNodeFlags(), '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
+  return [...DATA_PLANE_NODE_FLAGS, ...profilingFlags(), '-e', `require(${JSON.stringify(CLI_MAIN)}).main(process.argv.slice(1))`, ...args];
 }
 
 /** Environment for a tuned agent (on top of `base`). */

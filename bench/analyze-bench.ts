@@ -2,9 +2,10 @@
  * Cost-model bench: for each profile (idle, web, db, mmuncher) at two link rates (uncapped
  * loopback and a 1 Gbit/s cap), the prediction of `drover analyze` (the agent's AnalyzeVm
  * observation, then migration/policy/cost-model.ts) against a real migration between two agent
- * processes: total time, bytes and downtime, with the error. The uncapped link is learned as the
- * cluster learns it (services/scheduler/move-cost.ts recordLink): one calibration migration of an
- * idle VM gives the throughput and the fixed set-up time.
+ * processes: total time, bytes and downtime, with the error. The link is learned as the cluster's
+ * migrator learns it (services/scheduler/move-cost.ts foldLink): a calibration migration of an
+ * idle VM, then every uncapped migration of the table folded in after its row (a capped one
+ * measures the cap, not the link); each row is predicted with the link learned before it.
  *
  *   node dist/bench/analyze-bench.js [--mem 256MiB] [--window 2s] [--profiles idle,web] [--json]
  */
@@ -12,6 +13,8 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
 import { predictMigration, type CostPrediction } from '../migration/policy/cost-model';
+import { foldLink } from '../services/scheduler/move-cost';
+import type { LinkRecord } from '../cluster/keyspace';
 import { parseDuration, parseSize } from '../lib/units';
 import type { MigrationResult } from '../migration/types';
 import type { ProfileName } from '../hypervisor/types';
@@ -30,6 +33,8 @@ interface Row {
   actual: { totalMs: number; bytes: number; downtimeMs: number; converged: boolean; throttlePercent: number; stopReason: string; rounds: number };
   errorTotal: number;
   errorBytes: number;
+  /** The learned link the row was predicted with: bytes/s, set-up ms, migrations folded in. */
+  learned: { bytesPerSec: number; setupMs: number; samples: number };
 }
 
 const rel = (a: number, p: number) => (p > 0 ? (a - p) / p : NaN);
@@ -61,17 +66,21 @@ async function main(): Promise<void> {
     const [a, b] = agents;
     // Calibration: the link as the migrator learns it (throughput, and the time outside sending and downtime).
     const cal = (await once(a, b, 'cal', 'idle', mem, 200, { bytesPerSec: 1e9, setupMs: 0 }, 0)).r;
-    const link = { bytesPerSec: cal.throughputBytesPerSec, setupMs: Math.max(0, cal.totalMs - (cal.bytesSent / cal.throughputBytesPerSec) * 1000 - cal.downtimeMs) };
-    if (!values.json) console.log(`  learned link: ${(link.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${link.setupMs.toFixed(0)} ms (one idle ${mem / MiB} MiB migration)`);
+    let learned: LinkRecord | undefined = foldLink(undefined, cal, Date.now());
+    if (!learned) throw new Error(`the calibration migration (${cal.bytesSent} bytes) is no link sample`);
+    if (!values.json) console.log(`  link: learned as the migrator learns links/<from>/<to> (foldLink): the calibration (one idle ${mem / MiB} MiB migration, ${(learned.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${learned.setupMs!.toFixed(0)} ms), then each uncapped row's migration after its row`);
     for (const [label, cap] of [['loopback', 0], ['1Gbit', CAP_BYTES_PER_SEC]] as const) {
       for (const profile of profiles) {
+        const link = { bytesPerSec: learned.bytesPerSec, setupMs: learned.setupMs ?? 0 };
         const { p, r } = await once(a, b, `${profile}-${label.toLowerCase()}`, profile, mem, windowMs, link, cap);
         const row: Row = {
           profile, link: label,
           predicted: { totalMs: p.predictedTotalMs, bytes: p.predictedBytes, downtimeMs: p.predictedDowntimeMs, converges: p.converges, policy: p.policy, throttlePercent: p.throttlePercent, rounds: p.rounds },
           actual: { totalMs: r.totalMs, bytes: r.bytesSent, downtimeMs: r.downtimeMs, converged: !r.throttlePercent && r.stopReason === 'converged', throttlePercent: r.throttlePercent ?? 0, stopReason: r.stopReason, rounds: r.rounds },
           errorTotal: rel(r.totalMs, p.predictedTotalMs), errorBytes: rel(r.bytesSent, p.predictedBytes),
+          learned: { bytesPerSec: link.bytesPerSec, setupMs: link.setupMs, samples: learned.samples },
         };
+        if (cap === 0) learned = foldLink(learned, r, Date.now()) ?? learned;
         rows.push(row);
         if (values.json) console.log(JSON.stringify(row));
       }
@@ -81,12 +90,12 @@ async function main(): Promise<void> {
   }
   if (values.json) return;
   const pct = (x: number) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(0)}%`;
-  console.log(`  ${'profile'.padEnd(9)}${'link'.padEnd(9)}${'total pred/actual (err)'.padEnd(28)}${'MiB pred/actual (err)'.padEnd(26)}${'downtime ms pred/actual'.padEnd(25)}verdict pred/actual`);
+  console.log(`  ${'profile'.padEnd(9)}${'link'.padEnd(9)}${'total pred/actual (err)'.padEnd(28)}${'MiB pred/actual (err)'.padEnd(26)}${'downtime ms pred/actual'.padEnd(25)}${'link MiB/s'.padEnd(12)}verdict pred/actual`);
   for (const x of rows) {
     const verdict = (c: boolean, t: number) => (c ? 'converges' : `throttle ${t}%`);
     console.log(`  ${x.profile.padEnd(9)}${x.link.padEnd(9)}${`${x.predicted.totalMs.toFixed(0)}/${x.actual.totalMs.toFixed(0)} ms (${pct(x.errorTotal)})`.padEnd(28)}`
       + `${`${(x.predicted.bytes / MiB).toFixed(1)}/${(x.actual.bytes / MiB).toFixed(1)} (${pct(x.errorBytes)})`.padEnd(26)}`
-      + `${`${x.predicted.downtimeMs.toFixed(2)}/${x.actual.downtimeMs.toFixed(2)}`.padEnd(25)}${verdict(x.predicted.converges, x.predicted.throttlePercent)} / ${verdict(x.actual.converged, x.actual.throttlePercent)} (${x.actual.stopReason}; rounds ${x.predicted.rounds}/${x.actual.rounds})`);
+      + `${`${x.predicted.downtimeMs.toFixed(2)}/${x.actual.downtimeMs.toFixed(2)}`.padEnd(25)}${`${(Math.min(x.learned.bytesPerSec, x.link === 'loopback' ? Infinity : CAP_BYTES_PER_SEC) / MiB).toFixed(0)} (${x.learned.samples})`.padEnd(12)}${verdict(x.predicted.converges, x.predicted.throttlePercent)} / ${verdict(x.actual.converged, x.actual.throttlePercent)} (${x.actual.stopReason}; rounds ${x.predicted.rounds}/${x.actual.rounds})`);
   }
 }
 

@@ -64,12 +64,14 @@ export const keys = {
 
 /** `links/<from>/<to>`: what finished migrations measured on one node pair (the cost model learns the links). */
 export interface LinkRecord {
-  /** EWMA of the migrations' throughput (bytes on the wire / time spent sending), bytes/s. */
+  /** Weighted moving average of the migrations' throughput (bytes on the wire / time spent sending), bytes/s. */
   bytesPerSec: number;
   /** EWMA of the migrations' time outside sending and downtime (reservation, set-up, verification), ms; absent in older records. */
   setupMs?: number;
   /** Migrations folded into the average. */
   samples: number;
+  /** Their weight in the average (services/scheduler/move-cost.ts foldLink: a move under 64 MiB is part of a sample); absent in older records. */
+  weight?: number;
   /** Date.now() of the last sample. */
   at: number;
 }

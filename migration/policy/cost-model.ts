@@ -24,8 +24,8 @@
  * every throttled round; `converges` stays "without throttling".
  */
 import { DIRTY_RATE_NEAR_LINK } from './convergence';
-import { decideStop, nextThrottle, NO_PROGRESS_RATIO, predictDowntimeMs, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
-import { roundRate } from './rate-control';
+import { decideStop, nextThrottle, NO_PROGRESS_RATIO, predictDowntimeMs, RoundCurve, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
+import { PACER_BURST_BYTES, roundRate } from './rate-control';
 import { wssAt, type WssPoint } from './wss-curve';
 
 export { wssAt, type WssPoint } from './wss-curve';
@@ -126,7 +126,10 @@ function check(i: CostInput): void {
 /** Steps of the to_skip integration over one round (the curve is smooth: more change nothing visible). */
 const SKIP_STEPS = 16;
 
-/** The rounds as the engine would run them: each round's rate (rate-control.ts under a cap) and what it leaves dirty. */
+/**
+ * The rounds as the engine would run them: each round's rate (rate-control.ts under a cap: Xen's
+ * rule, each round starting with the pacer's burst) and what it leaves dirty.
+ */
 class RoundRunner {
   readonly rounds: PredictedRound[] = [];
   total = 0;
@@ -144,12 +147,16 @@ class RoundRunner {
   /** Sends `bytes` as the next round with the guest at `speed` of its pace; returns what it left dirty. */
   round(bytes: number, speed = 1): number {
     const cap = this.i.capBytesPerSec ?? 0;
-    const r = cap > 0 ? Math.min(this.i.linkBytesPerSec, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : this.i.linkBytesPerSec;
+    const link = this.i.linkBytesPerSec;
+    const r = cap > 0 ? Math.min(link, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : link;
     const sent = this.unskipped(bytes, r, speed);
-    const ms = (sent / r) * 1000;
+    // Paced, a round starts with the pacer's burst (setRate), which goes at the link's rate.
+    const burst = cap > 0 ? Math.min(sent, PACER_BURST_BYTES) : 0;
+    const ms = ((sent - burst) / r + burst / link) * 1000;
     this.rounds.push({ bytes: sent, ms });
     this.total += sent;
-    if (sent >= MIN_TIMED_ROUND_BYTES) this.timedRate = r;
+    // The engine times a round by its bytes over its length (precopy/source-stats.ts recordRound).
+    if (sent >= MIN_TIMED_ROUND_BYTES && ms > 0) this.timedRate = (sent * 1000) / ms;
     const next = wssAt(this.i.wss, ms * speed, this.i.dirtyRateBytesPerSec * speed, this.i.memBytes);
     this.prevDirtyRate = ms > 0 ? (next * 1000) / ms : 0;
     return next;
@@ -182,8 +189,8 @@ class RoundRunner {
 
 /**
  * Predicts a pre-copy migration (see the file comment): the engine's rounds and its stop rule
- * (stop-conditions.ts decideStop, fed the input curve at the guest's throttled speed), and its
- * auto-converge on a stall.
+ * (stop-conditions.ts decideStop, fed what the engine's RoundCurve would hold: the predicted
+ * rounds' lengths and what they left dirty, at the current throttle), and its auto-converge on a stall.
  */
 export function predictMigration(i: CostInput): CostPrediction {
   check(i);
@@ -195,6 +202,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const throttles = i.autoConverge !== false && !i.postcopyAvailable;
   const policy = { maxDowntimeMs: i.maxDowntimeMs, bandwidthBytesPerSec: i.capBytesPerSec ?? 0, maxRounds, maxBytesFactor: maxBytes / i.memBytes, timeoutMs: 0, verify: false };
   const run = new RoundRunner(i);
+  const seen = new RoundCurve();
   let send = Math.min(i.nonzeroBytes, i.memBytes);
   let throttle = 0;
   let stalled = 0;
@@ -208,11 +216,12 @@ export function predictMigration(i: CostInput): CostPrediction {
     const sentThis = run.total - before;
     stalled = send >= NO_PROGRESS_RATIO * lastDirty ? stalled + 1 : 0;
     lastDirty = send;
-    const speed = speedAt(throttle);
+    // The engine's stop rule knows only the curve its own rounds measured at this throttle.
+    seen.observe(run.rounds[run.rounds.length - 1].ms, send, throttle);
     const decided = decideStop({
       round: run.rounds.length, dirtyBytes: send, sentThisRound: sentThis, sentPreviousRound: prevSent, sentTotal: run.total,
       throughputBytesPerSec: run.predictionRate, memBytes: i.memBytes, elapsedMs: 0, roundsWithoutProgress: stalled,
-      wss: i.wss.map((p) => ({ windowMs: p.windowMs / speed, bytes: p.bytes })), dirtyRateBytesPerSec: run.prevDirtyRate,
+      wss: seen.at(throttle), dirtyRateBytesPerSec: run.prevDirtyRate,
     }, policy, 0);
     const reason: typeof end | undefined = decided === 'converged' ? 'fits' : decided === 'max-rounds' || decided === 'max-bytes' || decided === 'stalled' ? decided : undefined;
     prevSent = sentThis;

@@ -24,6 +24,9 @@ export function roundRate(round: number, dirtyRateBytesPerSec: number, capBytesP
   return Math.min(capBytesPerSec, Math.max(want, XEN_START_RATE));
 }
 
+/** The pacer's burst: a round starts with this many bytes' worth of tokens (setRate), sent at once. */
+export const PACER_BURST_BYTES = 1024 * 1024;
+
 /** Token-bucket pacer: `take(bytes)` resolves when sending `bytes` keeps within the rate. */
 export class Pacer {
   private rate = 0;
@@ -31,14 +34,14 @@ export class Pacer {
   private last = performance.now();
 
   /** Sets the rate in bytes/s (0 = unlimited) and the burst allowance in bytes. */
-  setRate(bytesPerSec: number, burstBytes = 1024 * 1024): void {
+  setRate(bytesPerSec: number, burstBytes = PACER_BURST_BYTES): void {
     this.rate = bytesPerSec;
     this.burst = burstBytes;
     this.tokens = burstBytes;
     this.last = performance.now();
   }
 
-  private burst = 1024 * 1024;
+  private burst = PACER_BURST_BYTES;
 
   /** Current rate (0 = unlimited). */
   get bytesPerSec(): number {

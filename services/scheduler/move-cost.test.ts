@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dirtyingOf, linkRate, outboundRate, vmMoveCost, DEFAULT_SETUP_MS } from './move-cost';
+import { dirtyingOf, foldLink, linkRate, outboundRate, vmMoveCost, DEFAULT_SETUP_MS, LINK_EWMA_ALPHA } from './move-cost';
 import { DEFAULT_LINK_BYTES_PER_SEC } from '../../migration/policy/cost-model';
 import type { HeartbeatVm, LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
@@ -44,4 +44,26 @@ test('a move over a slow measured link costs more time than over the default; a 
   const munch = vmMoveCost({ ...web, profile: 'mmuncher' }, 'a', hb({ dirtyRateBytesPerSec: 3000 * MiB }), new Map());
   assert.equal(munch.converges, false);
   assert.equal(munch.prediction.policy, 'throttle');
+});
+
+test('links learn from large moves: a small first move\'s start-up-bound rate gives way to the first large one; later small moves barely move it', () => {
+  const sample = (mib: number, mibPerSec: number, setupMs = 40) => ({ bytesSent: mib * MiB, throughputBytesPerSec: mibPerSec * MiB, totalMs: setupMs + (mib / mibPerSec) * 1000 + 3, downtimeMs: 3 });
+  assert.equal(foldLink(undefined, sample(4, 40), 1), undefined, 'a 4 MiB move is no sample');
+  const first = foldLink(undefined, sample(16, 40), 1)!;
+  assert.equal(first.bytesPerSec, 40 * MiB);
+  assert.ok(Math.abs(first.setupMs! - 40) < 1e-6);
+  const second = foldLink(first, sample(128, 130), 2)!;
+  assert.ok(second.bytesPerSec > 110 * MiB, `after a 128 MiB move at 130 MiB/s: ${second.bytesPerSec / MiB} MiB/s`);
+  // Settled (weights up to 1 / alpha): a small move takes a share in proportion to its size.
+  let settled = second;
+  for (let i = 0; i < 4; i++) settled = foldLink(settled, sample(128, 130), 3 + i)!;
+  const small = foldLink(settled, sample(16, 40), 10)!;
+  assert.ok(settled.bytesPerSec - small.bytesPerSec < 0.1 * (settled.bytesPerSec - 40 * MiB), `${small.bytesPerSec / MiB} vs ${settled.bytesPerSec / MiB}`);
+  assert.equal(small.samples, 7);
+  // A large move after a settled link: the moving average's share.
+  const big = foldLink(settled, sample(256, 60), 11)!;
+  assert.ok(Math.abs(big.bytesPerSec - (settled.bytesPerSec + LINK_EWMA_ALPHA * (60 * MiB - settled.bytesPerSec))) < 1);
+  // A record written before weights: its samples count as full ones.
+  const old = foldLink({ bytesPerSec: 100 * MiB, setupMs: 50, samples: 5, at: 1 }, sample(16, 40), 12)!;
+  assert.ok(Math.abs(old.bytesPerSec - (100 - LINK_EWMA_ALPHA * 0.25 * 60) * MiB) < 1, `${old.bytesPerSec / MiB}`);
 });

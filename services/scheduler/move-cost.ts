@@ -19,8 +19,15 @@ import type { MoveCost } from './planner';
 export const DEFAULT_SETUP_MS = 50;
 /** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */
 export const LINK_EWMA_ALPHA = 0.3;
-/** Smallest migration (bytes sent) whose throughput counts as a link sample: smaller ones measure set-up, not the link. */
-export const MIN_LINK_SAMPLE_BYTES = 4 * 2 ** 20;
+/** Smallest migration (bytes sent) whose throughput counts as a link sample: smaller ones measure set-up, not the link (4 MiB idle moves measured 44 and 136 MiB/s back to back). */
+export const MIN_LINK_SAMPLE_BYTES = 8 * 2 ** 20;
+/**
+ * A migration this large (bytes sent) is a full sample of the link; a smaller one weighs in
+ * proportion to its size. Its round 1 carries the stream's start-up (connection, window ramp,
+ * the compressor's first raw run): an idle 16-32 MiB move measured 40-85 MiB/s on loopback where
+ * 64-128 MiB moves of the same guest ran at 120-135 MiB/s (and their later rounds as fast).
+ */
+export const LINK_FULL_SAMPLE_BYTES = 64 * 2 ** 20;
 /** Window of the spec-derived WSS prior's first point, ms (the observation's finest window). */
 const PRIOR_FIRST_WINDOW_MS = 10;
 
@@ -124,21 +131,42 @@ export function pairKey(from: string, to: string): string {
   return `${from}/${to}`;
 }
 
+/** What a finished migration tells about its link (MigrationResult's fields). */
+export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs'>;
+
 /**
- * Folds one finished migration into the pair's moving averages (skipped for tiny moves): its
- * throughput, and its time outside sending and the downtime (the fixed set-up).
+ * A link record with one more migration folded in (`now` its time), or undefined when the
+ * migration is no sample (under MIN_LINK_SAMPLE_BYTES, no rate). The throughput and the set-up
+ * (time outside sending and the downtime) are weighted averages: a sample weighs
+ * min(1, bytesSent / LINK_FULL_SAMPLE_BYTES), and its share is its weight over the record's
+ * weight so far, until that reaches 1 / LINK_EWMA_ALPHA; from then on a moving average
+ * (a full sample takes LINK_EWMA_ALPHA). So a small first move's start-up-bound rate gives way
+ * to the first large move, and later small moves barely move a settled link.
  */
-export async function recordLink(etcd: Etcd3, from: string, to: string, r: Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs'>): Promise<LinkRecord | undefined> {
+export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number): LinkRecord | undefined {
   const rate = r.throughputBytesPerSec;
   if (!(r.bytesSent >= MIN_LINK_SAMPLE_BYTES && rate > 0 && Number.isFinite(rate))) return undefined;
   const setup = Math.max(0, r.totalMs - (r.bytesSent / rate) * 1000 - r.downtimeMs);
-  const ewma = (cur: number | undefined, x: number) => (cur !== undefined && cur >= 0 ? cur + LINK_EWMA_ALPHA * (x - cur) : x);
-  return updateJson<LinkRecord>(etcd, keys.link(from, to), (cur) => ({
-    bytesPerSec: ewma(cur && cur.bytesPerSec > 0 ? cur.bytesPerSec : undefined, rate),
-    setupMs: ewma(cur?.setupMs, setup),
+  const w = Math.min(1, r.bytesSent / LINK_FULL_SAMPLE_BYTES);
+  const known = cur && cur.bytesPerSec > 0 ? cur : undefined;
+  // Records written before weights were kept hold full samples.
+  const before = known ? Math.min(known.weight ?? known.samples, 1 / LINK_EWMA_ALPHA) : 0;
+  const weight = Math.min(before + w, 1 / LINK_EWMA_ALPHA);
+  const share = w / weight;
+  const avg = (old: number | undefined, x: number) => (old !== undefined && old >= 0 && before > 0 ? old + share * (x - old) : x);
+  return {
+    bytesPerSec: avg(known?.bytesPerSec, rate),
+    setupMs: avg(known?.setupMs, setup),
     samples: (cur?.samples ?? 0) + 1,
-    at: Date.now(),
-  }));
+    weight,
+    at: now,
+  };
+}
+
+/** Folds one finished migration into the pair's record (foldLink; skipped for tiny moves). */
+export async function recordLink(etcd: Etcd3, from: string, to: string, r: LinkSample): Promise<LinkRecord | undefined> {
+  if (!foldLink(undefined, r, 0)) return undefined;
+  return updateJson<LinkRecord>(etcd, keys.link(from, to), (cur) => foldLink(cur, r, Date.now())!);
 }
 
 /** The model's prediction for moving a VM with dirtying `d` over `link`. */

@@ -176,6 +176,10 @@ export interface MigrationResult {
   pageWaitP99Ms?: number;
   /** Post-copy: the target's resume until every page was present, ms. */
   allPresentMs?: number;
+  /** Post-copy recovery: how long the stream was down in total (vCPUs needing missing pages waited), ms (absent when it never dropped). */
+  postcopyStalledMs?: number;
+  /** Post-copy recovery: how many times the source reconnected (absent when it never dropped). */
+  postcopyRecoveries?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

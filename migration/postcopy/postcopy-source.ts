@@ -4,6 +4,8 @@
  * pages the target still lacks); the target resumes at once. Then the source serves the target's
  * page requests ahead of a background push of the rest, each page once, with at most
  * POSTCOPY_WINDOW_BYTES unacknowledged, and ends with a Complete carrying the image digest.
+ * A stream that drops after the switch is reconnected (postcopy-recovery.ts) and serving goes on
+ * from the pages the target says it still lacks.
  */
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
@@ -14,6 +16,7 @@ import type { BatchWindow } from '../precopy/batch-window';
 import type { SourceStats } from '../precopy/source-stats';
 import type { SourcePhase, Switchover } from '../precopy/source-phase';
 import { missingTable, pagesOfTable } from './missing-table';
+import { reconnect, type RecoveryEngine } from './postcopy-recovery';
 
 /** Bytes of post-copy pages unacknowledged at most: a requested page waits behind this much push (4 ms at 1 GB/s). */
 export const POSTCOPY_WINDOW_BYTES = 4 * 1024 * 1024;
@@ -22,8 +25,8 @@ const PUSH_PAGES = 256;
 /** Pages after a requested one sent with it (guests touch neighbouring pages next; a sequential writer waits once per run). */
 const REQUEST_PREFETCH_PAGES = 15;
 
-/** What post-copy needs of the pre-copy engine that runs it. */
-export interface PostcopyEngine {
+/** What post-copy needs of the pre-copy engine that runs it (RecoveryEngine: reconnecting after a drop). */
+export interface PostcopyEngine extends RecoveryEngine {
   readonly migrationId: string;
   readonly domain: PagedDomain;
   /** The frame stream's one post-copy need: every batch on stream 0 (parallel streams). */
@@ -48,6 +51,9 @@ export interface PostcopyOutcome {
   pageWaitP50Ms: number;
   pageWaitP99Ms: number;
   allPresentMs: number;
+  /** How long the stream was down in total (the target's count; the source's when it gave none), ms; reconnections. */
+  stalledMs: number;
+  recoveries: number;
 }
 
 /** Runs post-copy from the last pre-copy round's dirty `bitmap` to the target's PostcopyDone. */
@@ -82,16 +88,47 @@ export async function runPostcopy(e: PostcopyEngine, bitmap: Uint32Array): Promi
   e.enter({ kind: 'activating', switchover: sw });
   // Out of the blackout: the pages to push (the table's, which may be coarser than the dirty set).
   const pending = pagesOfTable(missing, bitmap.length);
+  const atSwitch = Uint32Array.from(pending);
   unsettle(e.digest, pending);
+  let recoveries = 0, attempts = 0, stalledMs = 0, finished = false;
+  for (;;) {
+    try {
+      await serveToTheEnd(e, pending, sw.pausedWall, finished);
+      break;
+    } catch (err) {
+      const dropAt = performance.now();
+      const r = await reconnect(e, w.failure ?? DroverError.from(err), atSwitch, attempts + 1);
+      stalledMs += performance.now() - dropAt;
+      attempts = r.attempts;
+      recoveries++;
+      w.continueFrom(r.batches);
+      w.activatedAt ??= r.resumedAtMs; // the Activated ack may have died with the stream
+      finished = r.done;
+      pending.set(r.missing); // the target's present bitmap is the truth
+      unsettle(e.digest, pending); // a zero page sent in a lost batch is sent again
+    }
+  }
+  const done = w.postcopyDone!;
+  return {
+    switchover: sw, pageWaits: done.pageWaits, pageWaitP50Ms: done.pageWaitP50Ms, pageWaitP99Ms: done.pageWaitP99Ms, allPresentMs: done.allPresentMs,
+    stalledMs: recoveries > 0 ? (done.stalledMs || Math.round(stalledMs * 1000) / 1000) : 0, recoveries: done.recoveries || recoveries,
+  };
+}
+
+/**
+ * From the switch (or a reconnection) to PostcopyDone: waits for the target's resume, serves
+ * `pending`, then sends the final Complete with the image digest unless the target `finished`
+ * already (a resume after it verified: Verified and PostcopyDone come again on their own).
+ */
+async function serveToTheEnd(e: PostcopyEngine, pending: Uint32Array, pausedWall: number, finished: boolean): Promise<void> {
+  const w = e.window;
   await w.until(() => w.activatedAt !== undefined);
   w.limitWindow(POSTCOPY_WINDOW_BYTES);
   await servePages(e, pending);
   await w.untilDrained();
   await w.until(() => w.owned);
-  await e.send(frames.complete(e.digest.digest(), w.lastSeq, e.stats.round, sw.pausedWall, true, 0));
+  if (!finished) await e.send(frames.complete(e.digest.digest(), w.lastSeq, e.stats.round, pausedWall, true, 0));
   await w.until(() => w.verified !== undefined && w.postcopyDone !== undefined);
-  const done = w.postcopyDone!;
-  return { switchover: sw, pageWaits: done.pageWaits, pageWaitP50Ms: done.pageWaitP50Ms, pageWaitP99Ms: done.pageWaitP99Ms, allPresentMs: done.allPresentMs };
 }
 
 /** A page hash no zero page has: recorded for a missing page the target holds as zeros, so the packer sends it (as a zero range) instead of settling it. */

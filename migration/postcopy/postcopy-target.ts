@@ -16,6 +16,10 @@ export interface PageWaitFigures {
   pageWaitP99Ms: number;
   /** The target's resume until every page was present, ms. */
   allPresentMs: number;
+  /** How long the post-copy stream was down in total (the VM waited for its source to reconnect), ms. */
+  stalledMs: number;
+  /** How many times the source reconnected. */
+  recoveries: number;
 }
 
 /** The `q` quantile (0..1) of `values` (nearest rank), 0 for none. */
@@ -32,11 +36,46 @@ const round3 = (v: number): number => Math.round(v * 1000) / 1000;
 export class PostcopyTarget {
   private readonly resumedAt = performance.now();
   private allPresentAt: number | undefined;
+  /** Pages a vCPU asked for and that have not come yet (re-requested after a reconnection). */
+  private readonly requested = new Set<number>();
+  /** Post-copy recovery: when the stream dropped (undefined while attached), the time it was down, the reconnections. */
+  private detachedAt: number | undefined;
+  private stalledMs = 0;
+  private recoveries = 0;
 
   /** `request`: sends an ack to the source on stream 0 (the PageRequest of a vCPU's fault). */
   constructor(private readonly pages: PostcopyPageAccess, private readonly migrationId: string, request: (a: Ack) => void) {
-    pages.onFault = (pfn) => request(acks.pageRequest([pfn, 1]));
+    pages.onFault = (pfn) => {
+      this.requested.add(pfn);
+      request(acks.pageRequest([pfn, 1]));
+    };
     if (pages.missingPages === 0) this.allPresentAt = this.resumedAt;
+  }
+
+  /** The stream dropped: the VM keeps running and its vCPUs keep waiting for missing pages; the stall clock starts. */
+  detached(): void {
+    this.detachedAt ??= performance.now();
+  }
+
+  /**
+   * The source reconnected: ends the stall (returns its length, ms) and returns the bitmap of
+   * the pages still missing of the VM's `pageCount` and the range table of those a vCPU waits for.
+   */
+  reattached(pageCount: number): { stalledMs: number; missing: Uint32Array; requested: number[] } {
+    const stalled = this.detachedAt === undefined ? 0 : performance.now() - this.detachedAt;
+    this.detachedAt = undefined;
+    this.stalledMs += stalled;
+    this.recoveries++;
+    const missing = new Uint32Array(Math.ceil(pageCount / 32));
+    if (this.pages.missingPages > 0) {
+      for (let p = 0; p < pageCount; p++) if (this.pages.isMissing(p)) missing[p >>> 5] |= 1 << (p & 31);
+    }
+    const requested: number[] = [];
+    for (const p of [...this.requested].sort((a, b) => a - b)) {
+      if (this.pages.isMissing(p)) requested.push(p, 1);
+      else this.requested.delete(p);
+    }
+    return { stalledMs: stalled, missing, requested };
   }
 
   /** Pages still missing. */
@@ -60,6 +99,7 @@ export class PostcopyTarget {
     for (const table of [f.ranges, f.zeroRanges]) {
       for (let i = 0; i < table.length; i += 2) this.pages.markPresent(table[i], table[i + 1]);
     }
+    if (this.requested.size > 0) for (const p of this.requested) if (!this.pages.isMissing(p)) this.requested.delete(p);
     if (this.pages.missingPages === 0 && this.allPresentAt === undefined) this.allPresentAt = performance.now();
   }
 
@@ -75,6 +115,7 @@ export class PostcopyTarget {
     return {
       pageWaits: w.length, pageWaitP50Ms: round3(quantile(w, 0.5)), pageWaitP99Ms: round3(quantile(w, 0.99)),
       allPresentMs: round3((this.allPresentAt ?? performance.now()) - this.resumedAt),
+      stalledMs: round3(this.stalledMs + (this.detachedAt === undefined ? 0 : performance.now() - this.detachedAt)), recoveries: this.recoveries,
     };
   }
 

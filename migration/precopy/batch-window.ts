@@ -31,8 +31,8 @@ export class BatchWindow {
   private waiters: (() => void)[] = [];
   private firstFailure: DroverError | undefined;
   private signalFailed!: () => void;
-  /** Resolves when the migration failed (to race against waits on other things). */
-  readonly failed = new Promise<void>((r) => { this.signalFailed = r; });
+  /** Resolves when the migration failed (to race against waits on other things; renewed by a post-copy recovery). */
+  failed = new Promise<void>((r) => { this.signalFailed = r; });
   /** The target accepted Start. */
   accepted = false;
   /** The target's Verified ack, once it came. */
@@ -47,6 +47,8 @@ export class BatchWindow {
   pageRequests: number[] = [];
   /** Post-copy: the target's PostcopyDone (every page there, its guest's waits), once it came. */
   postcopyDone: Extract<Ack, { kind: 'postcopyDone' }> | undefined;
+  /** Post-copy recovery: the target's Resumed ack to the latest reconnection, once it came. */
+  resumed: Extract<Ack, { kind: 'resumed' }> | undefined;
   /** When the latest ack arrived (performance.now()). */
   lastAckAt = performance.now();
   /** The payload encodings the target decodes (Accepted.encodings; 0 = raw only). */
@@ -106,6 +108,9 @@ export class BatchWindow {
       case 'postcopyDone':
         this.postcopyDone = ack;
         break;
+      case 'resumed':
+        this.resumed = ack;
+        break;
       case 'batch':
         // Acks are cumulative: every batch up to `seq` landed.
         while (this.inflight.length > 0 && this.inflight[0].seq <= ack.seq) {
@@ -148,6 +153,26 @@ export class BatchWindow {
       await new Promise<void>((r) => this.waiters.push(r));
     }
     this.check();
+  }
+
+  /**
+   * Post-copy recovery: the old stream is gone with whatever it had in flight. Forgets the
+   * failure, the batches in flight (their builders too: the dead call may still hold them) and
+   * the page requests (the target repeats those that still wait) and the previous Resumed.
+   */
+  resetForResume(): void {
+    this.firstFailure = undefined;
+    this.failed = new Promise<void>((r) => { this.signalFailed = r; });
+    this.inflight.length = 0;
+    this.inflightBytes = 0;
+    this.pageRequests = [];
+    this.resumed = undefined;
+    this.lastAckAt = performance.now();
+  }
+
+  /** Post-copy recovery: the target applied batches up to `lastSeq`; the next batch is `lastSeq + 1`. */
+  continueFrom(lastSeq: number): void {
+    this.seq = lastSeq;
   }
 
   /** Lowers the window to `bytes` (post-copy: requested pages must not queue behind a long push). */

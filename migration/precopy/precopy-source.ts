@@ -92,6 +92,10 @@ export interface PrecopySourceOptions {
    * the source resumes) or cannot tell ('unknown': the source stays paused). Absent = unknown.
    */
   resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
+  /** Post-copy recovery: opens a new stream to the target (postcopy-recovery.ts); absent, a dropped post-copy stream loses the VM. */
+  reconnect?: () => FrameChannel;
+  /** A line for the agent's log (post-copy recovery). */
+  log?: (e: Record<string, unknown>) => void;
 }
 
 /** What the source learns of a switchover whose stream broke after Complete. */
@@ -135,14 +139,39 @@ export class PrecopySource {
   private throttleSince = 0;
   /** Post-copy's figures for the result. */
   private extra: Partial<MigrationResult> = {};
+  /** The stream to the target: o.channel, or the latest post-copy reconnection's; `epoch` tells the current one's acks from a dead one's. */
+  private channel!: FrameChannel;
+  private epoch = 0;
 
   constructor(private readonly o: PrecopySourceOptions) {
     this.digest = new ImageDigest(o.domain.pageCount);
-    o.channel.onAck((ack) => this.window.handleAck(ack), (err) => this.window.fail(err));
+    this.bind(o.channel);
     o.signal?.addEventListener('abort', () => {
       const p = this.phase;
       if (!PHASES_AFTER_SWITCHOVER.has(p.kind) && !isCommitted(p)) this.window.fail(new DroverError('CANCELLED', `migration ${o.migrationId} cancelled in phase ${p.kind}`));
     });
+  }
+
+  /** Makes `ch` the stream to the target: its acks and failure reach the window; an older stream's no longer do. */
+  private bind(ch: FrameChannel): void {
+    const epoch = ++this.epoch;
+    this.channel = ch;
+    ch.onAck((ack) => { if (epoch === this.epoch) this.window.handleAck(ack); }, (err) => { if (epoch === this.epoch) this.window.fail(err); });
+  }
+
+  /** Post-copy recovery: ends the current stream and binds a new one; false without a reconnect option. */
+  private reopen(): boolean {
+    if (!this.o.reconnect) return false;
+    const old = this.channel;
+    this.epoch++; // the old stream's late errors are no longer this migration's
+    try { old.end(); } catch { /* stream gone */ }
+    this.bind(this.o.reconnect());
+    return true;
+  }
+
+  /** True after the switch to post-copy until it ended (the target runs the VM with pages still here). */
+  get inPostcopy(): boolean {
+    return this.postcopyChosen && isCommitted(this.phase) && this.phase.kind !== 'done' && !this.lost;
   }
 
   /** How long the source has been paused in this migration, ms (MigrationResult.pausedMs; read on failure too). */
@@ -234,7 +263,7 @@ export class PrecopySource {
   /** Start, until the target accepted it; then the dirty log runs. */
   private async handshake(): Promise<void> {
     const d = this.o.domain;
-    this.o.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount, this.o.fence));
+    this.channel.write(frames.start(this.o.migrationId, this.o.token, PAGE_SIZE, d.pageCount, this.o.fence));
     await this.window.until(() => this.window.accepted);
     const lz4 = (this.window.peerEncodings & encodingBit(PAYLOAD_LZ4)) !== 0;
     this.compressor = new BatchCompressor(this.o.policy.compress ?? 'auto', lz4);
@@ -322,7 +351,7 @@ export class PrecopySource {
   private async send(frame: Frame | Buffer): Promise<void> {
     this.window.check();
     this.stats.bytesSent += Buffer.isBuffer(frame) ? frame.length : 0;
-    if (!this.o.channel.write(frame)) await this.window.race(this.o.channel.drained());
+    if (!this.channel.write(frame)) await this.window.race(this.channel.drained());
     this.window.check();
   }
 
@@ -426,18 +455,20 @@ export class PrecopySource {
   private async postcopy(bitmap: Uint32Array): Promise<MigrationResult> {
     this.pacer.setRate(this.o.policy.bandwidthBytesPerSec);
     const engine: PostcopyEngine = {
-      migrationId: this.o.migrationId, domain: this.o.domain, channel: this.o.channel, window: this.window, stats: this.stats, digest: this.digest,
+      migrationId: this.o.migrationId, domain: this.o.domain, channel: this.channel, window: this.window, stats: this.stats, digest: this.digest,
       pauseSource: (t) => this.pauseSource(t), sendPages: (b) => this.sendRound(b, false, true), send: (f) => this.send(f), enter: (p, r) => this.enter(p, r),
+      token: this.o.token, pageCount: this.o.domain.pageCount, reopen: () => this.reopen(), log: (e) => this.o.log?.(e),
     };
     try {
       const out = await runPostcopy(engine, bitmap);
-      this.extra = { mode: 'postcopy', pageWaits: out.pageWaits, pageWaitP50Ms: out.pageWaitP50Ms, pageWaitP99Ms: out.pageWaitP99Ms, allPresentMs: out.allPresentMs };
+      this.extra = { mode: 'postcopy', pageWaits: out.pageWaits, pageWaitP50Ms: out.pageWaitP50Ms, pageWaitP99Ms: out.pageWaitP99Ms, allPresentMs: out.allPresentMs,
+        ...(out.recoveries > 0 ? { postcopyStalledMs: out.stalledMs, postcopyRecoveries: out.recoveries } : {}) };
       return await this.finish();
     } catch (err) {
       const e = this.window.failure ?? DroverError.from(err);
       if (!isCommitted(this.phase) || (!this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
       this.lost = true;
-      try { this.o.channel.end(); } catch { /* stream gone */ }
+      try { this.channel.end(); } catch { /* stream gone */ }
       throw new DroverError('DATA_LOSS', `migration ${this.o.migrationId}: post-copy failed after the switch (${e.code}: ${e.message}); VM ${this.o.domain.spec.name} is LOST: the target lacks pages and the source never resumes after the switch`, { cause: e });
     }
   }
@@ -485,7 +516,7 @@ export class PrecopySource {
     const sw = switchoverOf(this.phase);
     const activatedAt = this.window.activatedAt;
     if (!sw || activatedAt === undefined) throw new DroverError('INTERNAL', `migration ${this.o.migrationId}: finish in phase ${this.phase.kind} before activation`);
-    this.o.channel.end();
+    this.channel.end();
     const verified = this.o.policy.verify ? await this.memoryMatches() : false;
     d.stopDirtyLog();
     this.pause.end(); // Owned: the source's pause ends with its copy
@@ -515,8 +546,8 @@ export class PrecopySource {
   /** Before commit (or on the target's refusal after it): tell the target to discard, fold unsent pages back, resume the source. */
   private async rollback(err: DroverError, afterComplete = false): Promise<void> {
     const d = this.o.domain;
-    try { this.o.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
-    try { this.o.channel.end(); } catch { /* stream gone */ }
+    try { this.channel.write(frames.abort(`${err.code}: ${err.message}`)); } catch { /* stream gone */ }
+    try { this.channel.end(); } catch { /* stream gone */ }
     // Every page taken from the log and not known to be on the target goes back: the current
     // round's whole bitmap, a superset of what is in flight (a round ends only once the target
     // acknowledged it). Re-sending a page is harmless; losing one is not.

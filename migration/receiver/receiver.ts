@@ -76,6 +76,9 @@ export class IncomingMigration {
   private postcopy: PostcopyTarget | undefined;
   /** Sends an ack on stream 0 outside the frame order (post-copy's PageRequest); set by the agent. */
   onAck: ((a: Ack) => void) | undefined;
+  /** Post-copy: the Activated ack's resume time (Resumed repeats it), and the final acks (repeated to a late reconnection). */
+  private postcopyResumedAtMs = 0;
+  private finalAcks: Ack[] | undefined;
 
   constructor(
     readonly migrationId: string,
@@ -270,7 +273,36 @@ export class IncomingMigration {
     this.postcopy = new PostcopyTarget(d.postcopy, this.migrationId, (a) => this.onAck?.(a));
     this.enter({ state: 'postcopy', pausedAtMs: f.pausedAtMs });
     await d.resume();
-    return [acks.activated(performance.timeOrigin + performance.now())];
+    this.postcopyResumedAtMs = performance.timeOrigin + performance.now();
+    return [acks.activated(this.postcopyResumedAtMs)];
+  }
+
+  /** Post-copy recovery: the stream dropped; the VM keeps running here and waits for its source. */
+  detach(): void {
+    if (this.state === 'postcopy') this.postcopy?.detached();
+  }
+
+  /**
+   * Post-copy recovery (protocol.ts): Start(resume) on a new stream. Checks version, token and
+   * geometry; answers Resumed (the pages still missing here, the last batch applied), then the
+   * PageRequest of the pages vCPUs wait for (their requests may have died with the old stream).
+   * After the final Complete: Resumed(done) and the final acks again.
+   */
+  resume(f: Extract<Frame, { kind: 'start' }>): Ack[] {
+    if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
+    if (!f.resume) throw failedPrecondition(`migration ${this.migrationId}: a Start without resume for a started migration`);
+    if (!this.tokenMatches(f.token)) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
+    if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) throw invalidArgument(`resume: geometry mismatch (source has ${f.pageCount} pages of ${f.pageSize} bytes)`);
+    if (f.streamIndex !== 0 || (f.streamCount || 1) !== 1) throw invalidArgument(`migration ${this.migrationId}: a post-copy resume runs over one stream, not stream ${f.streamIndex} of ${f.streamCount}`);
+    const pc = this.postcopy;
+    const words = Math.ceil(this.domain.pageCount / 32);
+    if (pc && this.state === 'active' && this.finalAcks) return [acks.resumed(new Uint32Array(words), this.lastSeq, this.postcopyResumedAtMs, true), ...this.finalAcks];
+    if (!pc || this.state !== 'postcopy') throw failedPrecondition(`migration ${this.migrationId} is not in post-copy (state ${this.state}): nothing to resume`);
+    const r = pc.reattached(this.domain.pageCount);
+    this.streamCount = 1; // batches come on this one stream from here, in order
+    const out = [acks.resumed(r.missing, this.lastSeq, this.postcopyResumedAtMs, false)];
+    if (r.requested.length > 0) out.push(acks.pageRequest(r.requested));
+    return out;
   }
 
   /** Post-copy's final Complete: every page is here and the image digest matches. */
@@ -286,7 +318,8 @@ export class IncomingMigration {
     this.enter({ state: 'verified', pausedAtMs });
     this.enter({ state: 'active', pausedAtMs });
     const w = pc.figures();
-    return [acks.verified(mine, this.domain.pageCount), acks.postcopyDone(w.pageWaits, w.pageWaitP50Ms, w.pageWaitP99Ms, w.allPresentMs)];
+    this.finalAcks = [acks.verified(mine, this.domain.pageCount), acks.postcopyDone(w.pageWaits, w.pageWaitP50Ms, w.pageWaitP99Ms, w.allPresentMs, w.stalledMs, w.recoveries)];
+    return this.finalAcks;
   }
 
   /** A post-copy batch: only missing pages, applied as in pre-copy, then marked present. */

@@ -35,6 +35,8 @@ export interface OutgoingEngine {
   readonly pausedMs: number;
   /** Post-copy failed after the switch: the VM is lost and the source's stale copy must go (page streams only). */
   readonly vmLost?: boolean;
+  /** After the switch to post-copy, until it ended: the target runs the VM with pages only this node holds (page streams only). */
+  readonly inPostcopy?: boolean;
 }
 
 /** The engine for `o.domain`'s migration capability. */
@@ -45,6 +47,7 @@ export function outgoingEngine(o: OutgoingOptions): OutgoingEngine {
       return new PrecopySource({
         migrationId: o.reservation.migrationId, domain: m.pages, channel: o.conn.open(PAGE_STREAM_DEADLINE_MS), policy: o.policy, token: o.reservation.token,
         sourceName: o.sourceName, targetName: o.targetName, signal: o.signal, onProgress: o.onProgress, fence: o.fence, resolveOutcome: o.resolveOutcome,
+        reconnect: () => o.conn.reopen(PAGE_STREAM_DEADLINE_MS), log: o.log,
       });
     case 'stream':
       return new QemuSource({

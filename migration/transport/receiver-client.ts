@@ -52,6 +52,8 @@ export class ReceiverClientConn {
   private readonly extra: ReceiverStub[] = [];
   /** The page stream's channel once opened (which transport its batches took). */
   private channel: MultiStreamChannel | undefined;
+  /** The client of the latest post-copy reconnection (reopen). */
+  private recovery: ReceiverStub | undefined;
 
   /**
    * `credentials`: the source's TLS expecting the target node (clientCredentials); plain text by
@@ -118,32 +120,18 @@ export class ReceiverClientConn {
       const deadline = deadlineIn(deadlineMs);
       return this.channel = new MultiStreamChannel((i) => this.streamClient(i).Transfer({ deadline }), this.streams, this.address, bulk);
     }
-    const call: grpc.ClientDuplexStream<Frame | Buffer, Buffer> = this.client.Transfer({ deadline: deadlineIn(deadlineMs) });
-    let onAck: (a: Ack) => void = () => {};
-    let onError: (e: DroverError) => void = () => {};
-    let ended = false;
-    call.on('data', (b: Buffer) => {
-      try {
-        onAck(decodeAck(b));
-      } catch (err) {
-        onError(DroverError.from(err));
-      }
-    });
-    call.on('error', (err) => onError(fromServiceError(err, `target ${this.address} Transfer`)));
-    call.on('end', () => {
-      if (!ended) onError(new DroverError('UNAVAILABLE', `target ${this.address} closed the migration stream`));
-    });
-    return {
-      write: (frame) => call.write(frame),
-      drained: () => new Promise<void>((r) => call.once('drain', () => r())),
-      end: () => {
-        if (ended) return;
-        ended = true;
-        call.end();
-      },
-      onAck: (a, e) => { onAck = a; onError = e; },
-      cancel: () => { ended = true; call.cancel(); },
-    };
+    return singleStream(this.client.Transfer({ deadline: deadlineIn(deadlineMs) }), this.address);
+  }
+
+  /**
+   * Post-copy recovery: a new Transfer stream over a new connection (its own subchannel: the old
+   * connection may be dead, and grpc-js would wait out its reconnect backoff). One stream.
+   */
+  reopen(deadlineMs: number): FrameChannel & { cancel(): void } {
+    this.recovery?.close();
+    const c = new ReceiverClient(this.address, this.credentials, { ...RECEIVER_CHANNEL_OPTIONS, 'grpc.use_local_subchannel_pool': 1 });
+    this.recovery = c;
+    return singleStream(c.Transfer({ deadline: deadlineIn(deadlineMs) }), this.address);
   }
 
   /** The client of stream `i`: stream 0 uses the reservation's connection, the others one each. */
@@ -155,10 +143,39 @@ export class ReceiverClientConn {
     return c;
   }
 
-  /** Closes the channel (and every secondary stream's). */
+  /** Closes the channel (and every secondary stream's, and a reconnection's). */
   close(): void {
     this.client.close();
+    this.recovery?.close();
     for (const c of this.extra.splice(0)) c.close();
   }
 }
 
+/** A single Transfer call as the engine's FrameChannel (acks decoded here; `address` names the target in errors). */
+function singleStream(call: grpc.ClientDuplexStream<Frame | Buffer, Buffer>, address: string): FrameChannel & { cancel(): void } {
+  let onAck: (a: Ack) => void = () => {};
+  let onError: (e: DroverError) => void = () => {};
+  let ended = false;
+  call.on('data', (b: Buffer) => {
+    try {
+      onAck(decodeAck(b));
+    } catch (err) {
+      onError(DroverError.from(err));
+    }
+  });
+  call.on('error', (err) => onError(fromServiceError(err, `target ${address} Transfer`)));
+  call.on('end', () => {
+    if (!ended) onError(new DroverError('UNAVAILABLE', `target ${address} closed the migration stream`));
+  });
+  return {
+    write: (frame) => call.write(frame),
+    drained: () => new Promise<void>((r) => call.once('drain', () => r())),
+    end: () => {
+      if (ended) return;
+      ended = true;
+      call.end();
+    },
+    onAck: (a, e) => { onAck = a; onError = e; },
+    cancel: () => { ended = true; call.cancel(); },
+  };
+}

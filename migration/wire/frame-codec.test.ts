@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BatchBuilder, batchSeqOf, copyBytes, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
 import { messageType, TO_OBJECT } from '../../proto/load';
-import { frames, acks, validateBatch, MAX_FRAME_BYTES } from './protocol';
+import { frames, acks, missingBitmapOf, validateBatch, MAX_FRAME_BYTES } from './protocol';
 import { DroverError } from '../../lib/errors';
 
 test('a batch built in place decodes to the same ranges, checksum and payload', () => {
@@ -135,4 +135,18 @@ test('the batch and batch-ack fast paths read and write what protobufjs does', (
     assert.deepEqual(decodeAck(enc), { kind: 'batch', seq, bytes });
     assert.deepEqual(decodeAck(Buffer.from(AckType.encode(AckType.fromObject({ batch: { seq, bytes } })).finish())), { kind: 'batch', seq, bytes });
   }
+});
+
+test('post-copy recovery: Start(resume) and Resumed round-trip; a new Start carries no resume', () => {
+  const s = decodeFrame(encodeFrame(frames.resume('m1', 'tok', 4096, 256, 3)));
+  assert.equal(s.kind === 'start' && s.resume, 3);
+  const plain = decodeFrame(encodeFrame(frames.start('m1', 'tok', 4096, 256)));
+  assert.equal(plain.kind === 'start' && 'resume' in plain, false);
+  const missing = new Uint32Array([0x10, 0x80000001]);
+  const r = decodeAck(encodeAck(acks.resumed(missing, 41, 1234.5, false)));
+  assert.ok(r.kind === 'resumed');
+  assert.deepEqual([...missingBitmapOf(r.missing, 64)], [...missing]);
+  assert.deepEqual([r.batches, r.resumedAtMs, r.done], [41, 1234.5, false]);
+  const d = decodeAck(encodeAck(acks.postcopyDone(1, 2, 3, 4, 3012.5, 1)));
+  assert.ok(d.kind === 'postcopyDone' && d.stalledMs === 3012.5 && d.recoveries === 1);
 });

@@ -21,7 +21,7 @@ const ENCODING_VALUES: Record<string, number> = { PAYLOAD_RAW, PAYLOAD_LZ4 };
 const FrameType = messageType('MigrationFrame');
 const AckType = messageType('MigrationAck');
 const FRAME_KINDS = new Set(['start', 'round', 'batch', 'complete', 'activate', 'abort', 'stream']);
-const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated', 'owned', 'pageRequest', 'postcopyDone', 'stream']);
+const ACK_KINDS = new Set(['accepted', 'batch', 'verified', 'activated', 'owned', 'pageRequest', 'postcopyDone', 'resumed', 'stream']);
 /** Outer tags of StreamData: MigrationFrame.stream = 8, MigrationAck.stream = 6 (wire type 2). */
 const STREAM_FRAME_TAG = 0x42;
 const STREAM_ACK_TAG = 0x32;
@@ -347,6 +347,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (kind === 'start' && !body.qemuMultifdChannels) delete body.qemuMultifdChannels; // QEMU native multifd only
   if (kind === 'start' && !body.bulk) delete body.bulk; // "" = no bulk channel
   if (kind === 'start' && !(body.fence as { vmRevision?: string } | undefined)?.vmRevision) delete body.fence; // direct migration
+  if (kind === 'start' && !body.resume) delete body.resume; // a new migration (not a post-copy recovery)
   if (kind === 'complete' && !body.postcopy) { delete body.postcopy; delete body.missing; } // pre-copy's Complete
   if (kind === 'batch') body.encoding = typeof body.encoding === 'string' ? (ENCODING_VALUES[body.encoding] ?? -1) : body.encoding;
   return { kind, ...body } as Frame;

@@ -80,7 +80,9 @@
  *                   (Abort frame, stream error, bad frame, source gone, timeout: target discards)
  *
  *  post-copy: DeviceLoaded --Complete(postcopy)--> Postcopy (running, pages missing) --Complete(digest)--> Verified -> Active
- *             Postcopy --(any failure)--> Aborted: the VM is lost (logged "VM LOST", drover_migration_postcopy_vms_lost_total)
+ *             Postcopy --(stream dropped)--> Postcopy, detached --Start(resume)--> Postcopy (see "Post-copy recovery")
+ *             Postcopy --(a bad frame, an Abort, no reconnection within POSTCOPY_RECOVER_WAIT_MS)--> Aborted:
+ *               the VM is lost (logged "VM LOST", drover_migration_postcopy_vms_lost_total)
  * ```
  *
  * QEMU tunnel (hypervisor `qemu`): QEMU tracks and sends pages itself, so the agents carry its
@@ -220,6 +222,39 @@
  *  source discards its copy
  * ```
  *
+ * Post-copy recovery (as QEMU's postcopy-recover): once the switch came, a dropped stream
+ * (connection reset, cancelled call, a partition the source noticed) is not a failure. The
+ * target keeps the migration (present pages, digest so far, the VM running; a vCPU touching a
+ * missing page waits, and the time the stream was down is reported as `stalled_ms`) and waits
+ * POSTCOPY_RECOVER_WAIT_MS for the source. The source keeps its post-copy state (its frozen
+ * copy and digest) and reconnects over a new Transfer stream (one stream, whatever Start's
+ * stream_count was) with the same migration id and token, every POSTCOPY_RECONNECT_BACKOFF_MS
+ * doubling up to POSTCOPY_RECONNECT_MAX_BACKOFF_MS, within POSTCOPY_RECONNECT_BUDGET_MS of the
+ * drop. The target's present bitmap is the truth: pages in flight at the drop may or may not
+ * have landed, so the source re-sends exactly the pages Resumed names (each is still sent once
+ * to the target: a present page stays refused), requested ones first.
+ *
+ * ```text
+ *  -- stream 1 drops during post-copy (after the switch) --
+ *  target: detaches the stream, keeps Postcopy;    source: keeps its copy, retries with backoff
+ *  Transfer stream 2:
+ *  Start(version, id, token, geometry, resume=n) -> same source identity (TLS); the migration is
+ *                                                 in Postcopy (a still attached stream 1 is dropped)
+ *                       <------------------------ Resumed(missing bitmap, last batch seq, resumed_at)
+ *                       <------------------------ PageRequest(pages vCPUs wait for), Owned (if recorded)
+ *  PageBatch(seq = last + 1 ...) ... (requested pages first, then the background push of the rest)
+ *  Complete(postcopy=false, image digest) ------> as above: Verified, PostcopyDone(stalled_ms, recoveries)
+ * ```
+ *
+ * A resume is refused, and the VM is lost, when the target no longer holds the migration
+ * (NOT_FOUND: it gave up after POSTCOPY_RECOVER_WAIT_MS, or was restarted), the token or the
+ * source identity is wrong (PERMISSION_DENIED), the migration is not in post-copy or resume
+ * is 0 (FAILED_PRECONDITION), or Resumed names a page that was not missing at the switch
+ * (the source refuses it: DATA_LOSS). A source agent that is gone (killed) never reconnects: the
+ * target loses the VM after POSTCOPY_RECOVER_WAIT_MS and says so (log, metric). Cancel stays
+ * refused during the recovery. A target that already verified the final Complete answers
+ * Resumed(done) and repeats Verified and PostcopyDone.
+ *
  * Version rule: a peer speaks exactly one protocol version; PrepareIncoming and Start carry the
  * source's. A target that speaks another refuses with FAILED_PRECONDITION naming both versions
  * ("source speaks protocol 2, this target speaks 1"). Unknown frame kinds, unknown payload
@@ -244,6 +279,23 @@ export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
 export const RESERVATION_TTL_MS = 60_000;
 /** A started migration that receives no frame within this time is aborted by the target. */
 export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
+/**
+ * Post-copy recovery, source: how long after the drop the source keeps reconnecting. A link
+ * flap or a restarted proxy heals within seconds; beyond this the source gives the VM up.
+ */
+export const POSTCOPY_RECONNECT_BUDGET_MS = 15_000;
+/** Post-copy recovery, source: the first pause between reconnection attempts (doubling). */
+export const POSTCOPY_RECONNECT_BACKOFF_MS = 100;
+/** Post-copy recovery, source: the longest pause between attempts (a healed link waits at most this). */
+export const POSTCOPY_RECONNECT_MAX_BACKOFF_MS = 2_000;
+/**
+ * Post-copy recovery, target: how long a post-copy migration whose stream dropped waits for the
+ * source. Longer than the source's whole reconnection budget plus one backoff step and a margin
+ * for a slow TLS handshake (a source that still tries always finds the migration held), and no
+ * longer: a sim source keeps its pages in its agent's memory, so a source gone longer than that
+ * is gone for good and the target says the VM is lost instead of leaving it stalled.
+ */
+export const POSTCOPY_RECOVER_WAIT_MS = POSTCOPY_RECONNECT_BUDGET_MS + POSTCOPY_RECONNECT_MAX_BACKOFF_MS + 3_000;
 /** Most range-table entries a Round frame announces (beyond that it announces none). */
 export const MAX_ROUND_RANGES = 131072;
 
@@ -315,7 +367,7 @@ export interface Fence {
 
 /** Frames from source to target. */
 export type Frame =
-  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string; qemuMultifdChannels?: number; bulk?: string }
+  | { kind: 'start'; protocolVersion: number; migrationId: string; token: string; pageSize: number; pageCount: number; streamIndex: number; streamCount: number; tunnel?: string; fence?: Fence; qemuTransport?: string; qemuMultifdChannels?: number; bulk?: string; resume?: number }
   | { kind: 'round'; round: number; pages: number; ranges: number[] }
   | { kind: 'batch'; seq: number; ranges: number[]; zeroRanges: number[]; checksum: number; payload: Buffer; encoding: number }
   | { kind: 'complete'; imageDigest: Buffer; batches: number; rounds: number; pausedAtMs: number; activate: boolean; pagesSent: number; device?: { state: Buffer; checksum: number } | null; postcopy?: boolean; missing?: number[] }
@@ -331,7 +383,8 @@ export type Ack =
   | { kind: 'activated'; resumedAtMs: number; firstBeatMs?: number }
   | { kind: 'owned'; atMs: number; recorded: boolean }
   | { kind: 'pageRequest'; ranges: number[] }
-  | { kind: 'postcopyDone'; pageWaits: number; pageWaitP50Ms: number; pageWaitP99Ms: number; allPresentMs: number }
+  | { kind: 'postcopyDone'; pageWaits: number; pageWaitP50Ms: number; pageWaitP99Ms: number; allPresentMs: number; stalledMs?: number; recoveries?: number }
+  | { kind: 'resumed'; missing: Buffer; batches: number; resumedAtMs: number; done: boolean }
   | { kind: 'stream'; data: Buffer; channel: number; eof: boolean };
 
 /** Named constructors for each frame (the only way the engine builds them). */
@@ -345,6 +398,9 @@ export const frames = {
   /** Post-copy's switch: device state and the pages the target still lacks; the target resumes at once. */
   postcopySwitch: (batches: number, rounds: number, pausedAtMs: number, missing: number[], device: { state: Buffer; checksum: number }): Frame =>
     ({ kind: 'complete', imageDigest: Buffer.alloc(0), batches, rounds, pausedAtMs, activate: true, pagesSent: 0, device, postcopy: true, missing }),
+  /** Post-copy recovery: the `attempt`-th reconnection (>= 1) of migration `migrationId`, on a new stream. */
+  resume: (migrationId: string, token: string, pageSize: number, pageCount: number, attempt: number): Frame =>
+    ({ kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId, token, pageSize, pageCount, streamIndex: 0, streamCount: 1, resume: attempt }),
   abort: (reason: string): Frame => ({ kind: 'abort', reason }),
   /** Start of a QEMU tunnel (same version/token/geometry checks as a page stream). */
   startTunnel: (migrationId: string, token: string, pageSize: number, pageCount: number, fence?: Fence, qemuTransport = '', qemuMultifdChannels = 0): Frame =>
@@ -363,8 +419,11 @@ export const acks = {
   activated: (resumedAtMs: number, firstBeatMs?: number): Ack => ({ kind: 'activated', resumedAtMs, ...(firstBeatMs ? { firstBeatMs } : {}) }),
   owned: (recorded: boolean): Ack => ({ kind: 'owned', atMs: Date.now(), recorded }),
   pageRequest: (ranges: number[]): Ack => ({ kind: 'pageRequest', ranges }),
-  postcopyDone: (pageWaits: number, pageWaitP50Ms: number, pageWaitP99Ms: number, allPresentMs: number): Ack =>
-    ({ kind: 'postcopyDone', pageWaits, pageWaitP50Ms, pageWaitP99Ms, allPresentMs }),
+  postcopyDone: (pageWaits: number, pageWaitP50Ms: number, pageWaitP99Ms: number, allPresentMs: number, stalledMs = 0, recoveries = 0): Ack =>
+    ({ kind: 'postcopyDone', pageWaits, pageWaitP50Ms, pageWaitP99Ms, allPresentMs, stalledMs, recoveries }),
+  /** Post-copy recovery: the pages still missing here (bitmap), the last batch applied, the switch's resume time. */
+  resumed: (missing: Uint32Array, batches: number, resumedAtMs: number, done: boolean): Ack =>
+    ({ kind: 'resumed', missing: Buffer.from(missing.buffer, missing.byteOffset, missing.byteLength), batches, resumedAtMs, done }),
 };
 
 /**
@@ -421,4 +480,19 @@ export function validateBatch(f: Extract<Frame, { kind: 'batch' }>, pageCount: n
   }
   if (f.payload.length > MAX_BATCH_PAYLOAD_BYTES * 2) throw invalidArgument(`batch ${f.seq}: payload of ${f.payload.length} bytes exceeds the limit of ${MAX_BATCH_PAYLOAD_BYTES * 2}`);
   return dataPages;
+}
+
+/**
+ * Checks a Resumed ack's missing bitmap against the VM's geometry: exactly the 32-bit words of
+ * `pageCount` pages, no bit beyond the last page. Returns it as words (a copy: the ack's bytes
+ * may be unaligned); INVALID_ARGUMENT naming what is wrong.
+ */
+export function missingBitmapOf(bytes: Buffer, pageCount: number): Uint32Array {
+  const words = Math.ceil(pageCount / 32);
+  if (bytes.length !== words * 4) throw invalidArgument(`Resumed: missing bitmap of ${bytes.length} bytes, expected ${words * 4} for ${pageCount} pages`);
+  const bitmap = new Uint32Array(words);
+  for (let i = 0; i < words; i++) bitmap[i] = bytes.readUInt32LE(i * 4);
+  const tail = pageCount % 32;
+  if (tail !== 0 && (bitmap[words - 1] >>> tail) !== 0) throw invalidArgument(`Resumed: missing bitmap names a page beyond the VM's ${pageCount} pages`);
+  return bitmap;
 }

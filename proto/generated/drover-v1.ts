@@ -303,6 +303,10 @@ export interface MigrationResult {
   policyReason: string;
   /** how long the guest ran throttled before the pause */
   throttledMs: number;
+  /** Post-copy recovery: how long the post-copy stream was down in total (the target waited for the source to reconnect), ms, and how many reconnections it took; 0 = it never dropped. */
+  postcopyStalledMs: number;
+  /** postcopyRecoveries = 35. */
+  postcopyRecoveries: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */
@@ -483,6 +487,8 @@ export interface Start {
   qemuMultifdChannels: number;
   /** Bulk channel (protocol.ts "Bulk channel", page streams only). On stream 0: the source offers to carry page batches over raw sockets to the target's bulk listener: "tls" (mutual TLS with the node certificates) or "tcp" (plain text, agents run --insecure); "" = Transfer streams only. On a bulk socket: the same value in the Start that joins it. Other values: INVALID_ARGUMENT. */
   bulk: string;
+  /** Post-copy recovery (protocol.ts "Post-copy recovery"): 0 = a new migration; n >= 1 = the source's n-th reconnection of a migration in post-copy whose stream dropped (the same id and token over a new Transfer stream, one stream). The target answers Resumed, never Accepted. */
+  resume: number;
 }
 
 /** A new pre-copy round begins (informational; the target counts rounds). A new pre-copy round begins. `ranges` (optional) is a range table of the pages the round will send, so the target can fault them in ahead of the stream (round 1 into an empty domain). */
@@ -569,8 +575,10 @@ export interface MigrationAck {
   owned?: Owned;
   /** post-copy: every page is present and the digest verified */
   postcopyDone?: PostcopyDone;
+  /** post-copy recovery: the answer to Start(resume >= 1) */
+  resumed?: Resumed;
   /** Which member of oneof `kind` is set (absent when none is). */
-  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned' | 'postcopyDone';
+  kind?: 'accepted' | 'batch' | 'verified' | 'activated' | 'pageRequest' | 'stream' | 'owned' | 'postcopyDone' | 'resumed';
 }
 
 /** `postcopy`: QEMU tunnel only: the target enabled postcopy-ram (the source must match it). `join_token`: stream 0 of a multi-stream migration only: the one-time credential each secondary stream's Start carries (bound to the same source identity as the reservation's token). QEMU native transport (Start.qemu_transport): `qemu_transport` is the target's choice ("" = the tunnel), `qemu_listen` the target QEMU's HOST:PORT when it is not "". `encodings`: the payload encodings the target decodes, bit (1 << PayloadEncoding) each; RAW always. `qemu_multifd_channels`: QEMU native only: the multifd channels the target QEMU listens with (at most what Start asked for and MAX_STREAMS; 0 = one stream); the source QEMU must match. */
@@ -627,7 +635,7 @@ export interface PageRequest {
   ranges: number[];
 }
 
-/** Post-copy ended: every page arrived. The guest's page waits on the target (count, p50/p99) and the time from the target's resume until every page was present. */
+/** Post-copy ended: every page arrived. The guest's page waits on the target (count, p50/p99) and the time from the target's resume until every page was present. `stalled_ms`: how long the post-copy stream was down in total (the target lost its source and waited for the reconnection; vCPUs touching missing pages waited that long); `recoveries`: how many reconnections the target took. */
 export interface PostcopyDone {
   /** pageWaits = 1. */
   pageWaits: number;
@@ -637,6 +645,22 @@ export interface PostcopyDone {
   pageWaitP99Ms: number;
   /** allPresentMs = 4. */
   allPresentMs: number;
+  /** stalledMs = 5. */
+  stalledMs: number;
+  /** recoveries = 6. */
+  recoveries: number;
+}
+
+/** Post-copy recovery: the target still holds the migration. `missing` is the bitmap of the pages it still lacks (little-endian 32-bit words, bit p of word p/32 = page p; exactly the words of the VM's page count): the truth, whatever was in flight when the stream dropped. `batches`: the last batch seq it applied (the source numbers on from there). `resumed_at_ms`: the target's resume of the VM at the switch (wall clock). `done`: post-copy already completed here (Verified and PostcopyDone follow on this stream; the source sends no Complete). */
+export interface Resumed {
+  /** missing = 1. */
+  missing: Buffer;
+  /** batches = 2. */
+  batches: number;
+  /** resumedAtMs = 3. */
+  resumedAtMs: number;
+  /** done = 4. */
+  done: boolean;
 }
 
 /** Protocol 2: after Activated, the target recorded its ownership (cluster mode: the etcd txn fenced on the intent's revision succeeded; direct mode: at once). The source may destroy its copy. */
@@ -694,6 +718,7 @@ export interface Messages {
   Activated: Activated;
   PageRequest: PageRequest;
   PostcopyDone: PostcopyDone;
+  Resumed: Resumed;
   Owned: Owned;
 }
 

@@ -29,6 +29,7 @@ import { ReservationGuard } from './incoming-auth';
 import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
+import { PostcopyHolds } from './postcopy-holds';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
@@ -41,6 +42,8 @@ export class IncomingMigrations {
 
   /** The bulk channel this node offers (its listener's mode and port), set once the listener runs; undefined = none. */
   bulkOffer: { mode: string; port: number } | undefined;
+  /** Post-copy migrations held from the switch on (postcopy-holds.ts): a dropped stream waits for the source to reconnect. */
+  readonly holds = new PostcopyHolds<TransferCall>((e) => this.log(e), (m, e) => void this.lose(m, e), (id) => this.guard.forget(id));
 
   /** The Transfer calls (streams) of each started migration: one failing fails them all. */
   private readonly streams = new Map<string, Set<TransferCall>>();
@@ -123,7 +126,7 @@ export class IncomingMigrations {
   startable(bytes: Buffer): { session: IncomingSession; frame: Extract<Frame, { kind: 'start' }> } {
     const frame = decodeFrame(bytes);
     if (frame.kind !== 'start') throw failedPrecondition(`the first frame must be Start, got ${frame.kind}`);
-    const found = this.host.incomingById(frame.migrationId);
+    const found = this.host.incomingById(frame.migrationId) ?? this.holds.session(frame.migrationId);
     if (!found) {
       if (frame.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(frame.protocolVersion);
       throw notFound(`no migration ${frame.migrationId} is prepared on node ${this.nodeId}`);
@@ -154,7 +157,7 @@ export class IncomingMigrations {
   /** An activated incoming migration becomes a hosted VM. */
   adopt(m: IncomingSession): void {
     if (!this.host.removeIncoming(m.migrationId)) return;
-    this.guard.forget(m.migrationId);
+    if (m.state !== 'postcopy') this.guard.forget(m.migrationId); // a held post-copy keeps it for a resume's Start
     this.host.add(m.domain);
     this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
   }
@@ -195,6 +198,30 @@ export class IncomingMigrations {
     return acks.owned(true);
   }
 
+  /**
+   * Post-copy recovery: Start(resume) of a held migration on `call`. The receiver checks it (a
+   * refusal leaves the held migration alone); `call` then carries it. Returns the acks to send.
+   */
+  resume(m: IncomingSession, frame: Extract<Frame, { kind: 'start' }>, call: TransferCall): Ack[] {
+    if (!this.holds.session(m.migrationId)) throw failedPrecondition(`migration ${m.migrationId} is not in post-copy on node ${this.nodeId} (state ${m.state}): nothing to resume`);
+    const out = m.receiver.resume(frame);
+    const owned = this.holds.attach(m.migrationId, call);
+    this.log({ msg: 'incoming post-copy resume accepted', migration: m.migrationId, vm: m.domain.spec.name, attempt: frame.resume, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
+    return owned ? [...out, owned] : out;
+  }
+
+  /** A held post-copy's ownership record (own); a refusal loses the VM (own destroyed the copy). */
+  async ownHeld(m: IncomingSession): Promise<Ack> {
+    try {
+      const owned = await this.own(m);
+      this.holds.recordOwned(m.migrationId, owned);
+      return owned;
+    } catch (err) {
+      await this.lose(m, DroverError.from(err));
+      throw err;
+    }
+  }
+
   /** VMs lost in post-copy on this node (the stream failed while pages were missing). */
   lostVms = 0;
 
@@ -205,6 +232,8 @@ export class IncomingMigrations {
    */
   async lose(m: IncomingSession, e: DroverError): Promise<void> {
     const vm = m.domain.spec.name;
+    if (m.state === 'aborted') return; // already given up
+    this.holds.release(m);
     this.lostVms++;
     agentMetrics().lost.inc({ side: 'target' });
     this.log({ msg: 'VM LOST in post-copy: the stream failed while pages were still on the source; the copy here is destroyed', migration: m.migrationId, vm, code: e.code, error: e.message, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
@@ -331,7 +360,7 @@ class TransferCall {
     call.on('end', () => {
       void this.queue.then(() => {
         const m = this.m;
-        if (!this.done && m && m.state !== 'active') this.fail(new DroverError('ABORTED', `source closed the stream of migration ${m.migrationId} before it completed`));
+        if (!this.done && m && m.state !== 'active') this.dropped(new DroverError('ABORTED', `source closed the stream of migration ${m.migrationId} before it completed`));
         this.finish();
         if (!call.destroyed) call.end();
       });
@@ -339,7 +368,7 @@ class TransferCall {
     call.on('cancelled', () => {
       void this.queue.then(() => {
         const m = this.m;
-        if (m && m.state === 'postcopy' && !this.done) this.fail(new DroverError('DATA_LOSS', `the source cancelled the stream of migration ${m.migrationId} during post-copy`));
+        if (m && m.state === 'postcopy' && !this.done) this.dropped(new DroverError('UNAVAILABLE', `the stream of migration ${m.migrationId} dropped during post-copy`));
         if (m && m.state !== 'active' && !this.done) {
           m.closeTunnel();
           this.owner.logger({ msg: 'incoming cancelled', migration: m.migrationId, stream: this.streamIndex });
@@ -362,6 +391,15 @@ class TransferCall {
         if (this.bulk && (frame.streamIndex === 0 || frame.bulk !== this.bulk)) {
           throw failedPrecondition(`migration ${session.migrationId}: a bulk socket only joins as a secondary stream in mode ${this.bulk} (got stream ${frame.streamIndex}, mode "${frame.bulk ?? ''}")`);
         }
+        if (frame.resume) {
+          const out = this.owner.resume(session, frame, this);
+          this.m = session;
+          this.owned = true; // adopted and recorded (or being recorded) at the switch
+          session.receiver.onAck = (a) => this.write(a);
+          this.owner.addStream(session.migrationId, this);
+          for (const a of out) this.write(a);
+          return;
+        }
         if (frame.streamIndex > 0) {
           this.call.write(encodeAck(session.receiver.join(frame)));
           this.streamIndex = frame.streamIndex;
@@ -371,7 +409,7 @@ class TransferCall {
           return;
         }
         const ack = this.owner.startSession(session, frame);
-        session.receiver.onAck = (a) => { if (!this.done && !this.call.destroyed) this.call.write(encodeAck(a)); };
+        session.receiver.onAck = (a) => this.write(a);
         this.m = session;
         this.owner.addStream(session.migrationId, this);
         // A tunnel Start connects to the target hypervisor's own stream (migration/strategy/incoming.ts).
@@ -385,11 +423,21 @@ class TransferCall {
       if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
       for (const a of await m.apply(frame)) {
         this.call.write(encodeAck(a));
-        if (a.kind === 'postcopyDone') agentMetrics().postcopyDone(m.receiver.pageWaitsMs, a.allPresentMs);
+        if (a.kind === 'postcopyDone') {
+          agentMetrics().postcopyDone(m.receiver.pageWaitsMs, a.allPresentMs);
+          this.owner.holds.finished(m.migrationId);
+        }
       }
       if ((m.state === 'active' || m.state === 'postcopy') && !this.owned) {
         this.owned = true;
         this.owner.adopt(m);
+        if (m.state === 'postcopy') {
+          // Held from here on: a dropped stream waits for the source (postcopy-holds.ts); Owned goes on whichever stream carries it.
+          this.owner.holds.hold(m, this);
+          const owned = await this.owner.ownHeld(m);
+          m.receiver.onAck?.(owned);
+          return;
+        }
         // Protocol 2: record the ownership, then Owned (page streams and QEMU tunnels alike).
         this.call.write(encodeAck(await this.owner.own(m)));
       }
@@ -401,7 +449,35 @@ class TransferCall {
   private armIdle(): void {
     if (this.streamIndex > 0) return;
     if (this.idle) clearTimeout(this.idle);
-    this.idle = setTimeout(() => this.fail(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);
+    this.idle = setTimeout(() => this.dropped(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);
+  }
+
+  /** Writes an ack while this call is open. */
+  private write(a: Ack): void {
+    if (!this.done && !this.call.destroyed) this.call.write(encodeAck(a));
+  }
+
+  /**
+   * The stream ended, dropped or went idle (`e`). In post-copy that is no failure: stream 0
+   * detaches the held migration (its source may reconnect), a secondary just ends; else fail.
+   */
+  private dropped(e: DroverError): void {
+    const m = this.m;
+    if (this.done) return;
+    if (m && m.state === 'postcopy' && (this.streamIndex > 0 || this.owner.holds.carries(m.migrationId, this))) {
+      this.finish();
+      if (this.streamIndex === 0) this.owner.holds.detach(m, this, e);
+      return;
+    }
+    this.fail(e);
+  }
+
+  /** A reconnection of the same post-copy migration replaced this call: ends it without failing the migration. */
+  supersede(): void {
+    if (this.done) return;
+    this.finish();
+    this.owner.logger({ msg: 'incoming stream superseded by a post-copy resume', migration: this.m?.migrationId, stream: this.streamIndex });
+    this.call.emit('error', toServiceError(new DroverError('ABORTED', `migration ${this.m?.migrationId}: this stream was replaced by the source's reconnection`)));
   }
 
   private finish(): void {

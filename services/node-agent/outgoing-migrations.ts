@@ -67,7 +67,9 @@ export class OutgoingMigrations {
     if (!out) throw notFound(`no migration ${migrationId} runs from node ${this.nodeId}`);
     const phase = outgoingPhase(out);
     if (PHASES_AFTER_SWITCHOVER.has(phase)) {
-      throw failedPrecondition(`migration ${migrationId} is past switchover (phase ${phase}): the VM runs on the target now; migrate it back instead`);
+      // Post-copy: the target runs the VM but still needs pages only this node holds; stopping now would lose it.
+      const pc = out.stage === 'running' && out.engine.inPostcopy ? ' and still needs memory pages only this node holds (post-copy): cancelling would lose the VM' : '';
+      throw failedPrecondition(`migration ${migrationId} is past switchover (phase ${phase}): the VM runs on the target now${pc}; migrate it back once it completes instead`);
     }
     out.abort.abort();
     return { phase };

@@ -5,8 +5,8 @@
  * (the target's image digest equals the paused source's memory, the guest's own check passes);
  * the result carries the guest's page waits. Cancel after the switch is refused, saying why.
  * `--postcopy never` keeps such a guest on pre-copy, which ends by throttling it. Killing the
- * source agent after the switch loses the VM: the target says so in its log and destroys its
- * copy, and no node claims the VM runs. Bad post-copy flags are one usage line, exit 2.
+ * source agent after the switch loses the VM: it never reconnects, so once its wait for the
+ * source ends the target says so in its log and destroys its copy, and no node claims the VM runs. Bad post-copy flags are one usage line, exit 2.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ import { startAgents, stopAgents, sleep, waitFor, codeOf, type TestAgent } from 
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
 import type { MigrationResult } from '../../migration/types';
+import { POSTCOPY_RECOVER_WAIT_MS } from '../../migration/wire/protocol';
 
 const MiB = 2 ** 20;
 
@@ -95,7 +96,7 @@ test('cancel after the switch to post-copy is refused, saying why; the migration
     }, '', 'pc-1');
     await waitFor('the switch to post-copy', () => refusal !== undefined, 60_000, 20);
     refusal = await a.client.cancelMigration(id).then(() => new Error('cancel was accepted'), (err: Error) => err);
-    assert.match(refusal.message, /past switchover.*runs on the target/);
+    assert.match(refusal.message, /past switchover.*runs on the target.*only this node holds \(post-copy\): cancelling would lose the VM/);
     await verifiedOnTarget(spec.name, await run);
   } finally {
     await b.client.destroyVm(spec.name).catch(() => undefined);
@@ -135,7 +136,8 @@ test('the source agent killed after the switch: the VM is reported lost, and no 
     }, '', 'pck-1'));
     const err = await run;
     assert.ok(switched, `the migration reached the switch (${err.code}: ${err.message})`);
-    await waitFor('the target to report the VM lost', () => /VM LOST in post-copy/.test(b.proc.stderrTail()), 30_000);
+    // The target waits POSTCOPY_RECOVER_WAIT_MS for the source to reconnect before it gives the VM up.
+    await waitFor('the target to report the VM lost', () => /VM LOST in post-copy/.test(b.proc.stderrTail()), POSTCOPY_RECOVER_WAIT_MS + 15_000);
     assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not claim the VM runs');
     await waitFor('the target to release the memory', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
   } finally {

@@ -87,5 +87,5 @@ test('data-plane calls are bound to the source node the reservation names', () =
   const r = checkSource('/drover.v1.MigrationReceiver/AbortIncoming', { role: 'node', name: 'c' }, 'a', 'm1');
   assert.deepEqual(r, { ok: false, code: 'PERMISSION_DENIED', message: 'node c may not call drover.v1.MigrationReceiver/AbortIncoming for migration m1: the source is node a' });
   assert.deepEqual(checkSource('drover.v1.NodeAgent/GetVm', { role: 'node', name: 'c' }, 'a'), { ok: true }, 'not source-bound');
-  assert.deepEqual(methodsFor('node'), ['drover.v1.MigrationReceiver/PrepareIncoming', 'drover.v1.MigrationReceiver/Transfer', 'drover.v1.MigrationReceiver/AbortIncoming', 'grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch', 'grpc.health.v1.Health/List']);
+  assert.deepEqual(methodsFor('node'), ['drover.v1.MigrationReceiver/PrepareIncoming', 'drover.v1.MigrationReceiver/Transfer', 'drover.v1.MigrationReceiver/AbortIncoming', 'drover.v1.MigrationReceiver/SwitchoverOutcome', 'grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch', 'grpc.health.v1.Health/List']);
 });

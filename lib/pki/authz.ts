@@ -16,6 +16,7 @@
  *   drover.v1.MigrationReceiver/PrepareIncoming                       x (source)
  *   drover.v1.MigrationReceiver/Transfer                              x (source)
  *   drover.v1.MigrationReceiver/AbortIncoming                         x (source)
+ *   drover.v1.MigrationReceiver/SwitchoverOutcome                     x (token)
  *   grpc.health.v1.Health/Check                      x        x        x     x
  *   grpc.health.v1.Health/Watch                      x        x        x     x
  *   grpc.health.v1.Health/List                       x        x        x     x
@@ -27,6 +28,8 @@
  *   ("(source)"): the receiver must also call `checkSource()` with the node the request or the
  *   reservation names (PrepareIncoming's source_node; the reservation's source for Transfer and
  *   AbortIncoming), alongside the one-time token bound to (migration id, VM, source identity).
+ *   SwitchoverOutcome answers only the holder of the migration's one-time token, which only its
+ *   source has (the reservation may be gone by then: the target answers from its outcome book).
  * - monitor: read-only calls. Metrics are served over HTTPS (lib/pki/tls-options.ts), not gRPC.
  * - No identity (no client certificate, or one without a single Drover URI) → UNAUTHENTICATED.
  *   A method missing from this table is denied to every role (PERMISSION_DENIED).
@@ -60,6 +63,7 @@ export const AUTHZ_TABLE: Readonly<Record<string, MethodRule>> = Object.freeze({
   'drover.v1.MigrationReceiver/PrepareIncoming': DATA,
   'drover.v1.MigrationReceiver/Transfer': DATA,
   'drover.v1.MigrationReceiver/AbortIncoming': DATA,
+  'drover.v1.MigrationReceiver/SwitchoverOutcome': DATA,
   'grpc.health.v1.Health/Check': { roles: ROLES },
   'grpc.health.v1.Health/Watch': { roles: ROLES },
   'grpc.health.v1.Health/List': { roles: ROLES },

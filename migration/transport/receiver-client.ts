@@ -134,6 +134,21 @@ export class ReceiverClientConn {
     return singleStream(c.Transfer({ deadline: deadlineIn(deadlineMs) }), this.address);
   }
 
+  /**
+   * SwitchoverOutcome: what the target did with migration `migrationId` after its stream broke
+   * (protocol.ts "Switchover outcome"), asked over a new connection (the old one may be dead, and
+   * grpc-js would wait out its reconnect backoff). Rejects when the target does not answer in time.
+   */
+  switchoverOutcome(migrationId: string, token: string, deadlineMs: number): Promise<string> {
+    const c = new ReceiverClient(this.address, this.credentials, { ...RECEIVER_CHANNEL_OPTIONS, 'grpc.use_local_subchannel_pool': 1 });
+    return new Promise<string>((resolve, reject) => {
+      c.SwitchoverOutcome({ migrationId, token }, { deadline: deadlineIn(deadlineMs) }, (err, res) => {
+        if (err) reject(fromServiceError(err, `target ${this.address} SwitchoverOutcome`));
+        else resolve(res?.outcome ?? '');
+      });
+    }).finally(() => c.close());
+  }
+
   /** The client of stream `i`: stream 0 uses the reservation's connection, the others one each. */
   private streamClient(i: number): ReceiverStub {
     if (i === 0) return this.client;

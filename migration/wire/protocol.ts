@@ -36,13 +36,23 @@
  * | source's resume txn and target's record race      | exactly one txn lands (each compares the other's key): that side runs the VM, the other gives it up | | the winner's record |
  * | etcd unreachable for the source after Complete    | as above                                | stays paused, retries within TTL beyond its bound, then 'unknown' (paused) | whichever landed |
  * | intent changed while the source resolves          | its txn cannot land (fence)             | vms/<vm> node=<to> => 'owned'; else resumes without a record | the migrator's write |
- * | stream breaks, direct mode, target unreachable    | unknown                                 | stays PAUSED, logs "switchover outcome unknown" (operator decides: the VM may run on the target) | n/a |
+ * | stream breaks, direct mode (no etcd)              | answers SwitchoverOutcome from its book or the migration in progress (below) | asks with backoff (services/node-agent/direct-outcome.ts): owned => destroys; not_owned => resumes; pending / no answer => asks again | n/a |
+ * | stream breaks, direct mode, target silent 30 s or restarted | unknown (a restarted agent cannot tell what its earlier process did) | stays PAUSED, logs "switchover outcome" (operator decides: the VM may run on the target) | n/a |
  * | target killed after Complete                      | gone                                    | lease expiry (TTL): resume txn => resumes | migrator: node=from (resume record deleted) |
  * | migrator killed during the migration              | unaffected (needs no migrator)          | unaffected                              | takeover folds from owned/ or restores from |
  * | source killed after Complete                      | owns (record) and runs the VM           | gone                                    | folded: node=to      |
  * | QEMU tunnel: target QEMU does not run / no beats  | kills its QEMU, refuses ABORTED         | `cont` if still postmigrate and no post-copy | node=from       |
  * | QEMU tunnel: fence CAS fails / lease deadline     | kills its resumed QEMU, refuses "fenced" | `cont` as above (post-copy started: DATA_LOSS) | node=from      |
  * | QEMU tunnel: stream breaks after Complete         | as for a page stream (owns or fenced)   | stays paused (postmigrate), resolves from etcd as above | as above |
+ *
+ * Switchover outcome (direct mode: no etcd to arbitrate). MigrationReceiver.SwitchoverOutcome
+ * (migration id, token) asks the target what it did: `owned` (it resumed and keeps the VM),
+ * `not_owned` (it gave its copy up: discarded, fenced), `lost` (post-copy failed there),
+ * `pending` (Complete arrived and activation runs: ask again) or `unknown` (no record). A
+ * migration still short of Complete is discarded by the question itself, so a `not_owned`
+ * answer can never turn into a resume on the target later. The target keeps the outcomes of its
+ * last 1024 migrations in memory (services/node-agent/switchover-outcomes.ts); the token (only
+ * the source has it) is checked in constant time, a wrong one is PERMISSION_DENIED.
  *
  * A target never keeps a resumed VM it could not record before its lease could expire, and a
  * source resumes only on an explicit refusal or once its resume record landed, which excludes the

@@ -431,6 +431,20 @@ export interface AbortIncomingRequest {
 export interface AbortIncomingResponse {
 }
 
+/** drover.v1.SwitchoverOutcomeRequest. */
+export interface SwitchoverOutcomeRequest {
+  /** migrationId = 1. */
+  migrationId: string;
+  /** token = 2. */
+  token: string;
+}
+
+/** outcome: owned (the VM runs here), not_owned (this target gave its copy up), lost (post-copy failed here), pending (Complete arrived, activation still runs: ask again), unknown (no record: e.g. the agent restarted and cannot tell what its earlier process did). */
+export interface SwitchoverOutcomeResponse {
+  /** outcome = 1. */
+  outcome: string;
+}
+
 /** One frame of the page stream. Exactly one kind is set; a frame with none is rejected. */
 export interface MigrationFrame {
   /** start = 1. */
@@ -702,6 +716,8 @@ export interface Messages {
   PrepareIncomingResponse: PrepareIncomingResponse;
   AbortIncomingRequest: AbortIncomingRequest;
   AbortIncomingResponse: AbortIncomingResponse;
+  SwitchoverOutcomeRequest: SwitchoverOutcomeRequest;
+  SwitchoverOutcomeResponse: SwitchoverOutcomeResponse;
   MigrationFrame: MigrationFrame;
   StreamData: StreamData;
   Start: Start;
@@ -755,5 +771,7 @@ export interface Wire {
     Transfer: { request: MigrationFrame; response: MigrationAck; requestStream: true; responseStream: true };
     /** Releases a reservation that never started (safe to repeat). */
     AbortIncoming: { request: AbortIncomingRequest; response: AbortIncomingResponse; requestStream: false; responseStream: false };
+    /** What the target did with a migration whose stream broke after Complete (protocol.ts "Switchover outcome"): a source without etcd asks before it resumes or discards its copy. Safe to repeat; a migration still short of Complete is discarded by the question. */
+    SwitchoverOutcome: { request: SwitchoverOutcomeRequest; response: SwitchoverOutcomeResponse; requestStream: false; responseStream: false };
   };
 }

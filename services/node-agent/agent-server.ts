@@ -244,6 +244,7 @@ export class NodeAgentServer {
     return {
       PrepareIncoming: unary((req, call) => this.incoming.prepare(req, call)),
       AbortIncoming: unary(async (req, call) => { await this.incoming.abort(req.migrationId, req.token, call); return {}; }),
+      SwitchoverOutcome: unary(async (req) => ({ outcome: await this.incoming.outcome(req.migrationId, req.token) })),
       Transfer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.incoming.transfer(call),
     };
   }

@@ -29,6 +29,8 @@ import { ReservationGuard } from './incoming-auth';
 import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
+import { SwitchoverOutcomes, type OutcomeAnswer } from './switchover-outcomes';
+import { failpoint } from '../../lib/failpoints';
 import { PostcopyHolds } from './postcopy-holds';
 
 /** The incoming migrations of one node. */
@@ -108,6 +110,27 @@ export class IncomingMigrations {
     if (m && m.state === 'prepared') await this.discard(m, 'aborted by source before start');
   }
 
+  /** What this node did with each migration it finished, for SwitchoverOutcome (switchover-outcomes.ts). */
+  readonly outcomes = new SwitchoverOutcomes();
+
+  /**
+   * SwitchoverOutcome: what this target did with migration `id` (protocol.ts "Switchover
+   * outcome"). A migration still here and short of Complete is discarded by the question (the
+   * source asks only once its stream broke, and resumes on `not_owned`), so the answer can never
+   * turn into a resume later. Safe to repeat. A wrong token is PERMISSION_DENIED.
+   */
+  async outcome(id: string, token: string): Promise<OutcomeAnswer> {
+    const m = this.host.incomingById(id);
+    if (m) {
+      if (!m.tokenMatches(token)) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${id}: SwitchoverOutcome refused`);
+      if (m.completeArrivedAtMs) return 'pending';
+      await this.discard(m, 'the source asked for the outcome before Complete arrived');
+    }
+    const found = this.outcomes.lookup(id, token);
+    if (found === 'mismatch') throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${id}: SwitchoverOutcome refused`);
+    return found ?? 'unknown';
+  }
+
   /** Transfer: the target side of the migration stream. */
   transfer(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
     new TransferCall(this, call).listen();
@@ -159,6 +182,7 @@ export class IncomingMigrations {
     if (!this.host.removeIncoming(m.migrationId)) return;
     if (m.state !== 'postcopy') this.guard.forget(m.migrationId); // a held post-copy keeps it for a resume's Start
     this.host.add(m.domain);
+    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'owned');
     this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
   }
 
@@ -188,6 +212,7 @@ export class IncomingMigrations {
     } catch (err) {
       const e = DroverError.from(err);
       this.log({ msg: 'incoming fenced: destroying the resumed copy', migration: m.migrationId, vm, error: e.message });
+      this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'not_owned');
       if (this.host.hasVm(vm, false)) {
         try { this.host.remove(vm); } catch { /* already gone */ }
       }
@@ -239,6 +264,7 @@ export class IncomingMigrations {
     this.log({ msg: 'VM LOST in post-copy: the stream failed while pages were still on the source; the copy here is destroyed', migration: m.migrationId, vm, code: e.code, error: e.message, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
     this.host.removeIncoming(m.migrationId);
     this.guard.forget(m.migrationId);
+    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'lost');
     m.markAborted();
     if (this.host.hasVm(vm, false)) {
       try { this.host.remove(vm); } catch { /* already gone */ }
@@ -250,6 +276,7 @@ export class IncomingMigrations {
   async discard(m: IncomingSession, why: string): Promise<void> {
     if (!this.host.removeIncoming(m.migrationId)) return;
     this.guard.forget(m.migrationId);
+    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'not_owned');
     m.markAborted();
     this.log({ msg: 'incoming discarded', migration: m.migrationId, vm: m.domain.spec.name, why });
     await m.domain.destroy();
@@ -420,6 +447,7 @@ class TransferCall {
       const m = this.m;
       const frame = decodeFrame(bytes);
       if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
+      if (frame.kind === 'complete' && failpoint('target-drop-on-complete')) throw new DroverError('UNAVAILABLE', `failpoint target-drop-on-complete: migration ${m.migrationId}'s stream dropped as Complete arrived`);
       if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
       for (const a of await m.apply(frame)) {
         this.call.write(encodeAck(a));
@@ -436,6 +464,11 @@ class TransferCall {
           this.owner.holds.hold(m, this);
           const owned = await this.owner.ownHeld(m);
           m.receiver.onAck?.(owned);
+          return;
+        }
+        if (failpoint('target-drop-after-activate')) {
+          this.finish();
+          this.call.emit('error', toServiceError(new DroverError('UNAVAILABLE', `failpoint target-drop-after-activate: migration ${m.migrationId}'s stream dropped after the resume, before Owned`)));
           return;
         }
         // Protocol 2: record the ownership, then Owned (page streams and QEMU tunnels alike).

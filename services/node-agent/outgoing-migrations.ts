@@ -20,6 +20,7 @@ import type { BulkDialer } from '../../migration/transport/bulk-socket';
 import type { DataTransport } from '../../migration/wire/protocol';
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
+import { ASK_DEADLINE_MS, askTargetOutcome } from './direct-outcome';
 import { autoStreams, type Fence } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
 
@@ -131,7 +132,7 @@ export class OutgoingMigrations {
     const engine = outgoingEngine({
       migrationId: id, domain, conn, reservation, policy, sourceName: this.nodeId, targetName: req.target, signal: abort.signal,
       onProgress: (p) => send(p), log: (e) => this.log({ migration: id, vm: req.vm, ...e }), fence,
-      resolveOutcome: (cause) => this.resolve(req, fence, cause),
+      resolveOutcome: (cause) => this.resolve(req, fence, cause, () => conn.switchoverOutcome(reservation.migrationId, reservation.token, ASK_DEADLINE_MS)),
     });
     vm.outgoing = { id, abort, stage: 'running', engine };
     this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target, streams: conn.streams });
@@ -156,12 +157,13 @@ export class OutgoingMigrations {
     await vm.domain.destroy().catch(() => undefined);
   }
 
-    /** After Complete with a broken stream: cluster mode asks etcd; direct mode cannot tell (stays paused). */
-  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError): Promise<'owned' | 'refused' | 'unknown'> {
+  /** After Complete with a broken stream: cluster mode asks etcd; direct mode asks the target (direct-outcome.ts). */
+  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError, askTarget: () => Promise<string>): Promise<'owned' | 'refused' | 'unknown'> {
     this.log({ msg: 'switchover outcome unknown after Complete; resolving, VM stays paused', vm: req.vm, target: req.targetNode || req.target, error: cause.message });
     if (!this.cluster || !fence || !req.targetNode) {
-      this.log({ msg: 'switchover outcome unknown: no etcd or no fence (direct migration); the VM stays PAUSED on this node, it may run on the target', vm: req.vm, target: req.target });
-      return 'unknown';
+      const outcome = await askTargetOutcome(askTarget, (e) => this.log({ vm: req.vm, target: req.target, ...e }));
+      this.log({ msg: 'switchover outcome resolved by the target (direct migration)', vm: req.vm, target: req.target, outcome });
+      return outcome;
     }
     const outcome = await resolveOutcome(this.cluster, this.nodeId, req.targetNode, req.vm, fence, (e) => this.log(e));
     this.log({ msg: 'switchover outcome resolved', vm: req.vm, target: req.targetNode, outcome });

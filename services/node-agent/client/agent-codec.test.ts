@@ -23,7 +23,7 @@ test('a policy: zero values mean the engine default', () => {
     { maxDowntimeMs: 5, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: true, compress: undefined });
   assert.deepEqual(policyFromWire(undefined), { maxDowntimeMs: undefined, bandwidthBytesPerSec: undefined, maxRounds: undefined, maxBytesFactor: undefined, timeoutMs: undefined, verify: false, compress: undefined });
   assert.equal(policyFromWire(roundTrip<wire.MigrationPolicy>('MigrationPolicy', policyToWire({ compress: 'always' }))).compress, 'always');
-  assert.throws(() => policyFromWire({ ...policyToWire({}), compress: 'zstd' }), /policy\.compress must be one of never, auto, always, got "zstd"/);
+  assert.throws(() => policyFromWire({ ...policyToWire({}), compress: 'zstd' }), /policy\.compress must be one of never, auto, always, got 'zstd'/);
 });
 
 test('a progress event: an infinite ETA travels as -1 and comes back as NaN; no result until the end', () => {

@@ -7,7 +7,9 @@
  * and the VM keeps running on the source. A socket with a wrong join token, a certificate of
  * another node or one from another CA is closed without an answer and the running migration
  * still verifies. A bulk socket cut mid-round rolls back: the VM runs on the source, the target
- * discards its copy, and a second migration succeeds.
+ * discards its copy, and a second migration succeeds. A round longer than the target's idle
+ * timeout, during which stream 0 carries no frame (the batches all go over the sockets), does not
+ * trip it.
  *
  * Cuts and unreachable ports use a second loopback address: the source dials the bulk port on
  * the host it reached the target's gRPC at, so a gRPC proxy on 127.0.0.2 makes it dial
@@ -112,6 +114,27 @@ test('a bulk port that cannot be reached falls back to gRPC (auto) and verifies'
       grpcProxy.close();
     }
   });
+});
+
+test('a round longer than the idle timeout, with every batch on the bulk socket, does not trip stream 0\'s idle timeout', async () => {
+  process.env.DROVER_RECEIVE_IDLE_TIMEOUT_MS = '2500';
+  let pair: TestAgent[] = [];
+  try {
+    pair = await startAgents(2, 'idle', [], { tls: { dir: pki.dir, client: await pki.identity({ role: 'controller', name: 'ctl-idle' }) } });
+  } finally {
+    delete process.env.DROVER_RECEIVE_IDLE_TIMEOUT_MS;
+  }
+  const [a, b] = pair;
+  try {
+    await a.client.createVm(spec('id1'));
+    // 48 MiB at 8 MiB/s: round 1 alone lasts ~6 s, more than twice the 2.5 s timeout.
+    const r = await a.client.migrateVm('id1', b.address, { verify: true, transport: 'bulk', bandwidthBytesPerSec: 8 * MiB }, undefined, '', 'idle-1');
+    assert.equal(r.transport, 'bulk');
+    assert.equal(r.verified, true);
+    assert.ok(r.totalMs > 5000, `the migration outlasted the idle timeout (${r.totalMs} ms)`);
+  } finally {
+    await stopAgents(pair);
+  }
 });
 
 /** Dials the target's bulk port with `files`, sends a joining Start for `migrationId` with `token`; resolves with whether any answer came before the socket closed. */

@@ -18,6 +18,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import * as tls from 'node:tls';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { cuttingProxy } from '../support/cutting-proxy';
@@ -200,5 +201,22 @@ test('a bulk socket cut mid-round rolls back: the VM runs on the source, a secon
     assert.equal(r.transport, 'bulk');
     assert.equal(r.verified, true);
     await runsOn('cut1', b, a);
+  });
+});
+
+test('a bad --transport value is one usage line naming the flag (exit 2); over gRPC INVALID_ARGUMENT naming it', async () => {
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
+  for (const args of [['migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure', '--transport', 'quic'], ['bench', '--transport', 'grpc,quic']]) {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /--transport "quic" is not a data transport \(expected auto, grpc, bulk\)/);
+  }
+  await withVm('bt1', async () => {
+    const err = await codeOf(agents[0].client.migrateVm('bt1', agents[1].address, { transport: 'quic' as never }, undefined, '', 'bulk-1'));
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /policy\.transport must be one of auto, grpc, bulk, got "quic"/);
+    assert.equal((await agents[0].client.getVm('bt1')).state, 'running');
   });
 });

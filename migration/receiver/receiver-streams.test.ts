@@ -92,3 +92,29 @@ test('a migration discarded while Complete waits fails the Complete', () => with
   m.markAborted();
   await refused(waiting, 'ABORTED', /discarded while Complete waited/);
 }));
+
+test('the bulk channel: offered only in the listener\'s mode, its sockets join as streams 1..N of 1+N, unknown modes refused', async () => {
+  await withIncoming(async (m) => {
+    m.bulk = { mode: 'tls', port: 7777 };
+    const acc = m.start({ ...startOf(0, 2, 'tok'), bulk: 'tls' });
+    assert.ok(acc.kind === 'accepted' && acc.bulkPort === 7777 && acc.joinToken, 'Accepted names the port and a join token');
+    assert.equal(m.streams, 3, 'stream 0 plus two sockets');
+    const join = acc.kind === 'accepted' ? acc.joinToken! : '';
+    await refused(() => m.join({ ...startOf(1, 3, join), bulk: 'udp' }), 'INVALID_ARGUMENT', /unknown bulk channel "udp"/);
+    assert.equal(m.join({ ...startOf(1, 3, join), bulk: 'tls' }).kind, 'accepted');
+    assert.equal(m.join({ ...startOf(2, 3, join), bulk: 'tls' }).kind, 'accepted');
+  });
+  await withIncoming(async (m) => {
+    m.bulk = { mode: 'tls', port: 7777 };
+    const acc = m.start({ ...startOf(0, 1, 'tok'), bulk: 'tcp' });
+    assert.equal(acc.kind === 'accepted' ? acc.bulkPort : -1, undefined, 'no offer in another mode: the batches stay on the Transfer stream');
+    assert.equal(m.streams, 1);
+  });
+  await withIncoming(async (m) => {
+    const acc = m.start({ ...startOf(0, 1, 'tok'), bulk: 'tls' });
+    assert.equal(acc.kind === 'accepted' ? acc.bulkPort : -1, undefined, 'a target without a listener offers nothing');
+  });
+  await withIncoming(async (m) => {
+    await refused(() => m.start({ ...startOf(0, 1, 'tok'), bulk: 'quic' }), 'INVALID_ARGUMENT', /unknown bulk channel "quic"/);
+  });
+});

@@ -188,6 +188,7 @@ export class IncomingMigration {
     const a = Buffer.from(f.token), b = Buffer.from(this.joinToken);
     if (a.length !== b.length || !timingSafeEqual(a, b)) throw new DroverError('PERMISSION_DENIED', `wrong join token for stream ${f.streamIndex} of migration ${this.migrationId}`);
     if (this.joined.has(f.streamIndex)) throw failedPrecondition(`migration ${this.migrationId}: stream ${f.streamIndex} already joined`);
+    if (!BULK_MODES.includes(f.bulk ?? '')) throw invalidArgument(`stream ${f.streamIndex}: unknown bulk channel "${capText(f.bulk ?? '', MAX_PEER_TEXT_BYTES)}"`);
     if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) throw invalidArgument(`stream ${f.streamIndex}: geometry mismatch (source has ${f.pageCount} pages of ${f.pageSize} bytes)`);
     this.joined.add(f.streamIndex);
     return acks.accepted();

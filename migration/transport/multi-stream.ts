@@ -23,6 +23,13 @@ import { batchSeqOf, decodeAck } from '../wire/frame-codec';
 import type { Ack, DataTransport, Frame } from '../wire/protocol';
 import { dialBulk, type BulkDialer } from './bulk-socket';
 
+/**
+ * How long a broken secondary stream's error waits for stream 0's: the target's reason for
+ * failing a migration travels on stream 0, and a reset socket must not hide it. Short against
+ * the rollback it delays.
+ */
+const SECONDARY_FAILURE_GRACE_MS = 200;
+
 /** A raw Transfer call (frames or encoded frames out, encoded acks in). */
 export type TransferStream = grpc.ClientDuplexStream<Frame | Buffer, Buffer>;
 
@@ -163,7 +170,7 @@ export class MultiStreamChannel implements FrameChannel {
   private addLane(index: number, call: LaneStream, bulk: boolean): Lane {
     const lane: Lane = { index, call, bulk, queue: [], unacked: 0, accepted: false };
     this.lanes[index] = lane;
-    const what = `${bulk ? 'bulk socket' : 'Transfer stream'} ${index} of ${this.total}`;
+    const what = () => `${bulk ? 'bulk socket' : 'Transfer stream'} ${index} of ${this.total}`;
     call.on('data', (b: Buffer) => {
       if (this.lanes[index] !== lane) return;
       try {
@@ -172,9 +179,9 @@ export class MultiStreamChannel implements FrameChannel {
         this.fail(DroverError.from(err));
       }
     });
-    call.on('error', (err) => this.laneFailed(lane, err instanceof DroverError ? err : fromServiceError(err, `target ${this.label} ${what}`)));
+    call.on('error', (err) => this.laneFailed(lane, err instanceof DroverError ? err : fromServiceError(err, `target ${this.label} ${what()}`)));
     call.on('end', () => {
-      if (!this.ended) this.laneFailed(lane, new DroverError('UNAVAILABLE', `target ${this.label} closed ${what} of the migration`));
+      if (!this.ended) this.laneFailed(lane, new DroverError('UNAVAILABLE', `target ${this.label} closed ${what()} of the migration`));
     });
     return lane;
   }
@@ -186,6 +193,12 @@ export class MultiStreamChannel implements FrameChannel {
    */
   private laneFailed(lane: Lane, err: DroverError): void {
     if (this.lanes[lane.index] !== lane || this.failure) return;
+    if (lane.index > 0 && lane.accepted && !this.ended) {
+      // A secondary that breaks usually does because the target failed the migration and closed
+      // every stream: its reason comes on stream 0, so give that a moment to arrive first.
+      setTimeout(() => { if (!this.ended) this.fail(err); }, SECONDARY_FAILURE_GRACE_MS).unref();
+      return;
+    }
     if (!lane.bulk || lane.accepted || this.ended || this.bulk?.transport !== 'auto') {
       return this.fail(lane.bulk && !lane.accepted ? new DroverError(err.code, `the bulk channel to ${this.label} failed before it was joined (--transport bulk): ${err.message}`, { cause: err }) : err);
     }

@@ -287,8 +287,8 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024;
 /** A prepared reservation with no Start within this time is released (the source went away). */
 export const RESERVATION_TTL_MS = 60_000;
-/** A started migration that receives no frame within this time is aborted by the target. */
-export const RECEIVE_IDLE_TIMEOUT_MS = 30_000;
+/** A started migration that receives no frame (on any of its streams) within this time is aborted by the target; DROVER_RECEIVE_IDLE_TIMEOUT_MS shortens it in tests. */
+export const RECEIVE_IDLE_TIMEOUT_MS = Number(process.env.DROVER_RECEIVE_IDLE_TIMEOUT_MS) || 30_000;
 /**
  * Post-copy recovery, source: how long after the drop the source keeps reconnecting. A link
  * flap or a restarted proxy heals within seconds; beyond this the source gives the VM up.

@@ -64,6 +64,14 @@ export class IncomingMigrations {
     if (group?.size === 0) this.streams.delete(id);
   }
 
+  /**
+   * A frame came on a secondary stream of migration `id`: stream 0's idle timeout restarts too.
+   * With the bulk channel stream 0 may carry nothing but Round frames for a whole round.
+   */
+  touchStreams(id: string): void {
+    for (const c of this.streams.get(id) ?? []) c.armIdle();
+  }
+
   /** One stream of migration `id` failed: every other stream of it fails too (protocol.ts "Parallel streams"). */
   failStreams(id: string, err: DroverError, from: TransferCall): void {
     for (const c of [...(this.streams.get(id) ?? [])]) {
@@ -382,6 +390,7 @@ class TransferCall {
     call.on('data', (bytes: Buffer) => {
       const at = Date.now();
       this.armIdle();
+      if (this.streamIndex > 0 && this.m) this.owner.touchStreams(this.m.migrationId);
       this.queue = this.queue.then(() => this.onFrame(bytes, at));
     });
     call.on('end', () => {
@@ -479,7 +488,8 @@ class TransferCall {
     }
   }
 
-  private armIdle(): void {
+  /** Restarts the idle timeout (stream 0 only: it covers the migration). */
+  armIdle(): void {
     if (this.streamIndex > 0) return;
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => this.dropped(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);

@@ -7,7 +7,9 @@
  * and the VM keeps running on the source. A socket with a wrong join token, a certificate of
  * another node or one from another CA is closed without an answer and the running migration
  * still verifies. A bulk socket cut mid-round rolls back: the VM runs on the source, the target
- * discards its copy, and a second migration succeeds.
+ * discards its copy, and a second migration succeeds. A round longer than the target's idle
+ * timeout, during which stream 0 carries no frame (the batches all go over the sockets), does not
+ * trip it.
  *
  * Cuts and unreachable ports use a second loopback address: the source dials the bulk port on
  * the host it reached the target's gRPC at, so a gRPC proxy on 127.0.0.2 makes it dial
@@ -16,6 +18,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import * as tls from 'node:tls';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { cuttingProxy } from '../support/cutting-proxy';
@@ -114,6 +117,27 @@ test('a bulk port that cannot be reached falls back to gRPC (auto) and verifies'
   });
 });
 
+test('a round longer than the idle timeout, with every batch on the bulk socket, does not trip stream 0\'s idle timeout', async () => {
+  process.env.DROVER_RECEIVE_IDLE_TIMEOUT_MS = '2500';
+  let pair: TestAgent[] = [];
+  try {
+    pair = await startAgents(2, 'idle', [], { tls: { dir: pki.dir, client: await pki.identity({ role: 'controller', name: 'ctl-idle' }) } });
+  } finally {
+    delete process.env.DROVER_RECEIVE_IDLE_TIMEOUT_MS;
+  }
+  const [a, b] = pair;
+  try {
+    await a.client.createVm(spec('id1'));
+    // 48 MiB at 8 MiB/s: round 1 alone lasts ~6 s, more than twice the 2.5 s timeout.
+    const r = await a.client.migrateVm('id1', b.address, { verify: true, transport: 'bulk', bandwidthBytesPerSec: 8 * MiB }, undefined, '', 'idle-1');
+    assert.equal(r.transport, 'bulk');
+    assert.equal(r.verified, true);
+    assert.ok(r.totalMs > 5000, `the migration outlasted the idle timeout (${r.totalMs} ms)`);
+  } finally {
+    await stopAgents(pair);
+  }
+});
+
 /** Dials the target's bulk port with `files`, sends a joining Start for `migrationId` with `token`; resolves with whether any answer came before the socket closed. */
 async function intrude(bulkAddress: string, files: TlsFiles, migrationId: string, token: string): Promise<{ answered: boolean; error: string }> {
   const [host, port] = [bulkAddress.slice(0, bulkAddress.lastIndexOf(':')), Number(bulkAddress.slice(bulkAddress.lastIndexOf(':') + 1))];
@@ -177,5 +201,22 @@ test('a bulk socket cut mid-round rolls back: the VM runs on the source, a secon
     assert.equal(r.transport, 'bulk');
     assert.equal(r.verified, true);
     await runsOn('cut1', b, a);
+  });
+});
+
+test('a bad --transport value is one usage line naming the flag (exit 2); over gRPC INVALID_ARGUMENT naming it', async () => {
+  const bin = path.resolve(__dirname, '..', '..', '..', 'bin', 'drover');
+  for (const args of [['migrate', 'v', '--from', '127.0.0.1:1', '--to', '127.0.0.1:2', '--insecure', '--transport', 'quic'], ['bench', '--transport', 'grpc,quic']]) {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    const lines = r.stderr.trim().split('\n').filter((l) => !/--insecure/.test(l));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /--transport "quic" is not a data transport \(expected auto, grpc, bulk\)/);
+  }
+  await withVm('bt1', async () => {
+    const err = await codeOf(agents[0].client.migrateVm('bt1', agents[1].address, { transport: 'quic' as never }, undefined, '', 'bulk-1'));
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /policy\.transport must be one of auto, grpc, bulk, got "quic"/);
+    assert.equal((await agents[0].client.getVm('bt1')).state, 'running');
   });
 });

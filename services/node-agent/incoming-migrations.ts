@@ -439,7 +439,7 @@ class TransferCall {
         if (frame.streamIndex > 0) {
           this.call.write(encodeAck(session.receiver.join(frame)));
           this.streamIndex = frame.streamIndex;
-          if (this.idle) clearTimeout(this.idle); // stream 0's idle timeout covers the migration
+          if (this.idle) { clearTimeout(this.idle); this.idle = undefined; } // stream 0's idle timeout covers the migration
           this.m = session;
           this.owner.addStream(session.migrationId, this);
           return;
@@ -491,7 +491,8 @@ class TransferCall {
   /** Restarts the idle timeout (stream 0 only: it covers the migration). */
   armIdle(): void {
     if (this.streamIndex > 0) return;
-    if (this.idle) clearTimeout(this.idle);
+    // Once armed, each frame re-arms the same timer (refresh): no clearTimeout + setTimeout per 1 MiB frame.
+    if (this.idle) { this.idle.refresh(); return; }
     this.idle = setTimeout(() => this.dropped(new DroverError('DEADLINE_EXCEEDED', `no frame for ${RECEIVE_IDLE_TIMEOUT_MS} ms; target discards the migration`)), RECEIVE_IDLE_TIMEOUT_MS);
   }
 
@@ -525,7 +526,7 @@ class TransferCall {
 
   private finish(): void {
     this.done = true;
-    if (this.idle) clearTimeout(this.idle);
+    if (this.idle) { clearTimeout(this.idle); this.idle = undefined; } // refresh() would re-arm a cleared timer
     if (this.m) this.owner.removeStream(this.m.migrationId, this);
   }
 

@@ -5,7 +5,9 @@
  * processes: total time, bytes and downtime, with the error. The link is learned as the cluster's
  * migrator learns it (services/scheduler/move-cost.ts foldLink): a calibration migration of an
  * idle VM, then every uncapped migration of the table folded in after its row (a capped one
- * measures the cap, not the link); each row is predicted with the link learned before it.
+ * measures the cap, not the link); each row is predicted with the link learned before it. LZ4's
+ * ratio on guest pages comes from the calibration's sampled batches (compression auto encodes
+ * under a cap, cost-model.ts compressionRatio).
  *
  *   node dist/bench/analyze-bench.js [--mem 256MiB] [--window 2s] [--profiles idle,web] [--json]
  */
@@ -39,7 +41,12 @@ interface Row {
 
 const rel = (a: number, p: number) => (p > 0 ? (a - p) / p : NaN);
 
-async function once(a: LocalAgent, b: LocalAgent, name: string, profile: ProfileName, mem: number, windowMs: number, link: { bytesPerSec: number; setupMs: number }, cap: number): Promise<{ p: CostPrediction; r: MigrationResult }> {
+/** LZ4's ratio on the pages a migration sampled (compression auto encodes one batch in 8 while it measures), or undefined. */
+function sampledRatio(r: MigrationResult): number | undefined {
+  return r.compressedPageBytes && r.compressedBytes ? r.compressedBytes / r.compressedPageBytes : undefined;
+}
+
+async function once(a: LocalAgent, b: LocalAgent, name: string, profile: ProfileName, mem: number, windowMs: number, link: { bytesPerSec: number; setupMs: number; compressionRatio?: number }, cap: number): Promise<{ p: CostPrediction; r: MigrationResult }> {
   await a.client.createVm({ name, memBytes: mem, vcpus: 1, profile });
   await sleep(WARMUP_MS);
   const o = await a.client.analyzeVm(name, windowMs);
@@ -47,6 +54,7 @@ async function once(a: LocalAgent, b: LocalAgent, name: string, profile: Profile
     memBytes: mem, nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
     wss: (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) })),
     linkBytesPerSec: cap > 0 ? Math.min(cap, link.bytesPerSec) : link.bytesPerSec, capBytesPerSec: cap, maxDowntimeMs: 5, setupMs: link.setupMs,
+    compressionRatio: link.compressionRatio,
   });
   const r = await a.client.migrateVm(name, b.address, cap > 0 ? { bandwidthBytesPerSec: cap } : {});
   await b.client.destroyVm(name).catch(() => {});
@@ -68,10 +76,11 @@ async function main(): Promise<void> {
     const cal = (await once(a, b, 'cal', 'idle', mem, 200, { bytesPerSec: 1e9, setupMs: 0 }, 0)).r;
     let learned: LinkRecord | undefined = foldLink(undefined, cal, Date.now());
     if (!learned) throw new Error(`the calibration migration (${cal.bytesSent} bytes) is no link sample`);
-    if (!values.json) console.log(`  link: learned as the migrator learns links/<from>/<to> (foldLink): the calibration (one idle ${mem / MiB} MiB migration, ${(learned.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${learned.setupMs!.toFixed(0)} ms), then each uncapped row's migration after its row`);
+    const compressionRatio = sampledRatio(cal);
+    if (!values.json) console.log(`  link: learned as the migrator learns links/<from>/<to> (foldLink): the calibration (one idle ${mem / MiB} MiB migration, ${(learned.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${learned.setupMs!.toFixed(0)} ms), then each uncapped row's migration after its row; LZ4 ratio ${compressionRatio?.toFixed(2) ?? 'unknown'} from the calibration's sampled batches`);
     for (const [label, cap] of [['loopback', 0], ['1Gbit', CAP_BYTES_PER_SEC]] as const) {
       for (const profile of profiles) {
-        const link = { bytesPerSec: learned.bytesPerSec, setupMs: learned.setupMs ?? 0 };
+        const link = { bytesPerSec: learned.bytesPerSec, setupMs: learned.setupMs ?? 0, compressionRatio };
         const { p, r } = await once(a, b, `${profile}-${label.toLowerCase()}`, profile, mem, windowMs, link, cap);
         const row: Row = {
           profile, link: label,

@@ -85,6 +85,27 @@ test('the stop rule sees what the engine sees: the curve of its own rounds, not 
   assert.ok(p.predictedTotalMs > 4000 && p.predictedTotalMs < 6500, `total ${p.predictedTotalMs}`);
 });
 
+test('under a cap the pacer paces wire bytes: once compression auto encodes (after its raw start in round 1) pages move 1 / ratio faster; each round starts with the burst', () => {
+  // web under 1 Gbit/s: a 16 MiB working set at 100 MiB/s; 64 MiB touched; LZ4 halves sim pages.
+  const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const raw = predictMigration(w);
+  const lz4 = predictMigration({ ...w, compressionRatio: 0.5 });
+  // Measured (a 256 MiB web guest, --bandwidth 1Gbit, compression auto): 13 rounds, 5.0 s, 82 MiB on the wire, no throttling.
+  assert.equal(lz4.converges, true, lz4.policyReason);
+  assert.ok(lz4.rounds < raw.rounds && lz4.predictedTotalMs < raw.predictedTotalMs, `rounds ${lz4.rounds} vs ${raw.rounds} raw`);
+  // Round 1: the first 34 MiB raw, the rest encoded; the wire carries less than the pages.
+  const r1 = lz4.roundsDetail[0];
+  assert.ok(r1.wireBytes < r1.bytes && r1.wireBytes > 34 * MiB, `round 1 ${r1.wireBytes / MiB} of ${r1.bytes / MiB} MiB`);
+  assert.ok(lz4.predictedBytes < 0.8 * lz4.roundsDetail.reduce((s, r) => s + r.bytes, 0) + 1, 'bytes are wire bytes');
+  assert.ok(lz4.predictedTotalMs > 3500 && lz4.predictedTotalMs < 5500, `total ${lz4.predictedTotalMs}`);
+  // Uncapped (CPU-bound on loopback) auto stays raw; a ratio that does not pay (1 / 1.2) changes nothing.
+  assert.deepEqual(predictMigration({ ...web, compressionRatio: 0.5 }).predictedBytes, predictMigration(web).predictedBytes);
+  assert.equal(predictMigration({ ...w, compressionRatio: 0.9 }).predictedBytes, raw.predictedBytes);
+  // An idle guest's 32 MiB round 1 ends before auto decides: raw.
+  const idle = predictMigration({ ...w, nonzeroBytes: 30 * MiB, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), compressionRatio: 0.5 });
+  assert.equal(idle.roundsDetail[0].wireBytes, idle.roundsDetail[0].bytes);
+});
+
 test('a working set too large for the target stops when rounds stop shrinking', () => {
   // A hot set of 8 MiB rewritten every 10 ms: no round gets below it; 8 MiB at 200 MiB/s is 40 ms.
   const hotSet = [{ windowMs: 10, bytes: 8 * MiB }, { windowMs: 50, bytes: 9 * MiB }, { windowMs: 1000, bytes: 10 * MiB }];

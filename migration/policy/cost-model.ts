@@ -12,6 +12,9 @@
  * when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link), or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
  * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
  *
+ * Under a cap with a known compression ratio (compressionRatio) the rounds go LZ4-encoded as
+ * compression auto would send them (after its raw start in round 1): the pacer paces wire bytes.
+ *
  * Policy: 'precopy' when it converges; else 'postcopy' when the target offers it; else
  * 'throttle' (auto-converge, stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
  *
@@ -42,6 +45,16 @@ export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
 
 /** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
 const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
+/**
+ * Page bytes of round 1 that compression auto sends raw before it decides (precopy/batch-compressor.ts:
+ * a warm-up raw run, then a measured one, each RAW_RUN_BATCHES + 1 batches of 1 MiB). A shorter
+ * round 1 ends the run unmeasured: the migration stays raw.
+ */
+const COMPRESSOR_DECIDES_AFTER_BYTES = 2 * 17 * 1024 * 1024;
+/** Share of the batches auto still sends raw once it encodes (a recheck run of RAW_RUN_BATCHES + 1 every RECHECK_BATCHES encoded). */
+const COMPRESSOR_RAW_SHARE = 17 / (64 + 17);
+/** Auto encodes when the predicted rate beats raw by this (batch-compressor.ts PAYS_FACTOR): paced by a cap, LZ4 moves 1 / ratio more pages. */
+const COMPRESSION_PAYS_FACTOR = 1.2;
 
 /** What the model needs. */
 export interface CostInput {
@@ -71,11 +84,21 @@ export interface CostInput {
   guestMaxWriteBytesPerSec?: number;
   /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
   setupMs?: number;
+  /**
+   * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
+   * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
+   * Under a cap auto encodes once it has decided (COMPRESSOR_DECIDES_AFTER_BYTES into round 1):
+   * the pacer paces wire bytes, so pages then move 1 / ratio faster.
+   */
+  compressionRatio?: number;
 }
 
 /** One predicted round. */
 export interface PredictedRound {
+  /** Page bytes sent. */
   bytes: number;
+  /** Bytes on the wire (less than `bytes` where batches go LZ4-encoded). */
+  wireBytes: number;
   ms: number;
 }
 
@@ -84,7 +107,7 @@ export interface CostPrediction {
   /** Pre-copy rounds, not counting the stop-and-copy. */
   rounds: number;
   roundsDetail: PredictedRound[];
-  /** Bytes on the wire (page payload: rounds plus the last copy). */
+  /** Bytes on the wire (page payload, LZ4-encoded where auto would encode: rounds plus the last copy). */
   predictedBytes: number;
   /** Start to resume on the target, ms. */
   predictedTotalMs: number;
@@ -128,14 +151,19 @@ const SKIP_STEPS = 16;
 
 /**
  * The rounds as the engine would run them: each round's rate (rate-control.ts under a cap: Xen's
- * rule, each round starting with the pacer's burst) and what it leaves dirty.
+ * rule, paced on wire bytes, each round starting with the pacer's burst) and what it leaves dirty.
  */
 class RoundRunner {
   readonly rounds: PredictedRound[] = [];
+  /** Page bytes sent so far. */
   total = 0;
+  /** Bytes on the wire so far. */
+  wire = 0;
   /** Dirty rate of the latest round, bytes/s (Xen's round-rate rule). */
   prevDirtyRate = 0;
   private timedRate = 0;
+  /** Compression auto has decided to encode. */
+  private encoding = false;
   constructor(private readonly i: CostInput) {}
 
   /** Rate of the stop-and-copy: the cap (or the link when it is slower). */
@@ -144,19 +172,48 @@ class RoundRunner {
     return cap > 0 ? Math.min(this.i.linkBytesPerSec, cap) : this.i.linkBytesPerSec;
   }
 
+  /** Wire bytes per page byte once auto encodes: its raw rechecks, the rest at the ratio. */
+  private get encodedShare(): number {
+    const r = this.i.compressionRatio ?? 1;
+    return COMPRESSOR_RAW_SHARE + (1 - COMPRESSOR_RAW_SHARE) * r;
+  }
+
+  /** Auto would encode under this migration's cap: paced, LZ4 moves 1 / ratio more pages. */
+  private get compresses(): boolean {
+    const r = this.i.compressionRatio;
+    return (this.i.capBytesPerSec ?? 0) > 0 && r !== undefined && r > 0 && r * COMPRESSION_PAYS_FACTOR < 1;
+  }
+
+  /** Wire bytes of `pages` page bytes sent in the current round (round 1's first part raw until auto decides). */
+  wireOf(pages: number, first: boolean): number {
+    if (!this.compresses) return pages;
+    if (this.encoding) return pages * this.encodedShare;
+    if (!first || pages <= COMPRESSOR_DECIDES_AFTER_BYTES) return pages;
+    this.encoding = true;
+    return COMPRESSOR_DECIDES_AFTER_BYTES + (pages - COMPRESSOR_DECIDES_AFTER_BYTES) * this.encodedShare;
+  }
+
+  /** The stop-and-copy's wire bytes (every batch encoded when auto decided to: the paused round measures nothing). */
+  finalWire(pages: number): number {
+    return this.encoding ? pages * (this.i.compressionRatio ?? 1) : pages;
+  }
+
   /** Sends `bytes` as the next round with the guest at `speed` of its pace; returns what it left dirty. */
   round(bytes: number, speed = 1): number {
     const cap = this.i.capBytesPerSec ?? 0;
     const link = this.i.linkBytesPerSec;
     const r = cap > 0 ? Math.min(link, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : link;
-    const sent = this.unskipped(bytes, r, speed);
-    // Paced, a round starts with the pacer's burst (setRate), which goes at the link's rate.
-    const burst = cap > 0 ? Math.min(sent, PACER_BURST_BYTES) : 0;
-    const ms = ((sent - burst) / r + burst / link) * 1000;
-    this.rounds.push({ bytes: sent, ms });
+    const pageRate = this.compresses && this.encoding ? r / this.encodedShare : r;
+    const sent = this.unskipped(bytes, pageRate, speed);
+    const wire = this.wireOf(sent, this.rounds.length === 0);
+    // Paced: the burst goes at the link's rate, the rest at the round's.
+    const burst = cap > 0 ? Math.min(wire, PACER_BURST_BYTES) : 0;
+    const ms = ((wire - burst) / r + burst / link) * 1000;
+    this.rounds.push({ bytes: sent, wireBytes: wire, ms });
     this.total += sent;
-    // The engine times a round by its bytes over its length (precopy/source-stats.ts recordRound).
-    if (sent >= MIN_TIMED_ROUND_BYTES && ms > 0) this.timedRate = (sent * 1000) / ms;
+    this.wire += wire;
+    // The engine times a round by its wire bytes over its length (precopy/source-stats.ts recordRound).
+    if (wire >= MIN_TIMED_ROUND_BYTES && ms > 0) this.timedRate = (wire * 1000) / ms;
     const next = wssAt(this.i.wss, ms * speed, this.i.dirtyRateBytesPerSec * speed, this.i.memBytes);
     this.prevDirtyRate = ms > 0 ? (next * 1000) / ms : 0;
     return next;
@@ -235,13 +292,13 @@ export function predictMigration(i: CostInput): CostPrediction {
   }
   const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' ? 'not-shrinking' : end);
   const converges = stop === 'converged';
-  const downtime = predictDowntimeMs(send, run.finalRate);
+  const downtime = predictDowntimeMs(run.finalWire(send), run.finalRate);
   const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
   const convergesThrottled = throttle > 0 && end === 'fits';
   return {
     rounds: run.rounds.length,
     roundsDetail: run.rounds,
-    predictedBytes: run.total + send,
+    predictedBytes: run.wire + run.finalWire(send),
     predictedTotalMs: totalMs,
     predictedDowntimeMs: downtime,
     converges,

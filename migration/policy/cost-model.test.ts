@@ -44,7 +44,40 @@ test('a guest dirtying faster than the link does not converge: throttle, or post
   assert.equal(p.policy, 'throttle');
   assert.ok(p.throttlePercent >= 20, `throttle ${p.throttlePercent}`);
   assert.ok(p.predictedBytes > alone.predictedBytes && p.predictedDowntimeMs < alone.predictedDowntimeMs);
-  assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'postcopy');
+  // Post-copy offered: the engine's rule (decidePageRound) still throttles a guest that dirties at most 2x what the link moves.
+  assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'throttle');
+});
+
+test('post-copy as the engine chooses it: after the first pass when asked or when the guest dirties over 2x the link, on a stall when throttling may not; the blackout is the switch, the remainder is pushed after it', () => {
+  const hot: CostInput = { ...web, dirtyRateBytesPerSec: 4000 * MiB, wss: curve(64 * MiB, 4000 * MiB) };
+  const never = predictMigration({ ...hot, postcopyAvailable: true, postcopy: 'never' });
+  assert.equal(never.policy, 'throttle');
+  assert.equal(never.postcopy, undefined);
+  const always = predictMigration({ ...hot, postcopyAvailable: true, postcopy: 'always' });
+  assert.equal(always.policy, 'postcopy');
+  assert.match(always.policyReason, /--postcopy always/);
+  assert.equal(always.postcopy!.afterRound, 1);
+  // Not offered by the target: 'always' cannot happen.
+  assert.notEqual(predictMigration({ ...hot, postcopy: 'always' }).policy, 'postcopy');
+  // Throttling not allowed: post-copy on the stall.
+  const p = predictMigration({ ...hot, postcopyAvailable: true, autoConverge: false });
+  assert.equal(p.policy, 'postcopy', p.policyReason);
+  assert.equal(p.converges, false);
+  assert.equal(p.throttlePercent, 0);
+  const pc = p.postcopy!;
+  // The remainder (about the 64 MiB working set) is pushed after the switch at the link rate; the blackout is the switch alone.
+  assert.ok(pc.remainderBytes > 32 * MiB && pc.remainderBytes <= 64 * MiB, `remainder ${pc.remainderBytes / MiB} MiB`);
+  assert.ok(Math.abs(pc.allPresentMs - (pc.remainderBytes / (1000 * MiB)) * 1000) < 1e-6);
+  assert.ok(p.predictedDowntimeMs <= 1.01, `downtime ${p.predictedDowntimeMs}`);
+  const roundsMs = p.roundsDetail.reduce((s, r) => s + r.ms, 0);
+  assert.ok(Math.abs(p.predictedTotalMs - (roundsMs + p.predictedDowntimeMs + pc.allPresentMs)) < 1e-6);
+  // The guest, resumed, touches its working set faster than the push arrives: many waits (each brings 15 neighbours), never more than the remainder's pages.
+  assert.ok(pc.pageWaits > 100 && pc.pageWaits <= pc.remainderBytes / 4096 / 16, `waits ${pc.pageWaits}`);
+  assert.ok(Math.abs(pc.pageWaitMaxMs - (4 * MiB / (1000 * MiB)) * 1000) < 1e-6, 'a page waits behind at most the 4 MiB window');
+  assert.match(p.policyReason, /all pages \d+ ms later/);
+  // An idle guest's few remaining pages: almost no waits.
+  const idle = predictMigration({ ...web, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), postcopyAvailable: true, postcopy: 'always' });
+  assert.ok(idle.postcopy!.pageWaits < 2, `idle waits ${idle.postcopy!.pageWaits}`);
 });
 
 test('throttling term: a paced guest is slowed only past 1 - rate / its CPU-bound speed (web on a link below its dirty rate)', () => {

@@ -15,8 +15,12 @@
  * Under a cap with a known compression ratio (compressionRatio) the rounds go LZ4-encoded as
  * compression auto would send them (after its raw start in round 1): the pacer paces wire bytes.
  *
- * Policy: 'precopy' when it converges; else 'postcopy' when the target offers it; else
- * 'throttle' (auto-converge, stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
+ * Policy: the engine's own choice after each round (convergence.ts decidePageRound): 'precopy'
+ * when it converges; 'postcopy' where the policy allows it (`postcopy` mode) and the target offers
+ * it, when the guest dirties more than twice what the link moves or pre-copy stalls and throttling
+ * would not do (then the blackout is the switch and the prediction adds the push of the
+ * remainder until all pages are present, postcopy-estimate.ts); else 'throttle' (auto-converge,
+ * stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
  *
  * Throttling term (the engine's auto-converge, precopy-source.ts autoConverge): when pre-copy
  * alone does not converge, the engine notices the stall (above), then takes one nextThrottle
@@ -26,7 +30,8 @@
  * below its rate. Round n then dirties WWS(speed × t_{n-1}). The predicted figures include
  * every throttled round; `converges` stays "without throttling".
  */
-import { DIRTY_RATE_NEAR_LINK } from './convergence';
+import { decidePageRound, DIRTY_RATE_NEAR_LINK } from './convergence';
+import { estimatePostcopy, type PostcopyEstimate } from './postcopy-estimate';
 import { decideStop, nextThrottle, NO_PROGRESS_RATIO, predictDowntimeMs, RoundCurve, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
 import { PACER_BURST_BYTES, roundRate } from './rate-control';
 import { wssAt, type WssPoint } from './wss-curve';
@@ -74,8 +79,10 @@ export interface CostInput {
   maxRounds?: number;
   /** Bytes limit as a multiple of RAM (default DEFAULT_MAX_BYTES_FACTOR). */
   maxBytesFactor?: number;
-  /** The target accepts post-copy (default false: the page engine has none). */
+  /** The target offers post-copy and the domain can wait for pages (default false). */
   postcopyAvailable?: boolean;
+  /** The policy's post-copy mode (`--postcopy`; default 'auto' when postcopyAvailable, else 'never'): convergence.ts decidePageRound decides, as in the engine. */
+  postcopy?: 'never' | 'auto' | 'always';
   /** The migration's bandwidth cap (`--bandwidth`), bytes/s; rounds then follow rate-control.ts roundRate (Xen's rule); 0/absent = uncapped. */
   capBytesPerSec?: number;
   /** Model the engine's auto-converge when pre-copy alone stalls (default true: the sim engine throttles; false = stop-and-copy at the stall). */
@@ -123,6 +130,8 @@ export interface CostPrediction {
   throttlePercent: number;
   /** After throttling: the remainder fits the target (false also when no throttling was modelled). */
   convergesThrottled: boolean;
+  /** When the policy switches to post-copy: after which pre-copy round, and what follows the switch. */
+  postcopy?: PostcopyEstimate & { afterRound: number };
 }
 
 /**
@@ -256,7 +265,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const rate = Math.max(1, i.dirtyRateBytesPerSec);
   const maxWrite = i.guestMaxWriteBytesPerSec ?? DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC;
   const speedAt = (t: number) => (t <= 0 ? 1 : Math.min(1, ((1 - t) * maxWrite) / rate));
-  const throttles = i.autoConverge !== false && !i.postcopyAvailable;
+  const mode = i.postcopy ?? (i.postcopyAvailable ? 'auto' : 'never');
   const policy = { maxDowntimeMs: i.maxDowntimeMs, bandwidthBytesPerSec: i.capBytesPerSec ?? 0, maxRounds, maxBytesFactor: maxBytes / i.memBytes, timeoutMs: 0, verify: false };
   const run = new RoundRunner(i);
   const seen = new RoundCurve();
@@ -266,7 +275,8 @@ export function predictMigration(i: CostInput): CostPrediction {
   let lastDirty = Infinity;
   let prevSent = NaN;
   let firstStall: CostPrediction['stop'] | undefined;
-  let end: 'fits' | 'max-rounds' | 'max-bytes' | 'stalled';
+  let switched: string | undefined;
+  let end: 'fits' | 'max-rounds' | 'max-bytes' | 'stalled' | 'postcopy';
   for (;;) {
     const before = run.total;
     send = run.round(send, speedAt(throttle));
@@ -283,30 +293,42 @@ export function predictMigration(i: CostInput): CostPrediction {
     const reason: typeof end | undefined = decided === 'converged' ? 'fits' : decided === 'max-rounds' || decided === 'max-bytes' || decided === 'stalled' ? decided : undefined;
     prevSent = sentThis;
     if (reason === 'stalled') firstStall ??= i.dirtyRateBytesPerSec >= DIRTY_RATE_NEAR_LINK * run.finalRate ? 'dirty-rate-near-link' : 'not-shrinking';
-    if (throttles && (reason === 'stalled' || (throttle > 0 && reason === undefined)) && throttle < THROTTLE_MAX) {
-      throttle = nextThrottle(throttle);
-      stalled = 0;
-      continue;
-    }
+    // The engine's next step (precopy-source.ts nextStep): go on, a throttle step, or post-copy.
+    const step = decidePageRound({
+      round: run.rounds.length, stop: decided, dirtyRateBytesPerSec: run.prevDirtyRate, linkRateBytesPerSec: run.predictionRate,
+      postcopyAvailable: !!i.postcopyAvailable, canThrottle: i.autoConverge !== false && throttle < THROTTLE_MAX, throttling: throttle > 0,
+    }, { postcopy: mode });
+    if (step.action === 'postcopy') { switched = step.reason; firstStall ??= converged(decided) ? undefined : 'not-shrinking'; end = 'postcopy'; break; }
+    if (step.action === 'throttle') { throttle = nextThrottle(throttle); stalled = 0; continue; }
     if (reason) { end = reason; break; }
   }
-  const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' ? 'not-shrinking' : end);
-  const converges = stop === 'converged';
-  const downtime = predictDowntimeMs(run.finalWire(send), run.finalRate);
-  const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
+  const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' || end === 'postcopy' ? 'not-shrinking' : end);
   const convergesThrottled = throttle > 0 && end === 'fits';
+  const pc = end === 'postcopy' ? { afterRound: run.rounds.length, ...estimatePostcopy(send, run.finalWire(send), run.finalRate, i.wss, i.dirtyRateBytesPerSec, i.memBytes) } : undefined;
+  // Post-copy's blackout carries the switch, not the remainder.
+  const downtime = pc ? predictDowntimeMs(0, run.finalRate) : predictDowntimeMs(run.finalWire(send), run.finalRate);
+  const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + (pc?.allPresentMs ?? 0) + Math.max(0, i.setupMs ?? 0);
+  const choice = switched !== undefined && pc
+    ? { policy: 'postcopy' as const, policyReason: `${switched}; the target resumes after ~${downtime.toFixed(1)} ms and has all pages ${pc.allPresentMs.toFixed(0)} ms later (${(send / 1048576).toFixed(1)} MiB pushed; about ${pc.pageWaits} page waits of up to ${pc.pageWaitMaxMs.toFixed(0)} ms)` }
+    : choosePolicy(i, stop, send, downtime, throttle, convergesThrottled);
   return {
     rounds: run.rounds.length,
     roundsDetail: run.rounds,
     predictedBytes: run.wire + run.finalWire(send),
     predictedTotalMs: totalMs,
     predictedDowntimeMs: downtime,
-    converges,
+    converges: stop === 'converged',
     stop,
     throttlePercent: Math.round(throttle * 100),
     convergesThrottled,
-    ...choosePolicy(i, stop, send, downtime, throttle, convergesThrottled),
+    ...(pc ? { postcopy: pc } : {}),
+    ...choice,
   };
+}
+
+/** The stop rule's verdict was that the remainder fits. */
+function converged(decided: string | null): boolean {
+  return decided === 'converged';
 }
 
 function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: number, downtimeMs: number, throttle: number, throttledOk: boolean): Pick<CostPrediction, 'policy' | 'policyReason'> {
@@ -319,7 +341,6 @@ function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: num
     : stop === 'not-shrinking'
       ? `rounds stop shrinking at ${mb(remainder)} (the writable working set), ${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms`
       : `${stop} reached with ${mb(remainder)} left (${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms)`;
-  if (i.postcopyAvailable) return { policy: 'postcopy', policyReason: `${why}; the target offers post-copy: switch after the first pass` };
   if (throttle > 0) {
     return {
       policy: 'throttle',

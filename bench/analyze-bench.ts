@@ -5,9 +5,9 @@
  * processes: total time, bytes and downtime, with the error. The link is learned as the cluster's
  * migrator learns it (services/scheduler/move-cost.ts foldLink): a calibration migration of an
  * idle VM, then every uncapped migration of the table folded in after its row (a capped one
- * measures the cap, not the link); each row is predicted with the link learned before it. LZ4's
- * ratio on guest pages comes from the calibration's sampled batches (compression auto encodes
- * under a cap, cost-model.ts compressionRatio).
+ * measures the cap, not the link); each row is predicted with the link learned before it,
+ * LZ4's ratio on guest pages included (the record's lz4Ratio, from the batches compression auto
+ * sampled: cost-model.ts compressionRatio, which matters under the cap).
  *
  *   node dist/bench/analyze-bench.js [--mem 256MiB] [--window 2s] [--profiles idle,web] [--json]
  */
@@ -41,11 +41,6 @@ interface Row {
 
 const rel = (a: number, p: number) => (p > 0 ? (a - p) / p : NaN);
 
-/** LZ4's ratio on the pages a migration sampled (compression auto encodes one batch in 8 while it measures), or undefined. */
-function sampledRatio(r: MigrationResult): number | undefined {
-  return r.compressedPageBytes && r.compressedBytes ? r.compressedBytes / r.compressedPageBytes : undefined;
-}
-
 async function once(a: LocalAgent, b: LocalAgent, name: string, profile: ProfileName, mem: number, windowMs: number, link: { bytesPerSec: number; setupMs: number; compressionRatio?: number }, cap: number): Promise<{ p: CostPrediction; r: MigrationResult }> {
   await a.client.createVm({ name, memBytes: mem, vcpus: 1, profile });
   await sleep(WARMUP_MS);
@@ -76,11 +71,10 @@ async function main(): Promise<void> {
     const cal = (await once(a, b, 'cal', 'idle', mem, 200, { bytesPerSec: 1e9, setupMs: 0 }, 0)).r;
     let learned: LinkRecord | undefined = foldLink(undefined, cal, Date.now());
     if (!learned) throw new Error(`the calibration migration (${cal.bytesSent} bytes) is no link sample`);
-    const compressionRatio = sampledRatio(cal);
-    if (!values.json) console.log(`  link: learned as the migrator learns links/<from>/<to> (foldLink): the calibration (one idle ${mem / MiB} MiB migration, ${(learned.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${learned.setupMs!.toFixed(0)} ms), then each uncapped row's migration after its row; LZ4 ratio ${compressionRatio?.toFixed(2) ?? 'unknown'} from the calibration's sampled batches`);
+    if (!values.json) console.log(`  link: learned as the migrator learns links/<from>/<to> (foldLink): the calibration (one idle ${mem / MiB} MiB migration, ${(learned.bytesPerSec / MiB).toFixed(0)} MiB/s, set-up ${learned.setupMs!.toFixed(0)} ms), then each uncapped row's migration after its row; LZ4 ratio ${learned.lz4Ratio?.toFixed(2) ?? 'unknown'} from its sampled batches`);
     for (const [label, cap] of [['loopback', 0], ['1Gbit', CAP_BYTES_PER_SEC]] as const) {
       for (const profile of profiles) {
-        const link = { bytesPerSec: learned.bytesPerSec, setupMs: learned.setupMs ?? 0, compressionRatio };
+        const link = { bytesPerSec: learned.bytesPerSec, setupMs: learned.setupMs ?? 0, compressionRatio: learned.lz4Ratio };
         const { p, r } = await once(a, b, `${profile}-${label.toLowerCase()}`, profile, mem, windowMs, link, cap);
         const row: Row = {
           profile, link: label,

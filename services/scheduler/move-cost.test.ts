@@ -64,6 +64,11 @@ test('links learn from large moves: a small first move\'s start-up-bound rate gi
   const big = foldLink(settled, sample(256, 60), 11)!;
   assert.ok(Math.abs(big.bytesPerSec - (settled.bytesPerSec + LINK_EWMA_ALPHA * (60 * MiB - settled.bytesPerSec))) < 1);
   // A record written before weights: its samples count as full ones.
+  // LZ4's ratio on the sampled batches is learned beside the rate.
+  assert.equal(big.lz4Ratio, undefined);
+  const sampled = foldLink(big, { ...sample(64, 100), compressedPageBytes: 8 * MiB, compressedBytes: 4 * MiB }, 13)!;
+  assert.equal(sampled.lz4Ratio, 0.5);
+  assert.equal(foldLink(sampled, sample(64, 100), 14)!.lz4Ratio, 0.5);
   const old = foldLink({ bytesPerSec: 100 * MiB, setupMs: 50, samples: 5, at: 1 }, sample(16, 40), 12)!;
   assert.ok(Math.abs(old.bytesPerSec - (100 - LINK_EWMA_ALPHA * 0.25 * 60) * MiB) < 1, `${old.bytesPerSec / MiB}`);
 });

@@ -132,7 +132,7 @@ export function pairKey(from: string, to: string): string {
 }
 
 /** What a finished migration tells about its link (MigrationResult's fields). */
-export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs'>;
+export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes'>;
 
 /**
  * A link record with one more migration folded in (`now` its time), or undefined when the
@@ -154,11 +154,15 @@ export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number
   const weight = Math.min(before + w, 1 / LINK_EWMA_ALPHA);
   const share = w / weight;
   const avg = (old: number | undefined, x: number) => (old !== undefined && old >= 0 && before > 0 ? old + share * (x - old) : x);
+  // LZ4's ratio on the pages this pair moved (compression auto samples batches even when it stays raw).
+  const ratio = r.compressedPageBytes && r.compressedBytes ? r.compressedBytes / r.compressedPageBytes : undefined;
+  const lz4Ratio = ratio === undefined ? known?.lz4Ratio : known?.lz4Ratio === undefined ? ratio : known.lz4Ratio + LINK_EWMA_ALPHA * (ratio - known.lz4Ratio);
   return {
     bytesPerSec: avg(known?.bytesPerSec, rate),
     setupMs: avg(known?.setupMs, setup),
     samples: (cur?.samples ?? 0) + 1,
     weight,
+    ...(lz4Ratio !== undefined ? { lz4Ratio } : {}),
     at: now,
   };
 }

@@ -118,7 +118,7 @@ test('the stop rule sees what the engine sees: the curve of its own rounds, not 
   assert.ok(p.predictedTotalMs > 4000 && p.predictedTotalMs < 6500, `total ${p.predictedTotalMs}`);
 });
 
-test('under a cap the pacer paces wire bytes: once compression auto encodes (after its raw start in round 1) pages move 1 / ratio faster; each round starts with the burst', () => {
+test('under a cap the pacer paces wire bytes: once compression auto encodes (after two raw runs) pages move 1 / ratio faster; each round starts with the burst', () => {
   // web under 1 Gbit/s: a 16 MiB working set at 100 MiB/s; 64 MiB touched; LZ4 halves sim pages.
   const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
   const raw = predictMigration(w);
@@ -134,9 +134,18 @@ test('under a cap the pacer paces wire bytes: once compression auto encodes (aft
   // Uncapped (CPU-bound on loopback) auto stays raw; a ratio that does not pay (1 / 1.2) changes nothing.
   assert.deepEqual(predictMigration({ ...web, compressionRatio: 0.5 }).predictedBytes, predictMigration(web).predictedBytes);
   assert.equal(predictMigration({ ...w, compressionRatio: 0.9 }).predictedBytes, raw.predictedBytes);
-  // An idle guest's 32 MiB round 1 ends before auto decides: raw.
+  // An idle guest's 30 MiB round 1 holds one raw run of 17 MiB, its later rounds none: raw throughout.
   const idle = predictMigration({ ...w, nonzeroBytes: 30 * MiB, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), compressionRatio: 0.5 });
-  assert.equal(idle.roundsDetail[0].wireBytes, idle.roundsDetail[0].bytes);
+  for (const r of idle.roundsDetail) assert.equal(r.wireBytes, r.bytes);
+  // A db guest (measured: 28 MiB on the wire of 51 MiB dirty in round 2): auto decides once two whole raw runs of 17 MiB were sent, each within one round.
+  const db: CostInput = { ...w, nonzeroBytes: 30 * MiB, dirtyRateBytesPerSec: 200 * MiB, wss: curve(64 * MiB, 200 * MiB), compressionRatio: 0.5 };
+  const d = predictMigration(db).roundsDetail;
+  const k = d.findIndex((r) => r.wireBytes < r.bytes);
+  assert.ok(k >= 1, 'round 1 (9 MiB after to_skip) is raw');
+  const runs = d.slice(0, k).reduce((n, r) => n + Math.floor(r.bytes / (17 * MiB)), 0);
+  assert.ok(runs < 2);
+  const rawPart = (2 - runs) * 17 * MiB;
+  assert.ok(Math.abs(d[k].wireBytes - (rawPart + (d[k].bytes - rawPart) * (17 / 81 + (64 / 81) * 0.5))) < 1, `round ${k + 1}: ${d[k].wireBytes / MiB} of ${d[k].bytes / MiB} MiB`);
 });
 
 test('a working set too large for the target stops when rounds stop shrinking', () => {

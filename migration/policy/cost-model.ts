@@ -13,7 +13,7 @@
  * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
  *
  * Under a cap with a known compression ratio (compressionRatio) the rounds go LZ4-encoded as
- * compression auto would send them (after its raw start in round 1): the pacer paces wire bytes.
+ * compression auto would send them (after its two raw runs): the pacer paces wire bytes.
  *
  * Policy: the engine's own choice after each round (convergence.ts decidePageRound): 'precopy'
  * when it converges; 'postcopy' where the policy allows it (`postcopy` mode) and the target offers
@@ -51,11 +51,12 @@ export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
 /** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
 const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
 /**
- * Page bytes of round 1 that compression auto sends raw before it decides (precopy/batch-compressor.ts:
- * a warm-up raw run, then a measured one, each RAW_RUN_BATCHES + 1 batches of 1 MiB). A shorter
- * round 1 ends the run unmeasured: the migration stays raw.
+ * Page bytes of one raw run of compression auto (precopy/batch-compressor.ts: RAW_RUN_BATCHES + 1
+ * batches of 1 MiB, the first acknowledgement starting it). A round's end drops a run in progress.
  */
-const COMPRESSOR_DECIDES_AFTER_BYTES = 2 * 17 * 1024 * 1024;
+const COMPRESSOR_RUN_BYTES = 17 * 1024 * 1024;
+/** Raw runs auto completes before it decides: one warm-up run (not measured), one measured. */
+const COMPRESSOR_RUNS_TO_DECIDE = 2;
 /** Share of the batches auto still sends raw once it encodes (a recheck run of RAW_RUN_BATCHES + 1 every RECHECK_BATCHES encoded). */
 const COMPRESSOR_RAW_SHARE = 17 / (64 + 17);
 /** Auto encodes when the predicted rate beats raw by this (batch-compressor.ts PAYS_FACTOR): paced by a cap, LZ4 moves 1 / ratio more pages. */
@@ -94,7 +95,7 @@ export interface CostInput {
   /**
    * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
    * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
-   * Under a cap auto encodes once it has decided (COMPRESSOR_DECIDES_AFTER_BYTES into round 1):
+   * Under a cap auto encodes once it has decided (two raw runs of COMPRESSOR_RUN_BYTES, each within one round):
    * the pacer paces wire bytes, so pages then move 1 / ratio faster.
    */
   compressionRatio?: number;
@@ -173,6 +174,8 @@ class RoundRunner {
   private timedRate = 0;
   /** Compression auto has decided to encode. */
   private encoding = false;
+  /** Raw runs auto still has to complete before it decides. */
+  private runsLeft = COMPRESSOR_RUNS_TO_DECIDE;
   constructor(private readonly i: CostInput) {}
 
   /** Rate of the stop-and-copy: the cap (or the link when it is slower). */
@@ -193,13 +196,16 @@ class RoundRunner {
     return (this.i.capBytesPerSec ?? 0) > 0 && r !== undefined && r > 0 && r * COMPRESSION_PAYS_FACTOR < 1;
   }
 
-  /** Wire bytes of `pages` page bytes sent in the current round (round 1's first part raw until auto decides). */
-  wireOf(pages: number, first: boolean): number {
+  /** Wire bytes of `pages` page bytes sent as a round: raw until auto has completed its raw runs (whole ones within a round), then encoded. */
+  wireOf(pages: number): number {
     if (!this.compresses) return pages;
     if (this.encoding) return pages * this.encodedShare;
-    if (!first || pages <= COMPRESSOR_DECIDES_AFTER_BYTES) return pages;
+    const runs = Math.floor(pages / COMPRESSOR_RUN_BYTES);
+    if (runs < this.runsLeft) { this.runsLeft -= runs; return pages; }
+    const raw = this.runsLeft * COMPRESSOR_RUN_BYTES;
+    this.runsLeft = 0;
     this.encoding = true;
-    return COMPRESSOR_DECIDES_AFTER_BYTES + (pages - COMPRESSOR_DECIDES_AFTER_BYTES) * this.encodedShare;
+    return raw + (pages - raw) * this.encodedShare;
   }
 
   /** The stop-and-copy's wire bytes (every batch encoded when auto decided to: the paused round measures nothing). */
@@ -214,7 +220,7 @@ class RoundRunner {
     const r = cap > 0 ? Math.min(link, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : link;
     const pageRate = this.compresses && this.encoding ? r / this.encodedShare : r;
     const sent = this.unskipped(bytes, pageRate, speed);
-    const wire = this.wireOf(sent, this.rounds.length === 0);
+    const wire = this.wireOf(sent);
     // Paced: the burst goes at the link's rate, the rest at the round's.
     const burst = cap > 0 ? Math.min(wire, PACER_BURST_BYTES) : 0;
     const ms = ((wire - burst) / r + burst / link) * 1000;

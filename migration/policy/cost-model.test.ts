@@ -126,7 +126,7 @@ test('under a cap the pacer paces wire bytes: once compression auto encodes (aft
   // Measured (a 256 MiB web guest, --bandwidth 1Gbit, compression auto): 13 rounds, 5.0 s, 82 MiB on the wire, no throttling.
   assert.equal(lz4.converges, true, lz4.policyReason);
   assert.ok(lz4.rounds < raw.rounds && lz4.predictedTotalMs < raw.predictedTotalMs, `rounds ${lz4.rounds} vs ${raw.rounds} raw`);
-  // Round 1: the first 34 MiB raw, the rest encoded; the wire carries less than the pages.
+  // Round 1 (49 MiB after to_skip): two raw runs (34 MiB), the rest encoded; the wire carries less than the pages.
   const r1 = lz4.roundsDetail[0];
   assert.ok(r1.wireBytes < r1.bytes && r1.wireBytes > 34 * MiB, `round 1 ${r1.wireBytes / MiB} of ${r1.bytes / MiB} MiB`);
   assert.ok(lz4.predictedBytes < 0.8 * lz4.roundsDetail.reduce((s, r) => s + r.bytes, 0) + 1, 'bytes are wire bytes');

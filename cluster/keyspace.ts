@@ -72,6 +72,8 @@ export interface LinkRecord {
   samples: number;
   /** Their weight in the average (services/scheduler/move-cost.ts foldLink: a move under 64 MiB is part of a sample); absent in older records. */
   weight?: number;
+  /** Moving average of LZ4's encoded / page bytes on the batches the migrations sampled (the cost model's compressionRatio under a cap); absent until one sampled. */
+  lz4Ratio?: number;
   /** Date.now() of the last sample. */
   at: number;
 }

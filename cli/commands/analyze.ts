@@ -18,9 +18,11 @@ import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/po
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
 import { DroverError } from '../../lib/errors';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
+import { postcopyFlag } from './migrate';
+import type { PostcopyMode } from '../../migration/types';
 
 /** Usage of the command. */
-export const ANALYZE_USAGE = `drover analyze VM (--agent ADDR ${TLS_USAGE} | [--etcd URL] [--to NODE]) [--bandwidth RATE] [--max-downtime D] [--window 5s] [--json]`;
+export const ANALYZE_USAGE = `drover analyze VM (--agent ADDR ${TLS_USAGE} | [--etcd URL] [--to NODE]) [--bandwidth RATE] [--max-downtime D] [--postcopy never|auto|always] [--window 5s] [--json]`;
 const DEFAULT_WINDOW_MS = 5000;
 const MIN_WINDOW_MS = 50;
 
@@ -35,6 +37,8 @@ interface Ask {
   setupMs: number;
   maxDowntimeMs: number;
   windowMs: number;
+  /** The post-copy mode the migration would run with (`--postcopy`, default auto as `drover migrate`'s). */
+  postcopy: PostcopyMode;
   json: boolean;
 }
 
@@ -42,7 +46,7 @@ interface Ask {
 export async function analyzeCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     agent: { type: 'string' }, bandwidth: { type: 'string' }, 'max-downtime': { type: 'string' }, window: { type: 'string' }, json: { type: 'boolean' },
-    to: { type: 'string' }, ...ETCD, ...TLS_OPTIONS,
+    to: { type: 'string' }, postcopy: { type: 'string' }, 'no-postcopy': { type: 'boolean' }, ...ETCD, ...TLS_OPTIONS,
   }, 'analyze');
   if (p.positionals.length !== 1) throw new UsageError(`analyze: expected one VM name (usage: ${ANALYZE_USAGE})`);
   const vm = p.positionals[0];
@@ -53,16 +57,17 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const windowMs = duration(p, 'window', DEFAULT_WINDOW_MS)!;
   if (windowMs < MIN_WINDOW_MS || windowMs > 60_000) throw new UsageError(`analyze: --window ${windowMs} ms is outside [${MIN_WINDOW_MS}ms, 60s] (too short to measure a curve, or too long)`);
   const json = flag(p, 'json');
+  const postcopy = postcopyFlag(p, 'analyze') ?? 'auto';
   const agentFlag = str(p, 'agent');
-  if (agentFlag === undefined) return analyzeInCluster(p, { vm, given, maxDowntimeMs, windowMs, json });
+  if (agentFlag === undefined) return analyzeInCluster(p, { vm, given, maxDowntimeMs, windowMs, postcopy, json });
   const agent = address(agentFlag, '--agent');
   const client = new AgentClient(agent, agentChannelCredentials(tlsFromFlags(p, 'analyze')));
   const link = given ?? DEFAULT_LINK_BYTES_PER_SEC;
-  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, maxDowntimeMs, windowMs, json });
+  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, maxDowntimeMs, windowMs, postcopy, json });
 }
 
 /** The cluster form: the VM's node from etcd, the link from --bandwidth or the node's measured links. */
-async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxDowntimeMs: number; windowMs: number; json: boolean }): Promise<number> {
+async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxDowntimeMs: number; windowMs: number; postcopy: PostcopyMode; json: boolean }): Promise<number> {
   if (str(p, 'etcd') === undefined && !process.env.DROVER_ETCD) throw new UsageError(`analyze: give --agent ADDR, or --etcd URL / DROVER_ETCD to find the VM's node (usage: ${ANALYZE_USAGE})`);
   const to = str(p, 'to');
   return withEtcd(p, 'analyze', async (etcd) => {
@@ -88,7 +93,7 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
       }
     }
     const client = new AgentClient(node.record.address, agentCredentials(rec.node));
-    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, json: a.json });
+    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, postcopy: a.postcopy, json: a.json });
   });
 }
 
@@ -101,13 +106,16 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
     const wss = (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) }));
     const pr = predictMigration({
       memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs, setupMs: a.setupMs,
+      // The page engine's targets offer post-copy; the mode decides whether it may be used.
+      postcopyAvailable: a.postcopy !== 'never', postcopy: a.postcopy,
     });
     const out = {
       vm, agent, memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
       guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
       linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
-      converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason,
+      converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason, postcopyMode: a.postcopy,
+      ...(pr.postcopy ? { postcopy: pr.postcopy } : {}),
       ...qemuFigure(o),
     };
     if (a.json) console.log(JSON.stringify(out));
@@ -124,7 +132,7 @@ function qemuFigure(o: { qemuDirtyRateBytesPerSec: number; qemuDirtyRateMethod: 
   return { qemuDirtyRateBytesPerSec: o.qemuDirtyRateBytesPerSec, qemuDirtyRateMethod: o.qemuDirtyRateMethod, qemuDirtyRateNote: o.qemuDirtyRateNote };
 }
 
-function printHuman(o: { guestWriteRateBytesPerSec: number; qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string;  vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string }): void {
+function printHuman(o: { guestWriteRateBytesPerSec: number; qemuDirtyRateBytesPerSec?: number; qemuDirtyRateMethod?: string; qemuDirtyRateNote?: string;  vm: string; memBytes: number; nonzeroBytes: number; dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; observedMs: number; observationCpuMs: number; linkBytesPerSec: number; linkNote: string; maxDowntimeMs: number; predictedRounds: number; predictedTotalMs: number; predictedBytes: number; predictedDowntimeMs: number; converges: boolean; policy: string; policyReason: string; postcopy?: { afterRound: number; remainderBytes: number; allPresentMs: number; pageWaits: number; pageWaitMaxMs: number } }): void {
   const row = (k: string, v: string) => console.log(`  ${k.padEnd(20)} ${v}`);
   console.log(`${o.vm}: observed ${formatMs(o.observedMs)} (agent CPU ${formatMs(o.observationCpuMs)}), nothing sent`);
   row('memory', `${formatBytes(o.memBytes)} (${formatBytes(o.nonzeroBytes)} non-zero)`);
@@ -140,4 +148,5 @@ function printHuman(o: { guestWriteRateBytesPerSec: number; qemuDirtyRateBytesPe
   row('predicted downtime', formatMs(o.predictedDowntimeMs));
   row('converges', o.converges ? 'yes' : 'no');
   row('policy', `${o.policy}: ${o.policyReason}`);
+  if (o.postcopy) row('post-copy', `after round ${o.postcopy.afterRound}: ${formatBytes(o.postcopy.remainderBytes)} pushed, all pages present ${formatMs(o.postcopy.allPresentMs)} after the switch, about ${o.postcopy.pageWaits} page waits of up to ${formatMs(o.postcopy.pageWaitMaxMs)}`);
 }

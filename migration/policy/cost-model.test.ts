@@ -44,7 +44,40 @@ test('a guest dirtying faster than the link does not converge: throttle, or post
   assert.equal(p.policy, 'throttle');
   assert.ok(p.throttlePercent >= 20, `throttle ${p.throttlePercent}`);
   assert.ok(p.predictedBytes > alone.predictedBytes && p.predictedDowntimeMs < alone.predictedDowntimeMs);
-  assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'postcopy');
+  // Post-copy offered: the engine's rule (decidePageRound) still throttles a guest that dirties at most 2x what the link moves.
+  assert.equal(predictMigration({ ...hot, postcopyAvailable: true }).policy, 'throttle');
+});
+
+test('post-copy as the engine chooses it: after the first pass when asked or when the guest dirties over 2x the link, on a stall when throttling may not; the blackout is the switch, the remainder is pushed after it', () => {
+  const hot: CostInput = { ...web, dirtyRateBytesPerSec: 4000 * MiB, wss: curve(64 * MiB, 4000 * MiB) };
+  const never = predictMigration({ ...hot, postcopyAvailable: true, postcopy: 'never' });
+  assert.equal(never.policy, 'throttle');
+  assert.equal(never.postcopy, undefined);
+  const always = predictMigration({ ...hot, postcopyAvailable: true, postcopy: 'always' });
+  assert.equal(always.policy, 'postcopy');
+  assert.match(always.policyReason, /--postcopy always/);
+  assert.equal(always.postcopy!.afterRound, 1);
+  // Not offered by the target: 'always' cannot happen.
+  assert.notEqual(predictMigration({ ...hot, postcopy: 'always' }).policy, 'postcopy');
+  // Throttling not allowed: post-copy on the stall.
+  const p = predictMigration({ ...hot, postcopyAvailable: true, autoConverge: false });
+  assert.equal(p.policy, 'postcopy', p.policyReason);
+  assert.equal(p.converges, false);
+  assert.equal(p.throttlePercent, 0);
+  const pc = p.postcopy!;
+  // The remainder (about the 64 MiB working set) is pushed after the switch at the link rate; the blackout is the switch alone.
+  assert.ok(pc.remainderBytes > 32 * MiB && pc.remainderBytes <= 64 * MiB, `remainder ${pc.remainderBytes / MiB} MiB`);
+  assert.ok(Math.abs(pc.allPresentMs - (pc.remainderBytes / (1000 * MiB)) * 1000) < 1e-6);
+  assert.ok(p.predictedDowntimeMs <= 1.01, `downtime ${p.predictedDowntimeMs}`);
+  const roundsMs = p.roundsDetail.reduce((s, r) => s + r.ms, 0);
+  assert.ok(Math.abs(p.predictedTotalMs - (roundsMs + p.predictedDowntimeMs + pc.allPresentMs)) < 1e-6);
+  // The guest, resumed, touches its working set faster than the push arrives: many waits (each brings 15 neighbours), never more than the remainder's pages.
+  assert.ok(pc.pageWaits > 100 && pc.pageWaits <= pc.remainderBytes / 4096 / 16, `waits ${pc.pageWaits}`);
+  assert.ok(Math.abs(pc.pageWaitMaxMs - (4 * MiB / (1000 * MiB)) * 1000) < 1e-6, 'a page waits behind at most the 4 MiB window');
+  assert.match(p.policyReason, /all pages \d+ ms later/);
+  // An idle guest's few remaining pages: almost no waits.
+  const idle = predictMigration({ ...web, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), postcopyAvailable: true, postcopy: 'always' });
+  assert.ok(idle.postcopy!.pageWaits < 2, `idle waits ${idle.postcopy!.pageWaits}`);
 });
 
 test('throttling term: a paced guest is slowed only past 1 - rate / its CPU-bound speed (web on a link below its dirty rate)', () => {
@@ -83,6 +116,36 @@ test('the stop rule sees what the engine sees: the curve of its own rounds, not 
   assert.equal(p.throttlePercent, 0);
   assert.ok(p.rounds >= 10 && p.rounds <= 20, `rounds ${p.rounds}`);
   assert.ok(p.predictedTotalMs > 4000 && p.predictedTotalMs < 6500, `total ${p.predictedTotalMs}`);
+});
+
+test('under a cap the pacer paces wire bytes: once compression auto encodes (after two raw runs) pages move 1 / ratio faster; each round starts with the burst', () => {
+  // web under 1 Gbit/s: a 16 MiB working set at 100 MiB/s; 64 MiB touched; LZ4 halves sim pages.
+  const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const raw = predictMigration(w);
+  const lz4 = predictMigration({ ...w, compressionRatio: 0.5 });
+  // Measured (a 256 MiB web guest, --bandwidth 1Gbit, compression auto): 13 rounds, 5.0 s, 82 MiB on the wire, no throttling.
+  assert.equal(lz4.converges, true, lz4.policyReason);
+  assert.ok(lz4.rounds < raw.rounds && lz4.predictedTotalMs < raw.predictedTotalMs, `rounds ${lz4.rounds} vs ${raw.rounds} raw`);
+  // Round 1 (49 MiB after to_skip): two raw runs (34 MiB), the rest encoded; the wire carries less than the pages.
+  const r1 = lz4.roundsDetail[0];
+  assert.ok(r1.wireBytes < r1.bytes && r1.wireBytes > 34 * MiB, `round 1 ${r1.wireBytes / MiB} of ${r1.bytes / MiB} MiB`);
+  assert.ok(lz4.predictedBytes < 0.8 * lz4.roundsDetail.reduce((s, r) => s + r.bytes, 0) + 1, 'bytes are wire bytes');
+  assert.ok(lz4.predictedTotalMs > 3500 && lz4.predictedTotalMs < 5500, `total ${lz4.predictedTotalMs}`);
+  // Uncapped (CPU-bound on loopback) auto stays raw; a ratio that does not pay (1 / 1.2) changes nothing.
+  assert.deepEqual(predictMigration({ ...web, compressionRatio: 0.5 }).predictedBytes, predictMigration(web).predictedBytes);
+  assert.equal(predictMigration({ ...w, compressionRatio: 0.9 }).predictedBytes, raw.predictedBytes);
+  // An idle guest's 30 MiB round 1 holds one raw run of 17 MiB, its later rounds none: raw throughout.
+  const idle = predictMigration({ ...w, nonzeroBytes: 30 * MiB, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), compressionRatio: 0.5 });
+  for (const r of idle.roundsDetail) assert.equal(r.wireBytes, r.bytes);
+  // A db guest (measured: 28 MiB on the wire of 51 MiB dirty in round 2): auto decides once two whole raw runs of 17 MiB were sent, each within one round.
+  const db: CostInput = { ...w, nonzeroBytes: 30 * MiB, dirtyRateBytesPerSec: 200 * MiB, wss: curve(64 * MiB, 200 * MiB), compressionRatio: 0.5 };
+  const d = predictMigration(db).roundsDetail;
+  const k = d.findIndex((r) => r.wireBytes < r.bytes);
+  assert.ok(k >= 1, 'round 1 (9 MiB after to_skip) is raw');
+  const runs = d.slice(0, k).reduce((n, r) => n + Math.floor(r.bytes / (17 * MiB)), 0);
+  assert.ok(runs < 2);
+  const rawPart = (2 - runs) * 17 * MiB;
+  assert.ok(Math.abs(d[k].wireBytes - (rawPart + (d[k].bytes - rawPart) * (17 / 81 + (64 / 81) * 0.5))) < 1, `round ${k + 1}: ${d[k].wireBytes / MiB} of ${d[k].bytes / MiB} MiB`);
 });
 
 test('a working set too large for the target stops when rounds stop shrinking', () => {

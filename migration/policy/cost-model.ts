@@ -12,8 +12,15 @@
  * when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link), or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
  * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
  *
- * Policy: 'precopy' when it converges; else 'postcopy' when the target offers it; else
- * 'throttle' (auto-converge, stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
+ * Under a cap with a known compression ratio (compressionRatio) the rounds go LZ4-encoded as
+ * compression auto would send them (after its two raw runs): the pacer paces wire bytes.
+ *
+ * Policy: the engine's own choice after each round (convergence.ts decidePageRound): 'precopy'
+ * when it converges; 'postcopy' where the policy allows it (`postcopy` mode) and the target offers
+ * it, when the guest dirties more than twice what the link moves or pre-copy stalls and throttling
+ * would not do (then the blackout is the switch and the prediction adds the push of the
+ * remainder until all pages are present, postcopy-estimate.ts); else 'throttle' (auto-converge,
+ * stop-conditions.ts nextThrottle). Pure: no clock, no I/O.
  *
  * Throttling term (the engine's auto-converge, precopy-source.ts autoConverge): when pre-copy
  * alone does not converge, the engine notices the stall (above), then takes one nextThrottle
@@ -23,7 +30,8 @@
  * below its rate. Round n then dirties WWS(speed × t_{n-1}). The predicted figures include
  * every throttled round; `converges` stays "without throttling".
  */
-import { DIRTY_RATE_NEAR_LINK } from './convergence';
+import { decidePageRound, DIRTY_RATE_NEAR_LINK } from './convergence';
+import { estimatePostcopy, type PostcopyEstimate } from './postcopy-estimate';
 import { decideStop, nextThrottle, NO_PROGRESS_RATIO, predictDowntimeMs, RoundCurve, SWITCHOVER_OVERHEAD_MS, THROTTLE_MAX } from './stop-conditions';
 import { PACER_BURST_BYTES, roundRate } from './rate-control';
 import { wssAt, type WssPoint } from './wss-curve';
@@ -42,6 +50,17 @@ export const DEFAULT_LINK_BYTES_PER_SEC = 1e9 / 8;
 
 /** A round must move this much for the engine to time its rate (precopy/source-stats.ts MIN_TIMED_ROUND_BYTES; policy may not import the engine). */
 const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
+/**
+ * Page bytes of one raw run of compression auto (precopy/batch-compressor.ts: RAW_RUN_BATCHES + 1
+ * batches of 1 MiB, the first acknowledgement starting it). A round's end drops a run in progress.
+ */
+const COMPRESSOR_RUN_BYTES = 17 * 1024 * 1024;
+/** Raw runs auto completes before it decides: one warm-up run (not measured), one measured. */
+const COMPRESSOR_RUNS_TO_DECIDE = 2;
+/** Share of the batches auto still sends raw once it encodes (a recheck run of RAW_RUN_BATCHES + 1 every RECHECK_BATCHES encoded). */
+const COMPRESSOR_RAW_SHARE = 17 / (64 + 17);
+/** Auto encodes when the predicted rate beats raw by this (batch-compressor.ts PAYS_FACTOR): paced by a cap, LZ4 moves 1 / ratio more pages. */
+const COMPRESSION_PAYS_FACTOR = 1.2;
 
 /** What the model needs. */
 export interface CostInput {
@@ -61,8 +80,10 @@ export interface CostInput {
   maxRounds?: number;
   /** Bytes limit as a multiple of RAM (default DEFAULT_MAX_BYTES_FACTOR). */
   maxBytesFactor?: number;
-  /** The target accepts post-copy (default false: the page engine has none). */
+  /** The target offers post-copy and the domain can wait for pages (default false). */
   postcopyAvailable?: boolean;
+  /** The policy's post-copy mode (`--postcopy`; default 'auto' when postcopyAvailable, else 'never'): convergence.ts decidePageRound decides, as in the engine. */
+  postcopy?: 'never' | 'auto' | 'always';
   /** The migration's bandwidth cap (`--bandwidth`), bytes/s; rounds then follow rate-control.ts roundRate (Xen's rule); 0/absent = uncapped. */
   capBytesPerSec?: number;
   /** Model the engine's auto-converge when pre-copy alone stalls (default true: the sim engine throttles; false = stop-and-copy at the stall). */
@@ -71,11 +92,21 @@ export interface CostInput {
   guestMaxWriteBytesPerSec?: number;
   /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
   setupMs?: number;
+  /**
+   * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
+   * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
+   * Under a cap auto encodes once it has decided (two raw runs of COMPRESSOR_RUN_BYTES, each within one round):
+   * the pacer paces wire bytes, so pages then move 1 / ratio faster.
+   */
+  compressionRatio?: number;
 }
 
 /** One predicted round. */
 export interface PredictedRound {
+  /** Page bytes sent. */
   bytes: number;
+  /** Bytes on the wire (less than `bytes` where batches go LZ4-encoded). */
+  wireBytes: number;
   ms: number;
 }
 
@@ -84,7 +115,7 @@ export interface CostPrediction {
   /** Pre-copy rounds, not counting the stop-and-copy. */
   rounds: number;
   roundsDetail: PredictedRound[];
-  /** Bytes on the wire (page payload: rounds plus the last copy). */
+  /** Bytes on the wire (page payload, LZ4-encoded where auto would encode: rounds plus the last copy). */
   predictedBytes: number;
   /** Start to resume on the target, ms. */
   predictedTotalMs: number;
@@ -100,6 +131,8 @@ export interface CostPrediction {
   throttlePercent: number;
   /** After throttling: the remainder fits the target (false also when no throttling was modelled). */
   convergesThrottled: boolean;
+  /** When the policy switches to post-copy: after which pre-copy round, and what follows the switch. */
+  postcopy?: PostcopyEstimate & { afterRound: number };
 }
 
 /**
@@ -128,14 +161,21 @@ const SKIP_STEPS = 16;
 
 /**
  * The rounds as the engine would run them: each round's rate (rate-control.ts under a cap: Xen's
- * rule, each round starting with the pacer's burst) and what it leaves dirty.
+ * rule, paced on wire bytes, each round starting with the pacer's burst) and what it leaves dirty.
  */
 class RoundRunner {
   readonly rounds: PredictedRound[] = [];
+  /** Page bytes sent so far. */
   total = 0;
+  /** Bytes on the wire so far. */
+  wire = 0;
   /** Dirty rate of the latest round, bytes/s (Xen's round-rate rule). */
   prevDirtyRate = 0;
   private timedRate = 0;
+  /** Compression auto has decided to encode. */
+  private encoding = false;
+  /** Raw runs auto still has to complete before it decides. */
+  private runsLeft = COMPRESSOR_RUNS_TO_DECIDE;
   constructor(private readonly i: CostInput) {}
 
   /** Rate of the stop-and-copy: the cap (or the link when it is slower). */
@@ -144,19 +184,51 @@ class RoundRunner {
     return cap > 0 ? Math.min(this.i.linkBytesPerSec, cap) : this.i.linkBytesPerSec;
   }
 
+  /** Wire bytes per page byte once auto encodes: its raw rechecks, the rest at the ratio. */
+  private get encodedShare(): number {
+    const r = this.i.compressionRatio ?? 1;
+    return COMPRESSOR_RAW_SHARE + (1 - COMPRESSOR_RAW_SHARE) * r;
+  }
+
+  /** Auto would encode under this migration's cap: paced, LZ4 moves 1 / ratio more pages. */
+  private get compresses(): boolean {
+    const r = this.i.compressionRatio;
+    return (this.i.capBytesPerSec ?? 0) > 0 && r !== undefined && r > 0 && r * COMPRESSION_PAYS_FACTOR < 1;
+  }
+
+  /** Wire bytes of `pages` page bytes sent as a round: raw until auto has completed its raw runs (whole ones within a round), then encoded. */
+  wireOf(pages: number): number {
+    if (!this.compresses) return pages;
+    if (this.encoding) return pages * this.encodedShare;
+    const runs = Math.floor(pages / COMPRESSOR_RUN_BYTES);
+    if (runs < this.runsLeft) { this.runsLeft -= runs; return pages; }
+    const raw = this.runsLeft * COMPRESSOR_RUN_BYTES;
+    this.runsLeft = 0;
+    this.encoding = true;
+    return raw + (pages - raw) * this.encodedShare;
+  }
+
+  /** The stop-and-copy's wire bytes (every batch encoded when auto decided to: the paused round measures nothing). */
+  finalWire(pages: number): number {
+    return this.encoding ? pages * (this.i.compressionRatio ?? 1) : pages;
+  }
+
   /** Sends `bytes` as the next round with the guest at `speed` of its pace; returns what it left dirty. */
   round(bytes: number, speed = 1): number {
     const cap = this.i.capBytesPerSec ?? 0;
     const link = this.i.linkBytesPerSec;
     const r = cap > 0 ? Math.min(link, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : link;
-    const sent = this.unskipped(bytes, r, speed);
-    // Paced, a round starts with the pacer's burst (setRate), which goes at the link's rate.
-    const burst = cap > 0 ? Math.min(sent, PACER_BURST_BYTES) : 0;
-    const ms = ((sent - burst) / r + burst / link) * 1000;
-    this.rounds.push({ bytes: sent, ms });
+    const pageRate = this.compresses && this.encoding ? r / this.encodedShare : r;
+    const sent = this.unskipped(bytes, pageRate, speed);
+    const wire = this.wireOf(sent);
+    // Paced: the burst goes at the link's rate, the rest at the round's.
+    const burst = cap > 0 ? Math.min(wire, PACER_BURST_BYTES) : 0;
+    const ms = ((wire - burst) / r + burst / link) * 1000;
+    this.rounds.push({ bytes: sent, wireBytes: wire, ms });
     this.total += sent;
-    // The engine times a round by its bytes over its length (precopy/source-stats.ts recordRound).
-    if (sent >= MIN_TIMED_ROUND_BYTES && ms > 0) this.timedRate = (sent * 1000) / ms;
+    this.wire += wire;
+    // The engine times a round by its wire bytes over its length (precopy/source-stats.ts recordRound).
+    if (wire >= MIN_TIMED_ROUND_BYTES && ms > 0) this.timedRate = (wire * 1000) / ms;
     const next = wssAt(this.i.wss, ms * speed, this.i.dirtyRateBytesPerSec * speed, this.i.memBytes);
     this.prevDirtyRate = ms > 0 ? (next * 1000) / ms : 0;
     return next;
@@ -199,7 +271,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const rate = Math.max(1, i.dirtyRateBytesPerSec);
   const maxWrite = i.guestMaxWriteBytesPerSec ?? DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC;
   const speedAt = (t: number) => (t <= 0 ? 1 : Math.min(1, ((1 - t) * maxWrite) / rate));
-  const throttles = i.autoConverge !== false && !i.postcopyAvailable;
+  const mode = i.postcopy ?? (i.postcopyAvailable ? 'auto' : 'never');
   const policy = { maxDowntimeMs: i.maxDowntimeMs, bandwidthBytesPerSec: i.capBytesPerSec ?? 0, maxRounds, maxBytesFactor: maxBytes / i.memBytes, timeoutMs: 0, verify: false };
   const run = new RoundRunner(i);
   const seen = new RoundCurve();
@@ -209,7 +281,8 @@ export function predictMigration(i: CostInput): CostPrediction {
   let lastDirty = Infinity;
   let prevSent = NaN;
   let firstStall: CostPrediction['stop'] | undefined;
-  let end: 'fits' | 'max-rounds' | 'max-bytes' | 'stalled';
+  let switched: string | undefined;
+  let end: 'fits' | 'max-rounds' | 'max-bytes' | 'stalled' | 'postcopy';
   for (;;) {
     const before = run.total;
     send = run.round(send, speedAt(throttle));
@@ -226,30 +299,42 @@ export function predictMigration(i: CostInput): CostPrediction {
     const reason: typeof end | undefined = decided === 'converged' ? 'fits' : decided === 'max-rounds' || decided === 'max-bytes' || decided === 'stalled' ? decided : undefined;
     prevSent = sentThis;
     if (reason === 'stalled') firstStall ??= i.dirtyRateBytesPerSec >= DIRTY_RATE_NEAR_LINK * run.finalRate ? 'dirty-rate-near-link' : 'not-shrinking';
-    if (throttles && (reason === 'stalled' || (throttle > 0 && reason === undefined)) && throttle < THROTTLE_MAX) {
-      throttle = nextThrottle(throttle);
-      stalled = 0;
-      continue;
-    }
+    // The engine's next step (precopy-source.ts nextStep): go on, a throttle step, or post-copy.
+    const step = decidePageRound({
+      round: run.rounds.length, stop: decided, dirtyRateBytesPerSec: run.prevDirtyRate, linkRateBytesPerSec: run.predictionRate,
+      postcopyAvailable: !!i.postcopyAvailable, canThrottle: i.autoConverge !== false && throttle < THROTTLE_MAX, throttling: throttle > 0,
+    }, { postcopy: mode });
+    if (step.action === 'postcopy') { switched = step.reason; firstStall ??= converged(decided) ? undefined : 'not-shrinking'; end = 'postcopy'; break; }
+    if (step.action === 'throttle') { throttle = nextThrottle(throttle); stalled = 0; continue; }
     if (reason) { end = reason; break; }
   }
-  const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' ? 'not-shrinking' : end);
-  const converges = stop === 'converged';
-  const downtime = predictDowntimeMs(send, run.finalRate);
-  const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + Math.max(0, i.setupMs ?? 0);
+  const stop: CostPrediction['stop'] = firstStall ?? (end === 'fits' ? 'converged' : end === 'stalled' || end === 'postcopy' ? 'not-shrinking' : end);
   const convergesThrottled = throttle > 0 && end === 'fits';
+  const pc = end === 'postcopy' ? { afterRound: run.rounds.length, ...estimatePostcopy(send, run.finalWire(send), run.finalRate, i.wss, i.dirtyRateBytesPerSec, i.memBytes) } : undefined;
+  // Post-copy's blackout carries the switch, not the remainder.
+  const downtime = pc ? predictDowntimeMs(0, run.finalRate) : predictDowntimeMs(run.finalWire(send), run.finalRate);
+  const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + (pc?.allPresentMs ?? 0) + Math.max(0, i.setupMs ?? 0);
+  const choice = switched !== undefined && pc
+    ? { policy: 'postcopy' as const, policyReason: `${switched}; the target resumes after ~${downtime.toFixed(1)} ms and has all pages ${pc.allPresentMs.toFixed(0)} ms later (${(send / 1048576).toFixed(1)} MiB pushed; about ${pc.pageWaits} page waits of up to ${pc.pageWaitMaxMs.toFixed(0)} ms)` }
+    : choosePolicy(i, stop, send, downtime, throttle, convergesThrottled);
   return {
     rounds: run.rounds.length,
     roundsDetail: run.rounds,
-    predictedBytes: run.total + send,
+    predictedBytes: run.wire + run.finalWire(send),
     predictedTotalMs: totalMs,
     predictedDowntimeMs: downtime,
-    converges,
+    converges: stop === 'converged',
     stop,
     throttlePercent: Math.round(throttle * 100),
     convergesThrottled,
-    ...choosePolicy(i, stop, send, downtime, throttle, convergesThrottled),
+    ...(pc ? { postcopy: pc } : {}),
+    ...choice,
   };
+}
+
+/** The stop rule's verdict was that the remainder fits. */
+function converged(decided: string | null): boolean {
+  return decided === 'converged';
 }
 
 function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: number, downtimeMs: number, throttle: number, throttledOk: boolean): Pick<CostPrediction, 'policy' | 'policyReason'> {
@@ -262,7 +347,6 @@ function choosePolicy(i: CostInput, stop: CostPrediction['stop'], remainder: num
     : stop === 'not-shrinking'
       ? `rounds stop shrinking at ${mb(remainder)} (the writable working set), ${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms`
       : `${stop} reached with ${mb(remainder)} left (${downtimeMs.toFixed(1)} ms > target ${i.maxDowntimeMs} ms)`;
-  if (i.postcopyAvailable) return { policy: 'postcopy', policyReason: `${why}; the target offers post-copy: switch after the first pass` };
   if (throttle > 0) {
     return {
       policy: 'throttle',

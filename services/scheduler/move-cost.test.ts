@@ -49,11 +49,19 @@ test('a move over a slow measured link costs more time than over the default; a 
 test('links learn from large moves: a small first move\'s start-up-bound rate gives way to the first large one; later small moves barely move it', () => {
   const sample = (mib: number, mibPerSec: number, setupMs = 40) => ({ bytesSent: mib * MiB, throughputBytesPerSec: mibPerSec * MiB, totalMs: setupMs + (mib / mibPerSec) * 1000 + 3, downtimeMs: 3 });
   assert.equal(foldLink(undefined, sample(4, 40), 1), undefined, 'a 4 MiB move is no sample');
+  // A new pair starts from the default link (half a full sample): an 8 MiB first move at 16 MiB/s takes a fifth of the way.
+  const tiny = foldLink(undefined, sample(8, 16), 1)!;
+  const def = DEFAULT_LINK_BYTES_PER_SEC;
+  assert.ok(Math.abs(tiny.bytesPerSec - (def + (16 * MiB - def) / 5)) < 1, `${tiny.bytesPerSec / MiB} MiB/s`);
+  assert.equal(tiny.samples, 1);
+  // A large first move on a slow link takes two thirds; a second one most of the rest.
+  const slow = foldLink(undefined, sample(128, 20), 1)!;
+  assert.ok(Math.abs(slow.bytesPerSec - (def + (2 / 3) * (20 * MiB - def))) < 1);
+  assert.ok(foldLink(slow, sample(128, 20), 2)!.bytesPerSec < 45 * MiB);
   const first = foldLink(undefined, sample(16, 40), 1)!;
-  assert.equal(first.bytesPerSec, 40 * MiB);
-  assert.ok(Math.abs(first.setupMs! - 40) < 1e-6);
   const second = foldLink(first, sample(128, 130), 2)!;
   assert.ok(second.bytesPerSec > 110 * MiB, `after a 128 MiB move at 130 MiB/s: ${second.bytesPerSec / MiB} MiB/s`);
+  assert.ok(Math.abs(second.setupMs! - 40) < 15, `set-up ${second.setupMs}`);
   // Settled (weights up to 1 / alpha): a small move takes a share in proportion to its size.
   let settled = second;
   for (let i = 0; i < 4; i++) settled = foldLink(settled, sample(128, 130), 3 + i)!;
@@ -64,6 +72,11 @@ test('links learn from large moves: a small first move\'s start-up-bound rate gi
   const big = foldLink(settled, sample(256, 60), 11)!;
   assert.ok(Math.abs(big.bytesPerSec - (settled.bytesPerSec + LINK_EWMA_ALPHA * (60 * MiB - settled.bytesPerSec))) < 1);
   // A record written before weights: its samples count as full ones.
+  // LZ4's ratio on the sampled batches is learned beside the rate.
+  assert.equal(big.lz4Ratio, undefined);
+  const sampled = foldLink(big, { ...sample(64, 100), compressedPageBytes: 8 * MiB, compressedBytes: 4 * MiB }, 13)!;
+  assert.equal(sampled.lz4Ratio, 0.5);
+  assert.equal(foldLink(sampled, sample(64, 100), 14)!.lz4Ratio, 0.5);
   const old = foldLink({ bytesPerSec: 100 * MiB, setupMs: 50, samples: 5, at: 1 }, sample(16, 40), 12)!;
   assert.ok(Math.abs(old.bytesPerSec - (100 - LINK_EWMA_ALPHA * 0.25 * 60) * MiB) < 1, `${old.bytesPerSec / MiB}`);
 });

@@ -28,6 +28,13 @@ export const MIN_LINK_SAMPLE_BYTES = 8 * 2 ** 20;
  * 64-128 MiB moves of the same guest ran at 120-135 MiB/s (and their later rounds as fast).
  */
 export const LINK_FULL_SAMPLE_BYTES = 64 * 2 ** 20;
+/**
+ * Weight of the default link (DEFAULT_LINK_BYTES_PER_SEC, DEFAULT_SETUP_MS) in a pair's first
+ * average: half a full sample. A first move of 8 MiB (the demo's idle VMs; 16 MiB/s on a loaded
+ * machine) then moves the link a fifth of the way to its rate instead of all of it, which had
+ * made every web VM "not converging" to the planner; a first large move takes two thirds.
+ */
+export const LINK_PRIOR_WEIGHT = 0.5;
 /** Window of the spec-derived WSS prior's first point, ms (the observation's finest window). */
 const PRIOR_FIRST_WINDOW_MS = 10;
 
@@ -132,33 +139,39 @@ export function pairKey(from: string, to: string): string {
 }
 
 /** What a finished migration tells about its link (MigrationResult's fields). */
-export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs'>;
+export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes'>;
 
 /**
  * A link record with one more migration folded in (`now` its time), or undefined when the
  * migration is no sample (under MIN_LINK_SAMPLE_BYTES, no rate). The throughput and the set-up
  * (time outside sending and the downtime) are weighted averages: a sample weighs
  * min(1, bytesSent / LINK_FULL_SAMPLE_BYTES), and its share is its weight over the record's
- * weight so far, until that reaches 1 / LINK_EWMA_ALPHA; from then on a moving average
- * (a full sample takes LINK_EWMA_ALPHA). So a small first move's start-up-bound rate gives way
- * to the first large move, and later small moves barely move a settled link.
+ * weight so far (a new pair's: the default link's LINK_PRIOR_WEIGHT), until that reaches
+ * 1 / LINK_EWMA_ALPHA; from then on a moving average (a full sample takes LINK_EWMA_ALPHA). So a
+ * small first move's start-up-bound rate gives way to the first large move, and later small
+ * moves barely move a settled link.
  */
 export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number): LinkRecord | undefined {
   const rate = r.throughputBytesPerSec;
   if (!(r.bytesSent >= MIN_LINK_SAMPLE_BYTES && rate > 0 && Number.isFinite(rate))) return undefined;
   const setup = Math.max(0, r.totalMs - (r.bytesSent / rate) * 1000 - r.downtimeMs);
   const w = Math.min(1, r.bytesSent / LINK_FULL_SAMPLE_BYTES);
-  const known = cur && cur.bytesPerSec > 0 ? cur : undefined;
+  // A pair not measured yet starts from the default link, weighing LINK_PRIOR_WEIGHT.
+  const known: LinkRecord = cur && cur.bytesPerSec > 0 ? cur : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, setupMs: DEFAULT_SETUP_MS, samples: 0, weight: LINK_PRIOR_WEIGHT, at: 0 };
   // Records written before weights were kept hold full samples.
-  const before = known ? Math.min(known.weight ?? known.samples, 1 / LINK_EWMA_ALPHA) : 0;
+  const before = Math.min(known.weight ?? known.samples, 1 / LINK_EWMA_ALPHA);
   const weight = Math.min(before + w, 1 / LINK_EWMA_ALPHA);
   const share = w / weight;
   const avg = (old: number | undefined, x: number) => (old !== undefined && old >= 0 && before > 0 ? old + share * (x - old) : x);
+  // LZ4's ratio on the pages this pair moved (compression auto samples batches even when it stays raw).
+  const ratio = r.compressedPageBytes && r.compressedBytes ? r.compressedBytes / r.compressedPageBytes : undefined;
+  const lz4Ratio = ratio === undefined ? known.lz4Ratio : known.lz4Ratio === undefined ? ratio : known.lz4Ratio + LINK_EWMA_ALPHA * (ratio - known.lz4Ratio);
   return {
-    bytesPerSec: avg(known?.bytesPerSec, rate),
-    setupMs: avg(known?.setupMs, setup),
+    bytesPerSec: avg(known.bytesPerSec, rate),
+    setupMs: avg(known.setupMs, setup),
     samples: (cur?.samples ?? 0) + 1,
     weight,
+    ...(lz4Ratio !== undefined ? { lz4Ratio } : {}),
     at: now,
   };
 }

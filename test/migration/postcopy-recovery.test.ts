@@ -4,7 +4,8 @@
  * new ones are refused for 3 s while post-copy runs. The target keeps the VM running (its vCPUs
  * wait for missing pages), the source reconnects with the same migration id and token, and the
  * migration completes and verifies: the target's image digest equals the paused source memory
- * and the guest's own check passes there. The result says how long the stream was down.
+ * and the guest's own check passes there. The result says how long the stream was down. A
+ * migration over parallel streams (every one cut) resumes over one.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,18 +34,19 @@ after(async () => {
   pki.cleanup();
 });
 
-for (const spec of [
-  { name: 'pcr-mm', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 11 },
-  { name: 'pcr-db', memBytes: 128 * MiB, vcpus: 2, profile: 'db', dirtyRateBytesPerSec: 4096 * MiB, seed: 12 },
-] as VmSpec[]) {
-  test(`${spec.profile}: a post-copy stream cut for 3 s recovers by reconnecting, and the VM verifies on the target`, async () => {
+for (const [spec, streams] of [
+  [{ name: 'pcr-mm', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 11 }, 1],
+  [{ name: 'pcr-db', memBytes: 128 * MiB, vcpus: 2, profile: 'db', dirtyRateBytesPerSec: 4096 * MiB, seed: 12 }, 1],
+  [{ name: 'pcr-ms', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 13 }, 2],
+] as [VmSpec, number][]) {
+  test(`${spec.profile} over ${streams} stream(s): a post-copy stream cut for 3 s recovers by reconnecting, and the VM verifies on the target`, async () => {
     const [a, b] = agents;
     await a.client.createVm(spec);
     try {
       let switched = false;
       let cut: Promise<void> | undefined;
       // 24 MiB/s keeps post-copy's push running for seconds after the switch: the cut lands inside it.
-      const run = a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 24 * MiB }, (e) => {
+      const run = a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 24 * MiB, streams }, (e) => {
         if (e.phase !== 'activating' || switched) return;
         switched = true;
         cut = sleep(200).then(() => proxy.cut(CUT_MS));

@@ -15,6 +15,8 @@
  */
 import type { CompressionMode } from '../types';
 import { lz4Encode } from '../wire/payload-codec';
+import { processCpuMsWithout } from '../../lib/thread-cpu';
+import { VCPU_THREAD_PREFIX } from '../../hypervisor/sim/thread-name';
 
 /** An encoded batch larger than this share of its pages is sent raw: the decode would cost more than the bytes saved. */
 export const MAX_USEFUL_RATIO = 0.9;
@@ -37,10 +39,9 @@ export const CPU_BOUND_SHARE = 0.85;
 /** While encoding, a raw run re-measures R and u every this many batches (the link or the load may change). */
 export const RECHECK_BATCHES = 64;
 
-/** The process's CPU time (all threads), ms. */
+/** The agent's own CPU time, ms: the process without its sim guests' vCPU threads (a busy guest is not the agent's load). */
 function processCpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
+  return processCpuMsWithout(VCPU_THREAD_PREFIX);
 }
 
 /** What auto measured and predicted at its latest decision (for tests and logs). */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { DroverError } from '../../lib/errors';
 import { acks, missingBitmapOf } from '../wire/protocol';
 import { BatchWindow } from '../precopy/batch-window';
-import { checkResumed, reconnect, reconnectable, type RecoveryEngine } from './postcopy-recovery';
+import { checkResumed, PostcopyRecoveryFailed, reconnect, reconnectable, type RecoveryEngine } from './postcopy-recovery';
 
 const bitmap = (pages: number[], words = 2): Uint32Array => {
   const b = new Uint32Array(words);
@@ -29,7 +29,7 @@ function engine(answer: (attempt: number) => DroverError | 'resumed'): RecoveryE
   const window = new BatchWindow();
   const attempts: number[] = [];
   return {
-    migrationId: 'm', token: 't', pageCount: 64, window, attempts, log: () => undefined, reopen: () => true,
+    migrationId: 'm', token: 't', pageCount: 64, window, attempts, log: () => undefined, canReconnect: true, reopen: () => undefined,
     send: async (f) => {
       const n = f.kind === 'start' ? f.resume ?? 0 : 0;
       attempts.push(n);
@@ -47,9 +47,10 @@ test('reconnect retries dropped attempts with backoff until Resumed, numbering t
   assert.equal(r.batches, 9);
 });
 
-test('reconnect stops at once on a refusal (the target no longer holds the migration)', async () => {
+test('reconnect stops at once on a refusal (the target no longer holds the migration): the VM is lost, never resumed on the source', async () => {
   const e = engine(() => new DroverError('NOT_FOUND', 'no migration m is prepared'));
-  await assert.rejects(reconnect(e, new DroverError('UNAVAILABLE', 'reset'), bitmap([3]), 1), /no migration m is prepared/);
+  await assert.rejects(reconnect(e, new DroverError('UNAVAILABLE', 'reset'), bitmap([3]), 1),
+    (err: unknown) => err instanceof PostcopyRecoveryFailed && err.code === 'DATA_LOSS' && /refused reconnection attempt 1 \(NOT_FOUND: no migration m is prepared\)/.test(err.message));
   assert.deepEqual(e.attempts, [1]);
   await assert.rejects(reconnect(e, new DroverError('DATA_LOSS', 'digest mismatch'), bitmap([3]), 1), /digest mismatch/);
   assert.deepEqual(e.attempts, [1], 'a refusal as the cause is not retried');

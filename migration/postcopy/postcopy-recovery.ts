@@ -19,6 +19,12 @@ export const RESUME_ANSWER_TIMEOUT_MS = 5_000;
 /** Codes of a dropped or stalled stream (worth a reconnection); anything else is the target's answer, final. */
 const RECONNECTABLE = new Set(['UNAVAILABLE', 'CANCELLED', 'DEADLINE_EXCEEDED', 'INTERNAL', 'UNKNOWN']);
 
+/**
+ * A recovery that ended without the target: refused, or out of budget. The guest ran on the
+ * target after the switch, so this never resumes the source (unlike a refusal before any drop).
+ */
+export class PostcopyRecoveryFailed extends DroverError {}
+
 /** True when `e` is a dropped stream rather than a refusal. */
 export function reconnectable(e: DroverError): boolean {
   return RECONNECTABLE.has(e.code);
@@ -30,8 +36,10 @@ export interface RecoveryEngine {
   readonly token: string;
   readonly pageCount: number;
   readonly window: BatchWindow;
-  /** Opens a new stream to the target and makes it the engine's channel (the old one's acks and errors are ignored); false: cannot. */
-  reopen(): boolean;
+  /** False when this transport cannot open another stream (then a drop after the switch loses the VM). */
+  readonly canReconnect: boolean;
+  /** Opens a new stream to the target and makes it the engine's channel (the old one's acks and errors are ignored). */
+  reopen(): void;
   /** Writes a control frame on the current channel. */
   send(frame: Frame): Promise<void>;
   /** A line for the agent's log. */
@@ -52,19 +60,22 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /**
  * Reconnects after `cause` dropped the stream; `switchMissing` is the bitmap of the pages missing
- * at the switch. Returns the target's Resumed; throws `cause` (or the target's refusal) when the
- * stream did not merely drop, and UNAVAILABLE when the budget ran out.
+ * at the switch. Returns the target's Resumed. Throws `cause` itself when the stream did not
+ * merely drop (or this transport cannot reconnect); DATA_LOSS when the target refused the
+ * reconnection (it gave the migration up after running the guest: never a reason to resume the
+ * source); UNAVAILABLE when the budget ran out.
  */
 export async function reconnect(e: RecoveryEngine, cause: DroverError, switchMissing: Uint32Array, firstAttempt: number): Promise<Resumed> {
+  if (!reconnectable(cause) || !e.canReconnect) throw cause;
   const t0 = performance.now();
   const deadline = t0 + POSTCOPY_RECONNECT_BUDGET_MS;
   let backoff = POSTCOPY_RECONNECT_BACKOFF_MS;
   let last = cause;
   e.log({ msg: 'post-copy stream dropped; reconnecting to the target', code: cause.code, error: cause.message, budgetMs: POSTCOPY_RECONNECT_BUDGET_MS });
   for (let attempt = firstAttempt; ; attempt++) {
-    if (!reconnectable(last)) throw last;
+    if (!reconnectable(last)) throw new PostcopyRecoveryFailed('DATA_LOSS', `post-copy: the target refused reconnection attempt ${attempt - 1} (${last.code}: ${last.message})`, { cause: last });
     if (performance.now() >= deadline) {
-      throw new DroverError('UNAVAILABLE', `post-copy: could not reconnect to the target within ${POSTCOPY_RECONNECT_BUDGET_MS} ms (${attempt - firstAttempt} attempts; last: ${last.code}: ${last.message})`, { cause: last });
+      throw new PostcopyRecoveryFailed('UNAVAILABLE', `post-copy: could not reconnect to the target within ${POSTCOPY_RECONNECT_BUDGET_MS} ms (${attempt - firstAttempt} attempts; last: ${last.code}: ${last.message})`, { cause: last });
     }
     try {
       const r = await attemptOnce(e, attempt, deadline, switchMissing);
@@ -83,7 +94,7 @@ export async function reconnect(e: RecoveryEngine, cause: DroverError, switchMis
 async function attemptOnce(e: RecoveryEngine, attempt: number, deadline: number, switchMissing: Uint32Array): Promise<Omit<Resumed, 'attempts'>> {
   const w = e.window;
   w.resetForResume();
-  if (!e.reopen()) throw new DroverError('FAILED_PRECONDITION', `migration ${e.migrationId}: this transport cannot reconnect`);
+  e.reopen();
   const wait = Math.max(1, Math.min(RESUME_ANSWER_TIMEOUT_MS, deadline - performance.now()));
   const timer = setTimeout(() => w.fail(new DroverError('DEADLINE_EXCEEDED', `no Resumed within ${Math.round(wait)} ms of reconnection attempt ${attempt}`)), wait);
   try {

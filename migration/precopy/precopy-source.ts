@@ -33,6 +33,7 @@ import { BatchCompressor } from './batch-compressor';
 import { hasContent, packRound, type PackedBatch, type PackLimits, type PackSink } from './round-packer';
 import { SourceStats } from './source-stats';
 import { runPostcopy, type PostcopyEngine } from '../postcopy/postcopy-source';
+import { PostcopyRecoveryFailed } from '../postcopy/postcopy-recovery';
 import { decidePageRound, type PageRoundAction } from '../policy/convergence';
 import { isCommitted, SOURCE_TRANSITIONS, switchoverOf, type SourcePhase, type Switchover } from './source-phase';
 
@@ -159,14 +160,13 @@ export class PrecopySource {
     ch.onAck((ack) => { if (epoch === this.epoch) this.window.handleAck(ack); }, (err) => { if (epoch === this.epoch) this.window.fail(err); });
   }
 
-  /** Post-copy recovery: ends the current stream and binds a new one; false without a reconnect option. */
-  private reopen(): boolean {
-    if (!this.o.reconnect) return false;
+  /** Post-copy recovery: ends the current stream and binds a new one (o.reconnect). */
+  private reopen(): void {
+    if (!this.o.reconnect) throw new DroverError('INTERNAL', `migration ${this.o.migrationId}: reopen without a reconnect option`);
     const old = this.channel;
     this.epoch++; // the old stream's late errors are no longer this migration's
     try { old.end(); } catch { /* stream gone */ }
     this.bind(this.o.reconnect());
-    return true;
   }
 
   /** True after the switch to post-copy until it ended (the target runs the VM with pages still here). */
@@ -457,7 +457,7 @@ export class PrecopySource {
     const engine: PostcopyEngine = {
       migrationId: this.o.migrationId, domain: this.o.domain, channel: this.channel, window: this.window, stats: this.stats, digest: this.digest,
       pauseSource: (t) => this.pauseSource(t), sendPages: (b) => this.sendRound(b, false, true), send: (f) => this.send(f), enter: (p, r) => this.enter(p, r),
-      token: this.o.token, pageCount: this.o.domain.pageCount, reopen: () => this.reopen(), log: (e) => this.o.log?.(e),
+      token: this.o.token, pageCount: this.o.domain.pageCount, canReconnect: !!this.o.reconnect, reopen: () => this.reopen(), log: (e) => this.o.log?.(e),
     };
     try {
       const out = await runPostcopy(engine, bitmap);
@@ -465,8 +465,8 @@ export class PrecopySource {
         ...(out.recoveries > 0 ? { postcopyStalledMs: out.stalledMs, postcopyRecoveries: out.recoveries } : {}) };
       return await this.finish();
     } catch (err) {
-      const e = this.window.failure ?? DroverError.from(err);
-      if (!isCommitted(this.phase) || (!this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
+      const e = err instanceof DroverError ? err : this.window.failure ?? DroverError.from(err);
+      if (!isCommitted(this.phase) || (!(e instanceof PostcopyRecoveryFailed) && !this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
       this.lost = true;
       try { this.channel.end(); } catch { /* stream gone */ }
       throw new DroverError('DATA_LOSS', `migration ${this.o.migrationId}: post-copy failed after the switch (${e.code}: ${e.message}); VM ${this.o.domain.spec.name} is LOST: the target lacks pages and the source never resumes after the switch`, { cause: e });

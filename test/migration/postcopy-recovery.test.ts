@@ -5,11 +5,13 @@
  * wait for missing pages), the source reconnects with the same migration id and token, and the
  * migration completes and verifies: the target's image digest equals the paused source memory
  * and the guest's own check passes there. The result says how long the stream was down. A
- * migration over parallel streams (every one cut) resumes over one.
+ * migration over parallel streams (every one cut) resumes over one. A cut longer than the
+ * recovery window loses the VM, said on both sides, and neither claims it runs.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgents, stopAgents, sleep, waitFor, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, sleep, waitFor, codeOf, type TestAgent } from '../support/agents';
+import { POSTCOPY_RECOVER_WAIT_MS } from '../../migration/wire/protocol';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
@@ -52,9 +54,10 @@ for (const [spec, streams] of [
         cut = sleep(200).then(() => proxy.cut(CUT_MS));
       }, '', 'pcr-1');
       const r = await run;
+      const log = b.proc.stderrTail(); // read at once: later lines push the resume out of the tail
       await cut;
       assert.ok(switched, 'the migration switched to post-copy');
-      assert.equal(r.outcome, 'succeeded', r.error);
+      assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);
       assert.equal(r.mode, 'postcopy');
       assert.ok(proxy.stats.dropped > 0, 'the cut dropped the migration stream');
       assert.ok((r.postcopyRecoveries ?? 0) >= 1, `the source reconnected: ${JSON.stringify(r)}`);
@@ -66,10 +69,35 @@ for (const [spec, streams] of [
       assert.equal(check.ok, true, check.detail);
       assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
       assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
-      await waitFor('the target to log the resume', () => /post-copy resumed: the source reconnected/.test(b.proc.stderrTail()), 5000);
+      assert.match(log, /post-copy resumed: the source reconnected/, 'the target logs the resume');
     } finally {
       await b.client.destroyVm(spec.name).catch(() => undefined);
       await a.client.destroyVm(spec.name).catch(() => undefined);
     }
   });
 }
+
+test('a link cut for longer than the recovery window: both sides report the VM lost, and no node claims it runs', async () => {
+  const [a, b] = agents;
+  const spec: VmSpec = { name: 'pcr-long', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 14 };
+  await a.client.createVm(spec);
+  try {
+    let cut: Promise<void> | undefined;
+    const err = await codeOf(a.client.migrateVm(spec.name, proxy.address, { postcopy: 'always', bandwidthBytesPerSec: 8 * MiB }, (e) => {
+      // A moment after the switch (the target has resumed the VM), then longer than the target waits.
+      if (e.phase === 'activating' && !cut) cut = sleep(500).then(() => proxy.cut(POSTCOPY_RECOVER_WAIT_MS + 2000));
+    }, '', 'pcr-1'));
+    assert.ok(cut, `the migration reached the switch (${err.code}: ${err.message})`);
+    assert.equal(err.code, 'DATA_LOSS');
+    assert.match(err.message, /could not reconnect to the target within .* is LOST/);
+    assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source destroyed its stale copy');
+    await waitFor('the target to report the VM lost', () => /VM LOST in post-copy/.test(b.proc.stderrTail()), POSTCOPY_RECOVER_WAIT_MS + 10_000)
+      .catch((err: Error) => { throw new Error(`${err.message}; its log ends: ${b.proc.stderrTail().slice(-1500)}`); });
+    await waitFor('the target to release the memory', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
+    await cut;
+    assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not claim the VM runs');
+  } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
+});

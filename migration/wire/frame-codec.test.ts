@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BatchBuilder, batchSeqOf, copyBytes, decodeFrame, encodeFrame, encodeAck, decodeAck } from './frame-codec';
 import { messageType, TO_OBJECT } from '../../proto/load';
-import { frames, acks, missingBitmapOf, validateBatch, MAX_FRAME_BYTES } from './protocol';
+import { frames, acks, missingBitmapOf, validateBatch, MAX_FRAME_BYTES, PROTOCOL_VERSION } from './protocol';
 import { DroverError } from '../../lib/errors';
 
 test('a batch built in place decodes to the same ranges, checksum and payload', () => {
@@ -27,7 +27,7 @@ test('a batch built in place decodes to the same ranges, checksum and payload', 
 
 test('control frames and acks round-trip', () => {
   const s = decodeFrame(encodeFrame(frames.start('m1', 'tok', 4096, 256)));
-  assert.deepEqual(s, { kind: 'start', protocolVersion: 2, migrationId: 'm1', token: 'tok', pageSize: 4096, pageCount: 256, streamIndex: 0, streamCount: 1 });
+  assert.deepEqual(s, { kind: 'start', protocolVersion: PROTOCOL_VERSION, migrationId: 'm1', token: 'tok', pageSize: 4096, pageCount: 256, streamIndex: 0, streamCount: 1 });
   const c = decodeFrame(encodeFrame(frames.complete(Buffer.from('01234567'), 10, 3, 123.5, true, 99)));
   assert.equal(c.kind, 'complete');
   if (c.kind === 'complete') assert.equal(c.imageDigest.toString(), '01234567');

@@ -277,8 +277,13 @@
  */
 import { DroverError, invalidArgument } from '../../lib/errors';
 
-/** The one protocol version this build speaks. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * The one protocol version this build speaks. 2: the target decides the switchover (fenced
+ * intent, Owned). 3: the bulk channel (Start.bulk, Accepted.bulk_port), post-copy recovery
+ * (Start.resume, Resumed) and SwitchoverOutcome; a protocol-2 peer would refuse their fields as
+ * unknown, so the version says it first, naming both.
+ */
+export const PROTOCOL_VERSION = 3;
 /** Largest payload in one batch: 1 MiB amortises per-frame costs and fits grpc-js' writes. */
 export const MAX_BATCH_PAYLOAD_BYTES = 1024 * 1024;
 /** Largest encoded frame a receiver accepts (payload + range tables + headers). */

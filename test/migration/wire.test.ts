@@ -39,14 +39,14 @@ async function released(): Promise<void> {
 
 test('version mismatch is FAILED_PRECONDITION naming both versions', async () => {
   const conn = new ReceiverClientConn(agents[0].address);
-  // Protocol 1 (the awaiting-commit switchover) is refused by protocol 2 targets, naming both.
-  const e = await codeOf(conn.prepare(spec('w0'), 'test', '', 1));
+  // Protocol 2 (before the bulk channel and post-copy recovery) is refused by protocol 3 targets, naming both.
+  const e = await codeOf(conn.prepare(spec('w0'), 'test', '', 2));
   assert.equal(e.code, 'FAILED_PRECONDITION');
-  assert.match(e.message, /source speaks protocol 1, this target speaks 2/);
+  assert.match(e.message, /source speaks protocol 2, this target speaks 3/);
   const { conn: c2, r } = await prepared('w1');
-  const s = await streamStatus(c2, [encodeFrame({ ...frames.start(r.migrationId, r.token, 4096, PAGES), protocolVersion: 3 } as Frame)]);
+  const s = await streamStatus(c2, [encodeFrame({ ...frames.start(r.migrationId, r.token, 4096, PAGES), protocolVersion: 4 } as Frame)]);
   assert.equal(s.code, 'FAILED_PRECONDITION');
-  assert.match(s.message, /protocol 3.*speaks 2/);
+  assert.match(s.message, /protocol 4.*speaks 3/);
   await c2.abort(r.migrationId, r.token);
   await released();
 });

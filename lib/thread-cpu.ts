@@ -8,14 +8,14 @@ import * as fs from 'node:fs';
 /** Clock ticks per second of /proc's utime and stime (USER_HZ, 100 on Linux). */
 const TICKS_PER_SEC = 100;
 
-/** utime + stime of one /proc stat file, ms; 0 when it cannot be read (the thread ended). */
-function statCpuMs(file: string): number {
+/** utime + stime of one /proc stat file (a process's or a thread's), ms; NaN when it cannot be read (it ended, or no /proc). */
+export function statCpuMs(file: string): number {
   try {
     const stat = fs.readFileSync(file, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields 14, 15 of stat(5)
     return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_SEC;
   } catch {
-    return 0;
+    return NaN;
   }
 }
 
@@ -33,7 +33,7 @@ export function processCpuMsWithout(prefix: string): number {
   for (const tid of tids) {
     let comm: string;
     try { comm = fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8'); } catch { continue; }
-    if (comm.startsWith(prefix)) total -= statCpuMs(`/proc/self/task/${tid}/stat`);
+    if (comm.startsWith(prefix)) total -= statCpuMs(`/proc/self/task/${tid}/stat`) || 0;
   }
   return Math.max(0, total);
 }

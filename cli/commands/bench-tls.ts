@@ -16,6 +16,7 @@ import { loadTlsFiles } from '../../lib/pki/tls-files';
 import { clientCredentials } from '../../lib/pki/grpc-credentials';
 import { formatRate } from '../../lib/units';
 import { VCPU_THREAD_PREFIX } from '../../hypervisor/sim/thread-name';
+import { statCpuMs } from '../../lib/thread-cpu';
 
 /** A pair of bench agents, their clients, and how they talk. */
 export interface BenchPair {
@@ -31,13 +32,7 @@ export interface BenchPair {
 
 /** utime + stime in seconds of a /proc stat file; NaN when it cannot be read. */
 function statCpuSeconds(file: string): number {
-  try {
-    const stat = fs.readFileSync(file, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // fields 14, 15 of stat(5); USER_HZ is 100 on Linux
-  } catch {
-    return NaN;
-  }
+  return statCpuMs(file) / 1000;
 }
 
 /** CPU seconds a process used so far (utime + stime of /proc/PID/stat, all its threads); NaN where /proc is missing. */

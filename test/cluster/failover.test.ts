@@ -65,12 +65,20 @@ test('cancel before switchover rolls back; after the end it is refused clearly',
   assert.match(again.stderr, /already finished/);
   const where = await runningWhere(c);
   assert.equal(where.get('w')?.length, 1);
-  // Progress timeout: with a 1 ms limit the migrator gives up at its first check; the VM stays put.
-  await setConfig(c.etcd!, { progressTimeoutMs: 1 });
+  // Progress timeout: the source agent is stopped (SIGSTOP) once pre-copy runs, so no data moves
+  // for longer than the limit; the migrator gives up, and the VM stays put once the source goes on.
+  // (A fixed tiny limit raced a migration that finished before the migrator's first check.)
+  await setConfig(c.etcd!, { progressTimeoutMs: 1500 });
   const owner = (await getJson<VmRecord>(c.etcd!, keys.vm('w')))!.value.node;
   const other = owner === 'node-1' ? 'node-2' : 'node-1';
-  const t = await cli(c.etcdUrl, ['migrate', 'w', '--to', other, '--wait', '--json']);
-  assert.equal(t.code, 1, t.stderr);
+  const stalled = cli(c.etcdUrl, ['migrate', 'w', '--to', other, '--wait', '--json']);
+  await waitFor('the second migration in pre-copy', async () => [...(await readSnapshot(c.etcd!)).jobs.values()].some((j) => j.value.phase === 'precopy'), 60_000, 10);
+  const src = c.procs.get(owner)!;
+  src.kill('SIGSTOP');
+  await new Promise((r) => setTimeout(r, 4000)); // > the limit + one migrator tick (1 s)
+  src.kill('SIGCONT');
+  const t = await stalled;
+  assert.equal(t.code, 1, `the migration should fail on the progress timeout (the source was stopped 4 s): ${t.stdout}${t.stderr}`);
   const res = JSON.parse(t.stdout.trim().split('\n').pop()!);
   assert.equal(res.result, 'failed');
   assert.match(res.error, /progress timeout/);

@@ -90,7 +90,8 @@ export interface PrecopySourceOptions {
   /**
    * After Complete, when the stream failed with neither Owned nor an explicit refusal: finds out
    * whether the target owns the VM ('owned': the source destroys its copy), does not ('refused':
-   * the source resumes) or cannot tell ('unknown': the source stays paused). Absent = unknown.
+   * the source resumes), lost it ('lost': the guest ran there and died with its agent; the source
+   * stays paused) or cannot tell ('unknown': the source stays paused). Absent = unknown.
    */
   resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
   /** Post-copy recovery: opens a new stream to the target (postcopy-recovery.ts); absent, a dropped post-copy stream loses the VM. */
@@ -100,7 +101,7 @@ export interface PrecopySourceOptions {
 }
 
 /** What the source learns of a switchover whose stream broke after Complete. */
-export type SwitchoverOutcome = 'owned' | 'refused' | 'unknown';
+export type SwitchoverOutcome = 'owned' | 'refused' | 'lost' | 'unknown';
 
 /** A pack sink writing into the payload region of `builder`. */
 function sinkOf(builder: BatchBuilder, toSkip: Uint32Array | undefined): PackSink {
@@ -179,7 +180,7 @@ export class PrecopySource {
     return this.pause.ms;
   }
 
-  /** True once post-copy failed after the switch: the VM is lost (the source must discard its stale copy, never resume it). */
+  /** True once the VM was lost after the switch (post-copy failed, or the target lost it after Complete): the source must discard its stale copy, never resume it. */
   get vmLost(): boolean {
     return this.lost;
   }
@@ -228,6 +229,10 @@ export class PrecopySource {
     if (outcome === 'refused') {
       await this.rollback(e, true);
       throw new DroverError('ABORTED', `migration ${id}: the target does not own the VM after Complete (${e.message}); the source resumed`, { cause: e });
+    }
+    if (outcome === 'lost') {
+      this.lost = true;
+      throw new DroverError('DATA_LOSS', `migration ${id}: VM ${this.o.domain.spec.name} is LOST: the target ${this.o.targetName} resumed it after Complete and lost it (${e.message}); the stale copy stays paused on the source ${this.o.sourceName} and must not resume (the guest ran past it)`, { cause: e });
     }
     throw new DroverError('UNAVAILABLE', `migration ${id}: switchover outcome unknown after Complete (${e.message}); the VM stays paused on the source ${this.o.sourceName} (it may run on ${this.o.targetName})`, { cause: e });
   }

@@ -202,7 +202,7 @@ export class PrecopySource {
       return await this.finish();
     } catch (err) {
       const e = this.window.failure ?? DroverError.from(err);
-      if (this.lost) throw err;
+      if (this.lost || this.phase.kind === 'failed') throw err; // lost, or already rolled back (post-copy's switchNeverResumed)
       if (!isCommitted(this.phase)) await this.rollback(e);
       else return await this.afterComplete(e);
       throw e;
@@ -472,10 +472,26 @@ export class PrecopySource {
     } catch (err) {
       const e = err instanceof DroverError ? err : this.window.failure ?? DroverError.from(err);
       if (!isCommitted(this.phase) || (!(e instanceof PostcopyRecoveryFailed) && !this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
+      if (e instanceof PostcopyRecoveryFailed && await this.switchNeverResumed(e)) {
+        await this.rollback(e, true);
+        throw new DroverError('ABORTED', `migration ${this.o.migrationId}: the post-copy switch never resumed the VM on the target (it gave its copy up: ${e.message}); the source resumed`, { cause: e });
+      }
       this.lost = true;
       try { this.channel.end(); } catch { /* stream gone */ }
       throw new DroverError('DATA_LOSS', `migration ${this.o.migrationId}: post-copy failed after the switch (${e.code}: ${e.message}); VM ${this.o.domain.spec.name} is LOST: the target lacks pages and the source never resumes after the switch`, { cause: e });
     }
+  }
+
+  /**
+   * Post-copy recovery failed before the target said Activated: asks the target (or etcd) whether
+   * it ever resumed the guest. Only an explicit "does not own it" (its copy discarded before any
+   * resume: the switch frame never reached it) lets the source resume; anything else loses the VM.
+   */
+  private async switchNeverResumed(e: DroverError): Promise<boolean> {
+    if (this.window.activatedAt !== undefined || !this.o.resolveOutcome) return false;
+    const outcome = await this.o.resolveOutcome(e).catch(() => 'unknown' as const);
+    this.o.log?.({ msg: 'post-copy recovery failed before Activated; the target was asked whether it resumed the guest', outcome });
+    return outcome === 'refused';
   }
 
   /** Pauses the source (stop-and-copy began at `t`): the switchover clock starts. */

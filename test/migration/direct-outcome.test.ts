@@ -130,3 +130,22 @@ test('the target agent dies after it resumed the guest and is restarted: its jou
   assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the stale copy is gone from the source: it never resumes');
   assert.deepEqual((await b2.client.listVms()).map((x) => x.spec.name), [], 'nor does the restarted target claim it');
 });
+
+test('post-copy: the switch is dropped as it arrives, before the target resumed the guest: the source asks, resumes, and the VM runs there only', async () => {
+  const [a, b] = await pair('target-drop-on-complete');
+  const vm: VmSpec = { name: 'do-5', memBytes: 64 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 48 * MiB, seed: 5 };
+  await a.client.createVm(vm);
+  let switched = false;
+  const err = await codeOf(a.client.migrateVm(vm.name, b.address, { postcopy: 'always', bandwidthBytesPerSec: 48 * MiB }, (e) => {
+    if (e.phase === 'activating') switched = true;
+  }, '', b.proc.nodeId));
+  assert.ok(switched, 'the source sent the post-copy switch');
+  assert.equal(err.code, 'ABORTED', err.message);
+  assert.match(err.message, /the post-copy switch never resumed the VM on the target .*; the source resumed/);
+  const v = await a.client.getVm(vm.name);
+  assert.equal(v.state, 'running', 'resumed on the source, not lost');
+  assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not run it');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the source', async () => (await a.client.getVm(vm.name)).heartbeatBeats > beats, 10_000);
+  assert.equal((await a.client.verifyVm(vm.name)).ok, true, 'guest check on the source');
+});

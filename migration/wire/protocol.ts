@@ -263,7 +263,10 @@
  * (NOT_FOUND: it gave up after POSTCOPY_RECOVER_WAIT_MS, or was restarted), the token or the
  * source identity is wrong (PERMISSION_DENIED), the migration is not in post-copy or resume
  * is 0 (FAILED_PRECONDITION), or Resumed names a page that was not missing at the switch
- * (the source refuses it: DATA_LOSS). A source agent that is gone (killed) never reconnects: the
+ * (the source refuses it: DATA_LOSS). One exception: a source that never got Activated asks the
+ * target what it did (SwitchoverOutcome, or etcd in cluster mode); an explicit not_owned (the
+ * switch never reached it and it discarded its copy, so the guest never ran there) resumes the
+ * source instead. A source agent that is gone (killed) never reconnects: the
  * target loses the VM after POSTCOPY_RECOVER_WAIT_MS and says so (log, metric). Cancel stays
  * refused during the recovery. A target that already verified the final Complete answers
  * Resumed(done) and repeats Verified and PostcopyDone.

@@ -139,7 +139,7 @@ export interface MigrationResult {
   error: string;
   source: string;
   target: string;
-  /** Guest RAM that was non-zero when the migration began. */
+  /** Guest RAM the migration moved with content: distinct pages sent as a payload at least once (sim engine), or the guest's touched RAM (QEMU). */
   nonzeroBytes: number;
   /** Where the downtime went. */
   downtimeBreakdown?: DowntimeBreakdown;

@@ -141,3 +141,16 @@ test('auto-converge: a throttled migration that is cancelled gives the guest its
   assert.equal(src.throttle, 0);
   assert.equal(src.state(), 'running');
 }));
+
+test('nonzeroBytes counts every page the target got with content once: those the guest dirtied in round 1 (to_skip) too', () => withPair(spec, 'm-nz', async ({ src, target }) => {
+  const r = await engineFor('m-nz', src, target, { verify: true }).run();
+  assert.equal(r.outcome, 'succeeded');
+  assert.equal(src.state(), 'paused', 'the source stays frozen at its pause (the target guest runs on and writes more)');
+  let nonzero = 0;
+  for (let p = 0; p < src.pageCount; p++) {
+    if (!src.isZeroPage(p) && src.pageView(p, 1).some((x) => x !== 0)) nonzero++;
+  }
+  // The web guest never zeroes a page it wrote: the image's non-zero pages are exactly those sent with content.
+  assert.equal(r.nonzeroBytes, nonzero * 4096, `nonzeroBytes ${r.nonzeroBytes} vs ${nonzero} non-zero pages in the image`);
+  assert.ok(r.pageBytes >= r.nonzeroBytes);
+}));

@@ -408,7 +408,7 @@ export class PrecopySource {
     this.window.push(seq, builder, frame.length);
     s.pageBytes += b.payloadBytes;
     s.zeroPages += b.zeroPages;
-    if (s.round === 1) s.nonzeroBytes += b.payloadBytes;
+    s.contentPages(b.ranges, this.o.domain.pageCount);
     await this.pacer.take(frame.length);
     await this.send(frame);
     s.sent(b.pages);

@@ -27,8 +27,10 @@ export class SourceStats {
   deviceBytes = 0;
   /** Time spent sending (rounds and the stop-and-copy), ms. */
   sendingMs = 0;
-  /** Guest RAM that was non-zero in round 1. */
+  /** Guest RAM sent with content: distinct pages sent at least once as a payload (zero pages are flags), bytes. */
   nonzeroBytes = 0;
+  /** Pages already counted in nonzeroBytes (bit per page; allocated at the first batch). */
+  private contentSent: Uint32Array | undefined;
   /** Dirty rate measured over the latest round, bytes/s. */
   dirtyRate = 0;
   /** Bytes of the current round not sent yet. */
@@ -38,6 +40,19 @@ export class SourceStats {
   private lastProgressAt = 0;
   private lastProgressBytes = 0;
   private rate = 0;
+
+  /** Counts the payload pages of a batch (`ranges`: [first, count, ...]) not sent with content before, in a guest of `pageCount` pages. */
+  contentPages(ranges: readonly number[], pageCount: number): void {
+    const seen = this.contentSent ??= new Uint32Array(Math.ceil(pageCount / 32));
+    let fresh = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      for (let p = ranges[i], end = ranges[i] + ranges[i + 1]; p < end; p++) {
+        const w = p >>> 5, bit = 1 << (p & 31);
+        if ((seen[w] & bit) === 0) { seen[w] |= bit; fresh++; }
+      }
+    }
+    this.nonzeroBytes += fresh * PAGE_SIZE;
+  }
 
   /** Measured link throughput so far, bytes/s. */
   linkRate(): number {

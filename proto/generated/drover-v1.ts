@@ -267,7 +267,7 @@ export interface MigrationResult {
   source: string;
   /** target = 20. */
   target: string;
-  /** guest RAM that was non-zero when the migration began */
+  /** guest RAM moved with content: distinct pages sent as a payload (sim), touched RAM (QEMU) */
   nonzeroBytes: number;
   /** downtimeBreakdown = 22. */
   downtimeBreakdown: DowntimeBreakdown | null;

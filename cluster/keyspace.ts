@@ -68,6 +68,8 @@ export interface LinkRecord {
   bytesPerSec: number;
   /** EWMA of the migrations' time outside sending and downtime (reservation, set-up, verification), ms; absent in older records. */
   setupMs?: number;
+  /** Moving average of the migrations' fixed cost of a pre-copy round (MigrationResult.roundOverheadMs), ms; absent until one measured it. */
+  roundMs?: number;
   /** Migrations folded into the average. */
   samples: number;
   /** Their weight in the average (services/scheduler/move-cost.ts foldLink: a move under 64 MiB is part of a sample); absent in older records. */

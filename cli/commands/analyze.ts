@@ -11,7 +11,7 @@
 import { parse, flag, duration, rate, address, str, UsageError, type Parsed } from '../args';
 import { AgentClient, agentCredentials } from '../../services/node-agent/client/agent-client';
 import { readSnapshot } from '../../cluster/etcd';
-import { readLinks } from '../../services/scheduler/move-cost';
+import { DEFAULT_ROUND_MS, readLinks } from '../../services/scheduler/move-cost';
 import { ETCD, withEtcd } from './cluster/common';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
 import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
@@ -35,6 +35,8 @@ interface Ask {
   linkNote: string;
   /** Fixed set-up time of a migration on the link (measured), ms. */
   setupMs: number;
+  /** Fixed cost of each pre-copy round on the link (measured, else DEFAULT_ROUND_MS), ms. */
+  roundMs: number;
   maxDowntimeMs: number;
   windowMs: number;
   /** The post-copy mode the migration would run with (`--postcopy`, default auto as `drover migrate`'s). */
@@ -63,7 +65,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const agent = address(agentFlag, '--agent');
   const client = new AgentClient(agent, agentChannelCredentials(tlsFromFlags(p, 'analyze')));
   const link = given ?? DEFAULT_LINK_BYTES_PER_SEC;
-  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, maxDowntimeMs, windowMs, postcopy, json });
+  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, roundMs: DEFAULT_ROUND_MS, maxDowntimeMs, windowMs, postcopy, json });
 }
 
 /** The cluster form: the VM's node from etcd, the link from --bandwidth or the node's measured links. */
@@ -81,8 +83,11 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
     let link = a.given ?? 0;
     let linkNote = '';
     let setupMs = 0;
+    const mine = [...(await readLinks(etcd))].filter(([k]) => k.startsWith(`${rec.node}/`) && (to === undefined || k === `${rec.node}/${to}`));
+    const timed = mine.filter(([, r]) => r.roundMs !== undefined);
+    // The round cost is the path's, whatever rate --bandwidth sets.
+    const roundMs = timed.length > 0 ? timed.reduce((s, [, r]) => s + r.roundMs!, 0) / timed.length : DEFAULT_ROUND_MS;
     if (a.given === undefined) {
-      const mine = [...(await readLinks(etcd))].filter(([k]) => k.startsWith(`${rec.node}/`) && (to === undefined || k === `${rec.node}/${to}`));
       if (mine.length > 0) {
         link = mine.reduce((s, [, r]) => s + r.bytesPerSec, 0) / mine.length;
         setupMs = mine.reduce((s, [, r]) => s + (r.setupMs ?? 0), 0) / mine.length;
@@ -93,7 +98,7 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
       }
     }
     const client = new AgentClient(node.record.address, agentCredentials(rec.node));
-    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, postcopy: a.postcopy, json: a.json });
+    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, roundMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, postcopy: a.postcopy, json: a.json });
   });
 }
 
@@ -106,13 +111,14 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
     const wss = (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) }));
     const pr = predictMigration({
       memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs, setupMs: a.setupMs,
+      roundOverheadMs: a.roundMs,
       // The page engine's targets offer post-copy; the mode decides whether it may be used.
       postcopyAvailable: a.postcopy !== 'never', postcopy: a.postcopy,
     });
     const out = {
       vm, agent, memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
       guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
-      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, maxDowntimeMs,
+      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, roundMs: a.roundMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
       converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason, postcopyMode: a.postcopy,
       ...(pr.postcopy ? { postcopy: pr.postcopy } : {}),

@@ -118,6 +118,25 @@ test('the stop rule sees what the engine sees: the curve of its own rounds, not 
   assert.ok(p.predictedTotalMs > 4000 && p.predictedTotalMs < 6500, `total ${p.predictedTotalMs}`);
 });
 
+test('a per-round fixed cost: every round lasts at least that long, so web stalls at what it dirties meanwhile and the engine throttles it (a loaded host)', () => {
+  // web under 1 Gbit/s converges without it (the test above); measured on a host at load 7: 25-50 ms a round, rounds stuck near 2 MiB, throttled to 98%.
+  const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const loaded = predictMigration({ ...w, roundOverheadMs: 40 });
+  assert.equal(loaded.converges, false, loaded.policyReason);
+  assert.equal(loaded.policy, 'throttle');
+  assert.ok(loaded.throttlePercent >= 90, `throttle ${loaded.throttlePercent}`);
+  // Every round carries the cost, the smallest too.
+  for (const r of loaded.roundsDetail) assert.ok(r.ms >= 40, `round of ${r.bytes / MiB} MiB: ${r.ms} ms`);
+  // WWS(40 ms) of a 16 MiB set written at 100 MiB/s is ~3.5 MiB: the rounds before the throttle bites stay above 2 MiB.
+  const early = loaded.roundsDetail.slice(0, 6);
+  assert.ok(early.every((r) => r.bytes > 2 * MiB), early.map((r) => (r.bytes / MiB).toFixed(1)).join(' '));
+  // Uncapped on loopback (150 MiB/s), the same: quiet host (1 ms a round) converges, loaded host does not.
+  const lo: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 150 * MiB };
+  assert.equal(predictMigration({ ...lo, roundOverheadMs: 1 }).converges, true);
+  assert.equal(predictMigration({ ...lo, roundOverheadMs: 40 }).converges, false);
+  assert.throws(() => predictMigration({ ...w, roundOverheadMs: -1 }), /roundOverheadMs/);
+});
+
 test('under a cap the pacer paces wire bytes: once compression auto encodes (after two raw runs) pages move 1 / ratio faster; each round starts with the burst', () => {
   // web under 1 Gbit/s: a 16 MiB working set at 100 MiB/s; 64 MiB touched; LZ4 halves sim pages.
   const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };

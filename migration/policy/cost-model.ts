@@ -93,6 +93,13 @@ export interface CostInput {
   /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
   setupMs?: number;
   /**
+   * Fixed cost of every pre-copy round beyond moving its bytes, ms (round-overhead.ts; a link
+   * record learns it as roundMs); default 0. A round however small takes this long, so the guest
+   * dirties WWS(this) at least while it runs: on a loaded host (25-50 ms) web's rounds stall near
+   * 2 MiB and the engine throttles where the rounds alone would converge.
+   */
+  roundOverheadMs?: number;
+  /**
    * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
    * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
    * Under a cap auto encodes once it has decided (two raw runs of COMPRESSOR_RUN_BYTES, each within one round):
@@ -150,6 +157,7 @@ function check(i: CostInput): void {
   pos(i.maxDowntimeMs, 'maxDowntimeMs');
   nonneg(i.nonzeroBytes, 'nonzeroBytes');
   nonneg(i.dirtyRateBytesPerSec, 'dirtyRateBytesPerSec');
+  nonneg(i.roundOverheadMs ?? 0, 'roundOverheadMs');
   for (const p of i.wss) {
     pos(p.windowMs, 'wss windowMs');
     nonneg(p.bytes, 'wss bytes');
@@ -223,7 +231,7 @@ class RoundRunner {
     const wire = this.wireOf(sent);
     // Paced: the burst goes at the link's rate, the rest at the round's.
     const burst = cap > 0 ? Math.min(wire, PACER_BURST_BYTES) : 0;
-    const ms = ((wire - burst) / r + burst / link) * 1000;
+    const ms = ((wire - burst) / r + burst / link) * 1000 + Math.max(0, this.i.roundOverheadMs ?? 0);
     this.rounds.push({ bytes: sent, wireBytes: wire, ms });
     this.total += sent;
     this.wire += wire;

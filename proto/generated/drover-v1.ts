@@ -307,6 +307,8 @@ export interface MigrationResult {
   postcopyStalledMs: number;
   /** postcopyRecoveries = 35. */
   postcopyRecoveries: number;
+  /** fixed cost of a pre-copy round beyond moving its bytes (the cost model learns it per node pair); -1 = not measured */
+  roundOverheadMs: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */

@@ -15,7 +15,7 @@
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startAgents, stopAgents, type LocalAgent } from '../services/node-agent/local-agents';
-import { predictMigration, type CostPrediction } from '../migration/policy/cost-model';
+import { cpuBoundWriteRate, predictMigration, type CostPrediction } from '../migration/policy/cost-model';
 import { DEFAULT_ROUND_MS, foldLink } from '../services/scheduler/move-cost';
 import type { LinkRecord } from '../cluster/keyspace';
 import { parseDuration, parseSize } from '../lib/units';
@@ -52,7 +52,7 @@ async function once(a: LocalAgent, b: LocalAgent, name: string, profile: Profile
     wss: (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) })),
     // Capped, the link is the cap, as `drover analyze --bandwidth 1Gbit` takes it (the loopback rate learned under load says nothing about the capped path).
     linkBytesPerSec: cap > 0 ? cap : link.bytesPerSec, capBytesPerSec: cap, maxDowntimeMs: 5, setupMs: link.setupMs,
-    roundOverheadMs: link.roundMs,
+    roundOverheadMs: link.roundMs, guestMaxWriteBytesPerSec: cpuBoundWriteRate(o.dirtyRateBytesPerSec, o.vcpuBusy, o.vcpus),
     compressionRatio: link.compressionRatio,
   });
   const r = await a.client.migrateVm(name, b.address, cap > 0 ? { bandwidthBytesPerSec: cap } : {});

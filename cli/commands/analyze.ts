@@ -14,7 +14,7 @@ import { readSnapshot } from '../../cluster/etcd';
 import { DEFAULT_ROUND_MS, readLinks } from '../../services/scheduler/move-cost';
 import { ETCD, withEtcd } from './cluster/common';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
+import { cpuBoundWriteRate, DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
 import { DroverError } from '../../lib/errors';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
@@ -109,15 +109,16 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
     await client.waitReady();
     const o = await client.analyzeVm(vm, windowMs);
     const wss = (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) }));
+    const maxWrite = cpuBoundWriteRate(o.dirtyRateBytesPerSec, o.vcpuBusy, o.vcpus);
     const pr = predictMigration({
       memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs, setupMs: a.setupMs,
-      roundOverheadMs: a.roundMs,
+      roundOverheadMs: a.roundMs, guestMaxWriteBytesPerSec: maxWrite,
       // The page engine's targets offer post-copy; the mode decides whether it may be used.
       postcopyAvailable: a.postcopy !== 'never', postcopy: a.postcopy,
     });
     const out = {
       vm, agent, memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
-      guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
+      guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, vcpuBusy: o.vcpuBusy, guestMaxWriteBytesPerSec: maxWrite, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
       linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, roundMs: a.roundMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
       converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason, postcopyMode: a.postcopy,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { predictMigration, wssAt, type CostInput } from './cost-model';
+import { cpuBoundWriteRate, predictMigration, wssAt, type CostInput } from './cost-model';
 
 const MiB = 1024 * 1024;
 /** A bounded working set of `wss` bytes written uniformly at `rate` bytes/s (coupon-collector curve). */
@@ -91,6 +91,22 @@ test('throttling term: a paced guest is slowed only past 1 - rate / its CPU-boun
   // A CPU-bound guest of the same rate is slowed by the first step already: fewer rounds.
   const cpuBound = predictMigration({ ...near, guestMaxWriteBytesPerSec: 100 * MiB });
   assert.ok(cpuBound.throttlePercent < p.throttlePercent && cpuBound.rounds < p.rounds, `${cpuBound.throttlePercent}% ${cpuBound.rounds} rounds vs ${p.throttlePercent}% ${p.rounds}`);
+});
+
+test('throttle strength: the unthrottled write speed is the observed rate over the vCPU time it took, so a CPU-bound guest slows from the first step', () => {
+  // A paced guest: 100 MiB/s on 5% of its vCPU writes 2000 MiB/s when it runs; a CPU-bound one writes what it dirties; unknown utilisation: the rate.
+  assert.equal(cpuBoundWriteRate(100 * MiB, 0.05, 1), 2000 * MiB);
+  assert.equal(cpuBoundWriteRate(987 * MiB, 1, 1), 987 * MiB);
+  assert.equal(cpuBoundWriteRate(987 * MiB, 0, 1), 987 * MiB);
+  assert.equal(cpuBoundWriteRate(400 * MiB, 1, 2), 800 * MiB, 'two vCPUs at half their time');
+  assert.equal(cpuBoundWriteRate(400 * MiB, 3, 2), 400 * MiB, 'never below the rate');
+  // mmuncher on a host at load 12: 987 MiB/s over its 64 MiB working set, a 1 Gbit/s link. A constant 2 GB/s
+  // had the 20% and 60% steps change nothing (0.8 x 2000 > 987): rounds resending the whole set.
+  const m: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, dirtyRateBytesPerSec: 987 * MiB, wss: curve(64 * MiB, 987 * MiB), linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const observed = predictMigration(m);
+  const constant = predictMigration({ ...m, guestMaxWriteBytesPerSec: 2e9 });
+  assert.equal(observed.policy, 'throttle');
+  assert.ok(observed.rounds < constant.rounds && observed.predictedBytes < constant.predictedBytes, `${observed.rounds} rounds ${observed.predictedBytes / MiB} MiB vs ${constant.rounds} rounds ${constant.predictedBytes / MiB} MiB`);
 });
 
 test('under a bandwidth cap the rounds follow Xen\'s rate rule: round 1 at 100 Mbit/s', () => {

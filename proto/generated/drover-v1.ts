@@ -389,6 +389,10 @@ export interface AnalyzeVmResponse {
   observationCpuMs: number;
   /** the guest's own write counter over the window */
   guestWriteRateBytesPerSec: number;
+  /** the guest's vCPU utilisation over the last second (0..vcpus; 0 = not measured): with the dirty rate, its CPU-bound write speed */
+  vcpuBusy: number;
+  /** vcpus = 41. */
+  vcpus: number;
   /** The hypervisor's own measurement (QEMU's calc-dirty-rate), beside the agent's observation. */
   qemuDirtyRateBytesPerSec: number;
   /** its calc-dirty-rate mode ('page-sampling', 'dirty-bitmap'); '' = not measured */

@@ -18,6 +18,9 @@ test('dirtying: an observation in the heartbeat wins; else the heartbeat rate bo
   assert.equal(h.from, 'heartbeat');
   assert.equal(h.nonzeroBytes, 64 * MiB, 'round 1 sends the touched RAM');
   assert.equal(Math.max(...h.wss.map((p) => p.bytes)), 16 * MiB, "web's 16 MiB working set bounds the curve");
+  // 100 MiB/s on a tenth of its vCPU: a throttle slows it only past 90%.
+  assert.equal(h.maxWriteBytesPerSec, 1000 * MiB);
+  assert.equal(o.maxWriteBytesPerSec, 800 * MiB);
   const s = dirtyingOf({ ...web, profile: 'mmuncher' });
   assert.equal(s.from, 'spec');
   assert.ok(Number.isFinite(s.dirtyRateBytesPerSec) && s.dirtyRateBytesPerSec > 0);

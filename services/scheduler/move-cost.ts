@@ -11,7 +11,7 @@ import { getJson, updateJson } from '../../cluster/etcd';
 import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
-import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
+import { cpuBoundWriteRate, DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
 import type { MoveCost } from './planner';
 
@@ -51,6 +51,8 @@ export interface VmDirtying {
   nonzeroBytes: number;
   dirtyRateBytesPerSec: number;
   wss: WssPoint[];
+  /** Unthrottled write speed (cost-model.ts cpuBoundWriteRate: the rate over the heartbeat's vCPU utilisation). */
+  maxWriteBytesPerSec: number;
   from: JobPrediction['from'];
 }
 
@@ -62,7 +64,7 @@ export interface VmDirtying {
 export function dirtyingOf(spec: VmSpec, hb?: HeartbeatVm): VmDirtying {
   const o = hb?.observed;
   if (o && o.wss.length > 0) {
-    return { memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss: o.wss, from: 'observed' };
+    return { memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss: o.wss, maxWriteBytesPerSec: cpuBoundWriteRate(o.dirtyRateBytesPerSec, hb?.cpu ?? 0, spec.vcpus), from: 'observed' };
   }
   const prof = resolveProfile(spec);
   const rate = hb && hb.dirtyRateBytesPerSec > 0 ? hb.dirtyRateBytesPerSec : Number.isFinite(prof.dirtyRateBytesPerSec) ? prof.dirtyRateBytesPerSec : spec.memBytes;
@@ -73,6 +75,7 @@ export function dirtyingOf(spec: VmSpec, hb?: HeartbeatVm): VmDirtying {
   return {
     memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, touched), dirtyRateBytesPerSec: rate,
     wss: [{ windowMs: PRIOR_FIRST_WINDOW_MS, bytes: first }, { windowMs: satMs, bytes: wssCap }, { windowMs: satMs * 2, bytes: wssCap }],
+    maxWriteBytesPerSec: cpuBoundWriteRate(rate, hb && hb.dirtyRateBytesPerSec > 0 ? hb.cpu : 0, spec.vcpus),
     from: hb && hb.dirtyRateBytesPerSec > 0 ? 'heartbeat' : 'spec',
   };
 }
@@ -205,7 +208,7 @@ export async function recordLink(etcd: Etcd3, from: string, to: string, r: LinkS
 
 /** The model's prediction for moving a VM with dirtying `d` over `link`. */
 export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'> & Partial<Pick<LinkChoice, 'roundMs'>>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
-  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs, roundOverheadMs: link.roundMs ?? 0 });
+  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs, roundOverheadMs: link.roundMs ?? 0, guestMaxWriteBytesPerSec: d.maxWriteBytesPerSec });
 }
 
 /** The job record's form of a prediction. */

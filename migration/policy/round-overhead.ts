@@ -25,35 +25,44 @@ const MIN_RATE_ROUND_BYTES = 2 * 1024 * 1024;
 
 /**
  * The per-round fixed cost of a migration's pre-copy rounds, ms, or undefined when it had no
- * round after the first. A round of `w` bytes is taken to last `overhead + w / rate`: `rate` is
- * the pace of a paced round, else the stream's, read off round 1 (the largest, barely touched by
- * the overhead; corrected for it once) or, when round 1 was paced or under 2 MiB, the fastest
- * unpaced round of at least 2 MiB. The overhead is the median excess of the rounds after the
- * first (round 1 carries the stream's start-up), of the unthrottled ones where there are any (a
- * throttled guest competes less for the CPU: its rounds run faster than the ones that decide
- * whether pre-copy converges).
+ * round after the first. Only the rounds after the first count: round 1 carries the stream's
+ * start-up and the target's first touch of every page (measured at load 9: 71 MiB/s in round 1,
+ * 97 MiB/s in round 2). Of those, the unthrottled ones where there are at least two (a throttled
+ * guest competes less for the CPU: its rounds run faster than the ones that decide whether
+ * pre-copy converges), else all. Paced rounds: the median time beyond their bytes at their pace.
+ * Unpaced: the median time beyond their bytes at the stream's rate, the faster of round 1's and
+ * the slope of the least-squares line `ms = overhead + bytes / rate` through them (small rounds'
+ * times scatter: a line through them alone may tilt either way).
  */
 export function estimateRoundOverheadMs(rounds: readonly TimedRound[]): number | undefined {
   const later = rounds.slice(1).filter((r) => r.ms > 0 && Number.isFinite(r.ms));
   if (later.length === 0) return undefined;
   const free = later.filter((r) => r.throttle <= 0);
-  const use = free.length > 0 ? free : later;
+  const use = free.length >= 2 ? free : later;
+  const paced = use.filter((r) => r.paceBytesPerSec > 0);
+  if (paced.length * 2 >= use.length) return median(paced.map((r) => Math.max(0, r.ms - (r.wireBytes * 1000) / r.paceBytesPerSec)));
+  const unpaced = use.filter((r) => r.paceBytesPerSec <= 0);
   const first = rounds[0];
-  const firstTimes = first.paceBytesPerSec <= 0 && first.wireBytes >= MIN_RATE_ROUND_BYTES && first.ms > 0;
-  const timed = rounds.filter((r) => r.paceBytesPerSec <= 0 && r.wireBytes >= MIN_RATE_ROUND_BYTES && r.ms > 0);
-  let stream = firstTimes ? (first.wireBytes * 1000) / first.ms : Math.max(0, ...timed.map((r) => (r.wireBytes * 1000) / r.ms));
-  let overhead = medianExcess(use, stream);
-  // Round 1 took the overhead too: its stream ran faster than its length says.
-  if (firstTimes && first.ms > 2 * overhead) overhead = medianExcess(use, (stream = (first.wireBytes * 1000) / (first.ms - overhead)));
-  return overhead;
+  const firstRate = first.paceBytesPerSec <= 0 && first.wireBytes >= MIN_RATE_ROUND_BYTES && first.ms > 0 ? (first.wireBytes * 1000) / first.ms : 0;
+  const rate = Math.max(firstRate, fittedRate(unpaced));
+  return median(unpaced.map((r) => Math.max(0, r.ms - (rate > 0 ? (r.wireBytes * 1000) / rate : 0))));
 }
 
-/** The median of the rounds' time beyond their bytes at their rate (the pace, at most `stream`; else `stream`). */
-function medianExcess(rounds: readonly TimedRound[], stream: number): number {
-  const excess = rounds.map((r) => {
-    const rate = r.paceBytesPerSec > 0 ? (stream > 0 ? Math.min(r.paceBytesPerSec, stream) : r.paceBytesPerSec) : stream;
-    return Math.max(0, r.ms - (rate > 0 ? (r.wireBytes * 1000) / rate : 0));
-  }).sort((a, b) => a - b);
-  const mid = excess.length >> 1;
-  return excess.length % 2 ? excess[mid] : (excess[mid - 1] + excess[mid]) / 2;
+/** Bytes/s of the least-squares line of ms over bytes through `rounds` (0 when the sizes are too alike or the line does not rise). */
+function fittedRate(rounds: readonly TimedRound[]): number {
+  if (rounds.length < 2) return 0;
+  const n = rounds.length;
+  const mx = rounds.reduce((s, r) => s + r.wireBytes, 0) / n;
+  const my = rounds.reduce((s, r) => s + r.ms, 0) / n;
+  const sxx = rounds.reduce((s, r) => s + (r.wireBytes - mx) ** 2, 0);
+  const sxy = rounds.reduce((s, r) => s + (r.wireBytes - mx) * (r.ms - my), 0);
+  // Sizes within 10% of their mean cannot separate the two terms.
+  if (!(Math.sqrt(sxx / n) > 0.1 * mx) || !(sxy > 0)) return 0;
+  return (sxx / sxy) * 1000;
+}
+
+function median(xs: number[]): number {
+  const v = [...xs].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }

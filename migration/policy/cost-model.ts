@@ -104,6 +104,13 @@ export interface CostInput {
    */
   roundOverheadMs?: number;
   /**
+   * Blackout of a switch to post-copy, ms: pause, the hot pages and device state, the target's
+   * resume, both agents' hand-offs (a link record learns it from finished post-copy migrations as
+   * postcopySwitchMs); default the engine's SWITCHOVER_OVERHEAD_MS (measured 22-65 ms on a loaded
+   * host where that 1 ms was predicted). A pre-copy downtime keeps the engine's own rule.
+   */
+  postcopySwitchMs?: number;
+  /**
    * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
    * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
    * Under a cap auto encodes once it has decided (two raw runs of COMPRESSOR_RUN_BYTES, each within one round):
@@ -170,6 +177,7 @@ function check(i: CostInput): void {
   nonneg(i.nonzeroBytes, 'nonzeroBytes');
   nonneg(i.dirtyRateBytesPerSec, 'dirtyRateBytesPerSec');
   nonneg(i.roundOverheadMs ?? 0, 'roundOverheadMs');
+  nonneg(i.postcopySwitchMs ?? 0, 'postcopySwitchMs');
   for (const p of i.wss) {
     pos(p.windowMs, 'wss windowMs');
     nonneg(p.bytes, 'wss bytes');
@@ -332,7 +340,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const convergesThrottled = throttle > 0 && end === 'fits';
   const pc = end === 'postcopy' ? { afterRound: run.rounds.length, ...estimatePostcopy(send, run.finalWire(send), run.finalRate, i.wss, i.dirtyRateBytesPerSec, i.memBytes) } : undefined;
   // Post-copy's blackout carries the switch, not the remainder.
-  const downtime = pc ? predictDowntimeMs(0, run.finalRate) : predictDowntimeMs(run.finalWire(send), run.finalRate);
+  const downtime = pc ? Math.max(0, i.postcopySwitchMs ?? SWITCHOVER_OVERHEAD_MS) : predictDowntimeMs(run.finalWire(send), run.finalRate);
   const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + (pc?.allPresentMs ?? 0) + Math.max(0, i.setupMs ?? 0);
   const choice = switched !== undefined && pc
     ? { policy: 'postcopy' as const, policyReason: `${switched}; the target resumes after ~${downtime.toFixed(1)} ms and has all pages ${pc.allPresentMs.toFixed(0)} ms later (${(send / 1048576).toFixed(1)} MiB pushed; about ${pc.pageWaits} page waits of up to ${pc.pageWaitMaxMs.toFixed(0)} ms)` }

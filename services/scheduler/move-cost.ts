@@ -13,6 +13,8 @@ import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
 import { cpuBoundWriteRate, DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
+import { SWITCHOVER_OVERHEAD_MS } from '../../migration/policy/stop-conditions';
+import { PAGE_SIZE } from '../../hypervisor/types';
 import type { MoveCost } from './planner';
 
 /** Fixed set-up time assumed where no migration has measured the pair (reservation, dirty-log start, verification): the 20-120 ms local clusters measured on this machine class. */
@@ -100,8 +102,9 @@ export async function readLink(etcd: Etcd3, from: string, to: string): Promise<L
 export function linkRate(rec: LinkRecord | undefined, given?: number): LinkChoice {
   const setupMs = rec?.setupMs ?? 0;
   const roundMs = rec?.roundMs ?? (rec ? 0 : DEFAULT_ROUND_MS);
-  if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs, roundMs };
-  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs, roundMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS, roundMs: DEFAULT_ROUND_MS };
+  const postcopySwitchMs = rec?.postcopySwitchMs ?? SWITCHOVER_OVERHEAD_MS;
+  if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs, roundMs, postcopySwitchMs };
+  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs, roundMs, postcopySwitchMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS, roundMs: DEFAULT_ROUND_MS, postcopySwitchMs };
 }
 
 /** A link as a prediction assumes it. */
@@ -112,6 +115,8 @@ export interface LinkChoice {
   setupMs: number;
   /** Fixed cost of each pre-copy round, ms (the pair's measured one; DEFAULT_ROUND_MS without a record, 0 in a record that predates it). */
   roundMs: number;
+  /** Blackout of a post-copy switch, ms (the pair's measured one, else the engine's SWITCHOVER_OVERHEAD_MS). */
+  postcopySwitchMs: number;
 }
 
 /** The mean measured rate of migrations out of `node` (any target), or undefined when none was measured. */
@@ -152,7 +157,7 @@ export function pairKey(from: string, to: string): string {
 }
 
 /** What a finished migration tells about its link (MigrationResult's fields). */
-export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes' | 'roundOverheadMs'> & Partial<Pick<MigrationResult, 'rounds'>>;
+export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes' | 'roundOverheadMs'> & Partial<Pick<MigrationResult, 'rounds' | 'downtimeBreakdown' | 'mode'>>;
 
 /**
  * A link record with one more migration folded in (`now` its time), or undefined when the
@@ -166,7 +171,8 @@ export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPer
  *
  * The per-round fixed cost (the result's roundOverheadMs) is learned beside them, and the rate is
  * the stream's without it: the migration's sending time less that cost for each pre-copy round
- * (at most half of it), as the cost model adds the cost to every round it predicts.
+ * (at most half of it), as the cost model adds the cost to every round it predicts. So is the
+ * blackout of a post-copy switch beyond its hot pages (postcopySwitchMs).
  */
 export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number): LinkRecord | undefined {
   const measured = r.throughputBytesPerSec;
@@ -189,10 +195,15 @@ export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number
   const lz4Ratio = ratio === undefined ? known.lz4Ratio : known.lz4Ratio === undefined ? ratio : known.lz4Ratio + LINK_EWMA_ALPHA * (ratio - known.lz4Ratio);
   // The round cost: a moving average over the migrations that had a round to measure it by (the first one taken whole).
   const roundMs = perRound === undefined ? known.roundMs : known.roundMs === undefined ? perRound : known.roundMs + LINK_EWMA_ALPHA * (perRound - known.roundMs);
+  // A post-copy switch's blackout beyond the hot pages it sends: likewise.
+  const fin = r.downtimeBreakdown;
+  const sw = r.mode === 'postcopy' && fin && r.downtimeMs > 0 ? Math.max(0, r.downtimeMs - ((fin.finalPages * PAGE_SIZE) / measured) * 1000) : undefined;
+  const postcopySwitchMs = sw === undefined ? known.postcopySwitchMs : known.postcopySwitchMs === undefined ? sw : known.postcopySwitchMs + LINK_EWMA_ALPHA * (sw - known.postcopySwitchMs);
   return {
     bytesPerSec: avg(known.bytesPerSec, rate),
     setupMs: avg(known.setupMs, setup),
     ...(roundMs !== undefined ? { roundMs } : {}),
+    ...(postcopySwitchMs !== undefined ? { postcopySwitchMs } : {}),
     samples: (cur?.samples ?? 0) + 1,
     weight,
     ...(lz4Ratio !== undefined ? { lz4Ratio } : {}),
@@ -207,8 +218,8 @@ export async function recordLink(etcd: Etcd3, from: string, to: string, r: LinkS
 }
 
 /** The model's prediction for moving a VM with dirtying `d` over `link`. */
-export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'> & Partial<Pick<LinkChoice, 'roundMs'>>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
-  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs, roundOverheadMs: link.roundMs ?? 0, guestMaxWriteBytesPerSec: d.maxWriteBytesPerSec });
+export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'> & Partial<Pick<LinkChoice, 'roundMs' | 'postcopySwitchMs'>>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
+  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs, roundOverheadMs: link.roundMs ?? 0, postcopySwitchMs: link.postcopySwitchMs, guestMaxWriteBytesPerSec: d.maxWriteBytesPerSec });
 }
 
 /** The job record's form of a prediction. */

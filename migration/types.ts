@@ -180,6 +180,8 @@ export interface MigrationResult {
   postcopyStalledMs?: number;
   /** Post-copy recovery: how many times the source reconnected (absent when it never dropped). */
   postcopyRecoveries?: number;
+  /** Fixed cost of a pre-copy round beyond moving its bytes, ms (policy/round-overhead.ts; absent without a second round). */
+  roundOverheadMs?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

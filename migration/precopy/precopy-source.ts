@@ -103,6 +103,12 @@ export interface PrecopySourceOptions {
 /** What the source learns of a switchover whose stream broke after Complete. */
 export type SwitchoverOutcome = 'owned' | 'refused' | 'lost' | 'unknown';
 
+/** The result's per-round fixed cost, when the migration had a round to measure it by. */
+function roundOverheadOf(s: SourceStats): Pick<MigrationResult, 'roundOverheadMs'> {
+  const ms = s.roundOverheadMs();
+  return ms === undefined ? {} : { roundOverheadMs: Math.round(ms * 100) / 100 };
+}
+
 /** A pack sink writing into the payload region of `builder`. */
 function sinkOf(builder: BatchBuilder, toSkip: Uint32Array | undefined): PackSink {
   const payload = builder.payloadView();
@@ -328,7 +334,7 @@ export class PrecopySource {
     const dirty = this.o.domain.getAndClearDirtyLog();
     this.roundBitmap = dirty;
     const dirtyBytes = popcount(dirty) * PAGE_SIZE;
-    s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes);
+    s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes, this.pacer.bytesPerSec, this.throttle);
     return { sent: s.pageBytes - before, dirty, dirtyBytes, ms: roundMs };
   }
 
@@ -551,6 +557,7 @@ export class PrecopySource {
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
       compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
       compressReason: this.compressor.reason,
+      ...roundOverheadOf(s),
     });
     Object.assign(result, this.extra, this.policyOf(sw.pausedAt)); // post-copy: mode and the guest's page waits
     this.enter({ kind: 'done', result });

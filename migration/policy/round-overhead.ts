@@ -25,20 +25,19 @@ const MIN_RATE_ROUND_BYTES = 2 * 1024 * 1024;
 
 /**
  * The per-round fixed cost of a migration's pre-copy rounds, ms, or undefined when it had no
- * round after the first. Only the rounds after the first count: round 1 carries the stream's
+ * unthrottled round after the first. Only the rounds after the first count: round 1 carries the stream's
  * start-up and the target's first touch of every page (measured at load 9: 71 MiB/s in round 1,
- * 97 MiB/s in round 2). Of those, the unthrottled ones where there are at least two (a throttled
- * guest competes less for the CPU: its rounds run faster than the ones that decide whether
- * pre-copy converges), else all. Paced rounds: the median time beyond their bytes at their pace.
+ * 97 MiB/s in round 2). Of those, the unthrottled ones: a throttled guest's rounds tell its
+ * slowdown, not the path's cost (its share of the CPU changes with every step; the rounds of a
+ * CPU-bound guest throttled from round 2 on measured 0-51 ms where a web guest's measured 3-6 ms
+ * on the same pair), so a migration throttled from its second round measures none. Paced rounds: the median time beyond their bytes at their pace.
  * Unpaced: the median time beyond their bytes at the stream's rate, the faster of round 1's and
  * the slope of the least-squares line `ms = overhead + bytes / rate` through them (small rounds'
  * times scatter: a line through them alone may tilt either way).
  */
 export function estimateRoundOverheadMs(rounds: readonly TimedRound[]): number | undefined {
-  const later = rounds.slice(1).filter((r) => r.ms > 0 && Number.isFinite(r.ms));
-  if (later.length === 0) return undefined;
-  const free = later.filter((r) => r.throttle <= 0);
-  const use = free.length >= 2 ? free : later;
+  const use = rounds.slice(1).filter((r) => r.ms > 0 && Number.isFinite(r.ms) && r.throttle <= 0);
+  if (use.length === 0) return undefined;
   const paced = use.filter((r) => r.paceBytesPerSec > 0);
   if (paced.length * 2 >= use.length) return median(paced.map((r) => Math.max(0, r.ms - (r.wireBytes * 1000) / r.paceBytesPerSec)));
   const unpaced = use.filter((r) => r.paceBytesPerSec <= 0);

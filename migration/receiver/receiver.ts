@@ -278,9 +278,14 @@ export class IncomingMigration {
     return [acks.activated(this.postcopyResumedAtMs)];
   }
 
-  /** Post-copy recovery: the stream dropped; the VM keeps running here and waits for its source. */
-  detach(): void {
-    if (this.state === 'postcopy') this.postcopy?.detached();
+  /** Post-copy recovery: the stream dropped (the link was down since `since`, performance.now()); the VM keeps running here and waits for its source. */
+  detach(since?: number): void {
+    if (this.state === 'postcopy') this.postcopy?.detached(since);
+  }
+
+  /** Post-copy: pages a vCPU asked the source for that have not come yet (0 outside post-copy). */
+  get pagesWaitedFor(): number {
+    return this.state === 'postcopy' ? this.postcopy?.pagesWaitedFor ?? 0 : 0;
   }
 
   /**

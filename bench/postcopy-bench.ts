@@ -11,7 +11,10 @@
  *    throttled, or page waits; `--postcopy always` measures post-copy's when the policy chose pre-copy).
  * "total" is the engine's start-to-resume; "complete" adds post-copy's resume-to-all-present.
  *
- *   node dist/bench/postcopy-bench.js [--mem 1GiB | --quick] [--bandwidth 1Gbit] [--db-dirty-rate 200MiB/s] [--json]
+ *   node dist/bench/postcopy-bench.js [--mem 1GiB | --quick] [--bandwidth 1Gbit] [--db-dirty-rate 200MiB/s] [--only cap|loopback|mmuncher|db] [--json]
+ *
+ * `--quick`: 256 MiB guests; `--only`: the cases of one link or guest (e.g. `--only cap`: the
+ * capped mmuncher rows alone, for A/B runs of the rate control).
  */
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -64,6 +67,17 @@ const CASES: Case[] = [
   { guest: 'db', link: 'loopback', postcopy: 'never' },
   { guest: 'db', link: 'loopback', postcopy: 'always' },
 ];
+
+/** What --only may name: a link or a guest of CASES. */
+const ONLY = ['cap', 'loopback', 'mmuncher', 'db'];
+
+/** The usage text (--help). */
+const USAGE = `usage: node dist/bench/postcopy-bench.js [--mem SIZE | --quick] [--bandwidth RATE] [--db-dirty-rate RATE] [--only ${ONLY.join('|')}] [--json]
+  --mem SIZE            guest memory (default 1GiB; --quick: 256MiB)
+  --bandwidth RATE      the capped rows' link rate (default 1Gbit)
+  --db-dirty-rate RATE  the db guest's dirty rate (default 200MiB/s)
+  --only WHICH          only the rows of one link (cap, loopback) or guest (mmuncher, db)
+  --json                one JSON line per row instead of the table`;
 
 /** Bench options from the command line. */
 interface Options {
@@ -177,7 +191,14 @@ function table(rows: Row[], o: Options): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mem: { type: 'string' }, quick: { type: 'boolean' }, bandwidth: { type: 'string' }, 'db-dirty-rate': { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { mem: { type: 'string' }, quick: { type: 'boolean' }, bandwidth: { type: 'string' }, 'db-dirty-rate': { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const only = values.only;
+  if (only !== undefined && !ONLY.includes(only)) throw new Error(`--only must be one of ${ONLY.join(', ')}, got "${only}"`);
+  const cases = CASES.filter((c) => only === undefined || c.link === only || c.guest === only);
   const o: Options = {
     mem: parseSize(values.mem ?? (values.quick ? '256MiB' : '1GiB'), '--mem'),
     capBytesPerSec: parseRate(values.bandwidth ?? '1Gbit', '--bandwidth'),
@@ -188,7 +209,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   try {
     const [a, b] = agents;
-    for (const [i, c] of CASES.entries()) {
+    for (const [i, c] of cases.entries()) {
       const row = await once(a, b, c, o, i);
       rows.push(row);
       if (values.json) console.log(JSON.stringify({ bench: 'postcopy', ...c, ...(row.r ?? {}), ...(row.error ? { error: row.error } : {}), memoryVerified: row.r?.verified ?? false, completeMs: row.completeMs, overLinkTime: row.overLinkTime, guestCheckOk: row.guestCheckOk, verified: row.verified, aims: row.aims }));

@@ -11,8 +11,9 @@
  * A link that goes silent (no byte passes either way, nothing is reset) during post-copy is
  * noticed by the stall detectors within POSTCOPY_STALL_MS, not by gRPC's keepalive 15 s later:
  * the target drops the stream its waiting vCPUs depend on, the source gives it up and
- * reconnects, and the migration verifies. A silence during pre-copy changes nothing: the
- * migration waits it out over the same stream.
+ * reconnects, and the migration verifies; a connection whose path dies for good (new ones
+ * pass) is replaced within seconds. A silence during pre-copy changes nothing: the migration
+ * waits it out over the same stream.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +29,8 @@ const MiB = 2 ** 20;
 const CUT_MS = 3000;
 /** How long gRPC's keepalive takes to call a silent connection dead (ping interval + its timeout). */
 const KEEPALIVE_DEAD_MS = Number(CHANNEL_OPTIONS['grpc.keepalive_time_ms']) + Number(CHANNEL_OPTIONS['grpc.keepalive_timeout_ms']);
+/** The soonest gRPC's keepalive can call a silent connection dead (a ping sent at once, then its timeout). */
+const KEEPALIVE_SOONEST_MS = Number(CHANNEL_OPTIONS['grpc.keepalive_timeout_ms']);
 
 let pki: PkiFixture;
 let agents: TestAgent[] = [];
@@ -115,6 +118,38 @@ test('mmuncher: a post-copy link that goes silent for 3 s (nothing reset) is dro
     assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
     assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
   } finally {
+    await b.client.destroyVm(spec.name).catch(() => undefined);
+    await a.client.destroyVm(spec.name).catch(() => undefined);
+  }
+});
+
+test('mmuncher: a post-copy connection whose path dies silently (new connections pass) recovers over a new one long before the keepalive would notice', async () => {
+  const [a, b] = agents;
+  const spec: VmSpec = { name: 'pcr-deadpath', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 17 };
+  await a.client.createVm(spec);
+  let quiet: Promise<void> | undefined;
+  let silencedAt = 0;
+  try {
+    // The old connection stays silent for longer than gRPC's keepalive needs to call it dead: only the detectors end the wait sooner.
+    const r = await a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 24 * MiB }, (e) => {
+      if (e.phase === 'activating' && !quiet) quiet = sleep(200).then(() => { silencedAt = Date.now(); return proxy.silence(KEEPALIVE_DEAD_MS + 5000, { existingOnly: true }); });
+    }, '', 'pcr-1');
+    const log = b.proc.stderrTail();
+    assert.ok(quiet, 'the migration switched to post-copy');
+    assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);
+    assert.ok((r.postcopyRecoveries ?? 0) >= 1, `the source reconnected: ${JSON.stringify(r)}`);
+    // The guest's stall: from the silence to the target taking the reconnection (its log's clock is this host's).
+    const resumed = log.split('\n').filter((l) => l.includes(r.migrationId) && l.includes('incoming post-copy resume accepted')).map((l) => Date.parse((JSON.parse(l) as { time: string }).time));
+    assert.ok(resumed.length > 0 && silencedAt > 0, `the target logged the resume: ${log.slice(-1200)}`);
+    const stalledMs = resumed[0] - silencedAt;
+    assert.ok(stalledMs < KEEPALIVE_SOONEST_MS, `the guest waited ${stalledMs} ms for the reconnection, less than gRPC's keepalive could ever take to call the dead connection dead (${KEEPALIVE_SOONEST_MS}-${KEEPALIVE_DEAD_MS} ms)`);
+    assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
+    const check = await b.client.verifyVm(spec.name);
+    assert.equal(check.ok, true, check.detail);
+    assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+  } finally {
+    proxy.speak();
+    await quiet;
     await b.client.destroyVm(spec.name).catch(() => undefined);
     await a.client.destroyVm(spec.name).catch(() => undefined);
   }

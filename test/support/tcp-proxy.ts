@@ -48,6 +48,8 @@ export interface TcpProxy {
    * resolves when the link speaks again. `existingOnly`: connections opened meanwhile pass.
    */
   silence(ms: number, opts?: { existingOnly?: boolean }): Promise<void>;
+  /** Ends the current silence now (its promise resolves); nothing when the link speaks. */
+  speak(): void;
   close(): Promise<void>;
 }
 
@@ -95,7 +97,7 @@ export async function startTcpProxy(upstream: string, opts: TcpProxyOptions = {}
   const stats: TcpProxyStats = { connections: 0, dropped: 0, refused: 0, cutAfterDone: false, silences: 0, heldBytes: 0 };
   let down = false;
   /** The current silence: whether it holds connections opened during it. */
-  let silence: { existingOnly: boolean } | undefined;
+  let silence: { existingOnly: boolean; end: () => void } | undefined;
   const server = net.createServer((client) => {
     const nth = ++stats.connections;
     if (down) {
@@ -145,9 +147,11 @@ export async function startTcpProxy(upstream: string, opts: TcpProxyOptions = {}
     },
     silence: async (ms, o = {}) => {
       stats.silences++;
-      silence = { existingOnly: !!o.existingOnly };
       for (const c of conns) c.silent = true;
-      await new Promise((r) => setTimeout(r, ms));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, ms);
+        silence = { existingOnly: !!o.existingOnly, end: () => { clearTimeout(timer); r(); } };
+      });
       silence = undefined;
       for (const c of conns) {
         if (!c.silent) continue;
@@ -155,6 +159,7 @@ export async function startTcpProxy(upstream: string, opts: TcpProxyOptions = {}
         for (const p of c.pipes) p.flush();
       }
     },
+    speak: () => silence?.end(),
     close: () => new Promise<void>((r) => {
       for (const c of [...conns]) { c.client.destroy(); c.up.destroy(); }
       server.close(() => r());

@@ -10,9 +10,7 @@
  *  - db at 200 MiB/s: the policy's choice and why, with both options' cost to the guest (time
  *    throttled, or page waits; `--postcopy always` measures post-copy's when the policy chose pre-copy).
  * "total" is the engine's start-to-resume; "complete" adds post-copy's resume-to-all-present.
- * "non-zero RAM" is the RAM the guest had touched when the migration began (the agent's
- * touchedBytes): the engine's own nonzeroBytes counts round 1's payload, which leaves out the
- * pages to_skip defers, most of a fast writer's working set (8 MiB of a 64 MiB mmuncher).
+ * "non-zero RAM" is the engine's nonzeroBytes (every page sent with content, counted once).
  *
  *   node dist/bench/postcopy-bench.js [--mem 1GiB | --quick] [--bandwidth 1Gbit] [--db-dirty-rate 200MiB/s] [--only cap|loopback|mmuncher|db] [--json]
  *
@@ -55,7 +53,7 @@ interface Row extends Case {
   completeMs: number;
   /** completeMs / (non-zero RAM / link rate); NaN without a cap. */
   overLinkTime: number;
-  /** The guest's touched RAM as the migration began (its non-zero RAM), bytes. */
+  /** The guest's non-zero RAM (MigrationResult.nonzeroBytes), bytes. */
   nonzeroRam: number;
   guestCheckOk: boolean;
   verified: boolean;
@@ -98,13 +96,13 @@ async function once(a: LocalAgent, b: LocalAgent, c: Case, o: Options, i: number
   try {
     await sleep(WARMUP_MS);
     const bandwidthBytesPerSec = c.link === 'cap' ? o.capBytesPerSec : 0;
-    const nonzeroRam = (await a.client.getVm(spec.name)).touchedBytes;
     const r = await a.client.migrateVm(spec.name, b.address, { verify: true, bandwidthBytesPerSec, postcopy: c.postcopy });
     if (r.outcome !== 'succeeded') return failedRow(c, `${r.outcome}: ${r.errorCode} ${r.error}`);
     const beatsAt = (await b.client.getVm(spec.name)).heartbeatBeats;
     await sleep(RUN_AFTER_MS);
     const check = await b.client.verifyVm(spec.name);
     const guestCheckOk = check.ok && check.heartbeatBeats > beatsAt;
+    const nonzeroRam = r.nonzeroBytes;
     const completeMs = r.totalMs + (r.mode === 'postcopy' ? r.allPresentMs ?? 0 : 0);
     const overLinkTime = c.link === 'cap' && nonzeroRam > 0 ? completeMs / ((nonzeroRam / o.capBytesPerSec) * 1000) : NaN;
     const row: Row = { ...c, r, completeMs, overLinkTime, nonzeroRam, guestCheckOk, verified: r.verified && guestCheckOk, aims: [] };

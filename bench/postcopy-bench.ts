@@ -10,8 +10,12 @@
  *  - db at 200 MiB/s: the policy's choice and why, with both options' cost to the guest (time
  *    throttled, or page waits; `--postcopy always` measures post-copy's when the policy chose pre-copy).
  * "total" is the engine's start-to-resume; "complete" adds post-copy's resume-to-all-present.
+ * "non-zero RAM" is the engine's nonzeroBytes (every page sent with content, counted once).
  *
- *   node dist/bench/postcopy-bench.js [--mem 1GiB | --quick] [--bandwidth 1Gbit] [--db-dirty-rate 200MiB/s] [--json]
+ *   node dist/bench/postcopy-bench.js [--mem 1GiB | --quick] [--bandwidth 1Gbit] [--db-dirty-rate 200MiB/s] [--only cap|loopback|mmuncher|db] [--json]
+ *
+ * `--quick`: 256 MiB guests; `--only`: the cases of one link or guest (e.g. `--only cap`: the
+ * capped mmuncher rows alone, for A/B runs of the rate control).
  */
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,6 +53,8 @@ interface Row extends Case {
   completeMs: number;
   /** completeMs / (non-zero RAM / link rate); NaN without a cap. */
   overLinkTime: number;
+  /** The guest's non-zero RAM (MigrationResult.nonzeroBytes), bytes. */
+  nonzeroRam: number;
   guestCheckOk: boolean;
   verified: boolean;
   aims: Aim[];
@@ -64,6 +70,17 @@ const CASES: Case[] = [
   { guest: 'db', link: 'loopback', postcopy: 'never' },
   { guest: 'db', link: 'loopback', postcopy: 'always' },
 ];
+
+/** What --only may name: a link or a guest of CASES. */
+const ONLY = ['cap', 'loopback', 'mmuncher', 'db'];
+
+/** The usage text (--help). */
+const USAGE = `usage: node dist/bench/postcopy-bench.js [--mem SIZE | --quick] [--bandwidth RATE] [--db-dirty-rate RATE] [--only ${ONLY.join('|')}] [--json]
+  --mem SIZE            guest memory (default 1GiB; --quick: 256MiB)
+  --bandwidth RATE      the capped rows' link rate (default 1Gbit)
+  --db-dirty-rate RATE  the db guest's dirty rate (default 200MiB/s)
+  --only WHICH          only the rows of one link (cap, loopback) or guest (mmuncher, db)
+  --json                one JSON line per row instead of the table`;
 
 /** Bench options from the command line. */
 interface Options {
@@ -85,9 +102,10 @@ async function once(a: LocalAgent, b: LocalAgent, c: Case, o: Options, i: number
     await sleep(RUN_AFTER_MS);
     const check = await b.client.verifyVm(spec.name);
     const guestCheckOk = check.ok && check.heartbeatBeats > beatsAt;
+    const nonzeroRam = r.nonzeroBytes;
     const completeMs = r.totalMs + (r.mode === 'postcopy' ? r.allPresentMs ?? 0 : 0);
-    const overLinkTime = c.link === 'cap' && r.nonzeroBytes > 0 ? completeMs / ((r.nonzeroBytes / o.capBytesPerSec) * 1000) : NaN;
-    const row: Row = { ...c, r, completeMs, overLinkTime, guestCheckOk, verified: r.verified && guestCheckOk, aims: [] };
+    const overLinkTime = c.link === 'cap' && nonzeroRam > 0 ? completeMs / ((nonzeroRam / o.capBytesPerSec) * 1000) : NaN;
+    const row: Row = { ...c, r, completeMs, overLinkTime, nonzeroRam, guestCheckOk, verified: r.verified && guestCheckOk, aims: [] };
     row.aims = aimsOf(row);
     return row;
   } catch (err) {
@@ -100,13 +118,13 @@ async function once(a: LocalAgent, b: LocalAgent, c: Case, o: Options, i: number
 
 /** A row for a migration that did not succeed: every aim missed. */
 function failedRow(c: Case, error: string): Row {
-  return { ...c, error, completeMs: NaN, overLinkTime: NaN, guestCheckOk: false, verified: false, aims: [{ aim: 'completes, verified', value: error, met: false }] };
+  return { ...c, error, completeMs: NaN, overLinkTime: NaN, nonzeroRam: NaN, guestCheckOk: false, verified: false, aims: [{ aim: 'completes, verified', value: error, met: false }] };
 }
 
 /** The issue's aims for the row's guest and link, each with the measured value. */
 function aimsOf(row: Row): Aim[] {
   const r = row.r!;
-  const sent = r.nonzeroBytes > 0 ? r.bytesSent / r.nonzeroBytes : NaN;
+  const sent = row.nonzeroRam > 0 ? r.bytesSent / row.nonzeroRam : NaN;
   if (row.guest === 'db') {
     return [{ aim: 'policy says what and why', value: `${r.policy ?? '?'}: ${r.policyReason || '(no reason)'}`, met: Boolean(r.policy && r.policyReason) }];
   }
@@ -140,7 +158,7 @@ function line(x: Row, linkName: string): string {
   const head = [x.guest.padEnd(9), (x.link === 'cap' ? linkName : 'loopback').padEnd(9), x.postcopy.padEnd(7)];
   if (!x.r) return [...head, `FAILED: ${x.error}`].join(' ');
   const r = x.r;
-  const sent = `${formatBytes(r.bytesSent)} / ${formatBytes(r.nonzeroBytes)} (${(r.bytesSent / r.nonzeroBytes).toFixed(2)}x)`;
+  const sent = `${formatBytes(r.bytesSent)} / ${formatBytes(x.nonzeroRam)} (${(r.bytesSent / x.nonzeroRam).toFixed(2)}x)`;
   return [
     ...head, (r.policy ?? r.mode).padEnd(9), formatMs(r.downtimeMs).padEnd(9), throttleCell(r).padEnd(20), sent.padEnd(31), waitsCell(r).padEnd(30),
     (r.mode === 'postcopy' ? formatMs(r.allPresentMs ?? 0) : '-').padEnd(10), formatMs(r.totalMs).padEnd(9),
@@ -177,7 +195,14 @@ function table(rows: Row[], o: Options): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mem: { type: 'string' }, quick: { type: 'boolean' }, bandwidth: { type: 'string' }, 'db-dirty-rate': { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { mem: { type: 'string' }, quick: { type: 'boolean' }, bandwidth: { type: 'string' }, 'db-dirty-rate': { type: 'string' }, only: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const only = values.only;
+  if (only !== undefined && !ONLY.includes(only)) throw new Error(`--only must be one of ${ONLY.join(', ')}, got "${only}"`);
+  const cases = CASES.filter((c) => only === undefined || c.link === only || c.guest === only);
   const o: Options = {
     mem: parseSize(values.mem ?? (values.quick ? '256MiB' : '1GiB'), '--mem'),
     capBytesPerSec: parseRate(values.bandwidth ?? '1Gbit', '--bandwidth'),
@@ -188,10 +213,10 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   try {
     const [a, b] = agents;
-    for (const [i, c] of CASES.entries()) {
+    for (const [i, c] of cases.entries()) {
       const row = await once(a, b, c, o, i);
       rows.push(row);
-      if (values.json) console.log(JSON.stringify({ bench: 'postcopy', ...c, ...(row.r ?? {}), ...(row.error ? { error: row.error } : {}), memoryVerified: row.r?.verified ?? false, completeMs: row.completeMs, overLinkTime: row.overLinkTime, guestCheckOk: row.guestCheckOk, verified: row.verified, aims: row.aims }));
+      if (values.json) console.log(JSON.stringify({ bench: 'postcopy', ...c, ...(row.r ?? {}), ...(row.error ? { error: row.error } : {}), memoryVerified: row.r?.verified ?? false, completeMs: row.completeMs, overLinkTime: row.overLinkTime, nonzeroRam: row.nonzeroRam, guestCheckOk: row.guestCheckOk, verified: row.verified, aims: row.aims }));
       else console.error(`${c.guest} ${c.link} --postcopy ${c.postcopy}: ${row.r ? `${row.r.policy ?? row.r.mode}, ${formatMs(row.completeMs)}` : `FAILED: ${row.error}`}`);
     }
   } finally {

@@ -10,7 +10,7 @@
  * or when rounds stall (the engine's decideStop: one more round predicted not to shrink the
  * remainder, STALL_ROUNDS rounds without progress, or Xen's rule; labelled dirty-rate-near-link
  * when the dirty rate ≥ DIRTY_RATE_NEAR_LINK of the link), or at the round / bytes limits. Each round sends its dirty set less the pages dirtied again
- * before their turn (Xen's to_skip); under a cap its rate follows rate-control.ts roundRate.
+ * before their turn (Xen's to_skip); under a cap every round runs at the cap (rate-control.ts roundRate).
  *
  * Under a cap with a known compression ratio (compressionRatio) the rounds go LZ4-encoded as
  * compression auto would send them (after its two raw runs): the pacer paces wire bytes.
@@ -84,7 +84,7 @@ export interface CostInput {
   postcopyAvailable?: boolean;
   /** The policy's post-copy mode (`--postcopy`; default 'auto' when postcopyAvailable, else 'never'): convergence.ts decidePageRound decides, as in the engine. */
   postcopy?: 'never' | 'auto' | 'always';
-  /** The migration's bandwidth cap (`--bandwidth`), bytes/s; rounds then follow rate-control.ts roundRate (Xen's rule); 0/absent = uncapped. */
+  /** The migration's bandwidth cap (`--bandwidth`), bytes/s; every round then runs at it (rate-control.ts roundRate); 0/absent = uncapped. */
   capBytesPerSec?: number;
   /** Model the engine's auto-converge when pre-copy alone stalls (default true: the sim engine throttles; false = stop-and-copy at the stall). */
   autoConverge?: boolean;
@@ -188,8 +188,8 @@ function check(i: CostInput): void {
 const SKIP_STEPS = 16;
 
 /**
- * The rounds as the engine would run them: each round's rate (rate-control.ts under a cap: Xen's
- * rule, paced on wire bytes, each round starting with the pacer's burst) and what it leaves dirty.
+ * The rounds as the engine would run them: each round's rate (under a cap: the cap, paced on
+ * wire bytes, each round starting with the pacer's burst; rate-control.ts) and what it leaves dirty.
  */
 class RoundRunner {
   readonly rounds: PredictedRound[] = [];
@@ -197,7 +197,7 @@ class RoundRunner {
   total = 0;
   /** Bytes on the wire so far. */
   wire = 0;
-  /** Dirty rate of the latest round, bytes/s (Xen's round-rate rule). */
+  /** Dirty rate of the latest round, bytes/s (the policy's input after each round). */
   prevDirtyRate = 0;
   private timedRate = 0;
   /** Compression auto has decided to encode. */
@@ -245,7 +245,7 @@ class RoundRunner {
   round(bytes: number, speed = 1): number {
     const cap = this.i.capBytesPerSec ?? 0;
     const link = this.i.linkBytesPerSec;
-    const r = cap > 0 ? Math.min(link, roundRate(this.rounds.length + 1, this.prevDirtyRate, cap)) : link;
+    const r = cap > 0 ? Math.min(link, roundRate(cap)) : link;
     const pageRate = this.compresses && this.encoding ? r / this.encodedShare : r;
     const sent = this.unskipped(bytes, pageRate, speed);
     const wire = this.wireOf(sent);

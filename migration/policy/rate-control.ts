@@ -2,26 +2,16 @@
  * Send-rate control of the page stream.
  *
  * Without a cap, pages go out as fast as the stream takes them (the window and HTTP/2 flow
- * control pace the sender). With a cap (`--bandwidth`), each round's rate follows Xen's rule
- * (Clark et al. §5.2): start at XEN_START_RATE, then measured dirty rate + XEN_RATE_MARGIN,
- * never above the cap; stop-and-copy always runs at the cap. The Pacer enforces a rate with a
- * token bucket of one batch's burst.
+ * control pace the sender). With a cap (`--bandwidth`), every round runs at the cap from round 1
+ * on, as QEMU's max-bandwidth does: the user named the link's share the migration may take, and
+ * time spent below it only lets the guest dirty more. (Xen's rule, 100 Mbit/s for round 1, then
+ * the dirty rate + 50 Mbit/s, ran round 1 of a 1 Gbit/s-capped migration at a tenth of the cap.)
+ * The Pacer enforces a rate with a token bucket of one batch's burst.
  */
 
-/** Xen's first-round rate: 100 Mbit/s. */
-export const XEN_START_RATE = 100e6 / 8;
-/** Xen's margin over the dirty rate: 50 Mbit/s. */
-export const XEN_RATE_MARGIN = 50e6 / 8;
-
-/**
- * Rate for round `round` (1-based) under a cap of `capBytesPerSec` (0 = unlimited, returns 0),
- * given the dirty rate measured in the previous round. `final` = stop-and-copy.
- */
-export function roundRate(round: number, dirtyRateBytesPerSec: number, capBytesPerSec: number, final = false): number {
-  if (capBytesPerSec <= 0) return 0;
-  if (final) return capBytesPerSec;
-  const want = round <= 1 ? XEN_START_RATE : dirtyRateBytesPerSec + XEN_RATE_MARGIN;
-  return Math.min(capBytesPerSec, Math.max(want, XEN_START_RATE));
+/** The pacer's rate for every round and stop-and-copy under a cap of `capBytesPerSec`: the cap; 0 (unlimited) without one. */
+export function roundRate(capBytesPerSec: number): number {
+  return capBytesPerSec > 0 ? capBytesPerSec : 0;
 }
 
 /** The pacer's burst: a round starts with this many bytes' worth of tokens (setRate), sent at once. */

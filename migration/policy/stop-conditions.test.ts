@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { shouldStop, predictDowntimeMs, nextThrottle, decideStop, predictNextRound, RoundCurve, type RoundOutcome, type StopModelInput } from './stop-conditions';
 import { resolvePolicy } from '../types';
-import { roundRate, Pacer, XEN_START_RATE, XEN_RATE_MARGIN } from './rate-control';
+import { roundRate, Pacer } from './rate-control';
 
 const GiB = 2 ** 30;
 const base: RoundOutcome = { round: 1, dirtyBytes: 100 * 2 ** 20, sentThisRound: GiB / 2, sentPreviousRound: NaN, sentTotal: GiB / 2, throughputBytesPerSec: 1e9, memBytes: GiB, elapsedMs: 1000, roundsWithoutProgress: 0 };
@@ -24,13 +24,10 @@ test('limits: rounds, bytes (3x RAM), stall, timeout', () => {
   assert.equal(shouldStop({ ...base, round: 4, elapsedMs: 1000 }, policy, 10_000), null);
 });
 
-test('Xen rate rule under a cap; unlimited without one', () => {
-  const cap = 1e9 / 8;
-  assert.equal(roundRate(1, 0, 0), 0);
-  assert.equal(roundRate(1, 0, cap), XEN_START_RATE);
-  assert.equal(roundRate(3, 50e6, cap), 50e6 + XEN_RATE_MARGIN);
-  assert.equal(roundRate(3, 500e6, cap), cap);
-  assert.equal(roundRate(3, 1e6, cap, true), cap);
+test('under a cap every round runs at the cap (QEMU max-bandwidth), round 1 included; unlimited without one', () => {
+  assert.equal(roundRate(0), 0);
+  assert.equal(roundRate(1e9 / 8), 1e9 / 8);
+  assert.equal(roundRate(8 * 2 ** 20), 8 * 2 ** 20, 'a cap below Xen\'s old 100 Mbit/s floor is the cap too');
 });
 
 test('pacer keeps within its rate', () => {
@@ -83,15 +80,14 @@ test("decideStop keeps the bounds: the target, Xen's max rounds and max sent fac
   assert.equal(decideStop(after(600 * MiB, []), policy, 0), null, 'without a measured point the model does not decide');
 });
 
-test("predictNextRound: under a cap the next round runs at Xen's rate (dirty rate + 50 Mbit/s), not the measured one", () => {
+test('predictNextRound: under a cap the next round runs at the cap the pacer sets, not the measured rate', () => {
   const capped = resolvePolicy({ maxDowntimeMs: 5, bandwidthBytesPerSec: 1e9 / 8 });
-  const o = after(20e6, [{ windowMs: 1000, bytes: 20e6 }], { throughputBytesPerSec: 1e9 / 8 });
-  const rate = 20e6 + XEN_RATE_MARGIN;
+  const o = after(20e6, [{ windowMs: 1000, bytes: 20e6 }], { throughputBytesPerSec: 50e6 });
   const next = predictNextRound(o, capped);
-  assert.ok(Math.abs(next.ms - (20e6 / rate) * 1000) < 1e-9, `${next.ms}`);
+  assert.ok(Math.abs(next.ms - (20e6 / (1e9 / 8)) * 1000) < 1e-9, `${next.ms}`);
   assert.equal(decideStop(o, capped, 0), null, 'paced above the dirty rate, the rounds shrink');
-  // measured at 1 Gbit/s: round 2 ran at its pace (13.2 MiB/s) while the guest dirtied 18.7 MiB/s;
-  // round 3 runs at 18.7 MiB/s + 50 Mbit/s, so it shrinks the 14 MiB left (at 13.2 MiB/s it would not)
+  // a round's measured pace (13.2 MiB/s, a short round mostly the pacer's burst) below the guest's
+  // 18.7 MiB/s would not shrink the 14 MiB left; at the cap the next round does
   const web = after(14.04 * MiB, [{ windowMs: 5011, bytes: 16.02 * MiB }, { windowMs: 751, bytes: 14.04 * MiB }], { round: 2, throughputBytesPerSec: 13.2 * MiB, dirtyRateBytesPerSec: 18.7 * MiB });
   assert.equal(decideStop(web, capped, 0), null);
   assert.ok(predictNextRound(web, capped).remainder < 0.8 * 14.04 * MiB);

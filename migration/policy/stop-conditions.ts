@@ -75,13 +75,13 @@ export interface NextRound {
 
 /**
  * The cost model's next round (cost-model.ts, without to_skip): it sends the dirty bytes at the
- * measured rate, or under a cap at the rate the pacer will set (Xen's round rate: the latest
- * dirty rate + 50 Mbit/s; the measured rate is then only the last round's pace, slower whenever
- * the dirty rate rose), and meanwhile the guest dirties WSS(its length).
+ * measured rate, or under a cap at the rate the pacer will set (the cap, rate-control.ts; a
+ * short round's measured rate is mostly the pacer's burst), and meanwhile the guest dirties
+ * WSS(its length).
  */
 export function predictNextRound(o: StopModelInput, policy: Pick<MigrationPolicy, 'bandwidthBytesPerSec'>): NextRound {
   const cap = policy.bandwidthBytesPerSec;
-  const paced = cap > 0 ? roundRate(o.round + 1, o.dirtyRateBytesPerSec, cap) : 0;
+  const paced = cap > 0 ? roundRate(cap) : 0;
   const rate = paced > 0 ? paced : o.throughputBytesPerSec;
   if (!(rate > 0)) return { ms: Infinity, remainder: o.dirtyBytes, downtimeMs: Infinity };
   const ms = (o.dirtyBytes / rate) * 1000;

@@ -5,13 +5,15 @@
  * page requests ahead of a background push of the rest, each page once, with at most
  * POSTCOPY_WINDOW_BYTES unacknowledged, and ends with a Complete carrying the image digest.
  * A stream that drops after the switch is reconnected (postcopy-recovery.ts) and serving goes on
- * from the pages the target says it still lacks.
+ * from the pages the target says it still lacks. A stream that goes silent without dropping (no
+ * ack or page request for POSTCOPY_STALL_MS while pushed batches wait for theirs) is given up and
+ * reconnected the same way: the target's own detector drops its end for the same bound.
  */
 import { PAGE_SIZE, type PagedDomain } from '../../hypervisor/types';
 import { DroverError } from '../../lib/errors';
 import { checksumBytes, type ImageDigest } from '../wire/page-hash';
 import { popcount, testBit } from '../wire/range-table';
-import { frames, MAX_ROUND_RANGES, type Frame } from '../wire/protocol';
+import { frames, MAX_ROUND_RANGES, POSTCOPY_STALL_CHECK_MS, POSTCOPY_STALL_MS, type Frame } from '../wire/protocol';
 import type { BatchWindow } from '../precopy/batch-window';
 import type { SourceStats } from '../precopy/source-stats';
 import type { SourcePhase, Switchover } from '../precopy/source-phase';
@@ -103,28 +105,50 @@ export async function runPostcopy(e: PostcopyEngine, bitmap: Uint32Array): Promi
   const atSwitch = Uint32Array.from(pending);
   unsettle(e.digest, pending);
   let recoveries = 0, attempts = 0, stalledMs = 0, finished = false;
-  for (;;) {
-    try {
-      await serveToTheEnd(e, pending, sw.pausedWall, finished, activated);
-      break;
-    } catch (err) {
-      const dropAt = performance.now();
-      const r = await reconnect(e, w.failure ?? DroverError.from(err), atSwitch, attempts + 1);
-      stalledMs += performance.now() - dropAt;
-      attempts = r.attempts;
-      recoveries++;
-      w.continueFrom(r.batches);
-      w.activatedAt ??= r.resumedAtMs; // the Activated ack may have died with the stream
-      finished = r.done;
-      pending.set(r.missing); // the target's present bitmap is the truth
-      unsettle(e.digest, pending); // a zero page sent in a lost batch is sent again
+  const stopWatch = watchStall(e);
+  try {
+    for (;;) {
+      try {
+        await serveToTheEnd(e, pending, sw.pausedWall, finished, activated);
+        break;
+      } catch (err) {
+        const dropAt = performance.now();
+        const r = await reconnect(e, w.failure ?? DroverError.from(err), atSwitch, attempts + 1);
+        stalledMs += performance.now() - dropAt;
+        attempts = r.attempts;
+        recoveries++;
+        w.continueFrom(r.batches);
+        w.activatedAt ??= r.resumedAtMs; // the Activated ack may have died with the stream
+        finished = r.done;
+        pending.set(r.missing); // the target's present bitmap is the truth
+        unsettle(e.digest, pending); // a zero page sent in a lost batch is sent again
+      }
     }
+  } finally {
+    stopWatch();
   }
   const done = w.postcopyDone!;
   return {
     switchover: sw, pageWaits: done.pageWaits, pageWaitP50Ms: done.pageWaitP50Ms, pageWaitP99Ms: done.pageWaitP99Ms, allPresentMs: done.allPresentMs,
     stalledMs: recoveries > 0 ? (done.stalledMs || Math.round(stalledMs * 1000) / 1000) : 0, recoveries: done.recoveries || recoveries,
   };
+}
+
+/**
+ * The source's stall detector: once the target resumed the guest, batches in flight and no ack
+ * or page request for POSTCOPY_STALL_MS mean a silent link; fails the window with UNAVAILABLE
+ * (a dropped stream: the recovery reconnects). Returns the stop.
+ */
+function watchStall(e: PostcopyEngine): () => void {
+  const w = e.window;
+  const timer = setInterval(() => {
+    const silentMs = performance.now() - w.lastAckAt;
+    if (w.failure || w.activatedAt === undefined || w.inFlightCount === 0 || silentMs < POSTCOPY_STALL_MS) return;
+    e.log({ msg: 'post-copy link stalled: no ack from the target; dropping the stream', silentMs: Math.round(silentMs), inFlight: w.inFlightCount, limitMs: POSTCOPY_STALL_MS });
+    w.fail(new DroverError('UNAVAILABLE', `post-copy link silent: no ack or page request from the target for ${Math.round(silentMs)} ms (limit ${POSTCOPY_STALL_MS} ms) with ${w.inFlightCount} batch(es) in flight`));
+  }, POSTCOPY_STALL_CHECK_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**

@@ -29,9 +29,11 @@ test('a fault becomes a PageRequest; a batch of missing pages is taken, marked p
   const t = new PostcopyTarget(p, 'm1', (a) => sent.push(a));
   p.onFault!(9);
   assert.deepEqual(sent, [{ kind: 'pageRequest', ranges: [9, 1] }]);
+  assert.equal(t.pagesWaitedFor, 1, 'a vCPU waits on the request (what the stall detector watches)');
   t.checkBatch(batch([5, 2], [9, 1]));
   assert.throws(() => t.checkComplete(), /3 page\(s\) still missing/);
   t.applied(batch([5, 2], [9, 1]));
+  assert.equal(t.pagesWaitedFor, 0, 'the requested page came');
   t.checkComplete();
   const f = t.figures();
   assert.equal(f.pageWaits, 4);

@@ -52,9 +52,17 @@ export class PostcopyTarget {
     if (pages.missingPages === 0) this.allPresentAt = this.resumedAt;
   }
 
-  /** The stream dropped: the VM keeps running and its vCPUs keep waiting for missing pages; the stall clock starts. */
-  detached(): void {
-    this.detachedAt ??= performance.now();
+  /**
+   * The stream dropped: the VM keeps running and its vCPUs keep waiting for missing pages; the
+   * stall clock starts at `since` (performance.now(); a silent link: its last byte).
+   */
+  detached(since = performance.now()): void {
+    this.detachedAt ??= since;
+  }
+
+  /** Pages a vCPU asked for that have not come yet (a vCPU waits while this is above 0). */
+  get pagesWaitedFor(): number {
+    return this.requested.size;
   }
 
   /**

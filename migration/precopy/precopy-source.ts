@@ -324,7 +324,7 @@ export class PrecopySource {
     const before = s.pageBytes;
     const wireBefore = s.bytesSent;
     const roundStart = performance.now();
-    this.pacer.setRate(roundRate(s.round, s.dirtyRate, this.o.policy.bandwidthBytesPerSec));
+    this.pacer.setRate(roundRate(this.o.policy.bandwidthBytesPerSec));
     await this.sendRound(bitmap, true);
     // A round ends when the target has applied it: the rate that predicts the last round's
     // length is the rate pages land at, not the rate they fill local buffers at.
@@ -521,7 +521,7 @@ export class PrecopySource {
     for (let i = 0; i < last.length; i++) bitmap[i] |= last[i];
     if (sw) sw.breakdown.finalPages = popcount(bitmap);
     this.stats.round++;
-    this.pacer.setRate(roundRate(this.stats.round, this.stats.dirtyRate, this.o.policy.bandwidthBytesPerSec, true));
+    this.pacer.setRate(roundRate(this.o.policy.bandwidthBytesPerSec));
     await this.sendRound(bitmap, false, true);
   }
 

@@ -37,6 +37,10 @@ test('a resume in post-copy names exactly the pages still missing and the last b
   refusedWith(() => m.resume(resume(1, 'other')), 'PERMISSION_DENIED', /wrong token/);
   refusedWith(() => m.resume({ ...resume(1), streamCount: 2 }), 'INVALID_ARGUMENT', /one stream/);
   refusedWith(() => m.resume({ ...resume(1), resume: 0 }), 'FAILED_PRECONDITION', /without resume/);
+  refusedWith(() => m.resume({ ...resume(1), protocolVersion: 2 }), 'FAILED_PRECONDITION', /source speaks protocol 2/);
+  refusedWith(() => m.resume({ ...resume(1), pageCount: PAGES + 1 }), 'INVALID_ARGUMENT', /resume: geometry mismatch/);
+  refusedWith(() => m.resume({ ...resume(1, 'other'), pageCount: PAGES + 1 }), 'PERMISSION_DENIED', /wrong token/);
+  refusedWith(() => m.start(frames.start('m-rr', 'tok', 4096, PAGES) as Start), 'FAILED_PRECONDITION', /already started/);
 
   m.detach();
   let r = resumedOf(m.resume(resume(1)));

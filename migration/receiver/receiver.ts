@@ -140,14 +140,27 @@ export class IncomingMigration {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
-  /** Checks the Start frame: version, token (one use), geometry. */
-  start(f: Extract<Frame, { kind: 'start' }>): Ack {
+  /**
+   * The checks a Start (`resume` false) and a post-copy resume's Start share, in this order: the
+   * version (first: a peer of another version learns that before anything else), what the
+   * migration's state allows (a Start only while prepared: the token is one use; a started
+   * migration takes only a resume), the token (constant time), the page geometry.
+   */
+  private checkStartFrame(f: Extract<Frame, { kind: 'start' }>, resume: boolean): void {
     if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
-    if (this.state !== 'prepared') throw failedPrecondition(`migration ${this.migrationId} already started (its token is used up)`);
+    if (!resume && this.state !== 'prepared') throw failedPrecondition(`migration ${this.migrationId} already started (its token is used up)`);
+    if (resume && !f.resume) throw failedPrecondition(`migration ${this.migrationId}: a Start without resume for a started migration`);
     if (!this.tokenMatches(f.token)) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
     if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) {
-      throw invalidArgument(`geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
+      throw invalidArgument(resume
+        ? `resume: geometry mismatch (source has ${f.pageCount} pages of ${f.pageSize} bytes)`
+        : `geometry mismatch: source has ${f.pageCount} pages of ${f.pageSize} bytes, target reserved ${this.domain.pageCount} of ${PAGE_SIZE}`);
     }
+  }
+
+  /** Checks the Start frame: version, token (one use), geometry (checkStartFrame), then the streams and the stream kind. */
+  start(f: Extract<Frame, { kind: 'start' }>): Ack {
+    this.checkStartFrame(f, false);
     const count = f.streamCount || 1;
     if (f.streamIndex !== 0) throw failedPrecondition(`migration ${this.migrationId}: stream ${f.streamIndex} must join with its join token, after stream 0 started`);
     if (count > MAX_STREAMS) throw invalidArgument(`migration ${this.migrationId}: ${count} streams, more than the limit of ${MAX_STREAMS}`);
@@ -281,9 +294,14 @@ export class IncomingMigration {
     return [acks.activated(this.postcopyResumedAtMs)];
   }
 
-  /** Post-copy recovery: the stream dropped; the VM keeps running here and waits for its source. */
-  detach(): void {
-    if (this.state === 'postcopy') this.postcopy?.detached();
+  /** Post-copy recovery: the stream dropped (the link was down since `since`, performance.now()); the VM keeps running here and waits for its source. */
+  detach(since?: number): void {
+    if (this.state === 'postcopy') this.postcopy?.detached(since);
+  }
+
+  /** Post-copy: pages a vCPU asked the source for that have not come yet (0 outside post-copy). */
+  get pagesWaitedFor(): number {
+    return this.state === 'postcopy' ? this.postcopy?.pagesWaitedFor ?? 0 : 0;
   }
 
   /**
@@ -293,10 +311,7 @@ export class IncomingMigration {
    * After the final Complete: Resumed(done) and the final acks again.
    */
   resume(f: Extract<Frame, { kind: 'start' }>): Ack[] {
-    if (f.protocolVersion !== PROTOCOL_VERSION) throw versionMismatch(f.protocolVersion);
-    if (!f.resume) throw failedPrecondition(`migration ${this.migrationId}: a Start without resume for a started migration`);
-    if (!this.tokenMatches(f.token)) throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${this.migrationId}`);
-    if (f.pageSize !== PAGE_SIZE || f.pageCount !== this.domain.pageCount) throw invalidArgument(`resume: geometry mismatch (source has ${f.pageCount} pages of ${f.pageSize} bytes)`);
+    this.checkStartFrame(f, true);
     if (f.streamIndex !== 0 || (f.streamCount || 1) !== 1) throw invalidArgument(`migration ${this.migrationId}: a post-copy resume runs over one stream, not stream ${f.streamIndex} of ${f.streamCount}`);
     const pc = this.postcopy;
     const words = Math.ceil(this.domain.pageCount / 32);

@@ -247,6 +247,14 @@
  * have landed, so the source re-sends exactly the pages Resumed names (each is still sent once
  * to the target: a present page stays refused), requested ones first.
  *
+ * A link that goes silent without a reset (a partition, a dead path: the connection stays
+ * open, only gRPC's keepalive would call it dead ~15 s later) is a drop too, noticed within
+ * POSTCOPY_STALL_MS by a stall detector on each side, only after the switch (pre-copy waits a
+ * silence out): the target drops the stream when a vCPU waits on a page request and no byte
+ * came from the source for that long (the stall counts from the last byte); the source gives
+ * the stream up and reconnects when batches it pushed wait for acks and no ack or request came
+ * for that long. Either side alone suffices: a resume also replaces a still attached stream.
+ *
  * ```text
  *  -- stream 1 drops during post-copy (after the switch) --
  *  target: detaches the stream, keeps Postcopy;    source: keeps its copy, retries with backoff
@@ -317,6 +325,20 @@ export const POSTCOPY_RECONNECT_MAX_BACKOFF_MS = 2_000;
  * is gone for good and the target says the VM is lost instead of leaving it stalled.
  */
 export const POSTCOPY_RECOVER_WAIT_MS = POSTCOPY_RECONNECT_BUDGET_MS + POSTCOPY_RECONNECT_MAX_BACKOFF_MS + 3_000;
+/**
+ * Post-copy stall detection, both sides: a link that carries nothing for this long while the
+ * guest needs it is taken as dead and the stream dropped for a reconnection, instead of waiting
+ * out gRPC's keepalive (10 s + 5 s, lib/grpc-channel.ts) or the idle timeouts while the target's
+ * vCPUs wait for missing pages. The target drops when a vCPU waits on a page request and no
+ * byte came from the source for this long; the source when batches it pushed wait for acks and
+ * no ack or request came for this long. A healthy post-copy link brings a frame far sooner: the
+ * largest (a 1 MiB push batch) takes under 1.5 s down to ~0.7 MiB/s, and post-copy over a slower
+ * link makes no sense (a false stall costs one reconnection, not the VM). 1.5 s: a few round
+ * trips of a loaded host's event loop above noise, an order below the keepalive.
+ */
+export const POSTCOPY_STALL_MS = 1_500;
+/** How often the post-copy stall detectors look (a stall is noticed within POSTCOPY_STALL_MS + this). */
+export const POSTCOPY_STALL_CHECK_MS = 250;
 /** Most range-table entries a Round frame announces (beyond that it announces none). */
 export const MAX_ROUND_RANGES = 131072;
 

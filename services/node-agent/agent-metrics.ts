@@ -15,6 +15,7 @@
  * | drover_migration_postcopy_vms_lost_total | counter | side=source\|target | VMs lost because post-copy failed after the switch (logged as "VM LOST") |
  * | drover_migration_postcopy_stalled_seconds | histogram | – | target side: each time a post-copy stream was down, until the source reconnected or the VM was given up (vCPUs touching missing pages waited that long) |
  * | drover_migration_postcopy_recoveries_total | counter | outcome=resumed\|lost | target side: post-copy streams that dropped, by how the wait for the source ended |
+ * | drover_migration_postcopy_link_stalls_total | counter | – | target side: post-copy streams dropped by the stall detector (a vCPU waited on a page and the link was silent for POSTCOPY_STALL_MS) |
  * | drover_migration_transferred_bytes | histogram | – | bytes on the wire per successful migration |
  * | drover_migration_sent_bytes_total | counter | kind=pages\|zero_pages\|device_state | page payload, RAM covered by zero-page flags (4 KiB each, not on the wire), vCPU/device state |
  * | drover_migration_wire_bytes_total | counter | – | encoded frames on the wire (every migration, also failed ones) |
@@ -89,6 +90,7 @@ export class AgentMetrics {
   readonly lost: Counter<'side'>;
   readonly stalled: Histogram;
   readonly recoveries: Counter<'outcome'>;
+  readonly stalls: Counter;
   readonly grpcHandled: Counter<'service' | 'method' | 'type' | 'code'>;
   readonly grpcSeconds: Histogram<'service' | 'method' | 'type' | 'code'>;
   readonly authzRefusals: Counter<'method' | 'code' | 'role'>;
@@ -110,6 +112,7 @@ export class AgentMetrics {
     this.allPresent = new Histogram({ name: 'drover_migration_postcopy_all_present_seconds', help: 'Target side: the resume until every page was present, per post-copy.', buckets: DURATION_BUCKETS, registers });
     this.stalled = new Histogram({ name: 'drover_migration_postcopy_stalled_seconds', help: 'Target side: each time a post-copy stream was down, until the source reconnected or the VM was given up.', buckets: DURATION_BUCKETS, registers });
     this.recoveries = new Counter({ name: 'drover_migration_postcopy_recoveries_total', help: 'Target side: post-copy streams that dropped, by how the wait for the source ended (resumed, lost).', labelNames: ['outcome'], registers });
+    this.stalls = new Counter({ name: 'drover_migration_postcopy_link_stalls_total', help: 'Target side: post-copy streams dropped because the link went silent while a vCPU waited for a page.', registers });
     this.lost = new Counter({ name: 'drover_migration_postcopy_vms_lost_total', help: 'VMs lost because post-copy failed after the switch, by the side that reports it.', labelNames: ['side'], registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
     this.sentBytes = new Counter({ name: 'drover_migration_sent_bytes_total', help: 'Migration data by kind: pages (payload), zero_pages (guest RAM covered by zero-page flags, not on the wire), device_state.', labelNames: ['kind'], registers });

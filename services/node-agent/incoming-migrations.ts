@@ -395,6 +395,8 @@ class TransferCall {
   private owned = false;
   private queue = Promise.resolve();
   private idle: NodeJS.Timeout | undefined;
+  /** When a frame last came from the source on this call or, for stream 0, any stream of its migration (performance.now()). */
+  lastBytesAt = performance.now();
 
   /** `bulk`: the bulk listener's mode when the call is a bulk socket ("" = a Transfer call). */
   constructor(private readonly owner: IncomingMigrations, private readonly call: TransferDuplex, private readonly bulk = '') {}
@@ -506,8 +508,9 @@ class TransferCall {
     }
   }
 
-  /** Restarts the idle timeout (stream 0 only: it covers the migration). */
+  /** A frame came from the source: restarts the idle timeout (stream 0 only: it covers the migration). */
   armIdle(): void {
+    this.lastBytesAt = performance.now();
     if (this.streamIndex > 0) return;
     // Once armed, each frame re-arms the same timer (refresh): no clearTimeout + setTimeout per 1 MiB frame.
     if (this.idle) { this.idle.refresh(); return; }
@@ -523,15 +526,27 @@ class TransferCall {
    * The stream ended, dropped or went idle (`e`). In post-copy that is no failure: stream 0
    * detaches the held migration (its source may reconnect), a secondary just ends; else fail.
    */
-  private dropped(e: DroverError): void {
+  private dropped(e: DroverError, since?: number): void {
     const m = this.m;
     if (this.done) return;
     if (m && m.state === 'postcopy' && (this.streamIndex > 0 || this.owner.holds.carries(m.migrationId, this))) {
       this.finish();
-      if (this.streamIndex === 0) this.owner.holds.detach(m, this, e);
+      if (this.streamIndex === 0) this.owner.holds.detach(m, this, e, since);
       return;
     }
     this.fail(e);
+  }
+
+  /**
+   * The hold's stall detector: this call's link went silent during post-copy (`e`). Detaches the
+   * migration as a dropped stream (the stall counts from the last byte) and ends the call, so the
+   * source's reconnection finds the migration waiting for it.
+   */
+  stall(e: DroverError): void {
+    if (this.done) return;
+    this.owner.logger({ msg: 'incoming post-copy link stalled: dropping the stream', migration: this.m?.migrationId, error: e.message });
+    this.dropped(e, this.lastBytesAt);
+    this.call.emit('error', toServiceError(e));
   }
 
   /** A reconnection of the same post-copy migration replaced this call: ends it without failing the migration. */

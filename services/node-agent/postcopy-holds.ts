@@ -4,9 +4,15 @@
  * carries it now. A dropped stream detaches the migration (the VM keeps running, its vCPUs wait
  * for missing pages) and starts POSTCOPY_RECOVER_WAIT_MS; a resume on a new stream attaches that
  * stream instead (a still attached old one is ended); a wait that runs out loses the VM.
+ *
+ * A link can also go silent without a reset (a partition, a dead path): the call stays open and
+ * only gRPC's keepalive would notice, ~15 s later, while vCPUs wait for missing pages. So while a
+ * vCPU waits on a page request and the attached call received no byte for POSTCOPY_STALL_MS, the
+ * hold drops that call (the stall detector) and waits for the reconnection as for a drop; the
+ * source's own detector (postcopy-source.ts) gives the silent stream up for the same bound.
  */
 import { DroverError } from '../../lib/errors';
-import { POSTCOPY_RECOVER_WAIT_MS, type Ack } from '../../migration/wire/protocol';
+import { POSTCOPY_RECOVER_WAIT_MS, POSTCOPY_STALL_CHECK_MS, POSTCOPY_STALL_MS, type Ack } from '../../migration/wire/protocol';
 import type { IncomingSession } from '../../migration/strategy/incoming';
 import type { AgentLog } from './outgoing-migrations';
 import { agentMetrics } from './agent-metrics';
@@ -15,6 +21,10 @@ import { agentMetrics } from './agent-metrics';
 export interface HeldCall {
   /** Ends a call a reconnection replaced, without failing the migration. */
   supersede(): void;
+  /** When the call last received bytes from the source (performance.now()). */
+  readonly lastBytesAt: number;
+  /** Ends a call whose link went silent (`e` says why); the call detaches the migration as a dropped stream. */
+  stall(e: DroverError): void;
 }
 
 /** One held post-copy migration. */
@@ -29,6 +39,8 @@ interface Hold<C> {
   owned?: Ack;
   /** PostcopyDone was sent: the hold only answers a late resume until its grace timer forgets it. */
   done?: boolean;
+  /** The stall detector's timer (every POSTCOPY_STALL_CHECK_MS while held). */
+  watch?: NodeJS.Timeout;
 }
 
 /** The held post-copy migrations of one target node. */
@@ -40,7 +52,21 @@ export class PostcopyHolds<C extends HeldCall> {
 
   /** Holds migration `m` (at its switch), carried by `call`. */
   hold(m: IncomingSession, call: C): void {
-    this.holds.set(m.migrationId, { session: m, call });
+    const h: Hold<C> = { session: m, call };
+    h.watch = setInterval(() => this.checkStall(h), POSTCOPY_STALL_CHECK_MS);
+    h.watch.unref();
+    this.holds.set(m.migrationId, h);
+  }
+
+  /** The stall detector: a vCPU waits for a page and the attached call heard nothing for POSTCOPY_STALL_MS: drop it. */
+  private checkStall(h: Hold<C>): void {
+    const c = h.call;
+    if (!c || h.done) return;
+    const waiting = h.session.receiver.pagesWaitedFor;
+    const silentMs = performance.now() - c.lastBytesAt;
+    if (waiting === 0 || silentMs < POSTCOPY_STALL_MS) return;
+    agentMetrics().stalls.inc();
+    c.stall(new DroverError('UNAVAILABLE', `post-copy link silent: no byte from the source for ${Math.round(silentMs)} ms (limit ${POSTCOPY_STALL_MS} ms) while vCPUs wait for ${waiting} page(s); dropping the stream for the source to reconnect`));
   }
 
   /** The held migration `id`, if any. */
@@ -63,13 +89,13 @@ export class PostcopyHolds<C extends HeldCall> {
    * The stream `call` of held migration `m` dropped (`cause`): detaches it, unless another call
    * carries it already; the VM is lost if no resume comes within POSTCOPY_RECOVER_WAIT_MS.
    */
-  detach(m: IncomingSession, call: C, cause: DroverError): void {
+  detach(m: IncomingSession, call: C, cause: DroverError, since = performance.now()): void {
     const h = this.holds.get(m.migrationId);
     if (!h || h.call !== call) return;
     h.call = undefined;
     if (h.done) return;
-    h.detachedAt = performance.now();
-    m.receiver.detach();
+    h.detachedAt = since;
+    m.receiver.detach(since);
     const missingPages = m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined;
     this.log({ msg: 'post-copy stream dropped: the VM keeps running here, vCPUs needing missing pages wait; waiting for the source to reconnect', migration: m.migrationId, vm: m.domain.spec.name, code: cause.code, error: cause.message, missingPages, waitMs: POSTCOPY_RECOVER_WAIT_MS });
     h.timer = setTimeout(() => {
@@ -119,6 +145,7 @@ export class PostcopyHolds<C extends HeldCall> {
 
   private end(h: Hold<C>, outcome?: 'lost'): void {
     if (h.timer) clearTimeout(h.timer);
+    clearInterval(h.watch);
     if (this.holds.get(h.session.migrationId) !== h) return;
     this.holds.delete(h.session.migrationId);
     if (outcome && h.detachedAt !== undefined) {

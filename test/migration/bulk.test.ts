@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as tls from 'node:tls';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
-import { cuttingProxy } from '../support/cutting-proxy';
+import { startTcpProxy } from '../support/tcp-proxy';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import { tlsClientOptions } from '../../lib/pki/tls-options';
 import { BulkSocket } from '../../migration/transport/bulk-socket';
@@ -104,7 +104,7 @@ test('a target that does not offer the bulk channel takes the batches over gRPC 
 test('a bulk port that cannot be reached falls back to gRPC (auto) and verifies', async () => {
   const [a, b] = agents;
   // The source reaches gRPC through 127.0.0.2, so it dials 127.0.0.2:BULKPORT, where nothing listens.
-  const grpcProxy = await cuttingProxy(b.address, 0, 0, '127.0.0.2');
+  const grpcProxy = await startTcpProxy(b.address, { listenHost: '127.0.0.2' });
   await withVm('fb1', async () => {
     try {
       const r = await a.client.migrateVm('fb1', grpcProxy.address, { verify: true }, undefined, '', 'bulk-1');
@@ -112,7 +112,7 @@ test('a bulk port that cannot be reached falls back to gRPC (auto) and verifies'
       assert.equal(r.verified, true);
       await runsOn('fb1', b, a);
     } finally {
-      grpcProxy.close();
+      await grpcProxy.close();
     }
   });
 });
@@ -180,12 +180,12 @@ test('a wrong join token, another node\'s certificate or another CA\'s on the bu
 test('a bulk socket cut mid-round rolls back: the VM runs on the source, a second migration succeeds', async () => {
   const [a, b] = agents;
   const bulkPort = Number(b.proc.bulkAddress!.split(':').pop());
-  const grpcProxy = await cuttingProxy(b.address, 0, 0, '127.0.0.2');
-  const bulkProxy = await cuttingProxy(`127.0.0.1:${bulkPort}`, 1, 4 * MiB, '127.0.0.2', bulkPort);
+  const grpcProxy = await startTcpProxy(b.address, { listenHost: '127.0.0.2' });
+  const bulkProxy = await startTcpProxy(`127.0.0.1:${bulkPort}`, { listenHost: '127.0.0.2', listenPort: bulkPort, cutAfter: { connection: 1, bytes: 4 * MiB } });
   await withVm('cut1', async () => {
     try {
       const err = await codeOf(a.client.migrateVm('cut1', grpcProxy.address, { verify: true, transport: 'bulk', bandwidthBytesPerSec: 32 * MiB }, undefined, '', 'bulk-1'));
-      assert.ok(bulkProxy.cut(), 'the proxy cut the bulk socket');
+      assert.ok(bulkProxy.stats.cutAfterDone, 'the proxy cut the bulk socket');
       assert.match(err.code, /UNAVAILABLE|ABORTED|CANCELLED/, err.message);
       const v0 = await a.client.getVm('cut1');
       assert.equal(v0.state, 'running');
@@ -194,8 +194,8 @@ test('a bulk socket cut mid-round rolls back: the VM runs on the source, a secon
       assert.equal((await a.client.verifyVm('cut1')).ok, true);
       await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
     } finally {
-      grpcProxy.close();
-      bulkProxy.close();
+      await grpcProxy.close();
+      await bulkProxy.close();
     }
     const r = await a.client.migrateVm('cut1', b.address, { verify: true, transport: 'bulk' }, undefined, '', 'bulk-1');
     assert.equal(r.transport, 'bulk');

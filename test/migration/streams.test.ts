@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
-import { cuttingProxy } from '../support/cutting-proxy';
+import { startTcpProxy } from '../support/tcp-proxy';
 
 const MiB = 2 ** 20;
 
@@ -34,14 +34,14 @@ const spec = (name: string, memBytes = 96 * MiB): VmSpec => ({ name, memBytes, v
 /** Migrates `vm` from a to b over `streams` streams (through a counting proxy) and checks it verified and runs on b. */
 async function migratesAndVerifies(vm: string, streams: number): Promise<void> {
   const [a, b] = agents;
-  const proxy = await cuttingProxy(b.address, 0, 0);
+  const proxy = await startTcpProxy(b.address);
   let r;
   try {
     r = await a.client.migrateVm(vm, proxy.address, { verify: true, streams, transport: 'grpc' }, undefined, '', 'ms-1');
   } finally {
-    proxy.close();
+    await proxy.close();
   }
-  assert.equal(proxy.connections(), streams, 'one connection per stream');
+  assert.equal(proxy.stats.connections, streams, 'one connection per stream');
   assert.equal(r.outcome, 'succeeded');
   assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
   const v = await b.client.getVm(vm);
@@ -69,10 +69,10 @@ test('a secondary stream cut mid-migration rolls back: the VM runs on the source
   const [a, b] = agents;
   await a.client.createVm(spec('cut1'));
   // Connection 1 carries PrepareIncoming and stream 0; connection 2 is stream 1.
-  const proxy = await cuttingProxy(b.address, 2, 4 * MiB);
+  const proxy = await startTcpProxy(b.address, { cutAfter: { connection: 2, bytes: 4 * MiB } });
   try {
     const err = await codeOf(a.client.migrateVm('cut1', proxy.address, { verify: true, streams: 2, bandwidthBytesPerSec: 32 * MiB, transport: 'grpc' }, undefined, '', 'ms-1'));
-    assert.ok(proxy.cut(), 'the proxy cut stream 1');
+    assert.ok(proxy.stats.cutAfterDone, 'the proxy cut stream 1');
     assert.match(err.code, /UNAVAILABLE|ABORTED|CANCELLED|INTERNAL/, err.message);
     const v0 = await a.client.getVm('cut1');
     assert.equal(v0.state, 'running');
@@ -83,7 +83,7 @@ test('a secondary stream cut mid-migration rolls back: the VM runs on the source
     await waitFor('the target to discard its copy', async () => (await b.client.nodeInfo()).memUsedBytes === 0);
     await migratesAndVerifies('cut1', 2);
   } finally {
-    proxy.close();
+    await proxy.close();
     await b.client.destroyVm('cut1').catch(() => undefined);
     await a.client.destroyVm('cut1').catch(() => undefined);
   }

@@ -197,6 +197,17 @@ export class IncomingMigration {
   /**
    * Applies one frame after Start. Returns the acks to send (possibly none). Throws a
    * DroverError for anything out of order or malformed; the caller then aborts.
+   *
+   * Payload lifetime (the promise the agent's receive buffers rely on: bulk-socket.ts reuses a
+   * frame's buffer for a later frame): once the returned promise settled, resolved or rejected,
+   * nothing here holds a view of `f`'s bytes. A batch's pages are copied (or LZ4-decoded) into
+   * guest RAM and hashed from there before this call first yields, in pre-copy, on any of
+   * several streams (AppliedSeqs keeps only seq numbers, never a batch) and in post-copy
+   * (postcopy-target.ts reads the range tables, arrays of their own); lz4-napi decodes into a
+   * buffer of its own, lz4-block.ts straight into guest RAM. A Complete holds `f` only while it
+   * waits for the other streams' batches: its device state is copied into the domain's registers
+   * (a disk section is parsed, not kept) and its digest only compared. Whoever changes this
+   * code keeps that promise (receiver-reuse.test.ts overwrites every frame right after apply).
    */
   async apply(f: Frame): Promise<Ack[]> {
     switch (f.kind) {

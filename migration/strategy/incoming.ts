@@ -92,7 +92,11 @@ export class IncomingSession {
     return t.accepted;
   }
 
-  /** Handles a frame after Start; returns the acks to send. */
+  /**
+   * Handles a frame after Start; returns the acks to send. A page stream keeps no view of the
+   * frame's bytes once the promise settled (receiver.ts apply); a tunnel does (QEMU takes the
+   * bytes when its socket can), so only page streams' buffers may be reused.
+   */
   apply(frame: Frame): Promise<Ack[]> {
     return this.tunnel ? this.tunnel.onFrame(frame) : this.receiver.apply(frame);
   }

@@ -322,6 +322,11 @@ interface TransferDuplex extends MessageStream {
   end(): void;
   readonly destroyed: boolean;
   emit(event: 'error', err: unknown): boolean;
+  /**
+   * Gives a frame's bytes back to the stream once nothing reads them (a bulk socket reuses its
+   * receive buffers: bulk-socket.ts `release`); absent = the stream hands out fresh buffers.
+   */
+  release?(b: Buffer): void;
 }
 
 /** A bulk socket as a TransferDuplex: messages are frames, our acks go back as messages, a refusal closes the socket. */
@@ -335,6 +340,10 @@ class BulkTransferStream extends EventEmitter implements TransferDuplex {
 
   write(b: Buffer): boolean {
     return this.socket.write(b);
+  }
+
+  release(b: Buffer): void {
+    this.socket.release(b);
   }
 
   pause(): void {
@@ -391,7 +400,10 @@ class TransferCall {
       const at = Date.now();
       this.armIdle();
       if (this.streamIndex > 0 && this.m) this.owner.touchStreams(this.m.migrationId);
-      this.queue = this.queue.then(() => this.onFrame(bytes, at));
+      // Once onFrame settled nothing reads the bytes any more (a bulk socket carries page batches
+      // only, and the receiver's apply keeps no view of a payload: receiver.ts apply), so a
+      // bulk socket may reuse their buffer for a later frame.
+      this.queue = this.queue.then(() => this.onFrame(bytes, at)).finally(() => call.release?.(bytes));
     });
     call.on('end', () => {
       void this.queue.then(() => {

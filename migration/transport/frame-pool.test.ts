@@ -41,3 +41,19 @@ test('small messages get buffers of their own; a larger message than any free bu
   assert.notEqual(big.buffer, a.buffer);
   assert.notEqual(big.buffer, b.buffer);
 });
+
+test('with a header in front (grpc-js strips its prefix), the message behind it gives the buffer back, once', () => {
+  const pool = new FramePool(4, 5);
+  const framed = pool.take(2 ** 20 + 5);
+  pool.give(framed);
+  assert.equal(pool.freeCount, 0, 'the framed buffer itself is not the message');
+  const m = framed.subarray(5);
+  pool.give(m);
+  assert.equal(pool.freeCount, 1);
+  const again = pool.take(2 ** 20 + 5);
+  assert.equal(again.buffer, framed.buffer);
+  pool.give(m);
+  assert.equal(pool.freeCount, 0, 'the stale message cannot free the buffer now carrying another');
+  pool.give(again.subarray(5));
+  assert.equal(pool.freeCount, 1);
+});

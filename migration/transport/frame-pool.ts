@@ -9,8 +9,9 @@
  * The consumer gives a message back (`give`) once nothing reads it any more: for a page batch,
  * when the receiver's apply has settled (receiver.ts IncomingMigration.apply promises it keeps no
  * view of the payload after that). A message never given back is simply garbage collected; a
- * message given back twice, or a view other than the one `take` returned, is ignored, so a stale
- * release can never free a buffer that carries another message.
+ * message given back twice, or a view other than the message, is ignored, so a stale release can
+ * never free a buffer that carries another message. The message is the buffer `take` returned,
+ * less `headerBytes` in front (grpc-js strips its 5-byte prefix before it hands a message on).
  */
 
 /** Messages shorter than this get a buffer of their own (acks, control frames: not worth a pooled 1 MiB). */
@@ -26,10 +27,13 @@ export const POOL_FREE_BUFFERS = 4;
 /** A pool of receive buffers for one reader. */
 export class FramePool {
   private readonly free: ArrayBuffer[] = [];
-  /** The view lent out per backing store: only that exact view gives it back. */
+  /** The view lent out per backing store. */
   private readonly lent = new WeakMap<ArrayBuffer, Buffer>();
+  /** Messages given back: a second give of one (its store may carry another message by then) is ignored. */
+  private readonly given = new WeakSet<Buffer>();
 
-  constructor(private readonly maxFree = POOL_FREE_BUFFERS) {}
+  /** `headerBytes`: bytes of a lent buffer in front of the message the consumer gives back. */
+  constructor(private readonly maxFree = POOL_FREE_BUFFERS, private readonly headerBytes = 0) {}
 
   /** A buffer of exactly `n` bytes (uninitialised): pooled from POOLED_MIN_BYTES on, else a fresh one. */
   take(n: number): Buffer {
@@ -44,10 +48,15 @@ export class FramePool {
     return b;
   }
 
-  /** Gives back a buffer `take` returned once nothing reads it any more; anything else (or a second give) is ignored. */
-  give(b: Buffer): void {
-    const store = b.buffer as ArrayBuffer;
-    if (this.lent.get(store) !== b) return;
+  /**
+   * Gives back the message in a buffer `take` returned (that buffer less `headerBytes` in front)
+   * once nothing reads it any more; anything else, or a second give of the same message, is ignored.
+   */
+  give(m: Buffer): void {
+    const store = m.buffer as ArrayBuffer;
+    const lent = this.lent.get(store);
+    if (!lent || this.given.has(m) || m.byteOffset !== lent.byteOffset + this.headerBytes || m.length !== lent.length - this.headerBytes) return;
+    this.given.add(m);
     this.lent.delete(store);
     if (this.free.length < this.maxFree) this.free.push(store);
   }

@@ -16,6 +16,7 @@ import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
 import type { Ack, Frame } from '../../migration/wire/protocol';
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { widenReceiveWindow } from '../../lib/grpc-window';
+import { poolReceiveBuffers } from '../../migration/transport/grpc-receive-pool';
 import { specFromWire } from './client/agent-codec';
 import type { AgentLog } from './outgoing-migrations';
 import type { VmHost } from './vm-host';
@@ -388,6 +389,8 @@ class TransferCall {
   private owned = false;
   private queue = Promise.resolve();
   private idle: NodeJS.Timeout | undefined;
+  /** Gives a frame's bytes back to the stream's receive buffers once it was handled (undefined = fresh buffers per frame). */
+  private release: ((b: Buffer) => void) | undefined;
 
   /** `bulk`: the bulk listener's mode when the call is a bulk socket ("" = a Transfer call). */
   constructor(private readonly owner: IncomingMigrations, private readonly call: TransferDuplex, private readonly bulk = '') {}
@@ -395,15 +398,16 @@ class TransferCall {
   listen(): void {
     const call = this.call;
     widenReceiveWindow(call);
+    if (call.release) this.release = (b) => call.release!(b);
     this.armIdle();
     call.on('data', (bytes: Buffer) => {
       const at = Date.now();
       this.armIdle();
       if (this.streamIndex > 0 && this.m) this.owner.touchStreams(this.m.migrationId);
-      // Once onFrame settled nothing reads the bytes any more (a bulk socket carries page batches
-      // only, and the receiver's apply keeps no view of a payload: receiver.ts apply), so a
-      // bulk socket may reuse their buffer for a later frame.
-      this.queue = this.queue.then(() => this.onFrame(bytes, at)).finally(() => call.release?.(bytes));
+      // Once onFrame settled nothing reads a page stream's bytes any more (the receiver's apply
+      // keeps no view of them: receiver.ts apply), so their buffer may carry a later frame. A
+      // tunnel's bytes wait for QEMU's socket: never given back.
+      this.queue = this.queue.then(() => this.onFrame(bytes, at)).finally(() => { if (!this.m?.isTunnel) this.release?.(bytes); });
     });
     call.on('end', () => {
       void this.queue.then(() => {
@@ -436,6 +440,9 @@ class TransferCall {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
         this.owner.checkStarter(session.migrationId, this.call);
+        // A page stream's Transfer call assembles its frames in reused buffers from here on (a
+        // bulk socket does so itself); a tunnel's frames wait for QEMU's socket, so they keep fresh ones.
+        if (!this.release && !session.isTunnel) this.release = poolReceiveBuffers(this.call);
         if (this.bulk && (frame.streamIndex === 0 || frame.bulk !== this.bulk)) {
           throw failedPrecondition(`migration ${session.migrationId}: a bulk socket only joins as a secondary stream in mode ${this.bulk} (got stream ${frame.streamIndex}, mode "${frame.bulk ?? ''}")`);
         }

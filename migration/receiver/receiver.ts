@@ -21,6 +21,12 @@ import { PostcopyTarget } from '../postcopy/postcopy-target';
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
 export const MAX_PEER_TEXT_BYTES = 256;
 
+/** The bulk channel a target offers (protocol.ts "Bulk channel"): its listener's Start.bulk mode and port. */
+export interface BulkChannelOffer {
+  mode: string;
+  port: number;
+}
+
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'postcopy' | 'verified' | 'active' | 'aborted';
 
@@ -68,8 +74,6 @@ export class IncomingMigration {
   private prefaulted = false;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
-  /** The bulk channel this target offers (its listener's Start.bulk mode and port; set by the agent), undefined = none. */
-  bulk: { mode: string; port: number } | undefined;
   /** The switchover's fenced intent from Start (cluster mode); undefined = direct migration. */
   fence: Fence | undefined;
   /** Post-copy once switched (postcopy-target.ts). */
@@ -80,11 +84,15 @@ export class IncomingMigration {
   private postcopyResumedAtMs = 0;
   private finalAcks: Ack[] | undefined;
 
+  /** When the reservation was made (Date.now()). */
+  readonly createdAt = Date.now();
+
+  /** `bulk`: the bulk channel this target offers (its listener's Start.bulk mode and port), absent = none. */
   constructor(
     readonly migrationId: string,
     private readonly token: string,
     readonly domain: PagedDomain,
-    readonly createdAt = Date.now(),
+    readonly bulk?: BulkChannelOffer,
   ) {
     this.digest = new ImageDigest(domain.pageCount);
   }

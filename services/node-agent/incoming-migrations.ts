@@ -12,6 +12,7 @@ import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
 import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { IncomingSession } from '../../migration/strategy/incoming';
+import type { BulkChannelOffer } from '../../migration/receiver/receiver';
 import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
 import type { Ack, Frame } from '../../migration/wire/protocol';
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
@@ -43,8 +44,12 @@ export class IncomingMigrations {
   /** Cluster mode (the agent registered in etcd): a resumed VM is recorded as owned here (switchover.ts). */
   cluster: ClusterLink | undefined;
 
-  /** The bulk channel this node offers (its listener's mode and port), set once the listener runs; undefined = none. */
-  bulkOffer: { mode: string; port: number } | undefined;
+  /**
+   * The bulk channel this node offers (its listener's mode and port), set once the listener runs
+   * (before the gRPC server binds, so before any PrepareIncoming); each reservation gets it at
+   * construction. undefined = none.
+   */
+  bulkOffer: BulkChannelOffer | undefined;
   /** Post-copy migrations held from the switch on (postcopy-holds.ts): a dropped stream waits for the source to reconnect. */
   readonly holds = new PostcopyHolds<TransferCall>((e) => this.log(e), (m, e) => void this.lose(m, e), (id) => this.guard.forget(id));
 
@@ -86,7 +91,7 @@ export class IncomingMigrations {
     const { id, spec } = this.reservePrepare(req, source);
     const token = randomBytes(24).toString('base64url');
     const domain = await this.createReserved(id, spec);
-    this.host.addIncoming(new IncomingSession(id, token, domain), source);
+    this.host.addIncoming(new IncomingSession(id, token, domain, this.bulkOffer), source);
     this.guard.bind(id, token, spec.name, source);
     this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source });
     return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
@@ -177,7 +182,6 @@ export class IncomingMigrations {
    * a wrong token or an already started migration leaves it alone (it is someone else's).
    */
   startSession(session: IncomingSession, frame: Extract<Frame, { kind: 'start' }>): Ack {
-    session.receiver.bulk = this.bulkOffer;
     try {
       return session.start(frame);
     } catch (err) {

@@ -68,6 +68,10 @@ export interface LinkRecord {
   bytesPerSec: number;
   /** EWMA of the migrations' time outside sending and downtime (reservation, set-up, verification), ms; absent in older records. */
   setupMs?: number;
+  /** Moving average of the migrations' fixed cost of a pre-copy round (MigrationResult.roundOverheadMs), ms; absent until one measured it. */
+  roundMs?: number;
+  /** Moving average of the post-copy migrations' switch blackout beyond its hot pages (downtime less them at the rate), ms; absent until one was measured. */
+  postcopySwitchMs?: number;
   /** Migrations folded into the average. */
   samples: number;
   /** Their weight in the average (services/scheduler/move-cost.ts foldLink: a move under 64 MiB is part of a sample); absent in older records. */

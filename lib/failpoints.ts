@@ -14,6 +14,10 @@ export const FAILPOINTS = [
   'target-drop-on-complete',
   /** The target drops the stream right after it resumed the VM, before sending Owned. */
   'target-drop-after-activate',
+  /** The target agent dies (SIGKILL) as Complete arrives, before it resumed the VM. */
+  'target-exit-on-complete',
+  /** The target agent dies (SIGKILL) right after it resumed the VM, before sending Owned: the guest dies with it. */
+  'target-exit-after-activate',
 ] as const;
 
 /** One failpoint name. */

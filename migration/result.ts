@@ -24,6 +24,7 @@ export function succeededResult(f: SucceededFields): MigrationResult {
   if (f.throttlePercent !== undefined) r.throttlePercent = f.throttlePercent;
   if (f.pausedMs !== undefined) r.pausedMs = f.pausedMs;
   if (f.compressReason) r.compressReason = f.compressReason;
+  if (f.roundOverheadMs !== undefined) r.roundOverheadMs = f.roundOverheadMs;
   if (f.compressedBatches) { r.compressedBatches = f.compressedBatches; r.compressedPageBytes = f.compressedPageBytes; r.compressedBytes = f.compressedBytes; }
   return r;
 }

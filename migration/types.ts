@@ -139,7 +139,7 @@ export interface MigrationResult {
   error: string;
   source: string;
   target: string;
-  /** Guest RAM that was non-zero when the migration began. */
+  /** Guest RAM the migration moved with content: distinct pages sent as a payload at least once (sim engine), or the guest's touched RAM (QEMU). */
   nonzeroBytes: number;
   /** Where the downtime went. */
   downtimeBreakdown?: DowntimeBreakdown;
@@ -180,6 +180,8 @@ export interface MigrationResult {
   postcopyStalledMs?: number;
   /** Post-copy recovery: how many times the source reconnected (absent when it never dropped). */
   postcopyRecoveries?: number;
+  /** Fixed cost of a pre-copy round beyond moving its bytes, ms (policy/round-overhead.ts; absent without a second round). */
+  roundOverheadMs?: number;
 }
 
 /** Where the downtime went, ms on the source's clock (see agent.proto DowntimeBreakdown). */

@@ -12,16 +12,28 @@ import type { Logger } from 'pino';
 import { parseStreams } from './migrate';
 import { nativeConfig } from '../../hypervisor/qemu/migration-tls';
 import { BulkListenError } from '../../migration/transport/bulk-listener';
+import * as fs from 'node:fs';
+import { defaultStateDir } from '../../services/node-agent/outcome-journal';
+
+/** Throws a usage error naming --state-dir unless it is (or can be made) a writable directory. */
+function checkStateDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (err) {
+    throw new UsageError(`--state-dir "${dir}" is not a writable directory: ${(err as Error).message}`);
+  }
+}
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--bulk-listen HOST:PORT] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--bulk-listen HOST:PORT] [--state-dir DIR] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'bulk-listen': { type: 'string' }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'bulk-listen': { type: 'string' }, 'state-dir': { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -58,11 +70,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const bulkListenText = str(p, 'bulk-listen');
   const bulkListen = bulkListenText === undefined ? undefined : hostPort(address(bulkListenText, '--bulk-listen'));
   if (bulkListen && bulk === 'off') throw new UsageError('--bulk-listen cannot be used with --bulk off (no bulk listener runs)');
+  // The switchover journal (services/node-agent/outcome-journal.ts): a restarted agent still answers its sources.
+  const stateDir = str(p, 'state-dir') ?? defaultStateDir(nodeId);
+  checkStateDir(stateDir);
   const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, ...(storage.length ? { storage } : {}), log: (e) => {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', ...(bulkListen ? { bulkListen } : {}) });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', ...(bulkListen ? { bulkListen } : {}), stateDir });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen).catch((err: unknown) => {
     // A port in use (or a host not of this machine) is the operator's to fix: one line naming the flag, exit 2.

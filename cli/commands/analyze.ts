@@ -11,11 +11,12 @@
 import { parse, flag, duration, rate, address, str, UsageError, type Parsed } from '../args';
 import { AgentClient, agentCredentials } from '../../services/node-agent/client/agent-client';
 import { readSnapshot } from '../../cluster/etcd';
-import { readLinks } from '../../services/scheduler/move-cost';
+import { DEFAULT_ROUND_MS, readLinks } from '../../services/scheduler/move-cost';
 import { ETCD, withEtcd } from './cluster/common';
 import { formatBytes, formatMs, formatRate } from '../../lib/units';
-import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
+import { cpuBoundWriteRate, DEFAULT_LINK_BYTES_PER_SEC, predictMigration } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../../migration/types';
+import { SWITCHOVER_OVERHEAD_MS } from '../../migration/policy/stop-conditions';
 import { DroverError } from '../../lib/errors';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 import { postcopyFlag } from './migrate';
@@ -35,6 +36,10 @@ interface Ask {
   linkNote: string;
   /** Fixed set-up time of a migration on the link (measured), ms. */
   setupMs: number;
+  /** Fixed cost of each pre-copy round on the link (measured, else DEFAULT_ROUND_MS), ms. */
+  roundMs: number;
+  /** Blackout of a post-copy switch on the link (measured, else the engine's overhead), ms. */
+  postcopySwitchMs: number;
   maxDowntimeMs: number;
   windowMs: number;
   /** The post-copy mode the migration would run with (`--postcopy`, default auto as `drover migrate`'s). */
@@ -63,7 +68,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const agent = address(agentFlag, '--agent');
   const client = new AgentClient(agent, agentChannelCredentials(tlsFromFlags(p, 'analyze')));
   const link = given ?? DEFAULT_LINK_BYTES_PER_SEC;
-  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, maxDowntimeMs, windowMs, postcopy, json });
+  return analyzeOn(client, { vm, agent, link, linkNote: given === undefined ? 'assumed: no --bandwidth given' : '', setupMs: 0, roundMs: DEFAULT_ROUND_MS, postcopySwitchMs: SWITCHOVER_OVERHEAD_MS, maxDowntimeMs, windowMs, postcopy, json });
 }
 
 /** The cluster form: the VM's node from etcd, the link from --bandwidth or the node's measured links. */
@@ -81,8 +86,13 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
     let link = a.given ?? 0;
     let linkNote = '';
     let setupMs = 0;
+    const mine = [...(await readLinks(etcd))].filter(([k]) => k.startsWith(`${rec.node}/`) && (to === undefined || k === `${rec.node}/${to}`));
+    const timed = mine.filter(([, r]) => r.roundMs !== undefined);
+    // The round cost is the path's, whatever rate --bandwidth sets.
+    const roundMs = timed.length > 0 ? timed.reduce((s, [, r]) => s + r.roundMs!, 0) / timed.length : DEFAULT_ROUND_MS;
+    const switched = mine.filter(([, r]) => r.postcopySwitchMs !== undefined);
+    const postcopySwitchMs = switched.length > 0 ? switched.reduce((s, [, r]) => s + r.postcopySwitchMs!, 0) / switched.length : SWITCHOVER_OVERHEAD_MS;
     if (a.given === undefined) {
-      const mine = [...(await readLinks(etcd))].filter(([k]) => k.startsWith(`${rec.node}/`) && (to === undefined || k === `${rec.node}/${to}`));
       if (mine.length > 0) {
         link = mine.reduce((s, [, r]) => s + r.bytesPerSec, 0) / mine.length;
         setupMs = mine.reduce((s, [, r]) => s + (r.setupMs ?? 0), 0) / mine.length;
@@ -93,7 +103,7 @@ async function analyzeInCluster(p: Parsed, a: { vm: string; given?: number; maxD
       }
     }
     const client = new AgentClient(node.record.address, agentCredentials(rec.node));
-    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, postcopy: a.postcopy, json: a.json });
+    return analyzeOn(client, { vm: a.vm, agent: node.record.address, link, linkNote, setupMs, roundMs, postcopySwitchMs, maxDowntimeMs: a.maxDowntimeMs, windowMs: a.windowMs, postcopy: a.postcopy, json: a.json });
   });
 }
 
@@ -104,15 +114,17 @@ async function analyzeOn(client: AgentClient, a: Ask): Promise<number> {
     await client.waitReady();
     const o = await client.analyzeVm(vm, windowMs);
     const wss = (o.wss ?? []).map((w) => ({ windowMs: Number(w.windowMs), bytes: Number(w.bytes) }));
+    const maxWrite = cpuBoundWriteRate(o.dirtyRateBytesPerSec, o.vcpuBusy, o.vcpus);
     const pr = predictMigration({
       memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss, linkBytesPerSec: link, maxDowntimeMs, setupMs: a.setupMs,
+      roundOverheadMs: a.roundMs, postcopySwitchMs: a.postcopySwitchMs, guestMaxWriteBytesPerSec: maxWrite,
       // The page engine's targets offer post-copy; the mode decides whether it may be used.
       postcopyAvailable: a.postcopy !== 'never', postcopy: a.postcopy,
     });
     const out = {
       vm, agent, memBytes: Number(o.memBytes), nonzeroBytes: Number(o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
-      guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
-      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, maxDowntimeMs,
+      guestWriteRateBytesPerSec: o.guestWriteRateBytesPerSec, vcpuBusy: o.vcpuBusy, guestMaxWriteBytesPerSec: maxWrite, wss, observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.observationCpuMs,
+      linkBytesPerSec: link, linkAssumed: a.linkNote.startsWith('assumed'), linkNote: a.linkNote, setupMs: a.setupMs, roundMs: a.roundMs, postcopySwitchMs: a.postcopySwitchMs, maxDowntimeMs,
       predictedRounds: pr.rounds, predictedTotalMs: pr.predictedTotalMs, predictedBytes: pr.predictedBytes, predictedDowntimeMs: pr.predictedDowntimeMs,
       converges: pr.converges, policy: pr.policy, policyReason: pr.policyReason, postcopyMode: a.postcopy,
       ...(pr.postcopy ? { postcopy: pr.postcopy } : {}),

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { predictMigration, wssAt, type CostInput } from './cost-model';
+import { cpuBoundWriteRate, predictMigration, wssAt, type CostInput } from './cost-model';
 
 const MiB = 1024 * 1024;
 /** A bounded working set of `wss` bytes written uniformly at `rate` bytes/s (coupon-collector curve). */
@@ -93,6 +93,32 @@ test('throttling term: a paced guest is slowed only past 1 - rate / its CPU-boun
   assert.ok(cpuBound.throttlePercent < p.throttlePercent && cpuBound.rounds < p.rounds, `${cpuBound.throttlePercent}% ${cpuBound.rounds} rounds vs ${p.throttlePercent}% ${p.rounds}`);
 });
 
+test('throttle strength: the unthrottled write speed is the observed rate over the vCPU time it took, so a CPU-bound guest slows from the first step', () => {
+  // A paced guest: 100 MiB/s on 5% of its vCPU writes 2000 MiB/s when it runs; a CPU-bound one writes what it dirties; unknown utilisation: the rate.
+  assert.equal(cpuBoundWriteRate(100 * MiB, 0.05, 1), 2000 * MiB);
+  assert.equal(cpuBoundWriteRate(987 * MiB, 1, 1), 987 * MiB);
+  assert.equal(cpuBoundWriteRate(987 * MiB, 0, 1), 987 * MiB);
+  assert.equal(cpuBoundWriteRate(400 * MiB, 1, 2), 800 * MiB, 'two vCPUs at half their time');
+  assert.equal(cpuBoundWriteRate(400 * MiB, 3, 2), 400 * MiB, 'never below the rate');
+  // mmuncher on a host at load 12: 987 MiB/s over its 64 MiB working set, a 1 Gbit/s link. A constant 2 GB/s
+  // had the 20% and 60% steps change nothing (0.8 x 2000 > 987): rounds resending the whole set.
+  const m: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, dirtyRateBytesPerSec: 987 * MiB, wss: curve(64 * MiB, 987 * MiB), linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const observed = predictMigration(m);
+  const constant = predictMigration({ ...m, guestMaxWriteBytesPerSec: 2e9 });
+  assert.equal(observed.policy, 'throttle');
+  assert.ok(observed.rounds < constant.rounds && observed.predictedBytes < constant.predictedBytes, `${observed.rounds} rounds ${observed.predictedBytes / MiB} MiB vs ${constant.rounds} rounds ${constant.predictedBytes / MiB} MiB`);
+});
+
+test('a learned post-copy switch cost is the post-copy blackout; a pre-copy downtime keeps the engine\'s rule', () => {
+  // Measured 22-65 ms on a loaded host where 1 ms was predicted.
+  const hot: CostInput = { ...web, dirtyRateBytesPerSec: 4000 * MiB, wss: curve(64 * MiB, 4000 * MiB), postcopyAvailable: true, postcopy: 'always' };
+  const p = predictMigration({ ...hot, postcopySwitchMs: 40 });
+  assert.equal(p.predictedDowntimeMs, 40);
+  assert.match(p.policyReason, /resumes after ~40\.0 ms/);
+  assert.equal(predictMigration(hot).predictedDowntimeMs, 1);
+  assert.equal(predictMigration({ ...web, postcopySwitchMs: 40 }).predictedDowntimeMs, predictMigration(web).predictedDowntimeMs);
+});
+
 test('under a bandwidth cap the rounds follow Xen\'s rate rule: round 1 at 100 Mbit/s', () => {
   const idle: CostInput = { memBytes: 256 * MiB, nonzeroBytes: 32 * MiB, dirtyRateBytesPerSec: MiB, wss: curve(MiB, MiB), linkBytesPerSec: 125e6, maxDowntimeMs: 5 };
   const capped = predictMigration({ ...idle, capBytesPerSec: 125e6 });
@@ -116,6 +142,25 @@ test('the stop rule sees what the engine sees: the curve of its own rounds, not 
   assert.equal(p.throttlePercent, 0);
   assert.ok(p.rounds >= 10 && p.rounds <= 20, `rounds ${p.rounds}`);
   assert.ok(p.predictedTotalMs > 4000 && p.predictedTotalMs < 6500, `total ${p.predictedTotalMs}`);
+});
+
+test('a per-round fixed cost: every round lasts at least that long, so web stalls at what it dirties meanwhile and the engine throttles it (a loaded host)', () => {
+  // web under 1 Gbit/s converges without it (the test above); measured on a host at load 7: 25-50 ms a round, rounds stuck near 2 MiB, throttled to 98%.
+  const w: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 125e6, capBytesPerSec: 125e6 };
+  const loaded = predictMigration({ ...w, roundOverheadMs: 40 });
+  assert.equal(loaded.converges, false, loaded.policyReason);
+  assert.equal(loaded.policy, 'throttle');
+  assert.ok(loaded.throttlePercent >= 90, `throttle ${loaded.throttlePercent}`);
+  // Every round carries the cost, the smallest too.
+  for (const r of loaded.roundsDetail) assert.ok(r.ms >= 40, `round of ${r.bytes / MiB} MiB: ${r.ms} ms`);
+  // WWS(40 ms) of a 16 MiB set written at 100 MiB/s is ~3.5 MiB: the rounds before the throttle bites stay above 2 MiB.
+  const early = loaded.roundsDetail.slice(0, 6);
+  assert.ok(early.every((r) => r.bytes > 2 * MiB), early.map((r) => (r.bytes / MiB).toFixed(1)).join(' '));
+  // Uncapped on loopback (150 MiB/s), the same: quiet host (1 ms a round) converges, loaded host does not.
+  const lo: CostInput = { ...web, memBytes: 256 * MiB, nonzeroBytes: 64 * MiB, linkBytesPerSec: 150 * MiB };
+  assert.equal(predictMigration({ ...lo, roundOverheadMs: 1 }).converges, true);
+  assert.equal(predictMigration({ ...lo, roundOverheadMs: 40 }).converges, false);
+  assert.throws(() => predictMigration({ ...w, roundOverheadMs: -1 }), /roundOverheadMs/);
 });
 
 test('under a cap the pacer paces wire bytes: once compression auto encodes (after two raw runs) pages move 1 / ratio faster; each round starts with the burst', () => {

@@ -88,10 +88,28 @@ export interface CostInput {
   capBytesPerSec?: number;
   /** Model the engine's auto-converge when pre-copy alone stalls (default true: the sim engine throttles; false = stop-and-copy at the stall). */
   autoConverge?: boolean;
-  /** The guest's CPU-bound write speed, bytes/s (default DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC): how far a throttle slows a paced guest. */
+  /**
+   * The guest's unthrottled (CPU-bound) write speed, bytes/s: how far a throttle slows it
+   * (cpuBoundWriteRate). Default: the dirty rate, as for a guest that writes as fast as its vCPUs
+   * run (mmuncher); a paced guest (web at 100 MiB/s on ~5% of its vCPU) writes far faster when it runs.
+   */
   guestMaxWriteBytesPerSec?: number;
   /** Fixed cost of a migration outside the rounds (reservation, set-up, verification), ms; default 0. A link record learns it. */
   setupMs?: number;
+  /**
+   * Fixed cost of every pre-copy round beyond moving its bytes, ms (round-overhead.ts; a link
+   * record learns it as roundMs); default 0. A round however small takes this long, so the guest
+   * dirties WWS(this) at least while it runs: on a loaded host (25-50 ms) web's rounds stall near
+   * 2 MiB and the engine throttles where the rounds alone would converge.
+   */
+  roundOverheadMs?: number;
+  /**
+   * Blackout of a switch to post-copy, ms: pause, the hot pages and device state, the target's
+   * resume, both agents' hand-offs (a link record learns it from finished post-copy migrations as
+   * postcopySwitchMs); default the engine's SWITCHOVER_OVERHEAD_MS (measured 22-65 ms on a loaded
+   * host where that 1 ms was predicted). A pre-copy downtime keeps the engine's own rule.
+   */
+  postcopySwitchMs?: number;
   /**
    * LZ4's encoded / page bytes on this guest's pages (what compression auto's sampled batches
    * measure; a result's compressedBytes / compressedPageBytes); absent = unknown, pages go raw.
@@ -136,10 +154,18 @@ export interface CostPrediction {
 }
 
 /**
- * A sim guest's CPU-bound write speed on this machine class (mmuncher, one vCPU: ~2 GB/s). A paced
- * guest (web at 100 MiB/s) is slowed by a throttle only beyond 1 − rate / this.
+ * A guest's unthrottled write speed from an observation: its dirty rate over the share of its
+ * vCPUs' time they ran (`vcpuBusy` of `vcpus`), never below the rate; the rate itself when the
+ * utilisation is unknown (0). A CPU-bound guest's speed is what it dirties, and so is the host's
+ * load: measured at a load of 12, mmuncher wrote 987 MiB/s (3.5 GB/s on a quiet host), where a
+ * constant 2 GB/s had the first throttle steps change nothing. A paced guest (web: 100 MiB/s on
+ * ~5% of its vCPU) is slowed by a throttle only beyond 1 − rate / this.
  */
-export const DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC = 2e9;
+export function cpuBoundWriteRate(dirtyRateBytesPerSec: number, vcpuBusy: number, vcpus: number): number {
+  const rate = Math.max(0, dirtyRateBytesPerSec);
+  if (!(vcpuBusy > 0 && vcpus > 0)) return rate;
+  return Math.max(rate, (rate * vcpus) / Math.min(vcpus, vcpuBusy));
+}
 
 /** Throws naming the first bad input. */
 function check(i: CostInput): void {
@@ -150,6 +176,8 @@ function check(i: CostInput): void {
   pos(i.maxDowntimeMs, 'maxDowntimeMs');
   nonneg(i.nonzeroBytes, 'nonzeroBytes');
   nonneg(i.dirtyRateBytesPerSec, 'dirtyRateBytesPerSec');
+  nonneg(i.roundOverheadMs ?? 0, 'roundOverheadMs');
+  nonneg(i.postcopySwitchMs ?? 0, 'postcopySwitchMs');
   for (const p of i.wss) {
     pos(p.windowMs, 'wss windowMs');
     nonneg(p.bytes, 'wss bytes');
@@ -223,7 +251,7 @@ class RoundRunner {
     const wire = this.wireOf(sent);
     // Paced: the burst goes at the link's rate, the rest at the round's.
     const burst = cap > 0 ? Math.min(wire, PACER_BURST_BYTES) : 0;
-    const ms = ((wire - burst) / r + burst / link) * 1000;
+    const ms = ((wire - burst) / r + burst / link) * 1000 + Math.max(0, this.i.roundOverheadMs ?? 0);
     this.rounds.push({ bytes: sent, wireBytes: wire, ms });
     this.total += sent;
     this.wire += wire;
@@ -269,7 +297,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const maxRounds = i.maxRounds ?? DEFAULT_MAX_ROUNDS;
   const maxBytes = (i.maxBytesFactor ?? DEFAULT_MAX_BYTES_FACTOR) * i.memBytes;
   const rate = Math.max(1, i.dirtyRateBytesPerSec);
-  const maxWrite = i.guestMaxWriteBytesPerSec ?? DEFAULT_GUEST_MAX_WRITE_BYTES_PER_SEC;
+  const maxWrite = i.guestMaxWriteBytesPerSec ?? rate;
   const speedAt = (t: number) => (t <= 0 ? 1 : Math.min(1, ((1 - t) * maxWrite) / rate));
   const mode = i.postcopy ?? (i.postcopyAvailable ? 'auto' : 'never');
   const policy = { maxDowntimeMs: i.maxDowntimeMs, bandwidthBytesPerSec: i.capBytesPerSec ?? 0, maxRounds, maxBytesFactor: maxBytes / i.memBytes, timeoutMs: 0, verify: false };
@@ -312,7 +340,7 @@ export function predictMigration(i: CostInput): CostPrediction {
   const convergesThrottled = throttle > 0 && end === 'fits';
   const pc = end === 'postcopy' ? { afterRound: run.rounds.length, ...estimatePostcopy(send, run.finalWire(send), run.finalRate, i.wss, i.dirtyRateBytesPerSec, i.memBytes) } : undefined;
   // Post-copy's blackout carries the switch, not the remainder.
-  const downtime = pc ? predictDowntimeMs(0, run.finalRate) : predictDowntimeMs(run.finalWire(send), run.finalRate);
+  const downtime = pc ? Math.max(0, i.postcopySwitchMs ?? SWITCHOVER_OVERHEAD_MS) : predictDowntimeMs(run.finalWire(send), run.finalRate);
   const totalMs = run.rounds.reduce((s, r) => s + r.ms, 0) + downtime + (pc?.allPresentMs ?? 0) + Math.max(0, i.setupMs ?? 0);
   const choice = switched !== undefined && pc
     ? { policy: 'postcopy' as const, policyReason: `${switched}; the target resumes after ~${downtime.toFixed(1)} ms and has all pages ${pc.allPresentMs.toFixed(0)} ms later (${(send / 1048576).toFixed(1)} MiB pushed; about ${pc.pageWaits} page waits of up to ${pc.pageWaitMaxMs.toFixed(0)} ms)` }

@@ -14,6 +14,8 @@ import { DroverError } from '../../lib/errors';
 import { popcount, testBit } from '../wire/range-table';
 import type { VmSpec } from '../../hypervisor/types';
 
+/** Delay the slow target adds to each acknowledgement, ms. */
+const ACK_DELAY_MS = 40;
 const spec: VmSpec = { name: 'e1', memBytes: 32 * 2 ** 20, vcpus: 1, profile: 'web', seed: 5, dirtyRateBytesPerSec: 20 * 2 ** 20 };
 
 /** A channel into `target`; `failAfterBatches` makes the stream break like a dead peer. */
@@ -81,6 +83,18 @@ test('pre-copy into an in-process target: the image verifies and the guest runs 
   assert.equal(check.ok, true, check.detail);
 }));
 
+test('the result tells the per-round fixed cost once there was a round after the first (the cost model learns it per node pair)', () => withPair(spec, 'm1b', async ({ src, target }) => {
+  // A slow target (each acknowledgement 40 ms late) and a target below the 1 ms switchover overhead: pre-copy runs to its round limit.
+  const ch = channelTo(target);
+  const onAck = ch.onAck;
+  ch.onAck = (a, e) => onAck((ack) => { setTimeout(() => a(ack), ACK_DELAY_MS); }, e);
+  const r = await engineFor('m1b', src, target, { maxDowntimeMs: 0.5, maxRounds: 4, autoConverge: 'never' }, { channel: ch }).run();
+  assert.equal(r.outcome, 'succeeded');
+  assert.equal(r.stopReason, 'max-rounds');
+  // Its size depends on the host's load (policy/round-overhead.test.ts checks the estimate itself); it is never more than a whole round.
+  assert.ok(r.roundOverheadMs !== undefined && Number.isFinite(r.roundOverheadMs) && r.roundOverheadMs >= 0 && r.roundOverheadMs < r.totalMs / 2, `round overhead ${r.roundOverheadMs} ms of ${r.totalMs} ms`);
+}));
+
 test('a stream that breaks mid-round: the source resumes and unacknowledged pages are dirty again', () => withPair(spec, 'm2', async ({ src, dst, target }) => {
   const engine = engineFor('m2', src, target, {}, { channel: channelTo(target, 3) });
   src.getAndClearDirtyLog();
@@ -140,4 +154,17 @@ test('auto-converge: a throttled migration that is cancelled gives the guest its
   await assert.rejects(engine.run(), (e: unknown) => e instanceof DroverError && e.code === 'CANCELLED');
   assert.equal(src.throttle, 0);
   assert.equal(src.state(), 'running');
+}));
+
+test('nonzeroBytes counts every page the target got with content once: those the guest dirtied in round 1 (to_skip) too', () => withPair(spec, 'm-nz', async ({ src, target }) => {
+  const r = await engineFor('m-nz', src, target, { verify: true }).run();
+  assert.equal(r.outcome, 'succeeded');
+  assert.equal(src.state(), 'paused', 'the source stays frozen at its pause (the target guest runs on and writes more)');
+  let nonzero = 0;
+  for (let p = 0; p < src.pageCount; p++) {
+    if (!src.isZeroPage(p) && src.pageView(p, 1).some((x) => x !== 0)) nonzero++;
+  }
+  // The web guest never zeroes a page it wrote: the image's non-zero pages are exactly those sent with content.
+  assert.equal(r.nonzeroBytes, nonzero * 4096, `nonzeroBytes ${r.nonzeroBytes} vs ${nonzero} non-zero pages in the image`);
+  assert.ok(r.pageBytes >= r.nonzeroBytes);
 }));

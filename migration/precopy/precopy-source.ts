@@ -90,7 +90,8 @@ export interface PrecopySourceOptions {
   /**
    * After Complete, when the stream failed with neither Owned nor an explicit refusal: finds out
    * whether the target owns the VM ('owned': the source destroys its copy), does not ('refused':
-   * the source resumes) or cannot tell ('unknown': the source stays paused). Absent = unknown.
+   * the source resumes), lost it ('lost': the guest ran there and died with its agent; the source
+   * stays paused) or cannot tell ('unknown': the source stays paused). Absent = unknown.
    */
   resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
   /** Post-copy recovery: opens a new stream to the target (postcopy-recovery.ts); absent, a dropped post-copy stream loses the VM. */
@@ -100,7 +101,13 @@ export interface PrecopySourceOptions {
 }
 
 /** What the source learns of a switchover whose stream broke after Complete. */
-export type SwitchoverOutcome = 'owned' | 'refused' | 'unknown';
+export type SwitchoverOutcome = 'owned' | 'refused' | 'lost' | 'unknown';
+
+/** The result's per-round fixed cost, when the migration had a round to measure it by. */
+function roundOverheadOf(s: SourceStats): Pick<MigrationResult, 'roundOverheadMs'> {
+  const ms = s.roundOverheadMs();
+  return ms === undefined ? {} : { roundOverheadMs: Math.round(ms * 100) / 100 };
+}
 
 /** A pack sink writing into the payload region of `builder`. */
 function sinkOf(builder: BatchBuilder, toSkip: Uint32Array | undefined): PackSink {
@@ -179,7 +186,7 @@ export class PrecopySource {
     return this.pause.ms;
   }
 
-  /** True once post-copy failed after the switch: the VM is lost (the source must discard its stale copy, never resume it). */
+  /** True once the VM was lost after the switch (post-copy failed, or the target lost it after Complete): the source must discard its stale copy, never resume it. */
   get vmLost(): boolean {
     return this.lost;
   }
@@ -201,7 +208,7 @@ export class PrecopySource {
       return await this.finish();
     } catch (err) {
       const e = this.window.failure ?? DroverError.from(err);
-      if (this.lost) throw err;
+      if (this.lost || this.phase.kind === 'failed') throw err; // lost, or already rolled back (post-copy's switchNeverResumed)
       if (!isCommitted(this.phase)) await this.rollback(e);
       else return await this.afterComplete(e);
       throw e;
@@ -228,6 +235,10 @@ export class PrecopySource {
     if (outcome === 'refused') {
       await this.rollback(e, true);
       throw new DroverError('ABORTED', `migration ${id}: the target does not own the VM after Complete (${e.message}); the source resumed`, { cause: e });
+    }
+    if (outcome === 'lost') {
+      this.lost = true;
+      throw new DroverError('DATA_LOSS', `migration ${id}: VM ${this.o.domain.spec.name} is LOST: the target ${this.o.targetName} resumed it after Complete and lost it (${e.message}); the stale copy stays paused on the source ${this.o.sourceName} and must not resume (the guest ran past it)`, { cause: e });
     }
     throw new DroverError('UNAVAILABLE', `migration ${id}: switchover outcome unknown after Complete (${e.message}); the VM stays paused on the source ${this.o.sourceName} (it may run on ${this.o.targetName})`, { cause: e });
   }
@@ -323,7 +334,7 @@ export class PrecopySource {
     const dirty = this.o.domain.getAndClearDirtyLog();
     this.roundBitmap = dirty;
     const dirtyBytes = popcount(dirty) * PAGE_SIZE;
-    s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes);
+    s.recordRound(s.bytesSent - wireBefore, roundMs, dirtyBytes, this.pacer.bytesPerSec, this.throttle);
     return { sent: s.pageBytes - before, dirty, dirtyBytes, ms: roundMs };
   }
 
@@ -403,7 +414,7 @@ export class PrecopySource {
     this.window.push(seq, builder, frame.length);
     s.pageBytes += b.payloadBytes;
     s.zeroPages += b.zeroPages;
-    if (s.round === 1) s.nonzeroBytes += b.payloadBytes;
+    s.contentPages(b.ranges, this.o.domain.pageCount);
     await this.pacer.take(frame.length);
     await this.send(frame);
     s.sent(b.pages);
@@ -467,10 +478,26 @@ export class PrecopySource {
     } catch (err) {
       const e = err instanceof DroverError ? err : this.window.failure ?? DroverError.from(err);
       if (!isCommitted(this.phase) || (!(e instanceof PostcopyRecoveryFailed) && !this.window.owned && REFUSAL_CODES.has(e.code))) throw e;
+      if (e instanceof PostcopyRecoveryFailed && await this.switchNeverResumed(e)) {
+        await this.rollback(e, true);
+        throw new DroverError('ABORTED', `migration ${this.o.migrationId}: the post-copy switch never resumed the VM on the target (it gave its copy up: ${e.message}); the source resumed`, { cause: e });
+      }
       this.lost = true;
       try { this.channel.end(); } catch { /* stream gone */ }
       throw new DroverError('DATA_LOSS', `migration ${this.o.migrationId}: post-copy failed after the switch (${e.code}: ${e.message}); VM ${this.o.domain.spec.name} is LOST: the target lacks pages and the source never resumes after the switch`, { cause: e });
     }
+  }
+
+  /**
+   * Post-copy recovery failed before the target said Activated: asks the target (or etcd) whether
+   * it ever resumed the guest. Only an explicit "does not own it" (its copy discarded before any
+   * resume: the switch frame never reached it) lets the source resume; anything else loses the VM.
+   */
+  private async switchNeverResumed(e: DroverError): Promise<boolean> {
+    if (this.window.activatedAt !== undefined || !this.o.resolveOutcome) return false;
+    const outcome = await this.o.resolveOutcome(e).catch(() => 'unknown' as const);
+    this.o.log?.({ msg: 'post-copy recovery failed before Activated; the target was asked whether it resumed the guest', outcome });
+    return outcome === 'refused';
   }
 
   /** Pauses the source (stop-and-copy began at `t`): the switchover clock starts. */
@@ -530,6 +557,7 @@ export class PrecopySource {
       ...(this.throttle > 0 ? { throttlePercent: Math.round(this.throttle * 100) } : {}),
       compressedBatches: this.compressor.stats.batches, compressedPageBytes: this.compressor.stats.pageBytes, compressedBytes: this.compressor.stats.encodedBytes,
       compressReason: this.compressor.reason,
+      ...roundOverheadOf(s),
     });
     Object.assign(result, this.extra, this.policyOf(sw.pausedAt)); // post-copy: mode and the guest's page waits
     this.enter({ kind: 'done', result });

@@ -5,6 +5,7 @@
  */
 import { PAGE_SIZE } from '../../hypervisor/types';
 import type { MigrationPhase, MigrationProgress } from '../types';
+import { estimateRoundOverheadMs, type TimedRound } from '../policy/round-overhead';
 
 /** A round must move this much to time the landing rate from it (smaller ones are all latency). */
 export const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
@@ -27,17 +28,34 @@ export class SourceStats {
   deviceBytes = 0;
   /** Time spent sending (rounds and the stop-and-copy), ms. */
   sendingMs = 0;
-  /** Guest RAM that was non-zero in round 1. */
+  /** Guest RAM sent with content: distinct pages sent at least once as a payload (zero pages are flags), bytes. */
   nonzeroBytes = 0;
+  /** Pages already counted in nonzeroBytes (bit per page; allocated at the first batch). */
+  private contentSent: Uint32Array | undefined;
   /** Dirty rate measured over the latest round, bytes/s. */
   dirtyRate = 0;
   /** Bytes of the current round not sent yet. */
   roundRemaining = 0;
   /** Landing rate of the latest round that moved at least MIN_TIMED_ROUND_BYTES, bytes/s. */
   roundRateEstimate = 0;
+  /** The pre-copy rounds as timed (the per-round fixed cost is read off them). */
+  private readonly timed: TimedRound[] = [];
   private lastProgressAt = 0;
   private lastProgressBytes = 0;
   private rate = 0;
+
+  /** Counts the payload pages of a batch (`ranges`: [first, count, ...]) not sent with content before, in a guest of `pageCount` pages. */
+  contentPages(ranges: readonly number[], pageCount: number): void {
+    const seen = this.contentSent ??= new Uint32Array(Math.ceil(pageCount / 32));
+    let fresh = 0;
+    for (let i = 0; i < ranges.length; i += 2) {
+      for (let p = ranges[i], end = ranges[i] + ranges[i + 1]; p < end; p++) {
+        const w = p >>> 5, bit = 1 << (p & 31);
+        if ((seen[w] & bit) === 0) { seen[w] |= bit; fresh++; }
+      }
+    }
+    this.nonzeroBytes += fresh * PAGE_SIZE;
+  }
 
   /** Measured link throughput so far, bytes/s. */
   linkRate(): number {
@@ -56,14 +74,21 @@ export class SourceStats {
 
   /**
    * Accounts for a pre-copy round that put `wire` bytes on the wire in `roundMs` (until the
-   * target applied it) and left `dirtyBytes` dirty behind it.
+   * target applied it) and left `dirtyBytes` dirty behind it, paced at `paceBytesPerSec` (0 =
+   * unpaced) with the guest under `throttle`.
    */
-  recordRound(wire: number, roundMs: number, dirtyBytes: number): void {
+  recordRound(wire: number, roundMs: number, dirtyBytes: number, paceBytesPerSec = 0, throttle = 0): void {
+    this.timed.push({ wireBytes: wire, ms: roundMs, paceBytesPerSec, throttle });
     // Later rounds rewrite pages the target has already faulted in: the latest round that
     // moved enough data to time it is the best predictor of the next.
     if (roundMs > 0 && wire >= MIN_TIMED_ROUND_BYTES) this.roundRateEstimate = (wire * 1000) / roundMs;
     this.sendingMs += roundMs;
     this.dirtyRate = roundMs > 0 ? (dirtyBytes * 1000) / roundMs : 0;
+  }
+
+  /** The fixed cost of a pre-copy round, ms (round-overhead.ts), or undefined before a second round. */
+  roundOverheadMs(): number | undefined {
+    return estimateRoundOverheadMs(this.timed);
   }
 
   /** Pages of the current round that turned out to need nothing sent. */

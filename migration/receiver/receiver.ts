@@ -80,6 +80,8 @@ export class IncomingMigration {
   private postcopy: PostcopyTarget | undefined;
   /** Sends an ack on stream 0 outside the frame order (post-copy's PageRequest); set by the agent. */
   onAck: ((a: Ack) => void) | undefined;
+  /** Called right before the guest first resumes here (the agent's switchover journal); set by the agent. */
+  beforeResume: (() => void) | undefined;
   /** Post-copy: the Activated ack's resume time (Resumed repeats it), and the final acks (repeated to a late reconnection). */
   private postcopyResumedAtMs = 0;
   private finalAcks: Ack[] | undefined;
@@ -292,6 +294,7 @@ export class IncomingMigration {
     d.postcopy.markMissing(missing);
     this.postcopy = new PostcopyTarget(d.postcopy, this.migrationId, (a) => this.onAck?.(a));
     this.enter({ state: 'postcopy', pausedAtMs: f.pausedAtMs });
+    this.beforeResume?.();
     await d.resume();
     this.postcopyResumedAtMs = performance.timeOrigin + performance.now();
     return [acks.activated(this.postcopyResumedAtMs)];
@@ -379,6 +382,7 @@ export class IncomingMigration {
   }
 
   private async activate(): Promise<Ack> {
+    this.beforeResume?.();
     await this.domain.resume();
     this.enter({ state: 'active', pausedAtMs: this.pausedAtMs });
     return acks.activated(performance.timeOrigin + performance.now());

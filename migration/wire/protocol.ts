@@ -37,7 +37,8 @@
  * | etcd unreachable for the source after Complete    | as above                                | stays paused, retries within TTL beyond its bound, then 'unknown' (paused) | whichever landed |
  * | intent changed while the source resolves          | its txn cannot land (fence)             | vms/<vm> node=<to> => 'owned'; else resumes without a record | the migrator's write |
  * | stream breaks, direct mode (no etcd)              | answers SwitchoverOutcome from its book or the migration in progress (below) | asks with backoff (services/node-agent/direct-outcome.ts): owned => destroys; not_owned => resumes; pending / no answer => asks again | n/a |
- * | stream breaks, direct mode, target silent 30 s or restarted | unknown (a restarted agent cannot tell what its earlier process did) | stays PAUSED, logs "switchover outcome" (operator decides: the VM may run on the target) | n/a |
+ * | stream breaks, direct mode, target agent restarted (same address, same state dir, same boot) | answers for its dead process from its journal (services/node-agent/outcome-journal.ts): never resumed => not_owned; resumed => lost | not_owned => resumes; lost => reports DATA_LOSS ("VM ... is LOST") and destroys its stale copy | n/a |
+ * | stream breaks, direct mode, target silent 30 s, or restarted without its journal (another state dir, a reboot), or a QEMU tunnel | unknown (it cannot tell what its earlier process did) | stays PAUSED, logs "switchover outcome" (operator decides: the VM may run on the target) | n/a |
  * | target killed after Complete                      | gone                                    | lease expiry (TTL): resume txn => resumes | migrator: node=from (resume record deleted) |
  * | migrator killed during the migration              | unaffected (needs no migrator)          | unaffected                              | takeover folds from owned/ or restores from |
  * | source killed after Complete                      | owns (record) and runs the VM           | gone                                    | folded: node=to      |
@@ -51,8 +52,10 @@
  * `pending` (Complete arrived and activation runs: ask again) or `unknown` (no record). A
  * migration still short of Complete is discarded by the question itself, so a `not_owned`
  * answer can never turn into a resume on the target later. The target keeps the outcomes of its
- * last 1024 migrations in memory (services/node-agent/switchover-outcomes.ts); the token (only
- * the source has it) is checked in constant time, a wrong one is PERMISSION_DENIED.
+ * last 1024 migrations in memory (services/node-agent/switchover-outcomes.ts), and journals
+ * each Start and each first resume to its state directory before it happens, so a restarted
+ * agent still answers for its earlier process (outcome-journal.ts); the token (only the source
+ * has it) is checked in constant time, a wrong one is PERMISSION_DENIED.
  *
  * A target never keeps a resumed VM it could not record before its lease could expire, and a
  * source resumes only on an explicit refusal or once its resume record landed, which excludes the
@@ -260,7 +263,10 @@
  * (NOT_FOUND: it gave up after POSTCOPY_RECOVER_WAIT_MS, or was restarted), the token or the
  * source identity is wrong (PERMISSION_DENIED), the migration is not in post-copy or resume
  * is 0 (FAILED_PRECONDITION), or Resumed names a page that was not missing at the switch
- * (the source refuses it: DATA_LOSS). A source agent that is gone (killed) never reconnects: the
+ * (the source refuses it: DATA_LOSS). One exception: a source that never got Activated asks the
+ * target what it did (SwitchoverOutcome, or etcd in cluster mode); an explicit not_owned (the
+ * switch never reached it and it discarded its copy, so the guest never ran there) resumes the
+ * source instead. A source agent that is gone (killed) never reconnects: the
  * target loses the VM after POSTCOPY_RECOVER_WAIT_MS and says so (log, metric). Cancel stays
  * refused during the recovery. A target that already verified the final Complete answers
  * Resumed(done) and repeats Verified and PostcopyDone.

@@ -267,7 +267,7 @@ export interface MigrationResult {
   source: string;
   /** target = 20. */
   target: string;
-  /** guest RAM that was non-zero when the migration began */
+  /** guest RAM moved with content: distinct pages sent as a payload (sim), touched RAM (QEMU) */
   nonzeroBytes: number;
   /** downtimeBreakdown = 22. */
   downtimeBreakdown: DowntimeBreakdown | null;
@@ -307,6 +307,8 @@ export interface MigrationResult {
   postcopyStalledMs: number;
   /** postcopyRecoveries = 35. */
   postcopyRecoveries: number;
+  /** fixed cost of a pre-copy round beyond moving its bytes (the cost model learns it per node pair); -1 = not measured */
+  roundOverheadMs: number;
 }
 
 /** Where the downtime went (ms, from the source's clock): pause the vCPUs, send the last dirty pages, send the device state, target verification, the control plane's commit (external commit only), and activation (target resume plus its acknowledgement). */
@@ -387,6 +389,10 @@ export interface AnalyzeVmResponse {
   observationCpuMs: number;
   /** the guest's own write counter over the window */
   guestWriteRateBytesPerSec: number;
+  /** the guest's vCPU utilisation over the last second (0..vcpus; 0 = not measured): with the dirty rate, its CPU-bound write speed */
+  vcpuBusy: number;
+  /** vcpus = 41. */
+  vcpus: number;
   /** The hypervisor's own measurement (QEMU's calc-dirty-rate), beside the agent's observation. */
   qemuDirtyRateBytesPerSec: number;
   /** its calc-dirty-rate mode ('page-sampling', 'dirty-bitmap'); '' = not measured */

@@ -36,10 +36,10 @@ function hasTlsFlags(args: string[], env: NodeJS.ProcessEnv): boolean {
   return args.some((a) => a === '--ca' || a === '--cert' || a === '--key' || a === '--insecure') || !!(env.DROVER_CA ?? process.env.DROVER_CA);
 }
 
-/** Starts an agent (plain text with --insecure unless `extraArgs` give certificates); resolves once it listens. */
-export function startAgent(nodeId: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
+/** Starts an agent (plain text with --insecure unless `extraArgs` give certificates) on `listen` (default: a free loopback port); resolves once it listens. */
+export function startAgent(nodeId: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}, listen = '127.0.0.1:0'): Promise<AgentProcess> {
   const tls = hasTlsFlags(extraArgs, env) ? [] : ['--insecure'];
-  const child = spawnDrover(['agent', '--listen', '127.0.0.1:0', '--node-id', nodeId, ...tls, ...extraArgs], env);
+  const child = spawnDrover(['agent', '--listen', listen, '--node-id', nodeId, ...tls, ...extraArgs], env);
   let tail = '';
   child.stderr!.on('data', (b: Buffer) => {
     tail = (tail + b.toString()).slice(-4000);

@@ -4,6 +4,7 @@
  * the MigrationReceiver data plane (target side: incoming-migrations.ts), plus the standard gRPC
  * health service, on one gRPC server. The VMs and reservations live in vm-host.ts.
  */
+import { OutcomeJournal } from './outcome-journal';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { addService, type Input, type ServiceHandlers } from '../../proto/load';
@@ -59,6 +60,8 @@ export interface AgentOptions {
    * server's host, a free port. Sources dial the port on the host they reach the gRPC server at.
    */
   bulkListen?: { host: string; port: number };
+  /** Directory of the switchover journal (outcome-journal.ts), so a restarted agent still answers its sources; absent: answers from memory only. */
+  stateDir?: string;
 }
 
 /** The files a TLS source holds now (a reloader's current set: new bulk connections use what was loaded last). */
@@ -116,6 +119,7 @@ export class NodeAgentServer {
     this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined, o.streams, bulkDialer);
     const guard = new ReservationGuard(!!tls, (r) => this.refused(r.method, r.code, r.identity, '', r.message));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log, guard);
+    if (o.stateDir) this.incoming.journal = new OutcomeJournal(o.stateDir);
     addService(this.server, 'NodeAgent', this.nodeAgentHandlers());
     addService<'MigrationReceiver', ReceiverHandlers>(this.server, 'MigrationReceiver', this.receiverHandlers(), TRANSFER_CODECS);
     this.health.addToServer(this.server);
@@ -181,6 +185,7 @@ export class NodeAgentServer {
     await this.bulk?.close();
     await new Promise<void>((r) => this.server.tryShutdown(() => r()));
     await this.incoming.destroyAll();
+    this.incoming.journal?.close();
     await this.o.hypervisor.close();
   }
 

@@ -60,12 +60,13 @@ export async function analyzeVm(host: VmHost, hypervisorKind: string, req: wire.
   };
   const o = await observeDirtyPages(m.pages, windowMs, busy);
   const wss = o.wss.map((p) => ({ windowMs: p.windowMs, bytes: Math.round(p.bytes) }));
+  const stats = v.domain.stats?.();
   recent.set(`${host.nodeInfo().nodeId}/${name}`, { dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, nonzeroBytes: o.nonzeroBytes, wss, at: Date.now() });
   return {
     name, memBytes: v.domain.spec.memBytes, nonzeroBytes: o.nonzeroBytes, dirtyRateBytesPerSec: o.dirtyRateBytesPerSec,
     wss,
     observedMs: o.observedMs, snapshots: o.snapshots, observationCpuMs: o.cpuMs,
-    guestWriteRateBytesPerSec: v.domain.stats?.().dirtyRateBytesPerSec ?? 0,
+    guestWriteRateBytesPerSec: stats?.dirtyRateBytesPerSec ?? 0, vcpuBusy: stats?.cpu ?? 0, vcpus: v.domain.spec.vcpus,
   };
 }
 
@@ -90,7 +91,7 @@ async function analyzeByHypervisor(host: VmHost, d: Domain & { measureDirtyRate(
   return {
     name, memBytes: d.spec.memBytes, nonzeroBytes: s.touchedBytes, dirtyRateBytesPerSec: rate, wss,
     observedMs: performance.now() - t0, snapshots: 0, observationCpuMs: (cpu.user + cpu.system) / 1000,
-    guestWriteRateBytesPerSec: s.dirtyRateBytesPerSec,
+    guestWriteRateBytesPerSec: s.dirtyRateBytesPerSec, vcpuBusy: s.cpu, vcpus: d.spec.vcpus,
     qemuDirtyRateBytesPerSec: q?.bytesPerSec ?? 0, qemuDirtyRateMethod: q?.method ?? '', qemuDirtyRateNote: q ? q.note : refused,
   };
 }

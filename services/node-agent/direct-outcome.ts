@@ -3,9 +3,9 @@
  * it did (protocol.ts "Switchover outcome"): `owned` ends the migration (the source discards its
  * copy), `not_owned` resumes the source, `pending` (activation still runs) and no answer (the
  * target restarting, a partition) are asked again with backoff within DIRECT_OUTCOME_WAIT_MS.
- * `unknown` (the target has no record: it restarted and cannot tell whether its earlier process
- * resumed the guest) and `lost` leave the VM paused: resuming a copy the guest may have run past
- * would split it.
+ * `unknown` (the target has no record: it cannot tell whether an earlier process resumed the
+ * guest) and `lost` (the target resumed it and lost it, e.g. its agent died: outcome-journal.ts)
+ * leave the VM paused: resuming a copy the guest may have run past would split it.
  */
 import { DroverError } from '../../lib/errors';
 import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
@@ -43,7 +43,7 @@ export async function askTargetOutcome(ask: () => Promise<string>, log: (e: Reco
     if (answer === 'not_owned') return 'refused';
     if (answer === 'unknown' || answer === 'lost') {
       log({ msg: `switchover outcome: the target says ${answer}; the VM stays paused (its guest may have run there)`, attempt });
-      return 'unknown';
+      return answer;
     }
     if (Date.now() + pause > until) {
       log({ msg: 'switchover outcome: no answer within the wait; the VM stays paused', attempt, last: answer, waitMs });

@@ -31,9 +31,10 @@ import { ReservationGuard } from './incoming-auth';
 import { RecordOutcomeUnknown, recordOwnership, settleUnknownRecord, type ClusterLink } from './switchover';
 import { acks } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
-import { SwitchoverOutcomes, type OutcomeAnswer } from './switchover-outcomes';
+import { SwitchoverOutcomes, type FinishedOutcome, type OutcomeAnswer } from './switchover-outcomes';
 import { failpoint } from '../../lib/failpoints';
 import { PostcopyHolds } from './postcopy-holds';
+import type { OutcomeJournal } from './outcome-journal';
 
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
@@ -43,6 +44,9 @@ export class IncomingMigrations {
 
   /** Cluster mode (the agent registered in etcd): a resumed VM is recorded as owned here (switchover.ts). */
   cluster: ClusterLink | undefined;
+
+  /** The switchover journal (outcome-journal.ts): lets a restarted agent answer its earlier process's sources. Absent: answers from memory only. */
+  journal: OutcomeJournal | undefined;
 
   /**
    * The bulk channel this node offers (its listener's mode and port), set once the listener runs
@@ -140,7 +144,7 @@ export class IncomingMigrations {
       if (m.completeArrivedAtMs) return 'pending';
       await this.discard(m, 'the source asked for the outcome before Complete arrived');
     }
-    const found = this.outcomes.lookup(id, token);
+    const found = this.outcomes.lookup(id, token) ?? this.journal?.answer(id, token);
     if (found === 'mismatch') throw new DroverError('PERMISSION_DENIED', `wrong token for migration ${id}: SwitchoverOutcome refused`);
     return found ?? 'unknown';
   }
@@ -183,11 +187,23 @@ export class IncomingMigrations {
    */
   startSession(session: IncomingSession, frame: Extract<Frame, { kind: 'start' }>): Ack {
     try {
-      return session.start(frame);
+      const ack = session.start(frame);
+      const journal = this.journal;
+      if (journal) {
+        journal.started(session.migrationId, frame.token, session.isTunnel);
+        session.receiver.beforeResume = () => journal.step(session.migrationId, 'resuming');
+      }
+      return ack;
     } catch (err) {
       if (session.state === 'prepared' && session.tokenMatches(frame.token)) void this.discard(session, `Start refused: ${DroverError.from(err).message}`);
       throw err;
     }
+  }
+
+  /** Records what this node did with `m`, in memory and in the journal. */
+  private recordOutcome(m: IncomingSession, outcome: FinishedOutcome): void {
+    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), outcome);
+    this.journal?.step(m.migrationId, outcome);
   }
 
   /** An activated incoming migration becomes a hosted VM. */
@@ -195,7 +211,7 @@ export class IncomingMigrations {
     if (!this.host.removeIncoming(m.migrationId)) return;
     if (m.state !== 'postcopy') this.guard.forget(m.migrationId); // a held post-copy keeps it for a resume's Start
     this.host.add(m.domain);
-    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'owned');
+    this.recordOutcome(m, 'owned');
     this.log({ msg: 'incoming activated', migration: m.migrationId, vm: m.domain.spec.name });
   }
 
@@ -225,7 +241,7 @@ export class IncomingMigrations {
     } catch (err) {
       const e = DroverError.from(err);
       this.log({ msg: 'incoming fenced: destroying the resumed copy', migration: m.migrationId, vm, error: e.message });
-      this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'not_owned');
+      this.recordOutcome(m, 'not_owned');
       if (this.host.hasVm(vm, false)) {
         try { this.host.remove(vm); } catch { /* already gone */ }
       }
@@ -277,7 +293,7 @@ export class IncomingMigrations {
     this.log({ msg: 'VM LOST in post-copy: the stream failed while pages were still on the source; the copy here is destroyed', migration: m.migrationId, vm, code: e.code, error: e.message, missingPages: m.domain.migration.kind === 'pages' ? m.domain.migration.pages.postcopy?.missingPages : undefined });
     this.host.removeIncoming(m.migrationId);
     this.guard.forget(m.migrationId);
-    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'lost');
+    this.recordOutcome(m, 'lost');
     m.markAborted();
     if (this.host.hasVm(vm, false)) {
       try { this.host.remove(vm); } catch { /* already gone */ }
@@ -289,7 +305,7 @@ export class IncomingMigrations {
   async discard(m: IncomingSession, why: string): Promise<void> {
     if (!this.host.removeIncoming(m.migrationId)) return;
     this.guard.forget(m.migrationId);
-    this.outcomes.record(m.migrationId, (t) => m.tokenMatches(t), 'not_owned');
+    this.recordOutcome(m, 'not_owned');
     m.markAborted();
     this.log({ msg: 'incoming discarded', migration: m.migrationId, vm: m.domain.spec.name, why });
     await m.domain.destroy();
@@ -481,6 +497,7 @@ class TransferCall {
       if (this.streamIndex > 0 && frame.kind !== 'batch') throw failedPrecondition(`migration ${m.migrationId}: stream ${this.streamIndex} carries page batches only, got ${frame.kind}`);
       if (frame.kind === 'complete' && failpoint('target-drop-on-complete')) throw new DroverError('UNAVAILABLE', `failpoint target-drop-on-complete: migration ${m.migrationId}'s stream dropped as Complete arrived`);
       if (frame.kind === 'complete' && !m.completeArrivedAtMs) m.completeArrivedAtMs = at;
+      if (frame.kind === 'complete' && failpoint('target-exit-on-complete')) process.kill(process.pid, 'SIGKILL');
       for (const a of await m.apply(frame)) {
         this.call.write(encodeAck(a));
         if (a.kind === 'postcopyDone') {
@@ -498,6 +515,7 @@ class TransferCall {
           m.receiver.onAck?.(owned);
           return;
         }
+        if (failpoint('target-exit-after-activate')) process.kill(process.pid, 'SIGKILL');
         if (failpoint('target-drop-after-activate')) {
           this.finish();
           this.call.emit('error', toServiceError(new DroverError('UNAVAILABLE', `failpoint target-drop-after-activate: migration ${m.migrationId}'s stream dropped after the resume, before Owned`)));

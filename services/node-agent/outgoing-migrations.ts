@@ -21,6 +21,7 @@ import type { DataTransport } from '../../migration/wire/protocol';
 import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
 import { ASK_DEADLINE_MS, askTargetOutcome } from './direct-outcome';
+import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
 import { autoStreams, type Fence } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
 
@@ -146,19 +147,20 @@ export class OutgoingMigrations {
   }
 
   /**
-   * Post-copy failed after the switch: the paused copy here is stale (the guest ran on the target)
-   * and must never resume, so it is destroyed; the VM is lost, said loudly.
+   * The VM was lost after the switch (post-copy failed, or the target lost it after Complete): the
+   * paused copy here is stale (the guest ran on the target) and must never resume, so it is
+   * destroyed; the VM is lost, said loudly.
    */
   private async discardLost(vm: HostedVm, id: string, e: DroverError): Promise<void> {
     const name = vm.domain.spec.name;
     agentMetrics().lost.inc({ side: 'source' });
-    this.log({ msg: 'VM LOST in post-copy: the source never resumes after the switch; its stale copy is destroyed', migration: id, vm: name, code: e.code, error: e.message });
+    this.log({ msg: 'VM LOST after the switch: the source never resumes a copy the guest ran past; its stale copy is destroyed', migration: id, vm: name, code: e.code, error: e.message });
     try { this.host.remove(name); } catch { /* already gone */ }
     await vm.domain.destroy().catch(() => undefined);
   }
 
   /** After Complete with a broken stream: cluster mode asks etcd; direct mode asks the target (direct-outcome.ts). */
-  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError, askTarget: () => Promise<string>): Promise<'owned' | 'refused' | 'unknown'> {
+  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError, askTarget: () => Promise<string>): Promise<SwitchoverOutcome> {
     this.log({ msg: 'switchover outcome unknown after Complete; resolving, VM stays paused', vm: req.vm, target: req.targetNode || req.target, error: cause.message });
     if (!this.cluster || !fence || !req.targetNode) {
       const outcome = await askTargetOutcome(askTarget, (e) => this.log({ vm: req.vm, target: req.target, ...e }));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dirtyingOf, foldLink, linkRate, outboundRate, vmMoveCost, DEFAULT_SETUP_MS, LINK_EWMA_ALPHA } from './move-cost';
+import { dirtyingOf, foldLink, linkRate, outboundRate, predictMove, vmMoveCost, DEFAULT_ROUND_MS, DEFAULT_SETUP_MS, LINK_EWMA_ALPHA } from './move-cost';
 import { DEFAULT_LINK_BYTES_PER_SEC } from '../../migration/policy/cost-model';
 import type { HeartbeatVm, LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
@@ -18,6 +18,9 @@ test('dirtying: an observation in the heartbeat wins; else the heartbeat rate bo
   assert.equal(h.from, 'heartbeat');
   assert.equal(h.nonzeroBytes, 64 * MiB, 'round 1 sends the touched RAM');
   assert.equal(Math.max(...h.wss.map((p) => p.bytes)), 16 * MiB, "web's 16 MiB working set bounds the curve");
+  // 100 MiB/s on a tenth of its vCPU: a throttle slows it only past 90%.
+  assert.equal(h.maxWriteBytesPerSec, 1000 * MiB);
+  assert.equal(o.maxWriteBytesPerSec, 800 * MiB);
   const s = dirtyingOf({ ...web, profile: 'mmuncher' });
   assert.equal(s.from, 'spec');
   assert.ok(Number.isFinite(s.dirtyRateBytesPerSec) && s.dirtyRateBytesPerSec > 0);
@@ -25,9 +28,11 @@ test('dirtying: an observation in the heartbeat wins; else the heartbeat rate bo
 
 test('links: the given rate, else the measured one with its set-up, else the default; a node\'s outbound mean', () => {
   const rec: LinkRecord = { bytesPerSec: 300 * MiB, setupMs: 40, samples: 3, at: 1 };
-  assert.deepEqual(linkRate(rec, 50 * MiB), { bytesPerSec: 50 * MiB, link: 'given', setupMs: 40 });
-  assert.deepEqual(linkRate(rec), { bytesPerSec: 300 * MiB, link: 'measured', setupMs: 40 });
-  assert.deepEqual(linkRate(undefined), { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS });
+  // A record from before round costs were measured: none; a pair with no record: the default.
+  assert.deepEqual(linkRate(rec, 50 * MiB), { bytesPerSec: 50 * MiB, link: 'given', setupMs: 40, roundMs: 0, postcopySwitchMs: 1 });
+  assert.deepEqual(linkRate({ ...rec, roundMs: 30 }), { bytesPerSec: 300 * MiB, link: 'measured', setupMs: 40, roundMs: 30, postcopySwitchMs: 1 });
+  assert.deepEqual(linkRate({ ...rec, roundMs: 30 }, 50 * MiB).roundMs, 30, 'the path\'s round cost whatever rate is given');
+  assert.deepEqual(linkRate(undefined), { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS, roundMs: DEFAULT_ROUND_MS, postcopySwitchMs: 1 });
   const links = new Map<string, LinkRecord>([['a/b', rec], ['a/c', { bytesPerSec: 100 * MiB, setupMs: 20, samples: 1, at: 2 }], ['b/a', { bytesPerSec: 1, samples: 1, at: 3 }]]);
   const out = outboundRate(links, 'a')!;
   assert.deepEqual([out.bytesPerSec, out.setupMs, out.samples, out.at], [200 * MiB, 30, 4, 2]);
@@ -79,4 +84,31 @@ test('links learn from large moves: a small first move\'s start-up-bound rate gi
   assert.equal(foldLink(sampled, sample(64, 100), 14)!.lz4Ratio, 0.5);
   const old = foldLink({ bytesPerSec: 100 * MiB, setupMs: 50, samples: 5, at: 1 }, sample(16, 40), 12)!;
   assert.ok(Math.abs(old.bytesPerSec - (100 - LINK_EWMA_ALPHA * 0.25 * 60) * MiB) < 1, `${old.bytesPerSec / MiB}`);
+});
+
+test('links learn the per-round cost of the migrations that measured one; the rate is the stream\'s without it', () => {
+  // 96 MiB in 8 rounds at a stream of 150 MiB/s plus 30 ms a pre-copy round (7 of them): the result's throughput is the mix.
+  const sendingMs = (96 / 150) * 1000 + 7 * 30;
+  const r = { bytesSent: 96 * MiB, throughputBytesPerSec: (96 * MiB * 1000) / sendingMs, totalMs: 40 + sendingMs + 3, downtimeMs: 3, rounds: 8, roundOverheadMs: 30 };
+  const first = foldLink(undefined, r, 1)!;
+  assert.equal(first.roundMs, 30, 'the first measurement is taken whole');
+  // The stream's rate (150 MiB/s) is what moves toward, not the mixed one (~113 MiB/s).
+  const def = DEFAULT_LINK_BYTES_PER_SEC;
+  assert.ok(Math.abs(first.bytesPerSec - (def + (2 / 3) * (150 * MiB - def))) < 1, `${first.bytesPerSec / MiB} MiB/s`);
+  // A later measurement moves it by the moving average's share; a migration without one leaves it.
+  const second = foldLink(first, { ...r, roundOverheadMs: 10 }, 2)!;
+  assert.ok(Math.abs(second.roundMs! - (30 + LINK_EWMA_ALPHA * (10 - 30))) < 1e-9);
+  const { roundOverheadMs: _none, ...unmeasured } = r;
+  assert.equal(foldLink(second, unmeasured, 3)!.roundMs, second.roundMs);
+  // A post-copy switch's blackout beyond its hot pages: 0.5 MiB at the 113 MiB/s measured take ~4.4 ms of a 24 ms downtime; a pre-copy downtime says nothing of it.
+  const breakdown = { pauseMs: 0.1, finalRoundMs: 5, finalPages: 128, deviceMs: 0.1, verifyMs: 18, commitMs: 0, activateMs: 1 };
+  const sw = foldLink(undefined, { ...r, mode: 'postcopy', downtimeMs: 24, downtimeBreakdown: breakdown }, 4)!;
+  assert.ok(Math.abs(sw.postcopySwitchMs! - (24 - (0.5 * MiB / r.throughputBytesPerSec) * 1000)) < 1e-9, `${sw.postcopySwitchMs}`);
+  assert.equal(foldLink(undefined, { ...r, mode: 'precopy', downtimeMs: 24, downtimeBreakdown: breakdown }, 4)!.postcopySwitchMs, undefined);
+  assert.equal(linkRate(sw).postcopySwitchMs, sw.postcopySwitchMs);
+  assert.equal(linkRate(first).postcopySwitchMs, 1, 'not measured: the engine\'s overhead');
+  // The model adds it to every round: a web VM that converges on the quiet pair does not on the loaded one.
+  const d = dirtyingOf(web, hb({ observed: { dirtyRateBytesPerSec: 100 * MiB, nonzeroBytes: 64 * MiB, wss: [{ windowMs: 10, bytes: MiB }, { windowMs: 100, bytes: 7 * MiB }, { windowMs: 500, bytes: 15 * MiB }, { windowMs: 2000, bytes: 16 * MiB }], at: 1 } }));
+  assert.equal(predictMove(d, { ...linkRate(first), roundMs: 1 }).converges, true);
+  assert.equal(predictMove(d, linkRate(first)).converges, false);
 });

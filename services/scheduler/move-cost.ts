@@ -11,12 +11,21 @@ import { getJson, updateJson } from '../../cluster/etcd';
 import { keys, type HeartbeatVm, type JobPrediction, type LinkRecord } from '../../cluster/keyspace';
 import type { VmSpec } from '../../hypervisor/types';
 import { resolveProfile } from '../../hypervisor/sim/profiles';
-import { DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
+import { cpuBoundWriteRate, DEFAULT_LINK_BYTES_PER_SEC, predictMigration, type CostPrediction, type WssPoint } from '../../migration/policy/cost-model';
 import { DEFAULT_MAX_DOWNTIME_MS, type MigrationResult } from '../../migration/types';
+import { SWITCHOVER_OVERHEAD_MS } from '../../migration/policy/stop-conditions';
+import { PAGE_SIZE } from '../../hypervisor/types';
 import type { MoveCost } from './planner';
 
 /** Fixed set-up time assumed where no migration has measured the pair (reservation, dirty-log start, verification): the 20-120 ms local clusters measured on this machine class. */
 export const DEFAULT_SETUP_MS = 50;
+/**
+ * Fixed cost of a pre-copy round assumed where no migration has measured the pair, ms: none, as
+ * before rounds were timed (migration/policy/round-overhead.ts measured 1-3 ms a round on this
+ * machine class at a load of 2-4, 25-50 ms on a host loaded far beyond its cores: the pair's
+ * first migration with a second round tells which).
+ */
+export const DEFAULT_ROUND_MS = 0;
 /** Weight of a new sample in a link's moving average: a few migrations settle it, one outlier does not. */
 export const LINK_EWMA_ALPHA = 0.3;
 /** Smallest migration (bytes sent) whose throughput counts as a link sample: smaller ones measure set-up, not the link (4 MiB idle moves measured 44 and 136 MiB/s back to back). */
@@ -44,6 +53,8 @@ export interface VmDirtying {
   nonzeroBytes: number;
   dirtyRateBytesPerSec: number;
   wss: WssPoint[];
+  /** Unthrottled write speed (cost-model.ts cpuBoundWriteRate: the rate over the heartbeat's vCPU utilisation). */
+  maxWriteBytesPerSec: number;
   from: JobPrediction['from'];
 }
 
@@ -55,7 +66,7 @@ export interface VmDirtying {
 export function dirtyingOf(spec: VmSpec, hb?: HeartbeatVm): VmDirtying {
   const o = hb?.observed;
   if (o && o.wss.length > 0) {
-    return { memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss: o.wss, from: 'observed' };
+    return { memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, o.nonzeroBytes), dirtyRateBytesPerSec: o.dirtyRateBytesPerSec, wss: o.wss, maxWriteBytesPerSec: cpuBoundWriteRate(o.dirtyRateBytesPerSec, hb?.cpu ?? 0, spec.vcpus), from: 'observed' };
   }
   const prof = resolveProfile(spec);
   const rate = hb && hb.dirtyRateBytesPerSec > 0 ? hb.dirtyRateBytesPerSec : Number.isFinite(prof.dirtyRateBytesPerSec) ? prof.dirtyRateBytesPerSec : spec.memBytes;
@@ -66,6 +77,7 @@ export function dirtyingOf(spec: VmSpec, hb?: HeartbeatVm): VmDirtying {
   return {
     memBytes: spec.memBytes, nonzeroBytes: Math.min(spec.memBytes, touched), dirtyRateBytesPerSec: rate,
     wss: [{ windowMs: PRIOR_FIRST_WINDOW_MS, bytes: first }, { windowMs: satMs, bytes: wssCap }, { windowMs: satMs * 2, bytes: wssCap }],
+    maxWriteBytesPerSec: cpuBoundWriteRate(rate, hb && hb.dirtyRateBytesPerSec > 0 ? hb.cpu : 0, spec.vcpus),
     from: hb && hb.dirtyRateBytesPerSec > 0 ? 'heartbeat' : 'spec',
   };
 }
@@ -89,8 +101,10 @@ export async function readLink(etcd: Etcd3, from: string, to: string): Promise<L
 /** The link rate of a pair: `given` when set, else the pair's measured rate (`rec`), else the default. */
 export function linkRate(rec: LinkRecord | undefined, given?: number): LinkChoice {
   const setupMs = rec?.setupMs ?? 0;
-  if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs };
-  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS };
+  const roundMs = rec?.roundMs ?? (rec ? 0 : DEFAULT_ROUND_MS);
+  const postcopySwitchMs = rec?.postcopySwitchMs ?? SWITCHOVER_OVERHEAD_MS;
+  if (given !== undefined) return { bytesPerSec: given, link: 'given', setupMs, roundMs, postcopySwitchMs };
+  return rec && rec.bytesPerSec > 0 ? { bytesPerSec: rec.bytesPerSec, link: 'measured', setupMs, roundMs, postcopySwitchMs } : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, link: 'default', setupMs: DEFAULT_SETUP_MS, roundMs: DEFAULT_ROUND_MS, postcopySwitchMs };
 }
 
 /** A link as a prediction assumes it. */
@@ -99,13 +113,17 @@ export interface LinkChoice {
   link: JobPrediction['link'];
   /** Fixed time outside the rounds, ms (the pair's measured one, else DEFAULT_SETUP_MS). */
   setupMs: number;
+  /** Fixed cost of each pre-copy round, ms (the pair's measured one; DEFAULT_ROUND_MS without a record, 0 in a record that predates it). */
+  roundMs: number;
+  /** Blackout of a post-copy switch, ms (the pair's measured one, else the engine's SWITCHOVER_OVERHEAD_MS). */
+  postcopySwitchMs: number;
 }
 
 /** The mean measured rate of migrations out of `node` (any target), or undefined when none was measured. */
 export function outboundRate(links: LinkRates, node: string): LinkRecord | undefined {
   const mine = [...links].filter(([k]) => k.startsWith(`${node}/`)).map(([, r]) => r).filter((r) => r.bytesPerSec > 0);
   if (mine.length === 0) return undefined;
-  return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, setupMs: mine.reduce((a, r) => a + (r.setupMs ?? 0), 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
+  return { bytesPerSec: mine.reduce((a, r) => a + r.bytesPerSec, 0) / mine.length, setupMs: mine.reduce((a, r) => a + (r.setupMs ?? 0), 0) / mine.length, roundMs: mine.reduce((a, r) => a + (r.roundMs ?? 0), 0) / mine.length, samples: mine.reduce((a, r) => a + r.samples, 0), at: Math.max(...mine.map((r) => r.at)) };
 }
 
 /** The model's cost of moving a VM out of its node to a target not yet known (`vm list`; the planner's fallback): its dirtying, the node's mean outbound link. */
@@ -139,7 +157,7 @@ export function pairKey(from: string, to: string): string {
 }
 
 /** What a finished migration tells about its link (MigrationResult's fields). */
-export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes'>;
+export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPerSec' | 'totalMs' | 'downtimeMs' | 'compressedBytes' | 'compressedPageBytes' | 'roundOverheadMs'> & Partial<Pick<MigrationResult, 'rounds' | 'downtimeBreakdown' | 'mode'>>;
 
 /**
  * A link record with one more migration folded in (`now` its time), or undefined when the
@@ -150,11 +168,20 @@ export type LinkSample = Pick<MigrationResult, 'bytesSent' | 'throughputBytesPer
  * 1 / LINK_EWMA_ALPHA; from then on a moving average (a full sample takes LINK_EWMA_ALPHA). So a
  * small first move's start-up-bound rate gives way to the first large move, and later small
  * moves barely move a settled link.
+ *
+ * The per-round fixed cost (the result's roundOverheadMs) is learned beside them, and the rate is
+ * the stream's without it: the migration's sending time less that cost for each pre-copy round
+ * (at most half of it), as the cost model adds the cost to every round it predicts. So is the
+ * blackout of a post-copy switch beyond its hot pages (postcopySwitchMs).
  */
 export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number): LinkRecord | undefined {
-  const rate = r.throughputBytesPerSec;
-  if (!(r.bytesSent >= MIN_LINK_SAMPLE_BYTES && rate > 0 && Number.isFinite(rate))) return undefined;
-  const setup = Math.max(0, r.totalMs - (r.bytesSent / rate) * 1000 - r.downtimeMs);
+  const measured = r.throughputBytesPerSec;
+  if (!(r.bytesSent >= MIN_LINK_SAMPLE_BYTES && measured > 0 && Number.isFinite(measured))) return undefined;
+  const sendingMs = (r.bytesSent / measured) * 1000;
+  const perRound = r.roundOverheadMs !== undefined && r.roundOverheadMs >= 0 && Number.isFinite(r.roundOverheadMs) ? r.roundOverheadMs : undefined;
+  const roundsMs = Math.min(sendingMs / 2, (perRound ?? 0) * Math.max(0, (r.rounds ?? 1) - 1));
+  const rate = (r.bytesSent * 1000) / (sendingMs - roundsMs);
+  const setup = Math.max(0, r.totalMs - sendingMs - r.downtimeMs);
   const w = Math.min(1, r.bytesSent / LINK_FULL_SAMPLE_BYTES);
   // A pair not measured yet starts from the default link, weighing LINK_PRIOR_WEIGHT.
   const known: LinkRecord = cur && cur.bytesPerSec > 0 ? cur : { bytesPerSec: DEFAULT_LINK_BYTES_PER_SEC, setupMs: DEFAULT_SETUP_MS, samples: 0, weight: LINK_PRIOR_WEIGHT, at: 0 };
@@ -166,9 +193,17 @@ export function foldLink(cur: LinkRecord | undefined, r: LinkSample, now: number
   // LZ4's ratio on the pages this pair moved (compression auto samples batches even when it stays raw).
   const ratio = r.compressedPageBytes && r.compressedBytes ? r.compressedBytes / r.compressedPageBytes : undefined;
   const lz4Ratio = ratio === undefined ? known.lz4Ratio : known.lz4Ratio === undefined ? ratio : known.lz4Ratio + LINK_EWMA_ALPHA * (ratio - known.lz4Ratio);
+  // The round cost: a moving average over the migrations that had a round to measure it by (the first one taken whole).
+  const roundMs = perRound === undefined ? known.roundMs : known.roundMs === undefined ? perRound : known.roundMs + LINK_EWMA_ALPHA * (perRound - known.roundMs);
+  // A post-copy switch's blackout beyond the hot pages it sends: likewise.
+  const fin = r.downtimeBreakdown;
+  const sw = r.mode === 'postcopy' && fin && r.downtimeMs > 0 ? Math.max(0, r.downtimeMs - ((fin.finalPages * PAGE_SIZE) / measured) * 1000) : undefined;
+  const postcopySwitchMs = sw === undefined ? known.postcopySwitchMs : known.postcopySwitchMs === undefined ? sw : known.postcopySwitchMs + LINK_EWMA_ALPHA * (sw - known.postcopySwitchMs);
   return {
     bytesPerSec: avg(known.bytesPerSec, rate),
     setupMs: avg(known.setupMs, setup),
+    ...(roundMs !== undefined ? { roundMs } : {}),
+    ...(postcopySwitchMs !== undefined ? { postcopySwitchMs } : {}),
     samples: (cur?.samples ?? 0) + 1,
     weight,
     ...(lz4Ratio !== undefined ? { lz4Ratio } : {}),
@@ -183,8 +218,8 @@ export async function recordLink(etcd: Etcd3, from: string, to: string, r: LinkS
 }
 
 /** The model's prediction for moving a VM with dirtying `d` over `link`. */
-export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
-  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs });
+export function predictMove(d: VmDirtying, link: Pick<LinkChoice, 'bytesPerSec' | 'setupMs'> & Partial<Pick<LinkChoice, 'roundMs' | 'postcopySwitchMs'>>, maxDowntimeMs = DEFAULT_MAX_DOWNTIME_MS): CostPrediction {
+  return predictMigration({ memBytes: d.memBytes, nonzeroBytes: d.nonzeroBytes, dirtyRateBytesPerSec: d.dirtyRateBytesPerSec, wss: d.wss, linkBytesPerSec: link.bytesPerSec, maxDowntimeMs, setupMs: link.setupMs, roundOverheadMs: link.roundMs ?? 0, postcopySwitchMs: link.postcopySwitchMs, guestMaxWriteBytesPerSec: d.maxWriteBytesPerSec });
 }
 
 /** The job record's form of a prediction. */

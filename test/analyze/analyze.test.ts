@@ -14,7 +14,7 @@ const BYTES_TOLERANCE = 1.5;
 
 const drover = droverInsecure;
 
-interface Analysis { dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; nonzeroBytes: number; memBytes: number; converges: boolean; policy: string; policyReason: string; predictedBytes: number; predictedTotalMs: number; predictedDowntimeMs: number; observationCpuMs: number }
+interface Analysis { dirtyRateBytesPerSec: number; wss: { windowMs: number; bytes: number }[]; nonzeroBytes: number; memBytes: number; converges: boolean; policy: string; policyReason: string; predictedBytes: number; predictedTotalMs: number; predictedDowntimeMs: number; observationCpuMs: number; vcpuBusy: number; guestMaxWriteBytesPerSec: number }
 
 let agents: TestAgent[] = [];
 before(async () => {
@@ -39,6 +39,9 @@ test('analyze: web dirties more than idle, a monotone WSS curve, converges at lo
   const top = web.wss[web.wss.length - 1].bytes;
   assert.ok(top > 12 * MiB && top <= 16.5 * MiB, `WSS at ${web.wss[web.wss.length - 1].windowMs} ms: ${top}`);
   assert.equal(web.converges, true, web.policyReason);
+  // web is paced: its vCPU idles most of the time, so a throttle slows it only near the top (its unthrottled speed is its rate over its vCPU time).
+  assert.ok(web.vcpuBusy > 0 && web.vcpuBusy < 0.5, `web vCPU busy ${web.vcpuBusy}`);
+  assert.ok(web.guestMaxWriteBytesPerSec > 2 * web.dirtyRateBytesPerSec, `web unthrottled ${web.guestMaxWriteBytesPerSec} vs rate ${web.dirtyRateBytesPerSec}`);
   assert.equal(web.policy, 'precopy');
 
   // The prediction against real migrations, at the link rate each one measured (loopback on a

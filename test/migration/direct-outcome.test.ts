@@ -6,7 +6,11 @@
  * - the stream drops as Complete arrives: the target never resumed the VM, so it answers
  *   not_owned and the source resumes; the VM runs on the source only and its guest check passes;
  * - the stream drops right after the target resumed the VM, before Owned: the target answers
- *   owned and the source discards its paused copy; the VM runs on the target only.
+ *   owned and the source discards its paused copy; the VM runs on the target only;
+ * - the target agent dies (SIGKILL) and is restarted on the same address and state directory:
+ *   its journal (services/node-agent/outcome-journal.ts) answers for the dead process. Died as
+ *   Complete arrived: not_owned, the source resumes. Died after it resumed the guest: lost, the
+ *   source reports the VM lost and discards its stale copy; nothing claims the VM runs.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +22,9 @@ import { clientCredentials } from '../../lib/pki/grpc-credentials';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import { FAILPOINTS_ENV, type Failpoint } from '../../lib/failpoints';
 import type { VmSpec } from '../../hypervisor/types';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 const MiB = 2 ** 20;
 
@@ -69,4 +76,76 @@ test('the stream drops after the target resumed the VM: the target says owned, t
   const beats = v.heartbeatBeats;
   await waitFor('the guest to beat on the target', async () => (await b.client.getVm('do-2')).heartbeatBeats > beats, 10_000);
   assert.equal((await b.client.verifyVm('do-2')).ok, true, 'guest check on the target');
+});
+
+/**
+ * A source and a target whose agent dies at failpoint `fp`; `restart()` starts the target again
+ * on the same address and state directory, without the failpoint, once the first one is dead.
+ */
+async function pairWithRestart(fp: Failpoint): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
+  pki ??= await pkiFixture();
+  client ??= await pki.identity({ role: 'controller', name: 'ctl' });
+  const [a] = await startAgents(1, `do-src-${fp}`, [], { tls: { dir: pki.dir, client } });
+  const nodeId = `do-dst-${fp}`;
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'do-state-'));
+  const args = [...await agentTlsArgs(pki.dir, nodeId), '--state-dir', stateDir];
+  const proc = await startAgent(nodeId, args, { [FAILPOINTS_ENV]: fp });
+  const b: TestAgent = { proc, client: new AgentClient(proc.address, clientCredentials(client, { role: 'node', name: nodeId })), address: proc.address };
+  await b.client.waitReady(10_000);
+  started.push(a, b);
+  const restart = async (): Promise<TestAgent> => {
+    await waitFor('the target agent to die at the failpoint', async () => proc.child.exitCode !== null || proc.child.signalCode !== null, 30_000);
+    const again = await startAgent(nodeId, args, {}, proc.address);
+    const t: TestAgent = { proc: again, client: new AgentClient(again.address, clientCredentials(client!, { role: 'node', name: nodeId })), address: again.address };
+    started.push(t);
+    return t;
+  };
+  return { a, b, restart };
+}
+
+test('the target agent dies as Complete arrives and is restarted: its journal says not_owned, the source resumes', async () => {
+  const { a, b, restart } = await pairWithRestart('target-exit-on-complete');
+  await a.client.createVm(spec('do-3'));
+  const migration = codeOf(a.client.migrateVm('do-3', b.address, {}, undefined, '', b.proc.nodeId));
+  const b2 = await restart();
+  const err = await migration;
+  assert.equal(err.code, 'ABORTED', err.message);
+  assert.match(err.message, /the target does not own the VM after Complete .*; the source resumed/);
+  const v = await a.client.getVm('do-3');
+  assert.equal(v.state, 'running', 'resumed on the source, not left paused');
+  assert.deepEqual((await b2.client.listVms()).map((x) => x.spec.name), [], 'the restarted target does not run it');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the source', async () => (await a.client.getVm('do-3')).heartbeatBeats > beats, 10_000);
+  assert.equal((await a.client.verifyVm('do-3')).ok, true, 'guest check on the source');
+});
+
+test('the target agent dies after it resumed the guest and is restarted: its journal says lost, the source reports it and discards its stale copy', async () => {
+  const { a, b, restart } = await pairWithRestart('target-exit-after-activate');
+  await a.client.createVm(spec('do-4'));
+  const migration = codeOf(a.client.migrateVm('do-4', b.address, {}, undefined, '', b.proc.nodeId));
+  const b2 = await restart();
+  const err = await migration;
+  assert.equal(err.code, 'DATA_LOSS', err.message);
+  assert.match(err.message, /VM do-4 is LOST: the target .* resumed it after Complete and lost it/);
+  assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the stale copy is gone from the source: it never resumes');
+  assert.deepEqual((await b2.client.listVms()).map((x) => x.spec.name), [], 'nor does the restarted target claim it');
+});
+
+test('post-copy: the switch is dropped as it arrives, before the target resumed the guest: the source asks, resumes, and the VM runs there only', async () => {
+  const [a, b] = await pair('target-drop-on-complete');
+  const vm: VmSpec = { name: 'do-5', memBytes: 64 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 48 * MiB, seed: 5 };
+  await a.client.createVm(vm);
+  let switched = false;
+  const err = await codeOf(a.client.migrateVm(vm.name, b.address, { postcopy: 'always', bandwidthBytesPerSec: 48 * MiB }, (e) => {
+    if (e.phase === 'activating') switched = true;
+  }, '', b.proc.nodeId));
+  assert.ok(switched, 'the source sent the post-copy switch');
+  assert.equal(err.code, 'ABORTED', err.message);
+  assert.match(err.message, /the post-copy switch never resumed the VM on the target .*; the source resumed/);
+  const v = await a.client.getVm(vm.name);
+  assert.equal(v.state, 'running', 'resumed on the source, not lost');
+  assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not run it');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the source', async () => (await a.client.getVm(vm.name)).heartbeatBeats > beats, 10_000);
+  assert.equal((await a.client.verifyVm(vm.name)).ok, true, 'guest check on the source');
 });

@@ -157,7 +157,7 @@ export function eventToWire(e: MigrationEventInfo): Input<wire.MigrationEvent> {
   const result = e.result ? { ...e.result, guestBlackoutMs: e.result.guestBlackoutMs ?? -1, hypervisorDowntimeMs: e.result.hypervisorDowntimeMs ?? -1,
     policy: e.result.policy ?? '', policyReason: e.result.policyReason ?? '', throttledMs: e.result.throttledMs ?? 0,
     pageWaits: e.result.pageWaits ?? 0, pageWaitP50Ms: e.result.pageWaitP50Ms ?? -1, pageWaitP99Ms: e.result.pageWaitP99Ms ?? -1, allPresentMs: e.result.allPresentMs ?? -1, transport: e.result.transport ?? '',
-    postcopyStalledMs: e.result.postcopyStalledMs ?? 0, postcopyRecoveries: e.result.postcopyRecoveries ?? 0 } : undefined;
+    postcopyStalledMs: e.result.postcopyStalledMs ?? 0, postcopyRecoveries: e.result.postcopyRecoveries ?? 0, roundOverheadMs: e.result.roundOverheadMs ?? -1 } : undefined;
   return { ...e, etaMs: Number.isFinite(e.etaMs) ? e.etaMs : -1, result };
 }
 
@@ -192,6 +192,7 @@ export function eventFromWire(w: wire.MigrationEvent): MigrationEventInfo {
       ...(r.policy ? { policy: r.policy as MigrationResult['policy'], policyReason: r.policyReason, throttledMs: r.throttledMs } : {}),
       ...(r.pageWaitP50Ms >= 0 && r.allPresentMs >= 0 && r.mode === 'postcopy' ? { pageWaits: r.pageWaits, pageWaitP50Ms: r.pageWaitP50Ms, pageWaitP99Ms: r.pageWaitP99Ms, allPresentMs: r.allPresentMs } : {}),
       ...(r.postcopyRecoveries ? { postcopyStalledMs: r.postcopyStalledMs, postcopyRecoveries: r.postcopyRecoveries } : {}),
+      ...(measured(r.roundOverheadMs) !== undefined ? { roundOverheadMs: r.roundOverheadMs } : {}),
     };
   }
   return ev;

@@ -20,20 +20,70 @@ export function statCpuMs(file: string): number {
 }
 
 /**
+ * How long a scan of /proc/self/task for the named threads is trusted: a thread names itself
+ * after it started (hypervisor/sim/thread-name.ts), so a scan taken as it appeared may have
+ * missed it; the meter's readings (compressor runs of 16 batches) are far apart against this.
+ */
+export const THREAD_RESCAN_MS = 500;
+
+/** The threads of one name prefix found by the latest scan, and what the scan saw. */
+interface ThreadScan { tids: string[]; atMs: number; threads: number }
+
+const scans = new Map<string, ThreadScan>();
+let scanCount = 0;
+
+/** Threads of this process (field 20 of /proc/self/stat); NaN without /proc. */
+function threadCount(): number {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[17]);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Scans /proc/self/task for threads whose kernel name starts with `prefix`; undefined without /proc. */
+function scan(prefix: string, threads: number): ThreadScan | undefined {
+  let all: string[];
+  try { all = fs.readdirSync('/proc/self/task'); } catch { return undefined; }
+  scanCount++;
+  const tids: string[] = [];
+  for (const tid of all) {
+    let comm: string;
+    try { comm = fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8'); } catch { continue; }
+    if (comm.startsWith(prefix)) tids.push(tid);
+  }
+  return { tids, atMs: performance.now(), threads };
+}
+
+/** How many times processCpuMsWithout scanned the task list (tests). */
+export function threadScans(): number {
+  return scanCount;
+}
+
+/**
  * CPU ms this process used so far (process.cpuUsage), less that of its threads whose kernel name
- * starts with `prefix` (/proc/self/task/TID/stat, 10 ms resolution). A thread that ended leaves
- * /proc but not cpuUsage, so its time counts from then on (the compressor clamps its share).
- * Without /proc: the whole process.
+ * starts with `prefix` (/proc/self/task/TID/stat, 10 ms resolution). The threads are found by a
+ * scan of /proc/self/task that is taken again only when the process's thread count changed, a
+ * thread found left, or THREAD_RESCAN_MS passed (on the page path this runs once per 16 batches;
+ * a scan reads every thread's name). A thread that ended leaves /proc but not cpuUsage, so its
+ * time counts from then on (the compressor clamps its share). Without /proc: the whole process.
  */
 export function processCpuMsWithout(prefix: string): number {
   const u = process.cpuUsage();
-  let total = (u.user + u.system) / 1000;
-  let tids: string[];
-  try { tids = fs.readdirSync('/proc/self/task'); } catch { return total; }
-  for (const tid of tids) {
-    let comm: string;
-    try { comm = fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8'); } catch { continue; }
-    if (comm.startsWith(prefix)) total -= statCpuMs(`/proc/self/task/${tid}/stat`) || 0;
+  const total = (u.user + u.system) / 1000;
+  const threads = threadCount();
+  let s = scans.get(prefix);
+  if (!s || s.threads !== threads || performance.now() - s.atMs >= THREAD_RESCAN_MS) {
+    s = scan(prefix, threads);
+    if (!s) return total;
+    scans.set(prefix, s);
   }
-  return Math.max(0, total);
+  let named = 0;
+  for (const tid of s.tids) {
+    const ms = statCpuMs(`/proc/self/task/${tid}/stat`);
+    if (Number.isNaN(ms)) { scans.delete(prefix); continue; } // it ended: the next call scans again
+    named += ms;
+  }
+  return Math.max(0, total - named);
 }

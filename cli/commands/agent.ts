@@ -11,6 +11,7 @@ import { CertificateReloader } from '../../lib/pki/tls-files';
 import type { Logger } from 'pino';
 import { parseStreams } from './migrate';
 import { nativeConfig } from '../../hypervisor/qemu/migration-tls';
+import { BulkListenError } from '../../migration/transport/bulk-listener';
 import * as fs from 'node:fs';
 import { defaultStateDir } from '../../services/node-agent/outcome-journal';
 
@@ -25,14 +26,14 @@ function checkStateDir(dir: string): void {
 }
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--state-dir DIR] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--bulk-listen HOST:PORT] [--state-dir DIR] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'state-dir': { type: 'string' }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'bulk-listen': { type: 'string' }, 'state-dir': { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -64,6 +65,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
   // The bulk channel's listener (migration/wire/protocol.ts "Bulk channel"): on unless --bulk off.
   const bulk = str(p, 'bulk', 'on')!;
   if (bulk !== 'on' && bulk !== 'off') throw new UsageError(`--bulk "${bulk}" is invalid (expected on or off)`);
+  // A fixed bulk port (firewalled clusters); sources dial it on the host they reach --listen at,
+  // so HOST is that host or a wildcard (0.0.0.0, [::]). Absent: --listen's host, a free port.
+  const bulkListenText = str(p, 'bulk-listen');
+  const bulkListen = bulkListenText === undefined ? undefined : hostPort(address(bulkListenText, '--bulk-listen'));
+  if (bulkListen && bulk === 'off') throw new UsageError('--bulk-listen cannot be used with --bulk off (no bulk listener runs)');
   // The switchover journal (services/node-agent/outcome-journal.ts): a restarted agent still answers its sources.
   const stateDir = str(p, 'state-dir') ?? defaultStateDir(nodeId);
   checkStateDir(stateDir);
@@ -71,9 +77,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', stateDir });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', ...(bulkListen ? { bulkListen } : {}), stateDir });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
-  const bound = await server.start(listen);
+  const bound = await server.start(listen).catch((err: unknown) => {
+    // A port in use (or a host not of this machine) is the operator's to fix: one line naming the flag, exit 2.
+    if (bulkListen && err instanceof BulkListenError) throw new UsageError(`--bulk-listen "${bulkListenText}": cannot listen (${err.reason})`);
+    throw err;
+  });
   if (server.bulkAddress) process.stdout.write(`drover agent ${nodeId} bulk channel on ${server.bulkAddress}\n`);
   // Tests and `drover up` read this line to learn the port.
   process.stdout.write(`drover agent ${nodeId} listening on ${bound}\n`);
@@ -98,6 +108,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
   await server.stop();
   await metrics?.close();
   return 0;
+}
+
+/** The host (brackets of an IPv6 literal removed) and port of a checked HOST:PORT. */
+function hostPort(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
 }
 
 /** SIGHUP re-reads the certificates: new connections use them, running migrations keep theirs. */

@@ -18,7 +18,7 @@ const PAGES = spec.memBytes / 4096;
 type Start = Extract<Frame, { kind: 'start' }>;
 
 /** Runs `body` with a fresh incoming migration of `spec` (receiver-fixture.ts). */
-const withIncoming = (body: Parameters<typeof incoming>[2], tunnel = ''): Promise<void> => incoming(spec, 'm-s', body, tunnel);
+const withIncoming = (body: Parameters<typeof incoming>[2], tunnel = '', bulk?: Parameters<typeof incoming>[4]): Promise<void> => incoming(spec, 'm-s', body, tunnel, bulk);
 
 const startOf = (index: number, count: number, token: string): Start => ({ ...(frames.start('m-s', token, 4096, PAGES) as Start), streamIndex: index, streamCount: count });
 
@@ -94,8 +94,8 @@ test('a migration discarded while Complete waits fails the Complete', () => with
 }));
 
 test('the bulk channel: offered only in the listener\'s mode, its sockets join as streams 1..N of 1+N, unknown modes refused', async () => {
+  const listener = { mode: 'tls', port: 7777 };
   await withIncoming(async (m) => {
-    m.bulk = { mode: 'tls', port: 7777 };
     const acc = m.start({ ...startOf(0, 2, 'tok'), bulk: 'tls' });
     assert.ok(acc.kind === 'accepted' && acc.bulkPort === 7777 && acc.joinToken, 'Accepted names the port and a join token');
     assert.equal(m.streams, 3, 'stream 0 plus two sockets');
@@ -103,13 +103,17 @@ test('the bulk channel: offered only in the listener\'s mode, its sockets join a
     await refused(() => m.join({ ...startOf(1, 3, join), bulk: 'udp' }), 'INVALID_ARGUMENT', /unknown bulk channel "udp"/);
     assert.equal(m.join({ ...startOf(1, 3, join), bulk: 'tls' }).kind, 'accepted');
     assert.equal(m.join({ ...startOf(2, 3, join), bulk: 'tls' }).kind, 'accepted');
-  });
+  }, '', listener);
   await withIncoming(async (m) => {
-    m.bulk = { mode: 'tls', port: 7777 };
     const acc = m.start({ ...startOf(0, 1, 'tok'), bulk: 'tcp' });
     assert.equal(acc.kind === 'accepted' ? acc.bulkPort : -1, undefined, 'no offer in another mode: the batches stay on the Transfer stream');
     assert.equal(m.streams, 1);
-  });
+  }, '', listener);
+  await withIncoming(async (m) => {
+    const acc = m.start({ ...startOf(0, 1, 'tok'), tunnel: TUNNEL_QEMU, bulk: 'tls' });
+    assert.equal(acc.kind === 'accepted' ? acc.bulkPort : -1, undefined, 'a tunnel takes no bulk channel');
+    assert.equal(m.streams, 1);
+  }, TUNNEL_QEMU, listener);
   await withIncoming(async (m) => {
     const acc = m.start({ ...startOf(0, 1, 'tok'), bulk: 'tls' });
     assert.equal(acc.kind === 'accepted' ? acc.bulkPort : -1, undefined, 'a target without a listener offers nothing');

@@ -21,6 +21,12 @@ import { PostcopyTarget } from '../postcopy/postcopy-target';
 /** Longest piece of a peer's text (an Abort reason) the receiver puts into its errors and logs. */
 export const MAX_PEER_TEXT_BYTES = 256;
 
+/** The bulk channel a target offers (protocol.ts "Bulk channel"): its listener's Start.bulk mode and port. */
+export interface BulkChannelOffer {
+  mode: string;
+  port: number;
+}
+
 /** States of an incoming migration (protocol.ts has the diagram). */
 export type ReceiverState = 'prepared' | 'receiving' | 'tunnel' | 'device-loaded' | 'postcopy' | 'verified' | 'active' | 'aborted';
 
@@ -68,8 +74,6 @@ export class IncomingMigration {
   private prefaulted = false;
   /** Stream kind this target expects in Start: "" = page stream, "qemu" = QEMU tunnel (set by the agent). */
   tunnel = '';
-  /** The bulk channel this target offers (its listener's Start.bulk mode and port; set by the agent), undefined = none. */
-  bulk: { mode: string; port: number } | undefined;
   /** The switchover's fenced intent from Start (cluster mode); undefined = direct migration. */
   fence: Fence | undefined;
   /** Post-copy once switched (postcopy-target.ts). */
@@ -82,11 +86,15 @@ export class IncomingMigration {
   private postcopyResumedAtMs = 0;
   private finalAcks: Ack[] | undefined;
 
+  /** When the reservation was made (Date.now()). */
+  readonly createdAt = Date.now();
+
+  /** `bulk`: the bulk channel this target offers (its listener's Start.bulk mode and port), absent = none. */
   constructor(
     readonly migrationId: string,
     private readonly token: string,
     readonly domain: PagedDomain,
-    readonly createdAt = Date.now(),
+    readonly bulk?: BulkChannelOffer,
   ) {
     this.digest = new ImageDigest(domain.pageCount);
   }
@@ -212,6 +220,17 @@ export class IncomingMigration {
   /**
    * Applies one frame after Start. Returns the acks to send (possibly none). Throws a
    * DroverError for anything out of order or malformed; the caller then aborts.
+   *
+   * Payload lifetime (the promise the agent's receive buffers rely on: bulk-socket.ts reuses a
+   * frame's buffer for a later frame): once the returned promise settled, resolved or rejected,
+   * nothing here holds a view of `f`'s bytes. A batch's pages are copied (or LZ4-decoded) into
+   * guest RAM and hashed from there before this call first yields, in pre-copy, on any of
+   * several streams (AppliedSeqs keeps only seq numbers, never a batch) and in post-copy
+   * (postcopy-target.ts reads the range tables, arrays of their own); lz4-napi decodes into a
+   * buffer of its own, lz4-block.ts straight into guest RAM. A Complete holds `f` only while it
+   * waits for the other streams' batches: its device state is copied into the domain's registers
+   * (a disk section is parsed, not kept) and its digest only compared. Whoever changes this
+   * code keeps that promise (receiver-reuse.test.ts overwrites every frame right after apply).
    */
   async apply(f: Frame): Promise<Ack[]> {
     switch (f.kind) {

@@ -8,7 +8,7 @@
 import { DroverError, failedPrecondition } from '../../lib/errors';
 import { PAGE_SIZE, type Domain, type PagedDomain } from '../../hypervisor/types';
 import type { StreamMigration } from '../../hypervisor/stream-migration';
-import { IncomingMigration, type ReceiverState } from '../receiver/receiver';
+import { IncomingMigration, type BulkChannelOffer, type ReceiverState } from '../receiver/receiver';
 import { QemuTunnelTarget } from '../qemu/qemu-target';
 import type { MessageStream } from '../qemu/qemu-tunnel';
 import type { Ack, Frame } from '../wire/protocol';
@@ -49,12 +49,13 @@ export class IncomingSession {
    */
   completeArrivedAtMs = 0;
 
-  constructor(id: string, token: string, readonly domain: Domain) {
+  /** `bulk`: the bulk channel the node offers (its listener), absent = none. */
+  constructor(id: string, token: string, readonly domain: Domain, bulk?: BulkChannelOffer) {
     const m = domain.migration;
     if (m.kind === 'pages') {
-      this.receiver = new IncomingMigration(id, token, m.pages);
+      this.receiver = new IncomingMigration(id, token, m.pages, bulk);
     } else {
-      this.receiver = new IncomingMigration(id, token, tunnelReceiverDomain(domain, m.stream));
+      this.receiver = new IncomingMigration(id, token, tunnelReceiverDomain(domain, m.stream), bulk);
       this.receiver.tunnel = m.stream.tunnelKind; // expect a tunnel Start of this stream kind
     }
   }
@@ -92,7 +93,11 @@ export class IncomingSession {
     return t.accepted;
   }
 
-  /** Handles a frame after Start; returns the acks to send. */
+  /**
+   * Handles a frame after Start; returns the acks to send. A page stream keeps no view of the
+   * frame's bytes once the promise settled (receiver.ts apply); a tunnel does (QEMU takes the
+   * bytes when its socket can), so only page streams' buffers may be reused.
+   */
   apply(frame: Frame): Promise<Ack[]> {
     return this.tunnel ? this.tunnel.onFrame(frame) : this.receiver.apply(frame);
   }

@@ -26,10 +26,22 @@ export interface BulkListener {
 /** A socket the listener accepted, with the client certificate TLS verified (undefined in plain text). */
 export type BulkAccept = (socket: BulkSocket, peerCertificate: tls.PeerCertificate | undefined) => void;
 
+/** The listener could not bind its host and port (in use, not an address of this host, not allowed). */
+export class BulkListenError extends DroverError {
+  /** What the system said (Node's listen error, e.g. "listen EADDRINUSE: address already in use 127.0.0.1:7443"). */
+  readonly reason: string;
+
+  constructor(host: string, port: number, cause: Error) {
+    super('UNAVAILABLE', `bulk listener cannot listen on ${host}:${port}: ${cause.message}`, { cause });
+    this.name = 'BulkListenError';
+    this.reason = cause.message;
+  }
+}
+
 /** Seconds a client may take for its TLS handshake before the listener drops it. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
-/** Listens on `host`, port `port` (0 = any free); `tls`: node:tls server options (tls-options.ts tlsServerOptions), absent = plain TCP. */
+/** Listens on `host`, port `port` (0 = any free); `tls`: node:tls server options (tls-options.ts tlsServerOptions), absent = plain TCP. A bind that fails is a BulkListenError. */
 export function startBulkListener(host: string, port: number, tlsOptions: tls.TlsOptions | undefined, onSocket: BulkAccept): Promise<BulkListener> {
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)); };
@@ -38,7 +50,7 @@ export function startBulkListener(host: string, port: number, tlsOptions: tls.Tl
     : net.createServer((s) => { track(s); onSocket(new BulkSocket(s, `${s.remoteAddress}:${s.remotePort}`), undefined); });
   server.on('tlsClientError', () => { /* a refused handshake (no or a foreign certificate): the socket is closed, nothing to do */ });
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new DroverError('UNAVAILABLE', `bulk listener cannot listen on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new BulkListenError(host, port, err)));
     server.listen(port, host, () => {
       const bound = (server.address() as net.AddressInfo).port;
       resolve({

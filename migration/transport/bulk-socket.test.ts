@@ -24,6 +24,21 @@ test('messages come out whole whatever the chunking (1-byte pieces, prefixes spl
   }
 });
 
+test('a message spanning chunks is assembled in a pooled buffer: released, it carries the next message; kept, it stays intact', () => {
+  const wire = framed([Buffer.alloc(200_000, 1), Buffer.alloc(200_000, 2), Buffer.alloc(200_000, 3)]);
+  const got: Buffer[] = [];
+  const r = new MessageReader((m) => got.push(m));
+  for (let i = 0; i < wire.length; i += 16_384) r.push(wire.subarray(i, i + 16_384));
+  assert.equal(got.length, 3);
+  assert.ok(got.every((m, i) => m.length === 200_000 && m.every((b) => b === i + 1)), 'unreleased messages are never overwritten');
+  assert.equal(new Set(got.map((m) => m.buffer)).size, 3, 'each unreleased message has its own buffer');
+  const next: Buffer[] = [];
+  const r2 = new MessageReader((m) => { next.push(m); r2.release(m); });
+  for (let i = 0; i < wire.length; i += 16_384) r2.push(wire.subarray(i, i + 16_384));
+  assert.equal(new Set(next.map((m) => m.buffer)).size, 1, 'a message released as soon as it came: one buffer carries them all');
+  assert.ok(next[2].every((b) => b === 3), 'holding the last message');
+});
+
 test('a length over the limit is refused before anything is allocated', () => {
   const r = new MessageReader(() => assert.fail('no message'), 1024);
   const h = Buffer.alloc(4);

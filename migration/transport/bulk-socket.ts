@@ -3,18 +3,22 @@
  * agents, plain TCP) socket carrying the same encoded frames and acks as a Transfer stream, each
  * prefixed by its length (u32 big-endian). No HTTP/2 framing, no per-16-KiB callback into
  * JavaScript beyond the socket's own reads, no copies but the one into a message's buffer when a
- * message spans reads. Backpressure is the socket's: `write` returns false once its buffer is
+ * message spans reads; those buffers come from a pool (frame-pool.ts) and the consumer gives each
+ * message back (`release`) once it applied it, so a target reuses a few warm buffers instead of
+ * allocating 1 MiB per frame. Backpressure is the socket's: `write` returns false once its buffer is
  * full and 'drain' says when it took it. Both sides use it: the source dials (`dialBulk`), the
  * target's listener wraps what it accepts (bulk-listener.ts).
  *
- * Events: 'data' (one whole message), 'end' (the peer closed cleanly), 'error' (a DroverError:
- * the socket failed or the peer broke the framing), 'drain', 'connect' (secure, when dialled).
+ * Events: 'data' (one whole message, valid until it is released: see `release`), 'end' (the peer
+ * closed cleanly), 'error' (a DroverError: the socket failed or the peer broke the framing),
+ * 'drain', 'connect' (secure, when dialled).
  */
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { DroverError } from '../../lib/errors';
 import { encodeFrame } from '../wire/frame-codec';
+import { FramePool } from './frame-pool';
 import { MAX_FRAME_BYTES, type Frame } from '../wire/protocol';
 
 /** Bytes of the length prefix in front of every message. */
@@ -31,14 +35,23 @@ export const BULK_CONNECT_TIMEOUT_MS = 5000;
  */
 const WRITE_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
-/** Splits a byte stream into length-prefixed messages. */
+/**
+ * Splits a byte stream into length-prefixed messages. A message that spans chunks is assembled
+ * in a pooled buffer (`pool`), which `release` gives back for the next one: the consumer must
+ * not read a message after releasing it. A message inside one chunk is a view of that chunk.
+ */
 export class MessageReader {
   private head = Buffer.alloc(LENGTH_PREFIX_BYTES);
   private headFill = 0;
   private body: Buffer | undefined;
   private bodyFill = 0;
 
-  constructor(private readonly onMessage: (m: Buffer) => void, private readonly maxBytes = MAX_BULK_MESSAGE_BYTES) {}
+  constructor(private readonly onMessage: (m: Buffer) => void, private readonly maxBytes = MAX_BULK_MESSAGE_BYTES, private readonly pool = new FramePool()) {}
+
+  /** Gives message `m` back: its buffer may carry the next message. Releasing twice, or a message not assembled here, does nothing. */
+  release(m: Buffer): void {
+    this.pool.give(m);
+  }
 
   /** Feeds one chunk; calls onMessage for each message it completes. Throws INVALID_ARGUMENT on an oversized length. */
   push(chunk: Buffer): void {
@@ -59,7 +72,7 @@ export class MessageReader {
         this.headFill += take;
         at += take;
         if (this.headFill < LENGTH_PREFIX_BYTES) return;
-        this.body = Buffer.allocUnsafe(this.lengthOf(this.head.readUInt32BE(0)));
+        this.body = this.pool.take(this.lengthOf(this.head.readUInt32BE(0)));
         this.bodyFill = 0;
         if (this.body.length === 0) { this.complete(); continue; }
       }
@@ -119,6 +132,15 @@ export class BulkSocket extends EventEmitter {
     socket.on('close', () => {
       if (!this.ended) this.fail(new DroverError('UNAVAILABLE', `bulk socket ${label} closed`));
     });
+  }
+
+  /**
+   * Gives a message this socket emitted back once the consumer no longer reads it (for a page
+   * batch: once the receiver's apply settled); its buffer then carries a later message. A message
+   * never released is garbage collected instead; releasing twice does nothing.
+   */
+  release(m: Buffer): void {
+    this.reader.release(m);
   }
 
   /** Sends one frame (encoded here) or encoded message; false = wait for 'drain'. */

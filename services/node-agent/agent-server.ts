@@ -55,6 +55,11 @@ export interface AgentOptions {
   streams?: number;
   /** Listen for the bulk channel (protocol.ts "Bulk channel") beside the gRPC server; default true. */
   bulk?: boolean;
+  /**
+   * Where the bulk listener binds (a fixed port for firewalled clusters); absent = the gRPC
+   * server's host, a free port. Sources dial the port on the host they reach the gRPC server at.
+   */
+  bulkListen?: { host: string; port: number };
   /** Directory of the switchover journal (outcome-journal.ts), so a restarted agent still answers its sources; absent: answers from memory only. */
   stateDir?: string;
 }
@@ -94,6 +99,8 @@ export class NodeAgentServer {
   private readonly health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   private reaper: NodeJS.Timeout | undefined;
   private bulk: BulkListener | undefined;
+  /** The bulk listener's own host (--bulk-listen), undefined = the gRPC server's. */
+  private bulkHost: string | undefined;
   /** host:port the server listens on, once started. */
   address = '';
 
@@ -128,11 +135,15 @@ export class NodeAgentServer {
     this.outgoing.cluster = link;
   }
 
-  /** Binds `listen` (host:port, port 0 = any free) and starts serving; the bulk listener on the same host, a free port. */
+  /**
+   * Binds `listen` (host:port, port 0 = any free) and starts serving; the bulk listener at
+   * `bulkListen`, else on the same host at a free port (a bind that fails: BulkListenError).
+   */
   async start(listen: string): Promise<string> {
     if (this.o.bulk !== false) {
-      const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-      this.bulk = await startBulkListener(host, 0, this.o.tls && tlsServerOptions(filesOf(this.o.tls)), (s, cert) => this.incoming.acceptBulk(s, cert, this.bulk!.mode));
+      const at = this.o.bulkListen ?? { host: listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, ''), port: 0 };
+      this.bulk = await startBulkListener(at.host, at.port, this.o.tls && tlsServerOptions(filesOf(this.o.tls)), (s, cert) => this.incoming.acceptBulk(s, cert, this.bulk!.mode));
+      this.bulkHost = this.o.bulkListen?.host;
       this.incoming.bulkOffer = { mode: this.bulk.mode, port: this.bulk.port };
       const reloader = this.o.tls instanceof CertificateReloader ? this.o.tls : undefined;
       // After SIGHUP's reload new bulk connections present the new certificate, as new gRPC ones do.
@@ -160,9 +171,11 @@ export class NodeAgentServer {
     });
   }
 
-  /** HOST:PORT of the bulk channel's listener once started ('' = none). */
+  /** HOST:PORT of the bulk channel's listener once started ('' = none): its own host when it has one (--bulk-listen), else the gRPC server's. */
   get bulkAddress(): string {
-    return this.bulk ? `${this.address.slice(0, this.address.lastIndexOf(':'))}:${this.bulk.port}` : '';
+    if (!this.bulk) return '';
+    const host = this.bulkHost === undefined ? this.address.slice(0, this.address.lastIndexOf(':')) : this.bulkHost.includes(':') ? `[${this.bulkHost}]` : this.bulkHost;
+    return `${host}:${this.bulk.port}`;
   }
 
   /** Stops serving and destroys every domain. */

@@ -12,10 +12,12 @@ import { DroverError, failedPrecondition, notFound } from '../../lib/errors';
 import type { Domain, Hypervisor, VmSpec } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { IncomingSession } from '../../migration/strategy/incoming';
+import type { BulkChannelOffer } from '../../migration/receiver/receiver';
 import { decodeFrame, encodeAck } from '../../migration/wire/frame-codec';
 import type { Ack, Frame } from '../../migration/wire/protocol';
 import { PROTOCOL_VERSION, RESERVATION_TTL_MS, RECEIVE_IDLE_TIMEOUT_MS, versionMismatch, MAX_FRAME_BYTES } from '../../migration/wire/protocol';
 import { widenReceiveWindow } from '../../lib/grpc-window';
+import { poolReceiveBuffers } from '../../migration/transport/grpc-receive-pool';
 import { specFromWire } from './client/agent-codec';
 import type { AgentLog } from './outgoing-migrations';
 import type { VmHost } from './vm-host';
@@ -46,8 +48,12 @@ export class IncomingMigrations {
   /** The switchover journal (outcome-journal.ts): lets a restarted agent answer its earlier process's sources. Absent: answers from memory only. */
   journal: OutcomeJournal | undefined;
 
-  /** The bulk channel this node offers (its listener's mode and port), set once the listener runs; undefined = none. */
-  bulkOffer: { mode: string; port: number } | undefined;
+  /**
+   * The bulk channel this node offers (its listener's mode and port), set once the listener runs
+   * (before the gRPC server binds, so before any PrepareIncoming); each reservation gets it at
+   * construction. undefined = none.
+   */
+  bulkOffer: BulkChannelOffer | undefined;
   /** Post-copy migrations held from the switch on (postcopy-holds.ts): a dropped stream waits for the source to reconnect. */
   readonly holds = new PostcopyHolds<TransferCall>((e) => this.log(e), (m, e) => void this.lose(m, e), (id) => this.guard.forget(id));
 
@@ -89,7 +95,7 @@ export class IncomingMigrations {
     const { id, spec } = this.reservePrepare(req, source);
     const token = randomBytes(24).toString('base64url');
     const domain = await this.createReserved(id, spec);
-    this.host.addIncoming(new IncomingSession(id, token, domain), source);
+    this.host.addIncoming(new IncomingSession(id, token, domain, this.bulkOffer), source);
     this.guard.bind(id, token, spec.name, source);
     this.log({ msg: 'incoming prepared', migration: id, vm: spec.name, source });
     return { migrationId: id, token, protocolVersion: PROTOCOL_VERSION, maxFrameBytes: MAX_FRAME_BYTES };
@@ -180,7 +186,6 @@ export class IncomingMigrations {
    * a wrong token or an already started migration leaves it alone (it is someone else's).
    */
   startSession(session: IncomingSession, frame: Extract<Frame, { kind: 'start' }>): Ack {
-    session.receiver.bulk = this.bulkOffer;
     try {
       const ack = session.start(frame);
       const journal = this.journal;
@@ -338,6 +343,11 @@ interface TransferDuplex extends MessageStream {
   end(): void;
   readonly destroyed: boolean;
   emit(event: 'error', err: unknown): boolean;
+  /**
+   * Gives a frame's bytes back to the stream once nothing reads them (a bulk socket reuses its
+   * receive buffers: bulk-socket.ts `release`); absent = the stream hands out fresh buffers.
+   */
+  release?(b: Buffer): void;
 }
 
 /** A bulk socket as a TransferDuplex: messages are frames, our acks go back as messages, a refusal closes the socket. */
@@ -351,6 +361,10 @@ class BulkTransferStream extends EventEmitter implements TransferDuplex {
 
   write(b: Buffer): boolean {
     return this.socket.write(b);
+  }
+
+  release(b: Buffer): void {
+    this.socket.release(b);
   }
 
   pause(): void {
@@ -397,6 +411,8 @@ class TransferCall {
   private idle: NodeJS.Timeout | undefined;
   /** When a frame last came from the source on this call or, for stream 0, any stream of its migration (performance.now()). */
   lastBytesAt = performance.now();
+  /** Gives a frame's bytes back to the stream's receive buffers once it was handled (undefined = fresh buffers per frame). */
+  private release: ((b: Buffer) => void) | undefined;
 
   /** `bulk`: the bulk listener's mode when the call is a bulk socket ("" = a Transfer call). */
   constructor(private readonly owner: IncomingMigrations, private readonly call: TransferDuplex, private readonly bulk = '') {}
@@ -404,12 +420,16 @@ class TransferCall {
   listen(): void {
     const call = this.call;
     widenReceiveWindow(call);
+    if (call.release) this.release = (b) => call.release!(b);
     this.armIdle();
     call.on('data', (bytes: Buffer) => {
       const at = Date.now();
       this.armIdle();
       if (this.streamIndex > 0 && this.m) this.owner.touchStreams(this.m.migrationId);
-      this.queue = this.queue.then(() => this.onFrame(bytes, at));
+      // Once onFrame settled nothing reads a page stream's bytes any more (the receiver's apply
+      // keeps no view of them: receiver.ts apply), so their buffer may carry a later frame. A
+      // tunnel's bytes wait for QEMU's socket: never given back.
+      this.queue = this.queue.then(() => this.onFrame(bytes, at)).finally(() => { if (!this.m?.isTunnel) this.release?.(bytes); });
     });
     call.on('end', () => {
       void this.queue.then(() => {
@@ -442,6 +462,9 @@ class TransferCall {
       if (!this.m) {
         const { session, frame } = this.owner.startable(bytes);
         this.owner.checkStarter(session.migrationId, this.call);
+        // A page stream's Transfer call assembles its frames in reused buffers from here on (a
+        // bulk socket does so itself); a tunnel's frames wait for QEMU's socket, so they keep fresh ones.
+        if (!this.release && !session.isTunnel) this.release = poolReceiveBuffers(this.call);
         if (this.bulk && (frame.streamIndex === 0 || frame.bulk !== this.bulk)) {
           throw failedPrecondition(`migration ${session.migrationId}: a bulk socket only joins as a secondary stream in mode ${this.bulk} (got stream ${frame.streamIndex}, mode "${frame.bulk ?? ''}")`);
         }

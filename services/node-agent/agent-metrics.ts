@@ -12,7 +12,7 @@
  * | drover_migration_throttled_seconds | histogram | – | how long the guest ran throttled before the pause, per migration that throttled; buckets 0.5 ms .. 10 min |
  * | drover_migration_postcopy_page_wait_seconds | histogram | – | target side: each wait of a guest vCPU for a page still on the source; buckets 0.5 ms .. 5 s |
  * | drover_migration_postcopy_all_present_seconds | histogram | – | target side: the resume until every page was present, per post-copy; buckets 0.25 s .. 10 min |
- * | drover_migration_postcopy_vms_lost_total | counter | side=source\|target | VMs lost because post-copy failed after the switch (logged as "VM LOST") |
+ * | drover_migration_postcopy_vms_lost_total | counter | side=source\|target | VMs lost after the switch: post-copy failed, or a direct target lost a VM it had resumed (logged as "VM LOST") |
  * | drover_migration_postcopy_stalled_seconds | histogram | – | target side: each time a post-copy stream was down, until the source reconnected or the VM was given up (vCPUs touching missing pages waited that long) |
  * | drover_migration_postcopy_recoveries_total | counter | outcome=resumed\|lost | target side: post-copy streams that dropped, by how the wait for the source ended |
  * | drover_migration_postcopy_link_stalls_total | counter | – | target side: post-copy streams dropped by the stall detector (a vCPU waited on a page and the link was silent for POSTCOPY_STALL_MS) |
@@ -113,7 +113,7 @@ export class AgentMetrics {
     this.stalled = new Histogram({ name: 'drover_migration_postcopy_stalled_seconds', help: 'Target side: each time a post-copy stream was down, until the source reconnected or the VM was given up.', buckets: DURATION_BUCKETS, registers });
     this.recoveries = new Counter({ name: 'drover_migration_postcopy_recoveries_total', help: 'Target side: post-copy streams that dropped, by how the wait for the source ended (resumed, lost).', labelNames: ['outcome'], registers });
     this.stalls = new Counter({ name: 'drover_migration_postcopy_link_stalls_total', help: 'Target side: post-copy streams dropped because the link went silent while a vCPU waited for a page.', registers });
-    this.lost = new Counter({ name: 'drover_migration_postcopy_vms_lost_total', help: 'VMs lost because post-copy failed after the switch, by the side that reports it.', labelNames: ['side'], registers });
+    this.lost = new Counter({ name: 'drover_migration_postcopy_vms_lost_total', help: 'VMs lost after the switch (post-copy failed, or the target lost a VM it had resumed), by the side that reports it.', labelNames: ['side'], registers });
     this.transferred = new Histogram({ name: 'drover_migration_transferred_bytes', help: 'Bytes on the wire per successful migration.', buckets: BYTES_BUCKETS, registers });
     this.sentBytes = new Counter({ name: 'drover_migration_sent_bytes_total', help: 'Migration data by kind: pages (payload), zero_pages (guest RAM covered by zero-page flags, not on the wire), device_state.', labelNames: ['kind'], registers });
     this.wireBytes = new Counter({ name: 'drover_migration_wire_bytes_total', help: 'Encoded migration frames sent on the wire.', registers });

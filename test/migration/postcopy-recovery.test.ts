@@ -17,7 +17,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgents, stopAgents, sleep, waitFor, codeOf, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, sleep, waitFor, codeOf, recordStderr, type TestAgent } from '../support/agents';
 import { POSTCOPY_RECOVER_WAIT_MS } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from '../../lib/grpc-channel';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
@@ -56,6 +56,7 @@ for (const [spec, streams] of [
   test(`${spec.profile} over ${streams} stream(s): a post-copy stream cut for 3 s recovers by reconnecting, and the VM verifies on the target`, async () => {
     const [a, b] = agents;
     await a.client.createVm(spec);
+    const targetLog = recordStderr(b.proc);
     try {
       let switched = false;
       let cut: Promise<void> | undefined;
@@ -66,7 +67,7 @@ for (const [spec, streams] of [
         cut = sleep(200).then(() => proxy.cut(CUT_MS));
       }, '', 'pcr-1');
       const r = await run;
-      const log = b.proc.stderrTail(); // read at once: later lines push the resume out of the tail
+      const log = targetLog();
       await cut;
       assert.ok(switched, 'the migration switched to post-copy');
       assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);
@@ -93,13 +94,14 @@ test('mmuncher: a post-copy link that goes silent for 3 s (nothing reset) is dro
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-silent', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 15 };
   await a.client.createVm(spec);
+    const targetLog = recordStderr(b.proc);
   try {
     let quiet: Promise<void> | undefined;
     const silencesBefore = proxy.stats.silences;
     const r = await a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 24 * MiB }, (e) => {
       if (e.phase === 'activating' && !quiet) quiet = sleep(200).then(() => proxy.silence(CUT_MS));
     }, '', 'pcr-1');
-    const log = b.proc.stderrTail();
+    const log = targetLog();
     await quiet;
     assert.ok(quiet, 'the migration switched to post-copy');
     assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);
@@ -127,6 +129,7 @@ test('mmuncher: a post-copy connection whose path dies silently (new connections
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-deadpath', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 17 };
   await a.client.createVm(spec);
+    const targetLog = recordStderr(b.proc);
   let quiet: Promise<void> | undefined;
   let silencedAt = 0;
   try {
@@ -134,7 +137,7 @@ test('mmuncher: a post-copy connection whose path dies silently (new connections
     const r = await a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 24 * MiB }, (e) => {
       if (e.phase === 'activating' && !quiet) quiet = sleep(200).then(() => { silencedAt = Date.now(); return proxy.silence(KEEPALIVE_DEAD_MS + 5000, { existingOnly: true }); });
     }, '', 'pcr-1');
-    const log = b.proc.stderrTail();
+    const log = targetLog();
     assert.ok(quiet, 'the migration switched to post-copy');
     assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);
     assert.ok((r.postcopyRecoveries ?? 0) >= 1, `the source reconnected: ${JSON.stringify(r)}`);
@@ -159,6 +162,7 @@ test('a link silent for 3 s during pre-copy is waited out over the same stream: 
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-pre-silent', memBytes: 128 * MiB, vcpus: 1, profile: 'web', fillBytes: 64 * MiB, seed: 16 };
   await a.client.createVm(spec);
+    const targetLog = recordStderr(b.proc);
   try {
     let quiet: Promise<void> | undefined;
     const heldBefore = proxy.stats.heldBytes;
@@ -166,7 +170,7 @@ test('a link silent for 3 s during pre-copy is waited out over the same stream: 
     const r = await a.client.migrateVm(spec.name, proxy.address, { verify: true, postcopy: 'never', bandwidthBytesPerSec: 16 * MiB, transport: 'grpc' }, (e) => {
       if (e.phase === 'precopy' && !quiet) quiet = sleep(500).then(() => proxy.silence(CUT_MS));
     }, '', 'pcr-1');
-    const log = b.proc.stderrTail();
+    const log = targetLog();
     await quiet;
     assert.ok(quiet, 'the migration ran pre-copy');
     assert.equal(r.outcome, 'succeeded', `${r.error}; the target's log ends: ${log.slice(-1200)}`);

@@ -49,3 +49,14 @@ export function withoutInsecureWarning(stderr: string): string {
 
 /** Sleeps. */
 export { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * Records every line agent `proc` writes on stderr from now on, for a test that matches its log:
+ * `stderrTail()` keeps only the last 4000 characters, which a busy migration's log outruns.
+ * Returns the text recorded so far.
+ */
+export function recordStderr(proc: { child: import('node:child_process').ChildProcess }): () => string {
+  let text = '';
+  proc.child.stderr?.on('data', (b: Buffer) => { text += b.toString(); });
+  return () => text;
+}

@@ -411,6 +411,7 @@ export class QemuSource {
     const o = this.o;
     const name = o.domain.spec.name;
     const refused = REFUSAL_CODES.has(e.code);
+    this.notePause(); // QMP's STOP event may have come after complete() looked for it
     const outcome: SwitchoverOutcome = refused ? 'refused' : o.resolveOutcome ? await o.resolveOutcome(e).catch(() => 'unknown' as const) : 'unknown';
     o.log?.({ msg: 'qemu switchover failed after Complete', migration: o.migrationId, vm: name, code: e.code, error: e.message, outcome, postcopy: o.stream.inPostcopy });
     if (outcome === 'owned') {

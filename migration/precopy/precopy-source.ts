@@ -91,7 +91,7 @@ export interface PrecopySourceOptions {
    * After Complete, when the stream failed with neither Owned nor an explicit refusal: finds out
    * whether the target owns the VM ('owned': the source destroys its copy), does not ('refused':
    * the source resumes), lost it ('lost': the guest ran there and died with its agent; the source
-   * stays paused) or cannot tell ('unknown': the source stays paused). Absent = unknown.
+   * discards its stale copy) or cannot tell ('unknown': the source stays paused). Absent = unknown.
    */
   resolveOutcome?: (cause: DroverError) => Promise<SwitchoverOutcome>;
   /** Post-copy recovery: opens a new stream to the target (postcopy-recovery.ts); absent, a dropped post-copy stream loses the VM. */
@@ -238,7 +238,7 @@ export class PrecopySource {
     }
     if (outcome === 'lost') {
       this.lost = true;
-      throw new DroverError('DATA_LOSS', `migration ${id}: VM ${this.o.domain.spec.name} is LOST: the target ${this.o.targetName} resumed it after Complete and lost it (${e.message}); the stale copy stays paused on the source ${this.o.sourceName} and must not resume (the guest ran past it)`, { cause: e });
+      throw new DroverError('DATA_LOSS', `migration ${id}: VM ${this.o.domain.spec.name} is LOST: the target ${this.o.targetName} resumed it after Complete and lost it (${e.message}); the stale copy on the source ${this.o.sourceName} is discarded, never resumed (the guest ran past it)`, { cause: e });
     }
     throw new DroverError('UNAVAILABLE', `migration ${id}: switchover outcome unknown after Complete (${e.message}); the VM stays paused on the source ${this.o.sourceName} (it may run on ${this.o.targetName})`, { cause: e });
   }

@@ -6,6 +6,7 @@
 import { PAGE_SIZE } from '../../hypervisor/types';
 import type { MigrationPhase, MigrationProgress } from '../types';
 import { estimateRoundOverheadMs, type TimedRound } from '../policy/round-overhead';
+import { setRanges } from '../wire/range-table';
 
 /** A round must move this much to time the landing rate from it (smaller ones are all latency). */
 export const MIN_TIMED_ROUND_BYTES = 2 * 1024 * 1024;
@@ -47,14 +48,7 @@ export class SourceStats {
   /** Counts the payload pages of a batch (`ranges`: [first, count, ...]) not sent with content before, in a guest of `pageCount` pages. */
   contentPages(ranges: readonly number[], pageCount: number): void {
     const seen = this.contentSent ??= new Uint32Array(Math.ceil(pageCount / 32));
-    let fresh = 0;
-    for (let i = 0; i < ranges.length; i += 2) {
-      for (let p = ranges[i], end = ranges[i] + ranges[i + 1]; p < end; p++) {
-        const w = p >>> 5, bit = 1 << (p & 31);
-        if ((seen[w] & bit) === 0) { seen[w] |= bit; fresh++; }
-      }
-    }
-    this.nonzeroBytes += fresh * PAGE_SIZE;
+    this.nonzeroBytes += setRanges(seen, ranges) * PAGE_SIZE;
   }
 
   /** Measured link throughput so far, bytes/s. */

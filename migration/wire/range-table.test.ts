@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { popcount, fullBitmap, rangeTable, setRanges, testBit } from './range-table';
+import { popcount, fullBitmap, rangeTable, setRanges, setRun, testBit } from './range-table';
 
 test('range table from bitmap literals', () => {
   // pages 0,1,2 and 5, and 31 ; word 1: page 32 and 33
@@ -29,4 +29,23 @@ test('setRanges folds a range table back into a bitmap', () => {
   assert.ok(testBit(b, 3) && testBit(b, 4) && testBit(b, 40));
   assert.equal(popcount(b), 3);
   assert.deepEqual(rangeTable(b, 64), [3, 2, 40, 1]);
+});
+
+test('setRun sets exactly its bits a word at a time and counts the ones that were clear', () => {
+  // Against a bit-at-a-time reference over runs that start, end and span word edges.
+  let seed = 7;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+  const fast = new Uint32Array(8);
+  const slow = new Uint32Array(8);
+  for (let i = 0; i < 500; i++) {
+    const first = rnd(256);
+    const count = rnd(Math.min(97, 256 - first) + 1);
+    let fresh = 0;
+    for (let p = first; p < first + count; p++) {
+      if (!testBit(slow, p)) { fresh++; slow[p >>> 5] |= 1 << (p & 31); }
+    }
+    assert.equal(setRun(fast, first, count), fresh, `run ${first}+${count}`);
+    assert.deepEqual(fast, slow, `run ${first}+${count}`);
+  }
+  assert.equal(setRanges(new Uint32Array(2), [0, 32, 32, 32]), 64);
 });

@@ -4,16 +4,17 @@
  * MemoryRangeTable. Ranges never cross a memory slot boundary, so each is one contiguous view.
  */
 
+/** Number of set bits in one 32-bit word. */
+function popcount32(v: number): number {
+  v = v - ((v >>> 1) & 0x55555555);
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
+}
+
 /** Number of set bits in a bitmap. */
 export function popcount(bitmap: Uint32Array): number {
   let n = 0;
-  for (let i = 0; i < bitmap.length; i++) {
-    let v = bitmap[i];
-    if (v === 0) continue;
-    v = v - ((v >>> 1) & 0x55555555);
-    v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
-    n += (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
-  }
+  for (let i = 0; i < bitmap.length; i++) if (bitmap[i] !== 0) n += popcount32(bitmap[i]);
   return n;
 }
 
@@ -66,11 +67,27 @@ export function rangeTable(bitmap: Uint32Array, pageCount: number, maxRun = 0x7f
   return out;
 }
 
-/** Sets the bits of a flat range table in `bitmap` (to fold unsent pages back). */
-export function setRanges(bitmap: Uint32Array, ranges: ArrayLike<number>): void {
-  for (let i = 0; i < ranges.length; i += 2) {
-    for (let p = ranges[i], end = ranges[i] + ranges[i + 1]; p < end; p++) bitmap[p >>> 5] |= 1 << (p & 31);
+/** Sets bits [first, first + count) in `bitmap` a word at a time; returns how many were clear before. */
+export function setRun(bitmap: Uint32Array, first: number, count: number): number {
+  let fresh = 0;
+  const end = first + count;
+  for (let p = first; p < end;) {
+    const w = p >>> 5;
+    const lo = p & 31;
+    const hi = Math.min(32, lo + (end - p));
+    const mask = (hi === 32 ? 0xffffffff << lo : ((1 << hi) - 1) & (0xffffffff << lo)) >>> 0;
+    const clear = mask & ~bitmap[w];
+    if (clear !== 0) { fresh += popcount32(clear >>> 0); bitmap[w] |= mask; }
+    p += hi - lo;
   }
+  return fresh;
+}
+
+/** Sets the bits of a flat range table in `bitmap` (to fold unsent pages back); returns how many were clear before. */
+export function setRanges(bitmap: Uint32Array, ranges: ArrayLike<number>): number {
+  let fresh = 0;
+  for (let i = 0; i < ranges.length; i += 2) fresh += setRun(bitmap, ranges[i], ranges[i + 1]);
+  return fresh;
 }
 
 /** True when bit `pfn` is set. */

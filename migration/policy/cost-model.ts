@@ -245,7 +245,8 @@ class RoundRunner {
   round(bytes: number, speed = 1): number {
     const cap = this.i.capBytesPerSec ?? 0;
     const link = this.i.linkBytesPerSec;
-    const r = cap > 0 ? Math.min(link, roundRate(cap)) : link;
+    const paced = roundRate(cap);
+    const r = paced > 0 ? Math.min(link, paced) : link;
     const pageRate = this.compresses && this.encoding ? r / this.encodedShare : r;
     const sent = this.unskipped(bytes, pageRate, speed);
     const wire = this.wireOf(sent);

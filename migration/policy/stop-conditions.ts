@@ -81,7 +81,7 @@ export interface NextRound {
  */
 export function predictNextRound(o: StopModelInput, policy: Pick<MigrationPolicy, 'bandwidthBytesPerSec'>): NextRound {
   const cap = policy.bandwidthBytesPerSec;
-  const paced = cap > 0 ? roundRate(cap) : 0;
+  const paced = roundRate(cap);
   const rate = paced > 0 ? paced : o.throughputBytesPerSec;
   if (!(rate > 0)) return { ms: Infinity, remainder: o.dirtyBytes, downtimeMs: Infinity };
   const ms = (o.dirtyBytes / rate) * 1000;

@@ -36,6 +36,9 @@ import { failpoint } from '../../lib/failpoints';
 import { PostcopyHolds } from './postcopy-holds';
 import type { OutcomeJournal } from './outcome-journal';
 
+
+/** Whether this process has logged that a Transfer call's receive buffers could not be pooled (logged once). */
+let unpooledLogged = false;
 /** The incoming migrations of one node. */
 export class IncomingMigrations {
   /** `guard`: who may use a reservation (incoming-auth.ts); plain text without TLS checks by default. */
@@ -464,7 +467,13 @@ class TransferCall {
         this.owner.checkStarter(session.migrationId, this.call);
         // A page stream's Transfer call assembles its frames in reused buffers from here on (a
         // bulk socket does so itself); a tunnel's frames wait for QEMU's socket, so they keep fresh ones.
-        if (!this.release && !session.isTunnel) this.release = poolReceiveBuffers(this.call);
+        if (!this.release && !session.isTunnel) {
+          this.release = poolReceiveBuffers(this.call);
+          if (!this.release && !unpooledLogged) {
+            unpooledLogged = true; // once per process: a grpc-js upgrade would otherwise lose the pool without a word
+            this.owner.logger({ msg: 'incoming Transfer calls use fresh receive buffers: grpc-js call shape not recognised (or mid-message)', migration: session.migrationId });
+          }
+        }
         if (this.bulk && (frame.streamIndex === 0 || frame.bulk !== this.bulk)) {
           throw failedPrecondition(`migration ${session.migrationId}: a bulk socket only joins as a secondary stream in mode ${this.bulk} (got stream ${frame.streamIndex}, mode "${frame.bulk ?? ''}")`);
         }

@@ -8,8 +8,7 @@ import { SimHypervisor, type SimDomain } from '../../hypervisor/sim/sim-hypervis
 import { PrecopySource, type FrameChannel, type PrecopySourceOptions } from './precopy-source';
 import { resolvePolicy, type MigrationPolicy } from '../types';
 import { IncomingMigration } from '../receiver/receiver';
-import { decodeFrame, encodeFrame } from '../wire/frame-codec';
-import { acks, type Ack } from '../wire/protocol';
+import { channelInto } from '../receiver/receiver-fixture';
 import { DroverError } from '../../lib/errors';
 import { popcount, testBit } from '../wire/range-table';
 import type { VmSpec } from '../../hypervisor/types';
@@ -20,33 +19,7 @@ const spec: VmSpec = { name: 'e1', memBytes: 32 * 2 ** 20, vcpus: 1, profile: 'w
 
 /** A channel into `target`; `failAfterBatches` makes the stream break like a dead peer. */
 function channelTo(target: IncomingMigration, failAfterBatches = Infinity): FrameChannel & { batches: number } {
-  let onAck: (a: Ack) => void = () => {};
-  let onError: (e: DroverError) => void = () => {};
-  let chain = Promise.resolve();
-  const ch = {
-    batches: 0,
-    write(f: any) {
-      const frame = decodeFrame(encodeFrame(f));
-      if (frame.kind === 'batch' && ++ch.batches > failAfterBatches) {
-        queueMicrotask(() => onError(new DroverError('UNAVAILABLE', 'peer went away')));
-        return true;
-      }
-      chain = chain.then(async () => {
-        try {
-          const out = frame.kind === 'start' ? [target.start(frame)] : await target.apply(frame);
-          // The agent's part (direct mode): Owned right after Activated (protocol.ts, switchover).
-          for (const a of out) { onAck(a); if (a.kind === 'activated') onAck(acks.owned(false)); }
-        } catch (err) {
-          onError(DroverError.from(err));
-        }
-      });
-      return true;
-    },
-    drained: () => Promise.resolve(),
-    end: () => undefined,
-    onAck: (a: (x: Ack) => void, e: (x: DroverError) => void) => { onAck = a; onError = e; },
-  };
-  return ch;
+  return channelInto(target, { failAfterBatches });
 }
 
 /** A source domain (of `srcSpec`), an incoming domain and its in-process receiver. */

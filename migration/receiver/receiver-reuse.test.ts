@@ -10,14 +10,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimHypervisor, type SimDomain } from '../../hypervisor/sim/sim-hypervisor';
 import { PAGE_SIZE, type VmSpec } from '../../hypervisor/types';
-import { DroverError } from '../../lib/errors';
 import { PrecopySource, type FrameChannel } from '../precopy/precopy-source';
 import { resolvePolicy, type MigrationPolicy } from '../types';
-import { BatchBuilder, decodeFrame, encodeFrame } from '../wire/frame-codec';
+import { BatchBuilder, decodeFrame } from '../wire/frame-codec';
 import { checksumBytes, foldChecksum, hashPage, ImageDigest } from '../wire/page-hash';
-import { acks, frames, PAYLOAD_LZ4, type Ack, type Frame } from '../wire/protocol';
+import { frames, PAYLOAD_LZ4, type Frame } from '../wire/protocol';
 import { IncomingMigration } from './receiver';
-import { withIncoming } from './receiver-fixture';
+import { channelInto, withIncoming } from './receiver-fixture';
 
 /** A byte no sim page is made of: what an overwritten buffer holds. */
 const GARBAGE = 0xa5;
@@ -25,45 +24,16 @@ const GARBAGE = 0xa5;
 /** What a reusing channel saw: frames by kind of payload, and how often a wire buffer carried another frame. */
 interface Seen { reused: number; lz4OneRange: number; lz4Ranges: number; rawBatches: number }
 
-/**
- * A channel into `target` that decodes every frame from a reused wire buffer and overwrites that
- * buffer right after the frame's apply settled (as the agent gives a bulk socket's buffer back).
- */
+/** A channel into `target` over reused wire buffers, overwritten once their frame applied; counts what it carried in `seen`. */
 function reusingChannelTo(target: IncomingMigration, seen: Seen): FrameChannel {
-  let onAck: (a: Ack) => void = () => {};
-  let onError: (e: DroverError) => void = () => {};
-  let chain = Promise.resolve();
-  const free: Buffer[] = [];
-  target.onAck = (a) => onAck(a); // post-copy's PageRequests
-  return {
-    write(f: Frame | Buffer) {
-      const bytes = encodeFrame(f);
-      let wire = free.pop();
-      if (wire && wire.length >= bytes.length) seen.reused++;
-      else wire = Buffer.allocUnsafe(Math.max(bytes.length, 2 ** 21));
-      bytes.copy(wire);
-      const held = wire;
-      const frame = decodeFrame(held.subarray(0, bytes.length));
-      if (frame.kind === 'batch') {
-        if (frame.encoding === PAYLOAD_LZ4) { if (frame.ranges.length === 2) seen.lz4OneRange++; else seen.lz4Ranges++; } else seen.rawBatches++;
-      }
-      chain = chain.then(async () => {
-        try {
-          const out = frame.kind === 'start' ? [target.start(frame)] : await target.apply(frame);
-          for (const a of out) { onAck(a); if (a.kind === 'activated') onAck(acks.owned(false)); }
-        } catch (err) {
-          onError(DroverError.from(err));
-        } finally {
-          held.fill(GARBAGE); // the frame is applied: its buffer carries the next one
-          free.push(held);
-        }
-      });
-      return true;
+  return channelInto(target, {
+    reuseWithGarbage: GARBAGE,
+    onFrame: (frame, reused) => {
+      if (reused) seen.reused++;
+      if (frame.kind !== 'batch') return;
+      if (frame.encoding === PAYLOAD_LZ4) { if (frame.ranges.length === 2) seen.lz4OneRange++; else seen.lz4Ranges++; } else seen.rawBatches++;
     },
-    drained: () => Promise.resolve(),
-    end: () => undefined,
-    onAck: (a, e) => { onAck = a; onError = e; },
-  };
+  });
 }
 
 /** Migrates a fresh guest of `spec` into an in-process receiver over a reusing channel; returns what the channel saw and the mode. */

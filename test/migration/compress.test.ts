@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { usageErrorLine } from '../support/cli';
-import { startAgents, stopAgents, codeOf, sleep, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, codeOf, sleep, destroyEverywhere, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { CompressionMode, MigrationResult } from '../../migration/types';
 import type { VmSpec } from '../../hypervisor/types';
@@ -45,8 +45,7 @@ async function migrate(vm: string, compress: CompressionMode): Promise<Migration
     assert.ok(check.heartbeatBeats > beats, 'the guest runs on the target');
     return r;
   } finally {
-    await b.client.destroyVm(vm).catch(() => undefined);
-    await a.client.destroyVm(vm).catch(() => undefined);
+    await destroyEverywhere(vm, a, b);
   }
 }
 

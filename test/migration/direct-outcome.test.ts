@@ -36,53 +36,12 @@ after(async () => {
   pki?.cleanup();
 });
 
-/** A source agent and a target agent with failpoint `fp`, both mutual TLS. */
-async function pair(fp: Failpoint): Promise<[TestAgent, TestAgent]> {
-  pki ??= await pkiFixture();
-  client ??= await pki.identity({ role: 'controller', name: 'ctl' });
-  const [a] = await startAgents(1, `do-src-${fp}`, [], { tls: { dir: pki.dir, client } });
-  const nodeId = `do-dst-${fp}`;
-  const proc = await startAgent(nodeId, await agentTlsArgs(pki.dir, nodeId), { [FAILPOINTS_ENV]: fp });
-  const b: TestAgent = { proc, client: new AgentClient(proc.address, clientCredentials(client, { role: 'node', name: nodeId })), address: proc.address };
-  await b.client.waitReady(10_000);
-  started.push(a, b);
-  return [a, b];
-}
-
-const spec = (name: string): VmSpec => ({ name, memBytes: 64 * MiB, vcpus: 1, profile: 'web', seed: 5 });
-
-test('the stream drops as Complete arrives: the target says not_owned, the source resumes and the VM runs there only', async () => {
-  const [a, b] = await pair('target-drop-on-complete');
-  await a.client.createVm(spec('do-1'));
-  const err = await codeOf(a.client.migrateVm('do-1', b.address, {}, undefined, '', b.proc.nodeId));
-  assert.equal(err.code, 'ABORTED', err.message);
-  assert.match(err.message, /the target does not own the VM after Complete .*; the source resumed/);
-  const v = await a.client.getVm('do-1');
-  assert.equal(v.state, 'running', 'resumed on the source, not left paused');
-  assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not run it');
-  const beats = v.heartbeatBeats;
-  await waitFor('the guest to beat on the source', async () => (await a.client.getVm('do-1')).heartbeatBeats > beats, 10_000);
-  assert.equal((await a.client.verifyVm('do-1')).ok, true, 'guest check on the source');
-});
-
-test('the stream drops after the target resumed the VM: the target says owned, the source discards its copy', async () => {
-  const [a, b] = await pair('target-drop-after-activate');
-  await a.client.createVm(spec('do-2'));
-  const r = await a.client.migrateVm('do-2', b.address, {}, undefined, '', b.proc.nodeId);
-  assert.equal(r.outcome, 'succeeded');
-  assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its paused copy');
-  const v = await b.client.getVm('do-2');
-  assert.equal(v.state, 'running', 'the VM runs on the target');
-  const beats = v.heartbeatBeats;
-  await waitFor('the guest to beat on the target', async () => (await b.client.getVm('do-2')).heartbeatBeats > beats, 10_000);
-  assert.equal((await b.client.verifyVm('do-2')).ok, true, 'guest check on the target');
-});
-
 /**
- * A source and a target whose agent dies at failpoint `fp`; `restart()` starts the target again
- * on the same address and state directory, without the failpoint, once the first one is dead.
+ * A source agent and a target agent with failpoint `fp`, both mutual TLS. For a target that dies
+ * at `fp`, `restart()` starts it again on the same address and state directory, without the
+ * failpoint, once the first one is dead.
  */
-async function pairWithRestart(fp: Failpoint): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
+async function pair(fp: Failpoint): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
   pki ??= await pkiFixture();
   client ??= await pki.identity({ role: 'controller', name: 'ctl' });
   const [a] = await startAgents(1, `do-src-${fp}`, [], { tls: { dir: pki.dir, client } });
@@ -103,8 +62,37 @@ async function pairWithRestart(fp: Failpoint): Promise<{ a: TestAgent; b: TestAg
   return { a, b, restart };
 }
 
+const spec = (name: string): VmSpec => ({ name, memBytes: 64 * MiB, vcpus: 1, profile: 'web', seed: 5 });
+
+test('the stream drops as Complete arrives: the target says not_owned, the source resumes and the VM runs there only', async () => {
+  const { a, b } = await pair('target-drop-on-complete');
+  await a.client.createVm(spec('do-1'));
+  const err = await codeOf(a.client.migrateVm('do-1', b.address, {}, undefined, '', b.proc.nodeId));
+  assert.equal(err.code, 'ABORTED', err.message);
+  assert.match(err.message, /the target does not own the VM after Complete .*; the source resumed/);
+  const v = await a.client.getVm('do-1');
+  assert.equal(v.state, 'running', 'resumed on the source, not left paused');
+  assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not run it');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the source', async () => (await a.client.getVm('do-1')).heartbeatBeats > beats, 10_000);
+  assert.equal((await a.client.verifyVm('do-1')).ok, true, 'guest check on the source');
+});
+
+test('the stream drops after the target resumed the VM: the target says owned, the source discards its copy', async () => {
+  const { a, b } = await pair('target-drop-after-activate');
+  await a.client.createVm(spec('do-2'));
+  const r = await a.client.migrateVm('do-2', b.address, {}, undefined, '', b.proc.nodeId);
+  assert.equal(r.outcome, 'succeeded');
+  assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its paused copy');
+  const v = await b.client.getVm('do-2');
+  assert.equal(v.state, 'running', 'the VM runs on the target');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the target', async () => (await b.client.getVm('do-2')).heartbeatBeats > beats, 10_000);
+  assert.equal((await b.client.verifyVm('do-2')).ok, true, 'guest check on the target');
+});
+
 test('the target agent dies as Complete arrives and is restarted: its journal says not_owned, the source resumes', async () => {
-  const { a, b, restart } = await pairWithRestart('target-exit-on-complete');
+  const { a, b, restart } = await pair('target-exit-on-complete');
   await a.client.createVm(spec('do-3'));
   const migration = codeOf(a.client.migrateVm('do-3', b.address, {}, undefined, '', b.proc.nodeId));
   const b2 = await restart();
@@ -120,7 +108,7 @@ test('the target agent dies as Complete arrives and is restarted: its journal sa
 });
 
 test('the target agent dies after it resumed the guest and is restarted: its journal says lost, the source reports it and discards its stale copy', async () => {
-  const { a, b, restart } = await pairWithRestart('target-exit-after-activate');
+  const { a, b, restart } = await pair('target-exit-after-activate');
   await a.client.createVm(spec('do-4'));
   const migration = codeOf(a.client.migrateVm('do-4', b.address, {}, undefined, '', b.proc.nodeId));
   const b2 = await restart();
@@ -132,7 +120,7 @@ test('the target agent dies after it resumed the guest and is restarted: its jou
 });
 
 test('post-copy: the switch is dropped as it arrives, before the target resumed the guest: the source asks, resumes, and the VM runs there only', async () => {
-  const [a, b] = await pair('target-drop-on-complete');
+  const { a, b } = await pair('target-drop-on-complete');
   const vm: VmSpec = { name: 'do-5', memBytes: 64 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 48 * MiB, seed: 5 };
   await a.client.createVm(vm);
   let switched = false;

@@ -17,7 +17,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgents, stopAgents, sleep, waitFor, codeOf, recordStderr, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, sleep, waitFor, codeOf, recordStderr, runsOnTargetOnly, destroyEverywhere, type TestAgent } from '../support/agents';
 import { POSTCOPY_RECOVER_WAIT_MS } from '../../migration/wire/protocol';
 import { CHANNEL_OPTIONS } from '../../lib/grpc-channel';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
@@ -76,16 +76,10 @@ for (const [spec, streams] of [
       assert.ok((r.postcopyRecoveries ?? 0) >= 1, `the source reconnected: ${JSON.stringify(r)}`);
       assert.ok((r.postcopyStalledMs ?? 0) >= CUT_MS * 0.8, `the stall is reported (${r.postcopyStalledMs} ms for a ${CUT_MS} ms cut)`);
       assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
-      const v = await b.client.getVm(spec.name);
-      await sleep(200);
-      const check = await b.client.verifyVm(spec.name);
-      assert.equal(check.ok, true, check.detail);
-      assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
-      assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+      await runsOnTargetOnly(a, b, spec.name);
       assert.match(log, /post-copy resumed: the source reconnected/, 'the target logs the resume');
     } finally {
-      await b.client.destroyVm(spec.name).catch(() => undefined);
-      await a.client.destroyVm(spec.name).catch(() => undefined);
+      await destroyEverywhere(spec.name, a, b);
     }
   });
 }
@@ -94,7 +88,7 @@ test('mmuncher: a post-copy link that goes silent for 3 s (nothing reset) is dro
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-silent', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 15 };
   await a.client.createVm(spec);
-    const targetLog = recordStderr(b.proc);
+  const targetLog = recordStderr(b.proc);
   try {
     let quiet: Promise<void> | undefined;
     const silencesBefore = proxy.stats.silences;
@@ -113,15 +107,9 @@ test('mmuncher: a post-copy link that goes silent for 3 s (nothing reset) is dro
     assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
     assert.match(log, /post-copy link stalled: dropping the stream/, 'the target\'s stall detector dropped the silent stream');
     assert.match(log, /post-copy resumed: the source reconnected/);
-    const v = await b.client.getVm(spec.name);
-    await sleep(200);
-    const check = await b.client.verifyVm(spec.name);
-    assert.equal(check.ok, true, check.detail);
-    assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
-    assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+    await runsOnTargetOnly(a, b, spec.name);
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 
@@ -129,7 +117,7 @@ test('mmuncher: a post-copy connection whose path dies silently (new connections
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-deadpath', memBytes: 128 * MiB, vcpus: 1, profile: 'mmuncher', wssBytes: 96 * MiB, seed: 17 };
   await a.client.createVm(spec);
-    const targetLog = recordStderr(b.proc);
+  const targetLog = recordStderr(b.proc);
   let quiet: Promise<void> | undefined;
   let silencedAt = 0;
   try {
@@ -153,8 +141,7 @@ test('mmuncher: a post-copy connection whose path dies silently (new connections
   } finally {
     proxy.speak();
     await quiet;
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 
@@ -162,7 +149,7 @@ test('a link silent for 3 s during pre-copy is waited out over the same stream: 
   const [a, b] = agents;
   const spec: VmSpec = { name: 'pcr-pre-silent', memBytes: 128 * MiB, vcpus: 1, profile: 'web', fillBytes: 64 * MiB, seed: 16 };
   await a.client.createVm(spec);
-    const targetLog = recordStderr(b.proc);
+  const targetLog = recordStderr(b.proc);
   try {
     let quiet: Promise<void> | undefined;
     const heldBefore = proxy.stats.heldBytes;
@@ -183,8 +170,7 @@ test('a link silent for 3 s during pre-copy is waited out over the same stream: 
     assert.doesNotMatch(log.slice(ours), /link stalled/, 'no stall detector fired in pre-copy');
     assert.equal((await b.client.verifyVm(spec.name)).ok, true);
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 
@@ -208,7 +194,6 @@ test('a link cut for longer than the recovery window: both sides report the VM l
     await cut;
     assert.deepEqual((await b.client.listVms()).map((x) => x.spec.name), [], 'the target does not claim the VM runs');
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });

@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { usageErrorLine } from '../support/cli';
-import { startAgents, stopAgents, sleep, waitFor, codeOf, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, waitFor, codeOf, runsOnTargetOnly, destroyEverywhere, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
 import type { MigrationResult } from '../../migration/types';
@@ -41,12 +41,7 @@ async function verifiedOnTarget(vm: string, r: MigrationResult): Promise<void> {
   assert.equal(r.verified, true, 'the target image digest equals the paused source memory');
   assert.ok(typeof r.pageWaits === 'number' && r.pageWaits >= 0, 'the result counts the page waits');
   assert.ok(typeof r.allPresentMs === 'number' && r.allPresentMs >= 0, 'the result says when every page was present');
-  const v = await b.client.getVm(vm);
-  await sleep(200);
-  const check = await b.client.verifyVm(vm);
-  assert.equal(check.ok, true, check.detail);
-  assert.ok(check.heartbeatBeats > v.heartbeatBeats, 'the guest runs on the target');
-  assert.deepEqual((await a.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+  await runsOnTargetOnly(a, b, vm);
 }
 
 for (const spec of [
@@ -60,8 +55,7 @@ for (const spec of [
       const r = await a.client.migrateVm(spec.name, b.address, { verify: true, postcopy: 'always', bandwidthBytesPerSec: 256 * MiB }, undefined, '', 'pc-1');
       await verifiedOnTarget(spec.name, r);
     } finally {
-      await b.client.destroyVm(spec.name).catch(() => undefined);
-      await a.client.destroyVm(spec.name).catch(() => undefined);
+      await destroyEverywhere(spec.name, a, b);
     }
   });
 }
@@ -78,8 +72,7 @@ test('--postcopy auto (the CLI default): a guest beyond 2x the link goes to post
     assert.match(r.policyReason ?? '', /the guest dirties .*, the link moves .* \(more than 2x\): pre-copy cannot converge/);
     assert.equal(r.throttlePercent, undefined, 'no throttling');
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 
@@ -99,8 +92,7 @@ test('cancel after the switch to post-copy is refused, saying why; the migration
     assert.match(refusal.message, /past switchover.*runs on the target.*only this node holds \(post-copy\): cancelling would lose the VM/);
     await verifiedOnTarget(spec.name, await run);
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 
@@ -120,8 +112,7 @@ test('--postcopy never: a guest beyond the link stays on pre-copy, which converg
     assert.equal(r.verified, true);
     assert.equal((await b.client.verifyVm(spec.name)).ok, true);
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 

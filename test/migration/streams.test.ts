@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { startAgents, stopAgents, codeOf, sleep, waitFor, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, codeOf, sleep, waitFor, destroyEverywhere, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import type { VmSpec } from '../../hypervisor/types';
 import { startTcpProxy } from '../support/tcp-proxy';
@@ -59,8 +59,7 @@ for (const streams of [2, 4]) {
     try {
       await migratesAndVerifies(`s${streams}`, streams);
     } finally {
-      await b.client.destroyVm(`s${streams}`).catch(() => undefined);
-      await a.client.destroyVm(`s${streams}`).catch(() => undefined);
+      await destroyEverywhere(`s${streams}`, a, b);
     }
   });
 }
@@ -84,8 +83,7 @@ test('a secondary stream cut mid-migration rolls back: the VM runs on the source
     await migratesAndVerifies('cut1', 2);
   } finally {
     await proxy.close();
-    await b.client.destroyVm('cut1').catch(() => undefined);
-    await a.client.destroyVm('cut1').catch(() => undefined);
+    await destroyEverywhere('cut1', a, b);
   }
 });
 

@@ -11,7 +11,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgents, stopAgents, waitFor, codeOf, type TestAgent } from '../support/agents';
+import { startAgents, stopAgents, waitFor, codeOf, destroyEverywhere, type TestAgent } from '../support/agents';
 import { pkiFixture, type PkiFixture } from '../../lib/pki/pki-fixture';
 import { QemuHypervisor } from '../../hypervisor/qemu/qemu-hypervisor';
 import { certificateDn } from '../../hypervisor/qemu/migration-tls';
@@ -79,8 +79,7 @@ test('TLS agents, --streams 3: the QEMUs migrate natively over 3 multifd TLS cha
     assert.deepEqual({ transport: lastCompleted(a)?.transport, channels: lastCompleted(a)?.multifdChannels }, { transport: 'tls', channels: 3 });
     assert.equal(r.mode, 'precopy', 'multifd excludes post-copy (QEMU 7.2)');
   } finally {
-    await b.client.destroyVm(spec.name).catch(() => undefined);
-    await a.client.destroyVm(spec.name).catch(() => undefined);
+    await destroyEverywhere(spec.name, a, b);
   }
 });
 

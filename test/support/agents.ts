@@ -2,6 +2,8 @@
  * Test support: node agents as real separate processes on loopback, with clients, torn down
  * after each test. No mocks: the agents are the same `drover agent` operators run.
  */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DroverError } from '../../lib/errors';
 import type { LocalAgent } from '../../services/node-agent/local-agents';
 
@@ -59,4 +61,22 @@ export function recordStderr(proc: { child: import('node:child_process').ChildPr
   let text = '';
   proc.child.stderr?.on('data', (b: Buffer) => { text += b.toString(); });
   return () => text;
+}
+
+/**
+ * Asserts that VM `vm` runs on `target` only: its guest check passes there and its heartbeat
+ * advances, and `source` holds no VM any more (it released its copy).
+ */
+export async function runsOnTargetOnly(source: TestAgent, target: TestAgent, vm: string): Promise<void> {
+  const before = await target.client.getVm(vm);
+  await sleep(200);
+  const check = await target.client.verifyVm(vm);
+  assert.equal(check.ok, true, check.detail);
+  assert.ok(check.heartbeatBeats > before.heartbeatBeats, 'the guest runs on the target');
+  assert.deepEqual((await source.client.listVms()).map((x) => x.spec.name), [], 'the source released its copy');
+}
+
+/** Destroys VM `vm` on every agent of `agents` that holds it (a test's clean-up: errors are ignored). */
+export async function destroyEverywhere(vm: string, ...agents: TestAgent[]): Promise<void> {
+  for (const a of agents) await a.client.destroyVm(vm).catch(() => undefined);
 }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { startTcpProxy } from './tcp-proxy';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy';
 
 /** An echo server on a free port. */
 async function echoServer(): Promise<{ address: string; close: () => void }> {
@@ -37,10 +37,20 @@ async function until(what: string, cond: () => boolean): Promise<void> {
   assert.ok(cond(), what);
 }
 
-test('a silence holds bytes both ways without closing the connection, then forwards them; new connections wait too', async () => {
+/** Runs `body` with a proxy (options `o`) in front of a fresh echo server; closes both after. */
+async function withProxy(o: Parameters<typeof startTcpProxy>[1], body: (proxy: TcpProxy) => Promise<void>): Promise<void> {
   const echo = await echoServer();
-  const proxy = await startTcpProxy(echo.address);
+  const proxy = await startTcpProxy(echo.address, o);
   try {
+    await body(proxy);
+  } finally {
+    await proxy.close();
+    echo.close();
+  }
+}
+
+test('a silence holds bytes both ways without closing the connection, then forwards them; new connections wait too', async () => {
+  await withProxy(undefined, async (proxy) => {
     const c = await client(proxy.address);
     c.s.write('a');
     await until('bytes pass before the silence', () => c.got() === 'a');
@@ -59,16 +69,11 @@ test('a silence holds bytes both ways without closing the connection, then forwa
     assert.ok(proxy.stats.heldBytes >= 2);
     c.s.destroy();
     late.s.destroy();
-  } finally {
-    await proxy.close();
-    echo.close();
-  }
+  });
 });
 
 test('a silence of the existing connections only lets new ones pass', async () => {
-  const echo = await echoServer();
-  const proxy = await startTcpProxy(echo.address);
-  try {
+  await withProxy(undefined, async (proxy) => {
     const old = await client(proxy.address);
     const quiet = proxy.silence(60_000, { existingOnly: true });
     old.s.write('o');
@@ -81,16 +86,11 @@ test('a silence of the existing connections only lets new ones pass', async () =
     await until('the old connection speaks again', () => old.got() === 'o');
     old.s.destroy();
     fresh.s.destroy();
-  } finally {
-    await proxy.close();
-    echo.close();
-  }
+  });
 });
 
 test('a cut resets the connections and refuses new ones for its length; cutAfter closes the n-th connection after its bytes', async () => {
-  const echo = await echoServer();
-  const proxy = await startTcpProxy(echo.address, { cutAfter: { connection: 2, bytes: 3 } });
-  try {
+  await withProxy({ cutAfter: { connection: 2, bytes: 3 } }, async (proxy) => {
     const c = await client(proxy.address);
     const cut = proxy.cut(300);
     await until('the cut resets the connection', () => c.ended() !== '');
@@ -104,13 +104,8 @@ test('a cut resets the connections and refuses new ones for its length; cutAfter
     await until('bytes pass again after the cut', () => third.got() === '12');
     assert.equal(proxy.stats.cutAfterDone, false, 'the cutAfter connection was the refused one (2nd), which carried nothing');
     third.s.destroy();
-  } finally {
-    await proxy.close();
-    echo.close();
-  }
-  const echo2 = await echoServer();
-  const p2 = await startTcpProxy(echo2.address, { cutAfter: { connection: 1, bytes: 3 } });
-  try {
+  });
+  await withProxy({ cutAfter: { connection: 1, bytes: 3 } }, async (p2) => {
     const c = await client(p2.address);
     c.s.write('123');
     await until('bytes up to the limit pass', () => c.got() === '123');
@@ -118,8 +113,5 @@ test('a cut resets the connections and refuses new ones for its length; cutAfter
     await until('the connection is closed past the limit', () => c.ended() !== '');
     assert.equal(p2.stats.cutAfterDone, true);
     assert.equal(c.got(), '123', 'the byte past the limit is not forwarded');
-  } finally {
-    await p2.close();
-    echo2.close();
-  }
+  });
 });

@@ -10,7 +10,7 @@ import { startLocalEtcd, type LocalEtcd } from '../../cluster/local-etcd';
 import { getJson } from '../../cluster/etcd';
 import { keys, newJob, type JobRecord, type OwnershipClaim, type VmRecord } from '../../cluster/keyspace';
 import { foldToTarget, settleFailed } from '../migrator/fold';
-import { faultOwnershipDelayMs, LEASE_MARGIN_MS, recordOwnership, resolveOutcome, settleUnknownRecord, type ClusterLink } from './switchover';
+import { faultOwnershipDelayMs, foldedOnto, LEASE_MARGIN_MS, recordOwnership, resolveOutcome, settleUnknownRecord, type ClusterLink } from './switchover';
 import type { Fence } from '../../migration/wire/protocol';
 
 /**
@@ -152,6 +152,34 @@ test('a target that does not know whether its record landed: it landed => owned;
   assert.equal(await settleFailed(etcd, jobOf('g', lost)), 'source');
   assert.equal(await claim('tgt', 'g'), undefined);
   assert.equal(await claim('src', 'g'), undefined);
+});
+
+test('a target that does not know whether its record landed, after a migrator found the record and folded it: owned, and no tombstone', async () => {
+  // A chaos run: the record txn answered after the target's window, a migrator taking the job
+  // over folded it (deleting the record), and the target then wrote a tombstone and destroyed
+  // its copy while etcd named it the owner: the source resumed on the refusal, an orphan.
+  const fence = await intent('h');
+  await recordOwnership(link, 'tgt', 'h', fence, Date.now());
+  assert.equal(await foldToTarget(etcd, jobOf('h', fence)), true);
+  assert.equal(await claim('tgt', 'h'), undefined, 'folded away');
+  assert.equal(await settleUnknownRecord(link, 'tgt', 'h', fence, quiet), 'owned');
+  assert.equal(await claim('tgt', 'h'), undefined, 'no tombstone written');
+  assert.equal(await resolveOutcome(link, 'src', 'tgt', 'h', fence, quiet), 'owned', 'the source reads the same outcome');
+  // Rolled back onto the source instead: not ours, a tombstone.
+  const back = await intent('i');
+  const v = (await getJson<VmRecord>(etcd, keys.vm('i')))!;
+  await etcd.put(keys.vm('i')).value(JSON.stringify({ ...v.value, state: 'running', job: '' })).exec();
+  assert.equal(await settleUnknownRecord(link, 'tgt', 'i', back, quiet), 'fenced');
+  assert.equal((await claim('tgt', 'i'))?.fenced, true);
+});
+
+test('foldedOnto: only a VM record that moved on since the fence and names the node', () => {
+  const fence: Fence = { vmRevision: '10', job: 'j', attempt: 1 };
+  const rec = (node: string, rev: string) => ({ modRevision: rev, value: { node } as VmRecord });
+  assert.equal(foldedOnto(rec('tgt', '12'), 'tgt', fence), true);
+  assert.equal(foldedOnto(rec('tgt', '10'), 'tgt', fence), false, 'the intent itself');
+  assert.equal(foldedOnto(rec('src', '12'), 'tgt', fence), false, 'moved back to the source');
+  assert.equal(foldedOnto(undefined, 'tgt', fence), false);
 });
 
 test('the ownership-delay fault knob is refused without the fault-injection switch', () => {

@@ -10,8 +10,9 @@
  * resumed copy and refuses "fenced"; the source destroys its paused copy).
  * A target whose record txn did not answer before its fence deadline does not know whether it
  * landed: it pauses its copy (before the source may resume) and settles from etcd: its record
- * there => resume, it owns the VM; else it writes a tombstone (`fenced`) its record txn compares,
- * so the record can never land later, and destroys its copy.
+ * there, or the VM's record folded onto it (a migrator found the record and deleted it) => resume,
+ * it owns the VM; else it writes a tombstone (`fenced`) its record txn compares, so the record can
+ * never land later, and destroys its copy.
  */
 import type { Etcd3 } from 'etcd3';
 import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
@@ -57,6 +58,16 @@ export function claimMatches(c: OwnershipClaim | undefined, fence: Fence): boole
 /** True when `c` is a target's tombstone of this fence's attempt (it gave the attempt up). */
 export function isTombstoneOf(c: OwnershipClaim | undefined, fence: Fence): boolean {
   return !!c && c.fenced === true && c.job === fence.job && c.attempt === fence.attempt;
+}
+
+/**
+ * True when the cluster put VM `vm` on `nodeId` since the fence: its intent record moved on
+ * (revision changed) and names this node. Only this attempt's record can do that while the source
+ * waits paused (a migrator folds the record, deleting it: fold.ts foldToTarget), so it means the
+ * record landed. The source reads etcd by the same rule (`decided`), so both sides agree.
+ */
+export function foldedOnto(v: Versioned<VmRecord> | undefined, nodeId: string, fence: Fence): boolean {
+  return !!v && v.modRevision !== fence.vmRevision && v.value.node === nodeId;
 }
 
 /**
@@ -110,15 +121,18 @@ async function tryRecord(etcd: Etcd3, nodeId: string, vm: string, fence: Fence, 
   const r = await etcd.if(keys.vm(vm), 'Mod', '==', fence.vmRevision).and(...compareArgs(resumeKey, resume)).and(...compareArgs(ownKey, own))
     .then(etcd.put(ownKey).value(JSON.stringify(claim))).commit();
   if (r.succeeded) return '';
-  const again = await getJson<OwnershipClaim>(etcd, resumeKey);
+  // The compare failed: maybe because an earlier send of this same txn landed (etcd3 retries a
+  // call that timed out on a member), and a migrator may have folded it since.
+  const [mine, now, again] = await Promise.all([getJson<OwnershipClaim>(etcd, ownKey), getJson<VmRecord>(etcd, keys.vm(vm)), getJson<OwnershipClaim>(etcd, resumeKey)]);
+  if (claimMatches(mine?.value, fence) || foldedOnto(now, nodeId, fence)) return '';
   return claimMatches(again?.value, fence) ? resumed : changed;
 }
 
 /**
  * Target, after RecordOutcomeUnknown with its copy paused: learns from etcd, retrying until it
- * can (the copy stays paused meanwhile). Its record of this attempt => 'owned' (resume it); else
- * it puts a tombstone, compared against its own key as read, so its record can never land any
- * more => 'fenced' (destroy the copy).
+ * can (the copy stays paused meanwhile). Its record of this attempt, or the VM folded onto it
+ * (`foldedOnto`) => 'owned' (resume it); else it puts a tombstone, compared against its own key
+ * and the VM's record as read, so its record can never land any more => 'fenced' (destroy the copy).
  */
 export async function settleUnknownRecord(link: ClusterLink, nodeId: string, vm: string, fence: Fence, log: (e: Record<string, unknown>) => void): Promise<'owned' | 'fenced'> {
   const key = keys.ownership(nodeId, vm);
@@ -126,11 +140,14 @@ export async function settleUnknownRecord(link: ClusterLink, nodeId: string, vm:
     const etcd = link.lease().etcd;
     try {
       if (etcd) {
-        const own = await withTimeout(getJson<OwnershipClaim>(etcd, key), ETCD_CALL_DEADLINE_MS, `reading ${key}`);
+        const [own, v] = await withTimeout(Promise.all([getJson<OwnershipClaim>(etcd, key), getJson<VmRecord>(etcd, keys.vm(vm))]), ETCD_CALL_DEADLINE_MS, `reading ${key}`);
         if (claimMatches(own?.value, fence)) return 'owned';
+        // The record landed and a migrator already folded it (deleting it): the VM is ours.
+        if (foldedOnto(v, nodeId, fence)) return 'owned';
         if (isTombstoneOf(own?.value, fence)) return 'fenced';
         const tomb: OwnershipClaim = { job: fence.job, attempt: fence.attempt, vmRevision: '', at: Date.now(), fenced: true };
-        const r = await withTimeout(etcd.if(...compareArgs(key, own)).then(etcd.put(key).value(JSON.stringify(tomb))).commit(), ETCD_CALL_DEADLINE_MS, `writing the tombstone ${key}`);
+        // Compared with the VM's record as read too: a fold landing meanwhile fails it (re-read: owned).
+        const r = await withTimeout(etcd.if(...compareArgs(key, own)).and(...compareArgs(keys.vm(vm), v)).then(etcd.put(key).value(JSON.stringify(tomb))).commit(), ETCD_CALL_DEADLINE_MS, `writing the tombstone ${key}`);
         if (r.succeeded) return 'fenced';
       }
     } catch (e) {

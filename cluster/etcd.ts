@@ -2,7 +2,8 @@
  * Shared etcd access for the control plane: connecting (with a clear error when etcd is
  * unreachable), JSON values with their revisions, and one consistent snapshot of the cluster.
  */
-import { Etcd3, type IOptions } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
+import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
 import { DroverError, failedPrecondition, invalidArgument, unavailable } from '../lib/errors';
 import { loadTlsFiles, tlsPathsFromEnv, type TlsFilePaths } from '../lib/pki/tls-files';
 import {
@@ -19,6 +20,27 @@ export interface Versioned<T> {
 
 /** Deadline of one unary etcd call: a loopback/LAN etcd answers in ms; 5 s is an outage. */
 export const ETCD_CALL_DEADLINE_MS = 5000;
+
+/**
+ * Deadline of one attempt of a unary call on one member. etcd3 then tries another member (up to
+ * 3 attempts): a member cut off without a reset (its link down) swallowed the whole 5 s before, and
+ * a target's ownership record, bounded by its lease, missed its window on one (chaos, link-down).
+ * A healthy member answers in ms; under a loaded disk's fsync, in well under this.
+ */
+export const ETCD_ATTEMPT_DEADLINE_MS = 1500;
+
+/**
+ * How long a member that failed 3 calls in a row is skipped before one trial call. etcd3's 5 s
+ * default kept an agent off a member for up to 5 s after its link came back, and with every
+ * member skipped, off etcd (its node lease lapses meanwhile); a trial call costs nothing.
+ */
+export const ETCD_MEMBER_RETRY_MS = 500;
+
+/**
+ * gRPC reconnect backoff towards an etcd member, ms: grpc-js' defaults (1 s, growing to 120 s)
+ * left a member that came back unused for seconds.
+ */
+const ETCD_RECONNECT_BACKOFF = { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 1000 };
 
 /**
  * Opens a client of the etcd at `url` (comma-separated endpoints) and checks it answers.
@@ -39,10 +61,14 @@ export async function connectEtcd(url: string, timeoutMs = 3000, tls?: TlsFilePa
     quietIpServerNameWarning();
   }
   // Every unary call carries a deadline (a hung call becomes an error the caller retries or
-  // reports); streams (watches, lease keep-alives) live as long as they are used.
+  // reports); streams (watches, lease keep-alives) live as long as they are used. A member
+  // that fails is skipped for ETCD_MEMBER_RETRY_MS (etcd3's per-member circuit breaker).
+  // The deadline is per attempt (etcd3 resolves it for each member it tries).
   const options: IOptions = {
     hosts, dialTimeout: timeoutMs, ...(credentials ? { credentials } : {}),
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_ATTEMPT_DEADLINE_MS }),
+    faultHandling: { host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: ETCD_MEMBER_RETRY_MS, breaker: new ConsecutiveBreaker(3) }) },
+    grpcOptions: ETCD_RECONNECT_BACKOFF,
   };
   const client = new Etcd3(options);
   try {

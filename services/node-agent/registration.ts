@@ -68,6 +68,13 @@ export function heartbeatOf(nodeId: string, address: string, info: NodeInfo, reg
   };
 }
 
+/**
+ * Pause between two tries to register again after the node lease was lost: each try is one lease
+ * grant (a member that does not answer fails it within the call's per-attempt deadline), and every
+ * ms without a lease is a ms the scheduler may count the node dead.
+ */
+const REGISTER_RETRY_MS = 250;
+
 /** Starts registering the node; returns at once (see `ready`). */
 export function startRegistration(opts: RegistrationOptions): Registration {
   const given = opts.log;
@@ -98,8 +105,8 @@ export function startRegistration(opts: RegistrationOptions): Registration {
       log('lease lost; registering again');
       lease = undefined;
       lastKeepalive = 0;
-      const again = () => { if (!stopped) newLease().then(beat).catch(() => setTimeout(again, 1000)); };
-      setTimeout(again, 200);
+      const again = () => { if (!stopped) newLease().then(beat).catch(() => setTimeout(again, REGISTER_RETRY_MS)); };
+      setTimeout(again, REGISTER_RETRY_MS);
     });
   };
 

@@ -33,7 +33,7 @@ test('typed handlers and clients talk over a real server (addService, clientCons
     DestroyVm: (_c, cb) => cb(null, {}), VerifyVm: (_c, cb) => cb(null, {}), GetNodeInfo: (_c, cb) => cb(null, {}),
     MigrateVm: (call) => { call.write({ migrationId: 'm', phase: 'done' }); call.end(); },
     CancelMigration: (_c, cb) => cb(null, { phase: 'precopy' }), CommitMigration: (_c, cb) => cb(null, {}),
-    AnalyzeVm: (_c, cb) => cb(null, {}),
+    AnalyzeVm: (_c, cb) => cb(null, {}), ResumeVm: (_c, cb) => cb(null, {}),
   });
   const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
   const Client = clientConstructor('NodeAgent');

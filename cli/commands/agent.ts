@@ -1,6 +1,6 @@
 /** `drover agent`: runs a node agent in the foreground until SIGINT/SIGTERM. */
 import * as os from 'node:os';
-import { parse, required, str, size, int, address, UsageError } from '../args';
+import { parse, required, str, size, int, address, duration, UsageError } from '../args';
 import { createHypervisor } from '../../hypervisor';
 import { NodeAgentServer } from '../../services/node-agent/agent-server';
 import { createLogger } from '../../lib/log';
@@ -26,14 +26,14 @@ function checkStateDir(dir: string): void {
 }
 
 /** Usage of `drover agent`. */
-export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--bulk-listen HOST:PORT] [--state-dir DIR] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
+export const AGENT_USAGE = `drover agent --listen HOST:PORT --node-id ID [--hypervisor sim|qemu] [--qemu-binary PATH] [--qemu-migration auto|native|tunnel] [--streams N|auto] [--bulk on|off] [--bulk-listen HOST:PORT] [--state-dir DIR] [--outcome-wait 30s] [--mem-capacity 16GiB] [--vcpus N] [--etcd URL] [--metrics-listen HOST:PORT] [--storage HOST:PORT]... ${TLS_USAGE}`;
 
 /** Runs the agent; resolves when it was stopped. */
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parse(argv, {
     listen: { type: 'string' }, 'node-id': { type: 'string' }, hypervisor: { type: 'string', default: 'sim' },
     'mem-capacity': { type: 'string' }, vcpus: { type: 'string' }, etcd: { type: 'string' }, 'metrics-listen': { type: 'string' },
-    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'bulk-listen': { type: 'string' }, 'state-dir': { type: 'string' }, ...TLS_OPTIONS,
+    'qemu-binary': { type: 'string' }, 'qemu-migration': { type: 'string', default: 'auto' }, storage: { type: 'string', multiple: true }, streams: { type: 'string' }, bulk: { type: 'string', default: 'on' }, 'bulk-listen': { type: 'string' }, 'state-dir': { type: 'string' }, 'outcome-wait': { type: 'string' }, ...TLS_OPTIONS,
   }, 'agent');
   if (p.positionals.length) throw new UsageError(`agent: unexpected argument "${p.positionals[0]}" (usage: ${AGENT_USAGE})`);
   // The data plane needs V8/malloc settings that only a fresh process can take (process-tuning.ts).
@@ -73,11 +73,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
   // The switchover journal (services/node-agent/outcome-journal.ts): a restarted agent still answers its sources.
   const stateDir = str(p, 'state-dir') ?? defaultStateDir(nodeId);
   checkStateDir(stateDir);
+  // How long a direct migration's source asks the target what it did after a broken Complete
+  // before it holds the VM paused for the operator (drover vm resume).
+  const outcomeWaitMs = duration(p, 'outcome-wait');
+  if (outcomeWaitMs !== undefined && outcomeWaitMs <= 0) throw new UsageError(`--outcome-wait "${str(p, 'outcome-wait')}" must be positive`);
   const server = new NodeAgentServer({ nodeId, hypervisor, capacity: { memBytes, vcpus }, ...(storage.length ? { storage } : {}), log: (e) => {
     // pino writes `msg` and the child's `node` binding itself: keep each key once per line
     const { msg, node: _node, ...fields } = e;
     log.info(fields, String(msg ?? ''));
-  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', ...(bulkListen ? { bulkListen } : {}), stateDir });
+  }, tls: tls.mode === 'tls' ? tls.source : undefined, ...(streams ? { streams } : {}), bulk: bulk === 'on', ...(bulkListen ? { bulkListen } : {}), stateDir, ...(outcomeWaitMs ? { outcomeWaitMs } : {}) });
   if (tls.mode === 'tls' && tls.source instanceof CertificateReloader) reloadOnHangup(tls.source, log);
   const bound = await server.start(listen).catch((err: unknown) => {
     // A port in use (or a host not of this machine) is the operator's to fix: one line naming the flag, exit 2.

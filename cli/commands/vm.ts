@@ -1,4 +1,4 @@
-/** `drover vm create|list|show|destroy|verify --agent ADDR`: VMs on one agent. */
+/** `drover vm create|list|show|destroy|verify|resume --agent ADDR`: VMs on one agent. */
 import { parse, required, str, size, rate, int, flag, address, UsageError } from '../args';
 import { AgentClient } from '../../services/node-agent/client/agent-client';
 import { checkProfile, validateSpec } from '../../hypervisor/spec';
@@ -8,7 +8,7 @@ import type { VmInfo } from '../../services/node-agent/client/agent-codec';
 import { TLS_OPTIONS, TLS_USAGE, agentChannelCredentials, tlsFromFlags } from '../tls-flags';
 
 /** Usage of `drover vm` against one agent. */
-export const VM_USAGE = `drover vm create NAME --agent ADDR --mem 1GiB --profile idle|web|db|mmuncher [--vcpus N] [--wss SIZE] [--dirty-rate RATE] [--fill SIZE] [--disk nbd://H:P/E] [--json] ${TLS_USAGE}\n       drover vm list|show NAME|destroy NAME|verify NAME --agent ADDR [--json] ${TLS_USAGE}`;
+export const VM_USAGE = `drover vm create NAME --agent ADDR --mem 1GiB --profile idle|web|db|mmuncher [--vcpus N] [--wss SIZE] [--dirty-rate RATE] [--fill SIZE] [--disk nbd://H:P/E] [--json] ${TLS_USAGE}\n       drover vm list|show NAME|destroy NAME|verify NAME --agent ADDR [--json] ${TLS_USAGE}\n       drover vm resume NAME --agent ADDR [--force] [--json] ${TLS_USAGE}   (a VM held paused after a migration whose outcome was unknown)`;
 
 /** Spec flags shared by `vm create` and `bench`. */
 export const SPEC_OPTIONS = {
@@ -39,17 +39,18 @@ export function specFromFlags(name: string, p: ReturnType<typeof parse>, default
 }
 
 function row(v: VmInfo): string {
-  return `${v.spec.name.padEnd(20)} ${v.state.padEnd(10)} ${v.spec.profile.padEnd(9)} ${formatBytes(v.spec.memBytes).padStart(9)}  dirty ${formatRate(v.dirtyRateBytesPerSec).padStart(11)}  node ${v.nodeId}`;
+  const held = v.held ? `  HELD: ${v.held}` : '';
+  return `${v.spec.name.padEnd(20)} ${v.state.padEnd(10)} ${v.spec.profile.padEnd(9)} ${formatBytes(v.spec.memBytes).padStart(9)}  dirty ${formatRate(v.dirtyRateBytesPerSec).padStart(11)}  node ${v.nodeId}${held}`;
 }
 
 function toJson(v: VmInfo): object {
-  return { name: v.spec.name, node: v.nodeId, state: v.state, memBytes: v.spec.memBytes, profile: v.spec.profile, vcpus: v.spec.vcpus, dirtyRateBytesPerSec: v.dirtyRateBytesPerSec, touchedBytes: v.touchedBytes };
+  return { name: v.spec.name, node: v.nodeId, state: v.state, memBytes: v.spec.memBytes, profile: v.spec.profile, vcpus: v.spec.vcpus, dirtyRateBytesPerSec: v.dirtyRateBytesPerSec, touchedBytes: v.touchedBytes, ...(v.held ? { held: v.held } : {}) };
 }
 
 /** Runs `drover vm ... --agent ADDR`. */
 export async function vmCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  const p = parse(rest, { agent: { type: 'string' }, json: { type: 'boolean' }, ...SPEC_OPTIONS, ...TLS_OPTIONS }, `vm ${sub ?? ''}`.trim());
+  const p = parse(rest, { agent: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, ...SPEC_OPTIONS, ...TLS_OPTIONS }, `vm ${sub ?? ''}`.trim());
   const addr = address(required(p, 'agent', `vm ${sub}`), '--agent');
   const agent = new AgentClient(addr, agentChannelCredentials(tlsFromFlags(p, `vm ${sub ?? ''}`.trim())));
   const json = flag(p, 'json');
@@ -94,6 +95,13 @@ export async function vmCommand(argv: string[]): Promise<number> {
         const disk = r.diskChecked ? `, disk ${r.diskOk ? 'ok' : 'FAILED'} (WAL acked seq ${r.diskAckedSeq}; ${r.diskDetail})` : '';
         console.log(json ? JSON.stringify(r) : `${n}: guest check ${r.ok ? 'passed' : 'FAILED'} (${r.pagesChecked} pages${r.badPages ? `, ${r.badPages} bad: ${r.detail}` : ''})${disk}, heartbeat ${r.heartbeatBeats} beats`);
         return r.ok && (!r.diskChecked || r.diskOk) ? 0 : 1;
+      }
+      case 'resume': {
+        const n = name();
+        await agent.waitReady();
+        const v = await agent.resumeVm(n, flag(p, 'force'));
+        console.log(json ? JSON.stringify(toJson(v)) : `resumed ${row(v)}`);
+        return 0;
       }
       default:
         throw new UsageError(`vm: unknown subcommand "${sub ?? ''}" (usage: ${VM_USAGE})`);

@@ -6,6 +6,7 @@
  *   drover.v1.NodeAgent/CreateVm                     x        x
  *   drover.v1.NodeAgent/DestroyVm                    x        x
  *   drover.v1.NodeAgent/VerifyVm                     x        x
+ *   drover.v1.NodeAgent/ResumeVm                     x        x
  *   drover.v1.NodeAgent/ListVms                      x        x                x
  *   drover.v1.NodeAgent/GetVm                        x        x                x
  *   drover.v1.NodeAgent/GetNodeInfo                  x        x                x
@@ -52,6 +53,7 @@ export const AUTHZ_TABLE: Readonly<Record<string, MethodRule>> = Object.freeze({
   'drover.v1.NodeAgent/CreateVm': { roles: CONTROL },
   'drover.v1.NodeAgent/DestroyVm': { roles: CONTROL },
   'drover.v1.NodeAgent/VerifyVm': { roles: CONTROL },
+  'drover.v1.NodeAgent/ResumeVm': { roles: CONTROL },
   'drover.v1.NodeAgent/ListVms': { roles: READ },
   'drover.v1.NodeAgent/GetVm': { roles: READ },
   'drover.v1.NodeAgent/GetNodeInfo': { roles: READ },

@@ -142,6 +142,8 @@ export class PrecopySource {
   /** Post-copy: chosen at the end of pre-copy; `lost` once it failed after the switch (the source never resumes). */
   private postcopyChosen = false;
   private lost = false;
+  /** Set when the outcome after Complete stayed unknown: the VM is left paused here (switchoverUnresolved). */
+  private unresolved = false;
   /** Why the policy chose what it chose (the result's policyReason); when throttling began (performance.now()). */
   private policyReason = '';
   private throttleSince = 0;
@@ -189,6 +191,11 @@ export class PrecopySource {
   /** True once the VM was lost after the switch (post-copy failed, or the target lost it after Complete): the source must discard its stale copy, never resume it. */
   get vmLost(): boolean {
     return this.lost;
+  }
+
+  /** True once the outcome after Complete could not be learned: the source stays paused (the guest may run on the target) until an operator resolves it (VmResume). */
+  get switchoverUnresolved(): boolean {
+    return this.unresolved;
   }
 
   /** The current phase (read by cancel to refuse after switchover). */
@@ -240,6 +247,7 @@ export class PrecopySource {
       this.lost = true;
       throw new DroverError('DATA_LOSS', `migration ${id}: VM ${this.o.domain.spec.name} is LOST: the target ${this.o.targetName} resumed it after Complete and lost it (${e.message}); the stale copy on the source ${this.o.sourceName} is discarded, never resumed (the guest ran past it)`, { cause: e });
     }
+    this.unresolved = true;
     throw new DroverError('UNAVAILABLE', `migration ${id}: switchover outcome unknown after Complete (${e.message}); the VM stays paused on the source ${this.o.sourceName} (it may run on ${this.o.targetName})`, { cause: e });
   }
 

@@ -35,6 +35,8 @@ export interface OutgoingEngine {
   readonly pausedMs: number;
   /** Post-copy failed after the switch: the VM is lost and the source's stale copy must go (page streams only). */
   readonly vmLost?: boolean;
+  /** After Complete the outcome could not be learned: the VM stays paused on the source until resolved (page streams only). */
+  readonly switchoverUnresolved?: boolean;
   /** After the switch to post-copy, until it ended: the target runs the VM with pages only this node holds (page streams only). */
   readonly inPostcopy?: boolean;
 }

@@ -57,6 +57,8 @@ export interface Vm {
   heartbeatMaxGapMs: number;
   /** gap of the guest's first beat after its latest resume (a migrated VM: the source's last beat to the target's first); -1 = not measured */
   heartbeatResumeGapMs: number;
+  /** why the VM stays paused here: a migration whose outcome is unknown (ResumeVm settles it); empty = not held */
+  held: string;
 }
 
 /** The switchover's fenced intent (protocol 2): the VM record's etcd mod revision when the migrator wrote state `migrating`, and the job and attempt it belongs to. Empty vm_revision = no control plane (a direct migration): the target records nothing in etcd. */
@@ -99,6 +101,14 @@ export interface DestroyVmRequest {
 
 /** drover.v1.DestroyVmResponse. */
 export interface DestroyVmResponse {
+}
+
+/** drover.v1.ResumeVmRequest. */
+export interface ResumeVmRequest {
+  /** name = 1. */
+  name: string;
+  /** resume even when the target cannot say (direct migrations only) */
+  force: boolean;
 }
 
 /** drover.v1.VerifyVmRequest. */
@@ -702,6 +712,7 @@ export interface Messages {
   GetVmRequest: GetVmRequest;
   DestroyVmRequest: DestroyVmRequest;
   DestroyVmResponse: DestroyVmResponse;
+  ResumeVmRequest: ResumeVmRequest;
   VerifyVmRequest: VerifyVmRequest;
   VerifyVmResponse: VerifyVmResponse;
   GetNodeInfoRequest: GetNodeInfoRequest;
@@ -758,6 +769,8 @@ export interface Wire {
     DestroyVm: { request: DestroyVmRequest; response: DestroyVmResponse; requestStream: false; responseStream: false };
     /** Runs the guest's own integrity check and reads its heartbeat. */
     VerifyVm: { request: VerifyVmRequest; response: VerifyVmResponse; requestStream: false; responseStream: false };
+    /** Settles a VM held paused after a migration whose outcome is unknown (Vm.held): asks the target (or etcd) again; resumes it here if the guest never ran there, releases it if it runs there. With force, a direct migration's VM resumes even when the target cannot answer (the operator knows that node is gone for good). FAILED_PRECONDITION for a VM that is not held or whose owner is still unknown; NOT_FOUND for an unknown VM. */
+    ResumeVm: { request: ResumeVmRequest; response: Vm; requestStream: false; responseStream: false };
     /** rpc GetNodeInfo. */
     GetNodeInfo: { request: GetNodeInfoRequest; response: NodeInfo; requestStream: false; responseStream: false };
     /** Migrates a VM of this node to a target agent. Streams progress; the last event holds the result. The stream ends with a status: OK when the VM runs on the target. */

@@ -10,7 +10,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { addService, type Input, type ServiceHandlers } from '../../proto/load';
 import type * as wire from '../../proto/generated/drover-v1';
 import { toServiceError } from '../../lib/grpc-status';
-import { DroverError, failedPrecondition } from '../../lib/errors';
+import { DroverError, failedPrecondition, invalidArgument } from '../../lib/errors';
 import type { Hypervisor } from '../../hypervisor/types';
 import { validateSpec } from '../../hypervisor/spec';
 import { specFromWire, vmToWire, nodeInfoToWire, type NodeInfo } from './client/agent-codec';
@@ -62,6 +62,8 @@ export interface AgentOptions {
   bulkListen?: { host: string; port: number };
   /** Directory of the switchover journal (outcome-journal.ts), so a restarted agent still answers its sources; absent: answers from memory only. */
   stateDir?: string;
+  /** How long a direct migration's source asks its target for the outcome of a broken switchover before holding the VM (default DIRECT_OUTCOME_WAIT_MS). */
+  outcomeWaitMs?: number;
 }
 
 /** The files a TLS source holds now (a reloader's current set: new bulk connections use what was loaded last). */
@@ -117,6 +119,7 @@ export class NodeAgentServer {
     // The bulk channel's socket: mutual TLS with the same node certificate, expecting the same target identity.
     const bulkDialer = (targetNode: string): BulkDialer => (tls ? { mode: 'tls', tls: tlsClientOptions(filesOf(tls), { role: 'node', name: targetNode }, 'TLSv1.3') } : { mode: 'tcp' });
     this.outgoing = new OutgoingMigrations(this.host, o.nodeId, log, (vm, id, ev) => agentMetrics().migrationEvent(o.nodeId, vm, id, ev), receiverCreds || undefined, o.streams, bulkDialer);
+    if (o.outcomeWaitMs) this.outgoing.outcomeWaitMs = o.outcomeWaitMs;
     const guard = new ReservationGuard(!!tls, (r) => this.refused(r.method, r.code, r.identity, '', r.message));
     this.incoming = new IncomingMigrations(this.host, o.nodeId, o.hypervisor, log, guard);
     if (o.stateDir) this.incoming.journal = new OutcomeJournal(o.stateDir);
@@ -235,6 +238,10 @@ export class NodeAgentServer {
         return {};
       }),
       VerifyVm: unary((req) => this.verifyVm(req.name)),
+      ResumeVm: unary(async (req) => {
+        if (!req.name) throw invalidArgument('ResumeVm: name is required');
+        return vmToWire(host.vmInfo(req.name, await this.outgoing.resume(req.name, req.force)));
+      }),
       GetNodeInfo: unary(() => nodeInfoToWire(this.nodeInfo())),
       MigrateVm: (call) => this.outgoing.migrateOut(call),
       CancelMigration: unary((req) => this.outgoing.cancel(req.migrationId)),

@@ -18,12 +18,18 @@ import { ReceiverClientConn } from '../../migration/transport/receiver-client';
 import { type MigrationEventInfo, policyFromWire, eventToWire, transportFromWire } from './client/agent-codec';
 import type { BulkDialer } from '../../migration/transport/bulk-socket';
 import type { DataTransport } from '../../migration/wire/protocol';
-import { outgoingPhase, type HostedVm, type VmHost } from './vm-host';
+import { heldReason, outgoingPhase, type HostedVm, type VmHost } from './vm-host';
 import { resolveOutcome, type ClusterLink } from './switchover';
-import { ASK_DEADLINE_MS, askTargetOutcome } from './direct-outcome';
+import { ASK_DEADLINE_MS, DIRECT_OUTCOME_WAIT_MS, askTargetOutcome } from './direct-outcome';
 import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
 import { autoStreams, type Fence } from '../../migration/wire/protocol';
 import { agentMetrics } from './agent-metrics';
+
+/**
+ * How long ResumeVm asks the target of a held direct migration again: an operator waits at the
+ * prompt, and a target that answers at all answers in milliseconds (ASK_DEADLINE_MS per question).
+ */
+export const RESUME_ASK_WAIT_MS = 3000;
 
 /** A log sink (one JSON object per event). */
 export type AgentLog = (event: Record<string, unknown>) => void;
@@ -44,6 +50,10 @@ export class OutgoingMigrations {
 
   /** Cluster mode (the agent registered in etcd): a broken switchover is resolved from etcd. */
   cluster: ClusterLink | undefined;
+  /** How long a direct migration asks its target for the outcome of a broken switchover before holding the VM paused (--outcome-wait). */
+  outcomeWaitMs = DIRECT_OUTCOME_WAIT_MS;
+  /** VMs a ResumeVm is settling now (one at a time per VM). */
+  private readonly settling = new Set<string>();
 
   /**
    * The data-plane channel to the target: with TLS only to the node the request names; over the
@@ -97,6 +107,7 @@ export class OutgoingMigrations {
       if (!req.target) throw invalidArgument('MigrateVm: target address is required');
       vm = this.host.get(req.vm);
       if (vm.outgoing) throw failedPrecondition(`VM ${req.vm} is already migrating (${vm.outgoing.id})`);
+      if (vm.held) throw failedPrecondition(`VM ${req.vm} cannot migrate: it is ${heldReason(vm.held)}; settle it first (drover vm resume ${req.vm})`);
       conn = this.dialTarget(req);
       const result = await this.run(vm, conn, id, req, send);
       this.log({ msg: 'migration done', migration: id, vm: req.vm, downtimeMs: result.downtimeMs, totalMs: result.totalMs, rounds: result.rounds, ...result.downtimeBreakdown });
@@ -137,7 +148,15 @@ export class OutgoingMigrations {
     });
     vm.outgoing = { id, abort, stage: 'running', engine };
     this.log({ msg: 'migration started', migration: id, vm: req.vm, target: req.target, streams: conn.streams });
-    const result = await engine.run();
+    const result = await engine.run().catch((err: unknown) => {
+      if (engine.switchoverUnresolved) {
+        vm.held = {
+          migrationId: id, target: req.targetNode ? `${req.targetNode} (${req.target})` : req.target, sinceMs: Date.now(), cluster: !!(this.cluster && fence && req.targetNode),
+          resolve: () => this.resolve(req, fence, DroverError.from(err), () => conn.switchoverOutcome(reservation.migrationId, reservation.token, ASK_DEADLINE_MS), RESUME_ASK_WAIT_MS),
+        };
+      }
+      throw err;
+    });
     result.migrationId = id;
     if (conn.transportUsed) result.transport = conn.transportUsed;
     // Owned: the VM runs on the target, which recorded it. The source discards its copy.
@@ -159,11 +178,52 @@ export class OutgoingMigrations {
     await vm.domain.destroy().catch(() => undefined);
   }
 
-  /** After Complete with a broken stream: cluster mode asks etcd; direct mode asks the target (direct-outcome.ts). */
-  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError, askTarget: () => Promise<string>): Promise<SwitchoverOutcome> {
+  /**
+   * ResumeVm: settles a VM held paused after a migration whose outcome was unknown. Asks again:
+   * the guest never ran on the target => resumes here; it runs there => releases the paused copy;
+   * lost there => discards it. Still unknown: refused, unless `force` on a direct migration (the
+   * operator says the target is gone for good). A cluster migration is never forced: etcd decides.
+   */
+  async resume(name: string, force: boolean): Promise<HostedVm> {
+    const vm = this.host.get(name);
+    const held = vm.held;
+    if (vm.outgoing) throw failedPrecondition(`VM ${name} is migrating (${vm.outgoing.id}); nothing to resume`);
+    if (!held) throw failedPrecondition(`VM ${name} is ${vm.domain.state()} on node ${this.nodeId} and no migration holds it: nothing to resume`);
+    if (this.settling.has(name)) throw failedPrecondition(`VM ${name} is being settled already (another resume runs)`);
+    this.settling.add(name);
+    try {
+      const outcome = await held.resolve().catch(() => 'unknown' as const);
+      this.log({ msg: 'held VM: outcome asked again', vm: name, migration: held.migrationId, target: held.target, outcome, force });
+      if (outcome === 'owned') {
+        vm.held = undefined;
+        this.host.remove(name);
+        await vm.domain.destroy();
+        throw failedPrecondition(`VM ${name} runs on ${held.target}: it took over in migration ${held.migrationId}; the paused copy on node ${this.nodeId} is released`);
+      }
+      if (outcome === 'lost') {
+        vm.held = undefined;
+        const e = new DroverError('DATA_LOSS', `VM ${name} is LOST: ${held.target} resumed it in migration ${held.migrationId} and lost it; the stale paused copy on node ${this.nodeId} is discarded, never resumed`);
+        await this.discardLost(vm, held.migrationId, e);
+        throw e;
+      }
+      if (outcome === 'unknown' && (!force || held.cluster)) {
+        const how = held.cluster ? 'etcd decides who owns it: retry once etcd answers' : 'resume it with --force only once that node is gone for good (if the guest runs there too, the VM splits)';
+        throw failedPrecondition(`VM ${name} stays paused: ${held.target} still cannot say whether the guest ran there (migration ${held.migrationId}); ${how}`);
+      }
+      await vm.domain.resume();
+      vm.held = undefined;
+      this.log({ msg: outcome === 'refused' ? 'held VM resumed: the target never ran it' : 'held VM resumed by force: the operator says the target is gone for good', vm: name, migration: held.migrationId, target: held.target });
+      return vm;
+    } finally {
+      this.settling.delete(name);
+    }
+  }
+
+  /** After Complete with a broken stream: cluster mode asks etcd; direct mode asks the target (direct-outcome.ts) within `waitMs`. */
+  private async resolve(req: wire.MigrateVmRequest, fence: Fence | undefined, cause: DroverError, askTarget: () => Promise<string>, waitMs = this.outcomeWaitMs): Promise<SwitchoverOutcome> {
     this.log({ msg: 'switchover outcome unknown after Complete; resolving, VM stays paused', vm: req.vm, target: req.targetNode || req.target, error: cause.message });
     if (!this.cluster || !fence || !req.targetNode) {
-      const outcome = await askTargetOutcome(askTarget, (e) => this.log({ vm: req.vm, target: req.target, ...e }));
+      const outcome = await askTargetOutcome(askTarget, (e) => this.log({ vm: req.vm, target: req.target, ...e }), waitMs);
       this.log({ msg: 'switchover outcome resolved by the target (direct migration)', vm: req.vm, target: req.target, outcome });
       return outcome;
     }

@@ -8,6 +8,7 @@ import type { Domain, VmSpec } from '../../hypervisor/types';
 import type { MigrationPhase } from '../../migration/types';
 import type { OutgoingEngine } from '../../migration/strategy/outgoing';
 import type { IncomingSession } from '../../migration/strategy/incoming';
+import type { SwitchoverOutcome } from '../../migration/precopy/precopy-source';
 import { PROTOCOL_VERSION } from '../../migration/wire/protocol';
 import type { NodeInfo, VmInfo } from './client/agent-codec';
 import { StoragePolicy } from './storage-policy';
@@ -30,11 +31,35 @@ export function outgoingPhase(o: OutgoingState): MigrationPhase {
   return o.stage === 'reserving' ? 'reserving' : o.engine.currentPhase;
 }
 
+/**
+ * A VM left paused here because a migration's outcome after Complete could not be learned: the
+ * guest may run on the target, so nothing resumes or migrates it until `resolve` (asking the
+ * target or etcd again) or an operator's forced resume settles it (OutgoingMigrations.resume).
+ */
+export interface HeldSwitchover {
+  readonly migrationId: string;
+  /** The target's address (and node name when known), as the operator would look it up. */
+  readonly target: string;
+  /** When the VM was left paused (epoch ms). */
+  readonly sinceMs: number;
+  /** A cluster migration (etcd decides the owner; never forced) rather than a direct one. */
+  readonly cluster: boolean;
+  /** Asks again who owns the VM: 'owned' (it runs on the target), 'refused' (it never resumed there), or still 'unknown'/'lost'. */
+  readonly resolve: () => Promise<SwitchoverOutcome>;
+}
+
 /** One VM this node runs. */
 export interface HostedVm {
   domain: Domain;
   /** Set while the VM migrates out. */
   outgoing?: OutgoingState;
+  /** Set while the VM stays paused after a migration whose outcome is unknown. */
+  held?: HeldSwitchover;
+}
+
+/** How `vm list` and `vm show` name a held VM: which migration, which target, since when. */
+export function heldReason(h: HeldSwitchover): string {
+  return `paused since ${new Date(h.sinceMs).toISOString()}: migration ${h.migrationId} to ${h.target} ended with its outcome unknown (the guest may run there)`;
 }
 
 /**
@@ -202,7 +227,7 @@ export class VmHost {
       spec: v.domain.spec, state: v.outgoing ? 'migrating' : v.domain.state(), nodeId: this.nodeId,
       dirtyRateBytesPerSec: st.dirtyRateBytesPerSec, touchedBytes: st.touchedBytes, cpu: st.cpu,
       heartbeatBeats: hb.beats, heartbeatLastMs: hb.lastBeatMs, heartbeatMaxGapMs: hb.maxGapMs,
-      heartbeatResumeGapMs: hb.resumeGapMs ?? -1,
+      heartbeatResumeGapMs: hb.resumeGapMs ?? -1, held: v.held ? heldReason(v.held) : '',
     };
   }
 

@@ -11,6 +11,10 @@
  *   its journal (services/node-agent/outcome-journal.ts) answers for the dead process. Died as
  *   Complete arrived: not_owned, the source resumes. Died after it resumed the guest: lost, the
  *   source reports the VM lost and discards its stale copy; nothing claims the VM runs.
+ * - the target agent dies as Complete arrives and stays dead past the source's --outcome-wait:
+ *   the VM is held paused on the source (vm show says which migration holds it), cannot migrate
+ *   again, and `vm resume` settles it: resumed once the restarted target says it never ran the
+ *   guest, or with --force when the target is gone for good; never without either.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,11 +45,11 @@ after(async () => {
  * at `fp`, `restart()` starts it again on the same address and state directory, without the
  * failpoint, once the first one is dead.
  */
-async function pair(fp: Failpoint): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
+async function pair(fp: Failpoint, tag = '', sourceArgs: string[] = []): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
   pki ??= await pkiFixture();
   client ??= await pki.identity({ role: 'controller', name: 'ctl' });
-  const [a] = await startAgents(1, `do-src-${fp}`, [], { tls: { dir: pki.dir, client } });
-  const nodeId = `do-dst-${fp}`;
+  const [a] = await startAgents(1, `do-src-${fp}${tag}`, sourceArgs, { tls: { dir: pki.dir, client } });
+  const nodeId = `do-dst-${fp}${tag}`;
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'do-state-'));
   const args = [...await agentTlsArgs(pki.dir, nodeId), '--state-dir', stateDir];
   const proc = await startAgent(nodeId, args, { [FAILPOINTS_ENV]: fp });
@@ -136,4 +140,55 @@ test('post-copy: the switch is dropped as it arrives, before the target resumed 
   const beats = v.heartbeatBeats;
   await waitFor('the guest to beat on the source', async () => (await a.client.getVm(vm.name)).heartbeatBeats > beats, 10_000);
   assert.equal((await a.client.verifyVm(vm.name)).ok, true, 'guest check on the source');
+});
+
+/** A migration to a target that dies as Complete arrives and is not back within the source's 1 s outcome wait: the VM is held paused. */
+async function heldPair(tag: string, name: string): Promise<{ a: TestAgent; b: TestAgent; restart: () => Promise<TestAgent> }> {
+  const p = await pair('target-exit-on-complete', tag, ['--outcome-wait', '1s']);
+  await p.a.client.createVm(spec(name));
+  const err = await codeOf(p.a.client.migrateVm(name, p.b.address, {}, undefined, '', p.b.proc.nodeId));
+  assert.equal(err.code, 'UNAVAILABLE', err.message);
+  assert.match(err.message, /switchover outcome unknown after Complete .*the VM stays paused on the source/);
+  const v = await p.a.client.getVm(name);
+  assert.equal(v.state, 'paused', 'held paused: the guest may run on the target');
+  assert.match(v.held ?? '', new RegExp(`migration \\S+ to ${p.b.proc.nodeId}`), 'vm show names the migration holding it');
+  const again = await codeOf(p.a.client.migrateVm(name, p.b.address, {}, undefined, '', p.b.proc.nodeId));
+  assert.equal(again.code, 'FAILED_PRECONDITION', again.message);
+  assert.match(again.message, /cannot migrate: .*drover vm resume/);
+  const unforced = await codeOf(p.a.client.resumeVm(name));
+  assert.equal(unforced.code, 'FAILED_PRECONDITION', unforced.message);
+  assert.match(unforced.message, /stays paused: .* still cannot say whether the guest ran there .*--force/);
+  assert.equal((await p.a.client.getVm(name)).state, 'paused', 'a refused resume leaves it held');
+  return p;
+}
+
+/** The VM runs on the source again: its guest beats and its check passes; a second resume is refused. */
+async function runsOnSource(a: TestAgent, name: string): Promise<void> {
+  const v = await a.client.getVm(name);
+  assert.equal(v.state, 'running');
+  assert.equal(v.held ?? '', '', 'no longer held');
+  const beats = v.heartbeatBeats;
+  await waitFor('the guest to beat on the source', async () => (await a.client.getVm(name)).heartbeatBeats > beats, 10_000);
+  assert.equal((await a.client.verifyVm(name)).ok, true, 'guest check on the source');
+  const twice = await codeOf(a.client.resumeVm(name, true));
+  assert.equal(twice.code, 'FAILED_PRECONDITION', twice.message);
+  assert.match(twice.message, /no migration holds it: nothing to resume/);
+}
+
+test('a target dead past the outcome wait: the VM is held paused, and vm resume resumes it once the restarted target says it never ran it', async () => {
+  const { a, restart } = await heldPair('-h1', 'do-6');
+  const b2 = await restart();
+  await b2.client.waitReady(10_000);
+  const v = await a.client.resumeVm('do-6');
+  assert.equal(v.state, 'running');
+  await runsOnSource(a, 'do-6');
+  assert.deepEqual((await b2.client.listVms()).map((x) => x.spec.name), [], 'the restarted target does not run it');
+});
+
+test('a target gone for good: vm resume --force resumes the held VM on the source', async () => {
+  const { a, b } = await heldPair('-h2', 'do-7');
+  await waitFor('the target agent to be dead', async () => b.proc.child.exitCode !== null || b.proc.child.signalCode !== null, 30_000);
+  const v = await a.client.resumeVm('do-7', true);
+  assert.equal(v.state, 'running');
+  await runsOnSource(a, 'do-7');
 });

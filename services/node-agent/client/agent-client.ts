@@ -103,6 +103,15 @@ export class AgentClient {
     return vmFromWire(await this.unary('GetVm', { name }));
   }
 
+  /**
+   * Settles a VM held paused after a migration whose outcome was unknown: resumes it here when
+   * the target never ran it (or, with `force` on a direct migration, when the operator says the
+   * target is gone); FAILED_PRECONDITION when it runs on the target or the outcome is still unknown.
+   */
+  async resumeVm(name: string, force = false): Promise<VmInfo> {
+    return vmFromWire(await this.unary('ResumeVm', { name, force }, 30_000));
+  }
+
   /** Destroys a VM of this node. */
   async destroyVm(name: string): Promise<void> {
     await this.unary('DestroyVm', { name });

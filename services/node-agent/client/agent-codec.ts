@@ -26,6 +26,8 @@ export interface VmInfo {
   heartbeatMaxGapMs: number;
   /** Gap of the guest's first beat after its latest resume (HeartbeatReading.resumeGapMs); -1 = not measured. */
   heartbeatResumeGapMs: number;
+  /** Why the VM stays paused here (a migration whose outcome is unknown: `drover vm resume`); absent = not held. */
+  held?: string;
 }
 
 /**
@@ -73,7 +75,7 @@ export interface MigrationEventInfo extends MigrationProgress {
 
 /** VmInfo → wire. */
 export function vmToWire(v: VmInfo): wire.Vm {
-  return { ...v, spec: specToWire(v.spec) };
+  return { ...v, spec: specToWire(v.spec), held: v.held ?? '' };
 }
 
 /** Wire → VmInfo. */
@@ -83,7 +85,7 @@ export function vmFromWire(w: wire.Vm): VmInfo {
     spec: specFromWire(w.spec ?? ({} as wire.VmSpec)), state: w.state, nodeId: w.nodeId,
     dirtyRateBytesPerSec: w.dirtyRateBytesPerSec, touchedBytes: Number(w.touchedBytes), cpu: w.cpu,
     heartbeatBeats: Number(w.heartbeatBeats), heartbeatLastMs: w.heartbeatLastMs, heartbeatMaxGapMs: w.heartbeatMaxGapMs,
-    heartbeatResumeGapMs: w.heartbeatResumeGapMs,
+    heartbeatResumeGapMs: w.heartbeatResumeGapMs, ...(w.held ? { held: w.held } : {}),
   };
 }
 

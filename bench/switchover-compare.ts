@@ -4,6 +4,7 @@
  * standalone agents without etcd. N migrations of 256 MiB idle, web and db VMs each way on
  * both paths; prints median/p99/max of downtimeMs (source pause -> target Activated) and the
  * guest-observed blackout (the source's last heartbeat to the target's first, agent-codec.ts guestBlackoutMs).
+ * Both paths run mutual TLS with the cluster's CA (the standalone agents get node identities from it).
  *
  *   node dist/bench/switchover-compare.js [--repeat 10] [--json]
  */
@@ -15,6 +16,10 @@ import { AgentClient } from '../services/node-agent/client/agent-client';
 import { guestBlackoutMs } from '../services/node-agent/client/agent-codec';
 import { createVmRecord, requestMigration, waitPlaced } from '../cluster/ops';
 import { getJson } from '../cluster/etcd';
+import { agentTlsArgs } from '../services/node-agent/local-agents';
+import { clientCredentials } from '../lib/pki/grpc-credentials';
+import { loadTlsFiles } from '../lib/pki/tls-files';
+import type { LocalPki } from '../services/local-pki';
 import { keys, type JobRecord, type NodeRecord } from '../cluster/keyspace';
 
 const MiB = 2 ** 20;
@@ -28,12 +33,17 @@ function stats(xs: number[]): { p50: number; p99: number; max: number; n: number
   return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? NaN, n: s.length };
 }
 
+/** The admin's client of node `node`'s agent, expecting that node's certificate. */
+function clientOf(pki: LocalPki, address: string, node: string): AgentClient {
+  return new AgentClient(address, clientCredentials(loadTlsFiles({ ca: pki.caFile, cert: pki.admin.cert, key: pki.admin.key }), { role: 'node', name: node }));
+}
+
 async function directAgent(c: LocalCluster, dir: string, id: string): Promise<AgentClient> {
-  c.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, '--insecure', '--mem-capacity', '2GiB', '--vcpus', '16']);
+  c.spawnDrover(id, ['agent', '--listen', '127.0.0.1:0', '--node-id', id, ...await agentTlsArgs(c.pki!.dir, id), '--mem-capacity', '2GiB', '--vcpus', '16']);
   const file = path.join(dir, `${id}.log`);
   for (let i = 0; i < 200; i++) {
     const m = fs.existsSync(file) ? /listening on (\S+)/.exec(fs.readFileSync(file, 'utf8')) : null;
-    if (m) return new AgentClient(m[1]);
+    if (m) return clientOf(c.pki!, m[1], id);
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`agent ${id} did not start`);
@@ -53,7 +63,7 @@ async function clusterRuns(c: LocalCluster, repeat: number, out: Sample[]): Prom
       let h: JobRecord | undefined;
       for (let t = 0; t < 600 && !h; t++) { h = (await getJson<JobRecord>(etcd, keys.history(job.id)))?.value; if (!h) await new Promise((r) => setTimeout(r, 100)); }
       if (!h || h.result !== 'succeeded') throw new Error(`cluster migration of ${name} to ${to}: ${h?.result} ${h?.error}`);
-      const a = new AgentClient(await addr(to));
+      const a = clientOf(c.pki!, await addr(to), to);
       const vm = await a.getVm(name);
       a.close();
       out.push({ path: 'cluster', profile, downtimeMs: h.downtimeMs, blackoutMs: guestBlackoutMs(vm) });
@@ -63,13 +73,14 @@ async function clusterRuns(c: LocalCluster, repeat: number, out: Sample[]): Prom
 
 async function directRuns(a: AgentClient, b: AgentClient, repeat: number, out: Sample[]): Promise<void> {
   const addrOf = (x: AgentClient) => x.address;
+  const nodeOf = new Map([[a, 'direct-1'], [b, 'direct-2']]);
   for (const profile of PROFILES) {
     const name = `d-${profile}`;
     await a.createVm({ name, memBytes: 256 * MiB, vcpus: 1, profile });
     for (let i = 0; i < 2 * repeat; i++) {
       const [from, to] = i % 2 === 0 ? [a, b] : [b, a];
       await new Promise((r) => setTimeout(r, 300));
-      const r = await from.migrateVm(name, addrOf(to), {});
+      const r = await from.migrateVm(name, addrOf(to), {}, undefined, '', nodeOf.get(to));
       const vm = await to.getVm(name);
       out.push({ path: 'direct', profile, downtimeMs: r.downtimeMs, blackoutMs: guestBlackoutMs(vm) });
     }

@@ -9,7 +9,7 @@
  * deleted), then retry.
  */
 import { DroverError } from '../../lib/errors';
-import { AgentClient } from '../node-agent/client/agent-client';
+import { AgentClient, agentCredentials } from '../node-agent/client/agent-client';
 import { getJson } from '../../cluster/etcd';
 import { sleep, type Logger } from '../../cluster/log';
 import { keys, type VmRecord } from '../../cluster/keyspace';
@@ -28,8 +28,8 @@ type Settled = 'source' | 'target' | '';
 export async function completeCommitted(store: JobStore, log: Logger, run: JobHandle): Promise<void> {
   const job = run.job;
   log('completing a committed job', { job: job.id });
-  const source = new AgentClient(await store.nodeAddress(job.from));
-  const target = new AgentClient(await store.nodeAddress(job.to));
+  const source = new AgentClient(await store.nodeAddress(job.from), agentCredentials(job.from));
+  const target = new AgentClient(await store.nodeAddress(job.to), agentCredentials(job.to));
   try {
     let ok = false;
     for (let i = 0; i < SETTLE_POLLS && !ok; i++) {
@@ -72,8 +72,8 @@ export async function recover(store: JobStore, log: Logger, run: JobHandle): Pro
     return store.retryOrFail(run, new DroverError('ABORTED', 'the source resumed the VM after an unresolved switchover'), { state: 'running' });
   }
   await store.patch(run, { phase: 'recovering' });
-  const source = new AgentClient(await store.nodeAddress(job.from));
-  const target = new AgentClient(await store.nodeAddress(job.to));
+  const source = new AgentClient(await store.nodeAddress(job.from), agentCredentials(job.from));
+  const target = new AgentClient(await store.nodeAddress(job.to), agentCredentials(job.to));
   try {
     try { await source.cancelMigration(store.agentMigrationId(job)); } catch (e) { log('cancel (takeover)', { job: job.id, error: (e as Error).message }); }
     const where = await whereItSettled(source, target, job.vm);

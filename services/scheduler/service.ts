@@ -9,7 +9,9 @@
  *    a VM its live node has not reported for LOST_VM_GRACE_MS (an agent restarted within its
  *    lease comes back empty) becomes `unknown` too, with a `lost: ...` reason (lost-vms.ts); at
  *    once when the node's agent registered anew after the VM was placed there (restarted-agents.ts:
- *    a heartbeat of a new registration starts a round);
+ *    a heartbeat of a new registration starts a round); an `unknown` VM that exactly one live node
+ *    reports running (and no job or switchover record holds) gets its record pointed there
+ *    (stray-vms.ts), so an orphan etcd lost track of is managed again;
  * 2. places pending VMs (capacity-aware, spread), creating them on the chosen agent;
  * 3. continues drains: a rolling window of evacuation jobs from each draining node (targets chosen
  *    now, with the memory reserved by jobs in flight), then marks the node drained; the state lives
@@ -28,6 +30,7 @@ import { capacityShortfall } from '../../cluster/capacity';
 import { makeLogger, type Logger } from '../../cluster/log';
 import { keys, type NodeHeartbeat, type NodeMark, type SchedulerStatus, type VmRecord, type LinkRecord } from '../../cluster/keyspace';
 import { planModel } from './model';
+import { findStrays } from './stray-vms';
 import { readLinks } from './move-cost';
 import { controlMetrics } from '../../cluster/control-metrics';
 import { schedulerMetrics } from './scheduler-metrics';
@@ -219,6 +222,20 @@ export class Scheduler {
       }
     }
     await this.markLost(snap);
+    await this.adoptStrays(snap);
+  }
+
+  /** Unknown VMs a live node runs: the record follows the one node running it, or names the split (stray-vms.ts). */
+  private async adoptStrays(snap: ClusterSnapshot): Promise<void> {
+    for (const s of findStrays(snap)) {
+      if (s.kind === 'adopt') {
+        if (await this.putVm(s.name, s.modRevision, { ...s.vm, node: s.node, state: 'running', error: '' })) {
+          this.log('VM found running on another node: its record follows it', { vm: s.name, recorded: s.vm.node, node: s.node, was: s.vm.error });
+        }
+      } else if (await this.putVm(s.name, s.modRevision, { ...s.vm, error: s.reason })) {
+        this.log('VM runs on two nodes at once: left unknown for the operator', { vm: s.name, nodes: s.nodes });
+      }
+    }
   }
 
   /**
